@@ -1,0 +1,3 @@
+from atomicplug.cli import main
+
+raise SystemExit(main())

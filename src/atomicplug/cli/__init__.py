@@ -1,0 +1,81 @@
+"""The ``atomicplug`` command line: argument parsing and error reporting only.
+
+Each command group lives in its own module with a ``register(subparsers)``
+function; handlers take the parsed arguments and return an exit code. Every
+expected failure is an :class:`~atomicplug.errors.AtomicplugError` and is
+printed as one line on stderr with its exit code (``--debug`` adds the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from atomicplug.errors import AtomicplugError, UsageError
+
+__all__ = ["main", "build_parser"]
+
+#: Command modules, imported lazily so start-up stays cheap.
+_COMMAND_MODULES = (
+    "atomicplug.cli.setup_cmds",
+    "atomicplug.cli.signing_cmds",
+    "atomicplug.cli.transaction_cmds",
+    "atomicplug.cli.repo_cmds",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as our one-line UsageError (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(prog="atomicplug", description="Transactional plugin installer.")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $ATOMICPLUG_CONFIG or ./atomicplug.toml)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.handler(args) or 0)
+    except AtomicplugError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"atomicplug: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("atomicplug: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def load_config(args: argparse.Namespace):  # noqa: ANN201 - avoids importing config at start-up
+    """The Config the command line points at (``--config``, env, ./atomicplug.toml)."""
+    from atomicplug.config import Config
+
+    return Config.load(args.config)

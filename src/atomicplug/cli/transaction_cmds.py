@@ -1,0 +1,191 @@
+"""CLI commands that run or inspect transactions: install … gc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from atomicplug.cli import load_config
+
+__all__ = ["register"]
+
+
+def _installer(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps start-up cheap
+    from atomicplug.installer import Installer
+
+    def progress(message: str) -> None:
+        if sys.stderr.isatty() or getattr(args, "verbose", False):
+            print(f"  {message}", file=sys.stderr)
+
+    return Installer(load_config(args), progress=progress)
+
+
+def _report(result: Any, quiet_text: str) -> int:
+    if result.changed:
+        for line in result.changes:
+            print(line)
+    else:
+        print(quiet_text)
+    return 0
+
+
+def _looks_like_file(target: str) -> bool:
+    return target.endswith(".zip") or "/" in target or Path(target).is_file()
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    installer = _installer(args)
+    rehearse = not args.no_rehearse
+    files = [t for t in args.targets if _looks_like_file(t)]
+    specs = [t for t in args.targets if not _looks_like_file(t)]
+    if files and specs:
+        from atomicplug.errors import UsageError
+
+        raise UsageError("install takes package files or repository ids, not both at once")
+    if files:
+        if len(files) == 1:
+            result = installer.install_file(files[0], args.signature, allow_downgrade=args.allow_downgrade, rehearse=rehearse)
+        else:
+            from atomicplug.stages.verify import verify_package
+
+            packages = [verify_package(installer.config, Path(f)) for f in files]
+            result = installer.install_packages(packages, allow_downgrade=args.allow_downgrade, rehearse=rehearse)
+    else:
+        result = installer.install(specs, rehearse=rehearse)
+    return _report(result, "nothing to do: already installed")
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from atomicplug.errors import UsageError
+
+    if not args.all and not args.ids:
+        raise UsageError("upgrade needs plugin ids or --all")
+    result = _installer(args).upgrade(None if args.all else args.ids, rehearse=not args.no_rehearse)
+    return _report(result, "nothing to do: everything is up to date")
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    result = _installer(args).uninstall(args.id, keep_data=args.keep_data, cascade=args.cascade)
+    return _report(result, "nothing to do")
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _report(_installer(args).rollback(args.id), "nothing to do")
+
+
+def cmd_enable(args: argparse.Namespace) -> int:
+    return _report(_installer(args).enable(args.id), f"{args.id} is already enabled")
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    return _report(_installer(args).disable(args.id), f"{args.id} is already disabled")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = _installer(args).list()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins installed")
+        return 0
+    print(f"{'ID':24} {'VERSION':12} {'ENABLED':8} REQUIRES")
+    for row in rows:
+        print(f"{row['id']:24} {row['version']:12} {'yes' if row['enabled'] else 'no':8} {', '.join(row['requires']) or '-'}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    entries = _installer(args).history()
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    if not entries:
+        print("no transactions yet")
+    for entry in entries:
+        steps = "; ".join(
+            f"{s['action']} {s['id']} {s['from'] or ''}{' -> ' if s['from'] and s['to'] else ''}{s['to'] or ''}".strip()
+            for s in entry["steps"]
+        )
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        print(f"{entry['finished']}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    reports = _installer(args).verify(args.id)
+    if args.json:
+        import attrs
+
+        print(json.dumps([attrs.asdict(r) | {"ok": r.ok} for r in reports], indent=2))
+        return 0 if all(r.ok for r in reports) else 1
+    for report in reports:
+        if report.ok:
+            print(f"{report.plugin_id} {report.version}: ok")
+            continue
+        print(f"{report.plugin_id} {report.version}: MODIFIED")
+        for label, paths in (("changed", report.changed), ("missing", report.missing), ("extra", report.extra), ("bad link", report.bad_links)):
+            for path in paths:
+                print(f"  {label}: {path}")
+    if not reports:
+        print("no plugins installed")
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    outcomes = _installer(args).recover()
+    if not outcomes:
+        print("nothing to recover")
+    for txid, direction in outcomes:
+        print(f"{txid}: rolled {direction}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    removed = _installer(args).gc()
+    print(f"removed {removed['trees']} store tree(s), {removed['journals']} journal(s), {removed['leftovers']} leftover(s)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("-v", "--verbose", action="store_true", help="print each stage on stderr")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    p = add("install", cmd_install, "install or upgrade plugins from zip files or the repository")
+    p.add_argument("targets", nargs="+", metavar="PATH.zip|ID[==VER]", help="package file(s) (signature beside as .minisig) or repository ids")
+    p.add_argument("--signature", metavar="PATH", help="signature file when it is not PATH.zip.minisig")
+    p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version than the installed one")
+    p.add_argument("--no-rehearse", action="store_true", help="skip the down-migration rehearsal before COMMIT")
+
+    p = add("upgrade", cmd_upgrade, "upgrade plugins to the newest repository versions")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--all", action="store_true", help="upgrade every installed plugin")
+    p.add_argument("--no-rehearse", action="store_true", help="skip the down-migration rehearsal before COMMIT")
+
+    p = add("uninstall", cmd_uninstall, "remove a plugin, its addon entries and (unless --keep-data) its tables")
+    p.add_argument("id")
+    p.add_argument("--keep-data", action="store_true", help="leave the plugin's tables in the database")
+    p.add_argument("--cascade", action="store_true", help="also uninstall the plugins that require it, first")
+
+    p = add("rollback", cmd_rollback, "go back to the version the current one replaced")
+    p.add_argument("id")
+    p = add("enable", cmd_enable, "put a disabled plugin's addon entries back")
+    p.add_argument("id")
+    p = add("disable", cmd_disable, "remove a plugin's addon entries, keeping its files and tables")
+    p.add_argument("id")
+
+    p = add("list", cmd_list, "list installed plugins")
+    p.add_argument("--json", action="store_true", help="print a JSON array (id, version, enabled, ...)")
+    p = add("history", cmd_history, "list finished transactions")
+    p.add_argument("--json", action="store_true")
+    p = add("verify", cmd_verify, "check installed files against the hashes recorded at install (exit 1 when modified)")
+    p.add_argument("id", nargs="?")
+    p.add_argument("--json", action="store_true")
+    add("recover", cmd_recover, "finish or undo transactions a crash interrupted")
+    add("gc", cmd_gc, "remove store trees and journals no longer needed")

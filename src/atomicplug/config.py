@@ -1,0 +1,258 @@
+"""The operator's configuration: where state, addons and the database live.
+
+Found as DESIGN.md "Interfaces" says: ``--config PATH``, else
+``$ATOMICPLUG_CONFIG``, else ``./atomicplug.toml``. Relative paths resolve
+from the config file's folder, so a config works wherever it is invoked from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from atomicplug.errors import ConfigError
+
+__all__ = ["Config", "ExtractLimits", "KNOWN_PERMISSIONS", "CONFIG_TEMPLATE", "find_config_path"]
+
+#: Every permission a plugin may ask for; anything else is refused at validation.
+KNOWN_PERMISSIONS: frozenset[str] = frozenset(
+    {
+        "database.create_tables",
+        "database.read",
+        "database.write",
+        "api.routes",
+        "frontend.routes",
+        "network.outbound",
+        "filesystem.read",
+        "filesystem.write",
+        "email.send",
+        "sms.send",
+        "billing.read",
+        "billing.write",
+        "users.read",
+        "users.write",
+        "scheduler.jobs",
+    }
+)
+
+
+@attrs.frozen
+class ExtractLimits:
+    """Caps the safe extractor enforces on the bytes it actually streams."""
+
+    max_entries: int = 10_000
+    max_unpacked_bytes: int = 512 * 1024 * 1024
+    max_ratio: int = 200
+    max_metadata_bytes: int = 256 * 1024
+    max_name_bytes: int = 255
+    max_path_bytes: int = 1024
+
+
+CONFIG_TEMPLATE = """\
+# atomicplug configuration. Relative paths resolve from this file's folder.
+
+# Where atomicplug keeps its journal, store, downloads, lock and registry.
+home = "{home}"
+
+# The application's addon folders: atomicplug puts one symlink per plugin here.
+backend_addons = "{backend_addons}"
+frontend_addons = "{frontend_addons}"
+
+# The application's database (SQLite or PostgreSQL; MySQL/MariaDB are refused:
+# their DDL auto-commits, so a failed migration could not be rolled back).
+database_url = "{database_url}"
+
+# The plugin repository (a static folder served over HTTP); optional.
+# repository = "http://127.0.0.1:8002"
+
+# minisign public keys whose signatures are trusted.
+trusted_keys = [{trusted_keys}]
+
+# Refuse packages without a valid signature (strongly recommended).
+allow_unsigned = false
+
+# Seconds a second writer waits for the lock before giving up (exit 75).
+lock_timeout = 30
+
+# Permissions plugins may be granted (default: every known permission).
+# granted_permissions = ["database.create_tables", "api.routes", "frontend.routes"]
+
+# Safe-extraction caps.
+# max_entries = 10000
+# max_unpacked_bytes = 536870912
+# max_ratio = 200
+"""
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Locate the config file, or raise ConfigError saying where we looked."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path.resolve()
+    env = os.environ.get("ATOMICPLUG_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"ATOMICPLUG_CONFIG points at {path}, which does not exist")
+        return path.resolve()
+    path = Path("atomicplug.toml")
+    if path.is_file():
+        return path.resolve()
+    raise ConfigError("no config: pass --config PATH, set ATOMICPLUG_CONFIG, or run `atomicplug init` here")
+
+
+_KNOWN_KEYS = {
+    "home",
+    "backend_addons",
+    "frontend_addons",
+    "database_url",
+    "repository",
+    "trusted_keys",
+    "allow_unsigned",
+    "lock_timeout",
+    "granted_permissions",
+    "max_entries",
+    "max_unpacked_bytes",
+    "max_ratio",
+    "frontend_index",
+    "download_timeout",
+}
+
+
+def _expect(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    value = data.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"config '{key}' must be of type {name} (got {value!r})")
+    return value
+
+
+@attrs.frozen
+class Config:
+    """A loaded, validated configuration with absolute paths."""
+
+    home: Path
+    backend_addons: Path
+    frontend_addons: Path
+    database_url: str
+    repository: str | None = None
+    trusted_keys: tuple[Path, ...] = ()
+    allow_unsigned: bool = False
+    lock_timeout: float = 30.0
+    granted_permissions: frozenset[str] = KNOWN_PERMISSIONS
+    limits: ExtractLimits = ExtractLimits()
+    frontend_index: bool = True
+    download_timeout: float = 300.0
+    source: Path | None = None
+
+    # -- named constructors -------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> Config:
+        """Read the config file found per DESIGN.md (see :func:`find_config_path`)."""
+        found = find_config_path(path)
+        try:
+            data = tomllib.loads(found.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {found}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {found} is not valid TOML: {exc}") from exc
+        return cls.from_dict(data, base=found.parent, source=found)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+        """Validate a parsed config; relative paths resolve from ``base``."""
+        unknown = sorted(set(data) - _KNOWN_KEYS)
+        if unknown:
+            raise ConfigError(f"config has unknown key '{unknown[0]}' (known: {', '.join(sorted(_KNOWN_KEYS))})")
+
+        def path_of(key: str, default: str) -> Path:
+            return (base / _expect(data, key, str, default)).resolve()
+
+        home = path_of("home", "state")
+        default_db = f"sqlite:///{home / 'app.db'}"
+        database_url = _expect(data, "database_url", str, default_db)
+        if database_url.startswith("sqlite:///") and not database_url.startswith("sqlite:////"):
+            relative = database_url[len("sqlite:///") :]
+            if relative and relative != ":memory:":
+                database_url = f"sqlite:///{(base / relative).resolve()}"
+        keys = _expect(data, "trusted_keys", list, [])
+        for key in keys:
+            if not isinstance(key, str):
+                raise ConfigError(f"config 'trusted_keys' must list file paths (got {key!r})")
+        granted = _expect(data, "granted_permissions", list, sorted(KNOWN_PERMISSIONS))
+        unknown_perms = sorted(set(map(str, granted)) - KNOWN_PERMISSIONS)
+        if unknown_perms:
+            raise ConfigError(f"config 'granted_permissions' names unknown permission '{unknown_perms[0]}'")
+        lock_timeout = _expect(data, "lock_timeout", (int, float), 30)
+        if lock_timeout < 0:
+            raise ConfigError(f"config 'lock_timeout' must be >= 0 (got {lock_timeout})")
+        defaults = ExtractLimits()
+        limits = attrs.evolve(
+            defaults,
+            max_entries=_positive(data, "max_entries", defaults.max_entries),
+            max_unpacked_bytes=_positive(data, "max_unpacked_bytes", defaults.max_unpacked_bytes),
+            max_ratio=_positive(data, "max_ratio", defaults.max_ratio),
+        )
+        repository = data.get("repository")
+        if repository is not None and not isinstance(repository, str):
+            raise ConfigError(f"config 'repository' must be a URL string (got {repository!r})")
+        return cls(
+            home=home,
+            backend_addons=path_of("backend_addons", "app/addons"),
+            frontend_addons=path_of("frontend_addons", "web/src/addons"),
+            database_url=database_url,
+            repository=repository,
+            trusted_keys=tuple((base / k).resolve() for k in keys),
+            allow_unsigned=_expect(data, "allow_unsigned", bool, False),
+            lock_timeout=float(lock_timeout),
+            granted_permissions=frozenset(map(str, granted)),
+            limits=limits,
+            frontend_index=_expect(data, "frontend_index", bool, True),
+            download_timeout=float(_expect(data, "download_timeout", (int, float), 300)),
+            source=source,
+        )
+
+    @classmethod
+    def for_directory(cls, root: Path, **overrides: Any) -> Config:
+        """The embedded default layout under one folder (tests, quickstart)."""
+        data: dict[str, Any] = {"home": "state", "backend_addons": "app/addons", "frontend_addons": "web/src/addons"}
+        data.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
+        return cls.from_dict(data, base=Path(root).resolve())
+
+    # -- derived paths (DESIGN.md "State") ----------------------------------
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "lock"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.home / "journal"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.home / "store"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "addon_registry.json"
+
+
+def _positive(data: dict[str, Any], key: str, default: int) -> int:
+    value = _expect(data, key, int, default)
+    if value <= 0:
+        raise ConfigError(f"config '{key}' must be a positive integer (got {value})")
+    return int(value)

@@ -1,0 +1,14 @@
+"""The database side of stage 4 (DESIGN.md "One transaction" step 4, "Migrations").
+
+One small module per job, used by :mod:`atomicplug.stages.migrate`:
+
+- :mod:`.engine`     SQLAlchemy engines with transactional DDL (SQLite recipe, PG advisory lock)
+- :mod:`.scripts`    splitting SQL scripts; refusing statements that cannot run in a transaction
+- :mod:`.discovery`  finding the migrations of a store tree, with checksums
+- :mod:`.ledger`     the ``atomicplug_migrations`` / ``atomicplug_transactions`` tables
+- :mod:`.plan`       which ups and downs one plugin change runs
+- :mod:`.hooks`      ``backend/install.py`` hooks
+- :mod:`.schema`     schema snapshots for the reversibility rehearsal
+
+Everything here imports SQLAlchemy; import it lazily from code that may not need it.
+"""

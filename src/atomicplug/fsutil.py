@@ -1,0 +1,173 @@
+"""Durable file-system primitives: every mutation of state goes through here.
+
+Why: an operation is only crash-safe if each step reaches the disk in the
+order the journal assumes. These helpers fsync what must survive (the file,
+then its folder) and replace files atomically (temp in the same folder, then
+``os.replace``). Each one passes a :func:`atomicplug.faults.crash_point`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+from atomicplug.faults import crash_point
+
+__all__ = [
+    "fsync_dir",
+    "fsync_file",
+    "atomic_write_bytes",
+    "make_dirs",
+    "replace",
+    "remove_tree",
+    "remove_file",
+    "TRASH_PREFIX",
+    "TEMP_SUFFIX",
+    "remove_temp_files",
+    "delete_trash",
+    "switch_symlink",
+]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (creations, renames, unlinks) durable."""
+    crash_point()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk."""
+    crash_point()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+    path = Path(path)
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for folder in reversed(missing):
+        crash_point()
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            continue
+        fsync_dir(folder.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: readers see the old bytes or the new, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
+    crash_point()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        crash_point()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    replace(tmp, path)
+
+
+def replace(src: Path, dst: Path) -> None:
+    """Atomically rename ``src`` onto ``dst`` and make the rename durable."""
+    crash_point()
+    os.replace(src, dst)
+    fsync_dir(Path(dst).parent)
+
+
+def remove_file(path: Path) -> bool:
+    """Unlink a file or symlink if present (durably); True when something went."""
+    path = Path(path)
+    crash_point()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    fsync_dir(path.parent)
+    return True
+
+
+TRASH_PREFIX = ".deleting-"
+TEMP_SUFFIX = ".tmp-atomicplug"
+
+
+def remove_temp_files(folder: Path) -> None:
+    """Delete ``.<name>.tmp-atomicplug`` files an interrupted atomic write left (writers hold the lock)."""
+    if folder.is_dir():
+        for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+            remove_file(leftover)
+
+
+def remove_tree(path: Path) -> bool:
+    """Delete a folder tree if present; durable once it returns.
+
+    The tree is first renamed to ``.deleting-<name>`` in one atomic step, so a
+    crash during the slow delete never leaves a half-deleted tree under its
+    real name (a later install would take it for complete). ``gc`` sweeps
+    ``.deleting-*`` leftovers.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return False
+    if path.is_symlink() or not path.is_dir():
+        return remove_file(path)
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+    if os.path.lexists(trash):
+        delete_trash(trash)
+    replace(path, trash)
+    delete_trash(trash)
+    return True
+
+
+def delete_trash(path: Path) -> None:
+    """Delete a tree already renamed out of the way (no atomicity needed)."""
+    crash_point()
+    shutil.rmtree(path, ignore_errors=False)
+    fsync_dir(path.parent)
+
+
+def switch_symlink(link: Path, target: Path, txid: str) -> None:
+    """Point ``link`` at ``target`` atomically (DESIGN.md "State").
+
+    Create ``<link>.tmp-<txid>`` then ``os.replace`` it onto ``link`` and fsync
+    the folder: readers see the old tree or the new one, never a mix. A real
+    folder (not a symlink) in the way is refused: atomicplug never deletes
+    what it did not install.
+    """
+    link = Path(link)
+    if link.exists() and not link.is_symlink():
+        from atomicplug.errors import OperationError
+
+        raise OperationError(f"{link} exists and is not a symlink made by atomicplug; move it away first")
+    tmp = link.with_name(f"{link.name}.tmp-{txid}")
+    crash_point()
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    crash_point()
+    try:
+        os.symlink(target, tmp)
+    except OSError as exc:  # pragma: no cover - only on exotic file systems
+        if exc.errno != errno.EEXIST:
+            raise
+    replace(tmp, link)

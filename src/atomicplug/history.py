@@ -1,0 +1,54 @@
+"""history.jsonl: one line per finished transaction, for ``atomicplug history``.
+
+Appended (and fsync'd) just before the journal's final record, so a crash
+in between can write the line twice; readers keep the last line per txid.
+Journals can then be garbage-collected without losing the history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from atomicplug.faults import crash_point
+from atomicplug.fsutil import fsync_dir
+
+__all__ = ["append_history", "read_history"]
+
+FILE_NAME = "history.jsonl"
+
+
+def append_history(home: Path, entry: dict[str, Any]) -> None:
+    path = home / FILE_NAME
+    new = not path.exists()
+    line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+    crash_point()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+        crash_point()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if new:
+        fsync_dir(home)
+
+
+def read_history(home: Path) -> list[dict[str, Any]]:
+    """Entries oldest first, one per txid; a torn last line is skipped."""
+    path = home / FILE_NAME
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    by_txid: dict[str, dict[str, Any]] = {}
+    for line in raw.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "txid" in entry:
+            by_txid[entry["txid"]] = entry
+    return sorted(by_txid.values(), key=lambda e: e["txid"])

@@ -1,0 +1,218 @@
+"""The Python API: ``Installer(Config.load(path))`` (DESIGN.md "Interfaces").
+
+Every writer takes the lock, recovers unfinished transactions, plans, then
+hands the plan to :func:`atomicplug.transaction.execute`. Readers (``list``,
+``history``, ``verify``) take no lock: the registry is replaced atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from atomicplug.config import Config
+from atomicplug.errors import UsageError
+from atomicplug.history import read_history
+from atomicplug.journal.reader import all_journals
+from atomicplug.lock import writer_lock
+from atomicplug.registry import Registry
+from atomicplug.stages import plan as planning
+from atomicplug.stages.verify import VerifiedPackage, verify_package
+from atomicplug.transaction import Progress, execute, new_txid, recover_pending, sweep_trash
+
+__all__ = ["Installer", "TransactionResult", "VerifyReport"]
+
+
+@attrs.frozen
+class TransactionResult:
+    """What a writer did: its txid and one line per plugin changed (empty: no-op)."""
+
+    txid: str
+    operation: str
+    changes: tuple[str, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+@attrs.frozen
+class VerifyReport:
+    """Installed files against the store's record, for one plugin."""
+
+    plugin_id: str
+    version: str
+    changed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    bad_links: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.extra or self.bad_links)
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+class Installer:
+    """Install, upgrade, uninstall, roll back, enable and disable plugins transactionally."""
+
+    def __init__(self, config: Config, progress: Progress | None = None) -> None:
+        self.config = config
+        self.progress: Progress = progress or _silent
+
+    # -- plumbing -------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[Registry]:
+        """Lock, recover anything unfinished, and yield the registry to plan on."""
+        with writer_lock(self.config.lock_path, self.config.lock_timeout):
+            recover_pending(self.config, self.progress)
+            yield Registry.load(self.config.registry_path)
+
+    def _run(self, plan: planning.Plan) -> TransactionResult:
+        for step in plan.steps:
+            self.progress(step.describe())
+        execute(self.config, plan, self.progress)
+        return TransactionResult(txid=plan.txid, operation=plan.operation, changes=tuple(s.describe() for s in plan.steps))
+
+    # -- writers --------------------------------------------------------------
+    def install_file(
+        self,
+        zip_path: str | Path,
+        signature_path: str | Path | None = None,
+        *,
+        allow_downgrade: bool = False,
+        rehearse: bool = True,
+    ) -> TransactionResult:
+        """Install (or upgrade) one local zip, its ``.minisig`` beside it."""
+        package = verify_package(self.config, Path(zip_path), Path(signature_path) if signature_path else None)
+        return self.install_packages([package], allow_downgrade=allow_downgrade, rehearse=rehearse)
+
+    def install_packages(
+        self, packages: Sequence[VerifiedPackage], *, allow_downgrade: bool = False, rehearse: bool = True
+    ) -> TransactionResult:
+        """Install verified packages (dependencies first) in one transaction."""
+        _check_python_dependencies(packages)
+        with self._writing() as registry:
+            txid = new_txid()
+            plan = planning.plan_install(
+                registry, packages, txid, self.config.home, allow_downgrade=allow_downgrade, rehearse=rehearse
+            )
+            return self._run(plan)
+
+    def install(self, specs: str | Sequence[str], *, upgrade: bool = False, rehearse: bool = True) -> TransactionResult:
+        """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies)."""
+        from atomicplug.repository import remote
+
+        if isinstance(specs, str):
+            specs = [specs]
+        installed = self._installed_versions()
+        fetched = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
+        packages = [verify_package(self.config, f.zip_path, f.sig_path) for f in fetched]
+        return self.install_packages(packages, rehearse=rehearse)
+
+    def upgrade(self, plugin_ids: Sequence[str] | None = None, *, rehearse: bool = True) -> TransactionResult:
+        """Upgrade the named plugins (None: all installed) to the repository's highest versions."""
+        ids = list(plugin_ids) if plugin_ids else sorted(self._installed_versions())
+        if not ids:
+            return TransactionResult(txid="", operation="install", changes=())
+        return self.install(ids, upgrade=True, rehearse=rehearse)
+
+    def uninstall(self, plugin_id: str, *, keep_data: bool = False, cascade: bool = False) -> TransactionResult:
+        with self._writing() as registry:
+            plan = planning.plan_uninstall(registry, [plugin_id], new_txid(), cascade=cascade, keep_data=keep_data)
+            return self._run(plan)
+
+    def rollback(self, plugin_id: str) -> TransactionResult:
+        with self._writing() as registry:
+            return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
+
+    def enable(self, plugin_id: str) -> TransactionResult:
+        with self._writing() as registry:
+            return self._run(planning.plan_toggle(registry, plugin_id, True, new_txid()))
+
+    def disable(self, plugin_id: str) -> TransactionResult:
+        with self._writing() as registry:
+            return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid()))
+
+    def recover(self) -> list[tuple[str, str]]:
+        """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
+        with writer_lock(self.config.lock_path, self.config.lock_timeout):
+            return recover_pending(self.config, self.progress)
+
+    def gc(self) -> dict[str, int]:
+        """Remove store trees and finished journals the current and previous generation do not need."""
+        from atomicplug.fsutil import remove_file, remove_tree
+
+        removed = {"trees": 0, "journals": 0, "leftovers": 0}
+        with self._writing() as registry:
+            keep = registry.referenced_trees()
+            store = self.config.store_dir
+            removed["leftovers"] += sweep_trash(self.config)
+            for plugin_dir in sorted(store.iterdir()) if store.is_dir() else []:
+                for tree in sorted(plugin_dir.iterdir()):
+                    if f"store/{plugin_dir.name}/{tree.name}" not in keep:
+                        remove_tree(tree)
+                        removed["trees"] += 1
+                if not any(plugin_dir.iterdir()):
+                    plugin_dir.rmdir()
+            for journal in all_journals(self.config.journal_dir):
+                if journal.finished and journal.txid != registry.generation:
+                    remove_file(journal.path)
+                    removed["journals"] += 1
+            staging = self.config.staging_dir
+            for leftover in sorted(staging.iterdir()) if staging.is_dir() else []:
+                remove_tree(leftover)
+                removed["leftovers"] += 1
+        return removed
+
+    # -- readers --------------------------------------------------------------
+    def _installed_versions(self) -> dict[str, str]:
+        return {pid: e.version for pid, e in Registry.load(self.config.registry_path).plugins.items()}
+
+    def list(self) -> list[dict[str, Any]]:
+        """Installed plugins as plain dicts (id, name, version, enabled, requires, previous_version, txid)."""
+        registry = Registry.load(self.config.registry_path)
+        return [
+            {
+                "id": e.id,
+                "name": e.name,
+                "version": e.version,
+                "enabled": e.enabled,
+                "requires": list(e.requires),
+                "previous_version": e.previous.version if e.previous else None,
+                "sha256": e.current.sha256,
+                "installed_at": e.installed_at,
+                "txid": e.txid,
+            }
+            for e in sorted(registry.plugins.values(), key=lambda e: e.id)
+        ]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Finished transactions, oldest first."""
+        return read_history(self.config.home)
+
+    def verify(self, plugin_id: str | None = None) -> list[VerifyReport]:
+        """Compare installed trees with the sha256 recorded when they were staged."""
+        from atomicplug.verification import verify_plugin
+
+        registry = Registry.load(self.config.registry_path)
+        if plugin_id is not None and plugin_id not in registry.plugins:
+            raise UsageError(f"{plugin_id} is not installed")
+        entries = [registry.plugins[plugin_id]] if plugin_id else [registry.plugins[p] for p in sorted(registry.plugins)]
+        return [verify_plugin(self.config, entry) for entry in entries]
+
+
+def _check_python_dependencies(packages: Sequence[VerifiedPackage]) -> None:
+    requirements = [str(dep) for p in packages for dep in p.metadata.backend.dependencies]
+    if not requirements:
+        return
+    from atomicplug.repository.pydeps import check_python_dependencies
+
+    check_python_dependencies(requirements)

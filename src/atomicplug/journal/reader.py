@@ -1,0 +1,82 @@
+"""Reading journals back: tolerate a torn last record, refuse any other damage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from atomicplug.errors import JournalCorruptError
+from atomicplug.journal.records import RecordDecodeError, RecordType, decode
+
+__all__ = ["JournalState", "read_journal", "pending_journals", "all_journals"]
+
+
+@attrs.frozen
+class JournalState:
+    """What one journal file says about its transaction."""
+
+    path: Path
+    txid: str
+    records: tuple[dict[str, Any], ...]
+
+    @property
+    def begin(self) -> dict[str, Any] | None:
+        return self._first(RecordType.BEGIN)
+
+    @property
+    def types(self) -> frozenset[RecordType]:
+        return frozenset(r["type"] for r in self.records)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.types & {RecordType.DONE, RecordType.ABORTED})
+
+    @property
+    def outcome(self) -> str:
+        if RecordType.DONE in self.types:
+            return "done"
+        if RecordType.ABORTED in self.types:
+            return "aborted"
+        return "pending"
+
+    def _first(self, record_type: RecordType) -> dict[str, Any] | None:
+        return next((r for r in self.records if r["type"] is record_type), None)
+
+
+def read_journal(path: Path) -> JournalState:
+    """All intact records of ``path``; a torn final line is dropped.
+
+    Raises JournalCorruptError naming the file when any earlier line is bad.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JournalCorruptError(f"cannot read journal {path}: {exc}") from exc
+    lines = data.split(b"\n")
+    # A complete file ends with "\n", so the last element is b"" unless torn.
+    records = []
+    for number, line in enumerate(lines, start=1):
+        is_last = number == len(lines) or (number == len(lines) - 1 and lines[-1] == b"")
+        if not line and number == len(lines):
+            continue
+        try:
+            records.append(decode(line))
+        except RecordDecodeError as exc:
+            if is_last:
+                break  # torn tail: the append it belonged to never completed
+            raise JournalCorruptError(f"journal {path} is corrupt at line {number}: {exc}") from exc
+    return JournalState(path=path, txid=path.stem, records=tuple(records))
+
+
+def all_journals(journal_dir: Path) -> list[JournalState]:
+    """Every journal, oldest first (txids sort by time)."""
+    if not journal_dir.is_dir():
+        return []
+    return [read_journal(p) for p in sorted(journal_dir.glob("*.jsonl"))]
+
+
+def pending_journals(journal_dir: Path) -> list[JournalState]:
+    """Journals without ``done`` or ``aborted``: the work recovery must finish."""
+    return [j for j in all_journals(journal_dir) if not j.finished]

@@ -1,0 +1,57 @@
+"""Appending records durably: write, fsync the file (and the folder when new).
+
+A record is on disk before the step it announces starts; that ordering is
+what lets recovery decide forward or back (DESIGN.md "One transaction").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from atomicplug.faults import crash_point
+from atomicplug.fsutil import fsync_dir, make_dirs
+from atomicplug.journal.records import RecordType, encode
+
+__all__ = ["Journal"]
+
+
+class Journal:
+    """The open journal of one transaction."""
+
+    def __init__(self, path: Path, txid: str) -> None:
+        self.path = path
+        self.txid = txid
+
+    @classmethod
+    def begin(cls, journal_dir: Path, txid: str, **plan: Any) -> Journal:
+        """Create ``<txid>.jsonl`` with its ``begin`` record, durably."""
+        make_dirs(journal_dir)
+        path = journal_dir / f"{txid}.jsonl"
+        crash_point()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        os.close(fd)
+        fsync_dir(journal_dir)
+        journal = cls(path, txid)
+        journal.append(RecordType.BEGIN, **plan)
+        return journal
+
+    @classmethod
+    def reopen(cls, path: Path) -> Journal:
+        """Continue a journal found by recovery."""
+        return cls(path, path.stem)
+
+    def append(self, record_type: RecordType, **fields: Any) -> None:
+        """Append one record and fsync it."""
+        line = encode(record_type, txid=self.txid, **fields)
+        crash_point()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            written = os.write(fd, line)
+            if written != len(line):  # pragma: no cover - regular files write whole
+                raise OSError(f"short write to {self.path}")
+            crash_point()
+            os.fsync(fd)
+        finally:
+            os.close(fd)

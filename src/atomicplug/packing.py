@@ -1,0 +1,150 @@
+"""Build a plugin zip deterministically and sign it (``atomicplug pack``).
+
+Why deterministic: the same source tree must give the same bytes, so a package
+can be rebuilt and compared (reproducible builds) and its sha256 in a manifest
+means something. Entries are sorted, timestamps and modes fixed, no directory
+entries, one deflate level. Why the refusals: what the installer would refuse
+(DESIGN.md "Package format", "Safe extraction") is better refused at pack time.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import time
+import unicodedata
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from atomicplug import fsutil
+from atomicplug.errors import PackageError
+from atomicplug.metadata import Metadata
+from atomicplug.minisign import SecretKey, sign_file
+
+__all__ = ["Packed", "collect_files", "write_zip", "pack"]
+
+ALLOWED_DIRS = ("backend", "frontend", "migrations")
+ALLOWED_FILE_PATTERNS = ("metadata.json", "README*", "LICENSE*", "CHANGELOG*")
+_SKIPPED_DIRS = {"__pycache__"}
+_SKIPPED_SUFFIXES = (".pyc", ".pyo")
+_FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+_FILE_MODE = 0o100644
+_COMPRESS_LEVEL = 9
+_CHUNK = 1 << 20
+
+
+@attrs.frozen
+class Packed:
+    """What :func:`pack` wrote."""
+
+    metadata: Metadata
+    zip_path: Path
+    signature_path: Path | None
+
+
+def _refuse(rel: str, why: str) -> PackageError:
+    return PackageError(f"cannot pack {rel}: {why}")
+
+
+def _check_top_level(name: str, is_dir: bool) -> None:
+    if is_dir and name in ALLOWED_DIRS:
+        return
+    if not is_dir and any(fnmatch.fnmatchcase(name, pattern) for pattern in ALLOWED_FILE_PATTERNS):
+        return
+    allowed = ", ".join([*(f"{d}/" for d in ALLOWED_DIRS), *ALLOWED_FILE_PATTERNS])
+    raise _refuse(name, f"not allowed at the top level of a plugin (allowed: {allowed})")
+
+
+def collect_files(src_dir: Path) -> list[tuple[str, Path]]:
+    """(archive name, path) for every file to pack, sorted by name; refuses what cannot be packed."""
+    src_dir = Path(src_dir)
+    found: list[tuple[str, Path]] = []
+    folded: dict[str, str] = {}
+    for root, dirs, files in os.walk(src_dir):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS)
+        for name in [*dirs, *sorted(files)]:
+            path = here / name
+            rel = path.relative_to(src_dir).as_posix()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                raise _refuse(rel, "symlinks are not allowed in a plugin")
+            is_dir = stat.S_ISDIR(info.st_mode)
+            if not is_dir and not stat.S_ISREG(info.st_mode):
+                raise _refuse(rel, "only regular files and folders can be packed")
+            if here == src_dir:
+                _check_top_level(name, is_dir)
+            if "\\" in name:
+                raise _refuse(rel, "backslashes in names are refused by the installer")
+            key = unicodedata.normalize("NFC", rel).casefold()
+            if key in folded:
+                raise _refuse(rel, f"its name clashes with {folded[key]} after case-folding")
+            folded[key] = rel
+            if not is_dir and not name.endswith(_SKIPPED_SUFFIXES):
+                found.append((rel, path))
+    return sorted(found)
+
+
+def write_zip(files: list[tuple[str, Path]], out: Path) -> None:
+    """Write a reproducible zip, temp-then-replace so a failed pack leaves no half file."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w") as archive:
+            for name, path in files:
+                info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+                info.create_system = 3  # unix, so external_attr means a mode
+                info.external_attr = _FILE_MODE << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info._compresslevel = _COMPRESS_LEVEL  # type: ignore[attr-defined]  # public only from 3.13
+                size = path.stat().st_size
+                info.file_size = size
+                with open(path, "rb") as source, archive.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as sink:
+                    while chunk := source.read(_CHUNK):
+                        sink.write(chunk)
+        fsutil.fsync_file(tmp)
+        fsutil.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_metadata(src_dir: Path) -> Metadata:
+    path = Path(src_dir) / "metadata.json"
+    if not Path(src_dir).is_dir():
+        raise PackageError(f"cannot pack {src_dir}: not a folder")
+    if not path.is_file() or path.is_symlink():
+        raise PackageError(f"cannot pack {src_dir}: expected a metadata.json file in it")
+    return Metadata.from_json_bytes(path.read_bytes())
+
+
+def pack(
+    src_dir: str | os.PathLike[str],
+    secret_key: SecretKey | Callable[[], SecretKey] | None,
+    out: str | os.PathLike[str] | None = None,
+) -> Packed:
+    """Validate, zip and sign ``src_dir``; ``out`` defaults to ``./<id>-<version>.zip``.
+
+    ``secret_key`` may be a callable (e.g. one asking a password): it is called only
+    once the tree is valid, so nobody types a password for a tree that will be refused.
+    The ``.minisig`` carries a timestamp, so only the zip is byte-for-byte reproducible.
+    Raises MetadataError, PackageError, SignatureError (from the key loader).
+    """
+    src = Path(src_dir)
+    metadata = read_metadata(src)
+    files = collect_files(src)
+    if callable(secret_key):
+        secret_key = secret_key()
+    zip_path = Path(out) if out is not None else Path.cwd() / f"{metadata.id}-{metadata.version}.zip"
+    write_zip(files, zip_path)
+    if secret_key is None:
+        return Packed(metadata, zip_path, None)
+    trusted = f"timestamp:{int(time.time())}\tfile:{zip_path.name}\thashed"
+    signature = sign_file(zip_path, secret_key, trusted_comment=trusted)
+    sig_path = zip_path.with_name(zip_path.name + ".minisig")
+    fsutil.atomic_write_bytes(sig_path, signature.encode("utf-8"))
+    return Packed(metadata, zip_path, sig_path)

@@ -1,0 +1,38 @@
+"""The signed plugin repository (DESIGN.md "Repository"): publish, serve, fetch, resolve.
+
+The installer needs only :func:`load_manifest`, :func:`resolve`,
+:func:`fetch_package` (or :func:`plan_remote`, all three in one call) and
+:func:`check_python_dependencies`. Publishing lives in
+:mod:`atomicplug.repository.repo_admin`, the development server in
+:mod:`atomicplug.repository.server`.
+"""
+
+from __future__ import annotations
+
+from atomicplug.repository.remote import (
+    FetchedPackage,
+    fetch_package,
+    installed_versions,
+    load_manifest,
+    make_fetcher,
+    plan_remote,
+)
+from atomicplug.repository.fetcher import Fetcher, Timeouts
+from atomicplug.repository.manifest import Manifest, ManifestEntry
+from atomicplug.repository.pydeps import check_python_dependencies
+from atomicplug.repository.resolver import resolve
+
+__all__ = [
+    "FetchedPackage",
+    "Fetcher",
+    "Manifest",
+    "ManifestEntry",
+    "Timeouts",
+    "check_python_dependencies",
+    "fetch_package",
+    "installed_versions",
+    "load_manifest",
+    "make_fetcher",
+    "plan_remote",
+    "resolve",
+]

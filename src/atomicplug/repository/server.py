@@ -1,0 +1,191 @@
+"""``atomicplug serve``: a small development server for a repository folder.
+
+Routes (DESIGN.md "Repository")::
+
+    /manifest.json, /manifest.json.minisig
+    /download/<id>/<version>[.minisig]   ->  plugins/<id>/v<version>.zip[.minisig]
+
+Nothing else is reachable: ids and versions are validated before they become
+a path, and the resolved path must still lie inside the repository. Bodies
+are streamed; single ``Range: bytes=`` requests get 206 (or 416). Any static
+web server or CDN works as well when it maps /download/ the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from atomicplug.repository.manifest import ID_RE, valid_version
+
+__all__ = ["RepositoryServer", "make_server", "serve", "parse_range"]
+
+_CHUNK = 1 << 16
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_STATIC = {"/manifest.json": "application/json", "/manifest.json.minisig": "text/plain; charset=utf-8"}
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None | bool:
+    """The inclusive byte range a ``Range`` header asks for.
+
+    Returns None when there is no usable single range (serve everything, as
+    RFC 9110 allows), False when it is unsatisfiable (416), else (first, last).
+    """
+    if not header:
+        return None
+    match = _RANGE_RE.match(header.strip())
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first_text, last_text = match.groups()
+    if not first_text:  # suffix range: the last N bytes
+        length = int(last_text)
+        if length == 0 or size == 0:
+            return False
+        return max(0, size - length), size - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None
+    if first >= size:
+        return False
+    last = int(last_text) if last_text else size - 1
+    return first, min(last, size - 1)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RepositoryServer
+    protocol_version = "HTTP/1.1"
+    server_version = "atomicplug-serve"
+    timeout = 60  # seconds a silent client may hold a connection (and a thread)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+        self._serve(body=False)
+
+    def _target(self) -> tuple[Path, str] | int:
+        """The file a request path names, or an HTTP error status."""
+        raw = urlsplit(self.path).path
+        if not raw.startswith("/") or "\\" in raw or "\x00" in raw:
+            return HTTPStatus.BAD_REQUEST
+        path = unquote(raw, errors="strict") if "%" in raw else raw
+        if "\x00" in path or "\\" in path:
+            return HTTPStatus.BAD_REQUEST
+        root = self.server.root
+        if path in _STATIC:
+            return root / path.lstrip("/"), _STATIC[path]
+        parts = path.split("/")
+        if len(parts) != 4 or parts[:2] != ["", "download"]:
+            return HTTPStatus.NOT_FOUND
+        plugin_id, version = parts[2], parts[3]
+        suffix = ""
+        if version.endswith(".minisig"):
+            version, suffix = version[: -len(".minisig")], ".minisig"
+        if not ID_RE.match(plugin_id) or not valid_version(version):
+            return HTTPStatus.NOT_FOUND
+        target = root / "plugins" / plugin_id / f"v{version}.zip{suffix}"
+        return target, ("text/plain; charset=utf-8" if suffix else "application/zip")
+
+    def _error(self, status: int) -> None:
+        body = f"{int(status)} {HTTPStatus(status).phrase}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _serve(self, body: bool) -> None:
+        try:
+            found = self._target()
+        except UnicodeDecodeError:
+            found = HTTPStatus.BAD_REQUEST
+        if isinstance(found, int):
+            self._error(found)
+            return
+        path, content_type = found
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(self.server.root) or not real.is_file():
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        try:
+            handle = open(real, "rb")
+        except OSError:
+            self._error(HTTPStatus.NOT_FOUND)
+            return
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+            wanted = parse_range(self.headers.get("Range"), size)
+            if wanted is False:
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            first, last = wanted if isinstance(wanted, tuple) else (0, size - 1)
+            length = last - first + 1
+            self.send_response(HTTPStatus.PARTIAL_CONTENT if isinstance(wanted, tuple) else HTTPStatus.OK)
+            if isinstance(wanted, tuple):
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(length))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Cache-Control", "no-cache" if "manifest" in real.name else "public, max-age=86400")
+            self.end_headers()
+            if not body:
+                return
+            handle.seek(first)
+            left = length
+            while left > 0:
+                chunk = handle.read(min(_CHUNK, left))
+                if not chunk:  # the file shrank under us: the client sees a short body and retries
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+                left -= len(chunk)
+
+
+class RepositoryServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer bound to one repository folder."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client hanging up mid-transfer is normal (it resumes with Range); don't print a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+    def __init__(self, root: Path, address: tuple[str, int], quiet: bool = False) -> None:
+        self.root = Path(os.path.realpath(root))
+        self.quiet = quiet
+        super().__init__(address, _Handler)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+
+def make_server(repo: Path, host: str = "127.0.0.1", port: int = 8002, quiet: bool = False) -> RepositoryServer:
+    """A bound (not yet serving) server; port 0 picks a free port."""
+    return RepositoryServer(Path(repo), (host, port), quiet=quiet)
+
+
+def serve(repo: Path, host: str = "127.0.0.1", port: int = 8002) -> None:
+    """Serve ``repo`` until interrupted."""
+    with make_server(repo, host, port) as server:
+        print(f"serving {server.root} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass

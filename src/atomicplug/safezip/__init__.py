@@ -1,0 +1,23 @@
+"""Safe extraction of plugin zips: never ``extractall`` (DESIGN.md "Safe extraction").
+
+``read_metadata`` validates an archive's structure and reads its metadata.json;
+``extract`` unpacks it into a fresh folder, streaming and hashing every file.
+Every refusal is one ``PackageError`` line naming the entry and the rule.
+"""
+
+from __future__ import annotations
+
+from atomicplug.safezip._archive import RATIO_FLOOR_BYTES
+from atomicplug.safezip._extract import ExtractedFile, ExtractResult, extract, read_metadata
+from atomicplug.safezip._names import METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES
+
+__all__ = [
+    "extract",
+    "read_metadata",
+    "ExtractResult",
+    "ExtractedFile",
+    "RATIO_FLOOR_BYTES",
+    "METADATA_NAME",
+    "TOP_LEVEL_DIRS",
+    "TOP_LEVEL_DOC_PREFIXES",
+]

@@ -1,0 +1,293 @@
+"""Read a zip's structure and stream its members under caps (DESIGN.md "Safe extraction").
+
+Why: ``zipfile`` trusts sizes the archive claims and (in Python 3.11) does not
+notice members whose data overlap. Here the central directory is parsed by
+``zipfile`` only for its fields; every local header is read and compared, the
+spans of all members are checked for overlap, and data is inflated by hand in
+64 KiB chunks, counting the bytes that actually come out.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+import zlib
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import attrs
+
+from atomicplug.config import ExtractLimits
+from atomicplug.errors import PackageError
+from atomicplug.safezip._names import (
+    METADATA_NAME,
+    check_mode,
+    check_name,
+    collision_key,
+    decode_name,
+    refuse,
+    show,
+)
+
+__all__ = ["CHUNK", "RATIO_FLOOR_BYTES", "Entry", "Archive", "Budget"]
+
+CHUNK = 64 * 1024
+#: Below this many unpacked bytes the ratio cap does not apply (tiny files compress well).
+RATIO_FLOOR_BYTES = 1024 * 1024
+
+_LOCAL_HEADER = b"PK\x03\x04"
+_LOCAL_HEADER_SIZE = 30
+_FLAG_ENCRYPTED = 0x0001
+_FLAG_STRONG_ENCRYPTION = 0x0040
+_FLAG_UTF8 = 0x0800
+_FLAG_MASKED_HEADERS = 0x2000
+_SUPPORTED_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+
+
+@attrs.frozen
+class Entry:
+    """One validated member: its checked name and where its data lies."""
+
+    name: str  # posix relative path, no trailing '/'
+    parts: tuple[str, ...]
+    is_dir: bool
+    method: int
+    crc: int
+    compress_size: int
+    file_size: int
+    header_offset: int
+    data_offset: int = -1
+
+
+class Budget:
+    """Running totals of bytes actually inflated, against the caps."""
+
+    def __init__(self, limits: ExtractLimits, total_compressed: int, cap: tuple[str, int] | None = None) -> None:
+        self.limits = limits
+        self.cap_name, self.cap = cap or ("max_unpacked_bytes", limits.max_unpacked_bytes)
+        self.total_out = 0
+        self.total_cap = max(RATIO_FLOOR_BYTES, limits.max_ratio * total_compressed)
+
+    def take(self, entry: Entry, entry_out: int, n: int) -> None:
+        self.total_out += n
+        if self.total_out > self.cap:
+            raise refuse(entry.name, f"inflates past {self.cap_name} ({self.cap} bytes)")
+        if entry_out > max(RATIO_FLOOR_BYTES, self.limits.max_ratio * entry.compress_size):
+            raise refuse(entry.name, f"inflates more than max_ratio ({self.limits.max_ratio}:1)")
+        if self.total_out > self.total_cap:
+            raise refuse(entry.name, f"takes the package past max_ratio ({self.limits.max_ratio}:1) overall")
+
+
+class Archive:
+    """An opened, fully validated archive; use as a context manager.
+
+    Opening checks everything that needs no decompression; :meth:`stream`
+    checks the rest while inflating.
+    """
+
+    def __init__(self, fp: BinaryIO, entries: tuple[Entry, ...], limits: ExtractLimits) -> None:
+        self._fp = fp
+        self.entries = entries
+        self.limits = limits
+
+    @classmethod
+    def open(cls, zip_path: str | os.PathLike[str], limits: ExtractLimits) -> Archive:
+        """Open and validate ``zip_path``; raises PackageError only."""
+        try:
+            fp: BinaryIO = open(zip_path, "rb")  # noqa: SIM115 - closed by close()
+        except OSError as exc:
+            raise PackageError(f"cannot read package {os.fspath(zip_path)}: {exc.strerror or exc}") from exc
+        try:
+            return cls(fp, _validate(fp, limits), limits)
+        except BaseException:
+            fp.close()
+            raise
+
+    def close(self) -> None:
+        self._fp.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def total_compressed(self) -> int:
+        return sum(e.compress_size for e in self.entries)
+
+    def metadata_entry(self) -> Entry:
+        for entry in self.entries:
+            if entry.name == METADATA_NAME:
+                return entry
+        raise PackageError("package has no metadata.json at its top level")  # pragma: no cover - checked in _validate
+
+    def read_small(self, entry: Entry, cap: tuple[str, int]) -> bytes:
+        """Inflate one small member (metadata.json) into memory, at most ``cap`` bytes."""
+        budget = Budget(self.limits, entry.compress_size, cap)
+        return b"".join(self.stream(entry, budget))
+
+    def stream(self, entry: Entry, budget: Budget) -> Iterator[bytes]:
+        """Yield the member's bytes in chunks of at most 64 KiB, checking caps and CRC."""
+        crc = 0
+        out = 0
+        try:
+            for chunk in self._inflate(entry):
+                out += len(chunk)
+                budget.take(entry, out, len(chunk))
+                crc = zlib.crc32(chunk, crc)
+                yield chunk
+        except zlib.error as exc:
+            raise refuse(entry.name, f"has corrupt compressed data ({exc})") from exc
+        except OSError as exc:
+            raise refuse(entry.name, f"cannot be read ({exc.strerror or exc})") from exc
+        if out != entry.file_size:
+            raise refuse(entry.name, f"inflates to {out} bytes but the archive claims {entry.file_size}")
+        if crc != entry.crc:
+            raise refuse(entry.name, f"fails its CRC-32 check (got {crc:08x}, archive says {entry.crc:08x})")
+
+    def _read_compressed(self, entry: Entry) -> Iterator[bytes]:
+        self._fp.seek(entry.data_offset)
+        remaining = entry.compress_size
+        while remaining:
+            data = self._fp.read(min(CHUNK, remaining))
+            if not data:
+                raise refuse(entry.name, "is truncated (the archive ends inside its data)")
+            remaining -= len(data)
+            yield data
+
+    def _inflate(self, entry: Entry) -> Iterator[bytes]:
+        if entry.method == zipfile.ZIP_STORED:
+            yield from self._read_compressed(entry)
+            return
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        for data in self._read_compressed(entry):
+            if inflater.eof:
+                raise refuse(entry.name, "has data after the end of its deflate stream")
+            chunk = inflater.decompress(data, CHUNK)
+            while chunk:
+                yield chunk
+                chunk = inflater.decompress(inflater.unconsumed_tail, CHUNK)
+        if not inflater.eof:
+            raise refuse(entry.name, "is truncated (its deflate stream does not end)")
+        if inflater.unused_data or inflater.unconsumed_tail:
+            raise refuse(entry.name, "has data after the end of its deflate stream")
+
+
+def _validate(fp: BinaryIO, limits: ExtractLimits) -> tuple[Entry, ...]:
+    """Every check that needs no decompression, over the whole archive."""
+    try:
+        with zipfile.ZipFile(fp) as zf:  # parses the central directory only
+            infos = zf.infolist()
+            cd_start = int(getattr(zf, "start_dir", 0))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        raise PackageError(f"package is not a readable zip archive ({exc})") from exc
+    except Exception as exc:  # struct.error, NotImplementedError, UnicodeDecodeError, OSError ...
+        raise PackageError(f"package is not a readable zip archive ({type(exc).__name__}: {exc})") from exc
+    if len(infos) > limits.max_entries:
+        raise PackageError(f"package has {len(infos)} entries, more than max_entries ({limits.max_entries})")
+    entries = [_check_info(info, limits) for info in infos]
+    _check_collisions(entries)
+    _check_declared_sizes(entries, limits)
+    fp.seek(0, io.SEEK_END)
+    end = min(cd_start, fp.tell())
+    return _check_local_headers(fp, entries, end)
+
+
+def _check_info(info: zipfile.ZipInfo, limits: ExtractLimits) -> Entry:
+    utf8 = bool(info.flag_bits & _FLAG_UTF8)
+    try:
+        raw = info.orig_filename.encode("utf-8" if utf8 else "cp437")
+    except UnicodeEncodeError:  # pragma: no cover - zipfile decoded it from these bytes
+        raw = info.orig_filename.encode("utf-8", "surrogateescape")
+    name = decode_name(raw, utf8)
+    if info.flag_bits & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION | _FLAG_MASKED_HEADERS):
+        raise refuse(name, "is encrypted (encrypted entries are not allowed)")
+    if info.compress_type not in _SUPPORTED_METHODS:
+        raise refuse(name, f"uses unsupported compression method {info.compress_type} (only stored and deflated)")
+    parts, is_dir = check_name(name, limits)
+    check_mode(name, info.external_attr)
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+        raise refuse(name, "is stored but its compressed and uncompressed sizes differ")
+    if is_dir and info.file_size:
+        raise refuse(name, "is a folder entry with data")
+    if info.header_offset < 0:
+        raise refuse(name, "has a negative local header offset")
+    return Entry(
+        name="/".join(parts),
+        parts=parts,
+        is_dir=is_dir,
+        method=info.compress_type,
+        crc=info.CRC,
+        compress_size=info.compress_size,
+        file_size=info.file_size,
+        header_offset=info.header_offset,
+    )
+
+
+def _check_collisions(entries: list[Entry]) -> None:
+    """Duplicates (after case-folding and NFC), and a file used as a folder."""
+    seen: dict[str, Entry] = {}
+    for entry in entries:
+        key = collision_key(entry.parts)
+        if key in seen:
+            raise refuse(entry.name, f"duplicates entry {show(seen[key].name)} (names compared case-folded and NFC)")
+        seen[key] = entry
+    files = {k for k, e in seen.items() if not e.is_dir}
+    for entry in entries:
+        for depth in range(1, len(entry.parts)):
+            parent = collision_key(entry.parts[:depth])
+            if parent in files:
+                raise refuse(entry.name, f"lies inside {show(seen[parent].name)}, which is a file")
+    if collision_key((METADATA_NAME,)) not in files or METADATA_NAME not in {e.name for e in entries}:
+        raise PackageError("package has no metadata.json at its top level")
+
+
+def _check_declared_sizes(entries: list[Entry], limits: ExtractLimits) -> None:
+    """Cheap early refusals on claimed sizes; the real caps count streamed bytes."""
+    for entry in entries:
+        if entry.name == METADATA_NAME and entry.file_size > limits.max_metadata_bytes:
+            raise refuse(entry.name, f"is larger than max_metadata_bytes ({limits.max_metadata_bytes})")
+    claimed = sum(e.file_size for e in entries)
+    if claimed > limits.max_unpacked_bytes:
+        raise PackageError(
+            f"package claims {claimed} unpacked bytes, more than max_unpacked_bytes ({limits.max_unpacked_bytes})"
+        )
+
+
+def _check_local_headers(fp: BinaryIO, entries: list[Entry], end: int) -> tuple[Entry, ...]:
+    """Compare each local header with the central directory; refuse overlapping spans."""
+    placed: list[Entry] = []
+    for entry in entries:
+        fp.seek(entry.header_offset)
+        header = fp.read(_LOCAL_HEADER_SIZE)
+        if len(header) < _LOCAL_HEADER_SIZE or header[:4] != _LOCAL_HEADER:
+            raise refuse(entry.name, "has no valid local file header at its offset")
+        flags = int.from_bytes(header[6:8], "little")
+        method = int.from_bytes(header[8:10], "little")
+        name_len = int.from_bytes(header[26:28], "little")
+        extra_len = int.from_bytes(header[28:30], "little")
+        raw_name = fp.read(name_len)
+        if len(raw_name) < name_len:
+            raise refuse(entry.name, "is truncated (the archive ends inside its local header)")
+        try:
+            local_name = raw_name.decode("utf-8")
+        except UnicodeDecodeError:
+            local_name = raw_name.decode("utf-8", "backslashreplace")
+        central = entry.name + ("/" if entry.is_dir else "")
+        if local_name != central:
+            raise refuse(central, f"has a different name in its local header ({show(local_name)})")
+        if flags & (_FLAG_ENCRYPTED | _FLAG_STRONG_ENCRYPTION):
+            raise refuse(entry.name, "is encrypted (encrypted entries are not allowed)")
+        if method != entry.method:
+            raise refuse(entry.name, "has a different compression method in its local header")
+        data_offset = entry.header_offset + _LOCAL_HEADER_SIZE + name_len + extra_len
+        if data_offset + entry.compress_size > end:
+            raise refuse(entry.name, "is truncated or runs into the central directory")
+        placed.append(attrs.evolve(entry, data_offset=data_offset))
+    ordered = sorted(placed, key=lambda e: e.header_offset)
+    for before, after in zip(ordered, ordered[1:]):
+        if after.header_offset < before.data_offset + before.compress_size:
+            raise refuse(after.name, f"overlaps the data of entry {show(before.name)}")
+    return tuple(placed)

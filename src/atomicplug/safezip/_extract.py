@@ -1,0 +1,175 @@
+"""Write a validated archive into a fresh folder, durably (DESIGN.md "One transaction" step 3).
+
+Why: staging must hold exactly the package's files, each fsync'd, with their
+sha256 recorded for ``verify``; and a refused package must leave nothing
+behind. Every name was validated before the first byte is written, and each
+write is still checked to land inside the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import attrs
+
+from atomicplug.config import ExtractLimits
+from atomicplug.errors import AtomicplugError, OperationError
+from atomicplug.fsutil import fsync_dir
+from atomicplug.metadata import Metadata
+from atomicplug.safezip._archive import Archive, Budget, Entry
+from atomicplug.safezip._names import refuse
+
+__all__ = ["ExtractedFile", "ExtractResult", "read_metadata", "extract"]
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+@attrs.frozen
+class ExtractedFile:
+    """One written file: posix path relative to the target, size and sha256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@attrs.frozen
+class ExtractResult:
+    """What :func:`extract` wrote; ``files`` is what ``verify`` compares against."""
+
+    metadata: Metadata
+    files: tuple[ExtractedFile, ...]
+    unpacked_bytes: int
+
+
+def read_metadata(zip_path: str | os.PathLike[str], limits: ExtractLimits | None = None) -> Metadata:
+    """Validate the archive's structure and parse its metadata.json.
+
+    Raises PackageError (or its subclass MetadataError) for any bad input.
+    """
+    limits = limits or ExtractLimits()
+    with Archive.open(zip_path, limits) as archive:
+        return _metadata_of(archive)
+
+
+def extract(
+    zip_path: str | os.PathLike[str], target_dir: str | os.PathLike[str], limits: ExtractLimits | None = None
+) -> ExtractResult:
+    """Safely unpack ``zip_path`` into ``target_dir`` (absent or empty; its parent must exist).
+
+    Raises PackageError/MetadataError for a bad archive, OperationError when
+    the target is unusable or a write fails. On any failure whatever was
+    created is removed (``target_dir`` too, if this call created it).
+    """
+    limits = limits or ExtractLimits()
+    target = Path(os.path.abspath(target_dir))
+    created = _prepare_target(target)
+    try:
+        with Archive.open(zip_path, limits) as archive:
+            metadata = _metadata_of(archive)
+            files = _write_all(archive, target)
+        _fsync_folders(target, archive.entries, created)
+    except BaseException:
+        _clean(target, created)
+        raise
+    return ExtractResult(
+        metadata=metadata,
+        files=tuple(sorted(files, key=lambda f: f.path)),
+        unpacked_bytes=sum(f.size for f in files),
+    )
+
+
+def _metadata_of(archive: Archive) -> Metadata:
+    entry = archive.metadata_entry()
+    data = archive.read_small(entry, ("max_metadata_bytes", archive.limits.max_metadata_bytes))
+    return Metadata.from_json_bytes(data)
+
+
+def _prepare_target(target: Path) -> bool:
+    """Check the target is usable; return True when it must be created (and was)."""
+    if not target.parent.is_dir():
+        raise OperationError(f"cannot extract into {target}: its parent folder does not exist")
+    if target.is_symlink():
+        raise OperationError(f"cannot extract into {target}: it is a symlink")
+    if target.exists():
+        if not target.is_dir():
+            raise OperationError(f"cannot extract into {target}: it is not a folder")
+        if any(target.iterdir()):
+            raise OperationError(f"cannot extract into {target}: the folder is not empty")
+        return False
+    try:
+        os.mkdir(target, 0o755)
+    except OSError as exc:
+        raise OperationError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    return True
+
+
+def _inside(target: Path, entry: Entry) -> Path:
+    """Defence in depth: the validated name must still resolve inside ``target``."""
+    path = Path(os.path.normpath(os.path.join(target, *entry.parts)))
+    if path == target or not path.is_relative_to(target):
+        raise refuse(entry.name, "escapes the package folder")
+    return path
+
+
+def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
+    folders = set()
+    for entry in archive.entries:
+        depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
+        folders.update(entry.parts[:n] for n in range(1, depth + 1))
+    budget = Budget(archive.limits, archive.total_compressed)
+    try:
+        for parts in sorted(folders, key=len):
+            os.mkdir(os.path.join(target, *parts), 0o755)
+        return [_write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir]
+    except AtomicplugError:
+        raise
+    except OSError as exc:
+        raise OperationError(f"cannot write into {target}: {exc.strerror or exc}") from exc
+
+
+def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> ExtractedFile:
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, _OPEN_FLAGS, 0o644)
+    try:
+        for chunk in archive.stream(entry, budget):
+            digest.update(chunk)
+            size += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return ExtractedFile(path="/".join(entry.parts), size=size, sha256=digest.hexdigest())
+
+
+def _fsync_folders(target: Path, entries: tuple[Entry, ...], created: bool) -> None:
+    """fsync each folder once, deepest first, so every new entry is durable."""
+    folders = {entry.parts if entry.is_dir else entry.parts[:-1] for entry in entries}
+    for parts in list(folders):
+        folders.update(parts[:n] for n in range(len(parts)))
+    try:
+        for parts in sorted(folders, key=len, reverse=True):
+            fsync_dir(target.joinpath(*parts))
+        if created:
+            fsync_dir(target.parent)
+    except OSError as exc:
+        raise OperationError(f"cannot fsync {target}: {exc.strerror or exc}") from exc
+
+
+def _clean(target: Path, created: bool) -> None:
+    """Remove what this call wrote; best effort, the caller's error matters more."""
+    if created:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for child in list(target.iterdir()) if target.is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+

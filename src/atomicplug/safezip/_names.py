@@ -1,0 +1,134 @@
+"""Rules on entry names and modes (DESIGN.md "Safe extraction").
+
+Why: a name is the only thing deciding where bytes land, so every name is
+checked as text before anything is written: no escape (``..``, absolute,
+backslash, drive), nothing a file system would fold onto another name, and
+only the top-level layout of the package format.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import unicodedata
+
+from atomicplug.config import ExtractLimits
+from atomicplug.errors import PackageError
+
+__all__ = [
+    "METADATA_NAME",
+    "TOP_LEVEL_DIRS",
+    "TOP_LEVEL_DOC_PREFIXES",
+    "refuse",
+    "show",
+    "decode_name",
+    "check_mode",
+    "check_name",
+    "collision_key",
+]
+
+METADATA_NAME = "metadata.json"
+TOP_LEVEL_DIRS = frozenset({"backend", "frontend", "migrations"})
+TOP_LEVEL_DOC_PREFIXES = ("README", "LICENSE", "CHANGELOG")
+
+_CONTROL = re.compile(r"[\x01-\x1f\x7f-\x9f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
+
+
+def show(name: str) -> str:
+    """A name quoted for a one-line message, control characters escaped."""
+    text = repr(name)
+    return text if len(text) <= 120 else text[:117] + "...'"
+
+
+def refuse(name: str, rule: str) -> PackageError:
+    """The one-line refusal every rule uses: ``package entry 'x' <rule>``."""
+    return PackageError(f"package entry {show(name)} {rule}")
+
+
+def decode_name(raw: bytes, utf8_flag: bool) -> str:
+    """Decode an entry name; names without the UTF-8 flag are tried as UTF-8 too.
+
+    Many zip tools store UTF-8 names without setting flag bit 11; anything that
+    is not UTF-8 is refused rather than guessed (cp437 would silently rename).
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        shown = raw.decode("utf-8", "backslashreplace")
+        hint = "" if utf8_flag else " (and no other encoding is accepted)"
+        raise refuse(shown, f"has a name that is not valid UTF-8{hint}") from None
+
+
+def check_mode(name: str, external_attr: int) -> None:
+    """Refuse symlinks, devices, fifos, sockets and setuid/setgid/sticky bits."""
+    mode = (external_attr >> 16) & 0xFFFF
+    if not mode:
+        return
+    kind = stat.S_IFMT(mode)
+    if kind == stat.S_IFLNK:
+        raise refuse(name, "is a symlink (symlinks are not allowed)")
+    if kind in (stat.S_IFCHR, stat.S_IFBLK):
+        raise refuse(name, "is a device file")
+    if kind == stat.S_IFIFO:
+        raise refuse(name, "is a fifo")
+    if kind == stat.S_IFSOCK:
+        raise refuse(name, "is a socket")
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise refuse(name, f"has an unknown file type (mode {mode:o})")
+    if mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+        raise refuse(name, f"has setuid, setgid or sticky bits (mode {mode:o})")
+    if kind == stat.S_IFDIR and not name.endswith("/"):
+        raise refuse(name, "is marked as a folder but its name does not end in '/'")
+
+
+def check_name(name: str, limits: ExtractLimits) -> tuple[tuple[str, ...], bool]:
+    """Validate one entry name; return its components and whether it is a folder."""
+    if "\x00" in name:
+        raise refuse(name, "has a NUL byte in its name")
+    if _CONTROL.search(name):
+        raise refuse(name, "has a control character in its name")
+    if "\\" in name:
+        raise refuse(name, "has a backslash in its name (only '/' separates folders)")
+    if name.startswith("/"):
+        raise refuse(name, "is an absolute path")
+    if _DRIVE.match(name):
+        raise refuse(name, "starts with a drive letter")
+    if not name:
+        raise refuse(name, "has an empty name")
+    is_dir = name.endswith("/")
+    parts = tuple((name[:-1] if is_dir else name).split("/"))
+    for part in parts:
+        if part == "..":
+            raise refuse(name, "escapes the package folder ('..' component)")
+        if part in ("", "."):
+            raise refuse(name, "has an empty or '.' path component")
+        if len(part.encode("utf-8")) > limits.max_name_bytes:
+            raise refuse(name, f"has a name component longer than {limits.max_name_bytes} bytes")
+    if len(name.encode("utf-8")) > limits.max_path_bytes:
+        raise refuse(name, f"has a path longer than {limits.max_path_bytes} bytes")
+    _check_top_level(name, parts, is_dir)
+    return parts, is_dir
+
+
+def _check_top_level(name: str, parts: tuple[str, ...], is_dir: bool) -> None:
+    """Only the package format's layout is allowed at the top."""
+    top = parts[0]
+    if top in TOP_LEVEL_DIRS:
+        if len(parts) == 1 and not is_dir:
+            raise refuse(name, f"must be a folder ('{top}/'), not a file")
+        return
+    if len(parts) == 1 and not is_dir:
+        if top == METADATA_NAME or top.upper().startswith(TOP_LEVEL_DOC_PREFIXES):
+            return
+    raise refuse(
+        name,
+        "is not allowed at the top level (allowed: metadata.json, backend/, frontend/, "
+        "migrations/, README*, LICENSE*, CHANGELOG*)",
+    )
+
+
+def collision_key(parts: tuple[str, ...]) -> str:
+    """The name as a case-insensitive, normalising file system would see it."""
+    text = "/".join(parts)
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", text).casefold())

@@ -1,0 +1,337 @@
+"""Stage 4, the database step: the seam between the transaction engine and the database.
+
+DESIGN.md "One transaction" step 4: one database transaction runs the
+migrations and install hooks of every plugin in the plan and writes the
+ledger row for the txid; its COMMIT is the point of no return. Recovery asks
+:func:`committed` whether a txid reached the ledger to decide forward or back.
+
+The work itself lives in :mod:`atomicplug.database` (imported lazily, so that
+importing this module costs no SQLAlchemy): what each action runs is decided
+in :mod:`atomicplug.database.plan`; see there for install/upgrade/downgrade/
+uninstall/keep_data semantics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from atomicplug.errors import DatabaseError, MetadataError, MigrationError, PermissionRefusedError
+from atomicplug.faults import crash_point
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from atomicplug.config import Config
+    from atomicplug.database.discovery import Migration
+    from atomicplug.database.scripts import Statement
+
+__all__ = ["PluginChange", "check", "run", "committed"]
+
+Action = Literal["install", "upgrade", "downgrade", "uninstall", "none"]
+
+
+@attrs.frozen
+class PluginChange:
+    """What one plugin goes through in a transaction.
+
+    ``old_tree``/``new_tree`` are immutable store trees (``store/<id>/<version>-<sha12>``)
+    holding ``metadata.json``, ``migrations/`` and ``backend/install.py``.
+    ``downgrade`` (rollback or --allow-downgrade) runs, from ``old_tree``, the downs
+    of the migrations ``new_tree`` lacks; ``none`` (enable/disable) touches no table.
+    """
+
+    plugin_id: str
+    action: Action
+    old_tree: Path | None = None
+    new_tree: Path | None = None
+    old_version: str | None = None
+    new_version: str | None = None
+    keep_data: bool = False
+
+
+#: The permission a plugin must declare to ship migrations or install hooks.
+DATABASE_PERMISSION = "database.create_tables"
+
+_WITH_NEW_TREE = ("install", "upgrade", "downgrade")
+
+
+def check(config: Config, changes: Sequence[PluginChange]) -> None:
+    """Plan-time checks, before any file or row changes (DESIGN.md step 2).
+
+    Raises ConfigError for a database whose DDL auto-commits (MySQL/MariaDB) or
+    that atomicplug cannot use; PermissionRefusedError for a plugin shipping
+    migrations or hooks without ``database.create_tables``, or declaring an
+    ungranted permission; MigrationError for a bad migrations layout, a
+    statement that cannot run in a transaction, a changed applied migration
+    or an applied migration that cannot be reverted; DatabaseError when the
+    ledger cannot be read.
+    """
+    from atomicplug.database.engine import check_url
+    from atomicplug.database.plan import refuse_non_transactional, tree_migrations
+
+    check_url(config.database_url)
+    for change in changes:
+        if change.action in _WITH_NEW_TREE and change.new_tree is not None:
+            _check_permissions(config, change.plugin_id, change.new_tree)
+    needs_ledger = False
+    for change in changes:
+        for tree in (change.new_tree, change.old_tree):
+            migrations = tree_migrations(tree, change.plugin_id)
+            refuse_non_transactional(change.plugin_id, migrations)
+            needs_ledger = needs_ledger or bool(migrations)
+    if needs_ledger:
+        _check_against_ledger(config, changes)
+
+
+def _check_permissions(config: Config, plugin_id: str, tree: Path) -> None:
+    from atomicplug.database.discovery import discover
+    from atomicplug.database.hooks import hook_path
+
+    declared = _declared_permissions(plugin_id, tree)
+    if (discover(tree, plugin_id) or hook_path(tree).is_file()) and DATABASE_PERMISSION not in declared:
+        raise PermissionRefusedError(
+            f"plugin {plugin_id} ships migrations or install hooks but does not declare "
+            f"the permission '{DATABASE_PERMISSION}' in metadata.json"
+        )
+    for permission in declared:
+        if permission not in config.granted_permissions:
+            raise PermissionRefusedError(
+                f"plugin {plugin_id} needs the permission '{permission}', which is not granted "
+                "(granted_permissions in the config)"
+            )
+
+
+def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
+    path = Path(tree) / "metadata.json"
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MetadataError(f"plugin {plugin_id}: cannot read metadata.json: {exc}") from exc
+    permissions = data.get("permissions", []) if isinstance(data, dict) else None
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        raise MetadataError(f"plugin {plugin_id}: 'permissions' must be a list of strings (got {permissions!r})")
+    return permissions
+
+
+def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> None:
+    from atomicplug.database.engine import connect, sqlite_file_missing
+    from atomicplug.database.ledger import applied_migrations
+    from atomicplug.database.plan import plan_change
+
+    if sqlite_file_missing(config.database_url):
+        for change in changes:
+            plan_change(change, {})
+        return
+    with connect(config.database_url, _busy_timeout(config), read_only=True) as conn:
+        try:
+            ledgers = {c.plugin_id: applied_migrations(conn, c.plugin_id) for c in changes}
+        except Exception as exc:
+            from atomicplug.database.engine import first_line
+
+            raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
+    # The plan is decided per plugin against the ledger as it is now; run() decides
+    # again under the database lock, so a concurrent change cannot slip through.
+    for change in changes:
+        plan_change(change, ledgers[change.plugin_id])
+
+
+def run(
+    config: Config, txid: str, operation: str, changes: Sequence[PluginChange], rehearse: bool = True
+) -> None:
+    """DESIGN.md step 4: every change's migrations, hooks and the ledger in ONE transaction.
+
+    The ``atomicplug_transactions`` row for ``txid`` is written in this same
+    transaction even when no plugin has migrations, so :func:`committed` is the
+    forward/back decision. COMMIT is the point of no return; a crash point sits
+    right before and right after it.
+
+    Raises MigrationError (after rolling everything back) when anything fails,
+    with one line naming the plugin, file and statement; DatabaseError only when
+    COMMIT failed and whether it happened cannot be told (recovery decides).
+    """
+    from atomicplug.database.engine import first_line, make_engine, take_advisory_lock
+    from atomicplug.database.ledger import ensure_tables, now, record_transaction
+
+    started_at = now()
+    engine = make_engine(config.database_url, _busy_timeout(config))
+    try:
+        try:
+            conn = engine.connect()
+        except Exception as exc:
+            raise MigrationError(f"cannot connect to the database: {first_line(exc)}") from exc
+        try:
+            try:
+                transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE (engine recipe)
+            except Exception as exc:
+                raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
+            try:
+                take_advisory_lock(conn)
+                ensure_tables(conn)
+                for change in changes:
+                    _run_change(conn, txid, operation, change, rehearse)
+                record_transaction(
+                    conn, txid=txid, operation=operation, plugins=[_describe(c) for c in changes], started_at=started_at
+                )
+            except BaseException as exc:
+                _quiet_rollback(transaction)
+                if isinstance(exc, MigrationError):
+                    raise
+                if not isinstance(exc, Exception):
+                    raise
+                raise MigrationError(f"database transaction {txid} failed: {first_line(exc)}") from exc
+            crash_point()  # before COMMIT: a kill here must roll back (recovery: not committed)
+            try:
+                transaction.commit()
+            except Exception as exc:
+                _after_failed_commit(config, txid, exc)
+            crash_point()  # after COMMIT: a kill here must roll forward (recovery: committed)
+        finally:
+            try:
+                conn.close()
+            except Exception:  # pragma: no cover - the connection is already broken
+                pass
+    finally:
+        engine.dispose()
+
+
+def committed(config: Config, txid: str) -> bool:
+    """Did ``txid``'s database transaction commit? False when the ledger does not exist.
+
+    Raises DatabaseError when the database cannot be asked (recovery must not guess).
+    """
+    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
+    from atomicplug.database.ledger import transaction_committed
+
+    check_url(config.database_url)
+    if sqlite_file_missing(config.database_url):
+        return False  # never create the database file just to ask
+    with connect(config.database_url, _busy_timeout(config), read_only=True) as conn:
+        try:
+            return transaction_committed(conn, txid)
+        except Exception as exc:
+            raise DatabaseError(f"cannot read the transaction ledger: {first_line(exc)}") from exc
+
+
+# -- inside the transaction ---------------------------------------------------
+
+
+def _run_change(conn: Connection, txid: str, operation: str, change: PluginChange, rehearse: bool) -> None:
+    from atomicplug.database.hooks import HookContext, run_hook
+    from atomicplug.database.ledger import applied_migrations, record_migration
+    from atomicplug.database.plan import plan_change, refuse_non_transactional
+    from atomicplug.database.schema import snapshot
+
+    pid = change.plugin_id
+    plan = plan_change(change, applied_migrations(conn, pid))
+    refuse_non_transactional(pid, plan.reverts + plan.applies)
+
+    if change.action == "uninstall" and change.old_tree is not None:
+        ctx = HookContext(pid, change.old_version, txid, operation, Path(change.old_tree), change.keep_data)
+        run_hook(change.old_tree, "uninstall", conn, ctx)
+    for migration in plan.reverts:
+        _execute(conn, pid, migration.down_path, migration.down_statements())
+        record_migration(
+            conn, txid=txid, plugin_id=pid, migration=migration.name, direction="down",
+            checksum=migration.checksum, version=change.old_version,
+        )  # fmt: skip
+    before = snapshot(conn) if rehearse and plan.applies else None
+    for migration in plan.applies:
+        _execute(conn, pid, migration.up_path, migration.up_statements())
+        record_migration(
+            conn, txid=txid, plugin_id=pid, migration=migration.name, direction="up",
+            checksum=migration.checksum, version=change.new_version,
+        )  # fmt: skip
+    if before is not None:
+        _rehearse(conn, pid, plan.applies, before)
+    if change.action in ("install", "upgrade") and change.new_tree is not None:
+        ctx = HookContext(pid, change.new_version, txid, operation, Path(change.new_tree))
+        if change.action == "install":
+            run_hook(change.new_tree, "install", conn, ctx)
+        else:
+            run_hook(change.new_tree, "upgrade", conn, ctx, change.old_version)
+
+
+def _execute(conn: Connection, plugin_id: str, path: Path, statements: Sequence[Statement]) -> None:
+    from atomicplug.database.engine import first_line
+
+    for statement in statements:
+        try:
+            # no_parameters: the DBAPI gets cursor.execute(sql), so psycopg2 leaves '%' alone.
+            conn.exec_driver_sql(statement.sql, execution_options={"no_parameters": True})
+        except Exception as exc:
+            raise MigrationError(
+                f"plugin {plugin_id}: migrations/{path.name} statement {statement.number} failed: {first_line(exc)}"
+            ) from exc
+
+
+def _rehearse(conn: Connection, plugin_id: str, applied: Sequence[Migration], before: Any) -> None:
+    """Reversibility rehearsal: in a SAVEPOINT, run the downs of the ups just applied
+    (newest first), compare the schema with ``before``, and roll back to the savepoint."""
+    from atomicplug.database.schema import differences, snapshot
+
+    savepoint = conn.begin_nested()
+    try:
+        for migration in reversed(applied):
+            _execute(conn, plugin_id, migration.down_path, migration.down_statements())
+        after = snapshot(conn)
+    except MigrationError as exc:
+        _quiet_rollback(savepoint)
+        detail = str(exc).removeprefix(f"plugin {plugin_id}: ")
+        raise MigrationError(
+            f"plugin {plugin_id}: down migrations fail in the reversibility rehearsal: {detail} (--no-rehearse skips it)"
+        ) from exc
+    except BaseException:
+        _quiet_rollback(savepoint)
+        raise
+    savepoint.rollback()
+    found = differences(before, after)
+    if found:
+        more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+        raise MigrationError(
+            f"plugin {plugin_id}: down migrations do not restore the schema: {'; '.join(found[:3])}{more} "
+            "(--no-rehearse skips this check)"
+        )
+
+
+def _quiet_rollback(transaction: Any) -> None:
+    try:
+        if transaction.is_active:
+            transaction.rollback()
+    except Exception:  # the connection is gone: the server rolls back on its own
+        pass
+
+
+def _after_failed_commit(config: Config, txid: str, exc: Exception) -> None:
+    """COMMIT raised: it may or may not have happened (a lost connection). Ask the ledger."""
+    from atomicplug.database.engine import first_line
+
+    try:
+        done = committed(config, txid)
+    except Exception as probe:
+        raise DatabaseError(
+            f"COMMIT of database transaction {txid} failed ({first_line(exc)}) and its outcome is unknown "
+            f"({first_line(probe)}); `atomicplug recover` will decide"
+        ) from exc
+    if not done:
+        raise MigrationError(f"COMMIT of database transaction {txid} failed: {first_line(exc)}") from exc
+
+
+def _describe(change: PluginChange) -> dict[str, Any]:
+    return {
+        "id": change.plugin_id,
+        "action": change.action,
+        "from": change.old_version,
+        "to": change.new_version,
+        "keep_data": change.keep_data,
+    }
+
+
+def _busy_timeout(config: Config) -> float:
+    return max(float(config.lock_timeout), 30.0)

@@ -1,0 +1,275 @@
+"""Stage 2, plan: decide every plugin's before and after state, or refuse.
+
+DESIGN.md "One transaction" step 2. A plan is pure data: it is written into
+the journal's ``begin`` record, and recovery can finish or undo the
+transaction from it alone. Nothing on disk changes while planning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+from packaging.version import Version
+
+from atomicplug.errors import DependencyError, NotInstalledError, OperationError, UsageError
+from atomicplug.registry import InstalledPlugin, Registry, TreeRef
+from atomicplug.stages.migrate import Action
+from atomicplug.stages.verify import VerifiedPackage
+from atomicplug.store import tree_name
+
+__all__ = [
+    "Step",
+    "Plan",
+    "plan_install",
+    "plan_uninstall",
+    "plan_rollback",
+    "plan_toggle",
+]
+
+
+@attrs.frozen
+class Step:
+    """One plugin's change: the registry entry before and after, and what to stage."""
+
+    plugin_id: str
+    action: Action
+    before: InstalledPlugin | None
+    after: InstalledPlugin | None
+    package: str | None = None  # zip to extract when this transaction creates the tree
+    stage_tree: bool = False
+    keep_data: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin_id": self.plugin_id,
+            "action": self.action,
+            "before": self.before.to_dict() if self.before else None,
+            "after": self.after.to_dict() if self.after else None,
+            "package": self.package,
+            "stage_tree": self.stage_tree,
+            "keep_data": self.keep_data,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        pid = data["plugin_id"]
+        return cls(
+            plugin_id=pid,
+            action=data["action"],
+            before=InstalledPlugin.from_dict(pid, data["before"]) if data["before"] else None,
+            after=InstalledPlugin.from_dict(pid, data["after"]) if data["after"] else None,
+            package=data["package"],
+            stage_tree=data["stage_tree"],
+            keep_data=data["keep_data"],
+        )
+
+    def describe(self) -> str:
+        old = self.before.version if self.before else None
+        new = self.after.version if self.after else None
+        if self.action == "none":
+            return f"{'enable' if self.after and self.after.enabled else 'disable'} {self.plugin_id}"
+        if old and new:
+            return f"{self.action} {self.plugin_id} {old} -> {new}"
+        return f"{self.action} {self.plugin_id} {new or old}"
+
+
+@attrs.frozen
+class Plan:
+    """Everything a transaction will do, in order (dependencies first)."""
+
+    txid: str
+    operation: str
+    steps: tuple[Step, ...]
+    rehearse: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "steps": [s.to_dict() for s in self.steps],
+            "rehearse": self.rehearse,
+        }
+
+    @classmethod
+    def from_dict(cls, txid: str, data: dict[str, Any]) -> Plan:
+        return cls(
+            txid=txid,
+            operation=data["operation"],
+            steps=tuple(Step.from_dict(s) for s in data["steps"]),
+            rehearse=data.get("rehearse", True),
+        )
+
+    def registry_after(self, registry: Registry) -> Registry:
+        """The registry once this plan is applied (idempotent: recovery reuses it)."""
+        for step in self.steps:
+            registry = registry.with_entry(step.plugin_id, step.after, generation=self.txid)
+        return registry
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_requirement(text: str) -> tuple[str, Any]:
+    from atomicplug.metadata import PluginRequirement
+
+    requirement = PluginRequirement.parse(text)
+    return requirement.id, requirement.specifier
+
+
+def check_dependencies(registry: Registry) -> None:
+    """Every installed plugin's ``requires`` holds in ``registry`` (the state after a plan)."""
+    problems = []
+    for entry in sorted(registry.plugins.values(), key=lambda e: e.id):
+        for text in entry.requires:
+            dep_id, specifier = _parse_requirement(text)
+            dep = registry.plugins.get(dep_id)
+            if dep is None:
+                problems.append(f"{entry.id} requires {text}, which would not be installed")
+            elif not specifier.contains(Version(dep.version), prereleases=True):
+                problems.append(f"{entry.id} requires {text}, but {dep_id} would be {dep.version}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DependencyError(problems[0] + more)
+
+
+def _dependents(registry: Registry, plugin_id: str) -> list[str]:
+    return sorted(e.id for e in registry.plugins.values() if any(_parse_requirement(r)[0] == plugin_id for r in e.requires))
+
+
+def plan_install(
+    registry: Registry,
+    packages: Sequence[VerifiedPackage],
+    txid: str,
+    home: Path,
+    *,
+    allow_downgrade: bool = False,
+    rehearse: bool = True,
+) -> Plan:
+    """Install or upgrade ``packages`` (dependencies first) in one transaction.
+
+    An equal version already installed is a no-op (no step); an older one needs
+    ``allow_downgrade``. The result must leave every ``requires`` satisfied.
+    """
+    steps = []
+    seen: set[str] = set()
+    for package in packages:
+        meta = package.metadata
+        if meta.id in seen:
+            raise UsageError(f"plugin {meta.id} is named twice in one transaction")
+        seen.add(meta.id)
+        before = registry.plugins.get(meta.id)
+        version = meta.version
+        wanted = meta.parsed_version
+        if before is not None:
+            installed = Version(before.version)
+            if installed == wanted and before.current.sha256 == package.sha256:
+                continue
+            if installed == wanted:
+                raise OperationError(
+                    f"{meta.id} {version} is installed from a different package (sha256 {before.current.sha256[:12]}); "
+                    "uninstall it first or publish a new version"
+                )
+            if wanted < installed and not allow_downgrade:
+                raise UsageError(f"{meta.id} {before.version} is installed; installing {version} is a downgrade (use --allow-downgrade)")
+            action: Action = "upgrade" if wanted > installed else "downgrade"
+        else:
+            action = "install"
+        tree = tree_name(meta.id, version, package.sha256)
+        after = InstalledPlugin(
+            id=meta.id,
+            name=meta.name,
+            current=TreeRef(version=version, tree=tree, sha256=package.sha256),
+            enabled=before.enabled if before else True,
+            requires=tuple(str(r) for r in meta.requires),
+            previous=before.current if before else None,
+            txid=txid,
+            installed_at=_now(),
+        )
+        steps.append(
+            Step(
+                plugin_id=meta.id,
+                action=action,
+                before=before,
+                after=after,
+                package=str(package.zip_path),
+                stage_tree=not (home / tree).is_dir(),
+            )
+        )
+    plan = Plan(txid=txid, operation="install", steps=tuple(steps), rehearse=rehearse)
+    if steps:
+        check_dependencies(plan.registry_after(registry))
+    return plan
+
+
+def plan_uninstall(
+    registry: Registry, plugin_ids: Iterable[str], txid: str, *, cascade: bool = False, keep_data: bool = False
+) -> Plan:
+    """Remove plugins; dependents block it unless ``cascade`` removes them first."""
+    targets: list[str] = []
+
+    def visit(pid: str, chain: tuple[str, ...]) -> None:
+        if pid in targets:
+            return
+        if pid not in registry.plugins:
+            raise NotInstalledError(f"{pid} is not installed")
+        dependents = [d for d in _dependents(registry, pid) if d not in chain]
+        if dependents and not cascade:
+            raise DependencyError(f"{', '.join(dependents)} require(s) {pid}; uninstall them first or use --cascade")
+        for dependent in dependents:
+            visit(dependent, chain + (pid,))
+        targets.append(pid)  # dependents were appended before us
+
+    for pid in plugin_ids:
+        visit(pid, ())
+    steps = tuple(
+        Step(plugin_id=pid, action="uninstall", before=registry.plugins[pid], after=None, keep_data=keep_data) for pid in targets
+    )
+    return Plan(txid=txid, operation="uninstall", steps=steps)
+
+
+def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> Plan:
+    """Go back to the version the current one replaced (kept in the store)."""
+    before = registry.plugins.get(plugin_id)
+    if before is None:
+        raise NotInstalledError(f"{plugin_id} is not installed")
+    if before.previous is None:
+        raise OperationError(f"{plugin_id} {before.version} has no previous version to roll back to")
+    if not (home / before.previous.tree).is_dir():
+        raise OperationError(f"{plugin_id} {before.previous.version} is no longer in the store ({before.previous.tree})")
+    target = before.previous
+    from atomicplug.metadata import Metadata
+
+    meta = Metadata.from_json_bytes((home / target.tree / "metadata.json").read_bytes())
+    after = attrs.evolve(
+        before,
+        current=target,
+        previous=before.current,
+        name=meta.name,
+        requires=tuple(str(r) for r in meta.requires),
+        txid=txid,
+        installed_at=_now(),
+    )
+    action: Action = "downgrade" if Version(target.version) < Version(before.version) else "upgrade"
+    plan = Plan(txid=txid, operation="rollback", steps=(Step(plugin_id=plugin_id, action=action, before=before, after=after),))
+    check_dependencies(plan.registry_after(registry))
+    return plan
+
+
+def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str) -> Plan:
+    """Enable or disable: the addon entries come or go; store and tables stay."""
+    before = registry.plugins.get(plugin_id)
+    if before is None:
+        raise NotInstalledError(f"{plugin_id} is not installed")
+    operation = "enable" if enabled else "disable"
+    if before.enabled == enabled:
+        return Plan(txid=txid, operation=operation, steps=())
+    if not enabled:
+        dependents = [d for d in _dependents(registry, plugin_id) if registry.plugins[d].enabled]
+        if dependents:
+            raise DependencyError(f"{', '.join(dependents)} require(s) {plugin_id}; disable them first")
+    after = attrs.evolve(before, enabled=enabled, txid=txid)
+    return Plan(txid=txid, operation=operation, steps=(Step(plugin_id=plugin_id, action="none", before=before, after=after),))

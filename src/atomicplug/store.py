@@ -1,0 +1,53 @@
+"""The immutable store: ``<home>/store/<id>/<version>-<sha12>/`` trees.
+
+A tree is built once in staging (extracted, backend precompiled to .pyc,
+file record written), fsync'd and renamed into place; it is never written
+again, so a symlink to it is a complete, stable view of one version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = ["tree_name", "RECORD_NAME", "FileRecord", "write_record", "read_record", "sha256_file"]
+
+RECORD_NAME = ".atomicplug-record.json"
+_CHUNK = 1 << 16
+
+
+def tree_name(plugin_id: str, version: str, sha256: str) -> str:
+    """Relative path of a tree inside home."""
+    return f"store/{plugin_id}/{version}-{sha256[:12]}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@attrs.frozen
+class FileRecord:
+    """One installed file and its hash, for ``verify``."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+def write_record(tree: Path, files: list[FileRecord]) -> None:
+    """Write the tree's file list (the caller fsyncs the tree)."""
+    data: dict[str, Any] = {"files": [attrs.asdict(f) for f in sorted(files, key=lambda f: f.path)]}
+    (tree / RECORD_NAME).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def read_record(tree: Path) -> list[FileRecord]:
+    data = json.loads((tree / RECORD_NAME).read_text(encoding="utf-8"))
+    return [FileRecord(**entry) for entry in data["files"]]

@@ -1,0 +1,214 @@
+"""The transaction runner and recovery (DESIGN.md "One transaction", "Recovery").
+
+Order of durable steps for one plan:
+  begin (journal) → stage trees into the store → staged → database COMMIT
+  (point of no return) → committed → switch links → registry → frontend
+  index → history → done.
+Before COMMIT every visible thing is as it was, so failure or a crash means
+*back*: delete what this txid created, write ``aborted``. After COMMIT the
+rest is idempotent, so a crash means *forward*: redo step 5, write ``done``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from atomicplug.config import Config
+from atomicplug.errors import AtomicplugError, OperationError
+from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
+from atomicplug.history import append_history
+from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
+from atomicplug.registry import Registry
+from atomicplug.stages import migrate
+from atomicplug.stages.extract import extract_package, staging_tree
+from atomicplug.stages.plan import Plan, Step
+from atomicplug.stages.register import write_frontend_index, write_registry
+from atomicplug.stages.stage import install_tree
+from atomicplug.stages.switch import check_addon_entries, remove_temp_links, switch_plugin
+from atomicplug.store import FileRecord
+
+__all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress"]
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def new_txid() -> str:
+    """Time-ordered and unique: journals sort oldest first by name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _change(config: Config, step: Step) -> migrate.PluginChange:
+    return migrate.PluginChange(
+        plugin_id=step.plugin_id,
+        action=step.action,
+        old_tree=config.home / step.before.current.tree if step.before else None,
+        new_tree=config.home / step.after.current.tree if step.after else None,
+        old_version=step.before.version if step.before else None,
+        new_version=step.after.version if step.after else None,
+        keep_data=step.keep_data,
+    )
+
+
+def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
+    """Run ``plan`` as one transaction; on failure nothing visible has changed.
+
+    The caller holds the writer lock and has run recovery. Raises the
+    AtomicplugError that stopped it (after rolling back), or OperationError
+    if step 5 failed after COMMIT (recovery will finish it).
+    """
+    if not plan.steps:
+        return
+    for step in plan.steps:
+        check_addon_entries(config, step.plugin_id)
+    journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
+    commit_attempted = False
+    try:
+        _stage_trees(config, plan, progress)
+        journal.append(RecordType.STAGED)
+        changes = [_change(config, step) for step in plan.steps]
+        migrate.check(config, changes)
+        progress("database: migrations and ledger in one transaction")
+        commit_attempted = True
+        migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse)
+    except BaseException as exc:
+        if not commit_attempted or not _committed_after_failure(config, plan.txid, exc):
+            _roll_back(config, plan, journal, reason=_reason(exc))
+            raise
+    journal.append(RecordType.COMMITTED)
+    try:
+        _roll_forward(config, plan, journal, progress)
+    except OSError as exc:
+        raise OperationError(
+            f"transaction {plan.txid} committed but finishing it failed ({exc}); run `atomicplug recover`"
+        ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _committed_after_failure(config: Config, txid: str, failure: BaseException) -> bool:
+    """Did COMMIT happen although ``run`` raised? Unknown is not a guess: leave it to recovery."""
+    try:
+        return migrate.committed(config, txid)
+    except AtomicplugError as exc:
+        raise OperationError(
+            f"transaction {txid} failed ({_reason(failure)}) and its outcome cannot be read ({exc}); "
+            "run `atomicplug recover` once the database is reachable"
+        ) from failure
+
+
+def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
+    for step in plan.steps:
+        if not step.stage_tree or step.after is None or step.package is None:
+            continue
+        progress(f"staging {step.plugin_id} {step.after.version}")
+        result = extract_package(config, plan.txid, step.plugin_id, Path(step.package))
+        extracted = [FileRecord(path=f.path, size=f.size, sha256=f.sha256) for f in result.files]
+        install_tree(staging_tree(config, plan.txid, step.plugin_id), config.home / step.after.current.tree, extracted)
+    remove_tree(config.staging_dir / plan.txid)
+
+
+def _history_entry(plan: Plan, outcome: str, reason: str | None = None) -> dict[str, object]:
+    return {
+        "txid": plan.txid,
+        "operation": plan.operation,
+        "outcome": outcome,
+        "reason": reason,
+        "finished": _now(),
+        "steps": [
+            {
+                "id": s.plugin_id,
+                "action": s.action,
+                "from": s.before.version if s.before else None,
+                "to": s.after.version if s.after else None,
+                "enabled": s.after.enabled if s.after else None,
+            }
+            for s in plan.steps
+        ],
+    }
+
+
+def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> None:
+    """Undo a transaction that did not commit: only home-internal files exist to delete."""
+    remove_tree(config.staging_dir / plan.txid)
+    referenced = Registry.load(config.registry_path).referenced_trees()
+    for step in plan.steps:
+        if step.stage_tree and step.after is not None and step.after.current.tree not in referenced:
+            remove_tree(config.home / step.after.current.tree)
+    remove_temp_links(config, plan.txid)
+    append_history(config.home, _history_entry(plan, "aborted", reason))
+    journal.append(RecordType.ABORTED, reason=reason)
+
+
+def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress) -> None:
+    """Step 5, idempotent: links, registry, frontend index, history, done."""
+    for step in plan.steps:
+        progress(f"switching {step.describe()}")
+        switch_plugin(config, step.plugin_id, step.after, plan.txid)
+    registry = plan.registry_after(Registry.load(config.registry_path))
+    write_registry(config, registry)
+    write_frontend_index(config, registry)
+    remove_tree(config.staging_dir / plan.txid)
+    remove_temp_links(config, plan.txid)
+    append_history(config.home, _history_entry(plan, "done"))
+    journal.append(RecordType.DONE)
+
+
+def recover_pending(config: Config, progress: Progress = _quiet) -> list[tuple[str, str]]:
+    """Finish or undo every unfinished transaction; returns (txid, "forward"|"back").
+
+    Safe to run again at any point: each branch only repeats idempotent steps.
+    """
+    outcomes = []
+    for state in pending_journals(config.journal_dir):
+        outcomes.append((state.txid, _recover_one(config, state, progress)))
+    return outcomes
+
+
+def _recover_one(config: Config, state: JournalState, progress: Progress) -> str:
+    journal = Journal.reopen(state.path)
+    for folder in (config.home, config.frontend_addons):
+        remove_temp_files(folder)
+    sweep_trash(config)
+    begin = state.begin
+    if begin is None:
+        # The begin record never became durable, so nothing after it happened.
+        remove_tree(config.staging_dir / state.txid)
+        remove_file(state.path)
+        return "back"
+    plan = Plan.from_dict(state.txid, begin["plan"])
+    if RecordType.COMMITTED in state.types or _committed_strict(config, state.txid):
+        progress(f"recovering {state.txid}: committed, rolling forward")
+        _roll_forward(config, plan, journal, progress)
+        return "forward"
+    progress(f"recovering {state.txid}: not committed, rolling back")
+    _roll_back(config, plan, journal, reason="interrupted; rolled back by recovery")
+    return "back"
+
+
+def _committed_strict(config: Config, txid: str) -> bool:
+    """The ledger's answer; a database we cannot ask is an error, never a guess."""
+    return migrate.committed(config, txid)
+
+
+def sweep_trash(config: Config) -> int:
+    """Remove ``.deleting-*`` leftovers of interrupted tree deletes (staging and store)."""
+    removed = 0
+    for pattern in (f"staging/{TRASH_PREFIX}*", f"store/*/{TRASH_PREFIX}*"):
+        for leftover in sorted(config.home.glob(pattern)):
+            delete_trash(leftover)
+            removed += 1
+    return removed

@@ -1,0 +1,48 @@
+"""``verify``: installed files against the sha256 recorded when the tree was staged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from atomicplug.store import RECORD_NAME, read_record, sha256_file
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
+    from atomicplug.installer import VerifyReport
+    from atomicplug.registry import InstalledPlugin
+
+__all__ = ["verify_plugin"]
+
+
+def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
+    from atomicplug.installer import VerifyReport
+
+    tree = config.home / entry.current.tree
+    if not tree.is_dir():
+        return VerifyReport(entry.id, entry.version, missing=(entry.current.tree,))
+    recorded = {r.path: r for r in read_record(tree)}
+    changed, missing = [], []
+    for path, record in sorted(recorded.items()):
+        file = tree / path
+        if not file.is_file():
+            missing.append(path)
+        elif file.stat().st_size != record.size or sha256_file(file) != record.sha256:
+            changed.append(path)
+    present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
+    extra = sorted(present - set(recorded) - {RECORD_NAME})
+    return VerifyReport(
+        entry.id, entry.version, changed=tuple(changed), missing=tuple(missing), extra=tuple(extra), bad_links=_bad_links(config, entry, tree)
+    )
+
+
+def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:
+    bad = []
+    for part, folder in (("backend", config.backend_addons), ("frontend", config.frontend_addons)):
+        link = folder / entry.id
+        wanted = tree / part if entry.enabled and (tree / part).is_dir() else None
+        actual = Path(os.readlink(link)) if link.is_symlink() else None
+        if wanted != actual or (os.path.lexists(link) and not link.is_symlink()):
+            bad.append(str(link))
+    return tuple(bad)

@@ -1,0 +1,125 @@
+"""The ``database_url`` fixture: every database test runs on SQLite and on real PostgreSQL.
+
+PostgreSQL comes from ``$ATOMICPLUG_TEST_POSTGRES_URL`` (start one with
+``eval "$(.ci/start-postgres.sh)"``); its role needs CREATEDB: each test gets
+a database of its own, dropped afterwards. Without the variable the
+PostgreSQL half is skipped, except under ``CI=true``, where it fails.
+
+Load with ``pytest_plugins = ["db_fixtures"]`` in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+__all__ = ["POSTGRES_ENV", "database_url", "postgres_url", "table_names", "query", "execute", "make_tree", "sqlalchemy_url"]
+
+POSTGRES_ENV = "ATOMICPLUG_TEST_POSTGRES_URL"
+
+
+def sqlalchemy_url(url: str) -> Any:
+    """``url`` for a plain SQLAlchemy engine (a bare postgresql:// means psycopg2)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    return parsed
+
+
+def _engine(url: str, **kwargs: Any) -> Any:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    return create_engine(sqlalchemy_url(url), poolclass=NullPool, **kwargs)
+
+
+def postgres_url() -> str:
+    """The server URL from the environment, or skip (fail under CI=true)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        message = f"{POSTGRES_ENV} is not set (start a server: eval \"$(.ci/start-postgres.sh)\")"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A URL to an empty database of its own: a SQLite file in tmp_path, or a fresh PG database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'app.db'}"
+        return
+    from sqlalchemy.engine import make_url
+
+    server = postgres_url()
+    name = f"atomicplug_test_{uuid.uuid4().hex[:16]}"
+    admin = _engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+def table_names(url: str) -> set[str]:
+    """Tables of the database's default schema, as committed (read from a new connection)."""
+    from sqlalchemy import inspect
+
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` from a new connection."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+def execute(url: str, sql: str) -> None:
+    """Run and commit one statement from a new connection."""
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+    finally:
+        engine.dispose()
+
+
+def make_tree(
+    root: Any,
+    plugin_id: str = "p1",
+    version: str = "1.0.0",
+    files: dict[str, str] | None = None,
+    permissions: tuple[str, ...] | list[str] = ("database.create_tables",),
+) -> Any:
+    """A store tree ``root/store/<id>/<version>-<random>`` with metadata.json and ``files``."""
+    import json
+    from pathlib import Path
+
+    tree = Path(root) / "store" / plugin_id / f"{version}-{uuid.uuid4().hex[:12]}"
+    tree.mkdir(parents=True)
+    metadata = {"id": plugin_id, "name": plugin_id, "version": version, "permissions": list(permissions)}
+    (tree / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    for rel, text in (files or {}).items():
+        path = tree / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return tree

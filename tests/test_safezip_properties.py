@@ -1,0 +1,58 @@
+"""Property: any archive is extracted wholly inside the target or refused with PackageError."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, event, given, settings
+from strategies import archives
+
+from atomicplug.config import ExtractLimits
+from atomicplug.errors import PackageError
+from atomicplug.safezip import extract, read_metadata
+
+_LIMITS = ExtractLimits(max_unpacked_bytes=4 * 1024 * 1024, max_entries=50)
+
+
+def _tree(root: Path) -> set[str]:
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            found.add(Path(dirpath, name).relative_to(root).as_posix())
+    return found
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(archives())
+def test_any_archive_is_extracted_inside_the_target_or_refused(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "outside").mkdir()
+        zip_path = root / "outside" / "pkg.zip"
+        zip_path.write_bytes(data)
+        target = root / "outside" / "staging" / "tx"
+        target.parent.mkdir()
+        before = _tree(root) - {"outside/staging"}
+
+        try:
+            result = extract(zip_path, target, _LIMITS)
+        except PackageError as exc:
+            event(f"refused: {type(exc).__name__}")
+            assert not target.exists()
+            assert _tree(root) - {"outside/staging"} == before
+            return
+        event("extracted")
+        # Extracted: every file is inside the target and matches what was reported.
+        outside = {p for p in _tree(root) if not p.startswith("outside/staging/tx")} - {"outside/staging"}
+        assert outside == before
+        on_disk = {p for p in _tree(target) if (target / p).is_file()}
+        assert on_disk == {f.path for f in result.files}
+        for f in result.files:
+            path = target / f.path
+            assert not path.is_symlink()
+            assert path.resolve().is_relative_to(target.resolve())
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
+        assert read_metadata(zip_path, _LIMITS) == result.metadata

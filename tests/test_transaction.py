@@ -1,0 +1,202 @@
+"""The transaction engine end to end through the Installer API (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from atomicplug.errors import (
+    DependencyError,
+    NotInstalledError,
+    OperationError,
+    SignatureError,
+    UsageError,
+)
+from atomicplug.journal.reader import all_journals
+from atomicplug.testing import snapshot, table_names
+
+ITEMS_V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
+ITEMS_V2 = dict(ITEMS_V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
+
+
+def _link_version(folder: Path, plugin_id: str) -> str:
+    return Path(os.readlink(folder / plugin_id)).parent.name.split("-")[0]
+
+
+def test_install_links_backend_and_frontend_and_creates_tables(home):
+    result = home.installer.install_file(home.package("shop", migrations=ITEMS_V1))
+    assert result.changes == ("install shop 1.0.0",)
+    assert _link_version(home.config.backend_addons, "shop") == "1.0.0"
+    assert _link_version(home.config.frontend_addons, "shop") == "1.0.0"
+    assert (home.config.backend_addons / "shop" / "__init__.py").read_text().startswith('"""shop backend')
+    assert table_names(home.config.database_url) == {"shop_items"}
+    assert [(p["id"], p["version"], p["enabled"]) for p in home.installer.list()] == [("shop", "1.0.0", True)]
+    index = (home.config.frontend_addons / "index.ts").read_text()
+    assert "import shop from './shop/addon.config';" in index
+
+
+def test_backend_is_precompiled_so_the_store_is_never_written_by_imports(home):
+    home.installer.install_file(home.package("shop"))
+    pycache = home.config.backend_addons / "shop" / "__pycache__"
+    assert any(p.suffix == ".pyc" for p in pycache.iterdir())
+
+
+def test_reinstalling_the_same_package_is_a_no_op(home):
+    package = home.package("shop")
+    home.installer.install_file(package)
+    again = home.installer.install_file(package)
+    assert not again.changed
+    assert len(home.installer.history()) == 1
+
+
+def test_upgrade_runs_new_migrations_and_keeps_previous_tree_for_rollback(home):
+    home.installer.install_file(home.package("shop", "1.0.0", migrations=ITEMS_V1))
+    result = home.installer.install_file(home.package("shop", "1.1.0", migrations=ITEMS_V2))
+    assert result.changes == ("upgrade shop 1.0.0 -> 1.1.0",)
+    assert table_names(home.config.database_url) == {"shop_items", "shop_orders"}
+    assert home.installer.list()[0]["previous_version"] == "1.0.0"
+    home.installer.rollback("shop")
+    assert _link_version(home.config.backend_addons, "shop") == "1.0.0"
+    assert table_names(home.config.database_url) == {"shop_items"}
+    assert home.installer.list()[0]["version"] == "1.0.0"
+
+
+def test_downgrade_needs_allow_downgrade(home):
+    home.installer.install_file(home.package("shop", "2.0.0"))
+    older = home.package("shop", "1.0.0")
+    with pytest.raises(UsageError, match="downgrade"):
+        home.installer.install_file(older)
+    home.installer.install_file(older, allow_downgrade=True)
+    assert home.installer.list()[0]["version"] == "1.0.0"
+
+
+def test_uninstall_removes_links_registry_and_tables_but_keep_data_keeps_tables(home):
+    home.installer.install_file(home.package("shop", migrations=ITEMS_V1))
+    home.installer.uninstall("shop", keep_data=True)
+    assert home.installer.list() == []
+    assert not os.path.lexists(home.config.backend_addons / "shop")
+    assert table_names(home.config.database_url) == {"shop_items"}
+
+    home.installer.install_file(home.package("blog", migrations={"0001_posts": ("CREATE TABLE blog_posts (id INTEGER);", "DROP TABLE blog_posts;")}))
+    home.installer.uninstall("blog")
+    assert "blog_posts" not in table_names(home.config.database_url)
+
+
+def test_disable_and_enable_move_links_but_keep_store_and_tables(home):
+    home.installer.install_file(home.package("shop", migrations=ITEMS_V1))
+    home.installer.disable("shop")
+    assert not os.path.lexists(home.config.backend_addons / "shop")
+    assert home.installer.list()[0]["enabled"] is False
+    assert "shop" not in (home.config.frontend_addons / "index.ts").read_text()
+    assert table_names(home.config.database_url) == {"shop_items"}
+    home.installer.enable("shop")
+    assert _link_version(home.config.backend_addons, "shop") == "1.0.0"
+
+
+def test_wrong_signature_is_refused_and_nothing_is_written(home, tmp_path):
+    from atomicplug.testing import make_keypair
+
+    package = home.package("shop")
+    stranger = make_keypair(tmp_path / "stranger")
+    from atomicplug.minisign import sign_file
+
+    Path(f"{package}.minisig").write_text(sign_file(package, stranger.secret))
+    with pytest.raises(SignatureError, match="untrusted key"):
+        home.installer.install_file(package)
+    assert not home.config.home.exists()
+    assert not home.config.backend_addons.exists()
+
+
+def test_unsigned_package_is_refused_unless_allowed(home, home_factory):
+    package = home.package("shop")
+    Path(f"{package}.minisig").unlink()
+    with pytest.raises(SignatureError, match="no signature"):
+        home.installer.install_file(package)
+    lenient = home_factory(name="lenient", allow_unsigned=True)
+    lenient.installer.install_file(package)
+    assert lenient.installer.list()[0]["id"] == "shop"
+
+
+def test_failed_migration_rolls_back_everything_and_is_recorded(home):
+    bad = {"0001_x": ("CREATE TABLE shop_a (id INTEGER); CREATE TABLE shop_b (nonsense", "DROP TABLE shop_a;")}
+    before = snapshot(home.config)
+    with pytest.raises(OperationError):
+        home.installer.install_file(home.package("shop", migrations=bad))
+    assert snapshot(home.config) == before
+    assert not any((home.config.store_dir).glob("shop/*"))
+    assert not any(home.config.staging_dir.glob("*")) if home.config.staging_dir.exists() else True
+    history = home.installer.history()
+    assert history[-1]["outcome"] == "aborted"
+    assert all(j.finished for j in all_journals(home.config.journal_dir))
+
+
+def test_backend_syntax_error_is_refused_before_commit(home):
+    package = home.package("shop", files={"backend/broken.py": "def nope(:\n"})
+    with pytest.raises(Exception, match="broken.py does not compile"):
+        home.installer.install_file(package)
+    assert home.installer.list() == []
+
+
+def test_requires_must_be_installed_and_blocks_uninstall(home):
+    with pytest.raises(DependencyError, match="shop requires base"):
+        home.installer.install_file(home.package("shop", requires=("base>=1.0",)))
+    home.installer.install_file(home.package("base", "1.2.0"))
+    home.installer.install_file(home.package("shop", requires=("base>=1.0",)))
+    with pytest.raises(DependencyError, match="require"):
+        home.installer.uninstall("base")
+    with pytest.raises(DependencyError, match="base would be 0.9"):
+        home.installer.install_file(home.package("base", "0.9.0"), allow_downgrade=True)
+    result = home.installer.uninstall("base", cascade=True)
+    assert result.changes == ("uninstall shop 1.0.0", "uninstall base 1.2.0")
+    assert home.installer.list() == []
+
+
+def test_rollback_without_previous_version_is_refused(home):
+    home.installer.install_file(home.package("shop"))
+    with pytest.raises(OperationError, match="no previous version"):
+        home.installer.rollback("shop")
+    with pytest.raises(NotInstalledError):
+        home.installer.rollback("ghost")
+
+
+def test_real_folder_in_the_way_is_refused_before_anything_changes(home):
+    (home.config.backend_addons / "shop").mkdir(parents=True)
+    with pytest.raises(OperationError, match="not installed by atomicplug"):
+        home.installer.install_file(home.package("shop"))
+    assert home.installer.list() == []
+
+
+def test_verify_reports_changed_missing_and_extra_files(home):
+    home.installer.install_file(home.package("shop", files={"backend/extra.py": "X = 1\n"}))
+    assert all(r.ok for r in home.installer.verify())
+    backend = home.config.backend_addons / "shop"
+    os.chmod(backend / "extra.py", 0o644)
+    (backend / "extra.py").write_text("X = 2\n")
+    (backend / "__init__.py").unlink()
+    (backend / "intruder.py").write_text("")
+    report = home.installer.verify("shop")[0]
+    assert report.changed == ("backend/extra.py",)
+    assert report.missing == ("backend/__init__.py",)
+    assert report.extra == ("backend/intruder.py",)
+
+
+def test_gc_keeps_current_and_previous_trees_only(home):
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        home.installer.install_file(home.package("shop", version))
+    trees = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "shop").iterdir())
+    assert trees == ["1.0.0", "1.1.0", "1.2.0"]
+    removed = home.installer.gc()
+    assert removed["trees"] == 1
+    trees = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "shop").iterdir())
+    assert trees == ["1.1.0", "1.2.0"]
+    assert len(all_journals(home.config.journal_dir)) == 1
+
+
+def test_registry_file_is_valid_json_listing_the_plugins(home):
+    home.installer.install_file(home.package("shop"))
+    data = json.loads(home.config.registry_path.read_text())
+    assert data["plugins"]["shop"]["version"] == "1.0.0"
+    assert data["plugins"]["shop"]["enabled"] is True
