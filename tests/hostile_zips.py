@@ -27,6 +27,7 @@ __all__ = [
     "valid_metadata",
     "valid_package",
     "with_entry",
+    "zip64_extra",
     "FILE_MODE",
     "DIR_MODE",
 ]
@@ -78,7 +79,9 @@ class RawEntry:
     local_name: bytes | None = None
     local_method: int | None = None
     local_flags: int | None = None
-    extra: bytes = b""
+    extra: bytes = b""  # local header extra field
+    central_extra: bytes = b""
+    central_offset: int | None = None  # lie about where the local header is
 
     @property
     def raw_name(self) -> bytes:
@@ -98,9 +101,11 @@ class RawEntry:
 def local_header(
     name: bytes, *, method: int, flags: int, crc: int, csize: int, usize: int, extra: bytes = b""
 ) -> bytes:
-    return struct.pack(
-        "<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0x21, crc, csize, usize, len(name), len(extra)
-    ) + name + extra
+    return (
+        struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, flags, method, 0, 0x21, crc, csize, usize, len(name), len(extra))
+        + name
+        + extra
+    )
 
 
 def central_header(
@@ -116,26 +121,30 @@ def central_header(
     create_system: int = 3,
     extra: bytes = b"",
 ) -> bytes:
-    return struct.pack(
-        "<4s6H3L5H2L",
-        b"PK\x01\x02",
-        (create_system << 8) | 20,
-        20,
-        flags,
-        method,
-        0,
-        0x21,
-        crc,
-        csize,
-        usize,
-        len(name),
-        len(extra),
-        0,
-        0,
-        0,
-        external_attr & 0xFFFFFFFF,
-        offset,
-    ) + name + extra
+    return (
+        struct.pack(
+            "<4s6H3L5H2L",
+            b"PK\x01\x02",
+            (create_system << 8) | 20,
+            20,
+            flags,
+            method,
+            0,
+            0x21,
+            crc,
+            csize,
+            usize,
+            len(name),
+            len(extra),
+            0,
+            0,
+            0,
+            external_attr & 0xFFFFFFFF,
+            offset,
+        )
+        + name
+        + extra
+    )
 
 
 def end_record(count: int, cd_size: int, cd_offset: int, comment: bytes = b"") -> bytes:
@@ -170,11 +179,17 @@ def build_zip(entries: list[RawEntry] | tuple[RawEntry, ...], *, prefix: bytes =
             crc=crc,
             csize=csize,
             usize=usize,
-            offset=offset - len(prefix),
+            offset=offset - len(prefix) if entry.central_offset is None else entry.central_offset,
             external_attr=entry.external_attr,
             create_system=entry.create_system,
+            extra=entry.central_extra,
         )
     return bytes(body) + bytes(central) + end_record(len(entries), len(central), len(body) - len(prefix))
+
+
+def zip64_extra(*values: int) -> bytes:
+    """A zip64 extended-information extra field (id 1) holding 64-bit ``values``."""
+    return struct.pack("<HH", 1, 8 * len(values)) + b"".join(struct.pack("<Q", v) for v in values)
 
 
 def valid_metadata(**overrides: Any) -> dict[str, Any]:
@@ -231,24 +246,39 @@ def overlapping_zip(inner_name: str = "backend/b.py", outer_name: str = "backend
     inner_data = b"print('inner')\n"
     inner_crc = zlib.crc32(inner_data)
     inner_raw = inner_name.encode()
-    inner_local = local_header(
-        inner_raw, method=0, flags=0, crc=inner_crc, csize=len(inner_data), usize=len(inner_data)
-    ) + inner_data
+    inner_local = (
+        local_header(inner_raw, method=0, flags=0, crc=inner_crc, csize=len(inner_data), usize=len(inner_data))
+        + inner_data
+    )
     outer_raw = outer_name.encode()
     outer_crc = zlib.crc32(inner_local)
 
     body = bytearray()
     cd = bytearray()
     meta_off = len(body)
-    body += local_header(b"metadata.json", method=8, flags=0, crc=zlib.crc32(meta), csize=len(meta_stored), usize=len(meta))
+    body += local_header(
+        b"metadata.json", method=8, flags=0, crc=zlib.crc32(meta), csize=len(meta_stored), usize=len(meta)
+    )
     body += meta_stored
     outer_off = len(body)
     body += local_header(outer_raw, method=0, flags=0, crc=outer_crc, csize=len(inner_local), usize=len(inner_local))
     inner_off = len(body)
     body += inner_local
-    cd += central_header(b"metadata.json", method=8, flags=0, crc=zlib.crc32(meta), csize=len(meta_stored), usize=len(meta), offset=meta_off)
-    cd += central_header(outer_raw, method=0, flags=0, crc=outer_crc, csize=len(inner_local), usize=len(inner_local), offset=outer_off)
-    cd += central_header(inner_raw, method=0, flags=0, crc=inner_crc, csize=len(inner_data), usize=len(inner_data), offset=inner_off)
+    cd += central_header(
+        b"metadata.json",
+        method=8,
+        flags=0,
+        crc=zlib.crc32(meta),
+        csize=len(meta_stored),
+        usize=len(meta),
+        offset=meta_off,
+    )
+    cd += central_header(
+        outer_raw, method=0, flags=0, crc=outer_crc, csize=len(inner_local), usize=len(inner_local), offset=outer_off
+    )
+    cd += central_header(
+        inner_raw, method=0, flags=0, crc=inner_crc, csize=len(inner_data), usize=len(inner_data), offset=inner_off
+    )
     return bytes(body) + bytes(cd) + end_record(3, len(cd), len(body))
 
 
@@ -257,4 +287,3 @@ def with_entry(entries: list[RawEntry], index: int, **changes: Any) -> list[RawE
     result = list(entries)
     result[index] = replace(result[index], **changes)
     return result
-

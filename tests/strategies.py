@@ -13,13 +13,25 @@ import stat
 import unicodedata
 from typing import Any
 
-from hostile_zips import DIR_MODE, FILE_MODE, RawEntry, build_zip, valid_metadata, valid_package
+from hostile_zips import (
+    DIR_MODE,
+    FILE_MODE,
+    RawEntry,
+    build_zip,
+    overlapping_zip,
+    valid_metadata,
+    valid_package,
+    zip64_extra,
+)
 from hypothesis import strategies as st
 
 __all__ = [
     "entry_names",
     "raw_entries",
+    "benign_entries",
+    "safe_names",
     "archives",
+    "lying_packages",
     "mutated_zip_bytes",
     "metadata_dicts",
     "json_values",
@@ -66,6 +78,17 @@ def entry_names(draw: st.DrawFn) -> str | bytes:
     return name
 
 
+_SAFE_TEXT = st.text(st.characters(whitelist_categories=("Ll", "Lu", "Nd")), min_size=1, max_size=12)
+
+
+@st.composite
+def safe_names(draw: st.DrawFn) -> str:
+    """An allowed file name under backend/, frontend/ or migrations/."""
+    top = draw(st.sampled_from(["backend", "frontend", "migrations"]))
+    parts = draw(st.lists(_SAFE_TEXT, min_size=1, max_size=3))
+    return "/".join([top, *parts]) + ".x"
+
+
 @st.composite
 def _payload(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
@@ -74,19 +97,24 @@ def _payload(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def raw_entries(draw: st.DrawFn, name: st.SearchStrategy[str | bytes] | None = None) -> RawEntry:
-    """One member whose headers may lie about anything."""
-    data = draw(_payload())
+def raw_entries(
+    draw: st.DrawFn, name: st.SearchStrategy[str | bytes] | None = None, aspect: str | None = None
+) -> RawEntry:
+    """One member that is hostile in one aspect (name, method, flags, mode, a lie) or in all."""
+    if aspect is None:
+        aspect = draw(st.sampled_from(["name", "method", "flags", "mode", "lie", "lie", "lie", "all"]))
+    hostile = aspect == "all"
+    names = name if name is not None else (entry_names() if hostile or aspect == "name" else safe_names())
     entry = RawEntry(
-        name=draw(name if name is not None else entry_names()),
-        data=data,
-        method=draw(st.sampled_from([0, 8, 8, 8, 1, 12, 14, 99])),
-        flags=draw(st.sampled_from([0, 0, 0, 0x1, 0x8, 0x40, 0x800, 0x2000])) | draw(st.sampled_from([0, 0, 0x8])),
-        external_attr=draw(st.sampled_from(_MODES)),
-        create_system=draw(st.sampled_from([3, 3, 0, 19])),
+        name=draw(names),
+        data=draw(_payload()),
+        method=draw(st.sampled_from([0, 8, 1, 12, 14, 99] if hostile or aspect == "method" else [0, 8])),
+        flags=draw(st.sampled_from([0, 0x1, 0x8, 0x40, 0x800, 0x2000] if hostile or aspect == "flags" else [0, 0x8])),
+        external_attr=draw(st.sampled_from(_MODES if hostile or aspect == "mode" else [0, FILE_MODE])),
+        create_system=draw(st.sampled_from([3, 0, 19])),
     )
-    lie = draw(st.integers(0, 12))
     overrides: dict[str, Any] = {}
+    lie = draw(st.integers(1, 11)) if hostile or aspect == "lie" else 0
     if lie == 1:
         overrides["crc"] = draw(st.integers(0, 2**32 - 1))
     elif lie == 2:
@@ -103,27 +131,56 @@ def raw_entries(draw: st.DrawFn, name: st.SearchStrategy[str | bytes] | None = N
         overrides["local_flags"] = draw(st.integers(0, 0xFFFF))
     elif lie == 8:
         overrides["flags"] = draw(st.integers(0, 0xFFFF))
+    elif lie == 9:  # zip64: 0xFFFFFFFF in the central entry, the real value (or a lie) in the extra
+        big = st.sampled_from([2**31, 2**32, 2**63 - 1, 2**63, 2**64 - 1])
+        values = draw(st.lists(st.one_of(st.integers(0, 2**64 - 1), big), max_size=3))
+        overrides["central_extra"] = zip64_extra(*values)
+        keys = st.sampled_from(["file_size", "compress_size", "central_offset"])
+        for key in draw(st.one_of(st.just(["central_offset"]), st.lists(keys, unique=True))):
+            overrides[key] = 0xFFFFFFFF
+    elif lie == 10:
+        overrides["central_offset"] = draw(st.one_of(st.integers(0, 2**32 - 1), st.integers(0, 2000)))
+    elif lie == 11:
+        overrides["extra"] = draw(st.binary(max_size=64))
     if overrides:
         entry = RawEntry(**{**entry.__dict__, **overrides})
     return entry
 
 
 @st.composite
+def benign_entries(draw: st.DrawFn) -> RawEntry:
+    """A truthful member with an allowed name (not necessarily unique)."""
+    return RawEntry(draw(safe_names()), draw(_payload()), method=draw(st.sampled_from([0, 8])))
+
+
+@st.composite
 def archives(draw: st.DrawFn) -> bytes:
     """Whole archives: often a valid package plus hostile members, sometimes pure chaos."""
-    base = draw(st.sampled_from(["valid", "valid", "empty", "metadata_only"]))
+    base = draw(st.sampled_from(["valid", "valid", "valid", "empty", "metadata_only", "overlap"]))
+    if base == "overlap":
+        return overlapping_zip(draw(safe_names()), draw(safe_names()))
     if base == "valid":
         entries = valid_package()
     elif base == "metadata_only":
         entries = [RawEntry("metadata.json", json.dumps(valid_metadata()).encode())]
     else:
         entries = []
-    hostile = draw(st.lists(raw_entries(), max_size=4))
+    members = st.one_of(raw_entries(), benign_entries())
+    hostile = draw(st.lists(members, max_size=4, unique_by=lambda e: e.raw_name.lower()))
     entries = entries + hostile
-    if entries and draw(st.booleans()):
-        entries = draw(st.permutations(entries))
+    shuffle = draw(st.booleans())
+    if entries and shuffle:
+        entries = list(draw(st.permutations(entries)))
     prefix = draw(st.sampled_from([b"", b"", b"", b"#!/bin/sh\nexit 0\n"]))
     return build_zip(entries, prefix=prefix)
+
+
+@st.composite
+def lying_packages(draw: st.DrawFn) -> bytes:
+    """A valid package plus members with allowed names whose headers lie (sizes, CRC, offsets, zip64)."""
+    liars = draw(st.lists(raw_entries(name=safe_names(), aspect="lie"), min_size=1, max_size=3))
+    entries = valid_package() + liars
+    return build_zip(list(draw(st.permutations(entries))))
 
 
 @st.composite

@@ -89,7 +89,9 @@ def test_required_field_missing_is_refused(field: str) -> None:
     refused(data, f"metadata.json: '{field}' is required")
 
 
-@pytest.mark.parametrize("bad", ["AI_chatbot", "1chatbot", "a", "ai-chatbot", "a" * 65, "ai chatbot", 7, "ai_chatbot\n"])
+@pytest.mark.parametrize(
+    "bad", ["AI_chatbot", "1chatbot", "a", "ai-chatbot", "a" * 65, "ai chatbot", 7, "ai_chatbot\n"]
+)
 def test_id_must_match_pattern(bad: Any) -> None:
     refused(valid_metadata(id=bad), "'id' must match ^[a-z][a-z0-9_]{1,63}$ (got")
 
@@ -192,11 +194,17 @@ def test_frontend_dependencies_must_name_npm_packages(bad: Any) -> None:
 
 
 def test_frontend_dependency_range_must_be_a_string() -> None:
-    refused(valid_metadata(frontend={"dependencies": {"react": 18}}), "'frontend.dependencies.react' must be an npm version range")
+    refused(
+        valid_metadata(frontend={"dependencies": {"react": 18}}),
+        "'frontend.dependencies.react' must be an npm version range",
+    )
 
 
 def test_unknown_permission_is_refused() -> None:
-    refused(valid_metadata(permissions=["api.routes", "root.shell"]), "'permissions[1]' must be a known permission (got 'root.shell')")
+    refused(
+        valid_metadata(permissions=["api.routes", "root.shell"]),
+        "'permissions[1]' must be a known permission (got 'root.shell')",
+    )
 
 
 def test_permissions_must_be_a_list() -> None:

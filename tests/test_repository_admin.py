@@ -179,3 +179,8 @@ def test_encrypted_key_password_from_environment(tmp_path: Path, keys: dict[str,
     shutil.rmtree(repo)
     monkeypatch.setenv("ATOMICPLUG_KEY_PASSWORD", "wrong")
     assert main(["repo", "init", str(repo), "--key", str(encrypted)]) == 3
+
+
+def test_serve_refuses_a_folder_that_is_not_a_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2
+    assert "not a repository" in capsys.readouterr().err

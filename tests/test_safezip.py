@@ -29,6 +29,7 @@ from hostile_zips import (
     valid_package,
     with_entry,
     zero_bomb,
+    zip64_extra,
 )
 
 from atomicplug.config import ExtractLimits
@@ -141,7 +142,7 @@ def test_zip_made_by_zipfile_with_data_descriptors_extracts(ws: Workspace) -> No
             pass
 
     sink = Unseekable()
-    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as zf:  # type: ignore[call-overload]
         zf.writestr("metadata.json", json.dumps(valid_metadata()))
         with zf.open("backend/big.py", "w") as member:
             member.write(os.urandom(200_000))
@@ -158,7 +159,11 @@ def test_empty_folder_entries_are_created(ws: Workspace) -> None:
 
 
 def test_unicode_names_and_doc_files_are_allowed(ws: Workspace) -> None:
-    ws.write(valid_package(RawEntry("frontend/ünï/çödé.ts", b"x"), RawEntry("LICENSE", b"MIT"), RawEntry("CHANGELOG.md", b"1")))
+    ws.write(
+        valid_package(
+            RawEntry("frontend/ünï/çödé.ts", b"x"), RawEntry("LICENSE", b"MIT"), RawEntry("CHANGELOG.md", b"1")
+        )
+    )
     result = extract(ws.zip, ws.target)
     assert "frontend/ünï/çödé.ts" in {f.path for f in result.files}
 
@@ -190,7 +195,12 @@ def test_every_file_is_fsynced(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -
 
     calls: list[int] = []
     real = os.fsync
-    monkeypatch.setattr(module.os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(module.os, "fsync", counting_fsync)
     ws.write(valid_package())
     result = extract(ws.zip, ws.target)
     assert len(calls) >= len(result.files) + 4  # files, then backend/frontend/migrations and the target
@@ -270,7 +280,9 @@ def test_over_long_path_is_refused(ws: Workspace) -> None:
 
 @pytest.mark.parametrize("name", ["setup.py", "evil/x.py", "Backend/x.py", "metadata.json/", "README/x"])
 def test_unknown_top_level_entry_is_refused(ws: Workspace, name: str) -> None:
-    ws.assert_refused(valid_package(RawEntry(name, b"" if name.endswith("/") else b"x")), "not allowed at the top level")
+    ws.assert_refused(
+        valid_package(RawEntry(name, b"" if name.endswith("/") else b"x")), "not allowed at the top level"
+    )
 
 
 def test_top_level_folder_name_as_a_file_is_refused(ws: Workspace) -> None:
@@ -301,7 +313,9 @@ def test_duplicate_metadata_json_is_refused(ws: Workspace) -> None:
 
 
 def test_folder_entry_colliding_with_a_file_is_refused(ws: Workspace) -> None:
-    ws.assert_refused(valid_package(RawEntry("backend/routes.py/", method=0, external_attr=DIR_MODE)), "duplicates entry")
+    ws.assert_refused(
+        valid_package(RawEntry("backend/routes.py/", method=0, external_attr=DIR_MODE)), "duplicates entry"
+    )
 
 
 def test_file_used_as_a_folder_is_refused(ws: Workspace) -> None:
@@ -322,11 +336,15 @@ def test_device_entry_is_refused(ws: Workspace, kind: int) -> None:
 
 
 def test_fifo_entry_is_refused(ws: Workspace) -> None:
-    ws.assert_refused(valid_package(RawEntry("backend/fifo", b"", external_attr=(stat.S_IFIFO | 0o600) << 16)), "is a fifo")
+    ws.assert_refused(
+        valid_package(RawEntry("backend/fifo", b"", external_attr=(stat.S_IFIFO | 0o600) << 16)), "is a fifo"
+    )
 
 
 def test_socket_entry_is_refused(ws: Workspace) -> None:
-    ws.assert_refused(valid_package(RawEntry("backend/sock", b"", external_attr=(stat.S_IFSOCK | 0o600) << 16)), "is a socket")
+    ws.assert_refused(
+        valid_package(RawEntry("backend/sock", b"", external_attr=(stat.S_IFSOCK | 0o600) << 16)), "is a socket"
+    )
 
 
 @pytest.mark.parametrize("bit", [stat.S_ISUID, stat.S_ISGID, stat.S_ISVTX])
@@ -336,11 +354,15 @@ def test_setuid_setgid_sticky_bits_are_refused(ws: Workspace, bit: int) -> None:
 
 
 def test_folder_mode_on_a_file_name_is_refused(ws: Workspace) -> None:
-    ws.assert_refused(valid_package(RawEntry("backend/sub", b"", method=0, external_attr=DIR_MODE)), "marked as a folder")
+    ws.assert_refused(
+        valid_package(RawEntry("backend/sub", b"", method=0, external_attr=DIR_MODE)), "marked as a folder"
+    )
 
 
 def test_folder_entry_with_data_is_refused(ws: Workspace) -> None:
-    ws.assert_refused(valid_package(RawEntry("backend/sub/", b"data", method=0, external_attr=DIR_MODE)), "folder entry with data")
+    ws.assert_refused(
+        valid_package(RawEntry("backend/sub/", b"data", method=0, external_attr=DIR_MODE)), "folder entry with data"
+    )
 
 
 # -- metadata.json ------------------------------------------------------------------------
@@ -359,7 +381,9 @@ def test_metadata_json_in_a_subfolder_does_not_count(ws: Workspace) -> None:
 def test_metadata_json_declared_larger_than_cap_is_refused(ws: Workspace) -> None:
     big = json.dumps(valid_metadata(description="x" * 20_000)).encode()
     limits = ExtractLimits(max_metadata_bytes=4096)
-    ws.assert_refused(valid_package(metadata=None)[1:] + [RawEntry("metadata.json", big)], "max_metadata_bytes", limits=limits)
+    ws.assert_refused(
+        valid_package(metadata=None)[1:] + [RawEntry("metadata.json", big)], "max_metadata_bytes", limits=limits
+    )
 
 
 def test_metadata_json_inflating_past_cap_despite_small_header_is_refused(ws: Workspace) -> None:
@@ -370,7 +394,9 @@ def test_metadata_json_inflating_past_cap_despite_small_header_is_refused(ws: Wo
 
 def test_invalid_metadata_is_refused_as_metadata_error(ws: Workspace) -> None:
     err = ws.assert_refused(
-        valid_package(metadata=valid_metadata(version="1.x")), "'version' must be PEP 440 (got '1.x')", error=MetadataError
+        valid_package(metadata=valid_metadata(version="1.x")),
+        "'version' must be PEP 440 (got '1.x')",
+        error=MetadataError,
     )
     assert err.exit_code == 3
 
@@ -410,6 +436,17 @@ def test_local_header_name_differing_from_central_directory_is_refused(ws: Works
 
 def test_overlapping_entries_are_refused(ws: Workspace) -> None:
     ws.assert_refused(overlapping_zip(), "overlaps the data of entry 'backend/a.py'")
+
+
+@pytest.mark.parametrize("offset", [2**40, 2**63 + 5, 2**64 - 1])
+def test_zip64_local_header_offset_beyond_the_archive_is_refused(ws: Workspace, offset: int) -> None:
+    entry = RawEntry("backend/x.py", b"x", central_offset=0xFFFFFFFF, central_extra=zip64_extra(offset))
+    ws.assert_refused(valid_package(entry), "local header offset outside the archive data")
+
+
+def test_central_entry_pointing_at_another_entrys_header_is_refused(ws: Workspace) -> None:
+    entry = RawEntry("backend/x.py", b"x", central_offset=0)  # metadata.json's local header
+    ws.assert_refused(valid_package(entry), "different name in its local header")
 
 
 def test_central_entry_pointing_at_garbage_is_refused(ws: Workspace) -> None:
@@ -461,7 +498,9 @@ def test_compression_ratio_per_entry_is_refused(ws: Workspace) -> None:
 
 def test_compression_ratio_over_whole_package_is_refused(ws: Workspace) -> None:
     bomb, crc = zero_bomb(RATIO_FLOOR_BYTES)  # each entry just at the per-entry floor
-    entries = [RawEntry(f"backend/z{i}.bin", b"", compressed=bomb, crc=crc, file_size=RATIO_FLOOR_BYTES) for i in range(12)]
+    entries = [
+        RawEntry(f"backend/z{i}.bin", b"", compressed=bomb, crc=crc, file_size=RATIO_FLOOR_BYTES) for i in range(12)
+    ]
     ws.assert_refused(valid_package(*entries), "past max_ratio (200:1) overall", structural=False)
 
 

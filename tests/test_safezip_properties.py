@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
-from strategies import archives
+from strategies import archives, lying_packages
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError
@@ -25,9 +25,24 @@ def _tree(root: Path) -> set[str]:
     return found
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+
+
+@_SETTINGS
 @given(archives())
 def test_any_archive_is_extracted_inside_the_target_or_refused(data: bytes) -> None:
+    _check_extracted_inside_or_refused(data)
+
+
+@_SETTINGS
+@given(lying_packages())
+def test_members_with_lying_headers_are_extracted_inside_the_target_or_refused(data: bytes) -> None:
+    _check_extracted_inside_or_refused(data)
+
+
+def _check_extracted_inside_or_refused(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "outside").mkdir()

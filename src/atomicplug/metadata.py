@@ -14,7 +14,7 @@ import json
 import keyword
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -66,9 +66,14 @@ class _Problems:
         message = self.items[0]
         if len(self.items) > 1:
             message += f" (and {len(self.items) - 1} more)"
-        error = MetadataError(message)
-        error.problems = list(self.items)  # type: ignore[attr-defined]
-        raise error
+        raise _error(message, self.items)
+
+
+def _error(message: str, problems: list[str] | None = None) -> MetadataError:
+    """A MetadataError carrying every problem in ``.problems`` (just itself when alone)."""
+    error = MetadataError(message)
+    error.problems = list(problems or [message])  # type: ignore[attr-defined]
+    return error
 
 
 @attrs.frozen
@@ -172,24 +177,24 @@ class Metadata:
         try:
             text = bytes(data).decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise MetadataError(f"{_SOURCE} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+            raise _error(f"{_SOURCE} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
         try:
             parsed = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
         except _DuplicateKey as exc:
-            raise MetadataError(f"{_SOURCE} repeats the key {_got(exc.args[0])}") from exc
+            raise _error(f"{_SOURCE} repeats the key {_got(exc.args[0])}") from exc
         except json.JSONDecodeError as exc:
-            raise MetadataError(f"{_SOURCE} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
+            raise _error(f"{_SOURCE} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from exc
         except (ValueError, RecursionError) as exc:
-            raise MetadataError(f"{_SOURCE} is not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
+            raise _error(f"{_SOURCE} is not valid JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
         if not isinstance(parsed, dict):
-            raise MetadataError(f"{_SOURCE} must hold a JSON object (got {type(parsed).__name__})")
+            raise _error(f"{_SOURCE} must hold a JSON object (got {type(parsed).__name__})")
         return cls.from_dict(parsed)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Metadata:
         """Validate a parsed metadata.json; every problem is collected, then one MetadataError."""
         if not isinstance(d, Mapping):
-            raise MetadataError(f"{_SOURCE} must hold a JSON object (got {type(d).__name__})")
+            raise _error(f"{_SOURCE} must hold a JSON object (got {type(d).__name__})")
         p = _Problems()
         id_ = _check_id(p, d)
         name = _text(p, d, "name", required=True, max_chars=_MAX_NAME_CHARS)
@@ -364,11 +369,9 @@ def _object(p: _Problems, value: Any, field: str) -> dict[str, Any]:
 
 def _entries(p: _Problems, value: Any, field: str) -> tuple[Any, ...]:
     """models/routes/components: names (strings) or descriptive objects."""
-    result = []
+    result: list[Any] = []
     for i, item in enumerate(_list_of(p, value, field)):
-        if isinstance(item, str) and item.strip() and not _CONTROL.search(item):
-            result.append(item)
-        elif isinstance(item, dict):
+        if isinstance(item, dict) or (isinstance(item, str) and item.strip() and not _CONTROL.search(item)):
             result.append(item)
         else:
             p.add(f"{field}[{i}]", "must be a non-empty string or an object", item)
@@ -389,7 +392,7 @@ def _check_backend(p: _Problems, value: Any) -> BackendSpec:
         models=_entries(p, obj.get("models"), "backend.models"),
         routes=_entries(p, obj.get("routes"), "backend.routes"),
         dependencies=tuple(deps),
-        extra=_rest(obj, BackendSpec),
+        extra=_rest(obj, ("models", "routes", "dependencies")),
     )
 
 
@@ -399,7 +402,7 @@ def _check_frontend(p: _Problems, value: Any) -> FrontendSpec:
         routes=_entries(p, obj.get("routes"), "frontend.routes"),
         components=_entries(p, obj.get("components"), "frontend.components"),
         dependencies=_npm_dependencies(p, obj.get("dependencies")),
-        extra=_rest(obj, FrontendSpec),
+        extra=_rest(obj, ("routes", "components", "dependencies")),
     )
 
 
@@ -437,6 +440,6 @@ def _check_permissions(p: _Problems, value: Any) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _rest(obj: Mapping[str, Any], cls: Callable[..., Any]) -> dict[str, Any]:
-    known = {f.name for f in attrs.fields(cls)} - {"extra"}  # type: ignore[arg-type]
+def _rest(obj: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    """Keys this model does not know, kept so ``to_dict`` round-trips."""
     return {k: v for k, v in obj.items() if k not in known}

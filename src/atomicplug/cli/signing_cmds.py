@@ -64,6 +64,8 @@ def _keygen(args: argparse.Namespace) -> int:
     password = None if args.no_password else read_password(confirm=True)
     key = SecretKey.generate()
     try:
+        for path in (pub, sec):
+            path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(sec, key.to_text(password), args.force)
         pub.write_text(key.public_key.to_text(), encoding="ascii")
     except OSError as exc:

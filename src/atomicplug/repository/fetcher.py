@@ -29,7 +29,8 @@ from atomicplug.errors import DownloadError, TrustError
 
 __all__ = ["Timeouts", "Fetcher", "join_url"]
 
-_CHUNK = 1 << 16
+#: Small enough that a dropped connection loses little (a partial chunk is discarded).
+_CHUNK = 1 << 14
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _RETRY_STATUS = frozenset({408, 429})
 
@@ -150,7 +151,7 @@ class Fetcher:
                 if time.monotonic() >= deadline:
                     break
                 try:
-                    received = self._attempt(url, sink, received, limit, deadline, progress)
+                    received = self._attempt(url, sink, received, limit, exact, deadline, progress)
                 except _Retry as exc:
                     last_error = exc.args[0]
                     received = sink.tell()
@@ -169,7 +170,9 @@ class Fetcher:
         cause = last_error if isinstance(last_error, BaseException) else None
         raise DownloadError(f"{url}: failed after {t.attempts} attempts: {last_error}") from cause
 
-    def _attempt(self, url: str, sink: BinaryIO, received: int, limit: int, deadline: float, progress: _Progress) -> int:
+    def _attempt(
+        self, url: str, sink: BinaryIO, received: int, limit: int, exact: int | None, deadline: float, progress: _Progress
+    ) -> int:
         """One GET; returns the bytes held afterwards. Raises _Retry, _NotFound, DownloadError, TrustError."""
         t = self.timeouts
         remaining = max(0.001, deadline - time.monotonic())
@@ -197,15 +200,18 @@ class Fetcher:
                 _restart(sink)  # the server ignored Range: read it all again
                 received = 0
             elif status == 206:
-                start = _content_range_start(response.headers.get("Content-Range"))
+                start, total = _content_range(response.headers.get("Content-Range"))
                 if start != received:
                     _restart(sink)
                     raise _Retry(f"206 answer starts at byte {start}, expected {received}")
+                if exact is not None and total is not None and total != exact:
+                    raise TrustError(f"{url}: server has a {total}-byte file, the manifest says {exact} bytes: refusing")
             announced = response.headers.get("Content-Length")
-            if announced and announced.isdigit() and received + int(announced) > limit:
-                raise TrustError(
-                    f"{url}: server announces {received + int(announced)} bytes, at most {limit} expected: refusing"
-                )
+            if announced and announced.isdigit():
+                whole = received + int(announced)
+                if whole > limit or (exact is not None and whole != exact):
+                    expected = f"exactly {exact}" if exact is not None else f"at most {limit}"
+                    raise TrustError(f"{url}: server announces {whole} bytes, {expected} expected: refusing")
             try:
                 for chunk in response.iter_content(_CHUNK):
                     if received + len(chunk) > limit:
@@ -229,6 +235,10 @@ def _restart(sink: BinaryIO) -> None:
     sink.truncate()
 
 
-def _content_range_start(value: str | None) -> int | None:
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size or None) of a Content-Range header; (None, None) if malformed."""
     match = _CONTENT_RANGE_RE.match(value or "")
-    return int(match.group(1)) if match else None
+    if not match:
+        return None, None
+    total = match.group(3)
+    return int(match.group(1)), (int(total) if total != "*" else None)

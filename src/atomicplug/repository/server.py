@@ -172,8 +172,9 @@ class RepositoryServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        host, port = self.server_address[0], self.server_address[1]
+        text = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://[{text}]:{port}" if ":" in text else f"http://{text}:{port}"
 
 
 def make_server(repo: Path, host: str = "127.0.0.1", port: int = 8002, quiet: bool = False) -> RepositoryServer:

@@ -192,7 +192,10 @@ def _validate(fp: BinaryIO, limits: ExtractLimits) -> tuple[Entry, ...]:
     _check_declared_sizes(entries, limits)
     fp.seek(0, io.SEEK_END)
     end = min(cd_start, fp.tell())
-    return _check_local_headers(fp, entries, end)
+    try:
+        return _check_local_headers(fp, entries, end)
+    except (OSError, ValueError, OverflowError) as exc:
+        raise PackageError(f"package cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 def _check_info(info: zipfile.ZipInfo, limits: ExtractLimits) -> Entry:
@@ -260,6 +263,8 @@ def _check_local_headers(fp: BinaryIO, entries: list[Entry], end: int) -> tuple[
     """Compare each local header with the central directory; refuse overlapping spans."""
     placed: list[Entry] = []
     for entry in entries:
+        if entry.header_offset + _LOCAL_HEADER_SIZE > end:
+            raise refuse(entry.name, "has a local header offset outside the archive data")
         fp.seek(entry.header_offset)
         header = fp.read(_LOCAL_HEADER_SIZE)
         if len(header) < _LOCAL_HEADER_SIZE or header[:4] != _LOCAL_HEADER:
@@ -287,7 +292,7 @@ def _check_local_headers(fp: BinaryIO, entries: list[Entry], end: int) -> tuple[
             raise refuse(entry.name, "is truncated or runs into the central directory")
         placed.append(attrs.evolve(entry, data_offset=data_offset))
     ordered = sorted(placed, key=lambda e: e.header_offset)
-    for before, after in zip(ordered, ordered[1:]):
+    for before, after in zip(ordered, ordered[1:], strict=False):
         if after.header_offset < before.data_offset + before.compress_size:
             raise refuse(after.name, f"overlaps the data of entry {show(before.name)}")
     return tuple(placed)

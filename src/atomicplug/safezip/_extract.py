@@ -116,7 +116,7 @@ def _inside(target: Path, entry: Entry) -> Path:
 
 
 def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
-    folders = set()
+    folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
         folders.update(entry.parts[:n] for n in range(1, depth + 1))
@@ -124,7 +124,9 @@ def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
     try:
         for parts in sorted(folders, key=len):
             os.mkdir(os.path.join(target, *parts), 0o755)
-        return [_write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir]
+        return [
+            _write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir
+        ]
     except AtomicplugError:
         raise
     except OSError as exc:
@@ -172,4 +174,3 @@ def _clean(target: Path, created: bool) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
-

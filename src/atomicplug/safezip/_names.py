@@ -118,9 +118,8 @@ def _check_top_level(name: str, parts: tuple[str, ...], is_dir: bool) -> None:
         if len(parts) == 1 and not is_dir:
             raise refuse(name, f"must be a folder ('{top}/'), not a file")
         return
-    if len(parts) == 1 and not is_dir:
-        if top == METADATA_NAME or top.upper().startswith(TOP_LEVEL_DOC_PREFIXES):
-            return
+    if len(parts) == 1 and not is_dir and (top == METADATA_NAME or top.upper().startswith(TOP_LEVEL_DOC_PREFIXES)):
+        return
     raise refuse(
         name,
         "is not allowed at the top level (allowed: metadata.json, backend/, frontend/, "

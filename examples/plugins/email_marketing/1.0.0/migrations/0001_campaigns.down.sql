@@ -1,0 +1,2 @@
+DROP TABLE email_subscribers;
+DROP TABLE email_campaigns;

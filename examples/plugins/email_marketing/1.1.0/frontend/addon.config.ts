@@ -1,0 +1,4 @@
+export default {
+  id: 'email_marketing',
+  routes: [{ path: '/email', component: () => import('./CampaignsPage') }],
+};

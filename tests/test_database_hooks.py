@@ -1,0 +1,99 @@
+"""backend/install.py hooks run inside the one transaction."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from db_fixtures import make_tree, query, table_names
+
+from atomicplug.config import Config
+from atomicplug.errors import MigrationError
+from atomicplug.stages.migrate import PluginChange, committed, run
+
+MIGRATION = {
+    "migrations/0001_items.up.sql": "CREATE TABLE items (id INTEGER PRIMARY KEY, note VARCHAR(80));",
+    "migrations/0001_items.down.sql": "DROP TABLE items;",
+}
+
+HOOKS = '''
+from sqlalchemy import text
+
+def install(conn, ctx):
+    conn.execute(text("INSERT INTO items (id, note) VALUES (1, :n)"), {"n": f"install {ctx.plugin_id} {ctx.version} {ctx.txid} {ctx.operation}"})
+
+def upgrade(conn, ctx, from_version):
+    conn.execute(text("INSERT INTO items (id, note) VALUES (2, :n)"), {"n": f"upgrade from {from_version} to {ctx.version}"})
+
+def uninstall(conn, ctx):
+    # runs before the downs: the table is still there
+    count = conn.execute(text("SELECT COUNT(*) FROM items")).scalar_one()
+    conn.execute(text("CREATE TABLE farewell (n INTEGER)"))
+    conn.execute(text("INSERT INTO farewell VALUES (:n)"), {"n": count})
+'''
+
+
+def tree_with(tmp_path: Path, hooks: str, version: str = "1.0.0", files: dict[str, str] | None = None) -> Path:
+    return make_tree(tmp_path, version=version, files={**MIGRATION, **(files or {}), "backend/install.py": hooks})
+
+
+def test_install_hook_runs_after_the_ups_with_context(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    before = set(sys.modules)
+    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree_with(tmp_path, HOOKS), new_version="1.0.0")])
+    assert query(database_url, "SELECT note FROM items") == [("install p1 1.0.0 tx-1 install",)]
+    assert not [m for m in set(sys.modules) - before if "atomicplug_hook" in m]
+
+
+def test_upgrade_hook_gets_the_previous_version(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    v1 = tree_with(tmp_path, HOOKS)
+    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=v1, new_version="1.0.0")])
+    v2 = tree_with(tmp_path, HOOKS, version="1.1.0")
+    run(config, "tx-2", "upgrade", [PluginChange("p1", "upgrade", v1, v2, "1.0.0", "1.1.0")])
+    assert ("upgrade from 1.0.0 to 1.1.0",) in query(database_url, "SELECT note FROM items")
+
+
+def test_uninstall_hook_runs_before_the_downs(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    tree = tree_with(tmp_path, HOOKS)
+    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")])
+    run(config, "tx-2", "uninstall", [PluginChange("p1", "uninstall", old_tree=tree, old_version="1.0.0")])
+    assert "items" not in table_names(database_url)
+    assert query(database_url, "SELECT n FROM farewell") == [(1,)]
+
+
+def test_failing_hook_rolls_everything_back_and_its_message_surfaces(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    hooks = (
+        "from sqlalchemy import text\n"
+        "def install(conn, ctx):\n"
+        "    conn.execute(text(\"INSERT INTO items (id, note) VALUES (1, 'x')\"))\n"
+        "    raise ValueError('licence server said no\\nsecond line')\n"
+    )
+    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    with pytest.raises(MigrationError) as info:
+        run(config, "tx-1", "install", changes)
+    assert str(info.value) == "plugin p1: install hook failed: licence server said no"
+    assert info.value.exit_code == 1
+    assert table_names(database_url) == set()
+    assert committed(config, "tx-1") is False
+
+
+def test_hook_that_fails_to_import_is_reported(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, "import no_such_module_xyz\n"), new_version="1.0.0")]
+    with pytest.raises(MigrationError, match="plugin p1: install hook failed: No module named 'no_such_module_xyz'"):
+        run(config, "tx-1", "install", changes)
+    assert table_names(database_url) == set()
+
+
+def test_hook_may_not_commit_the_transaction(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    hooks = "def install(conn, ctx):\n    conn.commit()\n"
+    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    with pytest.raises(MigrationError, match="install hook failed: install hooks must not commit"):
+        run(config, "tx-1", "install", changes)
+    assert table_names(database_url) == set()
+    assert committed(config, "tx-1") is False
