@@ -59,6 +59,12 @@ def home(home_factory: Callable[..., Home]) -> Home:
     return home_factory()
 
 
+@pytest.fixture
+def any_db_home(home_factory: Callable[..., Home], database_url: str) -> Home:
+    """A home on SQLite and, in a second run, on a fresh PostgreSQL database."""
+    return home_factory(database_url=database_url)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest hook signature
     """Say how many crash points the crash suites enumerated."""
     from crash_harness import CHECKED

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["POSTGRES_ENV", "database_url", "postgres_url", "table_names", "query", "execute", "make_tree", "sqlalchemy_url"]
+__all__ = ["POSTGRES_ENV", "database_factory", "database_url", "postgres_url", "table_names", "query", "execute", "make_tree", "sqlalchemy_url"]
 
 POSTGRES_ENV = "ATOMICPLUG_TEST_POSTGRES_URL"
 
@@ -51,36 +51,47 @@ def postgres_url() -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    """A URL to an empty database of its own: a SQLite file in tmp_path, or a fresh PG database."""
+def database_factory(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """A function returning the URL of a new, empty database at each call (SQLite file or PG database).
+
+    Databases made this way are dropped when the test ends.
+    """
+    made: list[str] = []
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'app.db'}"
+        yield lambda: f"sqlite:///{tmp_path / f'app-{len(made)}-{uuid.uuid4().hex[:8]}.db'}"
         return
     from sqlalchemy.engine import make_url
 
     server = postgres_url()
-    name = f"atomicplug_test_{uuid.uuid4().hex[:16]}"
     admin = _engine(server, isolation_level="AUTOCOMMIT")
-    try:
+
+    def new() -> str:
+        name = f"atomicplug_test_{uuid.uuid4().hex[:16]}"
         with admin.connect() as conn:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+        made.append(name)
+        return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield new
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in made:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         admin.dispose()
 
 
-def table_names(url: str) -> set[str]:
-    """Tables of the database's default schema, as committed (read from a new connection)."""
-    from sqlalchemy import inspect
+@pytest.fixture
+def database_url(database_factory: Any) -> str:
+    """A URL to an empty database of its own: a SQLite file in tmp_path, or a fresh PG database."""
+    return database_factory()
 
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return set(inspect(conn).get_table_names())
-    finally:
-        engine.dispose()
+
+def table_names(url: str) -> set[str]:
+    """Tables of the database's default schema, ledger included, as committed."""
+    from atomicplug.testing import table_names as committed_tables
+
+    return committed_tables(url, include_ledger=True)
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:

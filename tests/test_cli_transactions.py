@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 
 def run_cli(home, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

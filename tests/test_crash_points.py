@@ -36,6 +36,12 @@ def make_home(home_factory):
     return lambda name: home_factory(name=name)
 
 
+@pytest.fixture
+def make_any_db_home(home_factory, database_factory):
+    """Each crash point gets a home and a database of its own (SQLite, then PostgreSQL)."""
+    return lambda name: home_factory(name=name, database_url=database_factory())
+
+
 def _install(*names):
     def run(home, packages):
         from atomicplug.stages.verify import verify_package
@@ -56,7 +62,10 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("label", sorted(SCENARIOS))
+ON_EACH_DATABASE = ("install", "upgrade", "uninstall", "rollback")
+
+
+@pytest.mark.parametrize("label", sorted(set(SCENARIOS) - set(ON_EACH_DATABASE)))
 def test_every_crash_point_recovers_to_old_or_new(label, packages, make_home):
     prior, operation = SCENARIOS[label]
 
@@ -66,6 +75,19 @@ def test_every_crash_point_recovers_to_old_or_new(label, packages, make_home):
 
     checked = enumerate_crash_points(make_home, setup, lambda h: operation(h, packages), label)
     assert checked >= 5
+
+
+@pytest.mark.parametrize("label", ON_EACH_DATABASE)
+def test_every_crash_point_recovers_on_each_database(label, packages, make_any_db_home):
+    """The same enumeration with the tables in SQLite and in a real PostgreSQL server."""
+    prior, operation = SCENARIOS[label]
+
+    def setup(home):
+        for name in prior:
+            Installer(home.config).install_file(packages[name])
+
+    database = "postgresql" if "postgresql" in make_any_db_home("probe").config.database_url else "sqlite"
+    enumerate_crash_points(make_any_db_home, setup, lambda h: operation(h, packages), f"{label} ({database})")
 
 
 @pytest.mark.parametrize("direction", ["forward", "back"])

@@ -1,4 +1,4 @@
-"""The transaction engine end to end through the Installer API (SQLite)."""
+"""The transaction engine end to end through the Installer API, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ from atomicplug.testing import snapshot, table_names
 
 ITEMS_V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
 ITEMS_V2 = dict(ITEMS_V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
+
+
+@pytest.fixture
+def home(any_db_home):
+    """Every test here runs on SQLite and on PostgreSQL."""
+    return any_db_home
 
 
 def _link_version(folder: Path, plugin_id: str) -> str:

@@ -61,7 +61,14 @@ class PackageError(SecurityError):
 
 
 class MetadataError(PackageError):
-    """metadata.json breaks a rule; the message names the field and the rule."""
+    """metadata.json breaks a rule; the message names the field and the rule.
+
+    ``problems`` lists every rule broken (the message shows the first).
+    """
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems or [message])
 
 
 class SignatureError(SecurityError):

@@ -71,9 +71,7 @@ class _Problems:
 
 def _error(message: str, problems: list[str] | None = None) -> MetadataError:
     """A MetadataError carrying every problem in ``.problems`` (just itself when alone)."""
-    error = MetadataError(message)
-    error.problems = list(problems or [message])  # type: ignore[attr-defined]
-    return error
+    return MetadataError(message, problems)
 
 
 @attrs.frozen

@@ -28,6 +28,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 from cryptography.exceptions import InvalidSignature
@@ -340,12 +341,18 @@ class Signature:
         return self.trusted_comment.encode("utf-8", "surrogateescape")
 
 
-def _blake2b_file(path: Path) -> bytes:
-    """BLAKE2b-512 of a file, streamed: packages may be large."""
+def _blake2b_file(path: Path, also: Sequence[Any] = ()) -> bytes:
+    """BLAKE2b-512 of a file, streamed: packages may be large.
+
+    ``also``: more hashlib objects fed the same bytes in the same pass (the
+    installer's sha256 of the package), so the file is read once.
+    """
     digest = hashlib.blake2b(digest_size=64)
+    updates = [digest.update, *(h.update for h in also)]
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+            for update in updates:
+                update(chunk)
     return digest.digest()
 
 
@@ -372,12 +379,14 @@ def sign_file(
     ).to_text()
 
 
-def _verify_legacy(key: PublicKey, sig: bytes, path: Path) -> bool:
+def _verify_legacy(key: PublicKey, sig: bytes, path: Path, also: Sequence[Any] = ()) -> bool:
     # Legacy "Ed" signs the whole message; mmap lets the OS page it in instead of reading it into memory.
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             return key._verify(sig, b"")
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            for extra in also:
+                extra.update(view)
             return key._verify(sig, view)
 
 
@@ -385,11 +394,16 @@ def verify_file(
     path: str | os.PathLike[str],
     signature: Signature | str | bytes | os.PathLike[str],
     trusted_keys: Sequence[PublicKey],
+    *,
+    also_hash: Sequence[Any] = (),
 ) -> Signature:
     """Verify ``path`` like ``minisign -V``; returns the signature (its trusted comment is now authentic).
 
     ``signature`` is a parsed Signature, a path (``os.PathLike``) to a ``.minisig`` file,
     or the signature text itself (``str``/``bytes``). Raises SignatureError.
+    ``also_hash``: hashlib objects (e.g. ``hashlib.sha256()``) updated with the very
+    bytes that were verified, in the same read of the file; they hold the whole
+    file's digest once this returns (they are untouched when the key is untrusted).
     """
     path = Path(path)
     if isinstance(signature, Signature):
@@ -405,7 +419,10 @@ def verify_file(
             f"{path.name} is signed by untrusted key {sig.key_id_hex} (key id mismatch; trusted keys: {trusted})"
         )
     try:
-        ok = key._verify(sig.signature, _blake2b_file(path)) if sig.prehashed else _verify_legacy(key, sig.signature, path)
+        if sig.prehashed:
+            ok = key._verify(sig.signature, _blake2b_file(path, also_hash))
+        else:
+            ok = _verify_legacy(key, sig.signature, path, also_hash)
     except OSError as exc:
         raise SignatureError(f"cannot read {path}: {exc.strerror}") from None
     if not ok:

@@ -9,7 +9,6 @@ entries, one deflate level. Why the refusals: what the installer would refuse
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import stat
 import time
@@ -22,13 +21,12 @@ import attrs
 
 from atomicplug import fsutil
 from atomicplug.errors import PackageError
+from atomicplug.layout import ALLOWED_TOP_LEVEL, top_level_allowed
 from atomicplug.metadata import Metadata
 from atomicplug.minisign import SecretKey, sign_file
 
 __all__ = ["Packed", "collect_files", "write_zip", "pack"]
 
-ALLOWED_DIRS = ("backend", "frontend", "migrations")
-ALLOWED_FILE_PATTERNS = ("metadata.json", "README*", "LICENSE*", "CHANGELOG*")
 _SKIPPED_DIRS = {"__pycache__"}
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -51,12 +49,8 @@ def _refuse(rel: str, why: str) -> PackageError:
 
 
 def _check_top_level(name: str, is_dir: bool) -> None:
-    if is_dir and name in ALLOWED_DIRS:
-        return
-    if not is_dir and any(fnmatch.fnmatchcase(name, pattern) for pattern in ALLOWED_FILE_PATTERNS):
-        return
-    allowed = ", ".join([*(f"{d}/" for d in ALLOWED_DIRS), *ALLOWED_FILE_PATTERNS])
-    raise _refuse(name, f"not allowed at the top level of a plugin (allowed: {allowed})")
+    if not top_level_allowed(name, is_dir):
+        raise _refuse(name, f"not allowed at the top level of a plugin (allowed: {ALLOWED_TOP_LEVEL})")
 
 
 def collect_files(src_dir: Path) -> list[tuple[str, Path]]:

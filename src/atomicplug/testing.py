@@ -164,20 +164,17 @@ def snapshot(config: Any) -> dict[str, Any]:
     }
 
 
-def table_names(database_url: str) -> set[str]:
-    """Tables in the database, without atomicplug's own ledger."""
+def table_names(database_url: str, include_ledger: bool = False) -> set[str]:
+    """Tables in the database (as committed), without atomicplug's own ledger unless asked."""
     import sqlalchemy
 
-    url = sqlalchemy.engine.make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+    from atomicplug.database.engine import connect, sqlite_file_missing
+
+    if sqlite_file_missing(database_url):
         return set()  # never create the database file just by looking
-    engine = sqlalchemy.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            names = set(sqlalchemy.inspect(conn).get_table_names())
-    finally:
-        engine.dispose()
-    return {n for n in names if not n.startswith("atomicplug_")}
+    with connect(database_url, read_only=True) as conn:
+        names = set(sqlalchemy.inspect(conn).get_table_names())
+    return names if include_ledger else {n for n in names if not n.startswith("atomicplug_")}
 
 
 def count_crash_points(operation: Any) -> int:

@@ -22,7 +22,7 @@ from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_te
 from atomicplug.history import append_history
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
 from atomicplug.registry import Registry
-from atomicplug.stages import migrate
+from atomicplug.stages import health, migrate
 from atomicplug.stages.extract import extract_package, staging_tree
 from atomicplug.stages.plan import Plan, Step
 from atomicplug.stages.register import write_frontend_index, write_registry
@@ -79,6 +79,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         journal.append(RecordType.STAGED)
         changes = [_change(config, step) for step in plan.steps]
         migrate.check(config, changes)
+        health.check_backends(config, plan, progress)  # before COMMIT: a backend that does not import is refused
         progress("database: migrations and ledger in one transaction")
         commit_attempted = True
         migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse)

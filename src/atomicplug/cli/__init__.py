@@ -34,13 +34,36 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _requested_command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (skipping the global options), or None."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config":
+            next(args, None)
+        elif arg == "--debug" or arg.startswith("--config="):
+            continue
+        elif arg.startswith("-"):
+            return None  # --help and friends: build the whole parser
+        else:
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``argv``, stop registering once its command is known.
+
+    Registering some command modules imports heavy things (the repository
+    client pulls in requests), so ``atomicplug recover`` registers only the
+    modules up to the one that defines ``recover``. Help and unknown commands
+    still see every command.
+    """
     import importlib
 
     parser = _Parser(prog="atomicplug", description="Transactional plugin installer.")
     parser.add_argument("--config", metavar="PATH", help="config file (default: $ATOMICPLUG_CONFIG or ./atomicplug.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    wanted = _requested_command(argv) if argv is not None else None
     for name in _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -49,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+        if wanted is not None and wanted in sub.choices:
+            break
     return parser
 
 
@@ -56,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help(sys.stderr)

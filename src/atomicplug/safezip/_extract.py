@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -21,6 +23,9 @@ from atomicplug.fsutil import fsync_dir
 from atomicplug.metadata import Metadata
 from atomicplug.safezip._archive import Archive, Budget, Entry
 from atomicplug.safezip._names import refuse
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 __all__ = ["ExtractedFile", "ExtractResult", "read_metadata", "extract"]
 
@@ -115,28 +120,83 @@ def _inside(target: Path, entry: Entry) -> Path:
     return path
 
 
+#: Threads that fsync written files while the next ones are inflated. fsync waits on
+#: the disk with the GIL released, and concurrent fsyncs share journal commits, so
+#: this is several times faster than one fsync after each file, with the same result:
+#: every file is fsync'd before extract() returns.
+FSYNC_WORKERS = 8
+#: At most this many written files wait, open, for their fsync (bounds open fds).
+_FSYNC_BACKLOG = 64
+
+
+class _Syncer:
+    """fsync-and-close file descriptors on worker threads; ``wait`` re-raises the first failure."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=FSYNC_WORKERS, thread_name_prefix="atomicplug-fsync")
+        self._slots = threading.BoundedSemaphore(_FSYNC_BACKLOG)
+        self._futures: list[Future[None]] = []
+
+    def _sync(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            self._slots.release()
+
+    def reserve(self) -> None:
+        self._slots.acquire()
+
+    def unreserve(self) -> None:
+        self._slots.release()
+
+    def submit(self, fd: int) -> None:
+        """Hand over ``fd`` (after :meth:`reserve`): it is fsync'd and closed."""
+        self._futures.append(self._pool.submit(self._sync, fd))
+
+    def wait(self) -> None:
+        """Block until every submitted fd is fsync'd and closed; raise the first OSError."""
+        self._pool.shutdown(wait=True)
+        for future in self._futures:
+            future.result()
+
+
 def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
     folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
         folders.update(entry.parts[:n] for n in range(1, depth + 1))
     budget = Budget(archive.limits, archive.total_compressed)
+    syncer = _Syncer()
     try:
-        for parts in sorted(folders, key=len):
-            os.mkdir(os.path.join(target, *parts), 0o755)
-        return [
-            _write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir
-        ]
+        try:
+            for parts in sorted(folders, key=len):
+                os.mkdir(os.path.join(target, *parts), 0o755)
+            files = [
+                _write_file(archive, entry, _inside(target, entry), budget, syncer)
+                for entry in archive.entries
+                if not entry.is_dir
+            ]
+        finally:
+            syncer.wait()  # never leave fds open or fsyncs running, even when refusing
+        return files
     except AtomicplugError:
         raise
     except OSError as exc:
         raise OperationError(f"cannot write into {target}: {exc.strerror or exc}") from exc
 
 
-def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> ExtractedFile:
+def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, syncer: _Syncer) -> ExtractedFile:
     digest = hashlib.sha256()
     size = 0
-    fd = os.open(path, _OPEN_FLAGS, 0o644)
+    syncer.reserve()
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o644)
+    except BaseException:
+        syncer.unreserve()
+        raise
     try:
         for chunk in archive.stream(entry, budget):
             digest.update(chunk)
@@ -144,9 +204,11 @@ def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> E
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        syncer.unreserve()
+        raise
+    syncer.submit(fd)  # fsync'd and closed on a worker thread; _write_all waits for it
     return ExtractedFile(path="/".join(entry.parts), size=size, sha256=digest.hexdigest())
 
 

@@ -27,9 +27,7 @@ __all__ = [
     "collision_key",
 ]
 
-METADATA_NAME = "metadata.json"
-TOP_LEVEL_DIRS = frozenset({"backend", "frontend", "migrations"})
-TOP_LEVEL_DOC_PREFIXES = ("README", "LICENSE", "CHANGELOG")
+from atomicplug.layout import ALLOWED_TOP_LEVEL, METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES, top_level_allowed
 
 _CONTROL = re.compile(r"[\x01-\x1f\x7f-\x9f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -118,13 +116,9 @@ def _check_top_level(name: str, parts: tuple[str, ...], is_dir: bool) -> None:
         if len(parts) == 1 and not is_dir:
             raise refuse(name, f"must be a folder ('{top}/'), not a file")
         return
-    if len(parts) == 1 and not is_dir and (top == METADATA_NAME or top.upper().startswith(TOP_LEVEL_DOC_PREFIXES)):
+    if len(parts) == 1 and top_level_allowed(top, is_dir):
         return
-    raise refuse(
-        name,
-        "is not allowed at the top level (allowed: metadata.json, backend/, frontend/, "
-        "migrations/, README*, LICENSE*, CHANGELOG*)",
-    )
+    raise refuse(name, f"is not allowed at the top level (allowed: {ALLOWED_TOP_LEVEL})")
 
 
 def collision_key(parts: tuple[str, ...]) -> str:

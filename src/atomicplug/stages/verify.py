@@ -6,6 +6,7 @@ a hostile archive is refused with nothing written at all (exit 3).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,14 +45,21 @@ def verify_package(config: Config, zip_path: Path, signature_path: Path | None =
         raise UsageError(f"package {zip_path} does not exist")
     signature_path = Path(signature_path) if signature_path else signature_path_for(zip_path)
     signed_by = None
+    sha256: str | None = None
     if signature_path.is_file():
         keys = minisign.load_trusted_keys(config.trusted_keys)
         if not keys and not config.allow_unsigned:
             raise SignatureError("no trusted keys are configured (trusted_keys in the config); cannot verify any package")
         if keys:
-            signature = minisign.verify_file(zip_path, signature_path, keys)
+            # One read of the zip feeds both the signature's BLAKE2b and the sha256 we record,
+            # so both digests are of the same bytes.
+            digest = hashlib.sha256()
+            signature = minisign.verify_file(zip_path, signature_path, keys, also_hash=(digest,))
             signed_by = signature.key_id_hex
+            sha256 = digest.hexdigest()
     elif not config.allow_unsigned:
         raise SignatureError(f"{zip_path.name} has no signature ({signature_path.name} not found) and allow_unsigned is false")
     metadata = safezip.read_metadata(zip_path, config.limits)
-    return VerifiedPackage(zip_path=zip_path, sha256=sha256_file(zip_path), metadata=metadata, signed_by=signed_by)
+    if sha256 is None:
+        sha256 = sha256_file(zip_path)
+    return VerifiedPackage(zip_path=zip_path, sha256=sha256, metadata=metadata, signed_by=signed_by)

@@ -1,4 +1,8 @@
-"""Email marketing backend: campaigns and subscribers."""
+"""email_marketing: campaigns and subscribers (imported by the panel as ``addons.email_marketing``)."""
 
 VERSION = "1.0.0"
 TABLES = ("email_campaigns", "email_subscribers")
+
+from .routes import router
+
+__all__ = ["TABLES", "VERSION", "router"]

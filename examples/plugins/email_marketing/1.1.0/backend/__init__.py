@@ -1,4 +1,8 @@
-"""Email marketing backend: campaigns and subscribers."""
+"""email_marketing: campaigns, subscribers and per-campaign statistics (``addons.email_marketing``)."""
 
 VERSION = "1.1.0"
-TABLES = ("email_campaigns", "email_subscribers")
+TABLES = ("email_campaigns", "email_subscribers", "email_campaign_stats")
+
+from .routes import router
+
+__all__ = ["TABLES", "VERSION", "router"]

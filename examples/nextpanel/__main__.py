@@ -1,0 +1,31 @@
+"""``python -m examples.nextpanel [--host H] [--port P]``: serve the backend with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from atomicplug.errors import AtomicplugError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m examples.nextpanel", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--config", help="atomicplug.toml (default: $ATOMICPLUG_CONFIG, else ./atomicplug.toml)")
+    args = parser.parse_args(argv)
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        app = create_app(args.config)
+    except AtomicplugError as exc:
+        print(f"nextpanel: {exc}", file=sys.stderr)
+        return exc.exit_code
+    uvicorn.run(app, host=args.host, port=args.port)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The NextPanel backend: its own routes, the marketplace, and the addons atomicplug installed.
+
+Run it (from the repository root)::
+
+    ATOMICPLUG_CONFIG=/path/atomicplug.toml NEXTPANEL_ADMIN_TOKEN=secret \\
+        uvicorn examples.nextpanel.app:app --host 127.0.0.1 --port 8000
+
+or ``python -m examples.nextpanel``. On startup the loader recovers any
+unfinished transaction (in a worker thread) and mounts every enabled addon;
+after each marketplace operation it remounts, so addon routes and the
+OpenAPI schema follow without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from atomicplug.config import Config
+from atomicplug.errors import ConfigError
+from atomicplug.loader import AddonLoader
+
+from .errors import install_error_handler
+from .marketplace import Panel, marketplace_router
+from .security import admin_guard
+
+__all__ = ["create_app", "TOKEN_ENV", "STARTUP_LOCK_TIMEOUT"]
+
+TOKEN_ENV = "NEXTPANEL_ADMIN_TOKEN"
+#: Startup recovery waits this long for a running operation (e.g. the CLI), then loads anyway.
+STARTUP_LOCK_TIMEOUT = 5.0
+
+
+def create_app(config_path: str | os.PathLike[str] | None = None, admin_token: str | None = None) -> FastAPI:
+    """Build the backend; defaults: ``$ATOMICPLUG_CONFIG`` (else ./atomicplug.toml) and ``$NEXTPANEL_ADMIN_TOKEN``.
+
+    Raises ConfigError when the config is missing or invalid or no admin token is given.
+    """
+    config = Config.load(Path(config_path) if config_path else None)
+    token = admin_token or os.environ.get(TOKEN_ENV, "")
+    if not token:
+        raise ConfigError(f"no admin token: set {TOKEN_ENV} (every marketplace request must carry it as a bearer token)")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(panel.loader.recover)
+        panel.loader.reload()  # imports and mounts: on the event loop, before the first request
+        yield
+
+    app = FastAPI(title="NextPanel billing backend", lifespan=lifespan)
+    panel = Panel(config=config, loader=AddonLoader(config, app, lock_timeout=min(config.lock_timeout, STARTUP_LOCK_TIMEOUT)))
+    app.state.panel = panel
+    install_error_handler(app)
+
+    @app.get("/api/v1/health", tags=["panel"])
+    async def health() -> dict[str, Any]:
+        """Public liveness: which addons are loaded or failed (ids only; reasons need the admin token)."""
+        status = panel.loader.status()
+        return {
+            "status": "degraded" if status["failed"] else "ok",
+            "addons": {"loaded": sorted(status["loaded"]), "failed": sorted(status["failed"])},
+        }
+
+    app.include_router(marketplace_router(panel, admin_guard(token)))
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``examples.nextpanel.app:app`` for uvicorn, built from the environment on first access."""
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""Reply engines: OpenAI when available, a deterministic rule-based engine otherwise.
+
+OpenAI is used only when the ``openai`` package is importable AND
+``OPENAI_API_KEY`` is set (model from ``OPENAI_MODEL``, default
+``gpt-4o-mini``). If an OpenAI call fails, the rule-based engine answers
+instead, so the chat never breaks because of the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+__all__ = ["OpenAIEngine", "Reply", "ReplyEngine", "RuleBasedEngine", "reply_to", "select_engine"]
+
+SYSTEM_PROMPT = (
+    "You are the NextPanel billing panel assistant. Answer briefly and concretely about invoices, "
+    "payments, subscriptions and panel plugins. If you do not know, offer to open a support ticket."
+)
+
+
+class Reply:
+    """One answer and the engine that produced it."""
+
+    __slots__ = ("content", "engine")
+
+    def __init__(self, content: str, engine: str) -> None:
+        self.content = content
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        return f"Reply({self.content!r}, engine={self.engine!r})"
+
+
+class ReplyEngine(Protocol):
+    name: str
+
+    def reply(self, message: str, history: Sequence[tuple[str, str]] = ()) -> Reply: ...
+
+
+# -- the built-in engine ----------------------------------------------------------
+
+GREETING = "Hello! I'm the NextPanel assistant. I can help with invoices, payments and plugins. What do you need?"
+PAYMENT = (
+    "To pay an invoice, open Billing > Invoices, select the invoice and click \"Pay now\". "
+    "You can pay by card or bank transfer; once paid, the invoice is marked Paid and its receipt can be downloaded."
+)
+REFUND = (
+    "Refunds are requested from Billing > Invoices: open the paid invoice and choose \"Request refund\". "
+    "Our billing team answers within two business days."
+)
+PLUGINS = (
+    "Plugins are managed in Marketplace: pick a plugin and click Install. Every install, upgrade or rollback "
+    "is one transaction, so a failed install leaves your panel exactly as it was."
+)
+THANKS = "You're welcome! Anything else I can help with?"
+EMPTY = "Please type a question and I'll do my best to help."
+FALLBACK = (
+    "I'm not sure I understood. I can help with invoices and payments, refunds, or plugins; "
+    "for anything else, open a support ticket and a person will answer."
+)
+
+_RULES: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"refund", "refunds", "chargeback", "money back"}), REFUND),
+    (
+        frozenset({"invoice", "invoices", "billing", "bill", "pay", "paying", "payment", "payments", "charge",
+                   "charged", "card", "receipt"}),
+        PAYMENT,
+    ),
+    (frozenset({"plugin", "plugins", "addon", "addons", "marketplace", "extension", "install", "uninstall"}), PLUGINS),
+    (frozenset({"hello", "hi", "hey", "hallo", "greetings", "good morning", "good afternoon", "good evening"}), GREETING),
+    (frozenset({"thanks", "thank you", "thx", "cheers"}), THANKS),
+)
+
+_WORD = re.compile(r"[a-z']+")
+
+
+class RuleBasedEngine:
+    """Keyword rules, first match wins: a question beats a greeting ("hi, how do I pay?")."""
+
+    name = "rules"
+
+    def reply(self, message: str, history: Sequence[tuple[str, str]] = ()) -> Reply:
+        words = _WORD.findall(message.lower())
+        if not words:
+            return Reply(EMPTY, self.name)
+        tokens = set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+        for keywords, answer in _RULES:
+            if tokens & keywords:
+                return Reply(answer, self.name)
+        return Reply(FALLBACK, self.name)
+
+
+# -- OpenAI --------------------------------------------------------------------------
+
+
+class OpenAIEngine:
+    """Chat completions through the official ``openai`` client; rules if the call fails."""
+
+    name = "openai"
+
+    def __init__(self, api_key: str, model: str | None = None, timeout: float = 20.0) -> None:
+        from openai import OpenAI  # only constructed when importable
+
+        self.model = model or os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+        self._client = OpenAI(api_key=api_key, timeout=timeout)
+        self._fallback = RuleBasedEngine()
+
+    def reply(self, message: str, history: Sequence[tuple[str, str]] = ()) -> Reply:
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        messages += [{"role": role, "content": content} for role, content in history[-20:] if role in ("user", "assistant")]
+        messages.append({"role": "user", "content": message})
+        try:
+            response = self._client.chat.completions.create(model=self.model, messages=messages)
+            content = (response.choices[0].message.content or "").strip()
+        except Exception:  # network, quota, auth: the panel keeps answering
+            return self._fallback.reply(message, history)
+        return Reply(content, self.name) if content else self._fallback.reply(message, history)
+
+
+def openai_available() -> bool:
+    return bool(os.environ.get("OPENAI_API_KEY", "").strip()) and importlib.util.find_spec("openai") is not None
+
+
+def select_engine() -> ReplyEngine:
+    """OpenAI when the package is importable and OPENAI_API_KEY is set; the rules otherwise."""
+    if openai_available():
+        try:
+            return OpenAIEngine(os.environ["OPENAI_API_KEY"].strip())
+        except Exception:  # a broken openai install must not break the chat
+            pass
+    return RuleBasedEngine()
+
+
+def reply_to(message: str, history: Sequence[tuple[str, str]] = ()) -> Reply:
+    return select_engine().reply(message, history)

@@ -1,0 +1,42 @@
+"""Campaign and Subscriber as SQLAlchemy Core tables (the migrations own the schema)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+Campaign = Table(
+    "email_campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("subject", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("sent_at", DateTime),
+)
+
+Subscriber = Table(
+    "email_subscribers",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("subscribed_at", DateTime, nullable=False),
+)
+
+CampaignStats = Table(
+    "email_campaign_stats",
+    metadata,
+    Column("campaign_id", Integer, ForeignKey("email_campaigns.id"), nullable=False),
+    Column("delivered", Integer, nullable=False, server_default="0"),
+    Column("opened", Integer, nullable=False, server_default="0"),
+    Column("note", String(100)),
+)

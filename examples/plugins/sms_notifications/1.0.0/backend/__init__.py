@@ -1,0 +1,8 @@
+"""sms_notifications: text messages to email_marketing's subscribers (``addons.sms_notifications``)."""
+
+VERSION = "1.0.0"
+TABLES = ("sms_contacts", "sms_messages")
+
+from .routes import router
+
+__all__ = ["TABLES", "VERSION", "router"]

@@ -1,0 +1,5 @@
+export default {
+  id: 'sms_notifications',
+  version: '1.1.0',
+  routes: [{ path: '/sms', title: 'SMS', component: () => import('./SmsPage') }],
+};

@@ -1,0 +1,20 @@
+"""The package layout (DESIGN.md "Package format"): what may stand at a zip's top level.
+
+One rule shared by ``pack`` (what it puts in) and the safe extractor (what it lets out).
+"""
+
+from __future__ import annotations
+
+__all__ = ["METADATA_NAME", "TOP_LEVEL_DIRS", "TOP_LEVEL_DOC_PREFIXES", "ALLOWED_TOP_LEVEL", "top_level_allowed"]
+
+METADATA_NAME = "metadata.json"
+TOP_LEVEL_DIRS = frozenset({"backend", "frontend", "migrations"})
+TOP_LEVEL_DOC_PREFIXES = ("README", "LICENSE", "CHANGELOG")
+ALLOWED_TOP_LEVEL = "metadata.json, backend/, frontend/, migrations/, README*, LICENSE*, CHANGELOG*"
+
+
+def top_level_allowed(name: str, is_dir: bool) -> bool:
+    """Folders backend/, frontend/, migrations/; files metadata.json and README*/LICENSE*/CHANGELOG* (any case)."""
+    if is_dir:
+        return name in TOP_LEVEL_DIRS
+    return name == METADATA_NAME or name.upper().startswith(TOP_LEVEL_DOC_PREFIXES)

@@ -1,0 +1,128 @@
+"""Stage 4a, health gate: the new backends must import before the point of no return.
+
+DESIGN.md "One transaction", step 4, and issue 7: a plugin whose backend does
+not import (syntax error, missing module, exception at import time) would
+break the application only after the switch, when nothing can be undone. So,
+before the database COMMIT, every backend the plan enables is imported in a
+fresh interpreter, as the application's loader would import it: as
+``addons.<id>`` from a temporary folder of links standing in for the
+``backend_addons`` folder after the transaction. A failure raises
+OperationError, and the runner rolls back because COMMIT did not happen.
+
+The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
+store is never written; it sees the caller's ``sys.path`` so a backend may
+import the host application's modules, exactly as it will in the app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from atomicplug.errors import OperationError
+from atomicplug.registry import Registry
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
+    from atomicplug.stages.plan import Plan
+
+__all__ = ["check_backends", "backends_to_check", "IMPORT_TIMEOUT", "PACKAGE"]
+
+#: Seconds the fresh interpreter may take to import every checked backend.
+IMPORT_TIMEOUT = 60.0
+#: The package the application imports addons under (see :mod:`atomicplug.loader`).
+PACKAGE = "addons"
+
+# Runs in the child: a synthetic ``addons`` package over the links folder, then
+# one import per plugin. The verdict goes to a file (a backend may print on
+# stdout), and os._exit skips waiting for threads a backend may have started.
+_CHILD = """\
+import importlib, json, os, sys, traceback, types
+links, package, result_path, paths = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+sys.path[:0] = [p for p in paths if p not in sys.path]
+module = types.ModuleType(package)
+module.__path__ = [links]
+sys.modules[package] = module
+errors = {}
+for plugin_id in sys.argv[5:]:
+    try:
+        importlib.import_module(package + "." + plugin_id)
+    except BaseException as exc:
+        errors[plugin_id] = traceback.format_exception_only(type(exc), exc)[-1].strip()
+with open(result_path, "w", encoding="utf-8") as out:
+    json.dump(errors, out)
+sys.stdout.flush()
+sys.stderr.flush()
+os._exit(0)
+"""
+
+
+def _has_backend(config: Config, tree: str) -> bool:
+    return (config.home / tree / "backend").is_dir()
+
+
+def backends_to_check(config: Config, plan: Plan) -> list[str]:
+    """Ids of the plan's steps that end enabled with a backend (empty: nothing to import)."""
+    return [
+        step.plugin_id
+        for step in plan.steps
+        if step.after is not None and step.after.enabled and _has_backend(config, step.after.current.tree)
+    ]
+
+
+def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
+    """Import every backend the plan enables in a fresh interpreter; OperationError if one fails.
+
+    Costs nothing (no subprocess) for uninstall, disable, or plugins without
+    ``backend/``. ``health_check = false`` in the config (when the Config has
+    that field) turns the gate off.
+    """
+    if not getattr(config, "health_check", True):
+        return
+    targets = backends_to_check(config, plan)
+    if not targets:
+        return
+    if progress is not None:
+        progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
+    after = plan.registry_after(Registry.load(config.registry_path))
+    with tempfile.TemporaryDirectory(prefix="atomicplug-health-") as scratch:
+        links = Path(scratch) / PACKAGE
+        links.mkdir()
+        for entry in after.plugins.values():
+            if entry.enabled and _has_backend(config, entry.current.tree):
+                (links / entry.id).symlink_to(config.home / entry.current.tree / "backend", target_is_directory=True)
+        errors = _import_in_child(Path(scratch), links, targets)
+    for plugin_id in targets:  # plan order: dependencies first
+        if plugin_id in errors:
+            version = after.plugins[plugin_id].version
+            raise OperationError(f"{plugin_id} {version}: backend does not import: {errors[plugin_id]}")
+
+
+def _import_in_child(scratch: Path, links: Path, targets: list[str]) -> dict[str, str]:
+    """Run the child; returns {plugin_id: last line of the exception} for failed imports."""
+    result_path = scratch / "result.json"
+    paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    command = [sys.executable, "-B", "-c", _CHILD, str(links), PACKAGE, str(result_path), json.dumps(paths), *targets]
+    try:
+        proc = subprocess.run(
+            command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=IMPORT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        raise OperationError(
+            f"{', '.join(targets)}: backend import did not finish within {IMPORT_TIMEOUT:g}s (health check)"
+        ) from None
+    try:
+        errors: dict[str, str] = json.loads(result_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # The child died before reporting (os._exit or a crash inside an import).
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = tail[-1] if tail else f"exit code {proc.returncode}"
+        raise OperationError(f"{', '.join(targets)}: backend import killed the interpreter ({detail})") from None
+    return errors

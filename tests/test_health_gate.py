@@ -1,0 +1,120 @@
+"""The health gate: a backend that does not import in a fresh interpreter is refused before COMMIT."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atomicplug.errors import OperationError
+from atomicplug.packing import pack
+from atomicplug.stages import health
+from atomicplug.testing import PluginSpec, snapshot, write_plugin_source
+
+from conftest import Home
+
+USERS_TABLE = {"0001_init": ("CREATE TABLE gate_users (id INTEGER PRIMARY KEY);", "DROP TABLE gate_users;")}
+
+
+def _backend(code: str) -> dict[str, str | bytes]:
+    return {"backend/__init__.py": code}
+
+
+def _count_children(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    calls: list[object] = []
+    real = subprocess.run
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(health.subprocess, "run", counting)
+    return calls
+
+
+def _store_files(home: Home) -> list[str]:
+    store = home.config.store_dir
+    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file())
+
+
+def test_missing_module_is_refused_and_nothing_changes(home: Home) -> None:
+    home.installer.install_file(home.package("keeper"))
+    before = snapshot(home.config)
+    store_before = _store_files(home)
+    package = home.package("broken", migrations=USERS_TABLE, files=_backend("import does_not_exist\n"))
+    with pytest.raises(OperationError) as caught:
+        home.installer.install_file(package)
+    message = str(caught.value)
+    assert message == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
+    assert "\n" not in message
+    assert snapshot(home.config) == before  # registry, links and tables (no gate_users)
+    assert [p["id"] for p in home.installer.list()] == ["keeper"]
+    assert sorted(p.name for p in home.config.backend_addons.iterdir()) == ["keeper"]
+    assert _store_files(home) == store_before
+    assert home.installer.history()[-1]["outcome"] == "aborted"
+
+
+def test_exception_at_import_is_refused_with_its_message(home: Home) -> None:
+    package = home.package("raiser", files=_backend('raise RuntimeError("no API key configured")\n'))
+    with pytest.raises(OperationError, match=r"^raiser 1\.0\.0: backend does not import: RuntimeError: no API key configured$"):
+        home.installer.install_file(package)
+    assert home.installer.list() == []
+
+
+def test_exit_at_import_is_refused(home: Home) -> None:
+    package = home.package("quitter", files=_backend("import sys\nsys.exit(3)\n"))
+    with pytest.raises(OperationError, match="quitter 1.0.0: backend does not import: SystemExit: 3"):
+        home.installer.install_file(package)
+
+
+def test_upgrade_to_a_broken_backend_keeps_the_old_version(home: Home) -> None:
+    home.installer.install_file(home.package("shop", "1.0.0"))
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match="shop 2.0.0: backend does not import"):
+        home.installer.install_file(home.package("shop", "2.0.0", files=_backend("1 / 0\n")))
+    assert snapshot(home.config) == before
+
+
+def test_good_backend_is_installed_and_store_gets_no_new_bytecode(home: Home) -> None:
+    package = home.package("fine", files={"backend/__init__.py": "from .helpers import VALUE\n", "backend/helpers.py": "VALUE = 1\n"})
+    home.installer.install_file(package)
+    assert [p["id"] for p in home.installer.list()] == ["fine"]
+    tree = next(home.config.store_dir.glob("fine/*"))
+    pycs = sorted(p.name for p in tree.rglob("*.pyc"))
+    assert pycs == sorted(f"{n}.{sys.implementation.cache_tag}.pyc" for n in ("__init__", "helpers"))  # only the stage's own pycs
+
+
+def test_backend_can_import_another_plugin_of_the_same_transaction_state(home: Home) -> None:
+    home.installer.install_file(home.package("email_core", files=_backend("def send(to):\n    return f'sent to {to}'\n")))
+    user = home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import send\n"))
+    home.installer.install_file(user)
+    assert [p["id"] for p in home.installer.list()] == ["email_core", "newsletter"]
+
+
+def test_import_of_a_disabled_plugin_is_refused(home: Home) -> None:
+    """A disabled plugin has no link in backend_addons, so the gate must not offer one either."""
+    home.installer.install_file(home.package("lib_a", files=_backend("X = 1\n")))
+    home.installer.disable("lib_a")
+    with pytest.raises(OperationError, match="No module named 'addons.lib_a'"):
+        home.installer.install_file(home.package("user_b", files=_backend("from addons.lib_a import X\n")))
+
+
+def test_uninstall_disable_and_backendless_plugins_spawn_no_interpreter(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    home.installer.install_file(home.package("plain"))
+    calls = _count_children(monkeypatch)
+    home.installer.disable("plain")
+    home.installer.uninstall("plain")
+    home.installer.install_file(_frontend_only(home))
+    assert calls == []
+    home.installer.install_file(home.package("checked"))
+    assert len(calls) == 1
+
+
+def _frontend_only(home: Home) -> Path:
+    """A package without backend/ (PluginSpec always writes one, so remove it from the source)."""
+    source = write_plugin_source(PluginSpec(id="frontend_only"), home.root / "src-frontend-only")
+    shutil.rmtree(source / "backend")
+    return pack(source, home.publisher.secret, home.root / "frontend_only-1.0.0.zip").zip_path

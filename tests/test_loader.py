@@ -1,0 +1,232 @@
+"""The addon loader: import enabled addons, mount their routers, follow every change without a restart."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import filelock
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from atomicplug.journal import pending_journals
+from atomicplug.loader import AddonLoader
+from atomicplug.stages import health
+from atomicplug.testing import count_crash_points, crash_at
+
+from conftest import Home
+
+
+def router_backend(plugin_id: str, version: str = "1.0.0", extra: str = "") -> dict[str, str | bytes]:
+    """Backend files of a test addon serving GET /api/v1/<id>/ping → {"plugin", "version"}.
+
+    The answer comes from a submodule, so an upgrade shows whether submodules were re-imported.
+    """
+    return {
+        "backend/__init__.py": (
+            "from fastapi import APIRouter\n"
+            "from .answer import answer\n"
+            f"{extra}"
+            f'router = APIRouter(prefix="/api/v1/{plugin_id}", tags=["{plugin_id}"])\n'
+            f'@router.get("/ping")\n'
+            "def ping() -> dict:\n"
+            "    return answer()\n"
+        ),
+        "backend/answer.py": f'def answer() -> dict:\n    return {{"plugin": "{plugin_id}", "version": "{version}"}}\n',
+    }
+
+
+def install_router_addon(home: Home, plugin_id: str, version: str = "1.0.0", **fields: object) -> None:
+    home.installer.install_file(home.package(plugin_id, version, files=router_backend(plugin_id, version), **fields))
+
+
+@pytest.fixture(autouse=True)
+def forget_addons() -> Iterator[None]:
+    """Every test starts without an ``addons`` package (the loader makes a synthetic one)."""
+    yield
+    for name in [m for m in sys.modules if m == "addons" or m.startswith("addons.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/own")
+    def own() -> dict[str, str]:
+        return {"own": "yes"}
+
+    return app
+
+
+def _paths(app: FastAPI) -> set[str]:
+    return set(app.openapi()["paths"])
+
+
+def test_enabled_addon_router_is_mounted_and_in_openapi(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    client = TestClient(app)
+    assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "1.0.0"}
+    assert client.get("/own").status_code == 200
+    assert _paths(app) == {"/own", "/api/v1/crm/ping"}
+    assert loader.status() == {"loaded": {"crm": "1.0.0"}, "failed": {}}
+    assert sys.modules["addons.crm"].__name__ == "addons.crm"
+
+
+def test_disable_unmounts_and_enable_mounts_again(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    client = TestClient(app)
+    assert app.openapi()  # cached now: reload must reset it
+    home.installer.disable("crm")
+    loader.reload()
+    assert client.get("/api/v1/crm/ping").status_code == 404
+    assert _paths(app) == {"/own"}
+    assert "addons.crm" not in sys.modules and "addons.crm.answer" not in sys.modules
+    home.installer.enable("crm")
+    loader.reload()
+    assert client.get("/api/v1/crm/ping").status_code == 200
+    assert _paths(app) == {"/own", "/api/v1/crm/ping"}
+
+
+def test_upgrade_and_rollback_serve_the_new_then_old_code(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm", "1.0.0")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    route_count = len(app.routes)
+    client = TestClient(app)
+    install_router_addon(home, "crm", "2.0.0")
+    loader.reload()
+    assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "2.0.0"}
+    home.installer.rollback("crm")
+    loader.reload()
+    assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "1.0.0"}
+    assert len(app.routes) == route_count  # the old router was replaced, not kept beside the new one
+
+
+def test_uninstall_removes_routes_and_modules(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm")
+    install_router_addon(home, "sales")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    home.installer.uninstall("crm")
+    loader.reload()
+    client = TestClient(app)
+    assert client.get("/api/v1/crm/ping").status_code == 404
+    assert client.get("/api/v1/sales/ping").status_code == 200
+    assert loader.status()["loaded"] == {"sales": "1.0.0"}
+    assert not any(m.startswith("addons.crm") for m in sys.modules)
+
+
+def test_reload_without_changes_keeps_modules(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    module = sys.modules["addons.crm"]
+    loader.reload()
+    assert sys.modules["addons.crm"] is module
+    assert len(app.routes) == len({id(r) for r in app.routes})
+
+
+def test_addon_without_router_is_loaded_without_routes(home: Home, app: FastAPI) -> None:
+    home.installer.install_file(home.package("quiet"))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    assert loader.status()["loaded"] == {"quiet": "1.0.0"}
+    assert _paths(app) == {"/own"}
+
+
+def test_addon_failing_at_import_is_reported_and_skipped(home: Home, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_router_addon(home, "crm")
+    with monkeypatch.context() as patch:  # e.g. installed before the health gate existed
+        patch.setattr(health, "check_backends", lambda *args, **kwargs: None)
+        home.installer.install_file(home.package("broken", files={"backend/__init__.py": "import does_not_exist\n"}))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    assert loader.failures == {"broken": "ModuleNotFoundError: No module named 'does_not_exist'"}
+    assert "addons.broken" not in sys.modules
+    client = TestClient(app)
+    assert client.get("/own").status_code == 200
+    assert client.get("/api/v1/crm/ping").status_code == 200
+    loader.reload()  # same tree: not retried, still reported
+    assert set(loader.failures) == {"broken"}
+    home.installer.uninstall("broken")
+    loader.reload()
+    assert loader.failures == {}
+
+
+def test_router_that_is_not_a_router_is_a_failure(home: Home, app: FastAPI) -> None:
+    home.installer.install_file(home.package("odd", files={"backend/__init__.py": "router = 42\n"}))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    assert loader.failures == {"odd": "TypeError: 'router' must be an APIRouter (got int)"}
+
+
+def test_upgrading_a_dependency_reimports_its_dependents(home: Home, app: FastAPI) -> None:
+    home.installer.install_file(home.package("core", files={"backend/__init__.py": 'NAME = "core v1"\n'}))
+    user_code = (
+        "from fastapi import APIRouter\nfrom addons.core import NAME\n"
+        'router = APIRouter()\n@router.get("/uses-core")\ndef uses() -> dict:\n    return {"core": NAME}\n'
+    )
+    home.installer.install_file(home.package("user", requires=("core",), files={"backend/__init__.py": user_code}))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    client = TestClient(app)
+    assert client.get("/uses-core").json() == {"core": "core v1"}
+    home.installer.install_file(home.package("core", "2.0.0", files={"backend/__init__.py": 'NAME = "core v2"\n'}))
+    loader.reload()
+    assert client.get("/uses-core").json() == {"core": "core v2"}
+
+
+def test_startup_tolerates_a_held_lock_and_still_loads(home: Home, app: FastAPI) -> None:
+    install_router_addon(home, "crm")
+    loader = AddonLoader(home.config, app, lock_timeout=0.1)
+    with filelock.FileLock(str(home.config.lock_path)):
+        loader.startup()
+    assert loader.status()["loaded"] == {"crm": "1.0.0"}
+
+
+def test_startup_recovers_a_transaction_killed_after_commit(home_factory: Callable[..., Home], app: FastAPI) -> None:
+    twin = home_factory(name="twin")  # the same fresh state, to count the crash points on
+    twin_package = twin.package("crm", files=router_backend("crm"))
+    points = count_crash_points(lambda: twin.installer.install_file(twin_package))
+    home = home_factory()
+    package = home.package("crm", files=router_backend("crm"))
+    # points - 1: just before the journal's `done` record is written, long after COMMIT
+    assert crash_at(lambda: home.installer.install_file(package), points - 1)
+    assert pending_journals(home.config.journal_dir)  # killed before `done`
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    assert not pending_journals(home.config.journal_dir)
+    assert loader.status()["loaded"] == {"crm": "1.0.0"}
+    assert TestClient(app).get("/api/v1/crm/ping").status_code == 200
+
+
+def test_works_with_any_app_exposing_router_include_router_and_openapi_schema(home: Home) -> None:
+    """No FastAPI needed: a duck-typed app object is enough."""
+
+    class Router:
+        def __init__(self) -> None:
+            self.routes: list[object] = ["own-route"]
+
+    class BareApp:
+        def __init__(self) -> None:
+            self.router = Router()
+            self.openapi_schema: dict[str, object] | None = {"cached": True}
+
+        def include_router(self, router: object) -> None:
+            self.router.routes.extend(getattr(router, "routes"))
+
+    install_router_addon(home, "crm")
+    bare = BareApp()
+    loader = AddonLoader(home.config, bare)
+    loader.startup()
+    assert bare.router.routes[0] == "own-route" and len(bare.router.routes) == 2
+    assert bare.openapi_schema is None
+    home.installer.disable("crm")
+    loader.reload()
+    assert bare.router.routes == ["own-route"]

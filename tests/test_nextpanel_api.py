@@ -1,0 +1,315 @@
+"""The NextPanel example backend: marketplace over HTTP, real packages, repository and SQLite home."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import filelock
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from atomicplug.repository.repo_admin import add_packages, init_repository, package_path
+from atomicplug.repository.server import make_server
+from atomicplug.testing import KeyPair, PluginSpec, build_package, table_names
+
+from conftest import Home
+from test_loader import forget_addons, router_backend  # noqa: F401 - autouse fixture shared with the loader tests
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `examples` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from examples.nextpanel.app import create_app  # noqa: E402
+
+TOKEN = "test-admin-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CONTACTS = {"0001_contacts": ("CREATE TABLE crm_contacts (id INTEGER PRIMARY KEY);", "DROP TABLE crm_contacts;")}
+MARKET = "/api/v1/marketplace"
+
+
+@attrs.frozen
+class Site:
+    home: Home
+    repo: Path
+
+    def client(self) -> TestClient:
+        """A client whose `with` block runs the app's startup (recovery + loading)."""
+        return TestClient(create_app(self.home.config_path, TOKEN), headers=AUTH)
+
+    def installed(self) -> dict[str, tuple[str, bool]]:
+        return {p["id"]: (p["version"], p["enabled"]) for p in self.home.installer.list()}
+
+
+def _crm(version: str) -> PluginSpec:
+    return PluginSpec(id="crm", version=version, migrations=CONTACTS, files=router_backend("crm", version))
+
+
+def _serve(repo: Path) -> Iterator[str]:
+    server = make_server(repo, "127.0.0.1", 0, quiet=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server.url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def site(tmp_path: Path, publisher: KeyPair, home_factory: Callable[..., Home]) -> Iterator[Site]:
+    """crm 1.0.0 + 2.0.0 (routes and a table), quiet 1.0.0 and broken 1.0.0 in a served, signed repository."""
+    repo = tmp_path / "repo"
+    init_repository(repo, publisher.secret)
+    specs = [
+        _crm("1.0.0"),
+        _crm("2.0.0"),
+        PluginSpec(id="quiet"),
+        PluginSpec(id="broken", files={"backend/__init__.py": "import does_not_exist\n"}),
+    ]
+    add_packages(repo, [build_package(s, tmp_path / "pkgs", publisher.secret) for s in specs], publisher.secret)
+    for url in _serve(repo):
+        yield Site(home=home_factory(repository=url, download_timeout=10), repo=repo)
+
+
+def _install(client: TestClient, addon_id: str, version: str | None = None) -> dict[str, Any]:
+    response = client.post(f"{MARKET}/install-remote", json={"addon_id": addon_id, **({"version": version} if version else {})})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _paths(client: TestClient) -> set[str]:
+    return set(client.get("/openapi.json").json()["paths"])
+
+
+def test_marketplace_needs_the_admin_token(site: Site) -> None:
+    with site.client() as client:
+        bare = {"Authorization": ""}
+        missing = client.get(f"{MARKET}/plugins", headers=bare)
+        assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": f"Basic {TOKEN}"}).status_code == 401
+        refused = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"}, headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 403
+        assert client.get("/api/v1/health", headers=bare).json() == {"status": "ok", "addons": {"loaded": [], "failed": []}}
+    assert site.installed() == {}
+
+
+def test_catalogue_lists_repository_versions_with_installed_state(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm", "1.0.0")
+        listing = client.get(f"{MARKET}/plugins").json()
+    cards = {c["id"]: c for c in listing["plugins"]}
+    assert listing["repository_error"] is None
+    assert sorted(cards) == ["broken", "crm", "quiet"]
+    crm = cards["crm"]
+    assert (crm["latest_version"], crm["versions"], crm["installed_version"]) == ("2.0.0", ["1.0.0", "2.0.0"], "1.0.0")
+    assert crm["enabled"] and crm["update_available"] and crm["load_error"] is None
+    assert cards["quiet"]["installed_version"] is None and not cards["quiet"]["enabled"]
+
+
+def test_catalogue_without_repository_lists_installed_plugins(home: Home) -> None:
+    home.installer.install_file(home.package("quiet"))
+    with TestClient(create_app(home.config_path, TOKEN), headers=AUTH) as client:
+        listing = client.get(f"{MARKET}/plugins").json()
+    assert listing["repository"] is None
+    assert [(c["id"], c["installed_version"], c["latest_version"]) for c in listing["plugins"]] == [("quiet", "1.0.0", None)]
+
+
+def test_install_remote_mounts_the_addon_route_and_openapi_follows(site: Site) -> None:
+    with site.client() as client:
+        assert client.get("/api/v1/crm/ping").status_code == 404
+        body = _install(client, "crm")
+        assert body["status"] == "done" and body["changes"] == ["install crm 2.0.0"]
+        assert body["plugin"]["version"] == "2.0.0" and body["load_error"] is None
+        assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "2.0.0"}
+        assert "/api/v1/crm/ping" in _paths(client)
+        operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
+        assert operation["status"] == "done" and operation["plugin_id"] == "crm"
+        assert any("health check" in m for m in operation["messages"])
+        assert client.get(f"{MARKET}/operations").json()["current"] is None
+    assert site.installed() == {"crm": ("2.0.0", True)}
+    assert table_names(site.home.config.database_url) == {"crm_contacts"}
+
+
+def test_upgrade_then_rollback_switch_the_served_code(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm", "1.0.0")
+        assert client.get("/api/v1/crm/ping").json()["version"] == "1.0.0"
+        upgraded = _install(client, "crm")  # installed, no version: upgrade to the newest
+        assert upgraded["changes"] == ["upgrade crm 1.0.0 -> 2.0.0"]
+        assert client.get("/api/v1/crm/ping").json()["version"] == "2.0.0"
+        assert _install(client, "crm")["changed"] is False  # already the newest
+        rolled = client.post(f"{MARKET}/crm/rollback")
+        assert rolled.status_code == 200 and rolled.json()["plugin"]["version"] == "1.0.0"
+        assert client.get("/api/v1/crm/ping").json()["version"] == "1.0.0"
+
+
+def test_uninstall_removes_route_openapi_entry_and_tables(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm")
+        response = client.post(f"{MARKET}/crm/uninstall")
+        assert response.status_code == 200 and response.json()["changes"] == ["uninstall crm 2.0.0"]
+        assert client.get("/api/v1/crm/ping").status_code == 404
+        assert "/api/v1/crm/ping" not in _paths(client)
+    assert site.installed() == {}
+    assert table_names(site.home.config.database_url) == set()
+
+
+def test_uninstall_keep_data_keeps_tables(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm")
+        assert client.post(f"{MARKET}/crm/uninstall", json={"keep_data": True}).status_code == 200
+    assert table_names(site.home.config.database_url) == {"crm_contacts"}
+
+
+def test_disable_and_enable_unmount_and_mount(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm")
+        assert client.post(f"{MARKET}/crm/disable").status_code == 200
+        assert client.get("/api/v1/crm/ping").status_code == 404
+        assert "/api/v1/crm/ping" not in _paths(client)
+        assert site.installed() == {"crm": ("2.0.0", False)}
+        assert client.post(f"{MARKET}/crm/enable").status_code == 200
+        assert client.get("/api/v1/crm/ping").status_code == 200
+        assert "/api/v1/crm/ping" in _paths(client)
+
+
+def test_busy_lock_is_409_and_nothing_changes(site: Site) -> None:
+    with site.client() as client, filelock.FileLock(str(site.home.config.lock_path)):
+        response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
+        assert response.status_code == 409
+        body = response.json()
+        assert body["exit_code"] == 75 and "holds" in body["detail"] and response.headers["Retry-After"] == "1"
+        operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
+        assert operation["status"] == "failed" and operation["exit_code"] == 75
+    assert site.installed() == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [
+        ("post", f"{MARKET}/install-remote", {"addon_id": "Bad-Id"}),
+        ("post", f"{MARKET}/install-remote", {"addon_id": "crm", "version": "1.0; rm -rf /"}),
+        ("post", f"{MARKET}/install-remote", {"addon_id": "crm", "surprise": 1}),
+        ("post", f"{MARKET}/install-remote", {}),
+        ("post", f"{MARKET}/Not_Valid/enable", None),
+        ("post", f"{MARKET}/crm/uninstall", {"keep_data": "maybe"}),
+    ],
+)
+def test_bad_input_is_422(site: Site, method: str, path: str, payload: dict[str, Any] | None) -> None:
+    with site.client() as client:
+        assert getattr(client, method)(path, json=payload).status_code == 422
+    assert site.installed() == {}
+
+
+def test_tampered_package_is_403_with_one_line_reason_and_nothing_changes(site: Site) -> None:
+    target = package_path(site.repo, "crm", "2.0.0")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with site.client() as client:
+        response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
+        assert response.status_code == 403
+        body = response.json()
+        assert body["exit_code"] == 3 and "sha256" in body["detail"] and "\n" not in body["detail"]
+        assert client.get("/api/v1/crm/ping").status_code == 404
+    assert site.installed() == {}
+    assert table_names(site.home.config.database_url) == set()
+
+
+def test_refusals_are_400_with_the_reason(site: Site) -> None:
+    with site.client() as client:
+        missing = client.post(f"{MARKET}/nothing_here/enable")
+        assert missing.status_code == 400 and missing.json() == {
+            "detail": "nothing_here is not installed",
+            "exit_code": 1,
+            "operation_id": missing.json()["operation_id"],
+        }
+        gate = client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
+        assert gate.status_code == 400
+        assert gate.json()["detail"] == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
+        unknown = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm", "version": "9.9.9"})
+        assert unknown.status_code == 400 and unknown.json()["exit_code"] == 1
+        assert client.post(f"{MARKET}/quiet/rollback").status_code == 400
+    assert site.installed() == {}
+
+
+def test_history_lists_operations_newest_first(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm", "1.0.0")
+        _install(client, "crm")
+        client.post(f"{MARKET}/crm/disable")
+        client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
+        history = client.get(f"{MARKET}/history").json()["history"]
+    assert [(h["operation"], h["outcome"]) for h in history] == [
+        ("install", "aborted"),
+        ("disable", "done"),
+        ("install", "done"),
+        ("install", "done"),
+    ]
+    assert history[2]["steps"][0]["to"] == "2.0.0"
+
+
+def test_addon_failing_at_load_is_reported_and_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    flaky = PluginSpec(
+        id="flaky",
+        files={"backend/__init__.py": 'import os\nif os.environ.get("FLAKY_BREAK"):\n    raise RuntimeError("flaky needs its licence file")\n'},
+    )
+    site.home.installer.install_file(build_package(flaky, site.home.root / "pkgs", site.home.publisher.secret))
+    with site.client() as client:
+        _install(client, "crm")
+    monkeypatch.setenv("FLAKY_BREAK", "1")  # the environment changed after installation
+    with site.client() as client:
+        assert client.get("/api/v1/health").json() == {"status": "degraded", "addons": {"loaded": ["crm"], "failed": ["flaky"]}}
+        cards = {c["id"]: c for c in client.get(f"{MARKET}/plugins").json()["plugins"]}
+        assert cards["flaky"]["load_error"] == "RuntimeError: flaky needs its licence file"
+        assert client.get("/api/v1/crm/ping").status_code == 200
+
+
+def test_create_app_without_token_is_a_config_error(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    from atomicplug.errors import ConfigError
+
+    monkeypatch.delenv("NEXTPANEL_ADMIN_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="NEXTPANEL_ADMIN_TOKEN"):
+        create_app(home.config_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_backend_serves_for_real_under_uvicorn(site: Site) -> None:
+    site.home.installer.install_file(build_package(_crm("1.0.0"), site.home.root / "pkgs", site.home.publisher.secret))
+    port = _free_port()
+    env = dict(os.environ, ATOMICPLUG_CONFIG=str(site.home.config_path), NEXTPANEL_ADMIN_TOKEN=TOKEN)
+    command = [sys.executable, "-m", "uvicorn", "examples.nextpanel.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"{base}{MARKET}/plugins", headers=AUTH, timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "uvicorn exited"
+                assert time.monotonic() < deadline, "uvicorn did not start within 30s"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert {c["id"]: c["installed_version"] for c in response.json()["plugins"]}["crm"] == "1.0.0"
+        assert httpx.get(f"{base}/api/v1/crm/ping", timeout=5).json() == {"plugin": "crm", "version": "1.0.0"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
