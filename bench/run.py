@@ -41,7 +41,7 @@ from atomicplug.testing import make_home  # noqa: E402
 
 PY = sys.executable
 NAIVE = str(HERE / "naive_installer.py")
-HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse", "filelock")
+HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse")
 OPS = ("install", "upgrade", "rollback", "uninstall")
 
 TARGETS = {

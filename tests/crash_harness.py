@@ -16,6 +16,30 @@ from atomicplug.testing import count_crash_points, crash_at, snapshot
 #: scenario label → number of crash points checked (printed at the end of the run).
 CHECKED: dict[str, int] = {}
 
+V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
+V2 = dict(V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
+BASE = {"0001_b": ("CREATE TABLE base_t (id INTEGER);", "DROP TABLE base_t;")}
+
+
+def build_crash_packages(home: Any) -> dict[str, Any]:
+    """The packages every crash scenario uses: shop 1.0 → 1.1 (one more table), base, and a plugin requiring base."""
+    return {
+        "shop1": home.package("shop", "1.0.0", migrations=V1),
+        "shop2": home.package("shop", "1.1.0", migrations=V2),
+        "base": home.package("base", "1.0.0", migrations=BASE),
+        "needs_base": home.package("needy", "1.0.0", requires=("base>=1.0",)),
+    }
+
+
+def install_all(names: Any, packages: dict[str, Any]) -> Callable[[Any], None]:
+    """A setup step: install the named packages one transaction each."""
+
+    def setup(home: Any) -> None:
+        for name in names:
+            Installer(home.config).install_file(packages[name])
+
+    return setup
+
 
 def assert_clean(config: Any) -> None:
     """No unfinished journal, no staging leftovers, verify passes."""
@@ -50,6 +74,57 @@ def enumerate_crash_points(
         if state == old:
             operation(home)
         assert snapshot(home.config) == new, f"{label}: after crash point {point} the operation did not complete"
+        assert_clean(home.config)
+    CHECKED[label] = total
+    return total
+
+
+def _leftovers(config: Any) -> bool:
+    """Staged or stored trees the registry does not reference: work for a rollback."""
+    from atomicplug.registry import Registry
+
+    staged = config.staging_dir.is_dir() and any(config.staging_dir.iterdir())
+    stored = {f"store/{p.parent.name}/{p.name}" for p in config.store_dir.glob("*/*")}
+    return staged or bool(stored - Registry.load(config.registry_path).referenced_trees())
+
+
+def find_interruption(
+    make_home: Callable[[str], Any], setup: Callable[[Any], None], operation: Callable[[Any], None], *, committed: bool
+) -> int:
+    """A crash point of ``operation`` after which recovery must go forward (``committed``) or back.
+
+    Going back, the point chosen leaves a staged store tree behind, so recovery has real work.
+    """
+    from atomicplug.stages import migrate
+
+    probe = make_home("interruption-count")
+    setup(probe)
+    total = count_crash_points(lambda: operation(probe))
+    for point in range(total, 0, -1) if committed else range(1, total + 1):
+        home = make_home(f"interruption-{point}")
+        setup(home)
+        assert crash_at(lambda: operation(home), point)
+        pending = pending_journals(home.config.journal_dir)
+        if not pending or pending[0].begin is None or migrate.committed(home.config, pending[0].txid) != committed:
+            continue
+        if committed or _leftovers(home.config):
+            return point
+    raise AssertionError(f"no crash point leaves a transaction that recovery rolls {'forward' if committed else 'back'}")
+
+
+def enumerate_recovery_crash_points(make_home: Callable[[str], Any], interrupted: Callable[[Any], None], label: str) -> int:
+    """Kill ``recover`` itself at each of its crash points; a second recover must reach the same state."""
+    reference = make_home(f"{label}-reference")
+    interrupted(reference)
+    total = count_crash_points(lambda: Installer(reference.config).recover())
+    expected = snapshot(reference.config)
+    assert total > 0
+    for point in range(1, total + 1):
+        home = make_home(f"{label}-{point}")
+        interrupted(home)
+        assert crash_at(lambda: Installer(home.config).recover(), point), f"{label}: no crash at point {point}"
+        Installer(home.config).recover()
+        assert snapshot(home.config) == expected, f"{label}: crash at recovery point {point}/{total}"
         assert_clean(home.config)
     CHECKED[label] = total
     return total

@@ -74,11 +74,26 @@ def database_factory(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[
 
     try:
         yield new
-        with admin.connect() as conn:
-            for name in made:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for name in made:
+            _drop_database(admin, name)
     finally:
         admin.dispose()
+
+
+def _drop_database(admin: Any, name: str) -> None:
+    """DROP DATABASE … WITH (FORCE); retried, since an autovacuum worker (a superuser
+    process this role may not terminate) can be attached to the database for a moment."""
+    import time
+
+    for attempt in range(20):
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except Exception:
+            if attempt == 19:
+                raise
+            time.sleep(0.25)
 
 
 @pytest.fixture

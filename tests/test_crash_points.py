@@ -11,24 +11,19 @@ from __future__ import annotations
 
 import pytest
 
-from crash_harness import enumerate_crash_points
+from crash_harness import (
+    build_crash_packages,
+    enumerate_crash_points,
+    enumerate_recovery_crash_points,
+    find_interruption,
+    install_all,
+)
 from atomicplug.installer import Installer
-from atomicplug.journal.reader import pending_journals
-from atomicplug.testing import crash_at, snapshot
-
-V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
-V2 = dict(V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
-
+from atomicplug.testing import crash_at
 
 @pytest.fixture
 def packages(home_factory):
-    builder = home_factory(name="builder")
-    return {
-        "shop1": builder.package("shop", "1.0.0", migrations=V1),
-        "shop2": builder.package("shop", "1.1.0", migrations=V2),
-        "base": builder.package("base", "1.0.0", migrations={"0001_b": ("CREATE TABLE base_t (id INTEGER);", "DROP TABLE base_t;")}),
-        "needs_base": builder.package("needy", "1.0.0", requires=("base>=1.0",)),
-    }
+    return build_crash_packages(home_factory(name="builder"))
 
 
 @pytest.fixture
@@ -68,12 +63,7 @@ ON_EACH_DATABASE = ("install", "upgrade", "uninstall", "rollback")
 @pytest.mark.parametrize("label", sorted(set(SCENARIOS) - set(ON_EACH_DATABASE)))
 def test_every_crash_point_recovers_to_old_or_new(label, packages, make_home):
     prior, operation = SCENARIOS[label]
-
-    def setup(home):
-        for name in prior:
-            Installer(home.config).install_file(packages[name])
-
-    checked = enumerate_crash_points(make_home, setup, lambda h: operation(h, packages), label)
+    checked = enumerate_crash_points(make_home, install_all(prior, packages), lambda h: operation(h, packages), label)
     assert checked >= 5
 
 
@@ -81,11 +71,7 @@ def test_every_crash_point_recovers_to_old_or_new(label, packages, make_home):
 def test_every_crash_point_recovers_on_each_database(label, packages, make_any_db_home):
     """The same enumeration with the tables in SQLite and in a real PostgreSQL server."""
     prior, operation = SCENARIOS[label]
-
-    def setup(home):
-        for name in prior:
-            Installer(home.config).install_file(packages[name])
-
+    setup = install_all(prior, packages)
     database = "postgresql" if "postgresql" in make_any_db_home("probe").config.database_url else "sqlite"
     enumerate_crash_points(make_any_db_home, setup, lambda h: operation(h, packages), f"{label} ({database})")
 
@@ -93,60 +79,15 @@ def test_every_crash_point_recovers_on_each_database(label, packages, make_any_d
 @pytest.mark.parametrize("direction", ["forward", "back"])
 def test_every_crash_point_of_recover_itself(direction, packages, make_home):
     """Kill an upgrade so recovery must roll forward (or back), then kill recovery at each point."""
+    setup = install_all(["shop1"], packages)
 
     def upgrade(home):
         Installer(home.config).install_file(packages["shop2"])
 
-    probe = make_home(f"recover-{direction}-probe")
-    Installer(probe.config).install_file(packages["shop1"])
-    from atomicplug.testing import count_crash_points
+    point = find_interruption(make_home, setup, upgrade, committed=direction == "forward")
 
-    total = count_crash_points(lambda: upgrade(probe))
-
-    # Find a crash point of the upgrade whose recovery goes the wanted way and does real work.
-    from atomicplug.stages import migrate
-
-    def interrupted(point):
-        home = make_home(f"recover-{direction}-{point}-base")
-        Installer(home.config).install_file(packages["shop1"])
-        assert crash_at(lambda: upgrade(home), point)
-        pending = pending_journals(home.config.journal_dir)
-        return home, pending
-
-    chosen = None
-    for point in range(total, 0, -1) if direction == "forward" else range(1, total + 1):
-        home, pending = interrupted(point)
-        if pending and pending[0].begin and migrate.committed(home.config, pending[0].txid) == (direction == "forward"):
-            if direction == "back" and not (home.config.staging_dir.exists() and any(home.config.store_dir.glob("shop/1.1.0-*"))):
-                continue  # want a rollback that has a staged tree to delete
-            chosen = point
-            break
-    assert chosen is not None
-
-    def setup(home):
-        Installer(home.config).install_file(packages["shop1"])
-        assert crash_at(lambda: upgrade(home), chosen)
-
-    label = f"recover-{direction}"
-    reference = make_home(f"{label}-ref")
-    setup(reference)
-    Installer(reference.config).recover()
-    expected = snapshot(reference.config)
-    enumerate_crash_points(make_home, setup, lambda h: Installer(h.config).recover(), label) if False else None
-
-    from atomicplug.testing import count_crash_points as count
-
-    again = make_home(f"{label}-count")
-    setup(again)
-    points = count(lambda: Installer(again.config).recover())
-    assert points > 0
-    for point in range(1, points + 1):
-        home = make_home(f"{label}-{point}")
+    def interrupted(home):
         setup(home)
-        assert crash_at(lambda: Installer(home.config).recover(), point)
-        Installer(home.config).recover()
-        assert snapshot(home.config) == expected, f"{label}: crash at recovery point {point}/{points}"
-        assert not pending_journals(home.config.journal_dir)
-    from crash_harness import CHECKED
+        assert crash_at(lambda: upgrade(home), point)
 
-    CHECKED[label] = points
+    assert enumerate_recovery_crash_points(make_home, interrupted, f"recover-{direction}") > 0

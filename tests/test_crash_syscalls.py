@@ -4,7 +4,9 @@ strace's fault injection (``-e inject=SYSCALL:signal=KILL:when=N``) kills the
 process on entry to the Nth call of SYSCALL. A counting run lists how many
 calls of each mutating syscall an operation makes (file writes, fsyncs,
 renames, symlinks, unlinks, mkdirs, rmdirs, truncates: ours and SQLite's);
-then each (syscall, N) is a crash point. After each kill ``recover`` must
+then each (syscall, N) is a crash point. Only the CLI process itself is traced
+(no ``-f``): strace counts per process, and the health gate's child interpreter
+only imports, it never writes state. After each kill ``recover`` must
 leave the registry, the addon folders and the tables all old or all new, and
 the operation must then complete.
 """
@@ -23,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from crash_harness import assert_clean
+from crash_harness import assert_clean, build_crash_packages, find_interruption, install_all
+from atomicplug.testing import crash_at
 from atomicplug.installer import Installer
 from atomicplug.testing import snapshot
 
@@ -38,10 +41,6 @@ _CALL = re.compile(r"^(?:\d+\s+)?(\w+)\(")
 #: scenario label → number of (syscall, N) crash points checked, for the terminal summary.
 SYSCALL_CHECKED: dict[str, int] = {}
 
-V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
-V2 = dict(V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
-
-
 def _cli(home, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "atomicplug", "--config", str(home.config_path), *args]
 
@@ -52,7 +51,7 @@ def _env() -> dict[str, str]:
 
 def count_syscalls(home, args: list[str], trace: Path) -> Counter[str]:
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-o", str(trace), "-e", f"trace={MUTATING}", *_cli(home, args)],
+        ["strace", "-qq", "-o", str(trace), "-e", f"trace={MUTATING}", *_cli(home, args)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -69,7 +68,7 @@ def count_syscalls(home, args: list[str], trace: Path) -> Counter[str]:
 
 def kill_at(home, args: list[str], syscall: str, n: int) -> int:
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={n}", *_cli(home, args)],
+        ["strace", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={n}", *_cli(home, args)],
         env=_env(),
         capture_output=True,
         timeout=120,
@@ -79,38 +78,7 @@ def kill_at(home, args: list[str], syscall: str, n: int) -> int:
 
 @pytest.fixture
 def packages(home_factory):
-    builder = home_factory(name="builder")
-    return {
-        "shop1": builder.package("shop", "1.0.0", migrations=V1),
-        "shop2": builder.package("shop", "1.1.0", migrations=V2),
-    }
-
-
-def _setup(prior, packages):
-    def setup(home):
-        for name in prior:
-            Installer(home.config).install_file(packages[name])
-
-    return setup
-
-
-def _post_commit_point(home_factory, packages) -> int:
-    """The in-process crash point right after the upgrade's COMMIT (recovery must go forward)."""
-    from atomicplug.journal.reader import pending_journals
-    from atomicplug.stages import migrate
-    from atomicplug.testing import count_crash_points, crash_at
-
-    counter = home_factory(name="count-upgrade")
-    Installer(counter.config).install_file(packages["shop1"])
-    total = count_crash_points(lambda: Installer(counter.config).install_file(packages["shop2"]))
-    for point in range(1, total + 1):
-        probe = home_factory(name=f"probe-{point}")
-        Installer(probe.config).install_file(packages["shop1"])
-        crash_at(lambda: Installer(probe.config).install_file(packages["shop2"]), point)
-        pending = pending_journals(probe.config.journal_dir)
-        if pending and migrate.committed(probe.config, pending[0].txid):
-            return point
-    raise AssertionError("no crash point after COMMIT found")
+    return build_crash_packages(home_factory(name="builder"))
 
 
 #: label → (plugins installed first, CLI arguments, the same operation through the API)
@@ -162,13 +130,13 @@ def _enumerate(label, setup, args, complete, home_factory, back_allowed=True) ->
 def test_sigkill_at_every_mutating_syscall(label, packages, home_factory):
     prior, args, api = SCENARIOS[label]
     complete = lambda installer: api(installer, packages)  # noqa: E731
-    assert _enumerate(label, _setup(prior, packages), args(packages), complete, home_factory) > 20
+    assert _enumerate(label, install_all(prior, packages), args(packages), complete, home_factory) > 20
 
 
 @pytest.mark.slow
 def test_sigkill_at_every_mutating_syscall_of_recover(packages, home_factory):
-    point = _post_commit_point(home_factory, packages)
-    from atomicplug.testing import crash_at
+    make_home = lambda name: home_factory(name=name)  # noqa: E731
+    point = find_interruption(make_home, install_all(["shop1"], packages), lambda h: Installer(h.config).install_file(packages["shop2"]), committed=True)
 
     def setup(home):
         Installer(home.config).install_file(packages["shop1"])

@@ -10,6 +10,8 @@ are called through a TestClient against the same database.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import importlib.util
 import sys
 import types
 from collections.abc import Iterator
@@ -377,3 +379,85 @@ def test_email_and_sms_routes(packages, monkeypatch):
         assert long.status_code == 202 and long.json()["segments"] == 2
         stats = client.get("/api/v1/sms/stats").json()
         assert stats == {"by_status": {"queued": {"messages": 3, "segments": 4}}, "messages": 3, "segments": 4}
+
+
+# -- the reply engine's choice -------------------------------------------------------------
+
+
+def _load_engine_module(version: str = "1.0.0") -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        f"_ai_chatbot_engine_{version.replace('.', '_')}", EXAMPLES / "ai_chatbot" / version / "backend" / "engine.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_openai(answer: str | Exception) -> types.ModuleType:
+    """A stand-in ``openai`` package: OpenAI(...).chat.completions.create(...) returns ``answer``."""
+    calls: list[dict[str, Any]] = []
+
+    class Completions:
+        def create(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            if isinstance(answer, Exception):
+                raise answer
+            message = types.SimpleNamespace(content=answer)
+            return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
+
+    class OpenAI:
+        def __init__(self, api_key: str, timeout: float) -> None:
+            self.api_key = api_key
+            self.chat = types.SimpleNamespace(completions=Completions())
+
+    module = types.ModuleType("openai")
+    module.__spec__ = importlib.machinery.ModuleSpec("openai", None)
+    module.OpenAI = OpenAI  # type: ignore[attr-defined]
+    module.calls = calls  # type: ignore[attr-defined]
+    return module
+
+
+def test_reply_engine_uses_openai_only_with_package_and_key(monkeypatch):
+    engine = _load_engine_module()
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    fake = _fake_openai("From the model.")
+    monkeypatch.setitem(sys.modules, "openai", fake)
+    assert engine.select_engine().name == "rules"  # package, no key
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    reply = engine.reply_to("how do I pay?", [("user", "hi"), ("assistant", "Hello!")])
+    assert (reply.engine, reply.content) == ("openai", "From the model.")
+    sent = fake.calls[-1]["messages"]
+    assert sent[0]["role"] == "system" and sent[1:] == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "how do I pay?"},
+    ]
+
+    monkeypatch.setitem(sys.modules, "openai", _fake_openai(RuntimeError("quota exceeded")))
+    fallback = engine.reply_to("hello")
+    assert fallback.engine == "rules" and fallback.content.startswith("Hello!")
+
+    monkeypatch.delitem(sys.modules, "openai")
+    monkeypatch.setattr(engine.importlib.util, "find_spec", lambda name: None)  # key, no package
+    assert engine.select_engine().name == "rules"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("Hello there", "Hello! I'm the NextPanel assistant"),
+        ("hi, how do I pay my invoice?", "To pay an invoice"),
+        ("I want a refund", "Refunds are requested"),
+        ("how to uninstall an addon", "Plugins are managed in Marketplace"),
+        ("thank you", "You're welcome"),
+        ("???", "Please type a question"),
+        ("tell me a joke", "I'm not sure I understood"),
+    ],
+)
+def test_rule_based_engine_is_deterministic(message, expected):
+    engine = _load_engine_module().RuleBasedEngine()
+    first = engine.reply(message)
+    assert first.content.startswith(expected)
+    assert engine.reply(message).content == first.content

@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Home
 
 from atomicplug.errors import OperationError
 from atomicplug.packing import pack
 from atomicplug.stages import health
 from atomicplug.testing import PluginSpec, snapshot, write_plugin_source
-
-from conftest import Home
 
 USERS_TABLE = {"0001_init": ("CREATE TABLE gate_users (id INTEGER PRIMARY KEY);", "DROP TABLE gate_users;")}
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import filelock
 import pytest
+from conftest import Home
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -14,8 +15,6 @@ from atomicplug.journal import pending_journals
 from atomicplug.loader import AddonLoader
 from atomicplug.stages import health
 from atomicplug.testing import count_crash_points, crash_at
-
-from conftest import Home
 
 
 def router_backend(plugin_id: str, version: str = "1.0.0", extra: str = "") -> dict[str, str | bytes]:
@@ -219,7 +218,7 @@ def test_works_with_any_app_exposing_router_include_router_and_openapi_schema(ho
             self.openapi_schema: dict[str, object] | None = {"cached": True}
 
         def include_router(self, router: object) -> None:
-            self.router.routes.extend(getattr(router, "routes"))
+            self.router.routes.extend(router.routes)
 
     install_router_addon(home, "crm")
     bare = BareApp()

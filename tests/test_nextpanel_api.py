@@ -16,20 +16,19 @@ import attrs
 import filelock
 import httpx
 import pytest
+from conftest import Home
 from fastapi.testclient import TestClient
+from test_loader import forget_addons, router_backend  # noqa: F401 - autouse fixture shared with the loader tests
 
 from atomicplug.repository.repo_admin import add_packages, init_repository, package_path
 from atomicplug.repository.server import make_server
 from atomicplug.testing import KeyPair, PluginSpec, build_package, table_names
 
-from conftest import Home
-from test_loader import forget_addons, router_backend  # noqa: F401 - autouse fixture shared with the loader tests
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `examples` is a folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
-from examples.nextpanel.app import create_app  # noqa: E402
+from examples.nextpanel.app import create_app
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -251,13 +250,14 @@ def test_history_lists_operations_newest_first(site: Site) -> None:
         client.post(f"{MARKET}/crm/disable")
         client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
         history = client.get(f"{MARKET}/history").json()["history"]
-    assert [(h["operation"], h["outcome"]) for h in history] == [
-        ("install", "aborted"),
-        ("disable", "done"),
-        ("install", "done"),
-        ("install", "done"),
+    steps = [(h["outcome"], h["steps"][0]["id"], h["steps"][0]["to"], h["steps"][0]["enabled"]) for h in history]
+    assert steps == [
+        ("aborted", "broken", "1.0.0", True),  # refused by the health gate
+        ("done", "crm", "2.0.0", False),  # disable
+        ("done", "crm", "2.0.0", True),  # upgrade
+        ("done", "crm", "1.0.0", True),  # install
     ]
-    assert history[2]["steps"][0]["to"] == "2.0.0"
+    assert history[-1]["operation"] == "install"
 
 
 def test_addon_failing_at_load_is_reported_and_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,7 +30,7 @@ from .errors import install_error_handler
 from .marketplace import Panel, marketplace_router
 from .security import admin_guard
 
-__all__ = ["create_app", "TOKEN_ENV", "STARTUP_LOCK_TIMEOUT"]
+__all__ = ["STARTUP_LOCK_TIMEOUT", "TOKEN_ENV", "create_app"]
 
 TOKEN_ENV = "NEXTPANEL_ADMIN_TOKEN"
 #: Startup recovery waits this long for a running operation (e.g. the CLI), then loads anyway.

@@ -26,7 +26,7 @@ from atomicplug.repository.manifest import ManifestEntry
 
 from .operations import OperationTracker
 
-__all__ = ["Panel", "marketplace_router", "ADDON_ID_PATTERN"]
+__all__ = ["ADDON_ID_PATTERN", "Panel", "marketplace_router"]
 
 ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # DESIGN.md "Package format": it becomes a Python package name
 VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters; the resolver checks the rest

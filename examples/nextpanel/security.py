@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -16,7 +17,7 @@ def admin_guard(admin_token: str) -> Callable[..., Awaitable[None]]:
     expected = admin_token.encode("utf-8")
     bearer = HTTPBearer(auto_error=False)
 
-    async def require_admin(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    async def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         if credentials is None:
             raise HTTPException(401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):

@@ -10,19 +10,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from atomicplug.config import Config
 from atomicplug.errors import UsageError
-from atomicplug.history import read_history
-from atomicplug.journal.reader import all_journals
 from atomicplug.lock import writer_lock
 from atomicplug.registry import Registry
-from atomicplug.stages import plan as planning
-from atomicplug.stages.verify import VerifiedPackage, verify_package
-from atomicplug.transaction import Progress, execute, new_txid, recover_pending, sweep_trash
+
+if TYPE_CHECKING:
+    from atomicplug.stages import plan as planning
+    from atomicplug.stages.verify import VerifiedPackage
+    from atomicplug.transaction import Progress
+
+# The transaction engine and the stages are imported where they are used: `recover`
+# with nothing pending (run by every app start) then costs little more than the
+# interpreter's start-up, and importing this module stays cheap.
 
 __all__ = ["Installer", "TransactionResult", "VerifyReport"]
 
@@ -72,10 +76,21 @@ class Installer:
     def _writing(self) -> Iterator[Registry]:
         """Lock, recover anything unfinished, and yield the registry to plan on."""
         with writer_lock(self.config.lock_path, self.config.lock_timeout):
-            recover_pending(self.config, self.progress)
+            self._recover_locked()
             yield Registry.load(self.config.registry_path)
 
+    def _recover_locked(self) -> list[tuple[str, str]]:
+        from atomicplug.journal.reader import pending_journals
+
+        if not pending_journals(self.config.journal_dir):
+            return []  # what recover_pending would return, without importing the engine
+        from atomicplug.transaction import recover_pending
+
+        return recover_pending(self.config, self.progress)
+
     def _run(self, plan: planning.Plan) -> TransactionResult:
+        from atomicplug.transaction import execute
+
         for step in plan.steps:
             self.progress(step.describe())
         execute(self.config, plan, self.progress)
@@ -91,6 +106,8 @@ class Installer:
         rehearse: bool = True,
     ) -> TransactionResult:
         """Install (or upgrade) one local zip, its ``.minisig`` beside it."""
+        from atomicplug.stages.verify import verify_package
+
         package = verify_package(self.config, Path(zip_path), Path(signature_path) if signature_path else None)
         return self.install_packages([package], allow_downgrade=allow_downgrade, rehearse=rehearse)
 
@@ -98,6 +115,9 @@ class Installer:
         self, packages: Sequence[VerifiedPackage], *, allow_downgrade: bool = False, rehearse: bool = True
     ) -> TransactionResult:
         """Install verified packages (dependencies first) in one transaction."""
+        from atomicplug.stages import plan as planning
+        from atomicplug.transaction import new_txid
+
         _check_python_dependencies(packages)
         with self._writing() as registry:
             txid = new_txid()
@@ -109,6 +129,7 @@ class Installer:
     def install(self, specs: str | Sequence[str], *, upgrade: bool = False, rehearse: bool = True) -> TransactionResult:
         """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies)."""
         from atomicplug.repository import remote
+        from atomicplug.stages.verify import verify_package
 
         if isinstance(specs, str):
             specs = [specs]
@@ -125,30 +146,44 @@ class Installer:
         return self.install(ids, upgrade=True, rehearse=rehearse)
 
     def uninstall(self, plugin_id: str, *, keep_data: bool = False, cascade: bool = False) -> TransactionResult:
+        from atomicplug.stages import plan as planning
+        from atomicplug.transaction import new_txid
+
         with self._writing() as registry:
             plan = planning.plan_uninstall(registry, [plugin_id], new_txid(), cascade=cascade, keep_data=keep_data)
             return self._run(plan)
 
     def rollback(self, plugin_id: str) -> TransactionResult:
+        from atomicplug.stages import plan as planning
+        from atomicplug.transaction import new_txid
+
         with self._writing() as registry:
             return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
 
     def enable(self, plugin_id: str) -> TransactionResult:
+        from atomicplug.stages import plan as planning
+        from atomicplug.transaction import new_txid
+
         with self._writing() as registry:
             return self._run(planning.plan_toggle(registry, plugin_id, True, new_txid()))
 
     def disable(self, plugin_id: str) -> TransactionResult:
+        from atomicplug.stages import plan as planning
+        from atomicplug.transaction import new_txid
+
         with self._writing() as registry:
             return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid()))
 
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
         with writer_lock(self.config.lock_path, self.config.lock_timeout):
-            return recover_pending(self.config, self.progress)
+            return self._recover_locked()
 
     def gc(self) -> dict[str, int]:
         """Remove store trees and finished journals the current and previous generation do not need."""
         from atomicplug.fsutil import remove_file, remove_tree
+        from atomicplug.journal.reader import all_journals
+        from atomicplug.transaction import sweep_trash
 
         removed = {"trees": 0, "journals": 0, "leftovers": 0}
         with self._writing() as registry:
@@ -196,6 +231,8 @@ class Installer:
 
     def history(self) -> list[dict[str, Any]]:
         """Finished transactions, oldest first."""
+        from atomicplug.history import read_history
+
         return read_history(self.config.home)
 
     def verify(self, plugin_id: str | None = None) -> list[VerifyReport]:

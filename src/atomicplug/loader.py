@@ -39,13 +39,16 @@ log = logging.getLogger("atomicplug.loader")
 
 
 class _Router(Protocol):
-    routes: list[Any]
+    @property
+    def routes(self) -> list[Any]: ...
 
 
 class WebApp(Protocol):
     """What the loader needs of the application (a ``fastapi.FastAPI`` has it)."""
 
-    router: _Router
+    @property
+    def router(self) -> _Router: ...
+
     openapi_schema: dict[str, Any] | None
 
     def include_router(self, router: Any) -> None: ...
@@ -176,7 +179,7 @@ class AddonLoader:
             router = getattr(module, "router", None)
             if router is not None and not isinstance(getattr(router, "routes", None), list):
                 raise TypeError(f"'router' must be an APIRouter (got {type(router).__name__})")
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any addon failure must leave the app serving
             reason = traceback.format_exception_only(type(exc), exc)[-1].strip()
             log.error("addon %s %s failed to load, skipped: %s", pid, version, reason)
             self.failures[pid] = reason

@@ -26,6 +26,8 @@ __all__ = [
     "table_names",
     "count_crash_points",
     "crash_at",
+    "build_repository",
+    "served_repository",
 ]
 
 
@@ -213,3 +215,34 @@ def crash_at(operation: Any, point: int) -> bool:
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return False
     raise AssertionError(f"crash child for point {point} failed with status {status}")
+
+
+def build_repository(repo: Path, packages: Sequence[Path], key: SecretKey) -> Path:
+    """A signed repository folder holding ``packages`` (each with its ``.minisig``)."""
+    from atomicplug.repository.repo_admin import add_packages, init_repository
+
+    init_repository(repo, key)
+    if packages:
+        add_packages(repo, list(packages), key)
+    return repo
+
+
+class served_repository:  # noqa: N801 - used as a context manager, like open()
+    """Serve a repository folder on a free loopback port in a thread: ``with served_repository(p) as url``."""
+
+    def __init__(self, repo: Path) -> None:
+        from atomicplug.repository.server import make_server
+
+        self._server = make_server(repo, "127.0.0.1", 0, quiet=True)
+
+    def __enter__(self) -> str:
+        import threading
+
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return str(self._server.url)
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

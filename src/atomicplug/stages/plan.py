@@ -199,7 +199,8 @@ def plan_install(
                 stage_tree=not (home / tree).is_dir(),
             )
         )
-    plan = Plan(txid=txid, operation="install", steps=tuple(steps), rehearse=rehearse)
+    operation = "upgrade" if steps and all(step.action == "upgrade" for step in steps) else "install"
+    plan = Plan(txid=txid, operation=operation, steps=tuple(steps), rehearse=rehearse)
     if steps:
         check_dependencies(plan.registry_after(registry))
     return plan

@@ -6,6 +6,7 @@ Imported by the panel as ``addons.ai_chatbot``; the loader mounts ``router``.
 VERSION = "1.0.0"
 TABLES = ("chat_sessions", "chat_messages")
 
+# Imported after VERSION, which the routes report.
 from .routes import router
 
 __all__ = ["TABLES", "VERSION", "router"]

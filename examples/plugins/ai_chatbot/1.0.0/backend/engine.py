@@ -9,10 +9,14 @@ instead, so the chat never breaks because of the network.
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import logging
 import os
 import re
 from collections.abc import Sequence
 from typing import Protocol
+
+log = logging.getLogger(__name__)
 
 __all__ = ["OpenAIEngine", "Reply", "ReplyEngine", "RuleBasedEngine", "reply_to", "select_engine"]
 
@@ -87,7 +91,7 @@ class RuleBasedEngine:
         words = _WORD.findall(message.lower())
         if not words:
             return Reply(EMPTY, self.name)
-        tokens = set(words) | {f"{a} {b}" for a, b in zip(words, words[1:])}
+        tokens = set(words) | {f"{a} {b}" for a, b in itertools.pairwise(words)}
         for keywords, answer in _RULES:
             if tokens & keywords:
                 return Reply(answer, self.name)
@@ -116,7 +120,8 @@ class OpenAIEngine:
         try:
             response = self._client.chat.completions.create(model=self.model, messages=messages)
             content = (response.choices[0].message.content or "").strip()
-        except Exception:  # network, quota, auth: the panel keeps answering
+        except Exception as exc:  # noqa: BLE001 - network, quota, auth: the panel keeps answering
+            log.warning("ai_chatbot: OpenAI failed (%s); answering with the rule-based engine", exc)
             return self._fallback.reply(message, history)
         return Reply(content, self.name) if content else self._fallback.reply(message, history)
 
@@ -130,8 +135,8 @@ def select_engine() -> ReplyEngine:
     if openai_available():
         try:
             return OpenAIEngine(os.environ["OPENAI_API_KEY"].strip())
-        except Exception:  # a broken openai install must not break the chat
-            pass
+        except Exception as exc:  # noqa: BLE001 - a broken openai install must not break the chat
+            log.warning("ai_chatbot: cannot use OpenAI (%s); using the rule-based engine", exc)
     return RuleBasedEngine()
 
 

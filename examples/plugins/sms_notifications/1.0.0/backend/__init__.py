@@ -3,6 +3,7 @@
 VERSION = "1.0.0"
 TABLES = ("sms_contacts", "sms_messages")
 
+# Imported after VERSION, which the routes report.
 from .routes import router
 
 __all__ = ["TABLES", "VERSION", "router"]

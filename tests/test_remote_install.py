@@ -1,0 +1,90 @@
+"""Install by id from a signed repository served over loopback HTTP, with dependencies."""
+
+from __future__ import annotations
+
+import pytest
+
+from atomicplug.config import Config
+from atomicplug.errors import DependencyError, SecurityError
+from atomicplug.installer import Installer
+from atomicplug.testing import build_repository, served_repository, snapshot
+
+CORE = {"0001_core": ("CREATE TABLE core_contacts (id INTEGER PRIMARY KEY);", "DROP TABLE core_contacts;")}
+
+
+@pytest.fixture
+def repository(tmp_path, home):
+    """core 1.0/1.5/2.0, crm 1.0 (core>=1.0,<2) and 1.1, report (crm, core) — a diamond."""
+    packages = [
+        home.package("core", "1.0.0", migrations=CORE),
+        home.package("core", "1.5.0", migrations=CORE),
+        home.package("core", "2.0.0", migrations=CORE),
+        home.package("crm", "1.0.0", requires=("core>=1.0,<2",)),
+        home.package("crm", "1.1.0", requires=("core>=1.0,<2",)),
+        home.package("report", "1.0.0", requires=("crm>=1.0", "core>=1.5")),
+    ]
+    repo = build_repository(tmp_path / "repo", packages, home.publisher.secret)
+    with served_repository(repo) as url:
+        yield repo, url
+
+
+@pytest.fixture
+def remote(home, repository):
+    _, url = repository
+    home.config_path.write_text(home.config_path.read_text() + f'repository = "{url}"\n')
+    return Installer(Config.load(home.config_path))
+
+
+def versions(installer):
+    return {p["id"]: p["version"] for p in installer.list()}
+
+
+def test_install_by_id_brings_the_dependency_closure_in_one_transaction(remote):
+    result = remote.install("report")
+    assert result.changes == ("install core 1.5.0", "install crm 1.1.0", "install report 1.0.0")
+    assert versions(remote) == {"core": "1.5.0", "crm": "1.1.0", "report": "1.0.0"}
+    assert len(remote.history()) == 1
+    assert "core_contacts" in snapshot(remote.config)["tables"]
+
+
+def test_exact_and_minimum_versions(remote):
+    remote.install("crm==1.0.0")
+    assert versions(remote) == {"core": "1.5.0", "crm": "1.0.0"}
+    remote.upgrade(["crm"])
+    assert versions(remote)["crm"] == "1.1.0"
+    assert not remote.install("crm>=1.0").changed
+
+
+def test_upgrade_that_breaks_a_dependent_is_refused(remote):
+    remote.install("crm")
+    before = snapshot(remote.config)
+    with pytest.raises(DependencyError, match="crm requires core"):
+        remote.install("core==2.0.0")
+    assert snapshot(remote.config) == before
+
+
+def test_upgrade_all_and_uninstall_of_a_required_plugin(remote):
+    remote.install("crm==1.0.0")
+    remote.upgrade()
+    assert versions(remote) == {"core": "1.5.0", "crm": "1.1.0"}
+    with pytest.raises(DependencyError, match="require"):
+        remote.uninstall("core")
+    remote.uninstall("core", cascade=True)
+    assert versions(remote) == {}
+
+
+def test_tampered_package_in_the_repository_is_refused_and_nothing_changes(remote, repository):
+    repo, _ = repository
+    zip_path = next((repo / "plugins" / "core").glob("v1.5.0.zip"))
+    data = bytearray(zip_path.read_bytes())
+    data[60] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+    with pytest.raises(SecurityError):
+        remote.install("core==1.5.0")
+    assert versions(remote) == {}
+    assert not any(remote.config.downloads_dir.glob("*.zip")) if remote.config.downloads_dir.exists() else True
+
+
+def test_unknown_plugin_is_refused(remote):
+    with pytest.raises(DependencyError):
+        remote.install("nosuchplugin")
