@@ -1,13 +1,17 @@
-"""atomicplug quickstart: keys, signed packages, a local repository, and every operation.
+"""atomicplug quickstart: keys, a signed repository, the billing backend, and every operation.
 
-Runs the real CLI, as you would in a shell, in ./quickstart-demo (made anew
-each run, removed afterwards unless --keep). The embedded default: SQLite in
-the state folder and a local signed repository served on loopback.
+Runs the real CLI and the example NextPanel backend, as you would in a shell,
+in ./quickstart-demo (made anew each run, removed afterwards unless --keep).
+The embedded default: SQLite in the state folder and a local signed
+repository served on loopback; the backend installs ai_chatbot through its
+marketplace API and serves the plugin's routes without a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shlex
 import shutil
 import sqlite3
@@ -15,9 +19,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = Path(__file__).resolve().parent
-PLUGIN = EXAMPLES / "plugins" / "email_marketing"
+ROOT = EXAMPLES.parent
+PLUGINS = EXAMPLES / "plugins"
+TOKEN = "quickstart-admin-token"
 
 
 def step(title: str) -> None:
@@ -51,66 +58,111 @@ def main() -> int:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    server = None
+    servers: list[subprocess.Popen[bytes]] = []
     try:
         step("1. A publisher key pair (minisign format) and a config trusting it")
         run("keygen", "--no-password", "-p", "keys/publisher.pub", "-s", "keys/publisher.key", cwd=work)
         run("init", "--trusted-key", "keys/publisher.pub", cwd=work)
 
-        step("2. Pack and sign two versions of the example plugin")
-        for version in ("1.0.0", "1.1.0"):
-            out = f"packages/email_marketing-{version}.zip"
-            (work / "packages").mkdir(exist_ok=True)
-            run("pack", str(PLUGIN / version), "--key", "keys/publisher.key", "-o", out, cwd=work)
+        step("2. Pack and sign the example plugins (two versions each)")
+        (work / "packages").mkdir()
+        zips = []
+        for source in sorted(PLUGINS.glob("*/*/metadata.json")):
+            plugin_id, version = source.parent.parent.name, source.parent.name
+            zips.append(f"packages/{plugin_id}-{version}.zip")
+            run("pack", str(source.parent), "--key", "keys/publisher.key", "-o", zips[-1], cwd=work)
 
         step("3. A local signed repository, served on loopback")
         run("repo", "init", "repo", "--key", "keys/publisher.key", cwd=work)
-        run("repo", "add", "repo", "packages/email_marketing-1.0.0.zip", "packages/email_marketing-1.1.0.zip", "--key", "keys/publisher.key", cwd=work)
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "atomicplug", "serve", "repo", "--port", str(port)], cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        _wait_for_port(port)
+        run("repo", "add", "repo", *zips, "--key", "keys/publisher.key", cwd=work)
+        repo_port = _free_port()
+        servers.append(_start([sys.executable, "-m", "atomicplug", "serve", "repo", "--port", str(repo_port)], work))
+        _wait_for_port(repo_port)
         config = work / "atomicplug.toml"
-        config.write_text(config.read_text().replace('# repository = "http://127.0.0.1:8002"', f'repository = "http://127.0.0.1:{port}"'))
-        print(f"  serving repo/ at http://127.0.0.1:{port}")
-        run("available", cwd=work)
+        config.write_text(config.read_text().replace('# repository = "http://127.0.0.1:8002"', f'repository = "http://127.0.0.1:{repo_port}"'))
+        print(f"  serving repo/ at http://127.0.0.1:{repo_port}")
 
-        step("4. Install by id from the repository: one transaction (files, tables, registry)")
-        run("install", "email_marketing==1.0.0", cwd=work)
+        step("4. The NextPanel billing backend, using atomicplug as a library")
+        api_port = _free_port()
+        env = {**os.environ, "ATOMICPLUG_CONFIG": str(config), "NEXTPANEL_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+        servers.append(_start([sys.executable, "-m", "examples.nextpanel", "--port", str(api_port)], work, env))
+        _wait_for_port(api_port)
+        api = Api(f"http://127.0.0.1:{api_port}")
+        print(f"  backend at {api.base} (admin token {TOKEN!r}; marketplace page: {api.base}/marketplace)")
+        for plugin in api.get("/api/v1/marketplace/plugins")["plugins"]:
+            needs = ", ".join(plugin.get("requires") or []) or "-"
+            print(f"  {plugin['id']:18} {plugin['latest_version']:8} {plugin['name']:20} requires: {needs}")
+
+        step("5. Install ai_chatbot through the marketplace API, then talk to its new routes")
+        api.post("/api/v1/marketplace/install-remote", {"addon_id": "ai_chatbot", "version": "1.0.0"})
+        session = api.post("/api/v1/chat/sessions", {})
+        session_id = session.get("id") or session.get("session_id")
+        reply = api.post(f"/api/v1/chat/sessions/{session_id}/messages", {"content": "Hi! How do I pay my invoice?"})
+        print(f"  chatbot says: {reply['reply']['content']}")
         run("list", cwd=work)
         print(f"  tables: {', '.join(tables(work / 'state' / 'app.db'))}")
-        print(f"  app/addons/email_marketing -> {(work / 'app/addons/email_marketing').resolve().relative_to(work)}")
 
-        step("5. Upgrade (new migration + upgrade hook), then roll back")
-        run("upgrade", "email_marketing", cwd=work)
-        print(f"  tables: {', '.join(tables(work / 'state' / 'app.db'))}")
-        run("rollback", "email_marketing", cwd=work)
-        print(f"  tables: {', '.join(tables(work / 'state' / 'app.db'))}")
+        step("6. Upgrade and roll back; a plugin with a dependency comes with it, in one transaction")
+        api.post("/api/v1/marketplace/install-remote", {"addon_id": "ai_chatbot"})
+        api.post("/api/v1/marketplace/ai_chatbot/rollback", {})
+        api.post("/api/v1/marketplace/install-remote", {"addon_id": "sms_notifications"})
+        run("list", cwd=work)
 
-        step("6. A tampered package is refused (exit 3) and nothing changes")
-        tampered = work / "packages" / "tampered.zip"
-        data = bytearray((work / "packages/email_marketing-1.1.0.zip").read_bytes())
+        step("7. A tampered package is refused (exit 3) and nothing changes")
+        original = work / "packages/email_marketing-1.1.0.zip"
+        tampered = work / "packages/tampered.zip"
+        data = bytearray(original.read_bytes())
         data[100] ^= 0x01
         tampered.write_bytes(bytes(data))
-        shutil.copy(work / "packages/email_marketing-1.1.0.zip.minisig", work / "packages/tampered.zip.minisig")
+        shutil.copy(f"{original}.minisig", f"{tampered}.minisig")
         run("install", "packages/tampered.zip", cwd=work, expect=3)
-        run("list", "--json", cwd=work)
 
-        step("7. Verify installed files, see the history, uninstall")
+        step("8. Verify installed files, the history, uninstall everything")
         run("verify", cwd=work)
+        api.post("/api/v1/marketplace/email_marketing/uninstall", {"cascade": True})
+        api.post("/api/v1/marketplace/ai_chatbot/uninstall", {})
         run("history", cwd=work)
-        run("uninstall", "email_marketing", cwd=work)
-        print(f"  tables: {', '.join(tables(work / 'state' / 'app.db')) or '(none)'}")
         run("list", cwd=work)
-        print("\nquickstart finished: every step was one transaction.")
+        print(f"  tables: {', '.join(tables(work / 'state' / 'app.db')) or '(none)'}")
+        print("\nquickstart finished: every change was one transaction.")
         return 0
     finally:
-        if server is not None:
+        for server in servers:
             server.terminate()
             server.wait(timeout=10)
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+class Api:
+    """The backend over HTTP with the admin token; prints each call and its outcome."""
+
+    def __init__(self, base: str) -> None:
+        import requests
+
+        self.base = base
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path, None)
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        return self._call("POST", path, body)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        print(f"$ curl -X {method} {self.base}{path}" + (f" -d '{json.dumps(body)}'" if body else ""), flush=True)
+        response = self.session.request(method, self.base + path, json=body, timeout=120)
+        data = response.json()
+        if response.status_code >= 400:
+            raise SystemExit(f"quickstart: {method} {path} answered {response.status_code}: {data.get('detail')}")
+        for line in data.get("changes") or []:
+            print(f"  {line}")
+        return data
+
+
+def _start(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _free_port() -> int:

@@ -91,7 +91,7 @@ def _leftovers(config: Any) -> bool:
 def find_interruption(
     make_home: Callable[[str], Any], setup: Callable[[Any], None], operation: Callable[[Any], None], *, committed: bool
 ) -> int:
-    """A crash point of ``operation`` after which recovery must go forward (``committed``) or back.
+    """The first crash point of ``operation`` after which recovery must go forward (``committed``) or back.
 
     Going back, the point chosen leaves a staged store tree behind, so recovery has real work.
     """
@@ -100,7 +100,7 @@ def find_interruption(
     probe = make_home("interruption-count")
     setup(probe)
     total = count_crash_points(lambda: operation(probe))
-    for point in range(total, 0, -1) if committed else range(1, total + 1):
+    for point in range(1, total + 1):  # the earliest such point leaves recovery the most to do
         home = make_home(f"interruption-{point}")
         setup(home)
         assert crash_at(lambda: operation(home), point)

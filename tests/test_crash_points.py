@@ -28,13 +28,13 @@ def packages(home_factory):
 
 @pytest.fixture
 def make_home(home_factory):
-    return lambda name: home_factory(name=name)
+    return lambda name: home_factory(name=name, health_check=False)  # the gate only reads; it adds no crash point
 
 
 @pytest.fixture
 def make_any_db_home(home_factory, database_factory):
     """Each crash point gets a home and a database of its own (SQLite, then PostgreSQL)."""
-    return lambda name: home_factory(name=name, database_url=database_factory())
+    return lambda name: home_factory(name=name, database_url=database_factory(), health_check=False)
 
 
 def _install(*names):

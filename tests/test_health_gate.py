@@ -69,6 +69,29 @@ def test_exit_at_import_is_refused(home: Home) -> None:
         home.installer.install_file(package)
 
 
+def test_backend_that_hangs_at_import_is_refused_after_the_timeout(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "IMPORT_TIMEOUT", 1.0)
+    package = home.package("sleeper", files=_backend("import time\ntime.sleep(60)\n"))
+    with pytest.raises(OperationError, match=r"sleeper: backend import did not finish within 1s"):
+        home.installer.install_file(package)
+    assert home.installer.list() == []
+
+
+def test_backend_killing_the_interpreter_is_refused(home: Home) -> None:
+    package = home.package("killer", files=_backend("import os\nos._exit(9)\n"))
+    with pytest.raises(OperationError, match=r"killer: backend import killed the interpreter \(exit code 9\)"):
+        home.installer.install_file(package)
+
+
+def test_dependency_installed_in_the_same_transaction_is_importable(home: Home) -> None:
+    from atomicplug.stages.verify import verify_package
+
+    core = home.package("email_core", files=_backend("NAME = 'core'\n"))
+    user = home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import NAME\n"))
+    home.installer.install_packages([verify_package(home.config, core, None), verify_package(home.config, user, None)])
+    assert [p["id"] for p in home.installer.list()] == ["email_core", "newsletter"]
+
+
 def test_upgrade_to_a_broken_backend_keeps_the_old_version(home: Home) -> None:
     home.installer.install_file(home.package("shop", "1.0.0"))
     before = snapshot(home.config)
@@ -86,7 +109,7 @@ def test_good_backend_is_installed_and_store_gets_no_new_bytecode(home: Home) ->
     assert pycs == sorted(f"{n}.{sys.implementation.cache_tag}.pyc" for n in ("__init__", "helpers"))  # only the stage's own pycs
 
 
-def test_backend_can_import_another_plugin_of_the_same_transaction_state(home: Home) -> None:
+def test_backend_may_import_an_installed_dependency_as_addons_id(home: Home) -> None:
     home.installer.install_file(home.package("email_core", files=_backend("def send(to):\n    return f'sent to {to}'\n")))
     user = home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import send\n"))
     home.installer.install_file(user)

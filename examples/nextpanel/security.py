@@ -11,13 +11,15 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 __all__ = ["admin_guard"]
 
+#: Module level: with postponed annotations FastAPI resolves ``Depends(_bearer)`` from the globals.
+_bearer = HTTPBearer(auto_error=False)
+
 
 def admin_guard(admin_token: str) -> Callable[..., Awaitable[None]]:
     """A dependency accepting only ``Authorization: Bearer <admin_token>`` (constant-time compare)."""
     expected = admin_token.encode("utf-8")
-    bearer = HTTPBearer(auto_error=False)
 
-    async def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    async def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
         if credentials is None:
             raise HTTPException(401, "admin bearer token required", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):

@@ -81,6 +81,10 @@ lock_timeout = 30
 # Permissions plugins may be granted (default: every known permission).
 # granted_permissions = ["database.create_tables", "api.routes", "frontend.routes"]
 
+# Import each new plugin backend in a fresh interpreter before the database
+# COMMIT, so a backend that does not import is refused instead of breaking the app.
+health_check = true
+
 # Safe-extraction caps.
 # max_entries = 10000
 # max_unpacked_bytes = 536870912
@@ -122,6 +126,7 @@ _KNOWN_KEYS = {
     "max_ratio",
     "frontend_index",
     "download_timeout",
+    "health_check",
 }
 
 
@@ -149,6 +154,7 @@ class Config:
     limits: ExtractLimits = ExtractLimits()
     frontend_index: bool = True
     download_timeout: float = 300.0
+    health_check: bool = True
     source: Path | None = None
 
     # -- named constructors -------------------------------------------------
@@ -215,6 +221,7 @@ class Config:
             limits=limits,
             frontend_index=_expect(data, "frontend_index", bool, True),
             download_timeout=float(_expect(data, "download_timeout", (int, float), 300)),
+            health_check=_expect(data, "health_check", bool, True),
             source=source,
         )
 

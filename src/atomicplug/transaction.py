@@ -1,8 +1,8 @@
 """The transaction runner and recovery (DESIGN.md "One transaction", "Recovery").
 
 Order of durable steps for one plan:
-  begin (journal) → stage trees into the store → staged → database COMMIT
-  (point of no return) → committed → switch links → registry → frontend
+  begin (journal) → stage trees into the store → staged → health gate (new
+  backends imported in a fresh interpreter) → database COMMIT (point of no return) → committed → switch links → registry → frontend
   index → history → done.
 Before COMMIT every visible thing is as it was, so failure or a crash means
 *back*: delete what this txid created, write ``aborted``. After COMMIT the
@@ -148,7 +148,10 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
     referenced = Registry.load(config.registry_path).referenced_trees()
     for step in plan.steps:
         if step.stage_tree and step.after is not None and step.after.current.tree not in referenced:
-            remove_tree(config.home / step.after.current.tree)
+            tree = config.home / step.after.current.tree
+            remove_tree(tree)
+            if tree.parent.is_dir() and not any(tree.parent.iterdir()):
+                tree.parent.rmdir()  # store/<id>/ of a first install that never happened
     remove_temp_links(config, plan.txid)
     append_history(config.home, _history_entry(plan, "aborted", reason))
     journal.append(RecordType.ABORTED, reason=reason)

@@ -85,7 +85,7 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
     ``backend/``. ``health_check = false`` in the config (when the Config has
     that field) turns the gate off.
     """
-    if not getattr(config, "health_check", True):
+    if not config.health_check:
         return
     targets = backends_to_check(config, plan)
     if not targets:
