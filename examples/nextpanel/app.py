@@ -21,6 +21,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from atomicplug.config import Config
 from atomicplug.errors import ConfigError
@@ -35,6 +37,8 @@ __all__ = ["STARTUP_LOCK_TIMEOUT", "TOKEN_ENV", "create_app"]
 TOKEN_ENV = "NEXTPANEL_ADMIN_TOKEN"
 #: Startup recovery waits this long for a running operation (e.g. the CLI), then loads anyway.
 STARTUP_LOCK_TIMEOUT = 5.0
+#: The marketplace page (plain HTML, CSS and JS; it asks for the admin token itself).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(config_path: str | os.PathLike[str] | None = None, admin_token: str | None = None) -> FastAPI:
@@ -68,6 +72,13 @@ def create_app(config_path: str | os.PathLike[str] | None = None, admin_token: s
         }
 
     app.include_router(marketplace_router(panel, admin_guard(token)))
+
+    @app.get("/marketplace", include_in_schema=False)
+    async def marketplace_page() -> FileResponse:
+        """The admin's marketplace page; public (it holds no data: every API call it makes needs the token)."""
+        return FileResponse(STATIC_DIR / "marketplace.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/marketplace/static", StaticFiles(directory=STATIC_DIR), name="marketplace-static")
     return app
 
 

@@ -1,7 +1,8 @@
 """In-memory status of marketplace operations, for a progress view (issue 7 design hook).
 
-POST endpoints still wait for completion; this lets a web page poll
-``GET /api/v1/marketplace/operations/{id}`` meanwhile. The installer's
+POST endpoints wait for completion by default (``?wait=false`` answers 202 at
+once); either way a web page polls ``GET /api/v1/marketplace/operations/{id}``
+meanwhile: stage messages and package download bytes. The installer's
 ``progress`` callback runs in a worker thread, hence the lock. Nothing here
 is durable: the journal and history are the record; this is only a view.
 """
@@ -38,10 +39,13 @@ class Operation:
     result: dict[str, Any] | None = None
     error: str | None = None
     exit_code: int | None = None
+    #: Package downloads of this operation, in order: {plugin_id, version, received, total} (bytes).
+    downloads: list[dict[str, Any]] = attrs.field(factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
         data["messages"] = list(self.messages)
+        data["downloads"] = [dict(d) for d in self.downloads]
         return data
 
 
@@ -69,6 +73,27 @@ class OperationTracker:
                 operation.messages.append(message)
 
         return record
+
+    def download(self, operation: Operation) -> Callable[[str, str, int, int], None]:
+        """A callback ``(plugin_id, version, received, total)`` recording a package download's bytes."""
+
+        def record(plugin_id: str, version: str, received: int, total: int) -> None:
+            with self._lock:
+                for item in operation.downloads:
+                    if (item["plugin_id"], item["version"]) == (plugin_id, version):
+                        item["received"], item["total"] = received, total
+                        return
+                operation.downloads.append({"plugin_id": plugin_id, "version": version, "received": received, "total": total})
+
+        return record
+
+    def running(self) -> dict[str, Any] | None:
+        """The newest operation still running, if any."""
+        with self._lock:
+            for op in reversed(self._operations.values()):
+                if op.status == "running":
+                    return op.to_dict()
+        return None
 
     def finish(self, operation: Operation, result: dict[str, Any]) -> None:
         with self._lock:
