@@ -34,7 +34,13 @@ from browser import chrome, require_browser, wait_until
 from atomicplug.config import Config
 from atomicplug.packing import pack
 from atomicplug.repository.repo_admin import package_path
-from atomicplug.testing import build_repository, make_home, make_keypair, served_repository, table_names
+from atomicplug.testing import (
+    build_repository,
+    make_home,
+    make_keypair,
+    served_repository,
+    table_names,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "plugins"
@@ -80,6 +86,7 @@ def _tamper(zip_path: Path) -> None:
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Backend]:
     """The example repository (one package tampered with) served on loopback, and the backend under uvicorn."""
+    require_browser()  # before building anything
     key = make_keypair(tmp_path / "keys")
     packages = []
     for plugin in sorted(p for p in EXAMPLES.iterdir() if p.is_dir()):
@@ -170,6 +177,20 @@ def _card(driver: Any, plugin: str) -> Any:
     return _by_css(driver, f"#plugin-{plugin}")
 
 
+_ACTION_BUTTONS_DISABLED = "return [...document.querySelectorAll('.actions button')].map((b) => b.disabled)"
+
+
+def _buttons_enabled(driver: Any) -> bool:
+    """Every plugin action button is enabled (read in one script: the cards are re-rendered often)."""
+    states = driver.execute_script(_ACTION_BUTTONS_DISABLED)
+    return bool(states) and not any(states)
+
+
+def _buttons_disabled(driver: Any) -> bool:
+    states = driver.execute_script(_ACTION_BUTTONS_DISABLED)
+    return bool(states) and all(states)
+
+
 def _status_state(driver: Any) -> str:
     return str(_by_css(driver, "#status-panel").get_attribute("data-state") or "")
 
@@ -182,7 +203,7 @@ def _wait_finished(driver: Any, what: str, timeout: float = 60.0) -> str:
         timeout,
         f"{what} to finish",
     )
-    wait_until(driver, lambda d: all(b.is_enabled() for b in d.find_elements("css selector", ".actions button")), 10, "buttons enabled again")
+    wait_until(driver, _buttons_enabled, 10, "buttons enabled again")
     return str(state)
 
 
@@ -230,7 +251,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
 
         # 4. Install ai_chatbot: progress (download bytes, stages), then the new state.
         _button(driver, "install", "ai_chatbot").click()
-        assert all(not b.is_enabled() for b in driver.find_elements("css selector", ".actions button")), "buttons stay enabled while running"
+        assert _buttons_disabled(driver), "buttons stay enabled while running"
         shots(driver, "installing")
         assert _wait_finished(driver, "the install") == "done", _by_css(driver, "#status").text
         status = _by_css(driver, "#status").text
@@ -303,7 +324,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
             assert "Nothing changed." in status
             operation = backend.get(f"{MARKET}/operations/{other_id}", headers=AUTH).json()
             assert operation["status"] == "running", operation
-            assert all(not b.is_enabled() for b in driver.find_elements("css selector", ".actions button"))
+            assert _buttons_disabled(driver)
             shots(driver, "busy")
             # Hold the lock until the other install gave up waiting for it (2 s): it fails, nothing changes.
             deadline = time.monotonic() + 20
@@ -311,7 +332,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
                 time.sleep(0.1)
                 operation = backend.get(f"{MARKET}/operations/{other_id}", headers=AUTH).json()
         assert operation["status"] == "failed" and operation["exit_code"] == 75, operation
-        wait_until(driver, lambda d: all(b.is_enabled() for b in d.find_elements("css selector", ".actions button")), 20, "the buttons back")
+        wait_until(driver, _buttons_enabled, 20, "the buttons back")
         assert backend.installed() == {}
 
         # 8. Upgrade, disable, enable, roll back: another admin installed ai_chatbot 1.0.0 meanwhile.
@@ -353,7 +374,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
             ("rollback (downgrade)", "1.1.0 → 1.0.0"),
             ("enable", "1.1.0 (enabled)"),
             ("disable", "1.1.0 (disabled)"),
-            ("install (upgrade)", "1.0.0 → 1.1.0"),
+            ("upgrade", "1.0.0 → 1.1.0"),
             ("install", "1.0.0"),
             ("uninstall", "1.1.0 (removed)"),
             ("install", "1.1.0"),

@@ -10,11 +10,21 @@ appear and disappear without a restart. Failures are AtomicplugErrors, which
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import attrs
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.concurrency import run_in_threadpool
 from packaging.version import Version
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,7 +82,12 @@ class PanelInstaller(Installer):
         install would give; verified packages land in the download cache, where
         the install that follows finds them (and verifies them again).
         """
-        from atomicplug.repository.remote import fetch_package, installed_versions, load_manifest, make_fetcher
+        from atomicplug.repository.remote import (
+            fetch_package,
+            installed_versions,
+            load_manifest,
+            make_fetcher,
+        )
         from atomicplug.repository.resolver import resolve
 
         fetcher = make_fetcher(self.config)
@@ -163,10 +178,8 @@ class Panel:
         return {"operation_id": operation.id, "status": "running", "operation": kind, "plugin_id": plugin_id}
 
     async def _execute_quietly(self, operation: Operation, plugin_id: str, work: Callable[[Installer], TransactionResult]) -> None:
-        try:
+        with contextlib.suppress(Exception):  # recorded by the tracker; nobody awaits this task
             await self._execute(operation, plugin_id, work)
-        except Exception:  # noqa: BLE001 - recorded by the tracker; nobody waits for this task
-            pass
 
     async def _execute(self, operation: Operation, plugin_id: str, work: Callable[[Installer], TransactionResult]) -> dict[str, Any]:
         installer = self.installer(self.tracker.progress(operation), self.tracker.download(operation))
@@ -217,8 +230,17 @@ def _read_manifest(config: Config) -> Manifest:
     them fail with FileNotFoundError. Installs still record what they accept.
     """
     from atomicplug.errors import TrustError
-    from atomicplug.repository.manifest import TrustedState, load_trusted_keys, verify_manifest
-    from atomicplug.repository.remote import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, make_fetcher, state_path
+    from atomicplug.repository.manifest import (
+        TrustedState,
+        load_trusted_keys,
+        verify_manifest,
+    )
+    from atomicplug.repository.remote import (
+        MAX_MANIFEST_BYTES,
+        MAX_SIGNATURE_BYTES,
+        make_fetcher,
+        state_path,
+    )
 
     fetcher = make_fetcher(config)
     keys = load_trusted_keys(config.trusted_keys)

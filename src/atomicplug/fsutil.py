@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 from pathlib import Path
 
@@ -73,9 +74,10 @@ def make_dirs(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: readers see the old bytes or the new, never a mix."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
+    # Unique per writer: some files (the repository trust state) are written without the lock.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
     crash_point()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -111,10 +113,27 @@ TEMP_SUFFIX = ".tmp-atomicplug"
 
 
 def remove_temp_files(folder: Path) -> None:
-    """Delete ``.<name>.tmp-atomicplug`` files an interrupted atomic write left (writers hold the lock)."""
-    if folder.is_dir():
-        for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
-            remove_file(leftover)
+    """Delete ``.<name>.<pid>-<rand>.tmp-atomicplug`` files left by writers that died.
+
+    A temp file whose writer is still alive is another process's write in progress: kept.
+    """
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
+        pid = leftover.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        remove_file(leftover)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_tree(path: Path) -> bool:

@@ -1,0 +1,54 @@
+"""Durable file primitives: atomic replacement and the leftovers of dead writers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, remove_temp_files, remove_tree
+
+
+def test_concurrent_atomic_writes_to_one_file_never_fail(tmp_path: Path) -> None:
+    target = tmp_path / "state.json"
+    errors: list[BaseException] = []
+
+    def writer(tag: bytes) -> None:
+        try:
+            for _ in range(200):
+                atomic_write_bytes(target, tag * 100)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(tag,)) for tag in (b"a", b"b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert target.read_bytes() in (b"a" * 100, b"b" * 100)
+    assert not list(tmp_path.glob(f"*{TEMP_SUFFIX}"))
+
+
+def test_temp_files_of_dead_writers_go_and_of_live_writers_stay(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    dead = tmp_path / f".registry.json.{pid}-abcd{TEMP_SUFFIX}"
+    live = tmp_path / f".registry.json.{os.getppid()}-abcd{TEMP_SUFFIX}"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"y")
+    remove_temp_files(tmp_path)
+    assert not dead.exists()
+    assert live.exists()
+
+
+def test_remove_tree_renames_before_deleting(tmp_path: Path) -> None:
+    tree = tmp_path / "store" / "shop" / "1.0.0-abc"
+    (tree / "backend").mkdir(parents=True)
+    (tree / "backend" / "x.py").write_text("")
+    assert remove_tree(tree)
+    assert not tree.exists()
+    assert not list(tree.parent.iterdir())
+    assert not remove_tree(tree)
