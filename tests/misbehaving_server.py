@@ -137,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = data[first : last + 1]
         if isinstance(fault, Wrong):
             body = bytes(b ^ 0xFF for b in body)
-        if isinstance(fault, Drop):
+        if isinstance(fault, (Drop, Stall)):
             self.send_response(status)
             for k, v in headers.items():
                 self.send_header(k, v)
@@ -145,18 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body[: fault.after])
             self.wfile.flush()
-            self.close_connection = True
-            return
-        if isinstance(fault, Stall):
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body[: fault.after])
-            self.wfile.flush()
-            time.sleep(fault.seconds)
-            self.wfile.write(body[fault.after :])
+            if isinstance(fault, Stall):  # the rest after a pause; a Drop never sends it
+                time.sleep(fault.seconds)
+                self.wfile.write(body[fault.after :])
             self.close_connection = True
             return
         if isinstance(fault, Extra):

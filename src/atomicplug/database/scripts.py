@@ -8,6 +8,7 @@ would end ours, are refused at plan time.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -24,8 +25,13 @@ class Statement:
     sql: str
 
 
+@functools.lru_cache(maxsize=256)
 def split_script(text: str) -> tuple[Statement, ...]:
-    """The statements of ``text`` in order; empty and comment-only ones are dropped."""
+    """The statements of ``text`` in order; empty and comment-only ones are dropped.
+
+    Cached: a transaction splits the same script several times (check, plan,
+    run, rehearsal) and sqlparse is slow; the result is immutable.
+    """
     statements: list[Statement] = []
     for raw in sqlparse.split(text):
         if not _strip_comments(raw).rstrip(";").strip():
@@ -37,6 +43,7 @@ def split_script(text: str) -> tuple[Statement, ...]:
     return tuple(statements)
 
 
+@functools.lru_cache(maxsize=1024)
 def _strip_comments(sql: str) -> str:
     return sqlparse.format(sql, strip_comments=True).strip()
 

@@ -78,5 +78,35 @@ def all_journals(journal_dir: Path) -> list[JournalState]:
 
 
 def pending_journals(journal_dir: Path) -> list[JournalState]:
-    """Journals without ``done`` or ``aborted``: the work recovery must finish."""
-    return [j for j in all_journals(journal_dir) if not j.finished]
+    """Journals without ``done`` or ``aborted``: the work recovery must finish.
+
+    Every writer calls this first, and finished journals pile up until ``gc``,
+    so a journal whose last record is ``done``/``aborted`` is recognised from
+    its tail without reading or checking the rest.
+    """
+    if not journal_dir.is_dir():
+        return []
+    states = (read_journal(p) for p in sorted(journal_dir.glob("*.jsonl")) if not _ends_finished(p))
+    return [state for state in states if not state.finished]
+
+
+_TAIL_BYTES = 4096
+
+
+def _ends_finished(path: Path) -> bool:
+    """True when the last complete record is an intact ``done`` or ``aborted`` (nothing follows those)."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, 2)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read()
+    except OSError:
+        return False
+    if not tail.endswith(b"\n"):
+        return False
+    last = tail[:-1].rsplit(b"\n", 1)[-1]
+    try:
+        record = decode(last)
+    except RecordDecodeError:
+        return False
+    return record["type"] in (RecordType.DONE, RecordType.ABORTED)

@@ -5,8 +5,9 @@ not import (syntax error, missing module, exception at import time) would
 break the application only after the switch, when nothing can be undone. So,
 before the database COMMIT, every backend the plan enables is imported in a
 fresh interpreter, as the application's loader would import it: as
-``addons.<id>`` from a temporary folder of links standing in for the
-``backend_addons`` folder after the transaction. A failure raises
+``addons.<id>``, from a temporary folder of links to the plan's new trees
+searched before the live ``backend_addons`` folder (which serves the plugins
+the plan leaves alone). A failure raises
 OperationError, and the runner rolls back because COMMIT did not happen.
 
 The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
@@ -49,7 +50,7 @@ import importlib, json, os, sys, traceback, types
 links, package, result_path, paths = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 sys.path[:0] = [p for p in paths if p not in sys.path]
 module = types.ModuleType(package)
-module.__path__ = [links]
+module.__path__ = links.split(os.pathsep)
 sys.modules[package] = module
 errors = {}
 for plugin_id in sys.argv[5:]:
@@ -94,24 +95,27 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
         progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
     after = plan.registry_after(Registry.load(config.registry_path))
     with tempfile.TemporaryDirectory(prefix="atomicplug-health-") as scratch:
+        # Links for the plan's new trees only, searched before the live addons folder, which
+        # serves every plugin the plan leaves alone: one link per change, not per installed plugin.
         links = Path(scratch) / PACKAGE
         links.mkdir()
-        for entry in after.plugins.values():
-            if entry.enabled and _has_backend(config, entry.current.tree):
-                (links / entry.id).symlink_to(config.home / entry.current.tree / "backend", target_is_directory=True)
-        errors = _import_in_child(Path(scratch), links, targets)
+        for plugin_id in targets:
+            tree = config.home / after.plugins[plugin_id].current.tree / "backend"
+            (links / plugin_id).symlink_to(tree, target_is_directory=True)
+        errors = _import_in_child(Path(scratch), [links, config.backend_addons], targets)
     for plugin_id in targets:  # plan order: dependencies first
         if plugin_id in errors:
             version = after.plugins[plugin_id].version
             raise OperationError(f"{plugin_id} {version}: backend does not import: {errors[plugin_id]}")
 
 
-def _import_in_child(scratch: Path, links: Path, targets: list[str]) -> dict[str, str]:
+def _import_in_child(scratch: Path, search: list[Path], targets: list[str]) -> dict[str, str]:
     """Run the child; returns {plugin_id: last line of the exception} for failed imports."""
     result_path = scratch / "result.json"
     paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-B", "-S", "-c", _CHILD, str(links), PACKAGE, str(result_path), json.dumps(paths), *targets]
+    package_path = os.pathsep.join(str(p) for p in search)
+    command = [sys.executable, "-B", "-S", "-c", _CHILD, package_path, PACKAGE, str(result_path), json.dumps(paths), *targets]
     try:
         proc = subprocess.run(
             command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=IMPORT_TIMEOUT, check=False

@@ -1,0 +1,70 @@
+"""The write-ahead journal: checksummed records, torn tails, corruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atomicplug.errors import JournalCorruptError
+from atomicplug.journal import Journal, RecordType, pending_journals, read_journal
+
+
+def _journal(tmp_path: Path, txid: str = "20260101T000000000000-aaaaaa") -> Journal:
+    return Journal.begin(tmp_path / "journal", txid, plan={"operation": "install", "steps": []})
+
+
+def test_records_round_trip_in_order(tmp_path):
+    journal = _journal(tmp_path)
+    journal.append(RecordType.STAGED)
+    journal.append(RecordType.DONE)
+    state = read_journal(journal.path)
+    assert [r["type"] for r in state.records] == [RecordType.BEGIN, RecordType.STAGED, RecordType.DONE]
+    assert state.begin["plan"]["operation"] == "install"
+    assert state.outcome == "done"
+
+
+def test_a_torn_last_record_is_ignored(tmp_path):
+    journal = _journal(tmp_path)
+    journal.append(RecordType.STAGED)
+    data = journal.path.read_bytes()
+    journal.path.write_bytes(data[:-15])  # the STAGED append never completed
+    state = read_journal(journal.path)
+    assert [r["type"] for r in state.records] == [RecordType.BEGIN]
+    assert pending_journals(journal.path.parent) == [state]
+
+
+def test_corruption_before_the_last_record_names_the_file(tmp_path):
+    journal = _journal(tmp_path)
+    journal.append(RecordType.STAGED)
+    lines = journal.path.read_bytes().split(b"\n")
+    lines[0] = lines[0].replace(b"install", b"uninstall")  # checksum no longer matches
+    journal.path.write_bytes(b"\n".join(lines))
+    with pytest.raises(JournalCorruptError, match=rf"{journal.path.name}.*line 1.*checksum"):
+        read_journal(journal.path)
+
+
+def test_a_same_length_change_is_caught_by_the_checksum(tmp_path):
+    journal = _journal(tmp_path)
+    journal.append(RecordType.STAGED)
+    data = journal.path.read_bytes().replace(b'"install"', b'"instal!"', 1)
+    journal.path.write_bytes(data)
+    with pytest.raises(JournalCorruptError):
+        read_journal(journal.path)
+
+
+def test_pending_journals_are_those_without_done_or_aborted(tmp_path):
+    finished = _journal(tmp_path, "20260101T000000000000-aaaaaa")
+    finished.append(RecordType.DONE)
+    aborted = _journal(tmp_path, "20260101T000000000001-bbbbbb")
+    aborted.append(RecordType.ABORTED, reason="test")
+    open_one = _journal(tmp_path, "20260101T000000000002-cccccc")
+    open_one.append(RecordType.STAGED)
+    assert [j.txid for j in pending_journals(tmp_path / "journal")] == [open_one.txid]
+
+
+def test_a_forged_done_tail_does_not_hide_a_pending_journal(tmp_path):
+    journal = _journal(tmp_path)
+    with open(journal.path, "ab") as handle:
+        handle.write(b'{"type":"done","sum":"0000000000000000"}\n')
+    assert [j.txid for j in pending_journals(tmp_path / "journal")] == [journal.txid]
