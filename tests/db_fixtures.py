@@ -23,13 +23,10 @@ POSTGRES_ENV = "ATOMICPLUG_TEST_POSTGRES_URL"
 
 
 def sqlalchemy_url(url: str) -> Any:
-    """``url`` for a plain SQLAlchemy engine (a bare postgresql:// means psycopg2)."""
-    from sqlalchemy.engine import make_url
+    """``url`` for a plain SQLAlchemy engine (a bare postgresql:// means psycopg2), as atomicplug does it."""
+    from atomicplug.database.engine import with_driver
 
-    parsed = make_url(url)
-    if parsed.drivername in {"postgresql", "postgres"}:
-        parsed = parsed.set(drivername="postgresql+psycopg2")
-    return parsed
+    return with_driver(url)
 
 
 def _engine(url: str, **kwargs: Any) -> Any:

@@ -32,6 +32,7 @@ __all__ = [
     "take_advisory_lock",
     "sqlite_file_missing",
     "first_line",
+    "with_driver",
 ]
 
 #: Key of the transaction-scoped advisory lock every atomicplug migration takes on PostgreSQL.
@@ -102,7 +103,7 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     else:
         connect_args["connect_timeout"] = max(int(busy_timeout), 1)
     try:
-        engine = create_engine(_with_driver(url), poolclass=NullPool, connect_args=connect_args)
+        engine = create_engine(with_driver(url), poolclass=NullPool, connect_args=connect_args)
     except Exception as exc:  # bad driver name, missing DBAPI module, malformed URL
         raise DatabaseError(f"database_url: cannot use {name} database: {first_line(exc)}") from exc
 
@@ -136,7 +137,7 @@ def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
     return engine
 
 
-def _with_driver(url: str) -> Any:
+def with_driver(url: str) -> Any:
     """A bare ``postgresql://`` means psycopg2 (DESIGN.md's driver); SQLAlchemy 2.1 would pick psycopg 3."""
     from sqlalchemy.engine import make_url
 

@@ -10,16 +10,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from packaging.version import Version
 
-from atomicplug.errors import DependencyError, NotInstalledError, OperationError, UsageError
+from atomicplug.errors import (
+    DependencyError,
+    NotInstalledError,
+    OperationError,
+    UsageError,
+)
 from atomicplug.registry import InstalledPlugin, Registry, TreeRef
 from atomicplug.stages.migrate import Action
 from atomicplug.stages.verify import VerifiedPackage
 from atomicplug.store import tree_name
+
+if TYPE_CHECKING:
+    from atomicplug.metadata import PluginRequirement
 
 __all__ = [
     "Step",
@@ -113,11 +121,10 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _parse_requirement(text: str) -> tuple[str, Any]:
+def _parse_requirement(text: str) -> PluginRequirement:
     from atomicplug.metadata import PluginRequirement
 
-    requirement = PluginRequirement.parse(text)
-    return requirement.id, requirement.specifier
+    return PluginRequirement.parse(text)
 
 
 def check_dependencies(registry: Registry) -> None:
@@ -125,19 +132,19 @@ def check_dependencies(registry: Registry) -> None:
     problems = []
     for entry in sorted(registry.plugins.values(), key=lambda e: e.id):
         for text in entry.requires:
-            dep_id, specifier = _parse_requirement(text)
-            dep = registry.plugins.get(dep_id)
+            requirement = _parse_requirement(text)
+            dep = registry.plugins.get(requirement.id)
             if dep is None:
                 problems.append(f"{entry.id} requires {text}, which would not be installed")
-            elif not specifier.contains(Version(dep.version), prereleases=True):
-                problems.append(f"{entry.id} requires {text}, but {dep_id} would be {dep.version}")
+            elif not requirement.is_satisfied_by(dep.version):
+                problems.append(f"{entry.id} requires {text}, but {requirement.id} would be {dep.version}")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DependencyError(problems[0] + more)
 
 
 def _dependents(registry: Registry, plugin_id: str) -> list[str]:
-    return sorted(e.id for e in registry.plugins.values() if any(_parse_requirement(r)[0] == plugin_id for r in e.requires))
+    return sorted(e.id for e in registry.plugins.values() if any(_parse_requirement(r).id == plugin_id for r in e.requires))
 
 
 def plan_install(
