@@ -13,9 +13,10 @@ Every contender is a subprocess working on the same signed zip:
 "upgrade" is ``install`` of version 2.0.0 over 1.0.0 (the CLI's ``upgrade``
 needs a repository server; the transaction is the same). Figures are medians
 over ``--repeat`` runs, contenders interleaved within each run so that noise
-from other processes hits all three alike. Peak RSS is the ``ru_maxrss`` of
-the atomicplug child alone (``os.wait4``). The last line printed is JSON with
-every figure and the ratios atomicplug/floor and atomicplug/naive.
+from other processes hits all three alike (the medians of the per-run ratios
+are printed too). Peak RSS comes from GNU time around the atomicplug command
+alone. The last line printed is JSON with every figure and the ratios
+atomicplug/floor and atomicplug/naive.
 """
 
 from __future__ import annotations
@@ -74,7 +75,14 @@ def peak_rss_kib(cmd: list[str]) -> int:
 
 
 def timed(cmd: list[str], *, cwd: Path | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, ru_maxrss of the child in KiB). Raises Failed on exit != 0."""
+    """Run ``cmd``; return (wall seconds, ru_maxrss of the child in KiB). Raises Failed on exit != 0.
+
+    Starts from a quiet disk (``sync`` first, untimed): otherwise a command pays for the
+    write-back and journal commits of whatever ran before it (creating files right after
+    another contender deleted thousands measured up to 2x slower), and which contender
+    runs after which would decide the ratios.
+    """
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = proc.stdout.read()  # type: ignore[union-attr]
@@ -188,6 +196,12 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
         "atomicplug_peak_rss_mb": {op: round(max(v) / 1024, 1) for op, v in rss.items()},
         "samples": {"floor": floor, "naive_install": naive["install"], "atomicplug_install": atom["install"]},
     }
+    # Per-run ratios too: the three contenders of one run share the machine's momentary load,
+    # so their ratio varies less than a ratio of medians taken over a drifting background.
+    result["paired_ratios"] = {
+        "install_vs_floor": round(median([x / y for x, y in zip(atom["install"], floor)]), 3),
+        "install_vs_naive": round(median([x / y for x, y in zip(atom["install"], naive["install"])]), 3),
+    }
     a = result["atomicplug_s"]
     result["ratios"] = {
         "install_vs_floor": ratio(a["install"], result["floor_s"]),
@@ -288,6 +302,20 @@ def bench_startup(repeat: int, workdir: Path, key: workloads.KeyPair) -> dict:
 
 
 # -- report ---------------------------------------------------------------------------
+def precompile_atomicplug() -> None:
+    """Measure atomicplug as installed, with its modules' pycs present.
+
+    An editable install under ``PYTHONDONTWRITEBYTECODE=1`` (as on the CI machine) would
+    otherwise compile every atomicplug module from source in every command, which a
+    ``pip install`` never does (it writes the pycs at install time).
+    """
+    import compileall
+
+    import atomicplug
+
+    compileall.compile_dir(Path(atomicplug.__file__).parent, quiet=1)
+
+
 def fmt(x: float) -> str:
     return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
 
@@ -305,6 +333,8 @@ def print_tables(data: dict) -> None:
                 f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9}"
             )
         print(f"{size:7} {'peak RSS':10} {'':>9} {'':>9} {r['atomicplug_peak_rss_mb']['install']:>8} MB")
+        pr = r["paired_ratios"]
+        print(f"{size:7} {'install, median of per-run ratios:':45} {pr['install_vs_floor']:>9} {pr['install_vs_naive']:>9}")
     if data.get("scaling"):
         print()
         print(f"{'installed':>9} {'install small':>14} {'list --json':>12} {'recover':>9} {'fill (in-process)':>18}")
@@ -373,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3 if size == "large" else 5
 
     started = time.perf_counter()
+    precompile_atomicplug()
     try:
         key = workloads.keypair(workdir)
         data: dict = {"sizes": {}}

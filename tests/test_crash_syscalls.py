@@ -33,7 +33,7 @@ from atomicplug.testing import snapshot
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None and os.environ.get("CI") != "true", reason="strace not installed")
 
 MUTATING = (
-    "write,pwrite64,writev,pwritev,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,"
+    "write,pwrite64,writev,pwritev,fsync,fdatasync,sync_file_range,syncfs,rename,renameat,renameat2,"
     "symlink,symlinkat,link,linkat,unlink,unlinkat,mkdir,mkdirat,rmdir,ftruncate,truncate"
 )
 _CALL = re.compile(r"^(?:\d+\s+)?(\w+)\(")

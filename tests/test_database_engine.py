@@ -1,9 +1,10 @@
-"""Engines and the transaction around everything: the SQLite recipe, locking, the COMMIT crash points."""
+"""Connections and the transaction around everything: the SQLite recipe, locking, URLs, the COMMIT crash points."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,8 @@ import pytest
 from db_fixtures import make_tree, table_names
 
 from atomicplug.config import Config
-from atomicplug.database.engine import make_engine
-from atomicplug.errors import DatabaseError, MigrationError
+from atomicplug.database.engine import connect, open_database
+from atomicplug.errors import ConfigError, DatabaseError, MigrationError
 from atomicplug.stages.migrate import PluginChange, committed, run
 
 LEDGER = {"atomicplug_migrations", "atomicplug_transactions"}
@@ -23,57 +24,102 @@ LEDGER = {"atomicplug_migrations", "atomicplug_transactions"}
 
 def test_sqlite_recipe_rolls_back_ddl(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'recipe.db'}"
-    engine = make_engine(url)
-    with engine.connect() as conn:
-        transaction = conn.begin()
-        conn.exec_driver_sql("CREATE TABLE a (id INTEGER)")
-        conn.exec_driver_sql("CREATE INDEX ix_a ON a (id)")
-        transaction.rollback()
-    engine.dispose()
+    with connect(url) as db:
+        db.begin()
+        db.execute("CREATE TABLE a (id INTEGER)")
+        db.execute("CREATE INDEX ix_a ON a (id)")
+        db.execute("ROLLBACK")
     assert table_names(url) == set()
 
 
 def test_sqlite_recipe_turns_on_foreign_keys(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'fk.db'}")
-    with engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    engine.dispose()
+    with connect(f"sqlite:///{tmp_path / 'fk.db'}") as db:
+        assert db.execute("PRAGMA foreign_keys") == [(1,)]
 
 
 def test_sqlite_begin_is_immediate_so_a_second_writer_waits(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'lock.db'}"
-    first, second = make_engine(url, busy_timeout=1.0), make_engine(url, busy_timeout=1.0)
-    with first.connect() as holder:
+    with connect(url, busy_timeout=1.0) as holder, connect(url, busy_timeout=1.0) as waiter:
         holder.begin()
-        holder.exec_driver_sql("SELECT 1")
-        with second.connect() as waiter:
-            with pytest.raises(Exception, match="locked"):
-                waiter.begin()  # BEGIN IMMEDIATE itself waits for the write lock, then gives up
-    first.dispose()
-    second.dispose()
+        holder.execute("SELECT 1")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            waiter.begin()  # BEGIN IMMEDIATE itself waits for the write lock, then gives up
 
 
-def test_plain_pysqlite_engine_would_not_roll_back_ddl_after_a_commit_by_pysqlite(tmp_path: Path) -> None:
-    """Why the recipe exists: without it, SQLAlchemy's begin is not a real BEGIN for DDL
-    (legacy pysqlite transaction handling), so a CREATE TABLE survives a rollback here."""
-    import sqlalchemy as sa
-
-    url = f"sqlite:///{tmp_path / 'plain.db'}"
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        conn.begin()
-        conn.exec_driver_sql("CREATE TABLE a (id INTEGER)")
-        conn.rollback()
-    engine.dispose()
-    if "a" not in table_names(url):  # pragma: no cover - a Python whose sqlite3 got this right
+def test_default_sqlite3_mode_would_not_roll_back_ddl(tmp_path: Path) -> None:
+    """Why the recipe exists: sqlite3's default transaction handling (before Python 3.12's
+    autocommit attribute) does not make DDL part of a transaction it can roll back."""
+    path = tmp_path / "plain.db"
+    raw = sqlite3.connect(path)
+    raw.execute("CREATE TABLE a (id INTEGER)")
+    raw.rollback()
+    raw.close()
+    if "a" not in table_names(f"sqlite:///{path}"):  # pragma: no cover - a sqlite3 that got this right
         pytest.skip("this Python's sqlite3 already makes DDL transactional")
-    assert "a" in table_names(url)
+    assert "a" in table_names(f"sqlite:///{path}")
 
 
-def test_postgres_url_without_driver_uses_psycopg2() -> None:
-    engine = make_engine("postgresql://u:p@127.0.0.1:1/db")
-    assert engine.dialect.driver == "psycopg2"
-    engine.dispose()
+def test_savepoint_undoes_everything_inside_it(tmp_path: Path, database_url: str) -> None:
+    with connect(database_url) as db:
+        db.begin()
+        db.execute("CREATE TABLE kept (id INTEGER)")
+        with db.savepoint("probe"):
+            db.execute("CREATE TABLE undone (id INTEGER)")
+        db.commit()
+    assert table_names(database_url) == {"kept"}
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///relative.db", ("relative.db", False)),
+        ("sqlite:////abs/app%20data.db", ("/abs/app data.db", False)),
+        ("sqlite+pysqlite:////abs/app.db?mode=ro&uri=true", ("file:/abs/app.db?mode=ro", True)),
+    ],
+)
+def test_sqlite_urls_read_as_sqlalchemy_reads_them(url: str, expected: tuple[str, bool]) -> None:
+    from atomicplug.database.engine import _sqlite_target
+
+    assert _sqlite_target(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite://", "in-memory"),
+        ("sqlite:///:memory:", "in-memory"),
+        ("sqlite:////abs/app.db?timeout=3", "need uri=true"),
+        ("mysql://u:p@h/db", "commits implicitly"),
+        ("oracle://u:p@h/db", "expected a sqlite:// or postgresql://"),
+    ],
+)
+def test_unusable_urls_are_config_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_database(url)
+
+
+def test_importing_the_database_step_does_not_import_sqlalchemy(tmp_path: Path) -> None:
+    """Issue 8: SQLAlchemy costs ~0.25 s to import; only install hooks need it."""
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from atomicplug.config import Config
+        from atomicplug.stages.migrate import PluginChange, check, committed, run
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from db_fixtures import make_tree
+        tree = make_tree(Path({str(tmp_path)!r}), files={{"migrations/up.sql": "CREATE TABLE a (id INTEGER);", "migrations/down.sql": "DROP TABLE a;"}})
+        config = Config.for_directory(Path({str(tmp_path)!r}), database_url="sqlite:///" + {str(tmp_path / "app.db")!r})
+        changes = [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")]
+        check(config, changes)
+        run(config, "tx-1", "install", changes)
+        assert committed(config, "tx-1")
+        print(sorted(m for m in sys.modules if m.startswith("sqlalchemy")))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_unreachable_database_is_a_database_error_for_committed(tmp_path: Path) -> None:
@@ -86,12 +132,6 @@ def test_unreachable_database_is_a_migration_error_for_run(tmp_path: Path) -> No
     config = Config.for_directory(tmp_path, database_url="postgresql://u:p@127.0.0.1:1/nowhere")
     with pytest.raises(MigrationError, match="cannot connect to the database"):
         run(config, "tx-1", "install", [])
-
-
-def test_importing_the_seam_does_not_import_sqlalchemy() -> None:
-    code = "import sys, atomicplug.stages.migrate; print(any(m.startswith('sqlalchemy') for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
 
 
 def test_crash_points_sit_right_before_and_right_after_commit(

@@ -97,3 +97,14 @@ def test_hook_may_not_commit_the_transaction(tmp_path: Path, database_url: str) 
         run(config, "tx-1", "install", changes)
     assert table_names(database_url) == set()
     assert committed(config, "tx-1") is False
+
+
+def test_hook_may_not_roll_back_the_transaction(tmp_path: Path, database_url: str) -> None:
+    """A rollback from inside would undo the migrations and leave the rest running unprotected."""
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    hooks = "from sqlalchemy import text\ndef install(conn, ctx):\n    conn.execute(text('SELECT 1'))\n    conn.rollback()\n"
+    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    with pytest.raises(MigrationError, match="install hook failed: install hooks must not roll back"):
+        run(config, "tx-1", "install", changes)
+    assert table_names(database_url) == set()
+    assert committed(config, "tx-1") is False

@@ -6,6 +6,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, remove_temp_files, remove_tree
 
 
@@ -52,3 +54,29 @@ def test_remove_tree_renames_before_deleting(tmp_path: Path) -> None:
     assert not tree.exists()
     assert not list(tree.parent.iterdir())
     assert not remove_tree(tree)
+
+
+def test_sync_tree_makes_a_tree_durable_through_syncfs_or_fsyncs(tmp_path, monkeypatch):
+    """Both paths: one syncfs (Linux) and the portable walk that fsyncs every file and folder."""
+    import atomicplug.fsutil as fsutil
+
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f.txt").write_text("x")
+    (tree / "g.txt").write_text("y")
+    fsutil.sync_tree(tree)  # the real syncfs here
+    synced: list[str] = []
+    monkeypatch.setattr(fsutil, "_syncfs", lambda: None)
+    monkeypatch.setattr(fsutil, "fsync_file", lambda path: synced.append(f"file {path.relative_to(tmp_path)}"))
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda path: synced.append(f"dir {path.relative_to(tmp_path)}"))
+    fsutil.sync_tree(tree)
+    assert sorted(synced) == sorted(
+        ["file tree/a/b/f.txt", "file tree/g.txt", "dir tree/a/b", "dir tree/a", "dir tree", "dir ."]
+    )
+
+
+def test_sync_tree_reports_a_missing_folder(tmp_path):
+    import atomicplug.fsutil as fsutil
+
+    with pytest.raises(FileNotFoundError):
+        fsutil.sync_tree(tmp_path / "absent")

@@ -140,3 +140,24 @@ def _frontend_only(home: Home) -> Path:
     source = write_plugin_source(PluginSpec(id="frontend_only"), home.root / "src-frontend-only")
     shutil.rmtree(source / "backend")
     return pack(source, home.publisher.secret, home.root / "frontend_only-1.0.0.zip").zip_path
+
+
+@pytest.mark.parametrize("backend", ["VALUE = 1\n", "import does_not_exist\n"], ids=["passes", "refused"])
+def test_scratch_folder_lives_in_staging_and_is_gone_afterwards(home: Home, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not in the system temp folder: a kill during the check must leave nothing that recovery does not delete."""
+    seen: list[Path] = []
+    real = health._import_in_child
+
+    def recording(scratch: Path, search: list[Path], targets: list[str]) -> dict[str, str]:
+        seen.append(scratch)
+        assert (scratch / health.PACKAGE / "gate").is_symlink()
+        return real(scratch, search, targets)
+
+    monkeypatch.setattr(health, "_import_in_child", recording)
+    try:
+        home.installer.install_file(home.package("gate", files=_backend(backend)))
+    except OperationError:
+        pass
+    assert len(seen) == 1 and seen[0].is_relative_to(home.config.staging_dir)
+    assert not seen[0].exists()
+    assert not any(home.config.staging_dir.iterdir())

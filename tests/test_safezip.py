@@ -190,20 +190,20 @@ def test_target_whose_parent_is_missing_is_refused(ws: Workspace) -> None:
         extract(ws.zip, ws.root / "nope" / "tx")
 
 
-def test_every_file_is_fsynced(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_extract_syncs_the_tree_unless_the_caller_will(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Durable by default (one sync of the whole tree); staging passes durable=False and
+    syncs once after adding its pycs and record."""
     import atomicplug.safezip._extract as module
 
-    calls: list[int] = []
-    real = os.fsync
-
-    def counting_fsync(fd: int) -> None:
-        calls.append(fd)
-        real(fd)
-
-    monkeypatch.setattr(module.os, "fsync", counting_fsync)
+    synced: list[Path] = []
+    monkeypatch.setattr(module, "sync_tree", synced.append)
     ws.write(valid_package())
-    result = extract(ws.zip, ws.target)
-    assert len(calls) >= len(result.files) + 4  # files, then backend/frontend/migrations and the target
+    extract(ws.zip, ws.target)
+    assert synced == [Path(os.path.abspath(ws.target))]
+    second = Path(str(ws.target) + "-deferred")
+    extract(ws.zip, second, durable=False)
+    assert synced == [Path(os.path.abspath(ws.target))]
+    assert (second / "metadata.json").is_file()
 
 
 # -- malformed archives ------------------------------------------------------------

@@ -9,9 +9,12 @@ then its folder) and replace files atomically (temp in the same folder, then
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import secrets
 import shutil
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from atomicplug.faults import crash_point
@@ -19,6 +22,7 @@ from atomicplug.faults import crash_point
 __all__ = [
     "fsync_dir",
     "fsync_file",
+    "sync_tree",
     "atomic_write_bytes",
     "make_dirs",
     "replace",
@@ -50,6 +54,57 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(2)`` (Linux), or None where there is none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function  # type: ignore[no-any-return]
+
+
+def sync_tree(root: Path) -> None:
+    """Make every file and folder written under ``root``, and ``root``'s own entry, durable.
+
+    On Linux this is one ``syncfs(2)`` of the file system holding ``root``: measured
+    (issue 8) at a third of the time of an fsync per file, even with the fsyncs spread
+    over threads, because the file system commits its journal once. It also flushes
+    other processes' dirty data on that file system, which can make it slower on a
+    machine that is writing a lot. Elsewhere: an fsync of each file and folder, deepest
+    first. Raises OSError when the data cannot be written (syncfs reports write-back
+    errors since Linux 5.8).
+    """
+    crash_point()
+    syncfs = _syncfs()
+    if syncfs is None:
+        _fsync_walk(Path(root))
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:  # ctypes releases the GIL while the disk works
+            import ctypes
+
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(root))
+    finally:
+        os.close(fd)
+
+
+def _fsync_walk(root: Path) -> None:
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fsync_file(Path(folder, name))
+        fsync_dir(Path(folder))
+    fsync_dir(root.parent)
 
 
 def make_dirs(path: Path) -> None:

@@ -168,15 +168,17 @@ def snapshot(config: Any) -> dict[str, Any]:
 
 def table_names(database_url: str, include_ledger: bool = False) -> set[str]:
     """Tables in the database (as committed), without atomicplug's own ledger unless asked."""
-    import sqlalchemy
-
     from atomicplug.database.engine import connect, sqlite_file_missing
+    from atomicplug.database.ledger import LEDGER_TABLES, existing_tables
+    from atomicplug.database.schema import snapshot
 
     if sqlite_file_missing(database_url):
         return set()  # never create the database file just by looking
-    with connect(database_url, read_only=True) as conn:
-        names = set(sqlalchemy.inspect(conn).get_table_names())
-    return names if include_ledger else {n for n in names if not n.startswith("atomicplug_")}
+    with connect(database_url) as db:
+        names = set(snapshot(db).tables)
+        if include_ledger:
+            names |= existing_tables(db, sorted(LEDGER_TABLES))
+    return names
 
 
 def count_crash_points(operation: Any) -> int:

@@ -1,35 +1,43 @@
-"""Engines whose DDL is transactional (DESIGN.md "Migrations").
+"""Connections whose DDL is transactional (DESIGN.md "Migrations"), on the DB-API drivers.
 
-SQLite through pysqlite needs SQLAlchemy's "serializable isolation / savepoints /
-transactional DDL" recipe: pysqlite's own transaction handling is switched off
-(``isolation_level = None``, which also stops it committing before DDL) and we
-emit ``BEGIN IMMEDIATE`` ourselves, so every statement up to COMMIT, DDL
-included, is rolled back together, and the write lock is taken at BEGIN.
-PostgreSQL has transactional DDL; ``pg_advisory_xact_lock`` makes two
-installers on one database take turns. MySQL/MariaDB commit implicitly at
-each DDL statement and are refused.
+Both drivers are put in the same explicit mode and atomicplug sends ``BEGIN``,
+``COMMIT``, ``ROLLBACK`` and ``SAVEPOINT`` itself:
+
+- sqlite3 with ``isolation_level=None``: the module neither begins nor commits
+  on its own (by default it commits before DDL), so every statement up to
+  COMMIT, DDL included, rolls back together; writers ``BEGIN IMMEDIATE``, so
+  the write lock is taken at BEGIN and a second installer waits there instead
+  of failing half-way with "database is locked". This is the same recipe
+  SQLAlchemy documents for pysqlite.
+- psycopg2 with ``autocommit=True``: PostgreSQL has transactional DDL;
+  ``pg_advisory_xact_lock`` makes two installers on one database take turns.
+
+MySQL/MariaDB commit implicitly at each DDL statement and are refused.
+
+Why not SQLAlchemy here (the first design ran migrations through it):
+importing it costs about 0.25 s, a third of installing a 10 MB plugin
+(issue 8), and atomicplug needs only the statements above. Install hooks
+still get a SQLAlchemy Connection, built over this same connection when a
+hook runs (:mod:`atomicplug.database.hooks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import parse_qsl, unquote
 
 from atomicplug.errors import ConfigError, DatabaseError
 
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
-
 __all__ = [
     "ADVISORY_LOCK_KEY",
+    "Database",
     "backend_name",
     "check_url",
-    "make_engine",
+    "open_database",
     "connect",
-    "commit_forbidden",
-    "take_advisory_lock",
     "sqlite_file_missing",
     "first_line",
     "with_driver",
@@ -38,16 +46,12 @@ __all__ = [
 #: Key of the transaction-scoped advisory lock every atomicplug migration takes on PostgreSQL.
 ADVISORY_LOCK_KEY = 0x61746F6D69637067  # b"atomicpg"
 
-#: Execution option asking the SQLite "begin" hook for a plain (deferred, read) BEGIN.
-READ_ONLY = "atomicplug_read_only"
-
 _AUTOCOMMIT_DDL = {"mysql", "mariadb"}
 _SUPPORTED = {"sqlite", "postgresql"}
-_HOOK_GUARD = "atomicplug_commit_forbidden"
 
 
 def backend_name(url: str) -> str:
-    """``"postgresql"`` for ``postgresql+psycopg2://…`` (no SQLAlchemy import)."""
+    """``"postgresql"`` for ``postgresql+psycopg2://…``."""
     scheme = url.split(":", 1)[0].lower()
     name = scheme.split("+", 1)[0]
     return "postgresql" if name in {"postgres", "pgsql"} else name
@@ -67,125 +71,173 @@ def check_url(url: str) -> None:
     if name not in _SUPPORTED:
         raise ConfigError(f"database_url: expected a sqlite:// or postgresql:// URL (got scheme '{name}')")
     if name == "sqlite":
-        database = _sqlite_database(url)
-        if not database or database == ":memory:" or database.startswith("file::memory:"):
+        database, _ = _sqlite_target(url)
+        if not database or database == ":memory:" or database.startswith("file::memory:") or "mode=memory" in database:
             raise ConfigError("database_url: an in-memory SQLite database would forget every migration; give a file path")
 
 
-def _sqlite_database(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
+def _sqlite_target(url: str) -> tuple[str, bool]:
+    """(database argument for sqlite3.connect, uri flag), as SQLAlchemy reads the URL.
 
-    return make_url(url).database
+    ``sqlite:///relative.db``, ``sqlite:////abs/path.db``; query parameters only
+    together with ``uri=true`` (then they are SQLite URI parameters such as ``mode=ro``).
+    """
+    _scheme, _, rest = url.partition("://")
+    if not rest.startswith("/"):
+        return "", False  # sqlite:// is SQLAlchemy's in-memory database
+    path, _, query = rest[1:].partition("?")
+    path = unquote(path)
+    if not query:
+        return path, False
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if params.pop("uri", "").lower() not in {"true", "1"}:
+        raise ConfigError(
+            f"database_url: SQLite query parameters need uri=true (got '?{query}'); "
+            "without them give only the file path"
+        )
+    rest_query = "&".join(f"{key}={value}" for key, value in params.items())
+    return f"file:{path}" + (f"?{rest_query}" if rest_query else ""), True
 
 
 def sqlite_file_missing(url: str) -> bool:
     """True for a SQLite URL whose file does not exist yet (so nothing was ever applied)."""
     if backend_name(url) != "sqlite":
         return False
-    database = _sqlite_database(url)
+    database, uri = _sqlite_target(url)
+    if uri:
+        database = database.removeprefix("file:").split("?", 1)[0]
     return bool(database) and not Path(database).exists()
 
 
-def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
-    """An engine for ``url`` with transactional DDL; one connection, no pooling.
-
-    Raises ConfigError for unsupported URLs, DatabaseError when SQLAlchemy refuses it.
-    """
-    check_url(url)
-    from sqlalchemy import create_engine, event
-    from sqlalchemy.pool import NullPool
-
-    name = backend_name(url)
-    connect_args: dict[str, Any] = {}
-    if name == "sqlite":
-        # pysqlite's busy handler: wait this long for another writer's lock.
-        connect_args["timeout"] = max(busy_timeout, 1.0)
-    else:
-        connect_args["connect_timeout"] = max(int(busy_timeout), 1)
-    try:
-        engine = create_engine(with_driver(url), poolclass=NullPool, connect_args=connect_args)
-    except Exception as exc:  # bad driver name, missing DBAPI module, malformed URL
-        raise DatabaseError(f"database_url: cannot use {name} database: {first_line(exc)}") from exc
-
-    if name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-            # The recipe, part 1: pysqlite must neither BEGIN nor COMMIT on its own.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(max(busy_timeout, 1.0) * 1000)}")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:
-            # The recipe, part 2: our own BEGIN; IMMEDIATE takes the write lock now, so a
-            # second installer waits here instead of failing half-way with "database is locked".
-            if conn.get_execution_options().get(READ_ONLY):
-                conn.exec_driver_sql("BEGIN")
-            else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine, "commit")
-    def _guard_commit(conn: Connection) -> None:
-        # Install hooks get the live connection; a COMMIT from inside one would
-        # break the one-transaction rule, so it is refused before it happens.
-        if conn.info.get(_HOOK_GUARD):
-            raise RuntimeError("install hooks must not commit: atomicplug commits the whole transaction")
-
-    return engine
-
-
 def with_driver(url: str) -> Any:
-    """A bare ``postgresql://`` means psycopg2 (DESIGN.md's driver); SQLAlchemy 2.1 would pick psycopg 3."""
+    """The URL for SQLAlchemy (install hooks): a bare ``postgresql://`` means psycopg2, the
+    driver atomicplug uses; SQLAlchemy 2.1 would pick psycopg 3."""
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
     if parsed.drivername in {"postgresql", "postgres"}:
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg2") is not None:
-            return parsed.set(drivername="postgresql+psycopg2")
+        return parsed.set(drivername="postgresql+psycopg2")
     return parsed
 
 
-@contextmanager
-def commit_forbidden(conn: Connection) -> Iterator[None]:
-    """While inside, ``conn.commit()`` raises (used around install hooks)."""
-    conn.info[_HOOK_GUARD] = True
-    try:
-        yield
-    finally:
-        conn.info.pop(_HOOK_GUARD, None)
+class Database:
+    """One connection in explicit-transaction mode; atomicplug's own SQL uses ``?`` placeholders."""
 
+    def __init__(self, raw: Any, backend: str, url: str) -> None:
+        self.raw = raw
+        self.backend = backend
+        self.url = url
 
-@contextmanager
-def connect(url: str, busy_timeout: float = 30.0, read_only: bool = False) -> Iterator[Connection]:
-    """A connection on a fresh engine, disposed afterwards.
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement; returns its rows (empty for statements that return none).
 
-    Raises DatabaseError when the database cannot be reached.
-    """
-    engine = make_engine(url, busy_timeout)
-    try:
+        Without ``params`` the SQL goes to the driver untouched (psycopg2 then leaves
+        ``%`` alone), which is how migration scripts run.
+        """
+        cursor = self.raw.cursor()
         try:
-            conn = engine.connect()
-        except Exception as exc:
-            raise DatabaseError(f"cannot connect to the database: {first_line(exc)}") from exc
-        try:
-            if read_only:
-                conn = conn.execution_options(**{READ_ONLY: True})
-            yield conn
+            if params:
+                cursor.execute(sql if self.backend == "sqlite" else sql.replace("?", "%s"), tuple(params))
+            else:
+                cursor.execute(sql)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         finally:
-            conn.close()
+            cursor.close()
+
+    def begin(self) -> None:
+        """Start the transaction; on SQLite take the write lock now (BEGIN IMMEDIATE)."""
+        self.execute("BEGIN IMMEDIATE" if self.backend == "sqlite" else "BEGIN")
+        if self.backend == "postgresql":
+            # Installers on one database take turns, for as long as this transaction lasts.
+            self.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        if self.backend == "sqlite":
+            return bool(self.raw.in_transaction)
+        return bool(self.raw.info.transaction_status != 0)  # 0: idle, outside a transaction
+
+    def rollback_quietly(self) -> None:
+        """Roll back if a transaction is open; a broken connection rolls back on its own."""
+        try:
+            if self.in_transaction:
+                self.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the server rolls back when the connection goes
+            pass
+
+    @contextmanager
+    def savepoint(self, name: str) -> Iterator[None]:
+        """Everything inside is undone when it ends, however it ends (``ROLLBACK TO``)."""
+        self.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        finally:
+            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.execute(f"RELEASE SAVEPOINT {name}")
+
+    def close(self) -> None:
+        try:
+            self.raw.close()
+        except Exception:  # noqa: BLE001 - already broken; nothing left to release
+            pass
+
+
+def open_database(url: str, busy_timeout: float = 30.0) -> Database:
+    """A new connection for ``url``, in explicit-transaction mode.
+
+    Raises ConfigError for unsupported URLs, DatabaseError "cannot connect to the
+    database: …" when it cannot be reached or the driver is missing.
+    """
+    check_url(url)
+    name = backend_name(url)
+    try:
+        if name == "sqlite":
+            raw = _connect_sqlite(url, busy_timeout)
+        else:
+            raw = _connect_postgresql(url, busy_timeout)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(f"cannot connect to the database: {first_line(exc)}") from exc
+    return Database(raw, name, url)
+
+
+def _connect_sqlite(url: str, busy_timeout: float) -> Any:
+    import sqlite3
+
+    database, uri = _sqlite_target(url)
+    # timeout: sqlite3's busy handler waits this long for another writer's lock.
+    raw = sqlite3.connect(database, timeout=max(busy_timeout, 1.0), isolation_level=None, uri=uri)
+    raw.execute("PRAGMA foreign_keys=ON")
+    return raw
+
+
+def _connect_postgresql(url: str, busy_timeout: float) -> Any:
+    try:
+        import psycopg2
+    except ImportError:
+        raise DatabaseError(
+            "cannot connect to the database: PostgreSQL needs the psycopg2 driver (pip install 'atomicplug[postgresql]')"
+        ) from None
+    # libpq reads postgresql:// URIs itself; only SQLAlchemy's "+driver" suffix must go.
+    dsn = "postgresql://" + url.split("://", 1)[1]
+    raw = psycopg2.connect(dsn, connect_timeout=max(int(busy_timeout), 1))
+    raw.autocommit = True  # atomicplug sends BEGIN/COMMIT itself, as on SQLite
+    return raw
+
+
+@contextmanager
+def connect(url: str, busy_timeout: float = 30.0) -> Iterator[Database]:
+    """A connection for the length of the block (reads run in autocommit, one statement each)."""
+    database = open_database(url, busy_timeout)
+    try:
+        yield database
     finally:
-        engine.dispose()
-
-
-def take_advisory_lock(conn: Connection) -> None:
-    """First statement of a PostgreSQL migration transaction: installers take turns."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+        database.rollback_quietly()
+        database.close()
 
 
 def first_line(exc: BaseException) -> str:

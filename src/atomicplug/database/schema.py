@@ -2,20 +2,22 @@
 
 A snapshot is what the downs must put back: tables, views and sequences of
 the connection's default schema, each table's columns (name and type) and
-indexes. atomicplug's own ledger tables are left out. Each snapshot takes a
-fresh inspector on the transaction's connection: an inspector caches, and it
-must see the uncommitted DDL of this very transaction.
+indexes. atomicplug's own ledger tables are left out. Each snapshot queries
+the catalog on the transaction's own connection, so it sees the uncommitted
+DDL of this very transaction; a few queries in all, not a few per table (with
+hundreds of plugins installed, per-table catalog calls dominated an install).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import attrs
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from atomicplug.database.ledger import LEDGER_TABLES
+
+if TYPE_CHECKING:
+    from atomicplug.database.engine import Database
 
 __all__ = ["Snapshot", "snapshot", "differences"]
 
@@ -29,41 +31,18 @@ class Snapshot:
     indexes: frozenset[tuple[str, str, tuple[str, ...], bool]]  # (table, index, columns, unique)
 
 
-def snapshot(conn: Connection) -> Snapshot:
-    if conn.dialect.name == "sqlite":
-        return _sqlite_snapshot(conn)
-    insp: Any = sa.inspect(conn)  # a new Inspector each call: no stale cache
-    tables = frozenset(insp.get_table_names()) - LEDGER_TABLES
-    views = frozenset(insp.get_view_names())
-    try:
-        sequences = frozenset(insp.get_sequence_names())
-    except NotImplementedError:  # SQLite
-        sequences = frozenset()
-    columns = set()
-    indexes = set()
-    if tables:
-        for (_schema, table), cols in insp.get_multi_columns(filter_names=sorted(tables)).items():
-            for col in cols:
-                columns.add((table, col["name"], str(col["type"])))
-        for (_schema, table), idxs in insp.get_multi_indexes(filter_names=sorted(tables)).items():
-            for idx in idxs:
-                names = tuple(str(c) for c in idx.get("column_names") or ())
-                indexes.add((table, str(idx.get("name")), names, bool(idx.get("unique"))))
-    return Snapshot(tables, views, sequences, frozenset(columns), frozenset(indexes))
+def snapshot(db: Database) -> Snapshot:
+    return _sqlite_snapshot(db) if db.backend == "sqlite" else _postgresql_snapshot(db)
 
 
-def _sqlite_snapshot(conn: Connection) -> Snapshot:
-    """The same snapshot in three queries (pragma table-valued functions), not two per table.
-
-    Why: the inspector issues PRAGMA calls per table, twice per transaction;
-    with hundreds of plugins installed that dominated an install.
-    """
-    rows = conn.exec_driver_sql("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'").fetchall()
+def _sqlite_snapshot(db: Database) -> Snapshot:
+    """Three queries, with the pragma table-valued functions."""
+    rows = db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
     tables = frozenset(name for kind, name in rows if kind == "table") - LEDGER_TABLES
     views = frozenset(name for kind, name in rows if kind == "view")
     columns = frozenset(
         (table, column, str(declared).upper())
-        for table, column, declared in conn.exec_driver_sql(
+        for table, column, declared in db.execute(
             "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
             "WHERE m.type = 'table'"
         )
@@ -71,7 +50,7 @@ def _sqlite_snapshot(conn: Connection) -> Snapshot:
     )
     index_columns: dict[tuple[str, str], list[tuple[int, str]]] = {}
     unique: dict[tuple[str, str], bool] = {}
-    for table, index, is_unique, seqno, column in conn.exec_driver_sql(
+    for table, index, is_unique, seqno, column in db.execute(
         "SELECT m.name, il.name, il.\"unique\", ii.seqno, ii.name FROM sqlite_master AS m "
         "JOIN pragma_index_list(m.name) AS il JOIN pragma_index_info(il.name) AS ii "
         "WHERE m.type = 'table' AND il.origin = 'c'"
@@ -84,6 +63,37 @@ def _sqlite_snapshot(conn: Connection) -> Snapshot:
         for (table, index), cols in index_columns.items()
     )
     return Snapshot(tables, views, frozenset(), columns, indexes)
+
+
+def _postgresql_snapshot(db: Database) -> Snapshot:
+    """Three catalog queries on the current schema; an index is compared by its full definition."""
+    relations = db.execute(
+        "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+    )
+    tables = frozenset(name for name, kind in relations if kind in ("r", "p")) - LEDGER_TABLES
+    views = frozenset(name for name, kind in relations if kind in ("v", "m"))
+    sequences = frozenset(name for name, kind in relations if kind == "S")
+    columns = frozenset(
+        (table, column, str(declared).upper())
+        for table, column, declared in db.execute(
+            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a "
+            "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"
+        )
+        if table in tables
+    )
+    indexes = frozenset(
+        (table, index, (definition,), bool(is_unique))
+        for table, index, definition, is_unique in db.execute(
+            "SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisunique FROM pg_index AS x "
+            "JOIN pg_class AS t ON t.oid = x.indrelid JOIN pg_class AS i ON i.oid = x.indexrelid "
+            "JOIN pg_namespace AS n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = current_schema() AND NOT x.indisprimary"
+        )
+        if table in tables
+    )
+    return Snapshot(tables, views, sequences, columns, indexes)
 
 
 def differences(before: Snapshot, after: Snapshot) -> list[str]:

@@ -1,6 +1,6 @@
 """Write a validated archive into a fresh folder, durably (DESIGN.md "One transaction" step 3).
 
-Why: staging must hold exactly the package's files, each fsync'd, with their
+Why: staging must hold exactly the package's files, durable on disk, with their
 sha256 recorded for ``verify``; and a refused package must leave nothing
 behind. Every name was validated before the first byte is written, and each
 write is still checked to land inside the target.
@@ -11,21 +11,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import AtomicplugError, OperationError
-from atomicplug.fsutil import fsync_dir
+from atomicplug.fsutil import sync_tree
 from atomicplug.metadata import Metadata
 from atomicplug.safezip._archive import Archive, Budget, Entry
 from atomicplug.safezip._names import refuse
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 __all__ = ["ExtractedFile", "ExtractResult", "read_metadata", "extract"]
 
@@ -61,10 +56,17 @@ def read_metadata(zip_path: str | os.PathLike[str], limits: ExtractLimits | None
 
 
 def extract(
-    zip_path: str | os.PathLike[str], target_dir: str | os.PathLike[str], limits: ExtractLimits | None = None
+    zip_path: str | os.PathLike[str],
+    target_dir: str | os.PathLike[str],
+    limits: ExtractLimits | None = None,
+    *,
+    durable: bool = True,
 ) -> ExtractResult:
     """Safely unpack ``zip_path`` into ``target_dir`` (absent or empty; its parent must exist).
 
+    With ``durable`` (the default) every file and folder is on disk when this
+    returns; ``durable=False`` leaves that to the caller, who syncs once after
+    adding its own files (staging does: see :func:`atomicplug.fsutil.sync_tree`).
     Raises PackageError/MetadataError for a bad archive, OperationError when
     the target is unusable or a write fails. On any failure whatever was
     created is removed (``target_dir`` too, if this call created it).
@@ -76,7 +78,8 @@ def extract(
         with Archive.open(zip_path, limits) as archive:
             metadata = _metadata_of(archive)
             files = _write_all(archive, target)
-        _fsync_folders(target, archive.entries, created)
+        if durable:
+            _sync(target)
     except BaseException:
         _clean(target, created)
         raise
@@ -120,83 +123,26 @@ def _inside(target: Path, entry: Entry) -> Path:
     return path
 
 
-#: Threads that fsync written files while the next ones are inflated. fsync waits on
-#: the disk with the GIL released, and concurrent fsyncs share journal commits, so
-#: this is several times faster than one fsync after each file, with the same result:
-#: every file is fsync'd before extract() returns.
-FSYNC_WORKERS = 8
-#: At most this many written files wait, open, for their fsync (bounds open fds).
-_FSYNC_BACKLOG = 64
-
-
-class _Syncer:
-    """fsync-and-close file descriptors on worker threads; ``wait`` re-raises the first failure."""
-
-    def __init__(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._pool = ThreadPoolExecutor(max_workers=FSYNC_WORKERS, thread_name_prefix="atomicplug-fsync")
-        self._slots = threading.BoundedSemaphore(_FSYNC_BACKLOG)
-        self._futures: list[Future[None]] = []
-
-    def _sync(self, fd: int) -> None:
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            self._slots.release()
-
-    def reserve(self) -> None:
-        self._slots.acquire()
-
-    def unreserve(self) -> None:
-        self._slots.release()
-
-    def submit(self, fd: int) -> None:
-        """Hand over ``fd`` (after :meth:`reserve`): it is fsync'd and closed."""
-        self._futures.append(self._pool.submit(self._sync, fd))
-
-    def wait(self) -> None:
-        """Block until every submitted fd is fsync'd and closed; raise the first OSError."""
-        self._pool.shutdown(wait=True)
-        for future in self._futures:
-            future.result()
-
-
 def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
     folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
         folders.update(entry.parts[:n] for n in range(1, depth + 1))
     budget = Budget(archive.limits, archive.total_compressed)
-    syncer = _Syncer()
     try:
-        try:
-            for parts in sorted(folders, key=len):
-                os.mkdir(os.path.join(target, *parts), 0o755)
-            files = [
-                _write_file(archive, entry, _inside(target, entry), budget, syncer)
-                for entry in archive.entries
-                if not entry.is_dir
-            ]
-        finally:
-            syncer.wait()  # never leave fds open or fsyncs running, even when refusing
-        return files
+        for parts in sorted(folders, key=len):
+            os.mkdir(os.path.join(target, *parts), 0o755)
+        return [_write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir]
     except AtomicplugError:
         raise
     except OSError as exc:
         raise OperationError(f"cannot write into {target}: {exc.strerror or exc}") from exc
 
 
-def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, syncer: _Syncer) -> ExtractedFile:
+def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> ExtractedFile:
     digest = hashlib.sha256()
     size = 0
-    syncer.reserve()
-    try:
-        fd = os.open(path, _OPEN_FLAGS, 0o644)
-    except BaseException:
-        syncer.unreserve()
-        raise
+    fd = os.open(path, _OPEN_FLAGS, 0o644)
     try:
         for chunk in archive.stream(entry, budget):
             digest.update(chunk)
@@ -204,26 +150,17 @@ def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, sync
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
-    except BaseException:
+    finally:
         os.close(fd)
-        syncer.unreserve()
-        raise
-    syncer.submit(fd)  # fsync'd and closed on a worker thread; _write_all waits for it
     return ExtractedFile(path="/".join(entry.parts), size=size, sha256=digest.hexdigest())
 
 
-def _fsync_folders(target: Path, entries: tuple[Entry, ...], created: bool) -> None:
-    """fsync each folder once, deepest first, so every new entry is durable."""
-    folders = {entry.parts if entry.is_dir else entry.parts[:-1] for entry in entries}
-    for parts in list(folders):
-        folders.update(parts[:n] for n in range(len(parts)))
+def _sync(target: Path) -> None:
+    """Every written file and folder, and the target's own entry, durable (one sync)."""
     try:
-        for parts in sorted(folders, key=len, reverse=True):
-            fsync_dir(target.joinpath(*parts))
-        if created:
-            fsync_dir(target.parent)
+        sync_tree(target)
     except OSError as exc:
-        raise OperationError(f"cannot fsync {target}: {exc.strerror or exc}") from exc
+        raise OperationError(f"cannot sync {target} to disk: {exc.strerror or exc}") from exc
 
 
 def _clean(target: Path, created: bool) -> None:

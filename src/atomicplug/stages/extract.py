@@ -19,7 +19,11 @@ def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
 
 
 def extract_package(config: Config, txid: str, plugin_id: str, zip_path: Path) -> ExtractResult:
-    """Extract a verified zip into its shadow folder; refusals raise PackageError."""
+    """Extract a verified zip into its shadow folder; refusals raise PackageError.
+
+    Not yet durable: :func:`atomicplug.stages.stage.install_tree` syncs the tree
+    once, after adding the pycs and the record.
+    """
     from atomicplug import safezip
 
     target = staging_tree(config, txid, plugin_id)
@@ -28,4 +32,4 @@ def extract_package(config: Config, txid: str, plugin_id: str, zip_path: Path) -
         from atomicplug.fsutil import remove_tree
 
         remove_tree(target)
-    return safezip.extract(zip_path, target, config.limits)
+    return safezip.extract(zip_path, target, config.limits, durable=False)

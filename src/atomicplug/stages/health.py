@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,15 +94,21 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
     if progress is not None:
         progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
     after = plan.registry_after(Registry.load(config.registry_path))
-    with tempfile.TemporaryDirectory(prefix="atomicplug-health-") as scratch:
+    # Inside the transaction's staging folder, which every end of the transaction (done,
+    # aborted, recovered after a kill) deletes: a system temp folder would outlive a SIGKILL.
+    scratch = config.staging_dir / plan.txid / "health-check"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
         # Links for the plan's new trees only, searched before the live addons folder, which
         # serves every plugin the plan leaves alone: one link per change, not per installed plugin.
-        links = Path(scratch) / PACKAGE
-        links.mkdir()
+        links = scratch / PACKAGE
+        links.mkdir(parents=True)
         for plugin_id in targets:
             tree = config.home / after.plugins[plugin_id].current.tree / "backend"
             (links / plugin_id).symlink_to(tree, target_is_directory=True)
-        errors = _import_in_child(Path(scratch), [links, config.backend_addons], targets)
+        errors = _import_in_child(scratch, [links, config.backend_addons], targets)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     for plugin_id in targets:  # plan order: dependencies first
         if plugin_id in errors:
             version = after.plugins[plugin_id].version

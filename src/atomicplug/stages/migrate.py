@@ -5,8 +5,8 @@ migrations and install hooks of every plugin in the plan and writes the
 ledger row for the txid; its COMMIT is the point of no return. Recovery asks
 :func:`committed` whether a txid reached the ledger to decide forward or back.
 
-The work itself lives in :mod:`atomicplug.database` (imported lazily, so that
-importing this module costs no SQLAlchemy): what each action runs is decided
+The work itself lives in :mod:`atomicplug.database` (imported lazily; only
+install hooks import SQLAlchemy): what each action runs is decided
 in :mod:`atomicplug.database.plan`; see there for install/upgrade/downgrade/
 uninstall/keep_data semantics.
 """
@@ -24,9 +24,8 @@ from atomicplug.errors import DatabaseError, MetadataError, MigrationError, Perm
 from atomicplug.faults import crash_point
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
     from atomicplug.config import Config
+    from atomicplug.database.engine import Database
     from atomicplug.database.discovery import Migration
     from atomicplug.database.scripts import Statement
 
@@ -129,9 +128,9 @@ def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> No
         for change in changes:
             plan_change(change, {})
         return
-    with connect(config.database_url, _busy_timeout(config), read_only=True) as conn:
+    with connect(config.database_url, _busy_timeout(config)) as db:
         try:
-            ledgers = {c.plugin_id: applied_migrations(conn, c.plugin_id) for c in changes}
+            ledgers = {c.plugin_id: applied_migrations(db, c.plugin_id) for c in changes}
         except Exception as exc:
             from atomicplug.database.engine import first_line
 
@@ -156,49 +155,41 @@ def run(
     with one line naming the plugin, file and statement; DatabaseError only when
     COMMIT failed and whether it happened cannot be told (recovery decides).
     """
-    from atomicplug.database.engine import first_line, make_engine, take_advisory_lock
+    from atomicplug.database.engine import first_line, open_database
     from atomicplug.database.ledger import ensure_tables, now, record_transaction
 
     started_at = now()
-    engine = make_engine(config.database_url, _busy_timeout(config))
+    try:
+        db = open_database(config.database_url, _busy_timeout(config))
+    except DatabaseError as exc:
+        raise MigrationError(str(exc)) from exc
     try:
         try:
-            conn = engine.connect()
+            db.begin()  # SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN + advisory lock
         except Exception as exc:
-            raise MigrationError(f"cannot connect to the database: {first_line(exc)}") from exc
+            db.rollback_quietly()
+            raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
         try:
-            try:
-                transaction = conn.begin()  # SQLite: BEGIN IMMEDIATE (engine recipe)
-            except Exception as exc:
-                raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
-            try:
-                take_advisory_lock(conn)
-                ensure_tables(conn)
-                for change in changes:
-                    _run_change(conn, txid, operation, change, rehearse)
-                record_transaction(
-                    conn, txid=txid, operation=operation, plugins=[_describe(c) for c in changes], started_at=started_at
-                )
-            except BaseException as exc:
-                _quiet_rollback(transaction)
-                if isinstance(exc, MigrationError):
-                    raise
-                if not isinstance(exc, Exception):
-                    raise
-                raise MigrationError(f"database transaction {txid} failed: {first_line(exc)}") from exc
-            crash_point()  # before COMMIT: a kill here must roll back (recovery: not committed)
-            try:
-                transaction.commit()
-            except Exception as exc:
-                _after_failed_commit(config, txid, exc)
-            crash_point()  # after COMMIT: a kill here must roll forward (recovery: committed)
-        finally:
-            try:
-                conn.close()
-            except Exception:  # pragma: no cover - the connection is already broken
-                pass
+            ensure_tables(db)
+            for change in changes:
+                _run_change(db, txid, operation, change, rehearse)
+            record_transaction(
+                db, txid=txid, operation=operation, plugins=[_describe(c) for c in changes], started_at=started_at
+            )
+        except BaseException as exc:
+            db.rollback_quietly()
+            if isinstance(exc, MigrationError) or not isinstance(exc, Exception):
+                raise
+            raise MigrationError(f"database transaction {txid} failed: {first_line(exc)}") from exc
+        crash_point()  # before COMMIT: a kill here must roll back (recovery: not committed)
+        try:
+            db.commit()
+        except Exception as exc:
+            db.rollback_quietly()
+            _after_failed_commit(config, txid, exc)
+        crash_point()  # after COMMIT: a kill here must roll forward (recovery: committed)
     finally:
-        engine.dispose()
+        db.close()
 
 
 def committed(config: Config, txid: str) -> bool:
@@ -212,9 +203,9 @@ def committed(config: Config, txid: str) -> bool:
     check_url(config.database_url)
     if sqlite_file_missing(config.database_url):
         return False  # never create the database file just to ask
-    with connect(config.database_url, _busy_timeout(config), read_only=True) as conn:
+    with connect(config.database_url, _busy_timeout(config)) as db:
         try:
-            return transaction_committed(conn, txid)
+            return transaction_committed(db, txid)
         except Exception as exc:
             raise DatabaseError(f"cannot read the transaction ledger: {first_line(exc)}") from exc
 
@@ -222,75 +213,69 @@ def committed(config: Config, txid: str) -> bool:
 # -- inside the transaction ---------------------------------------------------
 
 
-def _run_change(conn: Connection, txid: str, operation: str, change: PluginChange, rehearse: bool) -> None:
+def _run_change(db: Database, txid: str, operation: str, change: PluginChange, rehearse: bool) -> None:
     from atomicplug.database.hooks import HookContext, run_hook
     from atomicplug.database.ledger import applied_migrations, record_migration
     from atomicplug.database.plan import plan_change, refuse_non_transactional
     from atomicplug.database.schema import snapshot
 
     pid = change.plugin_id
-    plan = plan_change(change, applied_migrations(conn, pid))
+    plan = plan_change(change, applied_migrations(db, pid))
     refuse_non_transactional(pid, plan.reverts + plan.applies)
 
     if change.action == "uninstall" and change.old_tree is not None:
         ctx = HookContext(pid, change.old_version, txid, operation, Path(change.old_tree), change.keep_data)
-        run_hook(change.old_tree, "uninstall", conn, ctx)
+        run_hook(change.old_tree, "uninstall", db, ctx)
     for migration in plan.reverts:
-        _execute(conn, pid, migration.down_path, migration.down_statements())
+        _execute(db, pid, migration.down_path, migration.down_statements())
         record_migration(
-            conn, txid=txid, plugin_id=pid, migration=migration.name, direction="down",
+            db, txid=txid, plugin_id=pid, migration=migration.name, direction="down",
             checksum=migration.checksum, version=change.old_version,
         )  # fmt: skip
-    before = snapshot(conn) if rehearse and plan.applies else None
+    before = snapshot(db) if rehearse and plan.applies else None
     for migration in plan.applies:
-        _execute(conn, pid, migration.up_path, migration.up_statements())
+        _execute(db, pid, migration.up_path, migration.up_statements())
         record_migration(
-            conn, txid=txid, plugin_id=pid, migration=migration.name, direction="up",
+            db, txid=txid, plugin_id=pid, migration=migration.name, direction="up",
             checksum=migration.checksum, version=change.new_version,
         )  # fmt: skip
     if before is not None:
-        _rehearse(conn, pid, plan.applies, before)
+        _rehearse(db, pid, plan.applies, before)
     if change.action in ("install", "upgrade") and change.new_tree is not None:
         ctx = HookContext(pid, change.new_version, txid, operation, Path(change.new_tree))
         if change.action == "install":
-            run_hook(change.new_tree, "install", conn, ctx)
+            run_hook(change.new_tree, "install", db, ctx)
         else:
-            run_hook(change.new_tree, "upgrade", conn, ctx, change.old_version)
+            run_hook(change.new_tree, "upgrade", db, ctx, change.old_version)
 
 
-def _execute(conn: Connection, plugin_id: str, path: Path, statements: Sequence[Statement]) -> None:
+def _execute(db: Database, plugin_id: str, path: Path, statements: Sequence[Statement]) -> None:
     from atomicplug.database.engine import first_line
 
     for statement in statements:
         try:
-            # no_parameters: the DBAPI gets cursor.execute(sql), so psycopg2 leaves '%' alone.
-            conn.exec_driver_sql(statement.sql, execution_options={"no_parameters": True})
+            db.execute(statement.sql)  # no parameters: psycopg2 leaves '%' alone
         except Exception as exc:
             raise MigrationError(
                 f"plugin {plugin_id}: migrations/{path.name} statement {statement.number} failed: {first_line(exc)}"
             ) from exc
 
 
-def _rehearse(conn: Connection, plugin_id: str, applied: Sequence[Migration], before: Any) -> None:
+def _rehearse(db: Database, plugin_id: str, applied: Sequence[Migration], before: Any) -> None:
     """Reversibility rehearsal: in a SAVEPOINT, run the downs of the ups just applied
     (newest first), compare the schema with ``before``, and roll back to the savepoint."""
     from atomicplug.database.schema import differences, snapshot
 
-    savepoint = conn.begin_nested()
     try:
-        for migration in reversed(applied):
-            _execute(conn, plugin_id, migration.down_path, migration.down_statements())
-        after = snapshot(conn)
+        with db.savepoint("atomicplug_rehearsal"):
+            for migration in reversed(applied):
+                _execute(db, plugin_id, migration.down_path, migration.down_statements())
+            after = snapshot(db)
     except MigrationError as exc:
-        _quiet_rollback(savepoint)
         detail = str(exc).removeprefix(f"plugin {plugin_id}: ")
         raise MigrationError(
             f"plugin {plugin_id}: down migrations fail in the reversibility rehearsal: {detail} (--no-rehearse skips it)"
         ) from exc
-    except BaseException:
-        _quiet_rollback(savepoint)
-        raise
-    savepoint.rollback()
     found = differences(before, after)
     if found:
         more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
@@ -298,14 +283,6 @@ def _rehearse(conn: Connection, plugin_id: str, applied: Sequence[Migration], be
             f"plugin {plugin_id}: down migrations do not restore the schema: {'; '.join(found[:3])}{more} "
             "(--no-rehearse skips this check)"
         )
-
-
-def _quiet_rollback(transaction: Any) -> None:
-    try:
-        if transaction.is_active:
-            transaction.rollback()
-    except Exception:  # the connection is gone: the server rolls back on its own
-        pass
 
 
 def _after_failed_commit(config: Config, txid: str, exc: Exception) -> None:

@@ -1,95 +1,70 @@
 """Stage 3c, stage: turn an extracted folder into an immutable store tree.
 
 Precompile the backend to .pyc (so the store is never written again by an
-import), record every file's sha256 (for ``verify``), fsync, then rename the
+import), record every file's sha256 (for ``verify``), sync, then rename the
 whole folder into ``store/<id>/<version>-<sha12>`` in one step.
 """
 
 from __future__ import annotations
 
-import os
-import py_compile
+import importlib.util
+import marshal
+from hashlib import sha256
 from pathlib import Path
 
 from atomicplug.errors import PackageError
-from atomicplug.fsutil import fsync_dir, make_dirs, replace
-from atomicplug.store import FileRecord, sha256_file, write_record
+from atomicplug.fsutil import make_dirs, replace, sync_tree
+from atomicplug.store import FileRecord, write_record
 
 __all__ = ["compile_backend", "install_tree"]
 
+#: PEP 552 pyc header before the source hash: the magic number, then flags "hash-based,
+#: check the source" (what py_compile writes for PycInvalidationMode.CHECKED_HASH).
+_CHECKED_HASH_HEADER = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
+
 
 def compile_backend(tree: Path) -> list[FileRecord]:
-    """Byte-compile backend/**.py with hash-checked pycs; returns the pyc records.
+    """Byte-compile backend/**.py into hash-checked pycs; returns the pyc records.
 
     Hash-based pycs stay valid whatever the mtimes, and a syntax error is a
-    refused package now rather than a broken import after the switch.
-    (Compiling in worker processes was measured (issue 8) and was slower on
-    two busy cores than this loop, so it stays serial.)
+    refused package now rather than a broken import after the switch. The pyc
+    is built in memory (the layout py_compile writes: magic, flags "checked
+    hash", the source's hash, the marshalled code) and written once into the
+    fresh staging tree: py_compile's temp-file-and-rename per file and a second
+    read for the record cost as much as compiling (issue 8). Durability comes
+    from the tree's one sync in :func:`install_tree`.
     """
     backend = tree / "backend"
     records: list[FileRecord] = []
     if not backend.is_dir():
         return records
     for source in sorted(backend.rglob("*.py")):
+        data = source.read_bytes()
         try:
-            compiled = py_compile.compile(
-                str(source),
-                doraise=True,
-                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
-            )
-        except py_compile.PyCompileError as exc:
-            relative = source.relative_to(tree)
-            detail = str(exc.exc_value).splitlines()[0] if exc.exc_value else exc.msg
-            raise PackageError(f"{relative} does not compile: {detail}") from exc
-        pyc = Path(compiled)
-        records.append(FileRecord(path=pyc.relative_to(tree).as_posix(), size=pyc.stat().st_size, sha256=sha256_file(pyc)))
+            code = compile(data, str(source), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:  # ValueError: source with NUL bytes
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PackageError(f"{source.relative_to(tree)} does not compile: {detail}") from exc
+        pyc_bytes = _CHECKED_HASH_HEADER + importlib.util.source_hash(data) + marshal.dumps(code)
+        pyc = Path(importlib.util.cache_from_source(str(source)))
+        pyc.parent.mkdir(exist_ok=True)
+        pyc.write_bytes(pyc_bytes)
+        records.append(FileRecord(path=pyc.relative_to(tree).as_posix(), size=len(pyc_bytes), sha256=sha256(pyc_bytes).hexdigest()))
     return records
 
 
-def _fsync_files(paths: list[Path]) -> None:
-    """fsync each file, several at once (fsync releases the GIL; the disk batches them)."""
-    def sync(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    if len(paths) < 4:
-        for path in paths:
-            sync(path)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="atomicplug-fsync") as pool:
-        for _ in pool.map(sync, paths):
-            pass
-
-
-def _fsync_tree(tree: Path, files: list[FileRecord]) -> None:
-    """fsync the files this stage wrote and the folders whose entries it changed, bottom-up.
-
-    Extraction already made every extracted file and folder durable; this stage
-    adds only ``__pycache__`` folders (and their pycs) and the record at the top.
-    """
-    _fsync_files([tree / record.path for record in files])
-    changed = {tree}
-    for record in files:
-        folder = (tree / record.path).parent
-        if folder != tree:
-            changed.add(folder)  # the new __pycache__ (its pyc entries)
-            changed.add(folder.parent)  # the folder that gained __pycache__
-    for folder in sorted(changed, key=lambda p: len(p.parts), reverse=True):
-        fsync_dir(folder)
-
-
 def install_tree(staged: Path, store_tree: Path, extracted: list[FileRecord]) -> None:
-    """Compile, record, fsync and rename ``staged`` into the store (durably)."""
-    compiled = compile_backend(staged)
-    write_record(staged, extracted + compiled)
-    from atomicplug.store import RECORD_NAME
+    """Compile, record, sync and rename ``staged`` into the store (durably).
 
-    _fsync_tree(staged, compiled + [FileRecord(path=RECORD_NAME, size=0, sha256="")])
+    One :func:`sync_tree` makes the extracted files, the pycs and the record
+    durable together, before the rename publishes the tree.
+    """
+    compiled = compile_backend(staged)
+    # A pyc shipped in the zip (packing skips them, a hand-made zip may not) is replaced by ours.
+    records = {record.path: record for record in extracted}
+    records.update((record.path, record) for record in compiled)
+    write_record(staged, list(records.values()))
+    sync_tree(staged)
     make_dirs(store_tree.parent)
     if store_tree.exists():
         # Same id, version and sha: an identical tree is already there (immutable), reuse it.
