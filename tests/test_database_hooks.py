@@ -89,22 +89,20 @@ def test_hook_that_fails_to_import_is_reported(tmp_path: Path, database_url: str
     assert table_names(database_url) == set()
 
 
-def test_hook_may_not_commit_the_transaction(tmp_path: Path, database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "refusal"),
+    [
+        ("    conn.commit()\n", "install hooks must not commit"),
+        # A rollback from inside would undo the migrations and leave the rest running unprotected.
+        ("    conn.execute(text('SELECT 1'))\n    conn.rollback()\n", "install hooks must not roll back"),
+    ],
+    ids=["commit", "rollback"],
+)
+def test_hook_may_not_end_the_transaction(tmp_path: Path, database_url: str, body: str, refusal: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
-    hooks = "def install(conn, ctx):\n    conn.commit()\n"
+    hooks = "from sqlalchemy import text\ndef install(conn, ctx):\n" + body
     changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
-    with pytest.raises(MigrationError, match="install hook failed: install hooks must not commit"):
-        run(config, "tx-1", "install", changes)
-    assert table_names(database_url) == set()
-    assert committed(config, "tx-1") is False
-
-
-def test_hook_may_not_roll_back_the_transaction(tmp_path: Path, database_url: str) -> None:
-    """A rollback from inside would undo the migrations and leave the rest running unprotected."""
-    config = Config.for_directory(tmp_path, database_url=database_url)
-    hooks = "from sqlalchemy import text\ndef install(conn, ctx):\n    conn.execute(text('SELECT 1'))\n    conn.rollback()\n"
-    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
-    with pytest.raises(MigrationError, match="install hook failed: install hooks must not roll back"):
+    with pytest.raises(MigrationError, match=f"install hook failed: {refusal}"):
         run(config, "tx-1", "install", changes)
     assert table_names(database_url) == set()
     assert committed(config, "tx-1") is False

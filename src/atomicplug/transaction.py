@@ -21,6 +21,7 @@ from atomicplug.errors import AtomicplugError, OperationError
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
+from atomicplug.pycs import BackgroundCompiler
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.extract import extract_package, staging_tree
@@ -116,9 +117,15 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
         if not step.stage_tree or step.after is None or step.package is None:
             continue
         progress(f"staging {step.plugin_id} {step.after.version}")
-        result = extract_package(config, plan.txid, step.plugin_id, Path(step.package))
+        staged = staging_tree(config, plan.txid, step.plugin_id)
+        compiler = BackgroundCompiler(staged)
+        try:
+            result = extract_package(config, plan.txid, step.plugin_id, Path(step.package), sink=compiler)
+            pycs = compiler.finish()
+        finally:
+            compiler.close()
         extracted = [FileRecord(path=f.path, size=f.size, sha256=f.sha256) for f in result.files]
-        install_tree(staging_tree(config, plan.txid, step.plugin_id), config.home / step.after.current.tree, extracted)
+        install_tree(staged, config.home / step.after.current.tree, extracted, pycs)
     remove_tree(config.staging_dir / plan.txid)
 
 

@@ -35,18 +35,20 @@ def snapshot(db: Database) -> Snapshot:
     return _sqlite_snapshot(db) if db.backend == "sqlite" else _postgresql_snapshot(db)
 
 
+def _columns(db: Database, sql: str, tables: frozenset[str]) -> frozenset[tuple[str, str, str]]:
+    """(table, column, TYPE) rows of ``sql`` for the snapshot's tables (types upper-cased)."""
+    return frozenset((table, column, str(declared).upper()) for table, column, declared in db.execute(sql) if table in tables)
+
+
 def _sqlite_snapshot(db: Database) -> Snapshot:
     """Three queries, with the pragma table-valued functions."""
     rows = db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
     tables = frozenset(name for kind, name in rows if kind == "table") - LEDGER_TABLES
     views = frozenset(name for kind, name in rows if kind == "view")
-    columns = frozenset(
-        (table, column, str(declared).upper())
-        for table, column, declared in db.execute(
-            "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p "
-            "WHERE m.type = 'table'"
-        )
-        if table in tables
+    columns = _columns(
+        db,
+        "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'",
+        tables,
     )
     index_columns: dict[tuple[str, str], list[tuple[int, str]]] = {}
     unique: dict[tuple[str, str], bool] = {}
@@ -74,14 +76,12 @@ def _postgresql_snapshot(db: Database) -> Snapshot:
     tables = frozenset(name for name, kind in relations if kind in ("r", "p")) - LEDGER_TABLES
     views = frozenset(name for name, kind in relations if kind in ("v", "m"))
     sequences = frozenset(name for name, kind in relations if kind == "S")
-    columns = frozenset(
-        (table, column, str(declared).upper())
-        for table, column, declared in db.execute(
-            "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a "
-            "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped"
-        )
-        if table in tables
+    columns = _columns(
+        db,
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a "
+        "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        tables,
     )
     indexes = frozenset(
         (table, index, (definition,), bool(is_unique))

@@ -8,10 +8,11 @@ Every refusal is one ``PackageError`` line naming the entry and the rule.
 from __future__ import annotations
 
 from atomicplug.safezip._archive import RATIO_FLOOR_BYTES
-from atomicplug.safezip._extract import ExtractedFile, ExtractResult, extract, read_metadata
+from atomicplug.safezip._extract import ContentSink, ExtractedFile, ExtractResult, extract, read_metadata
 from atomicplug.safezip._names import METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES
 
 __all__ = [
+    "ContentSink",
     "extract",
     "read_metadata",
     "ExtractResult",

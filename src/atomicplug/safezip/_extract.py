@@ -12,6 +12,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 
@@ -22,9 +23,17 @@ from atomicplug.metadata import Metadata
 from atomicplug.safezip._archive import Archive, Budget, Entry
 from atomicplug.safezip._names import refuse
 
-__all__ = ["ExtractedFile", "ExtractResult", "read_metadata", "extract"]
+__all__ = ["ContentSink", "ExtractedFile", "ExtractResult", "read_metadata", "extract"]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class ContentSink(Protocol):
+    """Receives the bytes of the files it wants, as each is written (the staging compiler)."""
+
+    def wants(self, relative: str) -> bool: ...
+
+    def take(self, path: Path, data: bytes) -> None: ...
 
 
 @attrs.frozen
@@ -61,12 +70,14 @@ def extract(
     limits: ExtractLimits | None = None,
     *,
     durable: bool = True,
+    sink: ContentSink | None = None,
 ) -> ExtractResult:
     """Safely unpack ``zip_path`` into ``target_dir`` (absent or empty; its parent must exist).
 
     With ``durable`` (the default) every file and folder is on disk when this
     returns; ``durable=False`` leaves that to the caller, who syncs once after
     adding its own files (staging does: see :func:`atomicplug.fsutil.sync_tree`).
+    ``sink`` gets the content of each file it wants right after the file is written.
     Raises PackageError/MetadataError for a bad archive, OperationError when
     the target is unusable or a write fails. On any failure whatever was
     created is removed (``target_dir`` too, if this call created it).
@@ -77,7 +88,7 @@ def extract(
     try:
         with Archive.open(zip_path, limits) as archive:
             metadata = _metadata_of(archive)
-            files = _write_all(archive, target)
+            files = _write_all(archive, target, sink)
         if durable:
             _sync(target)
     except BaseException:
@@ -123,7 +134,7 @@ def _inside(target: Path, entry: Entry) -> Path:
     return path
 
 
-def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
+def _write_all(archive: Archive, target: Path, sink: ContentSink | None) -> list[ExtractedFile]:
     folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
@@ -132,14 +143,18 @@ def _write_all(archive: Archive, target: Path) -> list[ExtractedFile]:
     try:
         for parts in sorted(folders, key=len):
             os.mkdir(os.path.join(target, *parts), 0o755)
-        return [_write_file(archive, entry, _inside(target, entry), budget) for entry in archive.entries if not entry.is_dir]
+        return [
+            _write_file(archive, entry, _inside(target, entry), budget, sink) for entry in archive.entries if not entry.is_dir
+        ]
     except AtomicplugError:
         raise
     except OSError as exc:
         raise OperationError(f"cannot write into {target}: {exc.strerror or exc}") from exc
 
 
-def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> ExtractedFile:
+def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, sink: ContentSink | None) -> ExtractedFile:
+    relative = "/".join(entry.parts)
+    kept: list[bytes] | None = [] if sink is not None and sink.wants(relative) else None
     digest = hashlib.sha256()
     size = 0
     fd = os.open(path, _OPEN_FLAGS, 0o644)
@@ -147,12 +162,16 @@ def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> E
         for chunk in archive.stream(entry, budget):
             digest.update(chunk)
             size += len(chunk)
+            if kept is not None:
+                kept.append(chunk)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    return ExtractedFile(path="/".join(entry.parts), size=size, sha256=digest.hexdigest())
+    if sink is not None and kept is not None:
+        sink.take(path, b"".join(kept))
+    return ExtractedFile(path=relative, size=size, sha256=digest.hexdigest())
 
 
 def _sync(target: Path) -> None:

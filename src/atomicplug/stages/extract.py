@@ -9,7 +9,7 @@ from atomicplug.fsutil import make_dirs
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
-    from atomicplug.safezip import ExtractResult
+    from atomicplug.safezip import ContentSink, ExtractResult
 
 __all__ = ["staging_tree", "extract_package"]
 
@@ -18,11 +18,14 @@ def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
     return config.staging_dir / txid / plugin_id
 
 
-def extract_package(config: Config, txid: str, plugin_id: str, zip_path: Path) -> ExtractResult:
+def extract_package(
+    config: Config, txid: str, plugin_id: str, zip_path: Path, sink: ContentSink | None = None
+) -> ExtractResult:
     """Extract a verified zip into its shadow folder; refusals raise PackageError.
 
     Not yet durable: :func:`atomicplug.stages.stage.install_tree` syncs the tree
-    once, after adding the pycs and the record.
+    once, after adding the pycs and the record. ``sink`` (the background
+    compiler) gets each backend source as it is written.
     """
     from atomicplug import safezip
 
@@ -32,4 +35,4 @@ def extract_package(config: Config, txid: str, plugin_id: str, zip_path: Path) -
         from atomicplug.fsutil import remove_tree
 
         remove_tree(target)
-    return safezip.extract(zip_path, target, config.limits, durable=False)
+    return safezip.extract(zip_path, target, config.limits, durable=False, sink=sink)

@@ -1,65 +1,38 @@
 """Stage 3c, stage: turn an extracted folder into an immutable store tree.
 
-Precompile the backend to .pyc (so the store is never written again by an
-import), record every file's sha256 (for ``verify``), sync, then rename the
-whole folder into ``store/<id>/<version>-<sha12>`` in one step.
+Write the backend's pycs (compiled by :mod:`atomicplug.pycs` while the zip was
+unpacked, so the store is never written again by an import), record every
+file's sha256 (for ``verify``), sync, then rename the whole folder into
+``store/<id>/<version>-<sha12>`` in one step.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import marshal
 from hashlib import sha256
 from pathlib import Path
 
-from atomicplug.errors import PackageError
 from atomicplug.fsutil import make_dirs, replace, sync_tree
 from atomicplug.store import FileRecord, write_record
 
-__all__ = ["compile_backend", "install_tree"]
-
-#: PEP 552 pyc header before the source hash: the magic number, then flags "hash-based,
-#: check the source" (what py_compile writes for PycInvalidationMode.CHECKED_HASH).
-_CHECKED_HASH_HEADER = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
+__all__ = ["install_tree"]
 
 
-def compile_backend(tree: Path) -> list[FileRecord]:
-    """Byte-compile backend/**.py into hash-checked pycs; returns the pyc records.
-
-    Hash-based pycs stay valid whatever the mtimes, and a syntax error is a
-    refused package now rather than a broken import after the switch. The pyc
-    is built in memory (the layout py_compile writes: magic, flags "checked
-    hash", the source's hash, the marshalled code) and written once into the
-    fresh staging tree: py_compile's temp-file-and-rename per file and a second
-    read for the record cost as much as compiling (issue 8). Durability comes
-    from the tree's one sync in :func:`install_tree`.
-    """
-    backend = tree / "backend"
-    records: list[FileRecord] = []
-    if not backend.is_dir():
-        return records
-    for source in sorted(backend.rglob("*.py")):
-        data = source.read_bytes()
-        try:
-            code = compile(data, str(source), "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:  # ValueError: source with NUL bytes
-            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise PackageError(f"{source.relative_to(tree)} does not compile: {detail}") from exc
-        pyc_bytes = _CHECKED_HASH_HEADER + importlib.util.source_hash(data) + marshal.dumps(code)
-        pyc = Path(importlib.util.cache_from_source(str(source)))
-        pyc.parent.mkdir(exist_ok=True)
-        pyc.write_bytes(pyc_bytes)
-        records.append(FileRecord(path=pyc.relative_to(tree).as_posix(), size=len(pyc_bytes), sha256=sha256(pyc_bytes).hexdigest()))
+def _write_pycs(tree: Path, pycs: list[tuple[Path, bytes]]) -> list[FileRecord]:
+    records = []
+    for path, data in pycs:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)  # durable with the tree's one sync below
+        records.append(FileRecord(path=path.relative_to(tree).as_posix(), size=len(data), sha256=sha256(data).hexdigest()))
     return records
 
 
-def install_tree(staged: Path, store_tree: Path, extracted: list[FileRecord]) -> None:
-    """Compile, record, sync and rename ``staged`` into the store (durably).
+def install_tree(staged: Path, store_tree: Path, extracted: list[FileRecord], pycs: list[tuple[Path, bytes]]) -> None:
+    """Write the pycs, record, sync and rename ``staged`` into the store (durably).
 
     One :func:`sync_tree` makes the extracted files, the pycs and the record
     durable together, before the rename publishes the tree.
     """
-    compiled = compile_backend(staged)
+    compiled = _write_pycs(staged, pycs)
     # A pyc shipped in the zip (packing skips them, a hand-made zip may not) is replaced by ours.
     records = {record.path: record for record in extracted}
     records.update((record.path, record) for record in compiled)
