@@ -25,7 +25,6 @@ __all__ = [
     "LEDGER_TABLES",
     "ensure_tables",
     "existing_tables",
-    "tables_exist",
     "applied_migrations",
     "record_migration",
     "record_transaction",
@@ -82,10 +81,6 @@ def existing_tables(db: Database, names: Sequence[str]) -> set[str]:
             f"WHERE table_schema = current_schema() AND table_name IN ({marks})"
         )
     return {row[0] for row in db.execute(sql, list(names))}
-
-
-def tables_exist(db: Database) -> bool:
-    return existing_tables(db, sorted(LEDGER_TABLES)) == LEDGER_TABLES
 
 
 def ensure_tables(db: Database) -> None:
