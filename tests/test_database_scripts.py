@@ -85,3 +85,22 @@ def test_statements_that_cannot_run_in_a_transaction_are_named(sql: str) -> None
 )
 def test_ordinary_statements_are_allowed(sql: str) -> None:
     assert non_transactional_reason(sql) is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "VACUUM/*x*/FULL",
+        "/* a */ CREATE INDEX /* b */ CONCURRENTLY ix ON t(a)",
+        "SELECT '--not a comment' -- real\n",
+        "CREATE TABLE t (a TEXT DEFAULT '/* no */')",
+        "-- only a comment\n/* and another */",
+    ],
+)
+def test_comment_stripping_agrees_with_sqlparse_format(sql: str) -> None:
+    """The one-pass lexer strip must read statements as sqlparse's (slower) formatter does."""
+    import sqlparse
+
+    from atomicplug.database.scripts import _strip_comments
+
+    assert " ".join(_strip_comments(sql).split()) == " ".join(sqlparse.format(sql, strip_comments=True).split())

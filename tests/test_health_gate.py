@@ -24,13 +24,13 @@ def _backend(code: str) -> dict[str, str | bytes]:
 
 def _count_children(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
-    real = subprocess.run
+    real = health._spawn_child
 
     def counting(*args: object, **kwargs: object) -> object:
         calls.append(args)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(health.subprocess, "run", counting)
+    monkeypatch.setattr(health, "_spawn_child", counting)
     return calls
 
 
@@ -146,18 +146,41 @@ def _frontend_only(home: Home) -> Path:
 def test_scratch_folder_lives_in_staging_and_is_gone_afterwards(home: Home, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not in the system temp folder: a kill during the check must leave nothing that recovery does not delete."""
     seen: list[Path] = []
-    real = health._import_in_child
+    real = health._spawn_child
 
-    def recording(scratch: Path, search: list[Path], targets: list[str]) -> dict[str, str]:
+    def recording(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
         seen.append(scratch)
         assert (scratch / health.PACKAGE / "gate").is_symlink()
         return real(scratch, search, targets)
 
-    monkeypatch.setattr(health, "_import_in_child", recording)
+    monkeypatch.setattr(health, "_spawn_child", recording)
     try:
         home.installer.install_file(home.package("gate", files=_backend(backend)))
     except OperationError:
         pass
     assert len(seen) == 1 and seen[0].is_relative_to(home.config.staging_dir)
     assert not seen[0].exists()
+    assert not any(home.config.staging_dir.iterdir())
+
+
+def test_a_database_refusal_during_the_check_stops_the_child(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interpreter imports while the database checks run; when those refuse first, the
+    child is stopped, its folder removed, and the database's reason is the one reported."""
+    from atomicplug.errors import PermissionRefusedError
+
+    children: list[subprocess.Popen[bytes]] = []
+    real = health._spawn_child
+
+    def keeping(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
+        children.append(real(scratch, search, targets))
+        return children[-1]
+
+    monkeypatch.setattr(health, "_spawn_child", keeping)
+    before = snapshot(home.config)
+    slow = _backend("import time\ntime.sleep(30)\n")
+    package = home.package("slow", migrations=USERS_TABLE, permissions=(), files=slow)
+    with pytest.raises(PermissionRefusedError, match="does not declare the permission"):
+        home.installer.install_file(package)
+    assert len(children) == 1 and children[0].poll() is not None
+    assert snapshot(home.config) == before
     assert not any(home.config.staging_dir.iterdir())

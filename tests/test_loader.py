@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 
+import attrs
 import filelock
 import pytest
 from conftest import Home
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from atomicplug.installer import Installer
 from atomicplug.journal import pending_journals
 from atomicplug.loader import AddonLoader
-from atomicplug.stages import health
 from atomicplug.testing import count_crash_points, crash_at
 
 
@@ -139,11 +140,11 @@ def test_addon_without_router_is_loaded_without_routes(home: Home, app: FastAPI)
     assert _paths(app) == {"/own"}
 
 
-def test_addon_failing_at_import_is_reported_and_skipped(home: Home, app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_addon_failing_at_import_is_reported_and_skipped(home: Home, app: FastAPI) -> None:
     install_router_addon(home, "crm")
-    with monkeypatch.context() as patch:  # e.g. installed before the health gate existed
-        patch.setattr(health, "check_backends", lambda *args, **kwargs: None)
-        home.installer.install_file(home.package("broken", files={"backend/__init__.py": "import does_not_exist\n"}))
+    # e.g. installed before the health gate existed, or with `health_check = false`
+    ungated = Installer(attrs.evolve(home.config, health_check=False))
+    ungated.install_file(home.package("broken", files={"backend/__init__.py": "import does_not_exist\n"}))
     loader = AddonLoader(home.config, app)
     loader.startup()
     assert loader.failures == {"broken": "ModuleNotFoundError: No module named 'does_not_exist'"}

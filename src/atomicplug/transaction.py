@@ -79,8 +79,11 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         _stage_trees(config, plan, progress)
         journal.append(RecordType.STAGED)
         changes = [_change(config, step) for step in plan.steps]
-        migrate.check(config, changes)
-        health.check_backends(config, plan, progress)  # before COMMIT: a backend that does not import is refused
+        # Before COMMIT: a backend that does not import is refused. Its interpreter imports
+        # while the database step's plan-time checks run.
+        with health.started(config, plan, progress) as health_verdict:
+            migrate.check(config, changes)
+            health_verdict()
         progress("database: migrations and ledger in one transaction")
         commit_attempted = True
         migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse)

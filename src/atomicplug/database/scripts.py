@@ -13,6 +13,8 @@ import re
 
 import attrs
 import sqlparse
+from sqlparse.lexer import tokenize
+from sqlparse.tokens import Comment
 
 __all__ = ["Statement", "split_script", "non_transactional_reason"]
 
@@ -45,7 +47,12 @@ def split_script(text: str) -> tuple[Statement, ...]:
 
 @functools.lru_cache(maxsize=1024)
 def _strip_comments(sql: str) -> str:
-    return sqlparse.format(sql, strip_comments=True).strip()
+    """``sql`` with each comment replaced by a space (so ``VACUUM/**/FULL`` stays two words).
+
+    One pass of sqlparse's lexer: ``sqlparse.format(strip_comments=True)`` groups the
+    whole statement first, ~5 ms for a 50-row INSERT, most of ``migrate.check`` (issue 8).
+    """
+    return "".join(" " if ttype in Comment else value for ttype, value in tokenize(sql)).strip()
 
 
 # Matched against the statement with comments removed, whitespace collapsed, upper-cased.

@@ -24,7 +24,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.stages.plan import Plan
 
-__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends"]
+__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "started"]
 
 #: Seconds the fresh interpreter may take to import every checked backend.
 IMPORT_TIMEOUT = 60.0
@@ -80,16 +81,25 @@ def backends_to_check(config: Config, plan: Plan) -> list[str]:
 
 
 def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
-    """Import every backend the plan enables in a fresh interpreter; OperationError if one fails.
+    """Import every backend the plan enables in a fresh interpreter; OperationError if one fails."""
+    with started(config, plan, progress) as verdict:
+        verdict()
 
-    Costs nothing (no subprocess) for uninstall, disable, or plugins without
-    ``backend/``. ``health_check = false`` in the config (when the Config has
-    that field) turns the gate off.
+
+@contextmanager
+def started(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> Iterator[Callable[[], None]]:
+    """Start the import check now; the block gets a function that waits for its verdict.
+
+    So the caller's own checks (the database step's plan-time checks) run while
+    the fresh interpreter imports (issue 8). The verdict raises OperationError
+    for a backend that does not import. Leaving the block stops a child whose
+    verdict was not asked for and removes the scratch folder. Costs nothing (no
+    subprocess) for uninstall, disable, plugins without ``backend/``, or
+    ``health_check = false``.
     """
-    if not config.health_check:
-        return
-    targets = backends_to_check(config, plan)
+    targets = backends_to_check(config, plan) if config.health_check else []
     if not targets:
+        yield _nothing_to_check
         return
     if progress is not None:
         progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
@@ -98,6 +108,7 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
     # aborted, recovered after a kill) deletes: a system temp folder would outlive a SIGKILL.
     scratch = config.staging_dir / plan.txid / "health-check"
     shutil.rmtree(scratch, ignore_errors=True)
+    child: subprocess.Popen[bytes] | None = None
     try:
         # Links for the plan's new trees only, searched before the live addons folder, which
         # serves every plugin the plan leaves alone: one link per change, not per installed plugin.
@@ -106,35 +117,50 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
         for plugin_id in targets:
             tree = config.home / after.plugins[plugin_id].current.tree / "backend"
             (links / plugin_id).symlink_to(tree, target_is_directory=True)
-        errors = _import_in_child(scratch, [links, config.backend_addons], targets)
+        child = _spawn_child(scratch, [links, config.backend_addons], targets)
+
+        def verdict() -> None:
+            errors = _errors_of(child, scratch, targets)
+            for plugin_id in targets:  # plan order: dependencies first
+                if plugin_id in errors:
+                    version = after.plugins[plugin_id].version
+                    raise OperationError(f"{plugin_id} {version}: backend does not import: {errors[plugin_id]}")
+
+        yield verdict
     finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.communicate()
         shutil.rmtree(scratch, ignore_errors=True)
-    for plugin_id in targets:  # plan order: dependencies first
-        if plugin_id in errors:
-            version = after.plugins[plugin_id].version
-            raise OperationError(f"{plugin_id} {version}: backend does not import: {errors[plugin_id]}")
 
 
-def _import_in_child(scratch: Path, search: list[Path], targets: list[str]) -> dict[str, str]:
-    """Run the child; returns {plugin_id: last line of the exception} for failed imports."""
+def _nothing_to_check() -> None:
+    """The verdict when no backend needs importing."""
+
+
+def _spawn_child(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
+    """Start the child that imports ``targets`` as ``addons.<id>`` from ``search``."""
     result_path = scratch / "result.json"
     paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     package_path = os.pathsep.join(str(p) for p in search)
     command = [sys.executable, "-B", "-S", "-c", _CHILD, package_path, PACKAGE, str(result_path), json.dumps(paths), *targets]
+    return subprocess.Popen(command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _errors_of(child: subprocess.Popen[bytes], scratch: Path, targets: list[str]) -> dict[str, str]:
+    """Wait for the child; returns {plugin_id: last line of the exception} for failed imports."""
     try:
-        proc = subprocess.run(
-            command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=IMPORT_TIMEOUT, check=False
-        )
+        _, stderr = child.communicate(timeout=IMPORT_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise OperationError(
             f"{', '.join(targets)}: backend import did not finish within {IMPORT_TIMEOUT:g}s (health check)"
         ) from None
     try:
-        errors: dict[str, str] = json.loads(result_path.read_text(encoding="utf-8"))
+        errors: dict[str, str] = json.loads((scratch / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         # The child died before reporting (os._exit or a crash inside an import).
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = tail[-1] if tail else f"exit code {proc.returncode}"
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = tail[-1] if tail else f"exit code {child.returncode}"
         raise OperationError(f"{', '.join(targets)}: backend import killed the interpreter ({detail})") from None
     return errors
