@@ -73,6 +73,9 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         return
     for step in plan.steps:
         check_addon_entries(config, step.plugin_id)
+    # The registry as this plan leaves it, read once: the caller holds the lock, so the file
+    # does not change before step 5 writes it (recovery reads it afresh instead).
+    after = plan.registry_after(Registry.load(config.registry_path))
     journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
     commit_attempted = False
     try:
@@ -81,7 +84,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         changes = [_change(config, step) for step in plan.steps]
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
         # while the database step's plan-time checks run.
-        with health.started(config, plan, progress) as health_verdict:
+        with health.started(config, plan, progress, after) as health_verdict:
             migrate.check(config, changes)
             health_verdict()
         progress("database: migrations and ledger in one transaction")
@@ -93,7 +96,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
             raise
     journal.append(RecordType.COMMITTED)
     try:
-        _roll_forward(config, plan, journal, progress)
+        _roll_forward(config, plan, journal, progress, after)
     except OSError as exc:
         raise OperationError(
             f"transaction {plan.txid} committed but finishing it failed ({exc}); run `atomicplug recover`"
@@ -167,12 +170,15 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
     journal.append(RecordType.ABORTED, reason=reason)
 
 
-def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress) -> None:
-    """Step 5, idempotent: links, registry, frontend index, history, done."""
+def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress, after: Registry | None = None) -> None:
+    """Step 5, idempotent: links, registry, frontend index, history, done.
+
+    ``after`` is the registry the plan leaves (computed from the file when not given).
+    """
     for step in plan.steps:
         progress(f"switching {step.describe()}")
         switch_plugin(config, step.plugin_id, step.after, plan.txid)
-    registry = plan.registry_after(Registry.load(config.registry_path))
+    registry = after if after is not None else plan.registry_after(Registry.load(config.registry_path))
     write_registry(config, registry)
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)

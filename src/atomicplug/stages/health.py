@@ -87,7 +87,9 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
 
 
 @contextmanager
-def started(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> Iterator[Callable[[], None]]:
+def started(
+    config: Config, plan: Plan, progress: Callable[[str], None] | None = None, after: Registry | None = None
+) -> Iterator[Callable[[], None]]:
     """Start the import check now; the block gets a function that waits for its verdict.
 
     So the caller's own checks (the database step's plan-time checks) run while
@@ -95,7 +97,8 @@ def started(config: Config, plan: Plan, progress: Callable[[str], None] | None =
     for a backend that does not import. Leaving the block stops a child whose
     verdict was not asked for and removes the scratch folder. Costs nothing (no
     subprocess) for uninstall, disable, plugins without ``backend/``, or
-    ``health_check = false``.
+    ``health_check = false``. ``after`` is the registry the plan leaves (read
+    from the file when not given).
     """
     targets = backends_to_check(config, plan) if config.health_check else []
     if not targets:
@@ -103,7 +106,8 @@ def started(config: Config, plan: Plan, progress: Callable[[str], None] | None =
         return
     if progress is not None:
         progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
-    after = plan.registry_after(Registry.load(config.registry_path))
+    if after is None:
+        after = plan.registry_after(Registry.load(config.registry_path))
     # Inside the transaction's staging folder, which every end of the transaction (done,
     # aborted, recovered after a kill) deletes: a system temp folder would outlive a SIGKILL.
     scratch = config.staging_dir / plan.txid / "health-check"
