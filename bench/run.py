@@ -234,39 +234,49 @@ def fill(config_path: Path, zips: list[Path]) -> None:
 
 
 def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
+    """One home per level, all filled first; then each run measures every level in turn.
+
+    Interleaving matters: filling 1000 plugins takes a minute or more, and measuring
+    the levels one after the other let the machine's drift over that minute decide
+    the ratio (1.29×, 1.77×, 1.39× in three runs of the same code).
+    """
     small = workloads.build_workload("small", workdir, key)
     t0 = time.perf_counter()
     fillers = workloads.build_fillers(max(levels), workdir, key)
     log(f"[scaling] {len(fillers)} filler packages ready in {time.perf_counter() - t0:.1f}s")
-    config = fresh_home(workdir / "scratch" / "scaling", key)
-    result: dict[str, dict] = {}
-    installed = 0
+    homes: dict[int, Path] = {}
+    fill_times: dict[int, float] = {}
     for level in sorted(levels):
+        homes[level] = fresh_home(workdir / "scratch" / f"scaling-{level}", key)
         t0 = time.perf_counter()
-        fill(config, fillers[installed:level])
-        fill_s = time.perf_counter() - t0
-        added = level - installed
-        log(f"[scaling] installed {added} more (now {level}) in-process in {fill_s:.1f}s")
-        installed = level
-        installs, lists, recovers = [], [], []
-        for _ in range(repeat):
-            installs.append(timed(ap(config, "install", str(small.v1)))[0])
+        fill(homes[level], fillers[:level])
+        fill_times[level] = time.perf_counter() - t0
+        log(f"[scaling] home with {level} installed, filled in-process in {fill_times[level]:.1f}s")
+    samples: dict[int, dict[str, list[float]]] = {level: {"install": [], "list": [], "recover": []} for level in levels}
+    for i in range(repeat):
+        for level, config in homes.items():
+            got = samples[level]
+            got["install"].append(timed(ap(config, "install", str(small.v1)))[0])
             timed(ap(config, "uninstall", small.plugin_id))
-            lists.append(timed(ap(config, "list", "--json"))[0])
+            got["list"].append(timed(ap(config, "list", "--json"))[0])
             rows = json.loads(timed.last_stdout)  # type: ignore[attr-defined]
             if len(rows) != level:
                 raise Failed(f"list --json shows {len(rows)} plugins, expected {level}")
-            recovers.append(timed(ap(config, "recover"))[0])
+            got["recover"].append(timed(ap(config, "recover"))[0])
+        log(f"[scaling] run {i + 1}/{repeat}: install " + ", ".join(f"{lv}: {samples[lv]['install'][-1]:.3f}s" for lv in homes))
+    result: dict[str, dict] = {}
+    for level, got in samples.items():
         result[str(level)] = {
-            "fill_s": round(fill_s, 2),
-            "fill_added": added,
-            "fill_per_plugin_ms": round(1000 * fill_s / max(1, added), 1),
-            "install_small_s": round(median(installs), 4),
-            "list_json_s": round(median(lists), 4),
-            "recover_s": round(median(recovers), 4),
+            "fill_s": round(fill_times[level], 2),
+            "fill_added": level,
+            "fill_per_plugin_ms": round(1000 * fill_times[level] / max(1, level), 1),
+            "install_small_s": round(median(got["install"]), 4),
+            "list_json_s": round(median(got["list"]), 4),
+            "recover_s": round(median(got["recover"]), 4),
+            "install_samples": got["install"],
         }
-        log(f"[scaling] {level}: install {result[str(level)]['install_small_s']:.3f}s list {result[str(level)]['list_json_s']:.3f}s")
-    shutil.rmtree(config.parent)
+    for config in homes.values():
+        shutil.rmtree(config.parent)
     return result
 
 
