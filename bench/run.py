@@ -225,11 +225,11 @@ def fill(config_path: Path, zips: list[Path]) -> None:
     """
     from atomicplug.config import Config
     from atomicplug.installer import Installer
-    from atomicplug.stages.verify import verify_package
+    from atomicplug.intake import take_in_file
 
     installer = Installer(Config.load(config_path))
     for i in range(0, len(zips), FILL_BATCH):
-        packages = [verify_package(installer.config, z) for z in zips[i : i + FILL_BATCH]]
+        packages = [take_in_file(installer.config, z) for z in zips[i : i + FILL_BATCH]]
         installer.install_packages(packages)
 
 

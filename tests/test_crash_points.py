@@ -39,9 +39,9 @@ def make_any_db_home(home_factory, database_factory):
 
 def _install(*names):
     def run(home, packages):
-        from atomicplug.stages.verify import verify_package
+        from atomicplug.intake import take_in_file
 
-        Installer(home.config).install_packages([verify_package(home.config, packages[n]) for n in names])
+        Installer(home.config).install_packages([take_in_file(home.config, packages[n]) for n in names])
 
     return run
 

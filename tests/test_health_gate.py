@@ -84,11 +84,11 @@ def test_backend_killing_the_interpreter_is_refused(home: Home) -> None:
 
 
 def test_dependency_installed_in_the_same_transaction_is_importable(home: Home) -> None:
-    from atomicplug.stages.verify import verify_package
+    from atomicplug.intake import take_in_file
 
     core = home.package("email_core", files=_backend("NAME = 'core'\n"))
     user = home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import NAME\n"))
-    home.installer.install_packages([verify_package(home.config, core, None), verify_package(home.config, user, None)])
+    home.installer.install_packages([take_in_file(home.config, core, None), take_in_file(home.config, user, None)])
     assert [p["id"] for p in home.installer.list()] == ["email_core", "newsletter"]
 
 

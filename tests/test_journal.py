@@ -68,3 +68,19 @@ def test_a_forged_done_tail_does_not_hide_a_pending_journal(tmp_path):
     with open(journal.path, "ab") as handle:
         handle.write(b'{"type":"done","sum":"0000000000000000"}\n')
     assert [j.txid for j in pending_journals(tmp_path / "journal")] == [journal.txid]
+
+
+def test_a_torn_tail_is_cut_off_before_the_next_append(tmp_path):
+    """Issue 13 item 5: appending onto a torn line made it read as torn again (and 'corrupt' once more followed)."""
+    journal = _journal(tmp_path)
+    journal.append(RecordType.STAGED)
+    good = journal.path.read_bytes()
+    journal.path.write_bytes(good + b'{"type":"commi')  # a crash tore this append
+    reopened = Journal.reopen(journal.path)
+    reopened.append(RecordType.ABORTED, reason="rolled back by recovery")
+    assert journal.path.read_bytes().startswith(good)
+    state = read_journal(journal.path)
+    assert [r["type"] for r in state.records] == [RecordType.BEGIN, RecordType.STAGED, RecordType.ABORTED]
+    assert state.finished
+    reopened.append(RecordType.DONE)  # and the file stays readable after more appends
+    assert read_journal(journal.path).records[-1]["type"] is RecordType.DONE

@@ -34,6 +34,7 @@ from misbehaving_server import (
 from atomicplug.config import Config
 from atomicplug.errors import DownloadError, TrustError
 from atomicplug.minisign import SecretKey
+from atomicplug.intake import blob_path, signature_path_for
 from atomicplug.repository import remote
 from atomicplug.repository.fetcher import Fetcher, Timeouts
 from atomicplug.repository.repo_admin import add_packages, init_repository
@@ -98,11 +99,11 @@ def _crm_entry(env: Env):  # noqa: ANN202
 
 def test_plan_remote_fetches_dependencies_first_and_caches(env: Env) -> None:
     fetched = remote.plan_remote(env.config, ["crm"], {}, fetcher=env.fetcher)
-    assert [(f.entry.id, f.entry.version) for f in fetched] == [("email_core", "1.0.0"), ("crm", "1.0.0")]
+    assert [(f.metadata.id, f.metadata.version) for f in fetched] == [("email_core", "1.0.0"), ("crm", "1.0.0")]
     for f in fetched:
-        assert f.zip_path == env.config.downloads_dir / f"{f.entry.sha256}.zip"
-        assert f.zip_path.read_bytes() == (env.repo / "plugins" / f.entry.id / "v1.0.0.zip").read_bytes()
-        assert f.sig_path is not None and f.sig_path.is_file()
+        blob = blob_path(env.config, f.sha256)
+        assert blob.read_bytes() == (env.repo / "plugins" / f.metadata.id / "v1.0.0.zip").read_bytes()
+        assert signature_path_for(blob).is_file()
     state = json.loads(env.state() or b"{}")
     assert state["repositories"][env.server.url]["version"] == 2
 
@@ -117,9 +118,12 @@ def test_cached_package_is_not_downloaded_again(env: Env) -> None:
 def test_damaged_cache_entry_is_downloaded_again(env: Env) -> None:
     entry = _crm_entry(env)
     first = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    first.zip_path.write_bytes(b"corrupt")
+    blob = blob_path(env.config, first.sha256)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF  # same size, other bytes
+    blob.write_bytes(bytes(data))
     again = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    assert again.zip_path.stat().st_size == entry.size
+    assert blob_path(env.config, again.sha256).read_bytes() == (env.repo / "plugins" / "crm" / "v1.0.0.zip").read_bytes()
     assert len(env.server.requests_for(CRM)) == 2
 
 
@@ -130,7 +134,7 @@ def test_dropped_connection_resumes_with_range(env: Env) -> None:
     entry = _crm_entry(env)
     env.server.queue(CRM, Drop(after=70_000))
     fetched = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    assert fetched.zip_path.stat().st_size == entry.size
+    assert blob_path(env.config, fetched.sha256).stat().st_size == entry.size
     first, resumed = env.server.requests_for(CRM)
     assert first is None and resumed is not None
     start = int(resumed.removeprefix("bytes=").rstrip("-"))
@@ -153,7 +157,7 @@ def test_stall_once_then_resume(env: Env) -> None:
     entry = _crm_entry(env)
     env.server.queue(CRM, Stall(seconds=2.0, after=50_000))
     fetched = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    assert fetched.zip_path.stat().st_size == entry.size
+    assert blob_path(env.config, fetched.sha256).stat().st_size == entry.size
     assert (env.server.requests_for(CRM)[1] or "").startswith("bytes=")
 
 
@@ -161,14 +165,14 @@ def test_server_ignoring_range_is_read_from_the_start(env: Env) -> None:
     entry = _crm_entry(env)
     env.server.queue(CRM, Drop(after=30_000), IgnoreRange())
     fetched = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    assert fetched.zip_path.read_bytes() == (env.repo / "plugins" / "crm" / "v1.0.0.zip").read_bytes()
+    assert blob_path(env.config, fetched.sha256).read_bytes() == (env.repo / "plugins" / "crm" / "v1.0.0.zip").read_bytes()
 
 
 def test_206_with_wrong_start_is_not_spliced(env: Env) -> None:
     entry = _crm_entry(env)
     env.server.queue(CRM, Drop(after=30_000), BadRangeStart())
     fetched = remote.fetch_package(env.config, entry, fetcher=env.fetcher)
-    assert fetched.zip_path.read_bytes() == (env.repo / "plugins" / "crm" / "v1.0.0.zip").read_bytes()
+    assert blob_path(env.config, fetched.sha256).read_bytes() == (env.repo / "plugins" / "crm" / "v1.0.0.zip").read_bytes()
     assert len(env.server.requests_for(CRM)) == 3
 
 
@@ -271,7 +275,7 @@ def test_unsigned_package_is_refused_unless_allowed(env: Env) -> None:
     assert env.cache_files() == []
     lenient = attrs.evolve(env.config, allow_unsigned=True)
     fetched = remote.fetch_package(lenient, entry, fetcher=env.fetcher)
-    assert fetched.sig_path is None and fetched.zip_path.is_file()
+    assert fetched.signed_by is None and blob_path(env.config, fetched.sha256).is_file()
 
 
 # -- refusals: manifest trust ---------------------------------------------------------

@@ -206,3 +206,29 @@ def test_registry_file_is_valid_json_listing_the_plugins(home):
     data = json.loads(home.config.registry_path.read_text())
     assert data["plugins"]["shop"]["version"] == "1.0.0"
     assert data["plugins"]["shop"]["enabled"] is True
+
+
+def test_enable_refuses_while_a_requirement_is_disabled(home):
+    """Issue 13 item 8: disable sms; disable email; enable sms made the state that disable refuses."""
+    home.installer.install_file(home.package("email"))
+    home.installer.install_file(home.package("sms", requires=("email",)))
+    home.installer.disable("sms")
+    home.installer.disable("email")
+    before = snapshot(home.config)
+    with pytest.raises(DependencyError, match="sms requires email, which is disabled"):
+        home.installer.enable("sms")
+    assert snapshot(home.config) == before
+    result = home.installer.enable("sms", with_requirements=True)
+    assert sorted(result.changes) == ["enable email", "enable sms"]
+    assert {p["id"]: p["enabled"] for p in home.installer.list()} == {"email": True, "sms": True}
+
+
+def test_installing_a_plugin_whose_requirement_is_disabled_is_refused(home):
+    home.installer.install_file(home.package("email"))
+    home.installer.disable("email")
+    sms = home.package("sms", requires=("email",))
+    with pytest.raises(DependencyError, match="sms requires email, which is disabled"):
+        home.installer.install_file(sms)
+    assert [p["id"] for p in home.installer.list()] == ["email"]
+    home.installer.install_file(sms, with_requirements=True)
+    assert {p["id"]: p["enabled"] for p in home.installer.list()} == {"email": True, "sms": True}

@@ -25,6 +25,7 @@ __all__ = [
     "sync_tree",
     "atomic_write_bytes",
     "make_dirs",
+    "remove_empty_dirs",
     "replace",
     "remove_tree",
     "remove_file",
@@ -107,8 +108,8 @@ def _fsync_walk(root: Path) -> None:
     fsync_dir(root.parent)
 
 
-def make_dirs(path: Path) -> None:
-    """Create ``path`` and missing parents, fsyncing each new entry's parent."""
+def make_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and missing parents, fsyncing each new entry's parent; returns those created."""
     path = Path(path)
     missing = []
     probe = path
@@ -117,13 +118,25 @@ def make_dirs(path: Path) -> None:
         if probe.parent == probe:
             break
         probe = probe.parent
+    created = []
     for folder in reversed(missing):
         crash_point()
         try:
             os.mkdir(folder)
         except FileExistsError:
             continue
+        created.append(folder)
         fsync_dir(folder.parent)
+    return created
+
+
+def remove_empty_dirs(folders: list[Path]) -> None:
+    """Undo :func:`make_dirs` after a refusal: remove the folders it created, deepest first, if still empty."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # not empty (someone else uses it) or already gone: leave the rest
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -144,11 +157,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     replace(tmp, path)
 
 
-def replace(src: Path, dst: Path) -> None:
-    """Atomically rename ``src`` onto ``dst`` and make the rename durable."""
+def replace(src: Path, dst: Path, *, durable: bool = True) -> None:
+    """Atomically rename ``src`` onto ``dst`` and (unless ``durable=False``) make the rename durable."""
     crash_point()
     os.replace(src, dst)
-    fsync_dir(Path(dst).parent)
+    if durable:
+        fsync_dir(Path(dst).parent)
 
 
 def remove_file(path: Path) -> bool:

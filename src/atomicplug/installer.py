@@ -20,8 +20,8 @@ from atomicplug.lock import writer_lock
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
+    from atomicplug.intake import Package
     from atomicplug.stages import plan as planning
-    from atomicplug.stages.verify import VerifiedPackage
     from atomicplug.transaction import Progress
 
 # The transaction engine and the stages are imported where they are used: `recover`
@@ -75,7 +75,7 @@ class Installer:
     @contextmanager
     def _writing(self) -> Iterator[Registry]:
         """Lock, recover anything unfinished, and yield the registry to plan on."""
-        with writer_lock(self.config.lock_path, self.config.lock_timeout):
+        with writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress):
             self._recover_locked()
             yield Registry.load(self.config.registry_path)
 
@@ -104,17 +104,38 @@ class Installer:
         *,
         allow_downgrade: bool = False,
         rehearse: bool = True,
+        with_requirements: bool = False,
     ) -> TransactionResult:
-        """Install (or upgrade) one local zip, its ``.minisig`` beside it."""
-        from atomicplug.stages.verify import verify_package
+        """Install (or upgrade) one local zip, its ``.minisig`` beside it.
 
-        package = verify_package(self.config, Path(zip_path), Path(signature_path) if signature_path else None)
-        return self.install_packages([package], allow_downgrade=allow_downgrade, rehearse=rehearse)
+        The zip is read once, before waiting for the lock: its verified bytes are
+        what gets installed, whatever happens to the file afterwards.
+        """
+        package = self.take_in(zip_path, signature_path)
+        return self.install_packages(
+            [package], allow_downgrade=allow_downgrade, rehearse=rehearse, with_requirements=with_requirements
+        )
+
+    def take_in(self, zip_path: str | Path, signature_path: str | Path | None = None) -> Package:
+        """Verify a local zip and keep its bytes as ``<home>/downloads/<sha256>.zip`` (docs/design.md "Intake")."""
+        from atomicplug.intake import take_in_file
+
+        self.progress(f"verifying {Path(zip_path).name}")
+        return take_in_file(self.config, zip_path, signature_path)
 
     def install_packages(
-        self, packages: Sequence[VerifiedPackage], *, allow_downgrade: bool = False, rehearse: bool = True
+        self,
+        packages: Sequence[Package],
+        *,
+        allow_downgrade: bool = False,
+        rehearse: bool = True,
+        with_requirements: bool = False,
     ) -> TransactionResult:
-        """Install verified packages (dependencies first) in one transaction."""
+        """Install packages that passed intake (dependencies first) in one transaction.
+
+        ``with_requirements``: requirements that are installed but disabled are
+        enabled in the same transaction (else the install is refused).
+        """
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
@@ -122,20 +143,24 @@ class Installer:
         with self._writing() as registry:
             txid = new_txid()
             plan = planning.plan_install(
-                registry, packages, txid, self.config.home, allow_downgrade=allow_downgrade, rehearse=rehearse
+                registry,
+                packages,
+                txid,
+                self.config.home,
+                allow_downgrade=allow_downgrade,
+                rehearse=rehearse,
+                with_requirements=with_requirements,
             )
             return self._run(plan)
 
     def install(self, specs: str | Sequence[str], *, upgrade: bool = False, rehearse: bool = True) -> TransactionResult:
         """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies)."""
         from atomicplug.repository import remote
-        from atomicplug.stages.verify import verify_package
 
         if isinstance(specs, str):
             specs = [specs]
         installed = self._installed_versions()
-        fetched = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
-        packages = [verify_package(self.config, f.zip_path, f.sig_path) for f in fetched]
+        packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
         return self.install_packages(packages, rehearse=rehearse)
 
     def upgrade(self, plugin_ids: Sequence[str] | None = None, *, rehearse: bool = True) -> TransactionResult:
@@ -160,12 +185,15 @@ class Installer:
         with self._writing() as registry:
             return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
 
-    def enable(self, plugin_id: str) -> TransactionResult:
+    def enable(self, plugin_id: str, *, with_requirements: bool = False) -> TransactionResult:
+        """Put a disabled plugin's entries back; its disabled requirements too when ``with_requirements``."""
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
         with self._writing() as registry:
-            return self._run(planning.plan_toggle(registry, plugin_id, True, new_txid()))
+            return self._run(
+                planning.plan_toggle(registry, plugin_id, True, new_txid(), with_requirements=with_requirements)
+            )
 
     def disable(self, plugin_id: str) -> TransactionResult:
         from atomicplug.stages import plan as planning
@@ -176,7 +204,7 @@ class Installer:
 
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
-        with writer_lock(self.config.lock_path, self.config.lock_timeout):
+        with writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress):
             return self._recover_locked()
 
     def gc(self) -> dict[str, int]:
@@ -246,7 +274,7 @@ class Installer:
         return [verify_plugin(self.config, entry) for entry in entries]
 
 
-def _check_python_dependencies(packages: Sequence[VerifiedPackage]) -> None:
+def _check_python_dependencies(packages: Sequence[Package]) -> None:
     requirements = [str(dep) for p in packages for dep in p.metadata.backend.dependencies]
     if not requirements:
         return

@@ -26,7 +26,8 @@ import os
 import secrets
 import struct
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,9 @@ __all__ = [
     "Signature",
     "sign_file",
     "verify_file",
+    "verify_digest",
+    "signer_of",
+    "parse_signature",
     "load_trusted_keys",
     "DEFAULT_OPSLIMIT",
     "DEFAULT_MEMLIMIT",
@@ -379,15 +383,66 @@ def sign_file(
     ).to_text()
 
 
-def _verify_legacy(key: PublicKey, sig: bytes, path: Path, also: Sequence[Any] = ()) -> bool:
-    # Legacy "Ed" signs the whole message; mmap lets the OS page it in instead of reading it into memory.
+@contextmanager
+def _mapped(path: Path) -> Iterator[bytes | mmap.mmap]:
+    """The whole file, memory-mapped (legacy "Ed" signs the file itself; the OS pages it in)."""
     with open(path, "rb") as handle:
         if os.fstat(handle.fileno()).st_size == 0:
-            return key._verify(sig, b"")
+            yield b""
+            return
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            for extra in also:
-                extra.update(view)
-            return key._verify(sig, view)
+            yield view
+
+
+def signer_of(signature: Signature, trusted_keys: Sequence[PublicKey], name: str) -> PublicKey:
+    """The trusted key that made ``signature``; SignatureError naming ``name`` when none did."""
+    key = next((k for k in trusted_keys if hmac.compare_digest(k.key_id, signature.key_id)), None)
+    if key is None:
+        trusted = ", ".join(k.key_id_hex for k in trusted_keys) or "none"
+        raise SignatureError(
+            f"{name} is signed by untrusted key {signature.key_id_hex} (key id mismatch; trusted keys: {trusted})"
+        )
+    return key
+
+
+def parse_signature(signature: Signature | str | bytes | os.PathLike[str]) -> Signature:
+    """A parsed Signature from itself, a ``.minisig`` path (``os.PathLike``) or its text."""
+    if isinstance(signature, Signature):
+        return signature
+    if isinstance(signature, os.PathLike):
+        return Signature.from_file(signature)
+    return Signature.from_text(signature)
+
+
+def verify_digest(
+    signature: Signature,
+    trusted_keys: Sequence[PublicKey],
+    name: str,
+    *,
+    blake2b512: bytes | None,
+    message: Callable[[], bytes | mmap.mmap] | None = None,
+) -> Signature:
+    """Check ``signature`` against digests the caller computed while reading the file once.
+
+    ``blake2b512`` is the BLAKE2b-512 of the file (minisign's prehash, what ``ED``
+    signatures sign); ``message`` gives the whole file for a legacy ``Ed``
+    signature (asked only then). ``name`` is what messages call the file.
+    Raises SignatureError.
+    """
+    key = signer_of(signature, trusted_keys, name)
+    if signature.prehashed:
+        if blake2b512 is None:
+            raise SignatureError(f"{name}: a prehashed signature needs the file's BLAKE2b-512")
+        ok = key._verify(signature.signature, blake2b512)
+    else:
+        if message is None:
+            raise SignatureError(f"{name} has a legacy (non-prehashed) signature, which needs the whole file")
+        ok = key._verify(signature.signature, message())
+    if not ok:
+        raise SignatureError(f"signature verification failed for {name}: the file was modified or the signature is not for it")
+    if not key._verify(signature.global_signature, signature.signature + signature._trusted_bytes()):
+        raise SignatureError(f"trusted comment of the signature for {name} was tampered with: global signature does not verify")
+    return signature
 
 
 def verify_file(
@@ -406,30 +461,18 @@ def verify_file(
     file's digest once this returns (they are untouched when the key is untrusted).
     """
     path = Path(path)
-    if isinstance(signature, Signature):
-        sig = signature
-    elif isinstance(signature, os.PathLike):
-        sig = Signature.from_file(signature)
-    else:
-        sig = Signature.from_text(signature)
-    key = next((k for k in trusted_keys if hmac.compare_digest(k.key_id, sig.key_id)), None)
-    if key is None:
-        trusted = ", ".join(k.key_id_hex for k in trusted_keys) or "none"
-        raise SignatureError(
-            f"{path.name} is signed by untrusted key {sig.key_id_hex} (key id mismatch; trusted keys: {trusted})"
-        )
+    sig = parse_signature(signature)
+    signer_of(sig, trusted_keys, path.name)  # an untrusted key is refused before the file is read
     try:
         if sig.prehashed:
-            ok = key._verify(sig.signature, _blake2b_file(path, also_hash))
-        else:
-            ok = _verify_legacy(key, sig.signature, path, also_hash)
+            return verify_digest(sig, trusted_keys, path.name, blake2b512=_blake2b_file(path, also_hash))
+        with _mapped(path) as view:
+            verified = verify_digest(sig, trusted_keys, path.name, blake2b512=None, message=lambda: view)
+            for extra in also_hash:
+                extra.update(view)
+            return verified
     except OSError as exc:
         raise SignatureError(f"cannot read {path}: {exc.strerror}") from None
-    if not ok:
-        raise SignatureError(f"signature verification failed for {path.name}: the file was modified or the signature is not for it")
-    if not key._verify(sig.global_signature, sig.signature + sig._trusted_bytes()):
-        raise SignatureError(f"trusted comment of the signature for {path.name} was tampered with: global signature does not verify")
-    return sig
 
 
 def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> tuple[PublicKey, ...]:

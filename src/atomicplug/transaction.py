@@ -126,7 +126,7 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
         staged = staging_tree(config, plan.txid, step.plugin_id)
         compiler = BackgroundCompiler(staged)
         try:
-            result = extract_package(config, plan.txid, step.plugin_id, Path(step.package), sink=compiler)
+            result = extract_package(config, plan.txid, step.plugin_id, step.package, sink=compiler)
             pycs = compiler.finish()
         finally:
             compiler.close()

@@ -33,7 +33,8 @@ def _report(result: Any, quiet_text: str) -> int:
 
 
 def _looks_like_file(target: str) -> bool:
-    return target.endswith(".zip") or "/" in target or Path(target).is_file()
+    """A path (a zip, or a folder given by mistake: intake says what it is), not a repository id."""
+    return target.endswith(".zip") or "/" in target or Path(target).exists()
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -46,13 +47,14 @@ def cmd_install(args: argparse.Namespace) -> int:
 
         raise UsageError("install takes package files or repository ids, not both at once")
     if files:
-        if len(files) == 1:
-            result = installer.install_file(files[0], args.signature, allow_downgrade=args.allow_downgrade, rehearse=rehearse)
-        else:
-            from atomicplug.stages.verify import verify_package
+        if args.signature and len(files) > 1:
+            from atomicplug.errors import UsageError
 
-            packages = [verify_package(installer.config, Path(f)) for f in files]
-            result = installer.install_packages(packages, allow_downgrade=args.allow_downgrade, rehearse=rehearse)
+            raise UsageError("--signature names the signature of one package; give one package with it")
+        packages = [installer.take_in(f, args.signature) for f in files]
+        result = installer.install_packages(
+            packages, allow_downgrade=args.allow_downgrade, rehearse=rehearse, with_requirements=args.with_requirements
+        )
     else:
         result = installer.install(specs, rehearse=rehearse)
     return _report(result, "nothing to do: already installed")
@@ -77,7 +79,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    return _report(_installer(args).enable(args.id), f"{args.id} is already enabled")
+    return _report(_installer(args).enable(args.id, with_requirements=args.with_requirements), f"{args.id} is already enabled")
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
@@ -162,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signature", metavar="PATH", help="signature file when it is not PATH.zip.minisig")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version than the installed one")
     p.add_argument("--no-rehearse", action="store_true", help="skip the down-migration rehearsal before COMMIT")
+    p.add_argument("--with-requirements", action="store_true", help="also enable installed requirements that are disabled")
 
     p = add("upgrade", cmd_upgrade, "upgrade plugins to the newest repository versions")
     p.add_argument("ids", nargs="*", metavar="ID")
@@ -177,6 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id")
     p = add("enable", cmd_enable, "put a disabled plugin's addon entries back")
     p.add_argument("id")
+    p.add_argument("--with-requirements", action="store_true", help="also enable its disabled requirements")
     p = add("disable", cmd_disable, "remove a plugin's addon entries, keeping its files and tables")
     p.add_argument("id")
 

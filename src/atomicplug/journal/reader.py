@@ -10,7 +10,7 @@ import attrs
 from atomicplug.errors import JournalCorruptError
 from atomicplug.journal.records import RecordDecodeError, RecordType, decode
 
-__all__ = ["JournalState", "read_journal", "pending_journals", "all_journals"]
+__all__ = ["JournalState", "read_journal", "pending_journals", "all_journals", "intact_length"]
 
 
 @attrs.frozen
@@ -68,6 +68,25 @@ def read_journal(path: Path) -> JournalState:
                 break  # torn tail: the append it belonged to never completed
             raise JournalCorruptError(f"journal {path} is corrupt at line {number}: {exc}") from exc
     return JournalState(path=path, txid=path.stem, records=tuple(records))
+
+
+def intact_length(data: bytes) -> int:
+    """How many leading bytes of a journal are whole records (the rest is a torn tail).
+
+    Only the last line may be torn; damage earlier is left for :func:`read_journal`
+    to report, so this never hides corruption by cutting it off.
+    """
+    end = data.rfind(b"\n", 0, len(data) - 1 if data.endswith(b"\n") else len(data)) + 1
+    last = data[end:]
+    if not last:
+        return len(data)
+    if last.endswith(b"\n"):
+        try:
+            decode(last[:-1])
+            return len(data)
+        except RecordDecodeError:
+            return end
+    return end
 
 
 def all_journals(journal_dir: Path) -> list[JournalState]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from atomicplug.faults import crash_point
 from atomicplug.fsutil import fsync_dir, make_dirs
+from atomicplug.journal.reader import intact_length
 from atomicplug.journal.records import RecordType, encode
 
 __all__ = ["Journal"]
@@ -39,7 +40,24 @@ class Journal:
 
     @classmethod
     def reopen(cls, path: Path) -> Journal:
-        """Continue a journal found by recovery."""
+        """Continue a journal found by recovery, first cutting off a torn last record.
+
+        Appending onto a torn line would glue the new record to it: the file would
+        read as torn there again (the record lost) or, once more followed, as
+        corrupt (issue 13 item 5). So the tail is truncated to the end of the last
+        intact record and the truncation fsync'd before anything is appended, as
+        SQLite discards a torn WAL frame.
+        """
+        intact = intact_length(path.read_bytes())
+        if intact != path.stat().st_size:
+            crash_point()
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, intact)
+                crash_point()
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         return cls(path, path.stem)
 
     def append(self, record_type: RecordType, **fields: Any) -> None:

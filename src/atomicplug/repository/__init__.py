@@ -10,7 +10,6 @@ The installer needs only :func:`load_manifest`, :func:`resolve`,
 from __future__ import annotations
 
 from atomicplug.repository.remote import (
-    FetchedPackage,
     fetch_package,
     installed_versions,
     load_manifest,
@@ -23,7 +22,6 @@ from atomicplug.repository.pydeps import check_python_dependencies
 from atomicplug.repository.resolver import resolve
 
 __all__ = [
-    "FetchedPackage",
     "Fetcher",
     "Manifest",
     "ManifestEntry",

@@ -4,8 +4,9 @@ DESIGN.md "Repository", in order: fetch the manifest and its signature, verify
 the signature with a trusted key, refuse an expired manifest (freeze) or one
 older than the last accepted (rollback), record it; resolve the requested
 plugins; download each package at most ``size`` bytes, check its sha256
-against the manifest (mix-and-match) and its own signature, then cache it.
-Verification always comes before anything is written to the cache.
+against the manifest (mix-and-match) and its own signature, through the same
+intake as a local file (:mod:`atomicplug.intake`): verified once, kept as
+``downloads/<sha256>.zip``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,11 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import attrs
 from packaging.version import Version
 
 from atomicplug.config import Config
 from atomicplug.errors import ConfigError, SignatureError, TrustError
-from atomicplug.repository.cache import DownloadCache
+from atomicplug.intake import Package
 from atomicplug.repository.fetcher import Fetcher, Timeouts
 from atomicplug.repository.manifest import (
     Manifest,
@@ -33,7 +31,6 @@ from atomicplug.repository.manifest import (
 from atomicplug.repository.resolver import resolve
 
 __all__ = [
-    "FetchedPackage",
     "make_fetcher",
     "load_manifest",
     "fetch_package",
@@ -44,15 +41,6 @@ __all__ = [
 
 MAX_MANIFEST_BYTES = 32 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 64 * 1024
-
-
-@attrs.frozen
-class FetchedPackage:
-    """A downloaded package whose bytes match the manifest and whose signature verified."""
-
-    entry: ManifestEntry
-    zip_path: Path
-    sig_path: Path | None
 
 
 def state_path(config: Config) -> Path:
@@ -91,54 +79,36 @@ def load_manifest(config: Config, *, fetcher: Fetcher | None = None, now: dt.dat
     return manifest
 
 
-def _verify_package(config: Config, entry: ManifestEntry, zip_path: Path, sig_text: str | None, keys: Sequence[Any]) -> None:
-    from atomicplug import minisign
+def fetch_package(config: Config, entry: ManifestEntry, *, fetcher: Fetcher | None = None) -> Package:
+    """The package for ``entry`` through intake: from ``downloads/`` when already there, else downloaded.
 
-    if sig_text is None:
-        if config.allow_unsigned:
-            return  # its sha256 is still vouched for by the signed manifest
-        raise TrustError(f"{entry.id} {entry.version} has no signature in the repository: refusing it")
-    try:
-        minisign.verify_file(zip_path, sig_text, keys)
-    except SignatureError as exc:
-        raise TrustError(f"{entry.id} {entry.version}: package signature refused: {exc}") from exc
-
-
-def fetch_package(config: Config, entry: ManifestEntry, *, fetcher: Fetcher | None = None) -> FetchedPackage:
-    """The package for ``entry``, from the cache or downloaded, verified either way.
-
-    Raises DownloadError, TrustError (size/sha256 mismatch, bad signature).
+    The download is read once, like a local file (docs/design.md "Intake"): its
+    sha256 must be the manifest's (mix-and-match), its signature must verify,
+    and its metadata.json must name the entry's id and version. Raises
+    DownloadError, TrustError, SignatureError, PackageError.
     """
-    fetcher = fetcher or make_fetcher(config)
-    keys = load_trusted_keys(config.trusted_keys)
-    cache = DownloadCache(config.downloads_dir)
-    sig_url = entry.download_url + ".minisig"
-    cached = cache.lookup(entry.sha256, entry.size)
-    if cached is not None:
-        sig_text = cached.sig_path.read_text(encoding="utf-8") if cached.sig_path else None
-        try:
-            _verify_package(config, entry, cached.zip_path, sig_text, keys)
-            return FetchedPackage(entry, cached.zip_path, cached.sig_path)
-        except TrustError:
-            pass  # e.g. a key was rotated: fetch the signature again below
-    temp = cache.temp_file()
-    try:
-        if cached is None:
-            digest = fetcher.download(entry.download_url, temp, entry.size, label=f"{entry.id} {entry.version}")
-            if digest != entry.sha256:
-                raise TrustError(
-                    f"{entry.id} {entry.version}: downloaded bytes have sha256 {digest}, the manifest says "
-                    f"{entry.sha256}: refusing a possible mix-and-match attack"
-                )
-        else:
-            temp.write_bytes(cached.zip_path.read_bytes())
-        raw_sig = fetcher.fetch_bytes(sig_url, MAX_SIGNATURE_BYTES, missing_ok=True)
+    from atomicplug.intake import take_in_cached, take_in_download
+
+    label = f"{entry.id} {entry.version}"
+    package = take_in_cached(config, entry.sha256, entry.size)
+    if package is None:
+        fetcher = fetcher or make_fetcher(config)
+        raw_sig = fetcher.fetch_bytes(entry.download_url + ".minisig", MAX_SIGNATURE_BYTES, missing_ok=True)
         sig_text = raw_sig.decode("utf-8", "replace") if raw_sig is not None else None
-        _verify_package(config, entry, temp, sig_text, keys)
-        stored = cache.commit(entry.sha256, temp, sig_text)
-    finally:
-        temp.unlink(missing_ok=True)
-    return FetchedPackage(entry, stored.zip_path, stored.sig_path)
+
+        def fill(temp: Path) -> None:
+            fetcher.download(entry.download_url, temp, entry.size, label=label)  # type: ignore[union-attr]
+
+        try:
+            package = take_in_download(config, fill, sig_text, sha256=entry.sha256, name=label)
+        except SignatureError as exc:
+            raise TrustError(f"{label}: package signature refused: {exc}") from exc
+    meta = package.metadata
+    if meta.id != entry.id or meta.parsed_version != entry.parsed_version:
+        raise TrustError(
+            f"{label}: the package's metadata.json says {meta.id} {meta.version}: refusing a possible mix-and-match attack"
+        )
+    return package
 
 
 def installed_versions(config: Config) -> dict[str, Version]:
@@ -165,7 +135,7 @@ def plan_remote(
     upgrade: bool = False,
     *,
     fetcher: Fetcher | None = None,
-) -> list[FetchedPackage]:
+) -> list[Package]:
     """Manifest, resolve and fetch in one call; packages in install order (dependencies first).
 
     Raises ConfigError, DownloadError, TrustError, DependencyError, UsageError.

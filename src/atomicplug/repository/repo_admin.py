@@ -30,7 +30,7 @@ from filelock import FileLock
 from atomicplug import fsutil
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import OperationError, SignatureError, UsageError
-from atomicplug.repository.cache import sha256_file
+from atomicplug.store import sha256_file
 from atomicplug.repository.manifest import Manifest, ManifestEntry, format_time, utcnow, verify_bytes
 
 __all__ = [
@@ -153,7 +153,7 @@ def _inspect(zip_path: Path, keys: Sequence[Any], limits: ExtractLimits) -> tupl
         raise SignatureError(f"{zip_path.name} has no signature ({sig_path.name} is missing)")
     minisign.verify_file(zip_path, sig_path, keys)
     meta = read_metadata(zip_path, limits)
-    sha, size = sha256_file(zip_path)
+    sha, size = sha256_file(zip_path), zip_path.stat().st_size
     entry = ManifestEntry(
         id=meta.id,
         version=meta.version,

@@ -92,12 +92,15 @@ class Archive:
         self.limits = limits
 
     @classmethod
-    def open(cls, zip_path: str | os.PathLike[str], limits: ExtractLimits) -> Archive:
-        """Open and validate ``zip_path``; raises PackageError only."""
-        try:
-            fp: BinaryIO = open(zip_path, "rb")  # noqa: SIM115 - closed by close()
-        except OSError as exc:
-            raise PackageError(f"cannot read package {os.fspath(zip_path)}: {exc.strerror or exc}") from exc
+    def open(cls, zip_path: str | os.PathLike[str] | BinaryIO, limits: ExtractLimits) -> Archive:
+        """Open and validate ``zip_path`` (a path, or a binary file object the caller keeps open); PackageError only."""
+        if hasattr(zip_path, "read"):
+            fp = _Borrowed(zip_path)  # type: ignore[arg-type]
+        else:
+            try:
+                fp = open(zip_path, "rb")  # type: ignore[arg-type]  # noqa: SIM115 - closed by close()
+            except OSError as exc:
+                raise PackageError(f"cannot read package {os.fspath(zip_path)}: {exc.strerror or exc}") from exc  # type: ignore[arg-type]
         try:
             return cls(fp, _validate(fp, limits), limits)
         except BaseException:
@@ -173,6 +176,19 @@ class Archive:
             raise refuse(entry.name, "is truncated (its deflate stream does not end)")
         if inflater.unused_data or inflater.unconsumed_tail:
             raise refuse(entry.name, "has data after the end of its deflate stream")
+
+
+class _Borrowed:
+    """A caller's open file object: read and seek through it, but closing is the caller's."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._fp, name)
+
+    def close(self) -> None:
+        pass
 
 
 def _validate(fp: BinaryIO, limits: ExtractLimits) -> tuple[Entry, ...]:

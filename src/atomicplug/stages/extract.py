@@ -19,15 +19,19 @@ def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
 
 
 def extract_package(
-    config: Config, txid: str, plugin_id: str, zip_path: Path, sink: ContentSink | None = None
+    config: Config, txid: str, plugin_id: str, sha256: str, sink: ContentSink | None = None
 ) -> ExtractResult:
-    """Extract a verified zip into its shadow folder; refusals raise PackageError.
+    """Extract the verified blob of ``sha256`` into its shadow folder; refusals raise PackageError.
+
+    Only the blob intake made is opened, and its sha256 is checked again on the
+    very file object the extractor then reads (docs/design.md "Intake").
 
     Not yet durable: :func:`atomicplug.stages.stage.install_tree` syncs the tree
     once, after adding the pycs and the record. ``sink`` (the background
     compiler) gets each backend source as it is written.
     """
     from atomicplug import safezip
+    from atomicplug.intake import open_blob
 
     target = staging_tree(config, txid, plugin_id)
     make_dirs(target.parent)
@@ -35,4 +39,5 @@ def extract_package(
         from atomicplug.fsutil import remove_tree
 
         remove_tree(target)
-    return safezip.extract(zip_path, target, config.limits, durable=False, sink=sink)
+    with open_blob(config, sha256) as blob:
+        return safezip.extract(blob, target, config.limits, durable=False, sink=sink)

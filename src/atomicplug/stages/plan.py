@@ -23,7 +23,7 @@ from atomicplug.errors import (
 )
 from atomicplug.registry import InstalledPlugin, Registry, TreeRef
 from atomicplug.stages.migrate import Action
-from atomicplug.stages.verify import VerifiedPackage
+from atomicplug.intake import Package
 from atomicplug.store import tree_name
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ class Step:
     action: Action
     before: InstalledPlugin | None
     after: InstalledPlugin | None
-    package: str | None = None  # zip to extract when this transaction creates the tree
+    package: str | None = None  # sha256 of the package blob to extract when this transaction creates the tree
     stage_tree: bool = False
     keep_data: bool = False
 
@@ -138,9 +138,40 @@ def check_dependencies(registry: Registry) -> None:
                 problems.append(f"{entry.id} requires {text}, which would not be installed")
             elif not requirement.is_satisfied_by(dep.version):
                 problems.append(f"{entry.id} requires {text}, but {requirement.id} would be {dep.version}")
+            elif entry.enabled and not dep.enabled:
+                # The state `disable` refuses to create must not be reached by enable or install either.
+                problems.append(f"{entry.id} requires {requirement.id}, which is disabled (enable it too: --with-requirements)")
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise DependencyError(problems[0] + more)
+
+
+def _disabled_requirements(registry: Registry, plugin_ids: Iterable[str]) -> list[str]:
+    """Installed but disabled plugins that ``plugin_ids`` need, transitively, dependencies first."""
+    order: list[str] = []
+
+    def visit(pid: str, chain: tuple[str, ...]) -> None:
+        entry = registry.plugins.get(pid)
+        if entry is None or pid in chain:
+            return
+        for text in entry.requires:
+            dep = registry.plugins.get(_parse_requirement(text).id)
+            if dep is not None:
+                visit(dep.id, (*chain, pid))
+                if not dep.enabled and dep.id not in order:
+                    order.append(dep.id)
+
+    for pid in plugin_ids:
+        visit(pid, ())
+    return order
+
+
+def _enable_steps(registry: Registry, plugin_ids: Iterable[str], txid: str) -> list[Step]:
+    """Steps enabling the disabled requirements of ``plugin_ids`` (``--with-requirements``)."""
+    return [
+        Step(plugin_id=pid, action="none", before=registry.plugins[pid], after=attrs.evolve(registry.plugins[pid], enabled=True, txid=txid))
+        for pid in _disabled_requirements(registry, plugin_ids)
+    ]
 
 
 def _dependents(registry: Registry, plugin_id: str) -> list[str]:
@@ -149,17 +180,19 @@ def _dependents(registry: Registry, plugin_id: str) -> list[str]:
 
 def plan_install(
     registry: Registry,
-    packages: Sequence[VerifiedPackage],
+    packages: Sequence[Package],
     txid: str,
     home: Path,
     *,
     allow_downgrade: bool = False,
     rehearse: bool = True,
+    with_requirements: bool = False,
 ) -> Plan:
     """Install or upgrade ``packages`` (dependencies first) in one transaction.
 
     An equal version already installed is a no-op (no step); an older one needs
-    ``allow_downgrade``. The result must leave every ``requires`` satisfied.
+    ``allow_downgrade``. The result must leave every ``requires`` satisfied
+    (and enabled: ``with_requirements`` enables disabled requirements in the same plan).
     """
     steps = []
     seen: set[str] = set()
@@ -202,11 +235,14 @@ def plan_install(
                 action=action,
                 before=before,
                 after=after,
-                package=str(package.zip_path),
+                package=package.sha256,
                 stage_tree=not (home / tree).is_dir(),
             )
         )
     operation = "upgrade" if steps and all(step.action == "upgrade" for step in steps) else "install"
+    if steps and with_requirements:
+        staged = Plan(txid=txid, operation=operation, steps=tuple(steps)).registry_after(registry)
+        steps = _enable_steps(staged, [s.plugin_id for s in steps], txid) + steps
     plan = Plan(txid=txid, operation=operation, steps=tuple(steps), rehearse=rehearse)
     if steps:
         check_dependencies(plan.registry_after(registry))
@@ -267,8 +303,12 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> 
     return plan
 
 
-def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str) -> Plan:
-    """Enable or disable: the addon entries come or go; store and tables stay."""
+def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str, *, with_requirements: bool = False) -> Plan:
+    """Enable or disable: the addon entries come or go; store and tables stay.
+
+    Enabling needs every requirement enabled (``with_requirements`` enables them
+    in the same transaction); disabling refuses while an enabled plugin needs it.
+    """
     before = registry.plugins.get(plugin_id)
     if before is None:
         raise NotInstalledError(f"{plugin_id} is not installed")
@@ -280,4 +320,10 @@ def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str) ->
         if dependents:
             raise DependencyError(f"{', '.join(dependents)} require(s) {plugin_id}; disable them first")
     after = attrs.evolve(before, enabled=enabled, txid=txid)
-    return Plan(txid=txid, operation=operation, steps=(Step(plugin_id=plugin_id, action="none", before=before, after=after),))
+    steps = [Step(plugin_id=plugin_id, action="none", before=before, after=after)]
+    if enabled and with_requirements:
+        steps = _enable_steps(registry, [plugin_id], txid) + steps
+    plan = Plan(txid=txid, operation=operation, steps=tuple(steps))
+    if enabled:
+        check_dependencies(plan.registry_after(registry))
+    return plan

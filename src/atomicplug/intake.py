@@ -1,0 +1,269 @@
+"""Intake: a package enters atomicplug once, as verified bytes named by their sha256.
+
+docs/design.md "Intake". Verifying a *path* and extracting the same path later
+let anyone who could write that file swap it while the install waited for the
+lock (issue 13 item 1). So a package is read exactly once: the same read feeds
+minisign's BLAKE2b-512 prehash, the sha256 that names it, and the copy into a
+private temp file inside ``<home>/downloads/``. Only when the signature and
+metadata.json check out is that copy renamed to ``<sha256>.zip`` (read-only,
+its ``.minisig`` beside it). From then on the plan and the journal carry the
+sha256, never the user's path; extraction opens the blob and checks its sha256
+again (:func:`open_blob`). Local files and repository downloads both end here,
+verified once.
+
+A refused package leaves nothing behind: the temp file is removed, and folders
+this intake had to create are removed again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import attrs
+
+from atomicplug import fsutil
+from atomicplug.errors import PackageError, SignatureError, TrustError, UsageError
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
+    from atomicplug.metadata import Metadata
+
+__all__ = ["Package", "blob_path", "signature_path_for", "take_in_file", "take_in_download", "take_in_cached", "open_blob"]
+
+_CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MAX_SIGNATURE_BYTES = 64 * 1024
+
+
+@attrs.frozen
+class Package:
+    """A package that passed intake: its blob is ``<home>/downloads/<sha256>.zip``."""
+
+    sha256: str
+    size: int
+    metadata: Metadata
+    signed_by: str | None  # key id (hex) or None for an allowed unsigned package
+
+
+def signature_path_for(zip_path: Path) -> Path:
+    return zip_path.with_name(zip_path.name + ".minisig")
+
+
+def blob_path(config: Config, sha256: str) -> Path:
+    """Where the verified bytes of ``sha256`` live; the name is checked before it becomes a path."""
+    if not _SHA256.match(sha256):
+        raise PackageError(f"expected a package sha256 of 64 lowercase hex digits, got {sha256!r}")
+    return config.downloads_dir / f"{sha256}.zip"
+
+
+class _Digests:
+    """sha256, BLAKE2b-512 and size of the bytes seen, fed in one pass."""
+
+    def __init__(self) -> None:
+        self.sha256 = hashlib.sha256()
+        self.blake2b = hashlib.blake2b(digest_size=64)
+        self.size = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.blake2b.update(chunk)
+        self.size += len(chunk)
+
+
+@contextmanager
+def _private_temp(config: Config) -> Iterator[tuple[Path, IO[bytes]]]:
+    """A new temp file in ``downloads/`` (named like fsutil's temps, so recovery sweeps it after a kill).
+
+    Removed on any exit unless the caller renamed it away; so are the folders
+    created for it when the intake fails.
+    """
+    created = fsutil.make_dirs(config.downloads_dir)
+    temp = config.downloads_dir / f".intake.{os.getpid()}-{secrets.token_hex(4)}{fsutil.TEMP_SUFFIX}"
+    ok = False
+    try:
+        with open(temp, "xb") as handle:
+            yield temp, handle
+        ok = True
+    finally:
+        if not ok or temp.exists():
+            temp.unlink(missing_ok=True)
+        if not ok:
+            fsutil.remove_empty_dirs(created)
+
+
+def _copy_hashing(source: IO[bytes], sink: IO[bytes]) -> _Digests:
+    digests = _Digests()
+    while chunk := source.read(_CHUNK):
+        digests.update(chunk)
+        sink.write(chunk)
+    sink.flush()
+    return digests
+
+
+def _hash_file(path: Path) -> _Digests:
+    digests = _Digests()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digests.update(chunk)
+    return digests
+
+
+def _read_signature(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_SIGNATURE_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SignatureError(f"cannot read signature {path}: {exc.strerror or exc}") from exc
+    if len(data) > _MAX_SIGNATURE_BYTES:
+        raise SignatureError(f"signature {path} is {len(data)}+ bytes; expected a small minisign file")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def _check_signature(config: Config, temp: Path, digests: _Digests, sig_text: str | None, name: str) -> str | None:
+    """The signer's key id, None for an allowed unsigned package; SignatureError otherwise."""
+    from atomicplug import minisign
+
+    if sig_text is None:
+        if config.allow_unsigned:
+            return None
+        raise SignatureError(f"{name} has no signature ({name}.minisig not found) and allow_unsigned is false")
+    keys = minisign.load_trusted_keys(config.trusted_keys)
+    if not keys:
+        if config.allow_unsigned:
+            return None
+        raise SignatureError("no trusted keys are configured (trusted_keys in the config); cannot verify any package")
+    signature = minisign.Signature.from_text(sig_text, source=f"signature of {name}")
+    with minisign._mapped(temp) as whole:
+        minisign.verify_digest(signature, keys, name, blake2b512=digests.blake2b.digest(), message=lambda: whole)
+    return signature.key_id_hex
+
+
+def _adopt(config: Config, temp: Path, digests: _Digests, sig_text: str | None, name: str) -> Package:
+    """Verify the private copy, read its metadata, then publish it as the blob of its sha256."""
+    from atomicplug import safezip
+
+    signed_by = _check_signature(config, temp, digests, sig_text, name)
+    metadata = safezip.read_metadata(temp, config.limits)
+    sha256 = digests.sha256.hexdigest()
+    blob = blob_path(config, sha256)
+    os.chmod(temp, 0o444)
+    if sig_text is not None:
+        fsutil.atomic_write_bytes(signature_path_for(blob), sig_text.encode("utf-8", "surrogateescape"))
+    # No fsync: nothing after COMMIT needs the blob (the store trees are durable), and a blob
+    # damaged by a power cut is caught by open_blob's sha256 check before it is used.
+    fsutil.replace(temp, blob, durable=False)
+    return Package(sha256=sha256, size=digests.size, metadata=metadata, signed_by=signed_by)
+
+
+def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_path: str | os.PathLike[str] | None = None) -> Package:
+    """Take a local zip in: one read copies, hashes and feeds the signature check.
+
+    Raises UsageError (missing file, a folder), SignatureError, PackageError/MetadataError.
+    """
+    path = Path(zip_path)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder, not a package (pack it first: atomicplug pack {path} --key KEY)")
+    sig_path = Path(signature_path) if signature_path else signature_path_for(path)
+    sig_text = _read_signature(sig_path)
+    try:
+        source = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise UsageError(f"package {path} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read package {path}: {exc.strerror or exc}") from None
+    with source, _private_temp(config) as (temp, sink):
+        digests = _copy_hashing(source, sink)
+        return _adopt(config, temp, digests, sig_text, path.name)
+
+
+def take_in_download(
+    config: Config,
+    fill: Callable[[Path], None],
+    sig_text: str | None,
+    *,
+    sha256: str,
+    name: str,
+) -> Package:
+    """Take a downloaded package in: ``fill(temp)`` writes it into a private temp file in downloads/.
+
+    The downloaded bytes must hash to ``sha256`` (what the signed manifest says),
+    else TrustError (mix-and-match); then the same checks as a local file.
+    """
+    with _private_temp(config) as (temp, _handle):
+        fill(temp)
+        digests = _hash_file(temp)
+        if digests.sha256.hexdigest() != sha256:
+            raise TrustError(
+                f"{name}: downloaded bytes have sha256 {digests.sha256.hexdigest()}, the manifest says "
+                f"{sha256}: refusing a possible mix-and-match attack"
+            )
+        return _adopt(config, temp, digests, sig_text, name)
+
+
+def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
+    """A blob already taken in, when its bytes still hash to its name and its signer is still trusted.
+
+    Its signature was verified at intake; only the key is asked again (it may have
+    been removed from trusted_keys since). A damaged blob is removed (the caller
+    downloads it again). None when absent, damaged or no longer trusted.
+    """
+    from atomicplug import minisign, safezip
+
+    blob = blob_path(config, sha256)
+    try:
+        if blob.stat().st_size != size or _hash_file(blob).sha256.hexdigest() != sha256:
+            _discard(blob)
+            return None
+    except FileNotFoundError:
+        return None
+    sig_text = _read_signature(signature_path_for(blob))
+    signed_by = None
+    if sig_text is not None:
+        keys = minisign.load_trusted_keys(config.trusted_keys)
+        try:
+            signature = minisign.Signature.from_text(sig_text)
+            minisign.signer_of(signature, keys, blob.name)
+        except SignatureError:
+            return None
+        signed_by = signature.key_id_hex
+    elif not config.allow_unsigned:
+        return None
+    return Package(sha256=sha256, size=size, metadata=safezip.read_metadata(blob, config.limits), signed_by=signed_by)
+
+
+def _discard(blob: Path) -> None:
+    """Remove a damaged blob (and its signature) so the next intake stores the verified bytes again."""
+    fsutil.remove_file(blob)
+    fsutil.remove_file(signature_path_for(blob))
+
+
+@contextmanager
+def open_blob(config: Config, sha256: str) -> Iterator[IO[bytes]]:
+    """The blob of ``sha256``, opened once and checked to still hash to its name.
+
+    The caller reads (extracts) from the very file object that was checked.
+    Raises PackageError when the blob is missing or damaged.
+    """
+    blob = blob_path(config, sha256)
+    try:
+        handle = open(blob, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise PackageError(f"package {sha256[:12]} is no longer in {config.downloads_dir} (gc ran?); install it again") from None
+    with handle:
+        digest = hashlib.sha256()
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+        if digest.hexdigest() != sha256:
+            _discard(blob)
+            raise PackageError(f"package blob {blob} was damaged (its sha256 changed since intake) and is removed; install it again")
+        handle.seek(0)
+        yield handle

@@ -1,0 +1,137 @@
+"""Intake: only the verified bytes are ever installed (issue 13 item 1, docs/design.md "Intake").
+
+A package is streamed once: the signature digest, the sha256 and the copy into
+``<home>/downloads/<sha256>.zip`` come from the same read. Everything after
+(planning, extraction, recovery) sees only that read-only blob.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from atomicplug.installer import Installer
+from atomicplug.testing import PluginSpec, build_package
+
+
+def _hold_lock(lock_path: Path) -> subprocess.Popen[str]:
+    """Another process holding the writer lock until its stdin closes."""
+    code = (
+        "import sys, filelock\n"
+        f"lock = filelock.FileLock({str(lock_path)!r}); lock.acquire()\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_package_swapped_while_the_install_waits_for_the_lock_is_not_what_gets_installed(home, tmp_path):
+    signed = home.package("shop", files={"backend/code.py": "WHO = 'publisher'\n"})
+    # The attacker's zip: same id and version, unsigned, written over the signed one.
+    evil = build_package(
+        PluginSpec(id="shop", files={"backend/code.py": "WHO = 'attacker'\n"}), tmp_path / "evil", key=None
+    )
+    home.config.home.mkdir(parents=True, exist_ok=True)
+    holder = _hold_lock(home.config.lock_path)
+    messages: list[str] = []
+    waiting = threading.Event()
+
+    def progress(message: str) -> None:
+        messages.append(message)
+        if "waiting" in message:
+            waiting.set()
+
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            Installer(home.config, progress=progress).install_file(signed)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=install)
+    worker.start()
+    try:
+        # The install has verified the package and now waits for the lock (or, on code that
+        # says nothing while it waits, has had ample time to get there).
+        waiting.wait(timeout=3)
+        signed.write_bytes(evil.read_bytes())
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    worker.join(timeout=60)
+    assert not errors, errors
+    installed = (home.config.backend_addons / "shop" / "code.py").read_text()
+    assert installed == "WHO = 'publisher'\n"
+    assert all(report.ok for report in home.installer.verify())
+
+
+def test_the_plan_and_journal_carry_the_sha256_never_the_users_path(home):
+    from atomicplug.journal.reader import all_journals
+
+    package = home.package("shop")
+    home.installer.install_file(package)
+    [journal] = all_journals(home.config.journal_dir)
+    text = journal.path.read_text()
+    assert str(package) not in text and package.name not in text
+    [step] = journal.begin["plan"]["steps"]
+    blob = home.config.downloads_dir / f"{step['package']}.zip"
+    assert blob.read_bytes() == package.read_bytes()
+    assert blob.stat().st_mode & 0o222 == 0, "the blob is read-only"
+
+
+def test_recovery_never_needs_the_users_file(home_factory):
+    from crash_harness import find_interruption
+
+    from atomicplug.testing import snapshot
+
+    packages: dict[str, Path] = {}
+
+    def make(label: str):
+        site = home_factory(name=label)
+        tables = {"0001_t": ("CREATE TABLE shop_t (id INTEGER);", "DROP TABLE shop_t;")}
+        packages[label] = site.package("shop", migrations=tables)
+        return site
+
+    def install(site) -> None:
+        Installer(site.config).install_file(packages[site.root.name])
+
+    point = find_interruption(make, lambda site: None, install, committed=True)
+    site = make("after-commit")
+    from atomicplug.testing import crash_at
+
+    assert crash_at(lambda: install(site), point)
+    package = packages["after-commit"]
+    package.unlink()
+    package.with_name(package.name + ".minisig").unlink()
+    assert Installer(site.config).recover()[0][1] == "forward"
+    assert snapshot(site.config)["plugins"] == {"shop": ("1.0.0", True)}
+
+
+def test_a_refused_package_leaves_nothing_behind(home):
+    package = home.package("shop")
+    data = bytearray(package.read_bytes())
+    data[60] ^= 0xFF
+    package.write_bytes(bytes(data))
+    from atomicplug.errors import SignatureError
+
+    with pytest.raises(SignatureError):
+        home.installer.install_file(package)
+    assert not home.config.home.exists()
+
+
+def test_a_folder_is_not_a_package(home, tmp_path):
+    from atomicplug.errors import UsageError
+
+    folder = tmp_path / "src-folder"
+    folder.mkdir()
+    with pytest.raises(UsageError, match="is a folder, not a package"):
+        home.installer.install_file(folder)
