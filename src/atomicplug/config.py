@@ -16,10 +16,18 @@ import attrs
 
 from atomicplug.errors import ConfigError
 
-__all__ = ["Config", "ExtractLimits", "KNOWN_PERMISSIONS", "CONFIG_TEMPLATE", "find_config_path"]
+__all__ = [
+    "Config",
+    "ExtractLimits",
+    "KNOWN_PERMISSIONS",
+    "PERMISSION_ALIASES",
+    "CONFIG_TEMPLATE",
+    "find_config_path",
+    "with_aliases",
+]
 
-#: Every permission a plugin may ask for; anything else is refused at validation.
-KNOWN_PERMISSIONS: frozenset[str] = frozenset(
+#: Every permission a plugin may ask for under atomicplug's own names.
+_CANONICAL_PERMISSIONS: frozenset[str] = frozenset(
     {
         "database.create_tables",
         "database.read",
@@ -38,6 +46,22 @@ KNOWN_PERMISSIONS: frozenset[str] = frozenset(
         "scheduler.jobs",
     }
 )
+
+#: Names the NextPanel plugin format writes, accepted exactly as written: alias → atomicplug's name.
+#: Granting either name grants both (docs/design.md "Permissions").
+PERMISSION_ALIASES: dict[str, str] = {"api.register_routes": "api.routes"}
+
+#: Every permission a plugin may ask for; anything else is refused at validation.
+KNOWN_PERMISSIONS: frozenset[str] = _CANONICAL_PERMISSIONS | frozenset(PERMISSION_ALIASES)
+
+
+def with_aliases(permissions: frozenset[str]) -> frozenset[str]:
+    """``permissions`` plus every alias of a name in it and every name an alias in it stands for."""
+    expanded = set(permissions)
+    for alias, name in PERMISSION_ALIASES.items():
+        if alias in permissions or name in permissions:
+            expanded |= {alias, name}
+    return frozenset(expanded)
 
 
 @attrs.frozen
@@ -217,7 +241,7 @@ class Config:
             trusted_keys=tuple((base / k).resolve() for k in keys),
             allow_unsigned=_expect(data, "allow_unsigned", bool, False),
             lock_timeout=float(lock_timeout),
-            granted_permissions=frozenset(map(str, granted)),
+            granted_permissions=with_aliases(frozenset(map(str, granted))),
             limits=limits,
             frontend_index=_expect(data, "frontend_index", bool, True),
             download_timeout=float(_expect(data, "download_timeout", (int, float), 300)),

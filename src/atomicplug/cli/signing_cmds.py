@@ -81,6 +81,15 @@ def _pack(args: argparse.Namespace) -> int:
 
     if not Path(args.key).is_file():
         raise UsageError(f"secret key {args.key} does not exist")
+    if not Path(args.src_dir).is_dir():
+        what = "is not a folder" if Path(args.src_dir).exists() else "does not exist"
+        raise UsageError(f"cannot pack {args.src_dir}: it {what} (expected a plugin source folder with metadata.json)")
+    if args.output:
+        folder = Path(args.output).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
 
     def load_key() -> SecretKey:
         return SecretKey.load(args.key, lambda: read_password(confirm=False))
