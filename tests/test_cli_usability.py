@@ -71,3 +71,20 @@ def test_install_of_a_folder_says_it_is_a_folder(home, tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=60,
     )  # fmt: skip
     assert_one_line_error(relative, 2, "is a folder, not a package")
+
+
+def test_doctor_reports_storage_generation_and_problems(home):
+    proc = run_cli(home, "doctor", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    findings = {f["check"]: f for f in json.loads(proc.stdout)}
+    assert "hard links work" in findings["storage"]["detail"]
+    assert findings["generation"]["detail"] == "no generation yet (nothing installed)"
+    assert run_cli(home, "install", str(home.package("shop"))).returncode == 0
+    findings = {f["check"]: f for f in json.loads(run_cli(home, "doctor", "--json").stdout)}
+    assert findings["generation"]["detail"].startswith("generation 1")
+    (home.config.backend_addons.parent / "elsewhere").mkdir()
+    home.config.backend_addons.unlink()
+    home.config.backend_addons.symlink_to(home.config.backend_addons.parent / "elsewhere")
+    proc = run_cli(home, "doctor")
+    assert proc.returncode == 1
+    assert "BAD  backend addons" in proc.stdout and "not atomicplug's link" in proc.stdout

@@ -54,6 +54,7 @@ SCENARIOS = {
     "uninstall-keep-data": (["shop1"], lambda h, p: Installer(h.config).uninstall("shop", keep_data=True)),
     "rollback": (["shop1", "shop2"], lambda h, p: Installer(h.config).rollback("shop")),
     "disable": (["shop1"], lambda h, p: Installer(h.config).disable("shop")),
+    "rollback-generation": (["shop1", "base", "shop2"], lambda h, p: Installer(h.config).rollback(generation=1)),
 }
 
 
@@ -91,3 +92,59 @@ def test_every_crash_point_of_recover_itself(direction, packages, make_home):
         assert crash_at(lambda: upgrade(home), point)
 
     assert enumerate_recovery_crash_points(make_home, interrupted, f"recover-{direction}") > 0
+
+
+def test_every_crash_point_of_gc_leaves_the_state_and_a_working_gc(packages, make_home):
+    """gc changes nothing a user observes; killed anywhere, the next gc finishes and verify passes."""
+    from crash_harness import assert_clean
+
+    from atomicplug import generations
+    from atomicplug.testing import count_crash_points, snapshot
+
+    setup = install_all(["shop1", "base", "shop2"], packages)
+    reference = make_home("gc-reference")
+    setup(reference)
+    expected = snapshot(reference.config)
+    total = count_crash_points(lambda: Installer(reference.config).gc())
+    kept = generations.numbers(reference.config)
+    assert total > 0 and kept == [2, 3]
+    for point in range(1, total + 1):
+        home = make_home(f"gc-{point}")
+        setup(home)
+        assert crash_at(lambda: Installer(home.config).gc(), point)
+        assert snapshot(home.config) == expected
+        Installer(home.config).gc()
+        assert generations.numbers(home.config) == kept
+        assert snapshot(home.config) == expected
+        assert_clean(home.config)
+    from crash_harness import CHECKED
+
+    CHECKED["gc"] = total
+
+
+def test_every_crash_point_of_converting_a_legacy_backend_folder(packages, make_home):
+    """A home from before generations (real backend folder of links, registry file) converted by its next install."""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
+    from atomicplug.registry import Registry
+
+    def legacy(home):
+        install_all(["shop1"], packages)(home)
+        config = home.config
+        tree = Path(os.path.realpath(config.backend_addons / "shop"))
+        registry = Registry.load(config.registry_path)
+        for path in (config.backend_addons, config.home / "current", config.registry_path):
+            path.unlink()
+        shutil.rmtree(config.home / "generations")
+        config.backend_addons.mkdir()
+        (config.backend_addons / "shop").symlink_to(tree)
+        entries = {pid: e.to_dict() for pid, e in registry.plugins.items()}
+        config.registry_path.write_text(json.dumps({"generation": "legacy", "plugins": entries}))
+
+    checked = enumerate_crash_points(
+        make_home, legacy, lambda h: Installer(h.config).install_file(packages["base"]), "convert-legacy-folder"
+    )
+    assert checked >= 5

@@ -150,7 +150,10 @@ def test_scratch_folder_lives_in_staging_and_is_gone_afterwards(home: Home, back
 
     def recording(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
         seen.append(scratch)
-        assert (scratch / health.PACKAGE / "gate").is_symlink()
+        # The child imports the plan's new generation, complete but not live yet.
+        [view] = search
+        assert view.parent.parent == home.config.home / "generations" and (view / "gate").is_symlink()
+        assert not (home.config.home / "current").exists()
         return real(scratch, search, targets)
 
     monkeypatch.setattr(health, "_spawn_child", recording)

@@ -170,7 +170,7 @@ def test_rollback_without_previous_version_is_refused(home):
 
 def test_real_folder_in_the_way_is_refused_before_anything_changes(home):
     (home.config.backend_addons / "shop").mkdir(parents=True)
-    with pytest.raises(OperationError, match="not installed by atomicplug"):
+    with pytest.raises(OperationError, match="holds files atomicplug did not put there"):
         home.installer.install_file(home.package("shop"))
     assert home.installer.list() == []
 

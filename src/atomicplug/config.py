@@ -109,6 +109,10 @@ lock_timeout = 30
 # COMMIT, so a backend that does not import is refused instead of breaking the app.
 health_check = true
 
+# Generations gc keeps: the live one and the ones before it (at least 2, so the
+# previous generation stays for `atomicplug rollback --generation`).
+# keep_generations = 2
+
 # Safe-extraction caps.
 # max_entries = 10000
 # max_unpacked_bytes = 536870912
@@ -151,6 +155,7 @@ _KNOWN_KEYS = {
     "frontend_index",
     "download_timeout",
     "health_check",
+    "keep_generations",
 }
 
 
@@ -179,6 +184,7 @@ class Config:
     frontend_index: bool = True
     download_timeout: float = 300.0
     health_check: bool = True
+    keep_generations: int = 2
     source: Path | None = None
 
     # -- named constructors -------------------------------------------------
@@ -202,7 +208,9 @@ class Config:
             raise ConfigError(f"config has unknown key '{unknown[0]}' (known: {', '.join(sorted(_KNOWN_KEYS))})")
 
         def path_of(key: str, default: str) -> Path:
-            return (base / _expect(data, key, str, default)).resolve()
+            # Absolute and normalised, but symlinks kept: the addon folders ARE links (to the live
+            # generation), and resolving them here would pin one generation for the process's life.
+            return Path(os.path.abspath(base / _expect(data, key, str, default)))
 
         home = path_of("home", "state")
         default_db = f"sqlite:///{home / 'app.db'}"
@@ -246,6 +254,7 @@ class Config:
             frontend_index=_expect(data, "frontend_index", bool, True),
             download_timeout=float(_expect(data, "download_timeout", (int, float), 300)),
             health_check=_expect(data, "health_check", bool, True),
+            keep_generations=_at_least(data, "keep_generations", 2, minimum=2),
             source=source,
         )
 
@@ -280,6 +289,13 @@ class Config:
     @property
     def registry_path(self) -> Path:
         return self.home / "addon_registry.json"
+
+
+def _at_least(data: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
+    value = _expect(data, key, int, default)
+    if value < minimum:
+        raise ConfigError(f"config '{key}' must be at least {minimum} (got {value})")
+    return int(value)
 
 
 def _positive(data: dict[str, Any], key: str, default: int) -> int:

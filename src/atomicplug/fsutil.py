@@ -34,6 +34,8 @@ __all__ = [
     "remove_temp_files",
     "delete_trash",
     "switch_symlink",
+    "make_symlink",
+    "write_new_file",
 ]
 
 
@@ -233,16 +235,35 @@ def delete_trash(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-def switch_symlink(link: Path, target: Path, txid: str) -> None:
-    """Point ``link`` at ``target`` atomically (DESIGN.md "State").
+def make_symlink(link: Path, target: str | Path) -> None:
+    """Create a new symlink inside a folder being built (made durable by the builder's one sync)."""
+    crash_point()
+    os.symlink(target, link)
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Create a new file inside a folder being built (made durable by the builder's one sync)."""
+    crash_point()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def switch_symlink(link: Path, target: Path, txid: str, *, replace_file: bool = False) -> None:
+    """Point ``link`` at ``target`` atomically (docs/design.md "State").
 
     Create ``<link>.tmp-<txid>`` then ``os.replace`` it onto ``link`` and fsync
     the folder: readers see the old tree or the new one, never a mix. A real
     folder (not a symlink) in the way is refused: atomicplug never deletes
-    what it did not install.
+    what it did not install; a regular file only when ``replace_file`` (one
+    atomicplug wrote itself, such as the registry before generations).
     """
     link = Path(link)
-    if link.exists() and not link.is_symlink():
+    if link.exists() and not link.is_symlink() and not (replace_file and link.is_file()):
         from atomicplug.errors import OperationError
 
         raise OperationError(f"{link} exists and is not a symlink made by atomicplug; move it away first")

@@ -178,12 +178,61 @@ class Installer:
             plan = planning.plan_uninstall(registry, [plugin_id], new_txid(), cascade=cascade, keep_data=keep_data)
             return self._run(plan)
 
-    def rollback(self, plugin_id: str) -> TransactionResult:
+    def rollback(
+        self,
+        plugin_id: str | None = None,
+        *,
+        generation: int | None = None,
+        transaction: str | None = None,
+        keep_data: bool = False,
+    ) -> TransactionResult:
+        """Roll back one plugin to the version it replaced, or the whole view to an earlier generation.
+
+        ``generation``: the view of that (kept) generation comes back, every plugin
+        in one transaction. ``transaction``: the generation before the one that
+        transaction made (which must be the live one). ``keep_data``: tables of
+        plugins the rollback uninstalls stay.
+        """
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
+        chosen = sum(x is not None for x in (plugin_id, generation, transaction))
+        if chosen != 1:
+            raise UsageError("rollback takes one plugin id, or --generation N, or --transaction TXID")
         with self._writing() as registry:
-            return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
+            if plugin_id is not None:
+                return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
+            target = self._target_generation(registry, generation, transaction)
+            plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
+            return self._run(plan)
+
+    def _target_generation(self, registry: Registry, generation: int | None, transaction: str | None) -> Registry:
+        from atomicplug import generations
+
+        if transaction is not None:
+            made = [n for n in generations.numbers(self.config) if self._generation_registry(n).txid == transaction]
+            if not made:
+                raise UsageError(f"no kept generation was made by transaction {transaction} (see `atomicplug history`)")
+            if made[0] != registry.generation:
+                raise UsageError(
+                    f"transaction {transaction} made generation {made[0]}, but generation {registry.generation} is live; "
+                    f"roll back to an earlier generation with --generation (that also undoes what came after)"
+                )
+            if registry.parent is None:
+                raise UsageError(f"transaction {transaction} made the first generation; there is nothing before it")
+            generation = registry.parent
+        assert generation is not None
+        if generation == registry.generation:
+            raise UsageError(f"generation {generation} is already the live one")
+        if generation not in generations.numbers(self.config):
+            kept = ", ".join(map(str, generations.numbers(self.config))) or "none"
+            raise UsageError(f"generation {generation} is not kept (kept: {kept}; see keep_generations)")
+        return self._generation_registry(generation)
+
+    def _generation_registry(self, number: int) -> Registry:
+        from atomicplug import generations
+
+        return Registry.load(generations.folder(self.config, number) / generations.REGISTRY_NAME)
 
     def enable(self, plugin_id: str, *, with_requirements: bool = False) -> TransactionResult:
         """Put a disabled plugin's entries back; its disabled requirements too when ``with_requirements``."""
@@ -208,32 +257,11 @@ class Installer:
             return self._recover_locked()
 
     def gc(self) -> dict[str, int]:
-        """Remove store trees and finished journals the current and previous generation do not need."""
-        from atomicplug.fsutil import remove_file, remove_tree
-        from atomicplug.journal.reader import all_journals
-        from atomicplug.transaction import sweep_trash
+        """Remove generations, store trees, blobs and journals that no kept generation needs."""
+        from atomicplug.gc import collect
 
-        removed = {"trees": 0, "journals": 0, "leftovers": 0}
-        with self._writing() as registry:
-            keep = registry.referenced_trees()
-            store = self.config.store_dir
-            removed["leftovers"] += sweep_trash(self.config)
-            for plugin_dir in sorted(store.iterdir()) if store.is_dir() else []:
-                for tree in sorted(plugin_dir.iterdir()):
-                    if f"store/{plugin_dir.name}/{tree.name}" not in keep:
-                        remove_tree(tree)
-                        removed["trees"] += 1
-                if not any(plugin_dir.iterdir()):
-                    plugin_dir.rmdir()
-            for journal in all_journals(self.config.journal_dir):
-                if journal.finished and journal.txid != registry.generation:
-                    remove_file(journal.path)
-                    removed["journals"] += 1
-            staging = self.config.staging_dir
-            for leftover in sorted(staging.iterdir()) if staging.is_dir() else []:
-                remove_tree(leftover)
-                removed["leftovers"] += 1
-        return removed
+        with self._writing():
+            return collect(self.config).as_dict()
 
     # -- readers --------------------------------------------------------------
     def _installed_versions(self) -> dict[str, str]:

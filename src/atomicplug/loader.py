@@ -23,6 +23,7 @@ import os
 import sys
 import traceback
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -77,6 +78,7 @@ class AddonLoader:
         self.failures: dict[str, str] = {}  # id → one-line reason its import failed
         self._failed_targets: dict[str, str] = {}
         self._mounted: list[Any] = []  # the route objects this loader added to app.router.routes
+        self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
 
     # -- lifecycle --------------------------------------------------------------
     def startup(self) -> None:
@@ -104,9 +106,11 @@ class AddonLoader:
         and the addons requiring them, are re-imported; a failed addon is
         retried when its tree changes.
         """
-        self._ensure_package()
-        registry = Registry.load(self.config.registry_path)
-        wanted = self._wanted(registry)
+        view = self._ensure_package()
+        # The registry of the pinned generation (beside its backend view), not the live link:
+        # both must describe the same generation.
+        registry = Registry.load(self._registry_of(view))
+        wanted = self._wanted(registry, view)
         current = {pid: a.target for pid, a in self.loaded.items()} | self._failed_targets
         stale = {pid for pid, target in current.items() if wanted.get(pid) != target}
         stale |= self._dependents(registry, stale)
@@ -120,9 +124,21 @@ class AddonLoader:
         self._remount()
 
     # -- importing --------------------------------------------------------------
-    def _ensure_package(self) -> None:
-        """Make ``<package>`` a package whose ``__path__`` is the backend addons folder."""
-        folder = str(self.config.backend_addons)
+    def _registry_of(self, view: str) -> Path:
+        """The registry beside a generation's backend view; the live link before generations exist."""
+        beside = Path(view).parent / "registry.json"
+        return beside if beside.is_file() else self.config.registry_path
+
+    def _ensure_package(self) -> str:
+        """Make ``<package>`` a package whose ``__path__`` is the live generation's backend view.
+
+        The addon folder is a link to ``<home>/current/backend``; it is resolved
+        once per reload and the package pinned to what it resolved to, so every
+        import of this reload comes from one whole generation even if a
+        transaction switches ``current`` meanwhile (docs/design.md "Generations").
+        Returns the pinned folder.
+        """
+        pinned = os.path.realpath(self.config.backend_addons)
         module = sys.modules.get(self.package)
         if module is None:
             module = types.ModuleType(self.package, "Addons loaded by atomicplug (synthetic package).")
@@ -132,17 +148,21 @@ class AddonLoader:
         path = getattr(module, "__path__", None)
         if path is None:
             raise TypeError(f"{self.package!r} is already imported and is not a package; choose another package name")
-        if folder not in list(path):
-            path.append(folder)
-            if module.__spec__ is not None and module.__spec__.submodule_search_locations is not None:
-                module.__spec__.submodule_search_locations = list(path)
+        if self._pinned is not None and self._pinned in path:
+            path.remove(self._pinned)
+        if pinned not in path:
+            path.insert(0, pinned)
+        self._pinned = pinned
+        if module.__spec__ is not None and module.__spec__.submodule_search_locations is not None:
+            module.__spec__.submodule_search_locations = list(path)
+        return pinned
 
-    def _wanted(self, registry: Registry) -> dict[str, str]:
-        """Enabled addons with a backend link: id → the folder the link resolves to."""
+    def _wanted(self, registry: Registry, view: str) -> dict[str, str]:
+        """Enabled addons with a backend entry in the pinned view: id → the store folder it resolves to."""
         wanted = {}
         for pid, entry in registry.plugins.items():
-            link = self.config.backend_addons / pid
-            if entry.enabled and link.is_dir():
+            link = os.path.join(view, pid)
+            if entry.enabled and os.path.isdir(link):
                 wanted[pid] = os.path.realpath(link)
         return wanted
 

@@ -1,8 +1,11 @@
-"""addon_registry.json: what is installed and enabled, replaced atomically.
+"""The registry: what is installed and enabled, one per generation.
 
 The registry is derivable (journal + store + ledger), but it is what readers
-(``list``, the application's loader, the frontend index) consult, so it is
-always written whole with temp-then-replace (DESIGN.md "State").
+(``list``, the application's loader, the frontend index) consult. Each
+generation holds its own (``generations/<n>/registry.json``, written once, when
+the generation is built); ``<home>/addon_registry.json`` is a link to the live
+one, so readers see the registry and the backend view switch together
+(docs/design.md "Generations").
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Any
 import attrs
 
 from atomicplug.errors import OperationError
-from atomicplug.fsutil import atomic_write_bytes
 
 __all__ = ["TreeRef", "InstalledPlugin", "Registry"]
 
@@ -81,10 +83,12 @@ class InstalledPlugin:
 
 @attrs.frozen
 class Registry:
-    """The whole registry: plugins by id and the txid that wrote it last."""
+    """The whole registry: plugins by id; the generation it describes, the txid that made it and its parent."""
 
     plugins: dict[str, InstalledPlugin] = attrs.field(factory=dict)
-    generation: str = ""
+    generation: int = 0
+    txid: str = ""
+    parent: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> Registry:
@@ -97,26 +101,30 @@ class Registry:
             plugins = {pid: InstalledPlugin.from_dict(pid, entry) for pid, entry in data["plugins"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise OperationError(f"registry {path} is damaged ({exc}); run `atomicplug recover`") from exc
-        return cls(plugins=plugins, generation=data.get("generation", ""))
+        generation = data.get("generation", 0)
+        if isinstance(generation, str):  # before generations, "generation" held the last txid
+            return cls(plugins=plugins, generation=0, txid=generation)
+        return cls(plugins=plugins, generation=int(generation), txid=data.get("txid", ""), parent=data.get("parent"))
 
     def to_json(self) -> bytes:
         data = {
             "schema": SCHEMA,
             "generation": self.generation,
+            "txid": self.txid,
+            "parent": self.parent,
             "plugins": {pid: self.plugins[pid].to_dict() for pid in sorted(self.plugins)},
         }
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
-    def save(self, path: Path) -> None:
-        atomic_write_bytes(path, self.to_json())
-
-    def with_entry(self, plugin_id: str, entry: InstalledPlugin | None, generation: str) -> Registry:
+    def with_entries(self, entries: dict[str, InstalledPlugin | None], *, generation: int, txid: str) -> Registry:
+        """The registry of the next generation: ``entries`` applied (None removes), this one as parent."""
         plugins = dict(self.plugins)
-        if entry is None:
-            plugins.pop(plugin_id, None)
-        else:
-            plugins[plugin_id] = entry
-        return Registry(plugins=plugins, generation=generation)
+        for plugin_id, entry in entries.items():
+            if entry is None:
+                plugins.pop(plugin_id, None)
+            else:
+                plugins[plugin_id] = entry
+        return Registry(plugins=plugins, generation=generation, txid=txid, parent=self.generation or None)
 
     def referenced_trees(self) -> set[str]:
         """Store trees the current and previous generation need (gc keeps them)."""

@@ -1,9 +1,11 @@
 """The transaction runner and recovery (DESIGN.md "One transaction", "Recovery").
 
 Order of durable steps for one plan:
-  begin (journal) → stage trees into the store → staged → health gate (new
-  backends imported in a fresh interpreter) → database COMMIT (point of no return) → committed → switch links → registry → frontend
-  index → history → done.
+  begin (journal) → stage trees into the store → build the next generation
+  (invisible) → staged → health gate (the new generation's backends imported in
+  a fresh interpreter) → database COMMIT (point of no return) → committed →
+  switch ``<home>/current`` to the new generation (one rename: backend view and
+  registry together) → frontend links and index → history → done.
 Before COMMIT every visible thing is as it was, so failure or a crash means
 *back*: delete what this txid created, write ``aborted``. After COMMIT the
 rest is idempotent, so a crash means *forward*: redo step 5, write ``done``.
@@ -16,6 +18,9 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import attrs
+
+from atomicplug import generations
 from atomicplug.config import Config
 from atomicplug.errors import AtomicplugError, OperationError
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
@@ -26,7 +31,7 @@ from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.extract import extract_package, staging_tree
 from atomicplug.stages.plan import Plan, Step
-from atomicplug.stages.register import write_frontend_index, write_registry
+from atomicplug.stages.register import write_frontend_index
 from atomicplug.stages.stage import install_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links, switch_plugin
 from atomicplug.store import FileRecord
@@ -71,15 +76,18 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
     """
     if not plan.steps:
         return
+    generations.check_backend_folder(config)
     for step in plan.steps:
         check_addon_entries(config, step.plugin_id)
-    # The registry as this plan leaves it, read once: the caller holds the lock, so the file
-    # does not change before step 5 writes it (recovery reads it afresh instead).
+    plan = attrs.evolve(plan, generation=generations.next_number(config))
+    # The registry of the generation this plan builds, read once: the caller holds the lock,
+    # so the live one does not change meanwhile (recovery recomputes it from the journal).
     after = plan.registry_after(Registry.load(config.registry_path))
     journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
     commit_attempted = False
     try:
         _stage_trees(config, plan, progress)
+        generations.build(config, plan.generation, after)
         journal.append(RecordType.STAGED)
         changes = [_change(config, step) for step in plan.steps]
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
@@ -158,6 +166,8 @@ def _history_entry(plan: Plan, outcome: str, reason: str | None = None) -> dict[
 def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> None:
     """Undo a transaction that did not commit: only home-internal files exist to delete."""
     remove_tree(config.staging_dir / plan.txid)
+    if plan.generation and generations.current_number(config) != plan.generation:
+        generations.remove(config, plan.generation)
     referenced = Registry.load(config.registry_path).referenced_trees()
     for step in plan.steps:
         if step.stage_tree and step.after is not None and step.after.current.tree not in referenced:
@@ -171,15 +181,24 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
 
 
 def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress, after: Registry | None = None) -> None:
-    """Step 5, idempotent: links, registry, frontend index, history, done.
+    """Step 5, idempotent: switch the generation, frontend links and index, history, done.
 
-    ``after`` is the registry the plan leaves (computed from the file when not given).
+    ``after`` is the registry of the plan's generation; recovery, which has none,
+    recomputes it from the live one (its parent) only if the generation must be
+    built again (a complete generation is never rebuilt).
     """
+    if plan.generation == 0:  # a journal written before generations existed
+        plan = attrs.evolve(plan, generation=generations.next_number(config))
+    if not generations.folder(config, plan.generation).is_dir():
+        registry = after if after is not None else plan.registry_after(Registry.load(config.registry_path))
+        generations.build(config, plan.generation, registry)
+    progress(f"switching to generation {plan.generation}: {'; '.join(step.describe() for step in plan.steps)}")
+    generations.switch(config, plan.generation, plan.txid)
+    generations.link_registry(config, plan.txid)
+    generations.ensure_backend_link(config, plan.txid)
+    registry = Registry.load(config.registry_path)
     for step in plan.steps:
-        progress(f"switching {step.describe()}")
         switch_plugin(config, step.plugin_id, step.after, plan.txid)
-    registry = after if after is not None else plan.registry_after(Registry.load(config.registry_path))
-    write_registry(config, registry)
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)
     remove_temp_links(config, plan.txid)

@@ -38,11 +38,21 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
 
 
 def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:
+    """Addon entries that do not point where the registry says: the live generation's backend
+    entry (and the backend folder's link to it), and the frontend entry."""
+    from atomicplug import generations
+
     bad = []
-    for part, folder in (("backend", config.backend_addons), ("frontend", config.frontend_addons)):
+    view = config.home / generations.CURRENT / generations.BACKEND
+    if config.backend_addons.is_dir() and not config.backend_addons.is_symlink():
+        view = config.backend_addons  # the layout before generations, until its next transaction converts it
+    elif not (config.backend_addons.is_symlink() and Path(os.readlink(config.backend_addons)) == view):
+        bad.append(str(config.backend_addons))
+    for folder, part in ((view, "backend"), (config.frontend_addons, "frontend")):
         link = folder / entry.id
         wanted = tree / part if entry.enabled and (tree / part).is_dir() else None
-        actual = Path(os.readlink(link)) if link.is_symlink() else None
+        # Resolve the folder first: `current` is itself a link, so `..` in an entry is relative to its target.
+        actual = Path(os.path.normpath(os.path.join(os.path.realpath(folder), os.readlink(link)))) if link.is_symlink() else None
         if wanted != actual or (os.path.lexists(link) and not link.is_symlink()):
             bad.append(str(link))
     return tuple(bad)

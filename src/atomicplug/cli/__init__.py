@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "atomicplug.cli.signing_cmds",
     "atomicplug.cli.transaction_cmds",
     "atomicplug.cli.repo_cmds",
+    "atomicplug.cli.doctor_cmds",
 )
 
 

@@ -75,7 +75,8 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _report(_installer(args).rollback(args.id), "nothing to do")
+    result = _installer(args).rollback(args.id, generation=args.generation, transaction=args.transaction, keep_data=args.keep_data)
+    return _report(result, "nothing to do")
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -148,7 +149,10 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     removed = _installer(args).gc()
-    print(f"removed {removed['trees']} store tree(s), {removed['journals']} journal(s), {removed['leftovers']} leftover(s)")
+    print(
+        f"removed {removed['generations']} generation(s), {removed['trees']} store tree(s), {removed['blobs']} package(s), "
+        f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s)"
+    )
     return 0
 
 
@@ -176,8 +180,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-data", action="store_true", help="leave the plugin's tables in the database")
     p.add_argument("--cascade", action="store_true", help="also uninstall the plugins that require it, first")
 
-    p = add("rollback", cmd_rollback, "go back to the version the current one replaced")
-    p.add_argument("id")
+    p = add("rollback", cmd_rollback, "go back to the version a plugin replaced, or to an earlier generation")
+    p.add_argument("id", nargs="?", help="one plugin: back to the version the current one replaced")
+    p.add_argument("--generation", type=int, metavar="N", help="every plugin back to kept generation N, in one transaction")
+    p.add_argument("--transaction", metavar="TXID", help="undo the live generation's transaction (back to its parent)")
+    p.add_argument("--keep-data", action="store_true", help="keep the tables of plugins the rollback uninstalls")
     p = add("enable", cmd_enable, "put a disabled plugin's addon entries back")
     p.add_argument("id")
     p.add_argument("--with-requirements", action="store_true", help="also enable its disabled requirements")

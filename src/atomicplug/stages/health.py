@@ -5,9 +5,8 @@ not import (syntax error, missing module, exception at import time) would
 break the application only after the switch, when nothing can be undone. So,
 before the database COMMIT, every backend the plan enables is imported in a
 fresh interpreter, as the application's loader would import it: as
-``addons.<id>``, from a temporary folder of links to the plan's new trees
-searched before the live ``backend_addons`` folder (which serves the plugins
-the plan leaves alone). A failure raises
+``addons.<id>``, from the backend view of the generation the plan built
+(complete, but not live until after COMMIT). A failure raises
 OperationError, and the runner rolls back because COMMIT did not happen.
 
 The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from atomicplug import generations
 from atomicplug.errors import OperationError
 from atomicplug.registry import Registry
 
@@ -114,14 +114,11 @@ def started(
     shutil.rmtree(scratch, ignore_errors=True)
     child: subprocess.Popen[bytes] | None = None
     try:
-        # Links for the plan's new trees only, searched before the live addons folder, which
-        # serves every plugin the plan leaves alone: one link per change, not per installed plugin.
-        links = scratch / PACKAGE
-        links.mkdir(parents=True)
-        for plugin_id in targets:
-            tree = config.home / after.plugins[plugin_id].current.tree / "backend"
-            (links / plugin_id).symlink_to(tree, target_is_directory=True)
-        child = _spawn_child(scratch, [links, config.backend_addons], targets)
+        scratch.mkdir(parents=True)
+        # The plan's whole new generation, built before COMMIT and not yet live: the child
+        # imports exactly what the loader will import after the switch.
+        view = generations.folder(config, plan.generation) / generations.BACKEND
+        child = _spawn_child(scratch, [view], targets)
 
         def verdict() -> None:
             errors = _errors_of(child, scratch, targets)

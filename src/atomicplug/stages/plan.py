@@ -93,12 +93,14 @@ class Plan:
     operation: str
     steps: tuple[Step, ...]
     rehearse: bool = True
+    generation: int = 0  # the generation this plan builds (set by the runner under the lock)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "operation": self.operation,
             "steps": [s.to_dict() for s in self.steps],
             "rehearse": self.rehearse,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -108,13 +110,13 @@ class Plan:
             operation=data["operation"],
             steps=tuple(Step.from_dict(s) for s in data["steps"]),
             rehearse=data.get("rehearse", True),
+            generation=int(data.get("generation", 0)),
         )
 
     def registry_after(self, registry: Registry) -> Registry:
-        """The registry once this plan is applied (idempotent: recovery reuses it)."""
-        for step in self.steps:
-            registry = registry.with_entry(step.plugin_id, step.after, generation=self.txid)
-        return registry
+        """The registry of the generation this plan builds (pure: recovery recomputes it from the parent)."""
+        entries = {step.plugin_id: step.after for step in self.steps}
+        return registry.with_entries(entries, generation=self.generation, txid=self.txid)
 
 
 def _now() -> str:
@@ -299,6 +301,45 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> 
     )
     action: Action = "downgrade" if Version(target.version) < Version(before.version) else "upgrade"
     plan = Plan(txid=txid, operation="rollback", steps=(Step(plugin_id=plugin_id, action=action, before=before, after=after),))
+    check_dependencies(plan.registry_after(registry))
+    return plan
+
+
+def plan_generation(
+    registry: Registry, target: Registry, txid: str, home: Path, *, keep_data: bool = False
+) -> Plan:
+    """Back to the view of an earlier generation (``rollback --generation``/``--transaction``).
+
+    Each plugin whose entry differs goes to its entry in ``target``: installed,
+    upgraded, downgraded, enabled, disabled or uninstalled (tables dropped unless
+    ``keep_data``), all in one transaction; its store trees must still exist.
+    """
+    from atomicplug.metadata import Metadata
+
+    steps = []
+    for pid in sorted(set(registry.plugins) | set(target.plugins)):
+        before, wanted = registry.plugins.get(pid), target.plugins.get(pid)
+        if wanted is None:
+            assert before is not None
+            steps.append(Step(plugin_id=pid, action="uninstall", before=before, after=None, keep_data=keep_data))
+            continue
+        same_tree = before is not None and before.current == wanted.current
+        if same_tree and before is not None and before.enabled == wanted.enabled:
+            continue
+        if not (home / wanted.current.tree).is_dir():
+            raise OperationError(f"{pid} {wanted.version} is no longer in the store ({wanted.current.tree}); it was collected")
+        Metadata.from_json_bytes((home / wanted.current.tree / "metadata.json").read_bytes())  # still a valid tree
+        after = attrs.evolve(wanted, txid=txid, installed_at=_now())
+        if before is None:
+            action: Action = "install"
+        elif same_tree:
+            action = "none"
+        else:
+            action = "downgrade" if Version(wanted.version) < Version(before.version) else "upgrade"
+        steps.append(Step(plugin_id=pid, action=action, before=before, after=after))
+    # Dependencies first for what comes, dependents first for what goes (uninstall order).
+    steps.sort(key=lambda step: step.action == "uninstall")
+    plan = Plan(txid=txid, operation="rollback", steps=tuple(steps))
     check_dependencies(plan.registry_after(registry))
     return plan
 

@@ -1,7 +1,8 @@
-"""Stage 5a, switch: point each addon entry at its new tree, atomically.
+"""Stage 5a, switch: the frontend addon entries (the backend view switches with its generation).
 
 Idempotent by construction (it sets links to the state the plan's ``after``
-describes), so recovery can run it again after a crash at any point.
+describes), so recovery can run it again after a crash at any point. The
+backend entries live in the generation (:mod:`atomicplug.generations`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["switch_plugin", "check_addon_entries", "remove_temp_links"]
 
-#: Package sub-folder → which addon folder of the config links to it.
-_PARTS = ("backend", "frontend")
+#: Package sub-folders linked one by one into an addon folder of the config.
+_PARTS = ("frontend",)
 
 
 def _addon_dir(config: Config, part: str) -> Path:
@@ -56,10 +57,11 @@ def switch_plugin(config: Config, plugin_id: str, after: InstalledPlugin | None,
 
 
 def remove_temp_links(config: Config, txid: str) -> None:
-    """Delete ``<id>.tmp-<txid>`` links a crash may have left in the addon folders."""
-    for part in _PARTS:
-        folder = _addon_dir(config, part)
+    """Delete ``<name>.tmp-<txid>`` links a crash may have left: addon entries, ``current``, the registry link."""
+    folders = [_addon_dir(config, part) for part in _PARTS] + [config.home, config.backend_addons.parent]
+    for folder in folders:
         if not folder.is_dir():
             continue
         for leftover in folder.glob(f"*.tmp-{txid}"):
-            remove_file(leftover)
+            if leftover.is_symlink():
+                remove_file(leftover)

@@ -1,0 +1,120 @@
+"""``atomicplug doctor``: what this installation looks like, and what would stop a transaction.
+
+Each check is one line a person can act on. Nothing is changed, except a
+throw-away probe file (and its hard link) inside ``<home>`` to learn whether
+the object store can hard-link here or must copy (docs/design.md "Objects").
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import attrs
+
+from atomicplug.errors import AtomicplugError
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
+
+__all__ = ["Finding", "examine", "hard_links_work"]
+
+
+@attrs.frozen
+class Finding:
+    """One check: its name, whether it passed, and what was found (or what to do)."""
+
+    check: str
+    ok: bool
+    detail: str
+
+
+def hard_links_work(folder: os.PathLike[str] | str) -> bool:
+    """Can files in ``folder`` be hard-linked? (False on file systems without links.)"""
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".doctor-probe-{secrets.token_hex(4)}")
+    link = probe + ".link"
+    try:
+        with open(probe, "xb"):
+            pass
+        try:
+            os.link(probe, link)
+        except OSError:
+            return False
+        return True
+    finally:
+        for path in (link, probe):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+def _check(name: str, run: Callable[[], str]) -> Finding:
+    try:
+        return Finding(name, True, run())
+    except AtomicplugError as exc:
+        return Finding(name, False, str(exc))
+    except OSError as exc:
+        return Finding(name, False, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+
+
+def examine(config: Config) -> list[Finding]:
+    """Every check, in the order a transaction meets them."""
+    from atomicplug import generations
+    from atomicplug.journal.reader import pending_journals
+
+    def keys() -> str:
+        from atomicplug.minisign import load_trusted_keys
+
+        loaded = load_trusted_keys(config.trusted_keys)
+        if not loaded and not config.allow_unsigned:
+            raise AtomicplugError("no trusted_keys configured: every signed package would be refused")
+        return ", ".join(k.key_id_hex for k in loaded) or "none (allow_unsigned = true)"
+
+    def storage() -> str:
+        if hard_links_work(config.home):
+            return f"{config.home}: hard links work (objects are shared, not copied)"
+        return f"{config.home}: hard links unavailable on this file system, objects are copied into each tree"
+
+    def backend() -> str:
+        generations.check_backend_folder(config)
+        if config.backend_addons.is_symlink():
+            return f"{config.backend_addons} -> {os.readlink(config.backend_addons)}"
+        return f"{config.backend_addons}: will become a link to the live generation at the next transaction"
+
+    def live() -> str:
+        number = generations.current_number(config)
+        kept = ", ".join(map(str, generations.numbers(config))) or "none"
+        return f"generation {number} (kept: {kept})" if number is not None else "no generation yet (nothing installed)"
+
+    def pending() -> str:
+        found = pending_journals(config.journal_dir)
+        if found:
+            raise AtomicplugError(f"{len(found)} unfinished transaction(s): run `atomicplug recover`")
+        return "no unfinished transaction"
+
+    def database() -> str:
+        from atomicplug.database.engine import connect, first_line, sqlite_file_missing
+
+        if sqlite_file_missing(config.database_url):
+            return "SQLite file not created yet (the first migration creates it)"
+        try:
+            with connect(config.database_url, 5.0) as db:
+                db.execute("SELECT 1")
+        except AtomicplugError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any driver error is the finding
+            raise AtomicplugError(f"cannot use the database: {first_line(exc)}") from exc
+        return f"{config.database_url.split('@')[-1]}: reachable"
+
+    return [
+        _check("trusted keys", keys),
+        _check("storage", storage),
+        _check("backend addons", backend),
+        _check("generation", live),
+        _check("journal", pending),
+        _check("database", database),
+    ]

@@ -1,0 +1,205 @@
+"""Generations: whole addon views, switched by one rename (docs/design.md "Generations").
+
+Switching each plugin's link in turn let a running application import a mix of
+old and new between the first and the last switch (issue 14: 375 mixed reads in
+110,006 while two plugins were upgraded together). So, as OSTree and Nix do,
+every transaction builds a complete view of the addons it leaves, invisible,
+and one ``os.replace`` of ``<home>/current`` makes it the live one::
+
+    <home>/generations/<n>/backend/<id>  -> ../../../store/<id>/<version>-<sha12>/backend
+    <home>/generations/<n>/registry.json     the registry of that view
+    <home>/current                        -> generations/<n>
+    <home>/addon_registry.json            -> current/registry.json
+    <backend_addons>                      -> <home>/current/backend
+
+A generation is built under ``generations/.building-<n>`` and renamed into
+place once complete and durable, so a folder named ``<n>`` is always whole.
+Readers that must see one generation resolve the addon folder once
+(``os.path.realpath``) and read inside what it resolved to (the loader does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from atomicplug import fsutil
+from atomicplug.errors import OperationError
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
+    from atomicplug.registry import Registry
+
+__all__ = [
+    "CURRENT",
+    "REGISTRY_NAME",
+    "BACKEND",
+    "current_number",
+    "numbers",
+    "next_number",
+    "folder",
+    "build",
+    "switch",
+    "remove",
+    "check_backend_folder",
+    "ensure_backend_link",
+    "link_registry",
+]
+
+CURRENT = "current"
+REGISTRY_NAME = "registry.json"
+BACKEND = "backend"
+_BUILDING = ".building-"
+_LEGACY = ".legacy-"
+_NUMBER = re.compile(r"^[0-9]+$")
+
+
+def root(config: Config) -> Path:
+    return config.home / "generations"
+
+
+def folder(config: Config, number: int) -> Path:
+    return root(config) / str(number)
+
+
+def current_number(config: Config) -> int | None:
+    """The live generation's number, None before the first one."""
+    try:
+        target = os.readlink(config.home / CURRENT)
+    except (FileNotFoundError, OSError):
+        return None
+    name = Path(target).name
+    return int(name) if _NUMBER.match(name) else None
+
+
+def numbers(config: Config) -> list[int]:
+    """Every complete generation on disk, oldest first."""
+    try:
+        names = os.listdir(root(config))
+    except FileNotFoundError:
+        return []
+    return sorted(int(name) for name in names if _NUMBER.match(name))
+
+
+def next_number(config: Config) -> int:
+    """One above every generation that exists or is live (numbers never repeat while kept)."""
+    existing = numbers(config)
+    live = current_number(config)
+    return max([0, *existing, *([live] if live is not None else [])]) + 1
+
+
+def _backend_target(config: Config, tree: str) -> str:
+    """The link text from ``generations/<n>/backend/<id>`` to a store tree's backend (relative: home may move)."""
+    return os.path.join("..", "..", "..", tree, BACKEND)
+
+
+def build(config: Config, number: int, registry: Registry) -> Path:
+    """Make ``generations/<number>`` hold ``registry``'s view; idempotent, atomic when it appears.
+
+    Built in ``.building-<number>`` (a leftover of a crash is discarded and rebuilt),
+    made durable, then renamed into place. An existing complete generation is kept.
+    """
+    final = folder(config, number)
+    if final.is_dir():
+        return final
+    building = root(config) / f"{_BUILDING}{number}"
+    fsutil.make_dirs(root(config))
+    fsutil.remove_tree(building)
+    backend = building / BACKEND
+    fsutil.make_dirs(backend)
+    home = str(config.home)
+    for plugin_id in sorted(registry.plugins):
+        entry = registry.plugins[plugin_id]
+        # os.path on strings: once per installed plugin, every transaction (issue 8).
+        if entry.enabled and os.path.isdir(f"{home}/{entry.current.tree}/{BACKEND}"):
+            fsutil.make_symlink(backend / plugin_id, _backend_target(config, entry.current.tree))
+    fsutil.write_new_file(building / REGISTRY_NAME, registry.to_json())
+    fsutil.sync_tree(building)
+    fsutil.replace(building, final)
+    return final
+
+
+def switch(config: Config, number: int, txid: str) -> None:
+    """Make generation ``number`` the live one: one ``os.replace`` of ``<home>/current``, then fsync."""
+    if current_number(config) == number:
+        return
+    if not folder(config, number).is_dir():
+        raise OperationError(f"generation {number} is not complete in {root(config)}; run `atomicplug recover`")
+    fsutil.switch_symlink(config.home / CURRENT, Path("generations") / str(number), txid)
+
+
+def remove(config: Config, number: int) -> None:
+    """Delete generation ``number`` and any half-built copy of it."""
+    fsutil.remove_tree(root(config) / f"{_BUILDING}{number}")
+    fsutil.remove_tree(folder(config, number))
+
+
+def link_registry(config: Config, txid: str) -> None:
+    """``<home>/addon_registry.json`` → ``current/registry.json`` (replaces a legacy file once)."""
+    target = Path(CURRENT) / REGISTRY_NAME
+    path = config.registry_path
+    if path.is_symlink() and Path(os.readlink(path)) == target:
+        return
+    fsutil.switch_symlink(path, target, txid, replace_file=True)
+
+
+# -- the configured backend addon folder ----------------------------------------------
+
+
+def _backend_link_target(config: Config) -> Path:
+    return config.home / CURRENT / BACKEND
+
+
+def check_backend_folder(config: Config) -> None:
+    """Refuse, before a transaction starts, a backend addon folder atomicplug cannot take over.
+
+    Fine: absent, atomicplug's link, or a real folder holding only links into the
+    store (the layout before generations, converted once by :func:`ensure_backend_link`).
+    """
+    path = config.backend_addons
+    if path.is_symlink():
+        target = Path(os.readlink(path))
+        if target != _backend_link_target(config):
+            raise OperationError(
+                f"{path} is a symlink to {target}, not atomicplug's link to {_backend_link_target(config)}; move it away first"
+            )
+        return
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise OperationError(f"{path} exists and is not a folder; move it away first")
+    foreign = sorted(entry.name for entry in path.iterdir() if not _is_legacy_link(config, entry))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" (and {len(foreign) - 3} more)" if len(foreign) > 3 else "")
+        raise OperationError(
+            f"{path} holds files atomicplug did not put there ({shown}); move them away so atomicplug can "
+            "make the folder a link to its current generation"
+        )
+
+
+def _is_legacy_link(config: Config, entry: Path) -> bool:
+    """A per-plugin link of the layout before generations (into ``<home>/store``), or a leftover temp link."""
+    if not entry.is_symlink():
+        return False
+    target = Path(os.path.join(entry.parent, os.readlink(entry)))
+    return target.is_relative_to(config.store_dir) or ".tmp-" in entry.name
+
+
+def ensure_backend_link(config: Config, txid: str) -> None:
+    """Make the backend addon folder atomicplug's link to ``<home>/current/backend``; idempotent.
+
+    A legacy real folder (only links into the store: checked by
+    :func:`check_backend_folder` before the transaction began) is first renamed
+    aside, then the link takes its name, then the old folder is deleted. A crash
+    in between leaves work that the next run (recovery) finishes.
+    """
+    path = config.backend_addons
+    if path.exists() and not path.is_symlink():
+        fsutil.replace(path, path.with_name(f".{path.name}{_LEGACY}{txid}"))
+    if not (path.is_symlink() and Path(os.readlink(path)) == _backend_link_target(config)):
+        fsutil.make_dirs(path.parent)
+        fsutil.switch_symlink(path, _backend_link_target(config), txid)
+    for leftover in sorted(path.parent.glob(f".{path.name}{_LEGACY}*")):
+        fsutil.remove_tree(leftover)

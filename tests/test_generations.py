@@ -1,0 +1,161 @@
+"""Generations (issue 14): a transaction over several plugins switches them all with one rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atomicplug import generations
+from atomicplug.errors import OperationError
+from atomicplug.registry import Registry
+from atomicplug.testing import snapshot
+
+# The reader pins a generation the way the loader does: resolve the addon folder once, then import
+# `addons.<id>` from what it resolved to, with a fresh module table each round.
+READER = r"""
+import importlib, importlib.machinery, json, os, sys, types
+folder, stop_file = sys.argv[1], sys.argv[2]
+pairs = {}
+while not os.path.exists(stop_file):
+    pinned = os.path.realpath(folder)
+    for name in [m for m in sys.modules if m == "addons" or m.startswith("addons.")]:
+        del sys.modules[name]
+    package = types.ModuleType("addons")
+    package.__spec__ = importlib.machinery.ModuleSpec("addons", None, is_package=True)
+    package.__path__ = [pinned]
+    sys.modules["addons"] = package
+    importlib.invalidate_caches()
+    try:
+        pair = (importlib.import_module("addons.alpha").VERSION, importlib.import_module("addons.beta").VERSION)
+    except (ImportError, FileNotFoundError):  # the pinned generation was collected meanwhile: read again
+        continue
+    key = "/".join(pair)
+    pairs[key] = pairs.get(key, 0) + 1
+print(json.dumps(pairs))
+"""
+
+
+def test_a_reader_never_sees_a_mix_of_two_plugins_upgraded_together(home, tmp_path):
+    v1 = [home.package("alpha", "1.0.0"), home.package("beta", "1.0.0")]
+    v2 = [home.package("alpha", "2.0.0"), home.package("beta", "2.0.0")]
+    installer = home.installer
+    installer.install_packages([installer.take_in(p) for p in v1])
+    stop = tmp_path / "stop"
+    reader = subprocess.Popen(
+        [sys.executable, "-B", "-c", READER, str(home.config.backend_addons), str(stop)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    try:
+        for _ in range(6):
+            installer.install_packages([installer.take_in(p) for p in v2])
+            installer.install_packages([installer.take_in(p) for p in v1], allow_downgrade=True)
+    finally:
+        stop.touch()
+        out, _ = reader.communicate(timeout=60)
+    pairs = json.loads(out)
+    assert set(pairs) <= {"1.0.0/1.0.0", "2.0.0/2.0.0"}, pairs
+    assert sum(pairs.values()) > 0
+
+
+def test_each_transaction_builds_a_generation_and_current_points_at_it(home):
+    home.installer.install_file(home.package("alpha"))
+    home.installer.install_file(home.package("beta"))
+    assert generations.current_number(home.config) == 2
+    assert os.readlink(home.config.home / "current") == "generations/2"
+    assert Path(os.readlink(home.config.backend_addons)) == home.config.home / "current" / "backend"
+    registry = Registry.load(home.config.registry_path)
+    assert (registry.generation, registry.parent) == (2, 1)
+    assert home.config.registry_path.is_symlink()
+    first = Registry.load(generations.folder(home.config, 1) / "registry.json")
+    assert sorted(first.plugins) == ["alpha"]
+
+
+def test_a_refused_transaction_leaves_no_generation_behind(home):
+    home.installer.install_file(home.package("alpha"))
+    with pytest.raises(Exception, match="does not import"):
+        home.installer.install_file(home.package("beta", files={"backend/__init__.py": "import nowhere_at_all\n"}))
+    assert generations.numbers(home.config) == [1]
+    assert generations.current_number(home.config) == 1
+
+
+def test_a_legacy_backend_folder_is_converted_once(home):
+    """Before generations, the backend folder was a real folder of per-plugin links into the store."""
+    home.installer.install_file(home.package("alpha"))
+    config = home.config
+    tree = Path(os.path.realpath(config.backend_addons / "alpha"))
+    # Rebuild the old layout by hand: a real folder with one link, a registry file, no generations.
+    registry = Registry.load(config.registry_path)
+    for path in (config.backend_addons, config.home / "current", config.registry_path):
+        path.unlink()
+    for folder in (config.home / "generations").iterdir():
+        import shutil
+
+        shutil.rmtree(folder)
+    config.backend_addons.mkdir()
+    (config.backend_addons / "alpha").symlink_to(tree)
+    config.registry_path.write_bytes(json.dumps({"generation": "old-txid", "plugins": {
+        pid: e.to_dict() for pid, e in registry.plugins.items()}}).encode())  # fmt: skip
+    assert home.installer.list()[0]["id"] == "alpha"
+    home.installer.install_file(home.package("beta"))
+    assert config.backend_addons.is_symlink()
+    assert sorted(p.name for p in config.backend_addons.iterdir()) == ["alpha", "beta"]
+    assert all(report.ok for report in home.installer.verify())
+
+
+def test_a_backend_folder_with_foreign_files_is_refused_and_left_alone(home):
+    config = home.config
+    config.backend_addons.mkdir(parents=True)
+    (config.backend_addons / "__init__.py").write_text("# the host's own file\n")
+    before = snapshot(config)
+    with pytest.raises(OperationError, match=r"holds files atomicplug did not put there \(__init__.py\)"):
+        home.installer.install_file(home.package("alpha"))
+    assert snapshot(config) == before
+    assert (config.backend_addons / "__init__.py").read_text() == "# the host's own file\n"
+
+
+def test_gc_keeps_the_live_and_previous_generations(home):
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
+        home.installer.install_file(home.package("alpha", version))
+    removed = home.installer.gc()
+    assert removed["generations"] == 2
+    assert generations.numbers(home.config) == [3, 4]
+    versions = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "alpha").iterdir())
+    assert versions == ["1.2.0", "1.3.0"]
+    assert all(report.ok for report in home.installer.verify())
+
+
+def test_rollback_of_a_whole_transaction_is_one_switch_back(home):
+    from atomicplug.testing import table_names
+
+    tables = {"0001_t": ("CREATE TABLE beta_t (id INTEGER);", "DROP TABLE beta_t;")}
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    before = snapshot(home.config)
+    installer = home.installer
+    result = installer.install_packages(
+        [installer.take_in(home.package("alpha", "2.0.0")), installer.take_in(home.package("beta", migrations=tables))]
+    )
+    assert table_names(home.config.database_url) == {"beta_t"}
+    undo = installer.rollback(transaction=result.txid)
+    assert sorted(undo.changes) == ["downgrade alpha 2.0.0 -> 1.0.0", "uninstall beta 1.0.0"]
+    assert snapshot(home.config) == before
+    assert generations.current_number(home.config) == 3
+    # and forward again to generation 2, by number
+    installer.rollback(generation=2)
+    assert {p["id"]: p["version"] for p in installer.list()} == {"alpha": "2.0.0", "beta": "1.0.0"}
+    assert table_names(home.config.database_url) == {"beta_t"}
+
+
+def test_rollback_of_a_transaction_that_is_not_the_live_one_is_refused(home):
+    from atomicplug.errors import UsageError
+
+    first = home.installer.install_file(home.package("alpha"))
+    home.installer.install_file(home.package("beta"))
+    with pytest.raises(UsageError, match="made generation 1, but generation 2 is live"):
+        home.installer.rollback(transaction=first.txid)
+    with pytest.raises(UsageError, match="generation 7 is not kept"):
+        home.installer.rollback(generation=7)
