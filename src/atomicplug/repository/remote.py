@@ -55,7 +55,7 @@ def _repository_url(config: Config) -> str:
 
 def make_fetcher(config: Config, timeouts: Timeouts | None = None) -> Fetcher:
     """A Fetcher for ``config.repository`` whose deadline is ``config.download_timeout``."""
-    return Fetcher(_repository_url(config), timeouts or Timeouts(deadline=config.download_timeout))
+    return Fetcher(_repository_url(config), timeouts or Timeouts.from_config(config))
 
 
 def load_manifest(config: Config, *, fetcher: Fetcher | None = None, now: dt.datetime | None = None) -> Manifest:
