@@ -13,8 +13,8 @@ carries an ``ETag`` (a content hash for small files such as the manifest, size
 without it, ``If-Modified-Since``) gets 304, so a client revalidates its cached
 manifest cheaply. Each answer leaves in one write where it fits 64 KiB
 (headers and body buffered together, TCP_NODELAY), and the listen backlog is
-128, not socketserver's 5 (docs/design.md "Development server"). Any static web
-server or CDN works as well when it maps /download/ the same way.
+1024, not socketserver's 5 (docs/design.md "Development server"). Any static
+web server or CDN works as well when it maps /download/ the same way.
 """
 
 from __future__ import annotations
@@ -212,7 +212,9 @@ class RepositoryServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer bound to one repository folder."""
 
     daemon_threads = True
-    request_queue_size = 128  # socketserver's 5 dropped connections under 50 concurrent clients
+    # socketserver's 5 dropped connections under 50 concurrent clients; 128 still overflowed
+    # under a burst of 200 new connections, 1024 did not (bench/serve.py). The kernel caps it at somaxconn.
+    request_queue_size = 1024
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client hanging up mid-transfer is normal (it resumes with Range); don't print a traceback.
