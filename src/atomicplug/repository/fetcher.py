@@ -268,7 +268,7 @@ class Fetcher:
                     last_error = f"connection closed after {sink.tell()} of {exact} bytes"
             finally:
                 bar.close()
-            broken = watchdog.check()
+            broken = watchdog.broken  # set by the thread, or by check() when the loop stopped on it
         if broken is not None:
             raise DownloadError(f"{url}: {broken}")
         cause = last_error if isinstance(last_error, BaseException) else None

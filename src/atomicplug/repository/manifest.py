@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from atomicplug import fsutil
 from atomicplug.errors import SignatureError, TrustError
+from atomicplug.lock import writer_lock
 from atomicplug.metadata import PluginRequirement
 
 __all__ = [
@@ -340,8 +341,6 @@ class TrustedState:
         already recorded. Raises TrustError (rollback, unreadable state),
         LockBusyError (another process held the lock ``lock_timeout`` seconds).
         """
-        from atomicplug.lock import writer_lock
-
         digest = hashlib.sha256(manifest_bytes).hexdigest()
         with writer_lock(self.lock_path, lock_timeout):
             current = TrustedState.load(self.path)

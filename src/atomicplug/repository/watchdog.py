@@ -80,7 +80,8 @@ class TransferWatchdog:
         now = time.monotonic()
         with self._lock:
             self._total += count
-            self._samples.append((now, self._total))
+            if self.min_rate > 0:  # pruned as the window slides (in _verdict)
+                self._samples.append((now, self._total))
 
     def remaining(self) -> float:
         """Seconds left before the deadline (0 when past it)."""
