@@ -148,6 +148,7 @@ def main() -> int:
     parser.add_argument("--src", default=str(SRC), help="the src folder whose atomicplug serves (default: this tree's)")
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--client-calls", type=int, default=50, help="calls per client-side figure")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="atomicplug-bench-serve-"))
@@ -177,7 +178,7 @@ def main() -> int:
             "server_src": args.src,
             "keepalive": keepalive(port, args.requests),
             "burst": burst(port, args.clients),
-            "client": client(config, 50),
+            "client": client(config, args.client_calls),
         }
     finally:
         if server is not None:
