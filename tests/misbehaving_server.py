@@ -67,6 +67,26 @@ class Stall:
 
 
 @attrs.frozen
+class TrickleHeaders:
+    """Send the status line and headers one byte every ``interval`` seconds, never finishing them."""
+
+    interval: float
+
+
+@attrs.frozen
+class TrickleBody:
+    """Announce the full length, then send ``step`` bytes every ``interval`` seconds."""
+
+    interval: float
+    step: int = 1
+
+
+@attrs.frozen
+class Silent:
+    """Read the request and never answer (until the client hangs up or the server stops)."""
+
+
+@attrs.frozen
 class IgnoreRange:
     """Answer 200 with the whole file even when a Range was asked for."""
 
@@ -76,7 +96,7 @@ class BadRangeStart:
     """Answer a Range request with a 206 that starts at byte 0 anyway."""
 
 
-Fault = Status | Drop | Extra | Endless | Wrong | Stall | IgnoreRange | BadRangeStart
+Fault = Status | Drop | Extra | Endless | Wrong | Stall | TrickleHeaders | TrickleBody | Silent | IgnoreRange | BadRangeStart
 
 
 # -- server ----------------------------------------------------------------------
@@ -110,6 +130,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if isinstance(fault, Status):
                 self._send(fault.code, b"nope\n", {}, 5)
+                return
+            if isinstance(fault, Silent):
+                self.close_connection = True
+                owner.closing.wait()
+                return
+            if isinstance(fault, TrickleHeaders):
+                self.close_connection = True
+                self._trickle(b"HTTP/1.1 200 OK\r\nX-Trickle: " + b"a" * 1_000_000, fault.interval, 1)
                 return
             if data is None:
                 self._send(404, b"not found\n", {}, 10)
@@ -150,6 +178,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[fault.after :])
             self.close_connection = True
             return
+        if isinstance(fault, TrickleBody):
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.close_connection = True
+            self._trickle(body, fault.interval, fault.step)
+            return
         if isinstance(fault, Extra):
             body += b"X" * fault.n
             self._send(status, body, headers, len(body) if fault.announce else None)
@@ -164,6 +201,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
             return
         self._send(status, body, headers, len(body))
+
+
+    def _trickle(self, data: bytes, interval: float, step: int) -> None:
+        """``step`` bytes of ``data`` every ``interval`` seconds until done, the client leaves or the server stops."""
+        closing = self.server.owner.closing
+        for start in range(0, len(data), step):
+            if closing.is_set():
+                return
+            self.wfile.write(data[start : start + step])
+            self.wfile.flush()
+            closing.wait(interval)
 
 
 class _Server(ThreadingHTTPServer):
@@ -184,6 +232,7 @@ class MisbehavingServer:
         self._queued: dict[str, deque[Fault]] = {}
         self._always: dict[str, Fault] = {}
         self._lock = threading.Lock()
+        self.closing = threading.Event()  # set on exit: ends Silent and Trickle* answers
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.owner = self
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -219,6 +268,7 @@ class MisbehavingServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 

@@ -366,3 +366,29 @@ def test_progress_bar_only_on_a_terminal(env: Env, tty: bool, tmp_path: Path) ->
         assert "crm 1.0.0" in stream.getvalue() and "100%" in stream.getvalue()
     else:
         assert stream.getvalue() == ""
+
+
+# -- progress callback (issue 16: the marketplace shows download bytes) --------------------
+
+
+def test_progress_callback_gets_bytes_received_and_total_across_a_resume(env: Env, tmp_path: Path) -> None:
+    entry = _crm_entry(env)
+    seen: list[tuple[int, int]] = []
+    fetcher = Fetcher(env.server.url, FAST, progress=lambda done, total: seen.append((done, total)))
+    env.server.queue(CRM, Drop(after=70_000))
+    fetcher.download(entry.download_url, tmp_path / "out.zip", entry.size)
+    assert seen[-1] == (entry.size, entry.size)
+    assert {total for _, total in seen} == {entry.size}
+    received = [done for done, _ in seen]
+    assert received == sorted(received) and len(received) > 2  # resumed from the offset, not from 0
+
+
+def test_progress_callback_per_call_replaces_the_fetchers(env: Env, tmp_path: Path) -> None:
+    entry = _crm_entry(env)
+    default: list[int] = []
+    mine: list[int] = []
+    fetcher = Fetcher(env.server.url, FAST, progress=lambda done, total: default.append(done))
+    fetcher.download(entry.download_url, tmp_path / "out.zip", entry.size, progress=lambda done, total: mine.append(done))
+    assert mine[-1] == entry.size and default == []
+    fetcher.fetch_bytes("/manifest.json", 1 << 20)  # small files report nothing
+    assert default == []

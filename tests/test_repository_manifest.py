@@ -64,12 +64,18 @@ def test_malformed_manifest_is_refused(doc: bytes, rule: str) -> None:
         Manifest.from_json_bytes(doc)
 
 
+def _accept(path: Path, url: str, version: int, state: TrustedState | None = None) -> TrustedState:
+    data = _doc(version=version)
+    return (state or TrustedState.load(path)).accept(url, Manifest.from_json_bytes(data), data)
+
+
 def test_trust_state_records_per_repository(tmp_path: Path) -> None:
     path = tmp_path / "state" / "repository_state.json"
     data = _doc(_entry())
     manifest = Manifest.from_json_bytes(data)
-    TrustedState.load(path).accept("http://a", manifest, data)
+    written = TrustedState.load(path).accept("http://a", manifest, data)
     state = TrustedState.load(path)
+    assert written == state
     assert state.repositories["http://a"]["version"] == 3
     state.check("http://b", Manifest.from_json_bytes(_doc(version=1)), _doc(version=1))  # other repository: fine
     with pytest.raises(TrustError, match="rollback"):
@@ -81,3 +87,55 @@ def test_unreadable_trust_state_is_refused_not_reset(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(TrustError, match="unreadable"):
         TrustedState.load(path)
+
+
+def test_accept_compares_with_the_file_not_with_a_stale_value(tmp_path: Path) -> None:
+    path = tmp_path / "repository_state.json"
+    stale = TrustedState.load(path)  # read before another process recorded version 5
+    _accept(path, "http://a", 5)
+    with pytest.raises(TrustError, match="rollback"):
+        _accept(path, "http://a", 3, state=stale)
+    assert TrustedState.load(path).repositories["http://a"]["version"] == 5
+    assert _accept(path, "http://b", 1, state=stale).repositories["http://a"]["version"] == 5  # kept, not overwritten
+
+
+def test_accepting_the_recorded_manifest_again_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "repository_state.json"
+    _accept(path, "http://a", 4)
+    before = path.stat().st_mtime_ns, path.stat().st_ino
+    _accept(path, "http://a", 4)
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == before
+
+
+def test_state_lock_is_its_own_file_not_the_writer_lock(tmp_path: Path) -> None:
+    state = TrustedState.load(tmp_path / "repository_state.json")
+    assert state.lock_path == tmp_path / "repository_state.lock"
+    _accept(state.path, "http://a", 1)
+    assert state.lock_path.exists() and not (tmp_path / "lock").exists()
+
+
+def test_state_held_locked_by_another_process_is_lock_busy(tmp_path: Path) -> None:
+    import filelock
+
+    from atomicplug.errors import LockBusyError
+
+    path = tmp_path / "repository_state.json"
+    data = _doc(version=2)
+    with filelock.FileLock(str(TrustedState.load(path).lock_path)):
+        # filelock instances of one process exclude each other (one fd each), as two processes do
+        with pytest.raises(LockBusyError):
+            TrustedState.load(path).accept("http://a", Manifest.from_json_bytes(data), data, lock_timeout=0.05)
+    assert not path.exists()
+
+
+def test_tampered_manifest_message_names_the_manifest_not_a_temp_file(tmp_path: Path) -> None:
+    from atomicplug.minisign import SecretKey, sign_file
+    from atomicplug.repository.manifest import verify_manifest
+
+    key = SecretKey.generate()
+    data = _doc(_entry())
+    (tmp_path / "m.json").write_bytes(data)
+    signature = sign_file(tmp_path / "m.json", key)
+    with pytest.raises(TrustError) as info:
+        verify_manifest(data.replace(b'"size": 10', b'"size": 11'), signature, [key.public_key])
+    assert "manifest.json" in str(info.value) and "atomicplug-verify" not in str(info.value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,3 +133,69 @@ def test_parse_range_edge_cases() -> None:
     assert parse_range("bytes=-0", 10) is False
     assert parse_range("bytes=0-1,3-4", 10) is None  # multiple ranges: whole file
     assert parse_range("items=0-1", 10) is None
+
+
+# -- revalidation (issue 16: a listing revalidates the manifest instead of fetching it) --------
+
+
+def test_files_carry_etag_and_last_modified(served: tuple[str, Path]) -> None:
+    url, _ = served
+    for path in ("/manifest.json", "/manifest.json.minisig", "/download/crm/1.0.0"):
+        response = requests.get(url + path, timeout=5)
+        assert response.headers["ETag"].startswith('"') and response.headers["ETag"].endswith('"')
+        assert response.headers["Last-Modified"].endswith(" GMT")
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_matching_if_none_match_gets_304_without_a_body(served: tuple[str, Path], method: str) -> None:
+    url, _ = served
+    etag = requests.get(url + "/manifest.json", timeout=5).headers["ETag"]
+    response = requests.request(method, url + "/manifest.json", headers={"If-None-Match": etag}, timeout=5)
+    assert response.status_code == 304 and response.content == b""
+    assert response.headers["ETag"] == etag
+    listed = requests.get(url + "/manifest.json", headers={"If-None-Match": f'"other", {etag}'}, timeout=5)
+    assert listed.status_code == 304
+    assert requests.get(url + "/manifest.json", headers={"If-None-Match": "*"}, timeout=5).status_code == 304
+
+
+def test_changed_file_gets_200_and_a_new_etag(served: tuple[str, Path]) -> None:
+    url, repo = served
+    first = requests.get(url + "/manifest.json", timeout=5)
+    (repo / "manifest.json").write_bytes(b'{"schema": 1, "version": 2}')
+    again = requests.get(url + "/manifest.json", headers={"If-None-Match": first.headers["ETag"]}, timeout=5)
+    assert again.status_code == 200 and again.content == b'{"schema": 1, "version": 2}'
+    assert again.headers["ETag"] != first.headers["ETag"]
+
+
+def test_if_modified_since_is_used_only_without_if_none_match(served: tuple[str, Path]) -> None:
+    url, _ = served
+    modified = requests.get(url + "/manifest.json", timeout=5).headers["Last-Modified"]
+    assert requests.get(url + "/manifest.json", headers={"If-Modified-Since": modified}, timeout=5).status_code == 304
+    old = "Mon, 01 Jan 2001 00:00:00 GMT"
+    assert requests.get(url + "/manifest.json", headers={"If-Modified-Since": old}, timeout=5).status_code == 200
+    assert requests.get(url + "/manifest.json", headers={"If-Modified-Since": "yesterday"}, timeout=5).status_code == 200
+    both = {"If-None-Match": '"stale"', "If-Modified-Since": modified}
+    assert requests.get(url + "/manifest.json", headers=both, timeout=5).status_code == 200
+
+
+# -- answering promptly (issue 16: backlog of 5, headers and body sent apart) -----------------
+
+
+def test_listen_backlog_is_well_above_five(served: tuple[str, Path]) -> None:
+    url, _ = served
+    port = url.rsplit(":", 1)[1]
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    backlog = int(listing.split()[2])  # State Recv-Q Send-Q ...: a listener's Send-Q is its backlog
+    assert backlog >= 128
+
+
+def test_each_answer_arrives_whole_in_one_read_on_a_kept_alive_connection(served: tuple[str, Path]) -> None:
+    url, _ = served
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET /manifest.json HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        for _ in range(20):
+            conn.sendall(request)
+            first_read = conn.recv(65536)
+            head, _, body = first_read.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and body == b'{"schema": 1}', first_read

@@ -7,6 +7,7 @@ from the config file's folder, so a config works wherever it is invoked from.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -113,6 +114,16 @@ health_check = true
 # previous generation stays for `atomicplug rollback --generation`).
 # keep_generations = 2
 
+# Repository downloads: a whole fetch (retries included) must end within
+# download_timeout seconds, and a server sending fewer than download_min_rate
+# bytes/s over any download_rate_window seconds is given up on (0: no minimum).
+# download_timeout = 300
+# download_min_rate = 1024
+# download_rate_window = 30
+
+# Seconds a listing may reuse the verified manifest before revalidating it.
+# manifest_max_age = 60
+
 # Safe-extraction caps.
 # max_entries = 10000
 # max_unpacked_bytes = 536870912
@@ -154,6 +165,9 @@ _KNOWN_KEYS = {
     "max_ratio",
     "frontend_index",
     "download_timeout",
+    "download_min_rate",
+    "download_rate_window",
+    "manifest_max_age",
     "health_check",
     "keep_generations",
 }
@@ -183,6 +197,9 @@ class Config:
     limits: ExtractLimits = ExtractLimits()
     frontend_index: bool = True
     download_timeout: float = 300.0
+    download_min_rate: float = 1024.0
+    download_rate_window: float = 30.0
+    manifest_max_age: float = 60.0
     health_check: bool = True
     keep_generations: int = 2
     source: Path | None = None
@@ -252,7 +269,10 @@ class Config:
             granted_permissions=with_aliases(frozenset(map(str, granted))),
             limits=limits,
             frontend_index=_expect(data, "frontend_index", bool, True),
-            download_timeout=float(_expect(data, "download_timeout", (int, float), 300)),
+            download_timeout=_number(data, "download_timeout", 300, positive=True),
+            download_min_rate=_number(data, "download_min_rate", 1024, positive=False),
+            download_rate_window=_number(data, "download_rate_window", 30, positive=True),
+            manifest_max_age=_number(data, "manifest_max_age", 60, positive=False),
             health_check=_expect(data, "health_check", bool, True),
             keep_generations=_at_least(data, "keep_generations", 2, minimum=2),
             source=source,
@@ -303,3 +323,12 @@ def _positive(data: dict[str, Any], key: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"config '{key}' must be a positive integer (got {value})")
     return int(value)
+
+
+def _number(data: dict[str, Any], key: str, default: float, *, positive: bool) -> float:
+    """A finite number >= 0 (> 0 when ``positive``); booleans are not numbers here."""
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        expected = "a positive number" if positive else "a number >= 0"
+        raise ConfigError(f"config '{key}' must be {expected} (got {value!r})")
+    return float(value)

@@ -1,43 +1,63 @@
-"""The HTTP client: bounded, resumable, retrying downloads (DESIGN.md "Repository").
+"""The HTTP client: bounded, resumable, retrying downloads (docs/design.md "Download deadlines").
 
-Every transfer has connect/read timeouts and a total deadline, reads at most a
-known number of bytes (endless-data attack: :class:`TrustError`), retries
-connection errors and 5xx answers with exponential backoff, and resumes a
-dropped body with ``Range: bytes=N-`` (accepting the resumed part only when the
-answer is a 206 whose ``Content-Range`` starts at N; a server that ignores
-Range is read again from the start). Anything that still fails is a
-:class:`DownloadError` raised ``from`` the underlying exception.
+Every transfer has connect/read timeouts, a wall-clock deadline and a minimum
+rate, both enforced by a :class:`~atomicplug.repository.watchdog.TransferWatchdog`
+that can interrupt a blocked read (headers, body or silence; retries and
+backoff included). It reads at most a known number of bytes (endless-data
+attack: :class:`TrustError`), retries connection errors and 5xx answers with
+exponential backoff, and resumes a dropped body with ``Range: bytes=N-``
+(accepting the resumed part only when the answer is a 206 whose
+``Content-Range`` starts at N; a server that ignores Range is read again from
+the start). Small files can be revalidated (``If-None-Match`` /
+``If-Modified-Since``, :meth:`Fetcher.fetch_if_changed`). Anything that still
+fails is a :class:`DownloadError` raised ``from`` the underlying exception.
 
 This module only moves bytes; what they must hash to and who must have signed
-them is :mod:`atomicplug.repository.remote`'s job.
+them is the caller's job (:mod:`atomicplug.repository.remote`,
+:mod:`atomicplug.repository.manifest_cache`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 import attrs
 import requests
+import urllib3
 
-from atomicplug.errors import DownloadError, TrustError
+from atomicplug.errors import ConfigError, DownloadError, TrustError
+from atomicplug.repository.watchdog import TransferWatchdog, watch_session
 
-__all__ = ["Timeouts", "Fetcher", "join_url"]
+if TYPE_CHECKING:
+    from atomicplug.config import Config
 
-#: Small enough that a dropped connection loses little (a partial chunk is discarded).
-_CHUNK = 1 << 14
+__all__ = ["Timeouts", "Fetcher", "Fetched", "ProgressCallback", "join_url", "make_fetcher", "repository_url"]
+
+#: Up to this much per read; a read returns whatever has arrived, so the watchdog sees every byte.
+_CHUNK = 1 << 16
 _CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _RETRY_STATUS = frozenset({408, 429})
+
+#: ``progress(received, total)``: bytes of one download so far (a resume starts at its offset).
+ProgressCallback = Callable[[int, int], None]
 
 
 @attrs.frozen
 class Timeouts:
-    """How long to wait. ``deadline`` bounds one whole transfer, retries included."""
+    """How long to wait and how slow a server may be.
+
+    ``deadline`` bounds one whole transfer, headers, retries and backoff
+    included; ``min_rate`` bytes/s must arrive on average over every
+    ``rate_window`` seconds of it (0 turns the rate rule off).
+    """
 
     connect: float = 10.0
     read: float = 30.0
@@ -45,6 +65,22 @@ class Timeouts:
     attempts: int = 4
     backoff: float = 0.5
     max_backoff: float = 8.0
+    min_rate: float = 1024.0
+    rate_window: float = 30.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> Timeouts:
+        """``download_timeout``, ``download_min_rate`` and ``download_rate_window`` of ``config``."""
+        return cls(deadline=config.download_timeout, min_rate=config.download_min_rate, rate_window=config.download_rate_window)
+
+
+@attrs.frozen
+class Fetched:
+    """A small file from :meth:`Fetcher.fetch_if_changed`: ``data`` is None when the server said 304 Not Modified."""
+
+    data: bytes | None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def join_url(base: str, path_or_url: str) -> str:
@@ -52,6 +88,22 @@ def join_url(base: str, path_or_url: str) -> str:
     if path_or_url.startswith(("http://", "https://")):
         return path_or_url
     return base.rstrip("/") + "/" + path_or_url.lstrip("/")
+
+
+def repository_url(config: Config) -> str:
+    """The configured repository's base URL (no trailing slash); ConfigError when none is set."""
+    if not config.repository:
+        raise ConfigError("no repository configured: set 'repository' in the config (e.g. \"http://127.0.0.1:8002\")")
+    return config.repository.rstrip("/")
+
+
+def make_fetcher(config: Config, timeouts: Timeouts | None = None, progress: ProgressCallback | None = None) -> Fetcher:
+    """A Fetcher for ``config.repository`` with the config's deadline and minimum rate.
+
+    ``progress(received, total)`` is called as each package download advances.
+    Raises ConfigError when no repository is configured.
+    """
+    return Fetcher(repository_url(config), timeouts or Timeouts.from_config(config), progress=progress)
 
 
 class _Progress:
@@ -83,8 +135,25 @@ class _Retry(Exception):
     """One attempt failed in a way worth retrying."""
 
 
+class _NotFound(Exception):
+    pass
+
+
+@attrs.frozen
+class _Answer:
+    status: int
+    etag: str | None
+    last_modified: str | None
+
+
 class Fetcher:
-    """GET files from one repository base URL. Thread-compatible, not thread-safe."""
+    """GET files from one repository base URL. Thread-compatible, not thread-safe.
+
+    ``progress(received, total)`` is called as each :meth:`download` advances
+    (besides the terminal bar drawn on ``progress_stream`` when it is a tty);
+    :meth:`download` may override it per call. A ``session`` passed in gets
+    the watched adapter mounted for http:// and https://.
+    """
 
     def __init__(
         self,
@@ -92,11 +161,13 @@ class Fetcher:
         timeouts: Timeouts | None = None,
         session: requests.Session | None = None,
         progress_stream: TextIO | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
-        self.session = session or requests.Session()
+        self.session = watch_session(session or requests.Session())
         self.progress_stream = progress_stream
+        self.progress = progress
 
     def url(self, path_or_url: str) -> str:
         return join_url(self.base_url, path_or_url)
@@ -108,17 +179,39 @@ class Fetcher:
         TrustError (more than ``limit`` bytes).
         """
         sink = io.BytesIO()
-        if not self._transfer(self.url(path), sink, limit=limit, exact=None, missing_ok=missing_ok):
+        if self._transfer(self.url(path), sink, limit=limit, exact=None, missing_ok=missing_ok) is None:
             return None
         return sink.getvalue()
 
-    def download(self, path: str, dest: Path, size: int, label: str = "") -> str:
+    def fetch_if_changed(self, path: str, limit: int, *, etag: str | None = None, last_modified: str | None = None) -> Fetched:
+        """A small file unless it is unchanged since the copy whose validators are given.
+
+        Sends ``If-None-Match: etag`` and ``If-Modified-Since: last_modified``
+        (each when given); a 304 answer is ``Fetched(data=None)``. Returns the
+        answer's own validators either way. Raises DownloadError (also for a
+        404), TrustError (more than ``limit`` bytes).
+        """
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        sink = io.BytesIO()
+        answer = self._transfer(self.url(path), sink, limit=limit, exact=None, headers=headers)
+        assert answer is not None
+        data = None if answer.status == 304 else sink.getvalue()
+        return Fetched(data, answer.etag, answer.last_modified)
+
+    def download(self, path: str, dest: Path, size: int, label: str = "", progress: ProgressCallback | None = None) -> str:
         """Download exactly ``size`` bytes into ``dest`` (created/truncated); returns their sha256 hex.
 
-        Raises DownloadError (network, deadline), TrustError (more than ``size`` bytes).
+        ``progress`` (default: the fetcher's) gets ``(received, size)`` as bytes arrive.
+        Raises DownloadError (network, deadline, rate), TrustError (more than ``size`` bytes).
         """
         with open(dest, "w+b") as handle:
-            self._transfer(self.url(path), handle, limit=size, exact=size, label=label or Path(path).name)
+            self._transfer(
+                self.url(path), handle, limit=size, exact=size, label=label or Path(path).name, progress=progress or self.progress
+            )
             handle.flush()
             handle.seek(0)
             digest = hashlib.sha256()
@@ -137,46 +230,65 @@ class Fetcher:
         exact: int | None,
         missing_ok: bool = False,
         label: str = "",
-    ) -> bool:
+        headers: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> _Answer | None:
+        """Every attempt at one GET under one watchdog; None for a 404 when ``missing_ok``."""
         t = self.timeouts
-        deadline = time.monotonic() + t.deadline
-        progress = _Progress(label or url, exact or 0, self.progress_stream)
-        received = 0
+        bar = _Progress(label or url, exact or 0, self.progress_stream)
+
+        def advanced(done: int) -> None:
+            bar.update(done)
+            if progress is not None and exact is not None:
+                progress(done, exact)
+
         last_error: BaseException | str = "no attempt made"
-        try:
-            for attempt in range(max(1, t.attempts)):
-                if attempt:
-                    pause = min(t.backoff * 2 ** (attempt - 1), t.max_backoff, max(0.0, deadline - time.monotonic()))
-                    time.sleep(pause)
-                if time.monotonic() >= deadline:
-                    break
-                try:
-                    received = self._attempt(url, sink, received, limit, exact, deadline, progress)
-                except _Retry as exc:
-                    last_error = exc.args[0]
-                    received = sink.tell()
-                    continue
-                except _NotFound:
-                    if missing_ok:
-                        return False
-                    raise DownloadError(f"{url}: not found (HTTP 404)") from None
-                if exact is None or received == exact:
-                    return True
-                last_error = f"connection closed after {received} of {exact} bytes"
-        finally:
-            progress.close()
-        if time.monotonic() >= deadline:
-            raise DownloadError(f"{url}: not complete within the {t.deadline:g}s deadline (last error: {last_error})")
+        attempts = 0
+        with TransferWatchdog(t.deadline, t.min_rate, t.rate_window) as watchdog:
+            try:
+                while attempts < max(1, t.attempts) and watchdog.check() is None:
+                    if attempts:
+                        time.sleep(min(t.backoff * 2 ** (attempts - 1), t.max_backoff, watchdog.remaining()))
+                        if watchdog.check() is not None:
+                            break
+                    attempts += 1
+                    try:
+                        answer = self._attempt(url, sink, limit, exact, watchdog, headers or {}, advanced)
+                    except _Retry as exc:
+                        last_error = exc.args[0]
+                        continue
+                    except _NotFound:
+                        if missing_ok:
+                            return None
+                        raise DownloadError(f"{url}: not found (HTTP 404)") from None
+                    if watchdog.broken is not None:
+                        break  # it shut the socket down: what looks complete may be cut short
+                    if answer.status == 304 or exact is None or sink.tell() == exact:
+                        return answer
+                    last_error = f"connection closed after {sink.tell()} of {exact} bytes"
+            finally:
+                bar.close()
+            broken = watchdog.broken  # set by the thread, or by check() when the loop stopped on it
+        if broken is not None:
+            raise DownloadError(f"{url}: {broken}")
         cause = last_error if isinstance(last_error, BaseException) else None
-        raise DownloadError(f"{url}: failed after {t.attempts} attempts: {last_error}") from cause
+        raise DownloadError(f"{url}: failed after {attempts} attempts: {last_error}") from cause
 
     def _attempt(
-        self, url: str, sink: BinaryIO, received: int, limit: int, exact: int | None, deadline: float, progress: _Progress
-    ) -> int:
-        """One GET; returns the bytes held afterwards. Raises _Retry, _NotFound, DownloadError, TrustError."""
+        self,
+        url: str,
+        sink: BinaryIO,
+        limit: int,
+        exact: int | None,
+        watchdog: TransferWatchdog,
+        extra_headers: dict[str, str],
+        advanced: Callable[[int], None],
+    ) -> _Answer:
+        """One GET, appending to what ``sink`` holds. Raises _Retry, _NotFound, DownloadError, TrustError."""
         t = self.timeouts
-        remaining = max(0.001, deadline - time.monotonic())
-        headers = {"Accept-Encoding": "identity"}
+        remaining = max(0.001, watchdog.remaining())
+        received = sink.tell()
+        headers = {"Accept-Encoding": "identity", **extra_headers}
         if received:
             headers["Range"] = f"bytes={received}-"
         try:
@@ -187,6 +299,9 @@ class Fetcher:
             raise _Retry(exc) from exc
         with response:
             status = response.status_code
+            answer = _Answer(status, response.headers.get("ETag"), response.headers.get("Last-Modified"))
+            if status == 304 and extra_headers:
+                return answer
             if status >= 500 or status in _RETRY_STATUS:
                 raise _Retry(f"HTTP {status}")
             if status == 404:
@@ -212,22 +327,22 @@ class Fetcher:
                 if whole > limit or (exact is not None and whole != exact):
                     expected = f"exactly {exact}" if exact is not None else f"at most {limit}"
                     raise TrustError(f"{url}: server announces {whole} bytes, {expected} expected: refusing")
-            try:
-                for chunk in response.iter_content(_CHUNK):
-                    if received + len(chunk) > limit:
-                        raise TrustError(f"{url}: server sent more than the {limit} bytes expected: refusing")
-                    sink.write(chunk)
-                    received += len(chunk)
-                    progress.update(received)
-                    if time.monotonic() > deadline:
-                        raise _Retry("deadline reached while reading")
-            except requests.RequestException as exc:
-                raise _Retry(exc) from exc
-        return received
+            while chunk := _read_some(response.raw):
+                watchdog.received(len(chunk))
+                if received + len(chunk) > limit:
+                    raise TrustError(f"{url}: server sent more than the {limit} bytes expected: refusing")
+                sink.write(chunk)
+                received += len(chunk)
+                advanced(received)
+        return answer
 
 
-class _NotFound(Exception):
-    pass
+def _read_some(raw: urllib3.BaseHTTPResponse) -> bytes:
+    """Whatever part of the body has arrived (up to one chunk); b"" at its end. Raises _Retry."""
+    try:
+        return raw.read1(_CHUNK, decode_content=True)
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+        raise _Retry(exc) from exc
 
 
 def _restart(sink: BinaryIO) -> None:

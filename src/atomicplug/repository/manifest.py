@@ -13,10 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from atomicplug import fsutil
 from atomicplug.errors import SignatureError, TrustError
+from atomicplug.lock import writer_lock
 from atomicplug.metadata import PluginRequirement
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "ManifestEntry",
     "Manifest",
     "TrustedState",
+    "STATE_LOCK_TIMEOUT",
     "utcnow",
     "format_time",
     "verify_manifest",
@@ -239,20 +240,22 @@ def load_trusted_keys(paths: Iterable[Path]) -> list[Any]:
 
 
 def verify_bytes(data: bytes, sig_text: str, trusted_keys: Sequence[Any], what: str) -> None:
-    """Verify a detached minisign signature over ``data``; TrustError when it does not."""
+    """Verify a detached minisign signature over ``data``; TrustError when it does not.
+
+    The bytes are written to ``<temp folder>/<what>`` for the file verifier, so
+    its messages name ``what`` (e.g. manifest.json), not a temp file.
+    """
     from atomicplug import minisign
 
     if not trusted_keys:
         raise TrustError(f"cannot verify {what}: no trusted_keys are configured")
-    fd, name = tempfile.mkstemp(prefix=".atomicplug-verify-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        minisign.verify_file(Path(name), sig_text, list(trusted_keys))
-    except SignatureError as exc:
-        raise TrustError(f"{what}: signature does not verify with a trusted key ({exc})") from exc
-    finally:
-        os.unlink(name)
+    with tempfile.TemporaryDirectory(prefix=".atomicplug-verify-") as folder:
+        path = Path(folder) / Path(what).name
+        path.write_bytes(data)
+        try:
+            minisign.verify_file(path, sig_text, list(trusted_keys))
+        except SignatureError as exc:
+            raise TrustError(f"{what}: signature does not verify with a trusted key ({exc})") from exc
 
 
 def verify_manifest(data: bytes, sig_text: str, trusted_keys: Sequence[Any], now: dt.datetime | None = None) -> Manifest:
@@ -274,19 +277,28 @@ def verify_manifest(data: bytes, sig_text: str, trusted_keys: Sequence[Any], now
 
 # -- trust state ------------------------------------------------------------------
 
+#: Seconds to wait for another process's state update (each holds the lock for one read and one write).
+STATE_LOCK_TIMEOUT = 10.0
 
-@attrs.define
+
+@attrs.frozen
 class TrustedState:
-    """The last manifest accepted per repository URL (``<home>/repository_state.json``).
+    """The last manifest accepted per repository URL, as read from ``<home>/repository_state.json``.
 
-    Only ever raises for untrustworthy data; :meth:`accept` writes atomically.
+    A value: :meth:`check` only ever raises for untrustworthy data, and
+    :meth:`accept` is a compare-and-swap on the file (docs/design.md
+    "Repository trust state"): under ``repository_state.lock`` it reads the
+    file again, checks against what it holds *now*, writes, and returns the
+    new value. So the recorded version never decreases, whatever processes
+    race; this value itself may be stale, and is never written back.
     """
 
     path: Path
-    repositories: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    repositories: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> TrustedState:
+        """The state as the file holds it (empty when there is none). Raises TrustError when unreadable."""
         try:
             raw = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -294,9 +306,14 @@ class TrustedState:
         except (OSError, ValueError) as exc:
             raise TrustError(f"repository state {path} is unreadable ({exc}); refusing to forget what was trusted") from exc
         repos = raw.get("repositories") if isinstance(raw, dict) else None
-        if not isinstance(repos, dict):
+        if not isinstance(repos, dict) or not all(isinstance(v, dict) for v in repos.values()):
             raise TrustError(f"repository state {path} is malformed: expected an object with 'repositories'")
         return cls(path=Path(path), repositories=repos)
+
+    @property
+    def lock_path(self) -> Path:
+        """``repository_state.lock`` beside the state; not the writer lock, which whole transactions hold."""
+        return self.path.with_name(self.path.stem + ".lock")
 
     def check(self, url: str, manifest: Manifest, manifest_bytes: bytes) -> None:
         """Refuse a manifest older than (or different at the same version from) the last accepted."""
@@ -316,15 +333,28 @@ class TrustedState:
                 "than was accepted before: refusing it"
             )
 
-    def accept(self, url: str, manifest: Manifest, manifest_bytes: bytes) -> None:
-        """Check, then record ``manifest`` as the newest trusted one for ``url`` (atomic write)."""
-        self.check(url, manifest, manifest_bytes)
-        self.repositories[url] = {
-            "version": manifest.version,
-            "sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-            "expires": format_time(manifest.expires),
-            "accepted_at": format_time(utcnow()),
-        }
-        fsutil.make_dirs(self.path.parent)
-        body = json.dumps({"repositories": self.repositories}, indent=2, sort_keys=True) + "\n"
-        fsutil.atomic_write_bytes(self.path, body.encode("utf-8"))
+    def accept(self, url: str, manifest: Manifest, manifest_bytes: bytes, lock_timeout: float = STATE_LOCK_TIMEOUT) -> TrustedState:
+        """Record ``manifest`` as the newest trusted one for ``url``; returns the state as now written.
+
+        Compare-and-swap under the state lock: re-read, :meth:`check`, write
+        atomically, release. Writes nothing when that exact manifest is
+        already recorded. Raises TrustError (rollback, unreadable state),
+        LockBusyError (another process held the lock ``lock_timeout`` seconds).
+        """
+        digest = hashlib.sha256(manifest_bytes).hexdigest()
+        with writer_lock(self.lock_path, lock_timeout):
+            current = TrustedState.load(self.path)
+            current.check(url, manifest, manifest_bytes)
+            last = current.repositories.get(url) or {}
+            if last.get("version") == manifest.version and last.get("sha256") == digest:
+                return current
+            record = {
+                "version": manifest.version,
+                "sha256": digest,
+                "expires": format_time(manifest.expires),
+                "accepted_at": format_time(utcnow()),
+            }
+            updated = TrustedState(self.path, {**current.repositories, url: record})
+            body = json.dumps({"repositories": updated.repositories}, indent=2, sort_keys=True) + "\n"
+            fsutil.atomic_write_bytes(self.path, body.encode("utf-8"))
+        return updated

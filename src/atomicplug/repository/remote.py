@@ -11,22 +11,21 @@ intake as a local file (:mod:`atomicplug.intake`): verified once, kept as
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from packaging.version import Version
 
 from atomicplug.config import Config
-from atomicplug.errors import ConfigError, SignatureError, TrustError
+from atomicplug.errors import SignatureError, TrustError
 from atomicplug.intake import Package
-from atomicplug.repository.fetcher import Fetcher, Timeouts
-from atomicplug.repository.manifest import (
-    Manifest,
-    ManifestEntry,
-    TrustedState,
-    load_trusted_keys,
-    verify_manifest,
+from atomicplug.repository.fetcher import Fetcher, make_fetcher
+from atomicplug.repository.manifest import ManifestEntry
+from atomicplug.repository.manifest_cache import (  # load_manifest and state_path are re-exported
+    MAX_MANIFEST_BYTES,  # noqa: F401 - examples/nextpanel imports it from here
+    MAX_SIGNATURE_BYTES,
+    load_manifest,
+    state_path,
 )
 from atomicplug.repository.resolver import resolve
 
@@ -38,45 +37,6 @@ __all__ = [
     "installed_versions",
     "state_path",
 ]
-
-MAX_MANIFEST_BYTES = 32 * 1024 * 1024
-MAX_SIGNATURE_BYTES = 64 * 1024
-
-
-def state_path(config: Config) -> Path:
-    return config.home / "repository_state.json"
-
-
-def _repository_url(config: Config) -> str:
-    if not config.repository:
-        raise ConfigError("no repository configured: set 'repository' in the config (e.g. \"http://127.0.0.1:8002\")")
-    return config.repository.rstrip("/")
-
-
-def make_fetcher(config: Config, timeouts: Timeouts | None = None) -> Fetcher:
-    """A Fetcher for ``config.repository`` whose deadline is ``config.download_timeout``."""
-    return Fetcher(_repository_url(config), timeouts or Timeouts(deadline=config.download_timeout))
-
-
-def load_manifest(config: Config, *, fetcher: Fetcher | None = None, now: dt.datetime | None = None) -> Manifest:
-    """Fetch, verify and record the repository's manifest.
-
-    Raises ConfigError (no repository/keys), DownloadError, TrustError
-    (bad signature, expired, rollback, malformed).
-    """
-    url = _repository_url(config)
-    fetcher = fetcher or make_fetcher(config)
-    keys = load_trusted_keys(config.trusted_keys)
-    if not keys:
-        raise TrustError("cannot trust the repository: no trusted_keys are configured")
-    data = fetcher.fetch_bytes("/manifest.json", MAX_MANIFEST_BYTES)
-    sig = fetcher.fetch_bytes("/manifest.json.minisig", MAX_SIGNATURE_BYTES, missing_ok=True)
-    assert data is not None
-    if sig is None:
-        raise TrustError(f"repository {url} has no manifest.json.minisig: refusing an unsigned manifest")
-    manifest = verify_manifest(data, sig.decode("utf-8", "replace"), keys, now=now)
-    TrustedState.load(state_path(config)).accept(url, manifest, data)
-    return manifest
 
 
 def fetch_package(config: Config, entry: ManifestEntry, *, fetcher: Fetcher | None = None) -> Package:
