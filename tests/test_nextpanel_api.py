@@ -43,7 +43,7 @@ class Site:
 
     def client(self) -> TestClient:
         """A client whose `with` block runs the app's startup (recovery + loading)."""
-        return TestClient(create_app(self.home.config_path, TOKEN), headers=AUTH)
+        return TestClient(create_app(self.home.config_path, TOKEN, lock_timeout=0.5), headers=AUTH)
 
     def installed(self) -> dict[str, tuple[str, bool]]:
         return {p["id"]: (p["version"], p["enabled"]) for p in self.home.installer.list()}
@@ -108,7 +108,8 @@ def test_catalogue_lists_repository_versions_with_installed_state(site: Site) ->
         _install(client, "crm", "1.0.0")
         listing = client.get(f"{MARKET}/plugins").json()
     cards = {c["id"]: c for c in listing["plugins"]}
-    assert listing["repository_error"] is None
+    assert listing["repository"]["state"] == "ok" and listing["repository"]["plugin_count"] == 3
+    assert listing["updates"] == 1
     assert sorted(cards) == ["broken", "crm", "quiet"]
     crm = cards["crm"]
     assert (crm["latest_version"], crm["versions"], crm["installed_version"]) == ("2.0.0", ["1.0.0", "2.0.0"], "1.0.0")
@@ -120,7 +121,7 @@ def test_catalogue_without_repository_lists_installed_plugins(home: Home) -> Non
     home.installer.install_file(home.package("quiet"))
     with TestClient(create_app(home.config_path, TOKEN), headers=AUTH) as client:
         listing = client.get(f"{MARKET}/plugins").json()
-    assert listing["repository"] is None
+    assert listing["repository"] == {"url": None, "state": "none", "checked_at": None, "plugin_count": 0, "error": None}
     assert [(c["id"], c["installed_version"], c["latest_version"]) for c in listing["plugins"]] == [("quiet", "1.0.0", None)]
 
 
@@ -132,9 +133,10 @@ def test_install_remote_mounts_the_addon_route_and_openapi_follows(site: Site) -
         assert body["plugin"]["version"] == "2.0.0" and body["load_error"] is None
         assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "2.0.0"}
         assert "/api/v1/crm/ping" in _paths(client)
-        operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
-        assert operation["status"] == "done" and operation["plugin_id"] == "crm"
+        operation = client.get(f"{MARKET}/operations/{body['id']}").json()
+        assert operation["status"] == "done" and operation["plugin_id"] == "crm" and operation["kind"] == "install"
         assert any("health check" in m for m in operation["messages"])
+        assert "Checking that crm starts" in operation["stages"] and "Updating the database (all changes or none)" in operation["stages"]
         assert client.get(f"{MARKET}/operations").json()["current"] is None
     assert site.installed() == {"crm": ("2.0.0", True)}
     assert table_names(site.home.config.database_url) == {"crm_contacts"}
@@ -188,9 +190,12 @@ def test_busy_lock_is_409_and_nothing_changes(site: Site) -> None:
         response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
         assert response.status_code == 409
         body = response.json()
-        assert body["exit_code"] == 75 and "holds" in body["detail"] and response.headers["Retry-After"] == "1"
+        assert body["exit_code"] == 75 and body["title"] == "Another operation is running" and response.headers["Retry-After"] == "2"
+        assert body["retry_after"] == 2 and "holds" in body["raw"]
         operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
-        assert operation["status"] == "failed" and operation["exit_code"] == 75
+        assert operation["status"] == "failed" and operation["error"]["exit_code"] == 75
+        history = client.get(f"{MARKET}/history").json()["history"]
+        assert [(h["operation"], h["outcome"], h["plugins"][0]["id"]) for h in history] == [("install", "busy", "crm")]
     assert site.installed() == {}
 
 
@@ -220,7 +225,7 @@ def test_tampered_package_is_403_with_one_line_reason_and_nothing_changes(site: 
         response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
         assert response.status_code == 403
         body = response.json()
-        assert body["exit_code"] == 3 and "sha256" in body["detail"] and "\n" not in body["detail"]
+        assert body["exit_code"] == 3 and body["error"] == "TrustError" and "sha256" in body["raw"] and "\n" not in body["detail"]
         assert client.get("/api/v1/crm/ping").status_code == 404
     assert site.installed() == {}
     assert table_names(site.home.config.database_url) == set()
@@ -229,14 +234,13 @@ def test_tampered_package_is_403_with_one_line_reason_and_nothing_changes(site: 
 def test_refusals_are_400_with_the_reason(site: Site) -> None:
     with site.client() as client:
         missing = client.post(f"{MARKET}/nothing_here/enable")
-        assert missing.status_code == 400 and missing.json() == {
-            "detail": "nothing_here is not installed",
-            "exit_code": 1,
-            "operation_id": missing.json()["operation_id"],
+        assert missing.status_code == 400
+        assert {k: missing.json()[k] for k in ("title", "detail", "error", "exit_code")} == {
+            "title": "Plugin not installed", "detail": "nothing_here is not installed", "error": "NotInstalledError", "exit_code": 1,
         }
         gate = client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
         assert gate.status_code == 400
-        assert gate.json()["detail"] == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
+        assert gate.json()["raw"] == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
         unknown = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm", "version": "9.9.9"})
         assert unknown.status_code == 400 and unknown.json()["exit_code"] == 1
         assert client.post(f"{MARKET}/quiet/rollback").status_code == 400
@@ -250,14 +254,15 @@ def test_history_lists_operations_newest_first(site: Site) -> None:
         client.post(f"{MARKET}/crm/disable")
         client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
         history = client.get(f"{MARKET}/history").json()["history"]
-    steps = [(h["outcome"], h["steps"][0]["id"], h["steps"][0]["to"], h["steps"][0]["enabled"]) for h in history]
-    assert steps == [
-        ("aborted", "broken", "1.0.0", True),  # refused by the health gate
-        ("done", "crm", "2.0.0", False),  # disable
-        ("done", "crm", "2.0.0", True),  # upgrade
-        ("done", "crm", "1.0.0", True),  # install
+    rows = [(h["operation"], h["outcome"], [(p["id"], p["from_version"], p["to_version"]) for p in h["plugins"]]) for h in history]
+    assert rows == [
+        ("install", "failed", [("broken", None, None)]),  # refused by the health gate: the transaction rolled back
+        ("disable", "done", [("crm", "2.0.0", "2.0.0")]),
+        ("upgrade", "done", [("crm", "1.0.0", "2.0.0")]),
+        ("install", "done", [("crm", None, "1.0.0")]),
     ]
-    assert history[-1]["operation"] == "install"
+    assert all(h["who"] == "admin (testclient)" for h in history)
+    assert history[0]["title"] == "Operation failed" and history[0]["txid"]  # the aborted transaction, not listed twice
 
 
 def test_addon_failing_at_load_is_reported_and_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
