@@ -29,8 +29,11 @@ RETRY_AFTER_SECONDS = 2
 
 #: CLI flags in library messages → the API's request fields.
 _FLAGS = {"--cascade": "cascade", "--allow-downgrade": "allow_downgrade", "--keep-data": "keep_data"}
+_UNREACHABLE_SIGNS = ("Failed to establish a new connection", "Connection refused", "Connection reset", "Read timed out",
+                      "Connection aborted", "Name or service not known", "RemoteDisconnected")
 _TEMP_PATH = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s'\"():,]+")
-_ATOMIC_TEMP = re.compile(r"[^\s'\"():,]*\.tmp-atomicplug\b")  # fsutil's temp names: .<name>.<pid>-<random>.tmp-atomicplug
+#: fsutil's temp names (.<name>.<pid>-<random>.tmp-atomicplug) and the manifest check's (.atomicplug-verify-<random>)
+_ATOMIC_TEMP = re.compile(r"[^\s'\"():,]*(?:\.tmp-atomicplug\b|\.atomicplug-[\w-]+)")
 
 Names = Callable[[str], str]
 
@@ -50,7 +53,8 @@ def is_unreachable(error: BaseException) -> bool:
         if isinstance(cause, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
             return True
         cause = cause.__cause__ or cause.__context__
-    return "attempts" in str(error) and "HTTP" not in str(error)
+    # The fetcher's deadline error names its last error only in text (no __cause__).
+    return any(sign in str(error) for sign in _UNREACHABLE_SIGNS)
 
 
 def _raw(error: BaseException) -> str:

@@ -82,7 +82,10 @@ class Panel:
 
     # -- names ---------------------------------------------------------------------------
     def name(self, plugin_id: str) -> str:
-        """A plugin's human name (from installed metadata or the manifest), else its id."""
+        """A plugin's human name (from installed metadata or the cached manifest), else its id."""
+        if plugin_id not in self._names:
+            snapshot = self.view.peek() if self.view else None
+            self._names = _names(installed_catalog(self.config), _entries(snapshot))
         return self._names.get(plugin_id, plugin_id)
 
     def context(self) -> dict[str, Any]:
@@ -111,13 +114,8 @@ class Panel:
 
     def _build(self, snapshot: ManifestSnapshot | None) -> Catalogue:
         installed = installed_catalog(self.config)
-        entries: dict[str, list[ManifestEntry]] = {}
-        if snapshot is not None and snapshot.manifest is not None:
-            for entry in snapshot.manifest.plugins:
-                entries.setdefault(entry.id, []).append(entry)
-        names = {pid: str(d.field("name") or d.entry.name or pid) for pid, d in installed.items()}
-        names |= {pid: max(es, key=lambda e: e.parsed_version).name for pid, es in entries.items() if any(e.name for e in es)}
-        self._names = names
+        entries = _entries(snapshot)
+        names = self._names = _names(installed, entries)
         required_by = _required_by(installed)
         cards = [
             _card(pid, entries.get(pid, []), installed.get(pid), required_by.get(pid, []), self.loader.failures.get(pid), names)
@@ -305,6 +303,24 @@ def _audit_entry(entry: dict[str, Any]) -> HistoryEntry:
         plugins=[HistoryPlugin(**{k: p.get(k) for k in ("id", "name", "from_version", "to_version", "enabled")}) for p in entry.get("plugins", [])],
         title=entry.get("title"), detail=entry.get("detail"), txid=entry.get("txid"),
     )
+
+
+def _entries(snapshot: ManifestSnapshot | None) -> dict[str, list[ManifestEntry]]:
+    entries: dict[str, list[ManifestEntry]] = {}
+    if snapshot is not None and snapshot.manifest is not None:
+        for entry in snapshot.manifest.plugins:
+            entries.setdefault(entry.id, []).append(entry)
+    return entries
+
+
+def _names(installed: dict[str, InstalledDescription], entries: dict[str, list[ManifestEntry]]) -> dict[str, str]:
+    """Plugin id → name: the newest repository entry's, else the installed metadata's."""
+    names = {pid: str(d.field("name") or d.entry.name or pid) for pid, d in installed.items()}
+    for pid, offered in entries.items():
+        newest = max(offered, key=lambda e: e.parsed_version)
+        if newest.name:
+            names[pid] = newest.name
+    return names
 
 
 def _required_by(installed: dict[str, InstalledDescription]) -> dict[str, list[str]]:

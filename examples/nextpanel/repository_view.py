@@ -96,6 +96,11 @@ class ManifestView:
                 return self._snapshot
         return snapshot
 
+    def peek(self) -> ManifestSnapshot:
+        """The cached snapshot, starting no fetch."""
+        with self._lock:
+            return self._snapshot
+
     def refresh_soon(self) -> None:
         """Fetch again in the background (after an operation, which may have seen a newer manifest)."""
         with self._lock:
