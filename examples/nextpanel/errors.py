@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from atomicplug.errors import AtomicplugError, DependencyError, DownloadError, LockBusyError, TrustError, UsageError
+from atomicplug.errors import AtomicplugError, DependencyError, DownloadError, LockBusyError, SecurityError, TrustError, UsageError
 
 from .models import ErrorBody
 
@@ -36,6 +36,14 @@ _TEMP_PATH = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s'\
 _ATOMIC_TEMP = re.compile(r"[^\s'\"():,]*(?:\.tmp-atomicplug\b|\.atomicplug-[\w-]+)")
 
 Names = Callable[[str], str]
+
+#: Security refusals said plainly (the library's line, with the exact reason, goes to ``raw``).
+_SECURITY_DETAIL = {
+    "SignatureError": "The package's signature is missing or is not from a trusted publisher key. Nothing was installed.",
+    "PackageError": "The package is malformed or contains something unsafe (see details). Nothing was installed.",
+    "MetadataError": "The package's metadata.json breaks a rule (see details). Nothing was installed.",
+    "PermissionRefusedError": "The plugin asks for a permission this panel does not grant (see details). Nothing was installed.",
+}
 
 
 def status_for(error: AtomicplugError) -> int:
@@ -88,6 +96,13 @@ def describe(error: BaseException, *, name: Names = str, repository: str | None 
             "The repository's plugin list is not signed by a trusted publisher key: it may have been altered. "
             "Nothing was installed; ask the repository's publisher."
         )
+    elif isinstance(error, TrustError) and "sha256" in raw:
+        detail = (
+            "A downloaded package does not match the checksum in the repository's signed list: it may have been altered "
+            "on the way or on the server. Nothing was installed."
+        )
+    elif isinstance(error, SecurityError) and type(error).__name__ in _SECURITY_DETAIL:
+        detail = _SECURITY_DETAIL[type(error).__name__]
     elif isinstance(error, LockBusyError):
         detail = f"Another operation holds the installer. Nothing was changed; try again in {RETRY_AFTER_SECONDS} seconds."
     elif isinstance(error, DependencyError) and error.option == "cascade" and plugins:

@@ -344,7 +344,7 @@ def _card(pid: str, entries: list[ManifestEntry], mine: InstalledDescription | N
     offered_upgrade = latest.version if update and latest else None
 
     def fact(field: str, default: Any) -> Any:
-        if latest is not None and getattr(latest, field):
+        if latest is not None and getattr(latest, field) not in (None, ""):
             return getattr(latest, field)
         return mine.field(field, default) if mine else default
 
