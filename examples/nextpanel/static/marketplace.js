@@ -254,7 +254,7 @@
     box.replaceChildren(...plugins.map(renderCard));
     if (!plugins.length) box.append(el("p", { class: "muted", text: state.catalogue.plugins.length ? "No plugin matches the filters." : "No plugins to show." }));
     const total = state.catalogue.plugins.length;
-    $("filter-count").textContent = plugins.length === total ? `${total} plugins` : `${plugins.length} of ${total} plugins shown`;
+    $("filter-count").textContent = plugins.length === total ? `${total} plugin${total === 1 ? "" : "s"}` : `${plugins.length} of ${total} plugins shown`;
     const target = (key && box.querySelector(`[data-key="${CSS.escape(key)}"]`)) || (focusCard && $(`plugin-${focusCard}`)) || (cardOfActive && $(cardOfActive.id));
     if (target) target.focus();
   }
