@@ -151,7 +151,7 @@ class Api:
         return self._call("POST", path, body)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        print(f"$ curl -X {method} {self.base}{path}" + (f" -d '{json.dumps(body)}'" if body else ""), flush=True)
+        print("$ " + curl_line(method, self.base + path, body, TOKEN), flush=True)
         response = self.session.request(method, self.base + path, json=body, timeout=120)
         data = response.json()
         if response.status_code >= 400:
@@ -159,6 +159,14 @@ class Api:
         for line in data.get("changes") or []:
             print(f"  {line}")
         return data
+
+
+def curl_line(method: str, url: str, body: dict[str, Any] | None, token: str) -> str:
+    """The curl command for a call, copy-paste safe: the bearer token, and the JSON body with its Content-Type."""
+    args = ["curl", "-sS", "-X", method, "-H", f"Authorization: Bearer {token}"]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    return shlex.join([*args, url])
 
 
 def _start(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -230,3 +230,150 @@ def test_works_with_any_app_exposing_router_include_router_and_openapi_schema(ho
     home.installer.disable("crm")
     loader.reload()
     assert bare.router.routes == ["own-route"]
+
+
+# -- unmounting releases everything (issue 16) --------------------------------------------
+
+
+def _engine_backend(plugin_id: str, database_url: str, ballast: int = 0) -> dict[str, str | bytes]:
+    """A router and a SQLAlchemy engine holding one open connection, as a real addon's db.py would.
+
+    ``dispose_engines()`` lives in a submodule (``db.py``), where the example plugins keep it;
+    ``teardown()`` in the package records that it ran. ``ballast`` bytes make a leaked module visible in RSS.
+    """
+    return {
+        "backend/__init__.py": (
+            "from fastapi import APIRouter\n"
+            "from sqlalchemy import text\n"
+            "from .db import CONNECTION\n"
+            f"BALLAST = bytearray({ballast})\n"
+            "TORN_DOWN = []\n"
+            f'router = APIRouter(prefix="/api/v1/{plugin_id}")\n'
+            '@router.get("/ping")\n'
+            "def ping() -> dict:\n"
+            '    return {"one": CONNECTION.execute(text("SELECT 1")).scalar()}\n'
+            "def teardown() -> None:\n"
+            '    TORN_DOWN.append("teardown")\n'
+        ),
+        "backend/db.py": (
+            "from sqlalchemy import create_engine\n"
+            f"ENGINE = create_engine({database_url!r})\n"
+            "CONNECTION = ENGINE.connect()\n"
+            "def dispose_engines() -> None:\n"
+            "    CONNECTION.close()\n"
+            "    ENGINE.dispose()\n"
+        ),
+    }
+
+
+def _rss_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _open_descriptors() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _slope(samples: list[tuple[int, float]]) -> float:
+    """Least-squares slope of (cycle, value): growth per cycle."""
+    n = len(samples)
+    mean_x = sum(x for x, _ in samples) / n
+    mean_y = sum(y for _, y in samples) / n
+    return sum((x - mean_x) * (y - mean_y) for x, y in samples) / sum((x - mean_x) ** 2 for x, _ in samples)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
+def test_a_thousand_install_uninstall_cycles_leak_neither_memory_nor_descriptors(home_factory: Callable[..., Home], app: FastAPI) -> None:
+    """Issue 16: every remount kept the old router, its module globals and its engine alive through the lifespan chain."""
+    import gc
+
+    home = home_factory(health_check=False)  # the loader is under test, not the gate: keep the 2000 transactions quick
+    ballast = 256 * 1024  # a leaked module would add 256 MB over the run
+    package = home.package("leaky", files=_engine_backend("leaky", home.config.database_url, ballast))
+    installer = home.installer
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    client = TestClient(app)
+    lifespan, startup_handlers = app.router.lifespan_context, list(app.router.on_startup)
+    rss: list[tuple[int, float]] = []
+    descriptors: list[tuple[int, float]] = []
+    cycles = 1000
+    for cycle in range(cycles):
+        installer.install_file(package)
+        loader.reload()
+        assert client.get("/api/v1/leaky/ping").json() == {"one": 1}
+        installer.uninstall("leaky")
+        loader.reload()
+        if cycle % 50 == 49:
+            installer.gc()  # finished journals: every writer scans them, 2000 would make the run quadratic
+            gc.collect()
+            rss.append((cycle, _rss_bytes() / 1e6))
+            descriptors.append((cycle, _open_descriptors()))
+    settled_rss, settled_fds = rss[2:], descriptors[2:]  # after warm-up (allocator arenas, import caches)
+    assert max(v for _, v in settled_fds) - min(v for _, v in settled_fds) <= 2, descriptors
+    # A leak of the module would be ~0.26 MB per cycle; allow well under a tenth of it (allocator noise).
+    assert _slope(settled_rss) < 0.01, (f"RSS grows {_slope(settled_rss):.3f} MB per cycle", rss)
+    assert app.router.lifespan_context is lifespan and app.router.on_startup == startup_handlers
+
+
+def test_unload_calls_teardown_and_dispose_engines_then_drops_the_module(home: Home, app: FastAPI) -> None:
+    home.installer.install_file(home.package("crm", files=_engine_backend("crm", home.config.database_url)))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    module, db = sys.modules["addons.crm"], sys.modules["addons.crm.db"]
+    assert TestClient(app).get("/api/v1/crm/ping").json() == {"one": 1}
+    home.installer.disable("crm")
+    loader.reload()
+    assert module.TORN_DOWN == ["teardown"]
+    assert db.CONNECTION.closed and db.ENGINE.pool.checkedout() == 0
+    assert not any(m.startswith("addons.crm") for m in sys.modules)
+
+
+def test_a_failing_teardown_is_logged_and_the_addon_is_still_unloaded(home: Home, app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+    files = router_backend("crm")
+    files["backend/__init__.py"] = str(files["backend/__init__.py"]) + "def teardown() -> None:\n    raise RuntimeError('boom')\n"
+    home.installer.install_file(home.package("crm", files=files))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    home.installer.uninstall("crm")
+    loader.reload()
+    assert "addons.crm" not in sys.modules and loader.status()["loaded"] == {}
+    assert "addon crm teardown failed: RuntimeError: boom" in caplog.text
+    assert TestClient(app).get("/api/v1/crm/ping").status_code == 404
+
+
+def test_remount_leaves_the_app_lifespan_and_event_handlers_as_they_were(home: Home, app: FastAPI) -> None:
+    files = router_backend("crm")
+    files["backend/__init__.py"] = str(files["backend/__init__.py"]) + "@router.on_event('startup')\ndef started() -> None:\n    pass\n"
+    home.installer.install_file(home.package("crm", files=files))
+    lifespan, startup, shutdown = app.router.lifespan_context, list(app.router.on_startup), list(app.router.on_shutdown)
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    for _ in range(3):
+        home.installer.disable("crm")
+        loader.reload()
+        home.installer.enable("crm")
+        loader.reload()
+    assert TestClient(app).get("/api/v1/crm/ping").status_code == 200
+    assert app.router.lifespan_context is lifespan
+    assert (app.router.on_startup, app.router.on_shutdown) == (startup, shutdown)
+
+
+def test_shutdown_tears_down_every_addon_dependents_first(home: Home, app: FastAPI) -> None:
+    order_file = home.root / "teardown-order.txt"
+    def recorder(pid: str) -> str:
+        return f"def teardown() -> None:\n    with open({str(order_file)!r}, 'a') as f:\n        f.write('{pid}\\n')\n"
+    home.installer.install_file(home.package("core", files={"backend/__init__.py": recorder("core")}))
+    home.installer.install_file(home.package("user", requires=("core",), files={"backend/__init__.py": "import addons.core\n" + recorder("user")}))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    loader.shutdown()
+    assert order_file.read_text().split() == ["user", "core"]
+    assert loader.status() == {"loaded": {}, "failed": {}}
+    assert not any(m.startswith("addons.") for m in sys.modules)
+    assert _paths(app) == {"/own"}

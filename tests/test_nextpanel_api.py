@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -40,10 +41,11 @@ MARKET = "/api/v1/marketplace"
 class Site:
     home: Home
     repo: Path
+    served: _Served
 
     def client(self) -> TestClient:
         """A client whose `with` block runs the app's startup (recovery + loading)."""
-        return TestClient(create_app(self.home.config_path, TOKEN), headers=AUTH)
+        return TestClient(create_app(self.home.config_path, TOKEN, lock_timeout=0.5), headers=AUTH)
 
     def installed(self) -> dict[str, tuple[str, bool]]:
         return {p["id"]: (p["version"], p["enabled"]) for p in self.home.installer.list()}
@@ -53,15 +55,26 @@ def _crm(version: str) -> PluginSpec:
     return PluginSpec(id="crm", version=version, migrations=CONTACTS, files=router_backend("crm", version))
 
 
-def _serve(repo: Path) -> Iterator[str]:
-    server = make_server(repo, "127.0.0.1", 0, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield server.url
-    finally:
-        server.shutdown()
-        server.server_close()
+class _Served:
+    """The repository on loopback; ``stop()`` takes it down mid-test (a repository that went away)."""
+
+    def __init__(self, repo: Path) -> None:
+        self.server = make_server(repo, "127.0.0.1", 0, quiet=True)
+        self.url = self.server.url
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.running = True
+
+    def stop(self) -> None:
+        if self.running:
+            self.running = False
+            self.server.shutdown()
+            self.server.server_close()
+
+
+README = (
+    "# Reports\n\nMonthly **reports**.\n\n<script>alert('x')</script>\n\n"
+    "[safe](https://example.org/docs) [evil](javascript:alert(1))\n"
+)
 
 
 @pytest.fixture
@@ -74,10 +87,20 @@ def site(tmp_path: Path, publisher: KeyPair, home_factory: Callable[..., Home]) 
         _crm("2.0.0"),
         PluginSpec(id="quiet"),
         PluginSpec(id="broken", files={"backend/__init__.py": "import does_not_exist\n"}),
+        PluginSpec(
+            id="reports",
+            requires=("crm>=1.0",),
+            permissions=("api.routes", "network.outbound"),
+            files={"README.md": README, "CHANGELOG.md": "## 1.0.0\n\n* first\n"},
+            metadata_extra={"name": "Reports", "description": "Monthly reports", "category": "analytics", "price": 9.5},
+        ),
     ]
     add_packages(repo, [build_package(s, tmp_path / "pkgs", publisher.secret) for s in specs], publisher.secret)
-    for url in _serve(repo):
-        yield Site(home=home_factory(repository=url, download_timeout=10), repo=repo)
+    served = _Served(repo)
+    try:
+        yield Site(home=home_factory(repository=served.url, download_timeout=3), repo=repo, served=served)
+    finally:
+        served.stop()
 
 
 def _install(client: TestClient, addon_id: str, version: str | None = None) -> dict[str, Any]:
@@ -108,8 +131,9 @@ def test_catalogue_lists_repository_versions_with_installed_state(site: Site) ->
         _install(client, "crm", "1.0.0")
         listing = client.get(f"{MARKET}/plugins").json()
     cards = {c["id"]: c for c in listing["plugins"]}
-    assert listing["repository_error"] is None
-    assert sorted(cards) == ["broken", "crm", "quiet"]
+    assert listing["repository"]["state"] == "ok" and listing["repository"]["plugin_count"] == 4
+    assert listing["updates"] == 1 and listing["categories"] == ["analytics", "testing"]
+    assert sorted(cards) == ["broken", "crm", "quiet", "reports"]
     crm = cards["crm"]
     assert (crm["latest_version"], crm["versions"], crm["installed_version"]) == ("2.0.0", ["1.0.0", "2.0.0"], "1.0.0")
     assert crm["enabled"] and crm["update_available"] and crm["load_error"] is None
@@ -120,7 +144,7 @@ def test_catalogue_without_repository_lists_installed_plugins(home: Home) -> Non
     home.installer.install_file(home.package("quiet"))
     with TestClient(create_app(home.config_path, TOKEN), headers=AUTH) as client:
         listing = client.get(f"{MARKET}/plugins").json()
-    assert listing["repository"] is None
+    assert listing["repository"] == {"url": None, "state": "none", "checked_at": None, "plugin_count": 0, "error": None}
     assert [(c["id"], c["installed_version"], c["latest_version"]) for c in listing["plugins"]] == [("quiet", "1.0.0", None)]
 
 
@@ -132,9 +156,10 @@ def test_install_remote_mounts_the_addon_route_and_openapi_follows(site: Site) -
         assert body["plugin"]["version"] == "2.0.0" and body["load_error"] is None
         assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "2.0.0"}
         assert "/api/v1/crm/ping" in _paths(client)
-        operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
-        assert operation["status"] == "done" and operation["plugin_id"] == "crm"
+        operation = client.get(f"{MARKET}/operations/{body['id']}").json()
+        assert operation["status"] == "done" and operation["plugin_id"] == "crm" and operation["kind"] == "install"
         assert any("health check" in m for m in operation["messages"])
+        assert "Checking that crm starts" in operation["stages"] and "Updating the database (all changes or none)" in operation["stages"]
         assert client.get(f"{MARKET}/operations").json()["current"] is None
     assert site.installed() == {"crm": ("2.0.0", True)}
     assert table_names(site.home.config.database_url) == {"crm_contacts"}
@@ -188,9 +213,12 @@ def test_busy_lock_is_409_and_nothing_changes(site: Site) -> None:
         response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
         assert response.status_code == 409
         body = response.json()
-        assert body["exit_code"] == 75 and "holds" in body["detail"] and response.headers["Retry-After"] == "1"
+        assert body["exit_code"] == 75 and body["title"] == "Another operation is running" and response.headers["Retry-After"] == "2"
+        assert body["retry_after"] == 2 and "holds" in body["raw"]
         operation = client.get(f"{MARKET}/operations/{body['operation_id']}").json()
-        assert operation["status"] == "failed" and operation["exit_code"] == 75
+        assert operation["status"] == "failed" and operation["error"]["exit_code"] == 75
+        history = client.get(f"{MARKET}/history").json()["history"]
+        assert [(h["operation"], h["outcome"], h["plugins"][0]["id"]) for h in history] == [("install", "busy", "crm")]
     assert site.installed() == {}
 
 
@@ -220,7 +248,7 @@ def test_tampered_package_is_403_with_one_line_reason_and_nothing_changes(site: 
         response = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm"})
         assert response.status_code == 403
         body = response.json()
-        assert body["exit_code"] == 3 and "sha256" in body["detail"] and "\n" not in body["detail"]
+        assert body["exit_code"] == 3 and body["error"] == "TrustError" and "sha256" in body["raw"] and "\n" not in body["detail"]
         assert client.get("/api/v1/crm/ping").status_code == 404
     assert site.installed() == {}
     assert table_names(site.home.config.database_url) == set()
@@ -229,14 +257,13 @@ def test_tampered_package_is_403_with_one_line_reason_and_nothing_changes(site: 
 def test_refusals_are_400_with_the_reason(site: Site) -> None:
     with site.client() as client:
         missing = client.post(f"{MARKET}/nothing_here/enable")
-        assert missing.status_code == 400 and missing.json() == {
-            "detail": "nothing_here is not installed",
-            "exit_code": 1,
-            "operation_id": missing.json()["operation_id"],
+        assert missing.status_code == 400
+        assert {k: missing.json()[k] for k in ("title", "detail", "error", "exit_code")} == {
+            "title": "Plugin not installed", "detail": "nothing_here is not installed", "error": "NotInstalledError", "exit_code": 1,
         }
         gate = client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
         assert gate.status_code == 400
-        assert gate.json()["detail"] == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
+        assert gate.json()["raw"] == "broken 1.0.0: backend does not import: ModuleNotFoundError: No module named 'does_not_exist'"
         unknown = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm", "version": "9.9.9"})
         assert unknown.status_code == 400 and unknown.json()["exit_code"] == 1
         assert client.post(f"{MARKET}/quiet/rollback").status_code == 400
@@ -250,14 +277,15 @@ def test_history_lists_operations_newest_first(site: Site) -> None:
         client.post(f"{MARKET}/crm/disable")
         client.post(f"{MARKET}/install-remote", json={"addon_id": "broken"})
         history = client.get(f"{MARKET}/history").json()["history"]
-    steps = [(h["outcome"], h["steps"][0]["id"], h["steps"][0]["to"], h["steps"][0]["enabled"]) for h in history]
-    assert steps == [
-        ("aborted", "broken", "1.0.0", True),  # refused by the health gate
-        ("done", "crm", "2.0.0", False),  # disable
-        ("done", "crm", "2.0.0", True),  # upgrade
-        ("done", "crm", "1.0.0", True),  # install
+    rows = [(h["operation"], h["outcome"], [(p["id"], p["from_version"], p["to_version"]) for p in h["plugins"]]) for h in history]
+    assert rows == [
+        ("install", "failed", [("broken", None, None)]),  # refused by the health gate: the transaction rolled back
+        ("disable", "done", [("crm", "2.0.0", "2.0.0")]),
+        ("upgrade", "done", [("crm", "1.0.0", "2.0.0")]),
+        ("install", "done", [("crm", None, "1.0.0")]),
     ]
-    assert history[-1]["operation"] == "install"
+    assert all(h["who"] == "admin (testclient)" for h in history)
+    assert history[0]["title"] == "Operation failed" and history[0]["txid"]  # the aborted transaction, not listed twice
 
 
 def test_addon_failing_at_load_is_reported_and_skipped(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -310,6 +338,170 @@ def test_backend_serves_for_real_under_uvicorn(site: Site) -> None:
         assert response.status_code == 200
         assert {c["id"]: c["installed_version"] for c in response.json()["plugins"]}["crm"] == "1.0.0"
         assert httpx.get(f"{base}/api/v1/crm/ping", timeout=5).json() == {"plugin": "crm", "version": "1.0.0"}
+        # The quickstart's printed curl lines work when pasted into a shell (token and Content-Type included).
+        from examples.quickstart import curl_line
+
+        line = curl_line("POST", f"{base}{MARKET}/crm/disable", {}, TOKEN)
+        pasted = subprocess.run(["sh", "-c", line], capture_output=True, text=True, timeout=60)
+        assert pasted.returncode == 0 and json.loads(pasted.stdout)["plugin"]["enabled"] is False, pasted.stdout + pasted.stderr
+        assert site.installed() == {"crm": ("1.0.0", False)}
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# -- issue 16: written for admins, recorded, usable without the repository ------------------------
+
+
+def _history(client: TestClient) -> list[tuple[str, str, list[str]]]:
+    return [(h["operation"], h["outcome"], [p["name"] for p in h["plugins"]]) for h in client.get(f"{MARKET}/history").json()["history"]]
+
+
+def test_unreachable_repository_keeps_installed_facts_and_is_said_plainly(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "reports")  # and crm, which it requires
+        site.served.stop()
+        listing = client.get(f"{MARKET}/plugins", params={"refresh": True}).json()
+        repository = listing["repository"]
+        assert repository["state"] == "unreachable" and repository["plugin_count"] == 0
+        assert repository["error"]["title"] == "Repository unreachable"
+        assert "HTTPConnectionPool" not in repository["error"]["detail"] and "did not answer" in repository["error"]["detail"]
+        reports = {c["id"]: c for c in listing["plugins"]}["reports"]
+        assert (reports["name"], reports["description"], reports["category"], reports["price"]) == ("Reports", "Monthly reports", "analytics", 9.5)
+        assert sorted(c["id"] for c in listing["plugins"]) == ["crm", "reports"]
+        refused = client.post(f"{MARKET}/install-remote", json={"addon_id": "quiet"})
+        assert refused.status_code == 400 and refused.json()["title"] == "Repository unreachable"
+        assert _history(client)[0] == ("install", "unreachable", ["quiet"])
+    assert site.installed() == {"crm": ("2.0.0", True), "reports": ("1.0.0", True)}
+
+
+def test_listing_uses_the_cached_manifest_not_a_fetch_per_request(site: Site) -> None:
+    with site.client() as client:
+        assert client.get(f"{MARKET}/plugins").json()["repository"]["state"] == "ok"
+        site.served.stop()  # a fetch per request would now fail
+        for _ in range(5):
+            listing = client.get(f"{MARKET}/plugins").json()
+            assert listing["repository"]["state"] == "ok" and len(listing["plugins"]) == 4
+
+
+def test_uninstalling_a_required_plugin_offers_the_cascade_in_api_terms(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "reports")
+        refused = client.post(f"{MARKET}/crm/uninstall")
+        body = refused.json()
+        assert refused.status_code == 400 and body["option"] == "cascade" and body["plugins"] == ["reports"]
+        assert body["title"] == "Plugin dependencies not met"
+        assert body["detail"] == "Reports needs Crm. Uninstall them together (cascade: true) or uninstall them first."
+        assert "--" not in body["detail"] and "--cascade" not in body["raw"]
+        preview = client.post(f"{MARKET}/preview", json={"operation": "uninstall", "addon_id": "crm"}).json()
+        assert [(c["id"], c["action"]) for c in preview["changes"]] == [("reports", "uninstall"), ("crm", "uninstall")]
+        assert preview["needs_confirmation"] == ["cascade"] and preview["refusal"]["option"] == "cascade"
+        assert client.post(f"{MARKET}/crm/uninstall", json={"cascade": True}).status_code == 200
+        assert _history(client)[:2] == [("uninstall", "done", ["Crm", "Reports"]), ("uninstall", "refused", ["Crm"])]
+    assert site.installed() == {}
+
+
+def test_preview_names_the_dependencies_an_install_brings(site: Site) -> None:
+    with site.client() as client:
+        preview = client.post(f"{MARKET}/preview", json={"operation": "install", "addon_id": "reports"}).json()
+        assert [(c["id"], c["action"], c["to_version"], c["reason"]) for c in preview["changes"]] == [
+            ("crm", "install", "2.0.0", "required by Reports"),
+            ("reports", "install", "1.0.0", "requested"),
+        ]
+        assert preview["refusal"] is None and "migrations" in preview["database"]
+        database = client.post(f"{MARKET}/preview/database", json={"operation": "install", "addon_id": "reports"})
+        assert database.status_code == 501 and database.json()["title"] == "Not available yet"
+    assert site.installed() == {}
+
+
+def test_downgrade_needs_allow_downgrade(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm")
+        refused = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm", "version": "1.0.0"})
+        body = refused.json()
+        assert refused.status_code == 400 and body["option"] == "allow_downgrade" and "allow_downgrade: true" in body["detail"]
+        assert "--allow-downgrade" not in body["detail"] + body["raw"]
+        done = client.post(f"{MARKET}/install-remote", json={"addon_id": "crm", "version": "1.0.0", "allow_downgrade": True})
+        assert done.status_code == 200 and done.json()["kind"] == "downgrade" and done.json()["plugin"]["version"] == "1.0.0"
+        assert client.get("/api/v1/crm/ping").json()["version"] == "1.0.0"
+
+
+def test_after_a_rollback_the_card_offers_the_newer_version_once(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "crm", "1.0.0")
+        _install(client, "crm")
+        assert client.post(f"{MARKET}/crm/rollback").status_code == 200
+        crm = {c["id"]: c for c in client.get(f"{MARKET}/plugins").json()["plugins"]}["crm"]
+    assert (crm["installed_version"], crm["previous_version"], crm["update_available"]) == ("1.0.0", "2.0.0", True)
+    assert crm["rollback_version"] is None  # "Upgrade to 2.0.0" only, not also "Roll back to 2.0.0"
+
+
+def test_detail_renders_readme_safely_with_permissions_versions_and_publisher(site: Site) -> None:
+    with site.client() as client:
+        offered = client.get(f"{MARKET}/plugins/reports").json()
+        assert offered["source"] == "repository" and offered["version"] == "1.0.0"
+        assert "<strong>reports</strong>" in offered["readme_html"]
+        assert "<script>" not in offered["readme_html"] and "&lt;script&gt;" in offered["readme_html"]
+        assert 'href="https://example.org/docs"' in offered["readme_html"] and "javascript:" not in offered["readme_html"].replace("[evil](javascript:", "")
+        assert "<li>first</li>" in offered["changelog_html"]
+        assert [p["text"] for p in offered["permissions"]] == ["Add API endpoints to the panel", "Connect to services on the internet"]
+        assert offered["requires"] == ["crm>=1.0"] and offered["publisher_key_id"] == site.home.publisher.secret.key_id_hex
+        _install(client, "reports")
+        crm = client.get(f"{MARKET}/plugins/crm").json()
+        assert crm["source"] == "installed" and crm["required_by"] == ["reports"]
+        assert [(v["version"], v["installed"]) for v in crm["versions"]] == [("2.0.0", True), ("1.0.0", False)]
+        assert crm["publisher_key_id"] == site.home.publisher.secret.key_id_hex
+        assert client.get(f"{MARKET}/plugins/crm", params={"version": "9.9"}).status_code == 400
+
+
+def test_search_category_and_update_all(site: Site) -> None:
+    with site.client() as client:
+        assert [c["id"] for c in client.get(f"{MARKET}/plugins", params={"q": "monthly"}).json()["plugins"]] == ["reports"]
+        assert [c["id"] for c in client.get(f"{MARKET}/plugins", params={"category": "analytics"}).json()["plugins"]] == ["reports"]
+        _install(client, "crm", "1.0.0")
+        assert client.get(f"{MARKET}/plugins").json()["updates"] == 1
+        done = client.post(f"{MARKET}/update-all")
+        assert done.status_code == 200 and done.json()["changes"] == ["upgrade crm 1.0.0 -> 2.0.0"]
+        assert client.get(f"{MARKET}/plugins").json()["updates"] == 0
+
+
+def test_operations_queue_instead_of_answering_409(site: Site) -> None:
+    with site.client() as client:
+        first = client.post(f"{MARKET}/install-remote?wait=false", json={"addon_id": "crm"})
+        second = client.post(f"{MARKET}/install-remote?wait=false", json={"addon_id": "quiet"})
+        assert (first.status_code, second.status_code) == (202, 202)
+        assert second.json()["status"] in ("queued", "running")
+        deadline = time.monotonic() + 60
+        while client.get(f"{MARKET}/operations").json()["current"] or client.get(f"{MARKET}/operations").json()["queued"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert client.get(f"{MARKET}/operations/{second.json()['id']}").json()["status"] == "done"
+    assert site.installed() == {"crm": ("2.0.0", True), "quiet": ("1.0.0", True)}
+
+
+def test_tampered_manifest_is_refused_without_temporary_file_names(site: Site) -> None:
+    manifest = site.repo / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"crm"', '"crm" ', 1))
+    with site.client() as client:
+        repository = client.get(f"{MARKET}/plugins").json()["repository"]
+        assert repository["state"] == "untrusted" and repository["error"]["title"] == "Repository data not trusted"
+        assert "/tmp" not in repository["error"]["raw"] and "atomicplug-verify" not in repository["error"]["raw"]
+        assert "not signed by a trusted publisher key" in repository["error"]["detail"]
+
+
+def test_every_route_documents_its_answers_and_docs_work_offline(site: Site) -> None:
+    with site.client() as client:
+        schema = client.get("/openapi.json").json()
+        docs = client.get("/docs").text
+        assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "cdn" not in docs.lower() and "/static-offline-docs/swagger-ui-bundle.js" in docs
+    for path, methods in schema["paths"].items():
+        if not path.startswith(MARKET):
+            continue
+        for method, spec in methods.items():
+            codes = set(spec["responses"])
+            assert {"200", "401", "403", "422"} <= codes, (method, path, codes)
+            if method == "post" and not path.startswith(f"{MARKET}/preview") and path != f"{MARKET}/reload":
+                assert {"202", "400", "409"} <= codes, (method, path, codes)
+                assert spec["responses"]["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+            assert "$ref" in str(spec["responses"]["200"]["content"]["application/json"]["schema"]) or path.endswith("/reload"), (method, path)

@@ -1,10 +1,11 @@
-"""In-memory status of marketplace operations, for a progress view (issue 7 design hook).
+"""In-memory status of marketplace operations, for the progress view.
 
 POST endpoints wait for completion by default (``?wait=false`` answers 202 at
-once); either way a web page polls ``GET /api/v1/marketplace/operations/{id}``
-meanwhile: stage messages and package download bytes. The installer's
-``progress`` callback runs in a worker thread, hence the lock. Nothing here
-is durable: the journal and history are the record; this is only a view.
+once); either way a page polls ``GET /api/v1/marketplace/operations/{id}``:
+queued, then running with stages (in words) and package download bytes, then
+done or failed. The installer's ``progress`` callback runs in a worker
+thread, hence the lock. Nothing here is durable: the journal, the installer's
+history and the panel's audit log are the record; this is only a view.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
+from .audit import now
+from .models import ErrorBody, OperationBody
+from .stage_text import StageContext, stage_text
+
 __all__ = ["Operation", "OperationTracker"]
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @attrs.define
@@ -32,45 +32,64 @@ class Operation:
     id: str
     kind: str
     plugin_id: str
-    status: str = "running"  # running | done | failed
+    context: StageContext
+    status: str = "queued"  # queued | running | done | failed
     messages: list[str] = attrs.field(factory=list)
-    started: str = attrs.field(factory=_now)
+    stages: list[str] = attrs.field(factory=list)
+    started: str = attrs.field(factory=now)
     finished: str | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    exit_code: int | None = None
+    result: dict[str, Any] = attrs.field(factory=dict)
+    error: ErrorBody | None = None
     #: Package downloads of this operation, in order: {plugin_id, version, received, total} (bytes).
     downloads: list[dict[str, Any]] = attrs.field(factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = attrs.asdict(self)
-        data["messages"] = list(self.messages)
-        data["downloads"] = [dict(d) for d in self.downloads]
-        return data
+    def body(self) -> OperationBody:
+        return OperationBody(
+            id=self.id,
+            kind=self.kind,
+            plugin_id=self.plugin_id,
+            status=self.status,  # type: ignore[arg-type]
+            started=self.started,
+            finished=self.finished,
+            stages=list(self.stages),
+            messages=list(self.messages),
+            downloads=[dict(d) for d in self.downloads],  # type: ignore[misc]
+            error=self.error,
+            **self.result,
+        )
 
 
 class OperationTracker:
-    """The last ``keep`` operations by id, and which one is running."""
+    """The last ``keep`` operations by id, and which ones are queued or running."""
 
     def __init__(self, keep: int = 100) -> None:
         self._keep = keep
         self._lock = threading.Lock()
         self._operations: OrderedDict[str, Operation] = OrderedDict()
 
-    def start(self, kind: str, plugin_id: str) -> Operation:
-        operation = Operation(id=secrets.token_hex(8), kind=kind, plugin_id=plugin_id)
+    def start(self, kind: str, plugin_id: str, context: StageContext) -> Operation:
+        operation = Operation(id=secrets.token_hex(8), kind=kind, plugin_id=plugin_id, context=context)
         with self._lock:
             self._operations[operation.id] = operation
             while len(self._operations) > self._keep:
+                oldest = next(iter(self._operations.values()))
+                if oldest.status in ("queued", "running"):
+                    break  # never forget one a page may still poll
                 self._operations.popitem(last=False)
         return operation
 
+    def running(self, operation: Operation) -> None:
+        with self._lock:
+            operation.status = "running"
+
     def progress(self, operation: Operation) -> Callable[[str], None]:
-        """An ``Installer(progress=...)`` callback that records stage messages."""
+        """An ``Installer(progress=...)`` callback recording each line, and its words for the page."""
 
         def record(message: str) -> None:
+            text = stage_text(message, operation.context)
             with self._lock:
                 operation.messages.append(message)
+                operation.stages.append(text)
 
         return record
 
@@ -87,32 +106,27 @@ class OperationTracker:
 
         return record
 
-    def running(self) -> dict[str, Any] | None:
-        """The newest operation still running, if any."""
-        with self._lock:
-            for op in reversed(self._operations.values()):
-                if op.status == "running":
-                    return op.to_dict()
-        return None
-
     def finish(self, operation: Operation, result: dict[str, Any]) -> None:
         with self._lock:
-            operation.status, operation.result, operation.finished = "done", result, _now()
+            operation.status, operation.result, operation.finished = "done", result, now()
 
-    def fail(self, operation: Operation, error: BaseException, exit_code: int | None) -> None:
+    def fail(self, operation: Operation, error: ErrorBody) -> None:
         with self._lock:
-            operation.status, operation.finished = "failed", _now()
-            operation.error = str(error) or type(error).__name__
-            operation.exit_code = exit_code
+            operation.status, operation.error, operation.finished = "failed", error, now()
 
-    def get(self, operation_id: str) -> dict[str, Any] | None:
+    def get(self, operation_id: str) -> OperationBody | None:
         with self._lock:
             operation = self._operations.get(operation_id)
-            return operation.to_dict() if operation else None
+            return operation.body() if operation else None
 
-    def overview(self) -> dict[str, Any]:
-        """The running operation (newest, if any) and recent ones, newest first."""
+    def active(self) -> list[Operation]:
+        """Queued and running operations, oldest first."""
         with self._lock:
-            recent = [op.to_dict() for op in reversed(self._operations.values())]
-        running = [op for op in recent if op["status"] == "running"]
-        return {"current": running[0]["id"] if running else None, "recent": recent}
+            return [op for op in self._operations.values() if op.status in ("queued", "running")]
+
+    def overview(self, limit: int = 20) -> dict[str, Any]:
+        """The running operation (if any), how many wait, and recent ones, newest first."""
+        with self._lock:
+            recent = [op.body() for op in reversed(self._operations.values())]
+        running = [op for op in recent if op.status == "running"]
+        return {"current": running[0].id if running else None, "queued": sum(op.status == "queued" for op in recent), "recent": recent[:limit]}

@@ -12,6 +12,29 @@ module-level state of untouched addons survives. An addon that fails to
 import is logged, listed in :attr:`AddonLoader.failures` and skipped: the
 application keeps serving. FastAPI is not imported here; any app object with
 ``router.routes``, ``include_router`` and ``openapi_schema`` will do.
+
+Unloading releases everything (issue 16), so a backend can install and remove
+addons for as long as it runs:
+
+* The addon's routes leave the route table, and the app's router keeps its
+  own ``lifespan_context``, ``on_startup`` and ``on_shutdown``: FastAPI's
+  ``include_router`` wraps the app's lifespan around each included router's
+  (and appends its event handlers), a chain that kept every old router, its
+  endpoints and module globals alive. An addon router's lifespan and event
+  handlers are therefore never run: the app started before the addon was
+  mounted. Startup work belongs at import time.
+* **Teardown hook.** Before the modules are dropped, the loader calls, once
+  each and dependents first, the addon package's ``teardown()`` and every
+  ``dispose_engines()`` defined in one of the addon's modules (the example
+  plugins keep theirs in ``db.py``). Close connections, engines, threads and
+  files there. A hook that raises is logged; the addon is unloaded anyway.
+* ``<package>.<id>`` and its submodules leave ``sys.modules`` and the import
+  system's caches for the addon's folders.
+* FastAPI's memo caches of endpoint callables are emptied (see
+  :func:`_forget_framework_caches`): they held up to 4096 old endpoints, and
+  with them their modules' globals.
+
+:meth:`AddonLoader.shutdown` tears every addon down; call it when the app stops.
 """
 
 from __future__ import annotations
@@ -79,6 +102,7 @@ class AddonLoader:
         self._failed_targets: dict[str, str] = {}
         self._mounted: list[Any] = []  # the route objects this loader added to app.router.routes
         self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
+        self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
 
     # -- lifecycle --------------------------------------------------------------
     def startup(self) -> None:
@@ -99,6 +123,12 @@ class AddonLoader:
             log.info("recovered transaction %s: rolled %s", txid, direction)
         return outcomes
 
+    def shutdown(self) -> None:
+        """Tear down and unload every addon (dependents first) and unmount their routes: the app is stopping."""
+        for pid in self._unload_order(set(self.loaded) | set(self._failed_targets)):
+            self._unload(pid)
+        self._remount()
+
     def reload(self) -> None:
         """Bring imported modules and mounted routes in line with the registry and links.
 
@@ -114,7 +144,7 @@ class AddonLoader:
         current = {pid: a.target for pid, a in self.loaded.items()} | self._failed_targets
         stale = {pid for pid, target in current.items() if wanted.get(pid) != target}
         stale |= self._dependents(registry, stale)
-        for pid in stale:
+        for pid in self._unload_order(stale):
             self._unload(pid)
         if stale:
             importlib.invalidate_caches()
@@ -209,33 +239,75 @@ class AddonLoader:
         self.loaded[pid] = LoadedAddon(id=pid, version=version, target=target, module=module, router=router)
         log.info("addon %s %s loaded%s", pid, version, " with routes" if router is not None else "")
 
+    def _unload_order(self, pids: set[str]) -> list[str]:
+        """``pids`` dependents first: the reverse of the order they were loaded in (dependencies first)."""
+        loaded = [pid for pid in reversed(list(self.loaded)) if pid in pids]
+        return loaded + sorted(pids - set(loaded))
+
     def _unload(self, pid: str) -> None:
-        self.loaded.pop(pid, None)
+        """Run the addon's teardown hooks, then forget it (its routes go at the next remount)."""
+        addon = self.loaded.pop(pid, None)
+        if addon is not None:
+            self._teardown(addon)
+            if addon.router is not None:
+                self._released.extend(_endpoints(addon.router))
         self.failures.pop(pid, None)
         self._failed_targets.pop(pid, None)
         self._purge(pid)
 
+    def _teardown(self, addon: LoadedAddon) -> None:
+        """Call the package's ``teardown()`` and each module's own ``dispose_engines()``; log what raises."""
+        name = addon.module.__name__
+        modules = [m for n, m in list(sys.modules.items()) if (n == name or n.startswith(name + ".")) and m is not None]
+        hooks = [(addon.module, "teardown")] + [(m, "dispose_engines") for m in modules]
+        for module, attribute in hooks:
+            hook = getattr(module, attribute, None)
+            if not callable(hook) or getattr(hook, "__module__", module.__name__) != module.__name__:
+                continue  # absent, or re-exported from another module: called where it is defined
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - a broken teardown must not keep the addon loaded
+                reason = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                log.error("addon %s %s failed: %s", addon.id, attribute, reason)
+
     def _purge(self, pid: str) -> None:
-        """Forget ``<package>.<id>`` and its submodules so the next import reads the new tree."""
+        """Forget ``<package>.<id>``, its submodules and its folders' finders so the next import reads the new tree."""
         name = f"{self.package}.{pid}"
         for module_name in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
-            del sys.modules[module_name]
+            module = sys.modules.pop(module_name)
+            for folder in getattr(module, "__path__", None) or ():
+                sys.path_importer_cache.pop(folder, None)
         parent = sys.modules.get(self.package)
         if parent is not None and hasattr(parent, pid):
             delattr(parent, pid)
 
     # -- mounting ---------------------------------------------------------------
     def _remount(self) -> None:
-        """Rebuild the app's routes: its own ones, then each loaded addon's, in id order."""
-        routes = self.app.router.routes
+        """Rebuild the app's routes: its own ones, then each loaded addon's, in id order.
+
+        The app router's lifespan and event handlers are put back as they were:
+        ``include_router`` would chain each addon router into them (see the module docstring).
+        """
+        app_router = self.app.router
+        routes = app_router.routes
         mine = {id(r) for r in self._mounted}
         own = [r for r in routes if id(r) not in mine]
         routes[:] = own
-        for pid in sorted(self.loaded):
-            router = self.loaded[pid].router
-            if router is not None:
-                self.app.include_router(router)
+        saved = _RouterHooks.save(app_router)
+        try:
+            for pid in sorted(self.loaded):
+                router = self.loaded[pid].router
+                if router is not None:
+                    self.app.include_router(router)
+        finally:
+            saved.restore(app_router)
         self._mounted = routes[len(own) :]
+        if self._released:
+            _forget_framework_caches(self._released)
+            self._released = []
+        mark_changed = getattr(app_router, "_mark_routes_changed", None)
+        if callable(mark_changed):  # FastAPI versions that cache the route table by a version number
+            mark_changed()
         self.app.openapi_schema = None  # FastAPI caches it; the next /openapi.json is rebuilt
 
     # -- reading ----------------------------------------------------------------
@@ -245,6 +317,64 @@ class AddonLoader:
             "loaded": {pid: self.loaded[pid].version for pid in sorted(self.loaded)},
             "failed": dict(sorted(self.failures.items())),
         }
+
+
+@attrs.frozen
+class _RouterHooks:
+    """A router's lifespan and event handler lists, as they were before ``include_router``."""
+
+    lifespan: Any
+    on_startup: list[Any] | None
+    on_shutdown: list[Any] | None
+
+    @classmethod
+    def save(cls, router: Any) -> _RouterHooks:
+        def copy(name: str) -> list[Any] | None:
+            handlers = getattr(router, name, None)
+            return list(handlers) if isinstance(handlers, list) else None
+
+        return cls(lifespan=getattr(router, "lifespan_context", None), on_startup=copy("on_startup"), on_shutdown=copy("on_shutdown"))
+
+    def restore(self, router: Any) -> None:
+        if self.lifespan is not None:
+            router.lifespan_context = self.lifespan
+        for name, handlers in (("on_startup", self.on_startup), ("on_shutdown", self.on_shutdown)):
+            if handlers is not None:
+                getattr(router, name)[:] = handlers
+
+
+def _endpoints(router: Any) -> list[Any]:
+    """The endpoint callables of ``router`` and of the routers it includes."""
+    found = []
+    for route in getattr(router, "routes", ()):
+        endpoint = getattr(route, "endpoint", None)
+        if endpoint is not None:
+            found.append(endpoint)
+        nested = getattr(route, "original_router", None)  # FastAPI versions that keep included routers whole
+        if nested is not None:
+            found.extend(_endpoints(nested))
+    return found
+
+
+def _forget_framework_caches(endpoints: list[Any]) -> None:
+    """Drop FastAPI's memoized facts about unloaded endpoints, so their modules can be freed.
+
+    Newer FastAPI versions classify every endpoint and dependency callable in
+    ``lru_cache``s of 4096 entries each (``fastapi.dependencies.models``) that
+    hold the callable itself, and keep an unbounded ``id(endpoint)`` → source
+    location dict (``fastapi.routing``) whose ids a later function may reuse.
+    Both are pure memoization, refilled on the next request; a version without
+    them is left alone.
+    """
+    models = sys.modules.get("fastapi.dependencies.models")
+    for name in ("_is_gen_callable_cached", "_is_async_gen_callable_cached", "_is_coroutine_callable_cached"):
+        clear = getattr(getattr(models, name, None), "cache_clear", None)
+        if callable(clear):
+            clear()
+    contexts = getattr(sys.modules.get("fastapi.routing"), "_endpoint_context_cache", None)
+    if isinstance(contexts, dict):
+        for endpoint in endpoints:
+            contexts.pop(id(endpoint), None)
 
 
 def _dependencies_first(registry: Registry, plugin_ids: list[str]) -> list[str]:

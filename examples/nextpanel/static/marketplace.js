@@ -1,10 +1,12 @@
 /* NextPanel marketplace page: plain JavaScript, no build step.
  *
- * Talks to /api/v1/marketplace with the admin bearer token (kept in
- * sessionStorage). Operations start with ?wait=false (202 {operation_id}); the
- * page then polls GET operations/{id} for download bytes and stage messages
- * until the operation is done or failed, and shows the new state or the
- * one-line reason it was refused.
+ * Talks to /api/v1/marketplace with the admin bearer token (sessionStorage).
+ * Transactions are previewed (POST /preview) and confirmed first, then started
+ * with ?wait=false (202, queued) and followed by polling GET operations/{id}.
+ * A 409 is retried after its Retry-After seconds. Cards are re-rendered in
+ * place, keeping keyboard focus; after an operation focus returns to the card
+ * that acted. Errors show the server's title and detail; the library's raw
+ * line only inside "Details".
  */
 (() => {
   "use strict";
@@ -12,33 +14,27 @@
   const API = "/api/v1/marketplace";
   const TOKEN_KEY = "nextpanel.adminToken";
   const POLL_MS = 250;
+  const BUSY_RETRIES = 5;
 
   const $ = (id) => document.getElementById(id);
-  const state = {
-    catalogue: null, // last GET /plugins answer
-    busy: false, // an operation (ours or another admin's) is running
-    view: "plugins",
-    pendingUninstall: null,
-  };
+  const state = { catalogue: null, busy: false, view: "plugins", names: {}, detail: null };
 
   class AuthError extends Error {}
   class ApiError extends Error {
-    constructor(status, body) {
-      super(oneLine(body && body.detail !== undefined ? detailText(body.detail) : `HTTP ${status}`));
+    constructor(status, body, retryAfter) {
+      const b = body || {};
+      super(b.detail !== undefined ? detailText(b.detail) : `HTTP ${status}`);
       this.status = status;
-      this.body = body || {};
+      this.body = b;
+      this.retryAfter = retryAfter;
     }
   }
 
   // -- helpers ----------------------------------------------------------------
 
-  function oneLine(text) {
-    return String(text).split(/\s+/).filter(Boolean).join(" ");
-  }
-
   function detailText(detail) {
     if (typeof detail === "string") return detail;
-    if (Array.isArray(detail)) return detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("; "); // 422
+    if (Array.isArray(detail)) return detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("; ");
     return JSON.stringify(detail);
   }
 
@@ -57,6 +53,21 @@
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
     return node;
+  }
+
+  /** Server-rendered Markdown (raw HTML already escaped by the server), parsed inertly, links made safe. */
+  function safeHtml(html) {
+    const doc = new DOMParser().parseFromString(`<div>${html}</div>`, "text/html");
+    const root = doc.body.firstChild;
+    for (const node of root.querySelectorAll("script, style, iframe, object, embed, img")) node.remove();
+    for (const node of root.querySelectorAll("*")) {
+      for (const attr of [...node.attributes]) {
+        const ok = (node.tagName === "A" && attr.name === "href" && /^(https?:|mailto:|#)/i.test(attr.value)) || attr.name === "title";
+        if (!ok) node.removeAttribute(attr.name);
+      }
+      if (node.tagName === "A") node.setAttribute("rel", "noopener noreferrer nofollow");
+    }
+    return document.importNode(root, true);
   }
 
   function formatBytes(n) {
@@ -78,18 +89,18 @@
     return Number.isNaN(date.getTime()) ? iso : date.toLocaleString();
   }
 
-  function pluginName(id) {
-    const card = state.catalogue && state.catalogue.plugins.find((p) => p.id === id);
-    return card ? card.name : id;
-  }
-
+  const nameOf = (id) => state.names[id] || id;
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function errorParts(body, fallback) {
+    const parts = [el("span", { class: "headline", text: body.title || "Failed" }), el("span", { class: "reason", id: "status-reason", text: body.detail || fallback || "" })];
+    if (body.raw && body.raw !== body.detail) parts.push(el("details", { class: "raw" }, el("summary", { text: "Details" }), el("code", { text: body.raw })));
+    return parts;
+  }
 
   // -- the API ----------------------------------------------------------------
 
-  function token() {
-    return sessionStorage.getItem(TOKEN_KEY);
-  }
+  const token = () => sessionStorage.getItem(TOKEN_KEY);
 
   async function api(method, path, body) {
     const headers = { Authorization: `Bearer ${token() || ""}`, Accept: "application/json" };
@@ -102,7 +113,7 @@
     try {
       response = await fetch(API + path, init);
     } catch (exc) {
-      throw new ApiError(0, { detail: `the backend did not answer (${exc.message})` });
+      throw new ApiError(0, { title: "Panel unreachable", detail: "The panel's server did not answer. Check your connection and try again.", raw: exc.message });
     }
     let data = null;
     try {
@@ -111,25 +122,36 @@
       data = null;
     }
     if (response.status === 401 || response.status === 403) {
-      const reason = data && data.detail ? detailText(data.detail) : `HTTP ${response.status}`;
-      signOut(response.status === 401 ? "Please sign in: the marketplace needs the admin token." : `The admin token was refused (${reason}). Sign in again.`);
-      throw new AuthError(reason);
+      if (!(data && data.title)) {
+        const reason = data && data.detail ? detailText(data.detail) : `HTTP ${response.status}`;
+        signOut(response.status === 401 ? "Please sign in: the marketplace needs the admin token." : `The admin token was refused (${reason}). Sign in again.`);
+        throw new AuthError(reason);
+      }
     }
-    if (!response.ok) throw new ApiError(response.status, data);
+    if (!response.ok) throw new ApiError(response.status, data, Number(response.headers.get("Retry-After")) || (data && data.retry_after) || 2);
     return { status: response.status, data };
+  }
+
+  /** A POST that waits out a busy answer (409) for its Retry-After seconds, a few times, saying so. */
+  async function postPatiently(path, body, onWait) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await api("POST", path, body);
+      } catch (exc) {
+        if (!(exc instanceof ApiError) || exc.status !== 409 || attempt >= BUSY_RETRIES) throw exc;
+        onWait(exc.retryAfter);
+        await sleep(exc.retryAfter * 1000);
+      }
+    }
   }
 
   // -- login ------------------------------------------------------------------
 
   function showLogin(message) {
-    $("nav").hidden = true;
-    $("plugins-view").hidden = true;
-    $("history-view").hidden = true;
-    $("status-panel").hidden = true;
+    for (const id of ["nav", "plugins-view", "history-view", "status-panel"]) $(id).hidden = true;
     $("login-view").hidden = false;
-    const notice = $("login-message");
-    notice.hidden = !message;
-    notice.textContent = message || "";
+    $("login-message").hidden = !message;
+    $("login-message").textContent = message || "";
     $("token").value = "";
     $("token").focus();
   }
@@ -142,24 +164,22 @@
   async function onLogin(event) {
     event.preventDefault();
     const value = $("token").value.trim();
-    if (!value) {
-      showLogin("Enter the admin token.");
-      return;
-    }
+    if (!value) return showLogin("Enter the admin token.");
     sessionStorage.setItem(TOKEN_KEY, value);
     $("login-view").hidden = true;
     $("nav").hidden = false;
     await showView(location.hash === "#history" ? "history" : "plugins");
+    if (!$("nav").hidden) $("main").focus();
   }
 
   // -- views ------------------------------------------------------------------
 
   async function showView(view) {
-    if (view !== state.view && !state.busy) $("status-panel").hidden = true; // a finished result belongs to the view it was shown on
+    if (view !== state.view && !state.busy) $("status-panel").hidden = true;
     state.view = view;
     $("plugins-view").hidden = view !== "plugins";
     $("history-view").hidden = view !== "history";
-    for (const tab of document.querySelectorAll(".tab")) tab.setAttribute("aria-pressed", String(tab.dataset.view === view));
+    for (const tab of document.querySelectorAll(".tab[data-view]")) tab.setAttribute("aria-pressed", String(tab.dataset.view === view));
     if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
     try {
       if (view === "history") await loadHistory();
@@ -169,12 +189,13 @@
     }
   }
 
-  async function loadPlugins() {
+  async function loadPlugins(refresh = false) {
     const box = $("plugins");
     box.setAttribute("aria-busy", "true");
+    if (!state.catalogue) box.replaceChildren(...[0, 1, 2].map(() => el("div", { class: "placeholder", "aria-hidden": "true" })));
     let data;
     try {
-      ({ data } = await api("GET", "/plugins"));
+      ({ data } = await api("GET", `/plugins${refresh ? "?refresh=true" : ""}`));
     } catch (exc) {
       if (exc instanceof AuthError) throw exc;
       $("plugins-error").hidden = false;
@@ -182,113 +203,128 @@
       box.setAttribute("aria-busy", "false");
       return null;
     }
+    $("plugins-error").hidden = true;
     state.catalogue = data;
-    $("plugins-error").hidden = !data.repository_error;
-    $("plugins-error").textContent = data.repository_error ? `The repository could not be read: ${data.repository_error}` : "";
-    $("repository-info").textContent = data.repository
-      ? `${data.plugins.length} plugins from ${data.repository}`
-      : "No repository is configured: only installed plugins are listed.";
-    box.replaceChildren(...data.plugins.map(renderCard));
-    if (!data.plugins.length) box.append(el("p", { class: "muted", text: "The repository has no plugins." }));
+    for (const p of data.plugins) state.names[p.id] = p.name;
+    renderRepository(data);
+    renderCategories(data.categories);
+    renderCards();
     box.setAttribute("aria-busy", "false");
+    const badge = $("updates-badge");
+    badge.hidden = !data.updates;
+    badge.textContent = data.updates ? String(data.updates) : "";
+    badge.setAttribute("aria-label", `${data.updates} update${data.updates === 1 ? "" : "s"} available`);
     applyBusy();
     return data;
   }
 
+  function renderRepository(data) {
+    const repo = data.repository;
+    const info = $("repository-info");
+    const problem = $("repository-problem");
+    problem.hidden = !repo.error;
+    if (repo.error) problem.replaceChildren(el("strong", { text: repo.error.title }), repo.error.detail, el("details", { class: "raw" }, el("summary", { text: "Details" }), el("code", { text: repo.error.raw })));
+    if (repo.state === "ok") info.textContent = `${repo.plugin_count} plugins from ${repo.url}`;
+    else if (repo.state === "none") info.textContent = "No repository is configured: only installed plugins are listed.";
+    else if (repo.state === "loading") info.textContent = "The repository's plugin list is being fetched…";
+    else info.textContent = "Installed plugins are listed from their own descriptions.";
+  }
+
+  function renderCategories(categories) {
+    const select = $("category");
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "All categories" }), ...categories.map((c) => el("option", { value: c, text: c })));
+    select.value = categories.includes(chosen) ? chosen : "";
+  }
+
+  function visiblePlugins() {
+    const words = $("search").value.toLowerCase().split(/\s+/).filter(Boolean);
+    const category = $("category").value;
+    return state.catalogue.plugins.filter((p) => (!category || p.category === category) && words.every((w) => `${p.id} ${p.name} ${p.description}`.toLowerCase().includes(w)));
+  }
+
+  /** Replace the cards, keeping focus on the same control (or its card) when it still exists. */
+  function renderCards(focusCard) {
+    if (!state.catalogue) return;
+    const box = $("plugins");
+    const active = document.activeElement;
+    const key = active && box.contains(active) ? active.dataset.key : null;
+    const cardOfActive = active && box.contains(active) ? active.closest(".card") : null;
+    const plugins = visiblePlugins();
+    box.replaceChildren(...plugins.map(renderCard));
+    if (!plugins.length) box.append(el("p", { class: "muted", text: state.catalogue.plugins.length ? "No plugin matches the filters." : "No plugins to show." }));
+    const total = state.catalogue.plugins.length;
+    $("filter-count").textContent = plugins.length === total ? `${total} plugin${total === 1 ? "" : "s"}` : `${plugins.length} of ${total} plugins shown`;
+    const target = (key && box.querySelector(`[data-key="${CSS.escape(key)}"]`)) || (focusCard && $(`plugin-${focusCard}`)) || (cardOfActive && $(cardOfActive.id));
+    if (target) target.focus();
+  }
+
   function renderCard(p) {
     const installed = p.installed_version !== null;
-    const badge = p.load_error
-      ? el("span", { class: "badge error", text: "Load error" })
-      : !installed
-        ? el("span", { class: "badge available", text: "Not installed" })
-        : p.enabled
-          ? el("span", { class: "badge enabled", text: "Enabled" })
-          : el("span", { class: "badge disabled", text: "Disabled" });
-    const label = (verb) => `${verb} ${p.name}`;
-    const action = (verb, kind, cls, extra = {}) =>
-      el("button", { type: "button", class: cls, "aria-label": label(extra.aria || verb), dataset: { action: kind, plugin: p.id }, onclick: () => onAction(kind, p) }, verb);
-
+    const badge = p.load_error ? el("span", { class: "badge error", text: "Load error" })
+      : !installed ? el("span", { class: "badge available", text: "Not installed" })
+      : p.enabled ? el("span", { class: "badge enabled", text: "Enabled" })
+      : el("span", { class: "badge disabled", text: "Disabled" });
+    const action = (verb, kind, cls, aria) =>
+      el("button", { type: "button", class: cls, "aria-label": `${aria || verb} ${p.name}`, dataset: { action: kind, plugin: p.id, key: `${kind}:${p.id}` }, onclick: () => onAction(kind, p) }, verb);
     const actions = [];
     if (!installed) actions.push(action("Install", "install", "primary"));
-    else if (p.update_available) actions.push(action(`Upgrade to ${p.latest_version}`, "upgrade", "primary", { aria: `Upgrade to ${p.latest_version}:` }));
+    else if (p.update_available) actions.push(action(`Upgrade to ${p.latest_version}`, "upgrade", "primary", `Upgrade to ${p.latest_version}:`));
     if (installed) {
       actions.push(p.enabled ? action("Disable", "disable", "secondary") : action("Enable", "enable", "secondary"));
-      if (p.previous_version) actions.push(action(`Roll back to ${p.previous_version}`, "rollback", "secondary", { aria: `Roll back to ${p.previous_version}:` }));
+      if (p.rollback_version) actions.push(action(`Roll back to ${p.rollback_version}`, "rollback", "secondary", `Roll back to ${p.rollback_version}:`));
       actions.push(action("Uninstall", "uninstall", "danger"));
     }
-
-    const installedText = installed
-      ? [p.installed_version, p.update_available ? el("span", { class: "update" }, ` · ${p.latest_version} available`) : null]
-      : ["—"];
+    actions.push(action("Details", "details", "secondary", "Details of"));
+    const installedText = installed ? [p.installed_version, p.update_available ? el("span", { class: "update" }, ` · ${p.latest_version} available`) : null] : ["—"];
     return el(
       "article",
-      { class: "card", id: `plugin-${p.id}`, "aria-labelledby": `plugin-${p.id}-name`, dataset: { plugin: p.id, installed: installed ? p.installed_version : "", enabled: String(p.enabled) } },
+      { class: "card", id: `plugin-${p.id}`, tabindex: "-1", "aria-labelledby": `plugin-${p.id}-name`, dataset: { plugin: p.id, installed: installed ? p.installed_version : "", enabled: String(p.enabled) } },
       el("div", { class: "card-head" }, el("div", {}, el("h2", { id: `plugin-${p.id}-name`, text: p.name }), el("span", { class: "id", text: p.id })), badge),
       el("p", { class: "description", text: p.description || "No description." }),
-      el(
-        "dl",
-        { class: "facts" },
+      el("dl", { class: "facts" },
         el("dt", { text: "Category" }), el("dd", { text: p.category || "—" }),
         el("dt", { text: "Price" }), el("dd", { text: formatPrice(p.price) }),
         el("dt", { text: "Latest version" }), el("dd", { text: p.latest_version || "—" }),
         el("dt", { text: "Installed" }), el("dd", { class: "installed-version" }, ...installedText),
-        el("dt", { text: "State" }), el("dd", { class: "enabled-state", text: !installed ? "Not installed" : p.enabled ? "Enabled" : "Disabled" }),
-        el("dt", { text: "Requires" }), el("dd", { text: p.requires && p.requires.length ? p.requires.join(", ") : "Nothing" }),
+        el("dt", { text: "Requires" }), el("dd", { text: p.requires.length ? p.requires.join(", ") : "Nothing" }),
+        p.required_by.length ? [el("dt", { text: "Required by" }), el("dd", { text: p.required_by.map(nameOf).join(", ") })] : null,
       ),
       p.load_error ? el("p", { class: "notice notice-error load-error", text: `Installed but not loaded: ${p.load_error}` }) : null,
       el("div", { class: "actions" }, ...actions),
     );
   }
 
-  function stepVersions(s) {
-    if (s.from && s.to && s.from !== s.to) return `${s.from} → ${s.to}`;
-    if (s.action === "uninstall") return `${s.from} (removed)`;
-    if (s.action === "none") return `${s.to || s.from} (${s.enabled ? "enabled" : "disabled"})`;
-    return s.to || s.from || "";
+  function pluginsText(plugins) {
+    return plugins.map((p) => {
+      const versions = p.from_version && p.to_version && p.from_version !== p.to_version ? `${p.from_version} → ${p.to_version}` : p.to_version || p.from_version || "";
+      const toggled = p.enabled === false ? " (disabled)" : "";
+      return `${p.name || p.id} ${versions}${toggled}`.trim();
+    }).join(", ");
   }
 
-  function operationText(operation, steps) {
-    const actions = [...new Set(steps.map((s) => s.action).filter((a) => a && a !== "none" && a !== operation))];
-    return actions.length ? `${operation} (${actions.join(", ")})` : operation;
-  }
+  const OUTCOME = { done: "Done", failed: "Failed, rolled back", refused: "Refused", busy: "Busy", unreachable: "Repository unreachable", "rolled back": "Failed, rolled back" };
 
   async function loadHistory() {
-    const [{ data: history }, { data: ops }] = await Promise.all([api("GET", "/history?limit=200"), api("GET", "/operations")]);
-    const rows = history.history.map((entry) => {
-      const steps = entry.steps || [];
-      const versions = steps.map(stepVersions).join(", ");
-      return el(
-        "tr",
-        { dataset: { txid: entry.txid } },
-        el("td", { text: formatTime(entry.finished) }),
-        el("td", { text: operationText(entry.operation, steps) }),
-        el("td", { text: steps.map((s) => s.id).join(", ") }),
-        el("td", { text: versions }),
-        el("td", { class: `outcome-${entry.outcome}` }, entry.outcome === "done" ? "done" : "rolled back", entry.reason ? el("span", { class: "reason", text: entry.reason }) : null),
-      );
-    });
+    const { data } = await api("GET", "/history?limit=200");
+    const rows = data.history.map((h) =>
+      el("tr", { dataset: { outcome: h.outcome } },
+        el("td", { text: formatTime(h.time) }),
+        el("td", { text: h.who }),
+        el("td", { text: h.operation }),
+        el("td", { text: pluginsText(h.plugins) }),
+        el("td", { class: `outcome-${h.outcome.split(" ")[0]}` }, OUTCOME[h.outcome] || h.outcome,
+          h.outcome !== "done" && (h.title || h.detail) ? el("span", { class: "reason", text: [h.title, h.detail].filter(Boolean).join(": ") }) : null),
+      ));
     $("history-rows").replaceChildren(...rows);
     $("history-empty").hidden = rows.length > 0;
-
-    const refused = ops.recent.filter((op) => op.status === "failed" && op.exit_code !== 1);
-    const refusalRows = refused.map((op) =>
-      el(
-        "tr",
-        { dataset: { operation: op.id } },
-        el("td", { text: formatTime(op.finished || op.started) }),
-        el("td", { text: op.kind }),
-        el("td", { text: op.plugin_id }),
-        el("td", { class: "outcome-refused" }, op.exit_code === 75 ? "busy" : "refused", el("span", { class: "reason mono", text: oneLine(op.error || "") })),
-      ),
-    );
-    $("refusal-rows").replaceChildren(...refusalRows);
-    $("refusals-empty").hidden = refusalRows.length > 0;
   }
 
   // -- operations -------------------------------------------------------------
 
   function applyBusy() {
-    for (const button of document.querySelectorAll(".actions button, #refresh")) button.disabled = state.busy;
+    for (const button of document.querySelectorAll(".actions button:not([data-action=details]), #refresh")) button.disabled = state.busy;
+    $("update-all").disabled = state.busy || !(state.catalogue && state.catalogue.updates);
   }
 
   function setBusy(busy) {
@@ -296,7 +332,7 @@
     applyBusy();
   }
 
-  const VERB = { install: "Installing", upgrade: "Upgrading", uninstall: "Uninstalling", rollback: "Rolling back", enable: "Enabling", disable: "Disabling", "install-remote": "Installing" };
+  const VERB = { install: "Installing", upgrade: "Upgrading", downgrade: "Installing an older version of", "update-all": "Updating all plugins", uninstall: "Uninstalling", rollback: "Rolling back", enable: "Enabling", disable: "Disabling" };
 
   function showStatus(kind, title, summary) {
     const panel = $("status-panel");
@@ -304,14 +340,12 @@
     panel.className = `status ${kind}`;
     panel.dataset.state = kind;
     $("status-title").textContent = title;
-    const box = $("status-summary");
-    box.replaceChildren(...(Array.isArray(summary) ? summary : [summary]));
+    $("status-summary").replaceChildren(...(Array.isArray(summary) ? summary : [summary]));
     $("status-dismiss").hidden = kind === "running";
   }
 
   function showProgress(op) {
     const downloads = op.downloads || [];
-    // The package being downloaded (else the last one): its own bytes; "2 of 3" when several.
     let index = downloads.findIndex((d) => d.received < d.total);
     if (index < 0) index = downloads.length - 1;
     const current = downloads[index];
@@ -319,38 +353,40 @@
     if (current) {
       const count = downloads.length > 1 ? ` (${index + 1} of ${downloads.length})` : "";
       const bytes = `${formatBytes(current.received)} of ${formatBytes(current.total)}`;
-      $("download-label").textContent = `Download ${current.plugin_id} ${current.version}${count}: ${bytes}`;
+      $("download-label").textContent = `Download ${nameOf(current.plugin_id)} ${current.version}${count}: ${bytes}`;
       $("download-bar").max = Math.max(current.total, 1);
       $("download-bar").value = current.received;
       $("download-bar").setAttribute("aria-valuetext", bytes);
     }
     const stages = $("stages");
-    const messages = op.messages || [];
-    while (stages.children.length > messages.length) stages.lastChild.remove();
-    for (let i = stages.children.length; i < messages.length; i++) stages.append(el("li", { text: messages[i] }));
+    const lines = op.status === "queued" ? ["Waiting for the operation before it to finish"] : op.stages || [];
+    while (stages.children.length > lines.length) stages.lastChild.remove();
+    for (let i = 0; i < lines.length; i++) {
+      if (stages.children[i]) stages.children[i].textContent = lines[i];
+      else stages.append(el("li", { text: lines[i] }));
+    }
   }
 
-  /** What is installed (id, version, enabled), comparable as a string; listed even when the repository is unreadable. */
   function installedState(catalogue) {
     if (!catalogue) return null;
     return JSON.stringify(catalogue.plugins.filter((p) => p.installed_version !== null).map((p) => [p.id, p.installed_version, p.enabled]));
   }
 
-  function doneSummary(kind, pluginId, result) {
-    const name = pluginName(pluginId);
-    const plugin = result.plugin;
+  function doneSummary(kind, pluginId, op) {
+    const name = nameOf(pluginId);
     let text;
-    if (!result.changed) text = `Nothing to do: ${name} is already in that state.`;
+    if (!op.changed) text = `Nothing to do: ${kind === "update-all" ? "every plugin is up to date" : `${name} is already in that state`}.`;
     else if (kind === "uninstall") text = `${name} was uninstalled.`;
-    else if (plugin) text = `${name} ${plugin.version} is installed and ${plugin.enabled ? "enabled" : "disabled"}.`;
+    else if (kind === "update-all") text = `${op.changes.length} plugin${op.changes.length === 1 ? "" : "s"} updated.`;
+    else if (op.plugin) text = `${name} ${op.plugin.version} is installed and ${op.plugin.enabled ? "enabled" : "disabled"}.`;
     else text = `${name}: done.`;
     const parts = [el("span", { class: "headline", text: `Done. ${text}` })];
-    if (result.changes && result.changes.length) parts.push(el("span", { class: "reason", text: `Changes: ${result.changes.join("; ")}` }));
-    if (result.load_error) parts.push(el("span", { class: "reason", text: `Installed, but the backend did not load: ${result.load_error}` }));
+    if (op.changes && op.changes.length) parts.push(el("span", { class: "reason", text: `Changes: ${op.changes.join("; ")}` }));
+    if (op.load_error) parts.push(el("span", { class: "reason", text: `Installed, but the backend did not load: ${op.load_error}` }));
     return parts;
   }
 
-  async function failedSummary(pluginId, reason, exitCode, before) {
+  async function failedSummary(error, before) {
     let after = null;
     try {
       after = await loadPlugins();
@@ -359,26 +395,23 @@
     }
     const now = installedState(after);
     const check = now === null || before === null ? "The page could not check the installed plugins afterwards: refresh the list." : now === before ? "Nothing changed." : "The installed plugins changed: see the list below.";
-    const head = exitCode === 75 ? "Busy: another operation is running." : exitCode === 3 ? `Refused: ${pluginName(pluginId)} failed a security check.` : `Failed: ${pluginName(pluginId)}.`;
-    return [
-      el("span", { class: "headline", text: head }),
-      el("span", { class: "reason", id: "status-reason", text: oneLine(reason) }),
-      el("span", { class: "unchanged", text: check }),
-    ];
+    return [...errorParts(error), el("span", { class: "unchanged", text: check })];
   }
 
-  async function follow(operationId, kind, pluginId, before) {
+  async function follow(operationId, kind, pluginId, before, title) {
     for (;;) {
       const { data: op } = await api("GET", `/operations/${operationId}`);
       showProgress(op);
+      if (op.status === "queued") showStatus("running", title, el("span", { class: "headline", text: `${title}: waiting for another operation to finish…` }));
+      else if (op.status === "running") showStatus("running", title, el("span", { class: "headline", text: `${title}…` }));
       if (op.status === "done") {
         await loadPlugins();
-        showStatus("done", `${VERB[kind] || kind} ${pluginName(pluginId)}: done`, doneSummary(kind, pluginId, op.result || {}));
+        showStatus("done", `${title}: done`, doneSummary(kind, pluginId, op));
         return;
       }
       if (op.status === "failed") {
-        const summary = await failedSummary(pluginId, op.error || "failed", op.exit_code, before);
-        showStatus("failed", `${VERB[kind] || kind} ${pluginName(pluginId)}: ${op.exit_code === 75 ? "busy" : "refused"}`, summary);
+        const error = op.error || { title: "Failed" };
+        showStatus("failed", `${title}: ${error.title}`, await failedSummary(error, before));
         return;
       }
       await sleep(POLL_MS);
@@ -389,75 +422,173 @@
     if (state.busy) return;
     setBusy(true);
     const before = installedState(state.catalogue);
-    const title = `${VERB[kind] || kind} ${pluginName(pluginId)}`;
+    const title = pluginId ? `${VERB[kind] || kind} ${nameOf(pluginId)}` : VERB[kind] || kind;
     $("download").hidden = true;
     $("stages").replaceChildren();
     showStatus("running", title, el("span", { class: "headline", text: `${title}…` }));
     try {
       let started;
       try {
-        started = await api("POST", `${path}?wait=false`, body);
+        started = await postPatiently(`${path}?wait=false`, body, (seconds) =>
+          showStatus("running", title, el("span", { class: "headline", text: `Busy: another operation is running. Trying again in ${seconds} s…` })));
       } catch (exc) {
         if (!(exc instanceof ApiError)) throw exc;
-        const summary = await failedSummary(pluginId, exc.message, exc.body.exit_code, before);
-        showStatus("failed", `${title}: ${exc.status === 409 ? "busy" : "refused"}`, summary);
-        if (exc.status === 409) await followOthers();
+        showStatus("failed", `${title}: ${exc.body.title || "refused"}`, await failedSummary(exc.body.title ? exc.body : { title: "Refused", detail: exc.message }, before));
         return;
       }
-      await follow(started.data.operation_id, kind, pluginId, before);
+      await follow(started.data.id, kind, pluginId, before, title);
     } catch (exc) {
       if (exc instanceof AuthError) return;
-      showStatus("failed", `${title}: error`, [el("span", { class: "headline", text: "The page lost track of the operation." }), el("span", { class: "reason", text: oneLine(exc.message) })]);
+      showStatus("failed", `${title}: error`, errorParts(exc.body || {}, exc.message));
     } finally {
       setBusy(false);
+      if (pluginId && state.view === "plugins") renderCards(pluginId); // focus back on the card that acted
     }
   }
 
-  /** Another admin's operation: keep the buttons disabled until it has finished, then refresh. */
-  async function followOthers() {
-    setBusy(true);
+  // -- preview and confirmation ---------------------------------------------------------
+
+  const CONFIRM_VERB = { install: "Install", upgrade: "Upgrade", downgrade: "Install older version", uninstall: "Uninstall", rollback: "Roll back", "update-all": "Update all" };
+  const ACTION_WORD = { install: "Install", upgrade: "Upgrade", downgrade: "Downgrade", uninstall: "Remove", rollback: "Roll back", enable: "Enable", disable: "Disable" };
+
+  function changeLine(c) {
+    const versions = c.from_version && c.to_version ? `${c.from_version} → ${c.to_version}` : c.to_version || c.from_version || "";
+    return el("li", {}, `${ACTION_WORD[c.action] || c.action} ${c.name} ${versions}`, c.reason !== "requested" ? el("span", { class: "muted", text: ` (${c.reason})` }) : null);
+  }
+
+  /** Ask the server what would happen, show it, and resolve to the confirmed options (or null). */
+  async function confirmOperation(request, opener) {
+    const dialog = $("confirm-dialog");
+    const { data: preview } = await api("POST", "/preview", request);
+    const needsCascade = preview.needs_confirmation.includes("cascade");
+    const needsDowngrade = preview.needs_confirmation.includes("allow_downgrade");
+    const what = request.addon_id ? nameOf(request.addon_id) : "all plugins";
+    $("confirm-title").textContent = `${CONFIRM_VERB[request.operation] || request.operation} ${request.operation === "update-all" ? "" : what}?`.replace("  ", " ");
+    const body = [];
+    if (preview.refusal && !needsCascade) body.push(el("div", { class: "notice notice-error" }, el("strong", { text: preview.refusal.title }), preview.refusal.detail));
+    if (needsCascade) body.push(el("p", { class: "notice notice-warn", text: `${preview.refusal ? preview.refusal.detail : ""} Check the box below to uninstall them together.` }));
+    body.push(preview.changes.length ? el("ul", { class: "changes", "aria-label": "Changes" }, ...preview.changes.map(changeLine)) : el("p", { text: "Nothing to change." }));
+    body.push(el("p", { class: "muted", id: "database-summary", text: `Database: ${preview.database}` }));
+    $("confirm-body").replaceChildren(...body);
+    $("cascade-row").hidden = !needsCascade;
+    $("cascade").checked = false;
+    $("keep-data-row").hidden = request.operation !== "uninstall";
+    $("keep-data").checked = false;
+    $("downgrade-row").hidden = !needsDowngrade;
+    $("allow-downgrade").checked = false;
+    const ok = $("confirm-ok");
+    ok.textContent = CONFIRM_VERB[request.operation] || "Confirm";
+    ok.className = request.operation === "uninstall" ? "danger" : "primary";
+    const blocked = () => (needsCascade && !$("cascade").checked) || (needsDowngrade && !$("allow-downgrade").checked) || (preview.refusal && !needsCascade) || !preview.changes.length;
+    const update = () => (ok.disabled = Boolean(blocked()));
+    $("cascade").onchange = update;
+    $("allow-downgrade").onchange = update;
+    update();
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("confirm-cancel").focus();
+    await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+    if (opener && opener.isConnected) opener.focus();
+    if (dialog.returnValue !== "confirm" || blocked()) return null;
+    return { cascade: $("cascade").checked, keep_data: $("keep-data").checked, allow_downgrade: $("allow-downgrade").checked };
+  }
+
+  async function previewThenRun(request, opener, run) {
+    if (state.busy) return;
+    let options;
     try {
-      for (;;) {
-        const { data } = await api("GET", "/operations");
-        if (!data.current) break;
-        await sleep(POLL_MS * 2);
-      }
-      await loadPlugins();
-    } finally {
-      setBusy(false);
+      options = await confirmOperation(request, opener);
+    } catch (exc) {
+      if (exc instanceof AuthError) return;
+      showStatus("failed", "Preview failed", errorParts(exc.body || {}, exc.message));
+      return;
     }
+    if (options) await run(options);
   }
 
   function onAction(kind, p) {
+    if (kind === "details") return openDetail(p.id);
     if (state.busy) return;
+    const opener = document.activeElement;
     switch (kind) {
       case "install":
-        return runOperation("install", p.id, "/install-remote", { addon_id: p.id });
       case "upgrade":
-        return runOperation("upgrade", p.id, "/install-remote", { addon_id: p.id });
+        return previewThenRun({ operation: kind, addon_id: p.id }, opener, () => runOperation(kind, p.id, "/install-remote", { addon_id: p.id }));
       case "uninstall":
-        return askUninstall(p);
+        return previewThenRun({ operation: "uninstall", addon_id: p.id }, opener, (o) => runOperation("uninstall", p.id, `/${p.id}/uninstall`, { keep_data: o.keep_data, cascade: o.cascade }));
+      case "rollback":
+        return previewThenRun({ operation: "rollback", addon_id: p.id }, opener, () => runOperation("rollback", p.id, `/${p.id}/rollback`));
       default:
         return runOperation(kind, p.id, `/${p.id}/${kind}`);
     }
   }
 
-  function askUninstall(p) {
-    const dialog = $("uninstall-dialog");
-    state.pendingUninstall = p;
-    $("uninstall-title").textContent = `Uninstall ${p.name}?`;
-    $("keep-data").checked = false;
-    dialog.returnValue = "";
-    dialog.showModal();
-    $("uninstall-cancel").focus();
+  // -- the detail view ---------------------------------------------------------------
+
+  async function openDetail(pluginId, version) {
+    const dialog = $("detail-dialog");
+    const opener = document.activeElement;
+    $("detail-title").textContent = nameOf(pluginId);
+    $("detail-body").replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+    if (!dialog.open) {
+      dialog.showModal();
+      dialog.addEventListener("close", () => opener && opener.isConnected && opener.focus(), { once: true });
+    }
+    $("detail-close").focus();
+    try {
+      const { data } = await api("GET", `/plugins/${pluginId}${version ? `?version=${encodeURIComponent(version)}` : ""}`);
+      state.detail = data;
+      renderDetail(data);
+    } catch (exc) {
+      if (exc instanceof AuthError) return dialog.close();
+      $("detail-body").replaceChildren(el("div", { class: "notice notice-error" }, ...errorParts(exc.body || {}, exc.message)));
+    }
   }
 
-  function onUninstallClosed() {
-    const dialog = $("uninstall-dialog");
-    const p = state.pendingUninstall;
-    state.pendingUninstall = null;
-    if (!p || dialog.returnValue !== "confirm") return;
-    runOperation("uninstall", p.id, `/${p.id}/uninstall`, { keep_data: $("keep-data").checked });
+  function renderDetail(d) {
+    $("detail-title").textContent = `${d.name} ${d.version}`;
+    const picker = el("select", { id: "version-picker" }, ...d.versions.map((v) => el("option", { value: v.version, text: `${v.version}${v.installed ? " (installed)" : ""}` })));
+    picker.value = d.version;
+    const versionOf = (v) => v.split(/[.+-]/).map((x) => (Number.isNaN(Number(x)) ? x : Number(x)));
+    const older = (a, b) => { const x = versionOf(a), y = versionOf(b); for (let i = 0; i < Math.max(x.length, y.length); i++) { if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) < (y[i] ?? 0); } return false; };
+    const installThis = el("button", { type: "button", class: "primary", id: "install-version", onclick: () => installVersion(d, picker.value) }, "Install this version");
+    const sync = () => {
+      const chosen = picker.value;
+      installThis.disabled = state.busy || chosen === d.installed_version || !d.versions.find((v) => v.version === chosen && v.in_repository);
+      installThis.textContent = d.installed_version && older(chosen, d.installed_version) ? `Install older version ${chosen}` : `Install ${chosen}`;
+    };
+    picker.addEventListener("change", () => { sync(); openDetail(d.id, picker.value); });
+    sync();
+    const facts = el("dl", { class: "facts" },
+      el("dt", { text: "Author" }), el("dd", { text: d.author || "—" }),
+      el("dt", { text: "Category" }), el("dd", { text: d.category || "—" }),
+      el("dt", { text: "Price" }), el("dd", { text: formatPrice(d.price) }),
+      el("dt", { text: "Installed" }), el("dd", { text: d.installed_version || "Not installed" }),
+      el("dt", { text: "Requires" }), el("dd", { text: d.requires.length ? d.requires.join(", ") : "Nothing" }),
+      el("dt", { text: "Required by" }), el("dd", { text: d.required_by.length ? d.required_by.map(nameOf).join(", ") : "No installed plugin" }),
+      el("dt", { text: "Publisher key" }), el("dd", { class: "mono", id: "publisher-key", text: d.publisher_key_id || "Unknown (not downloaded on this server)" }),
+      el("dt", { text: "Shown from" }), el("dd", { text: d.source === "installed" ? "the installed files" : "the repository's package (verified)" }),
+    );
+    const permissions = d.permissions.length ? el("ul", { id: "permissions" }, ...d.permissions.map((p) => el("li", { title: p.name, text: p.text }))) : el("p", { text: "None." });
+    const doc = (title, html, id) => [el("h3", { text: title }), html ? el("div", { class: "document", id }, safeHtml(html)) : el("p", { class: "muted", text: `No ${title.toLowerCase()} in the package.` })];
+    $("detail-body").replaceChildren(
+      el("p", { text: d.description }),
+      facts,
+      el("h3", { text: "Permissions it asks for" }), permissions,
+      el("h3", { text: "Versions" }),
+      el("div", { class: "picker" }, el("div", { class: "field" }, el("label", { for: "version-picker", text: "Version" }), picker), installThis),
+      ...doc("README", d.readme_html, "readme"),
+      ...doc("Changelog", d.changelog_html, "changelog"),
+    );
+  }
+
+  async function installVersion(d, version) {
+    const downgrade = d.installed_version && version !== d.installed_version && d.versions.findIndex((v) => v.version === version) > d.versions.findIndex((v) => v.version === d.installed_version);
+    const operation = downgrade ? "downgrade" : d.installed_version ? "upgrade" : "install";
+    $("detail-dialog").close();
+    const opener = $(`plugin-${d.id}`);
+    await previewThenRun({ operation, addon_id: d.id, version }, opener, (o) =>
+      runOperation(operation, d.id, "/install-remote", { addon_id: d.id, version, allow_downgrade: Boolean(o.allow_downgrade) }));
   }
 
   // -- start ------------------------------------------------------------------
@@ -465,23 +596,29 @@
   async function start() {
     $("login-form").addEventListener("submit", onLogin);
     $("sign-out").addEventListener("click", () => signOut("Signed out."));
-    $("refresh").addEventListener("click", () => loadPlugins().catch(() => {}));
+    $("refresh").addEventListener("click", () => loadPlugins(true).catch(() => {}));
     $("history-refresh").addEventListener("click", () => loadHistory().catch(() => {}));
-    $("status-dismiss").addEventListener("click", () => ($("status-panel").hidden = true));
-    $("uninstall-dialog").addEventListener("close", onUninstallClosed);
-    for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showView(tab.dataset.view));
-    if (!token()) {
-      showLogin("");
-      return;
-    }
+    $("status-dismiss").addEventListener("click", () => { $("status-panel").hidden = true; $("main").focus(); });
+    $("detail-close").addEventListener("click", () => $("detail-dialog").close());
+    $("update-all").addEventListener("click", (event) =>
+      previewThenRun({ operation: "update-all" }, event.currentTarget, () => runOperation("update-all", "", "/update-all")));
+    $("filters").addEventListener("submit", (event) => event.preventDefault());
+    $("search").addEventListener("input", () => renderCards());
+    $("category").addEventListener("change", () => renderCards());
+    for (const tab of document.querySelectorAll(".tab[data-view]")) tab.addEventListener("click", () => showView(tab.dataset.view));
+    if (!token()) return showLogin("");
     $("nav").hidden = false;
     await showView(location.hash === "#history" ? "history" : "plugins");
     try {
       const { data } = await api("GET", "/operations");
-      if (data.current) {
-        showStatus("running", "Another operation is running", el("span", { class: "headline", text: "Another admin's operation is running; the buttons are disabled until it has finished." }));
-        await followOthers();
-        $("status-panel").hidden = true;
+      const active = data.recent.find((op) => op.status === "running" || op.status === "queued");
+      if (active) {
+        setBusy(true);
+        try {
+          await follow(active.id, active.kind, active.plugin_id, installedState(state.catalogue), `${VERB[active.kind] || active.kind} ${nameOf(active.plugin_id)} (started by another admin)`);
+        } finally {
+          setBusy(false);
+        }
       }
     } catch (_) {
       /* the login prompt is already shown */

@@ -216,7 +216,11 @@ def plan_install(
                     "uninstall it first or publish a new version"
                 )
             if wanted < installed and not allow_downgrade:
-                raise UsageError(f"{meta.id} {before.version} is installed; installing {version} is a downgrade (use --allow-downgrade)")
+                raise UsageError(
+                    f"{meta.id} {before.version} is installed; installing {version} is a downgrade (use --allow-downgrade)",
+                    option="allow_downgrade",
+                    plugins=(meta.id,),
+                )
             action: Action = "upgrade" if wanted > installed else "downgrade"
         else:
             action = "install"
@@ -264,7 +268,9 @@ def plan_uninstall(
             raise NotInstalledError(f"{pid} is not installed")
         dependents = [d for d in _dependents(registry, pid) if d not in chain]
         if dependents and not cascade:
-            raise DependencyError(f"{', '.join(dependents)} require(s) {pid}; uninstall them first or use --cascade")
+            raise DependencyError(
+                f"{', '.join(dependents)} require(s) {pid}; uninstall them first or use --cascade", option="cascade", plugins=tuple(dependents)
+            )
         for dependent in dependents:
             visit(dependent, chain + (pid,))
         targets.append(pid)  # dependents were appended before us
@@ -359,7 +365,7 @@ def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str, *,
     if not enabled:
         dependents = [d for d in _dependents(registry, plugin_id) if registry.plugins[d].enabled]
         if dependents:
-            raise DependencyError(f"{', '.join(dependents)} require(s) {plugin_id}; disable them first")
+            raise DependencyError(f"{', '.join(dependents)} require(s) {plugin_id}; disable them first", plugins=tuple(dependents))
     after = attrs.evolve(before, enabled=enabled, txid=txid)
     steps = [Step(plugin_id=plugin_id, action="none", before=before, after=after)]
     if enabled and with_requirements:

@@ -1,0 +1,233 @@
+"""The marketplace API's request and response bodies (typed, so /docs shows every field)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ADDON_ID_PATTERN",
+    "AuthErrorBody",
+    "Catalogue",
+    "ErrorBody",
+    "HistoryEntry",
+    "HistoryPage",
+    "InstallRemote",
+    "OperationBody",
+    "OperationsOverview",
+    "PluginCard",
+    "PluginDetail",
+    "PreviewBody",
+    "PreviewChange",
+    "PreviewRequest",
+    "RepositoryStatus",
+    "Uninstall",
+]
+
+ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # DESIGN.md "Package format": it becomes a Python package name
+VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters; the resolver checks the rest
+
+OperationKind = Literal["install", "upgrade", "downgrade", "update-all", "uninstall", "rollback", "enable", "disable"]
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+class InstallRemote(BaseModel):
+    """Install from the repository: the newest version, or ``version``; an installed id is upgraded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    addon_id: str = Field(pattern=ADDON_ID_PATTERN)
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    allow_downgrade: bool = Field(default=False, description="confirm installing a version older than the installed one")
+
+
+class Uninstall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep_data: bool = Field(default=False, description="keep the plugin's tables and rows (its down migrations do not run)")
+    cascade: bool = Field(default=False, description="also uninstall the installed plugins that require this one")
+
+
+class PreviewRequest(BaseModel):
+    """What a POST would do, asked before doing it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    operation: OperationKind
+    addon_id: str | None = Field(default=None, pattern=ADDON_ID_PATTERN)
+    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    cascade: bool = False
+    keep_data: bool = False
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    """Every refusal and failure: a title and detail for people, the raw line only for details."""
+
+    title: str = Field(description="short heading, e.g. 'Repository unreachable'")
+    detail: str = Field(description="what happened and what to do, in API terms")
+    error: str = Field(description="the library's error class, e.g. 'DependencyError'")
+    exit_code: int = Field(description="the CLI's exit code for the same failure (1, 2, 3, 75)")
+    raw: str = Field(description="the library's own one-line message (temporary paths removed)")
+    option: str | None = Field(default=None, description="the request field that would resolve it: 'cascade' or 'allow_downgrade'")
+    plugins: list[str] = Field(default_factory=list, description="plugin ids concerned (for a dependency refusal: the dependents)")
+    operation_id: str | None = None
+    retry_after: int | None = Field(default=None, description="seconds to wait before retrying (also the Retry-After header)")
+
+
+class AuthErrorBody(BaseModel):
+    detail: str
+
+
+# -- the catalogue ----------------------------------------------------------------------------
+
+
+class RepositoryStatus(BaseModel):
+    url: str | None
+    state: Literal["ok", "unreachable", "untrusted", "none", "loading"]
+    checked_at: str | None = Field(default=None, description="when the listed manifest was fetched and verified")
+    plugin_count: int = 0
+    error: ErrorBody | None = None
+
+
+class PluginCard(BaseModel):
+    id: str
+    name: str
+    description: str
+    category: str
+    price: Any = None
+    author: str = ""
+    requires: list[str]
+    required_by: list[str] = Field(description="installed plugins that require this one")
+    latest_version: str | None
+    versions: list[str]
+    installed_version: str | None
+    enabled: bool
+    previous_version: str | None
+    rollback_version: str | None = Field(description="the version a rollback returns to; null when that is the offered upgrade")
+    update_available: bool
+    load_error: str | None
+
+
+class Catalogue(BaseModel):
+    repository: RepositoryStatus
+    categories: list[str]
+    updates: int = Field(description="installed plugins with a newer version in the repository")
+    plugins: list[PluginCard]
+
+
+class PermissionText(BaseModel):
+    name: str
+    text: str
+
+
+class VersionInfo(BaseModel):
+    version: str
+    installed: bool
+    in_repository: bool
+
+
+class PluginDetail(BaseModel):
+    id: str
+    name: str
+    version: str
+    source: Literal["installed", "repository"]
+    description: str
+    author: str
+    category: str
+    price: Any = None
+    permissions: list[PermissionText]
+    requires: list[str]
+    required_by: list[str]
+    versions: list[VersionInfo]
+    installed_version: str | None
+    publisher_key_id: str | None = Field(description="minisign key id that signed this version's package, when known")
+    readme_html: str | None = Field(description="README rendered from Markdown; raw HTML in it is escaped")
+    changelog_html: str | None
+
+
+# -- operations ---------------------------------------------------------------------------------
+
+
+class Download(BaseModel):
+    plugin_id: str
+    version: str
+    received: int
+    total: int
+
+
+class OperationBody(BaseModel):
+    """One marketplace operation: queued or running, then done (with ``result``) or failed (with ``error``)."""
+
+    id: str
+    kind: str
+    plugin_id: str
+    status: Literal["queued", "running", "done", "failed"]
+    started: str
+    finished: str | None = None
+    stages: list[str] = Field(description="what it did so far, in words")
+    messages: list[str] = Field(description="the installer's own progress lines")
+    downloads: list[Download]
+    changed: bool = Field(default=False, description="false: nothing to do, the plugins were already in that state")
+    changes: list[str] = Field(default_factory=list, description="one line per plugin changed (the installer's words)")
+    txid: str | None = None
+    plugin: dict[str, Any] | None = Field(default=None, description="the plugin as installed afterwards")
+    load_error: str | None = None
+    error: ErrorBody | None = None
+
+
+class OperationsOverview(BaseModel):
+    current: str | None
+    queued: int
+    recent: list[OperationBody]
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+class HistoryPlugin(BaseModel):
+    id: str
+    name: str
+    from_version: str | None = None
+    to_version: str | None = None
+    enabled: bool | None = None
+
+
+class HistoryEntry(BaseModel):
+    time: str
+    who: str
+    operation: str
+    outcome: Literal["done", "failed", "refused", "busy", "unreachable", "rolled back"]
+    plugins: list[HistoryPlugin]
+    title: str | None = None
+    detail: str | None = None
+    txid: str | None = None
+
+
+class HistoryPage(BaseModel):
+    history: list[HistoryEntry]
+
+
+# -- preview -------------------------------------------------------------------------------------
+
+
+class PreviewChange(BaseModel):
+    id: str
+    name: str
+    action: Literal["install", "upgrade", "downgrade", "uninstall", "enable", "disable", "rollback"]
+    from_version: str | None = None
+    to_version: str | None = None
+    reason: str = Field(description="why it is part of the plan, e.g. 'required by SMS Notifications'")
+
+
+class PreviewBody(BaseModel):
+    operation: str
+    changes: list[PreviewChange]
+    needs_confirmation: list[str] = Field(description="request fields the admin must confirm, e.g. 'cascade', 'allow_downgrade'")
+    refusal: ErrorBody | None = Field(default=None, description="why the operation would be refused as asked")
+    database: str = Field(description="what is known about database changes; the exact migrations need the installer's dry run")
