@@ -103,3 +103,17 @@ def test_zero_minimum_rate_turns_the_rate_rule_off(server: MisbehavingServer, tm
     rules = Timeouts(read=30.0, deadline=60.0, min_rate=0, rate_window=0.1)
     Fetcher(server.url, rules).download(PATH, tmp_path / "out.zip", len(body))
     assert (tmp_path / "out.zip").read_bytes() == body
+
+
+def test_a_repository_nobody_answers_for_is_unreachable_by_class(tmp_path):
+    """The marketplace tells "unreachable" from a bad answer by the error's class, not its text."""
+    import socket
+
+    from atomicplug.errors import RepositoryUnreachableError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    fetcher = Fetcher(f"http://127.0.0.1:{port}", Timeouts(attempts=2, backoff=0.01, deadline=5))
+    with pytest.raises(RepositoryUnreachableError):
+        fetcher.fetch_bytes("/manifest.json", 1024)

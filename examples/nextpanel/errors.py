@@ -17,7 +17,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from atomicplug.errors import AtomicplugError, DependencyError, DownloadError, LockBusyError, SecurityError, TrustError, UsageError
+from atomicplug.errors import (
+    AtomicplugError,
+    DependencyError,
+    DownloadError,
+    LockBusyError,
+    RepositoryUnreachableError,
+    SecurityError,
+    TrustError,
+    UsageError,
+)
 
 from .models import ErrorBody
 
@@ -29,8 +38,6 @@ RETRY_AFTER_SECONDS = 2
 
 #: CLI flags in library messages → the API's request fields.
 _FLAGS = {"--cascade": "cascade", "--allow-downgrade": "allow_downgrade", "--keep-data": "keep_data"}
-_UNREACHABLE_SIGNS = ("Failed to establish a new connection", "Connection refused", "Connection reset", "Read timed out",
-                      "Connection aborted", "Name or service not known", "RemoteDisconnected")
 _TEMP_PATH = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s'\"():,]+")
 #: fsutil's temp names (.<name>.<pid>-<random>.tmp-atomicplug) and the manifest check's (.atomicplug-verify-<random>)
 _ATOMIC_TEMP = re.compile(r"[^\s'\"():,]*(?:\.tmp-atomicplug\b|\.atomicplug-[\w-]+)")
@@ -52,17 +59,7 @@ def status_for(error: AtomicplugError) -> int:
 
 def is_unreachable(error: BaseException) -> bool:
     """A download that failed because nothing answered (refused, reset, timed out), not a bad answer."""
-    if not isinstance(error, DownloadError):
-        return False
-    import requests
-
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, requests.ConnectionError | requests.Timeout | ConnectionError | TimeoutError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    # The fetcher's deadline error names its last error only in text (no __cause__).
-    return any(sign in str(error) for sign in _UNREACHABLE_SIGNS)
+    return isinstance(error, RepositoryUnreachableError)
 
 
 def _raw(error: BaseException) -> str:

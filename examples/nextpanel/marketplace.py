@@ -116,8 +116,10 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
             entries = [e for e in snapshot.manifest.plugins if e.id == addon_id] if snapshot and snapshot.manifest else []
 
             def fetch(entry: Any) -> Any:
-                fetched = fetch_package(panel.config, entry)
-                return fetched.zip_path, fetched.sig_path
+                from atomicplug.intake import blob_path, signature_path_for
+
+                blob = blob_path(panel.config, fetch_package(panel.config, entry).sha256)
+                return blob, signature_path_for(blob)
 
             return detail(panel.config, addon_id, version, entries, panel.installed(), fetch)
 

@@ -83,12 +83,4 @@ class PanelInstaller(Installer):
 
 def install_versions(installer: Installer, specs: list[str], *, allow_downgrade: bool) -> TransactionResult:
     """``installer.install(specs)``, passing ``allow_downgrade`` to the transaction."""
-    if not allow_downgrade:
-        return installer.install(specs)
-    from atomicplug.repository import remote
-    from atomicplug.stages.verify import verify_package
-
-    installed = {pid: e["version"] for pid, e in ((p["id"], p) for p in installer.list())}
-    fetched = remote.plan_remote(installer.config, specs, installed)
-    packages = [verify_package(installer.config, f.zip_path, f.sig_path) for f in fetched]
-    return installer.install_packages(packages, allow_downgrade=True)
+    return installer.install(specs, allow_downgrade=allow_downgrade)

@@ -30,6 +30,7 @@ __all__ = [
     "DatabaseError",
     "DependencyError",
     "DownloadError",
+    "RepositoryUnreachableError",
     "TrustError",
     "NotInstalledError",
 ]
@@ -153,3 +154,9 @@ class DownloadError(OperationError):
     """A package or manifest could not be fetched."""
 
     title = "Download failed"
+
+
+class RepositoryUnreachableError(DownloadError):
+    """No attempt reached the repository at all (refused, reset, timed out before any answer)."""
+
+    title = "Repository unreachable"

@@ -153,7 +153,15 @@ class Installer:
             )
             return self._run(plan)
 
-    def install(self, specs: str | Sequence[str], *, upgrade: bool = False, rehearse: bool = True) -> TransactionResult:
+    def install(
+        self,
+        specs: str | Sequence[str],
+        *,
+        upgrade: bool = False,
+        rehearse: bool = True,
+        allow_downgrade: bool = False,
+        with_requirements: bool = False,
+    ) -> TransactionResult:
         """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies)."""
         from atomicplug.repository import remote
 
@@ -161,7 +169,9 @@ class Installer:
             specs = [specs]
         installed = self._installed_versions()
         packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
-        return self.install_packages(packages, rehearse=rehearse)
+        return self.install_packages(
+            packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements
+        )
 
     def upgrade(self, plugin_ids: Sequence[str] | None = None, *, rehearse: bool = True) -> TransactionResult:
         """Upgrade the named plugins (None: all installed) to the repository's highest versions."""

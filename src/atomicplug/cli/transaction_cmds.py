@@ -56,7 +56,9 @@ def cmd_install(args: argparse.Namespace) -> int:
             packages, allow_downgrade=args.allow_downgrade, rehearse=rehearse, with_requirements=args.with_requirements
         )
     else:
-        result = installer.install(specs, rehearse=rehearse)
+        result = installer.install(
+            specs, rehearse=rehearse, allow_downgrade=args.allow_downgrade, with_requirements=args.with_requirements
+        )
     return _report(result, "nothing to do: already installed")
 
 

@@ -33,7 +33,7 @@ import attrs
 import requests
 import urllib3
 
-from atomicplug.errors import ConfigError, DownloadError, TrustError
+from atomicplug.errors import ConfigError, DownloadError, RepositoryUnreachableError, TrustError
 from atomicplug.repository.watchdog import TransferWatchdog, watch_session
 
 if TYPE_CHECKING:
@@ -132,7 +132,11 @@ class _Progress:
 
 
 class _Retry(Exception):
-    """One attempt failed in a way worth retrying."""
+    """One attempt failed in a way worth retrying; ``reached``: the server answered at all."""
+
+    def __init__(self, reason: object, *, reached: bool = True) -> None:
+        super().__init__(reason)
+        self.reached = reached
 
 
 class _NotFound(Exception):
@@ -244,6 +248,7 @@ class Fetcher:
 
         last_error: BaseException | str = "no attempt made"
         attempts = 0
+        reached = False
         with TransferWatchdog(t.deadline, t.min_rate, t.rate_window) as watchdog:
             try:
                 while attempts < max(1, t.attempts) and watchdog.check() is None:
@@ -256,6 +261,7 @@ class Fetcher:
                         answer = self._attempt(url, sink, limit, exact, watchdog, headers or {}, advanced)
                     except _Retry as exc:
                         last_error = exc.args[0]
+                        reached = reached or exc.reached
                         continue
                     except _NotFound:
                         if missing_ok:
@@ -269,10 +275,12 @@ class Fetcher:
             finally:
                 bar.close()
             broken = watchdog.broken  # set by the thread, or by check() when the loop stopped on it
+        # Nothing ever answered (refused, reset, timed out before a status line): say so by class.
+        failure = DownloadError if reached else RepositoryUnreachableError
         if broken is not None:
-            raise DownloadError(f"{url}: {broken}")
+            raise failure(f"{url}: {broken}")
         cause = last_error if isinstance(last_error, BaseException) else None
-        raise DownloadError(f"{url}: failed after {attempts} attempts: {last_error}") from cause
+        raise failure(f"{url}: failed after {attempts} attempts: {last_error}") from cause
 
     def _attempt(
         self,
@@ -296,7 +304,7 @@ class Fetcher:
                 url, headers=headers, stream=True, timeout=(min(t.connect, remaining), min(t.read, remaining))
             )
         except requests.RequestException as exc:
-            raise _Retry(exc) from exc
+            raise _Retry(exc, reached=False) from exc
         with response:
             status = response.status_code
             answer = _Answer(status, response.headers.get("ETag"), response.headers.get("Last-Modified"))
