@@ -1,7 +1,8 @@
 """One error root for everything atomicplug refuses or fails at.
 
 Each class carries the process exit code of DESIGN.md "Interfaces":
-0 ok; 1 failed and rolled back; 2 usage or config; 3 security refusal; 75 lock busy.
+0 ok; 1 failed and rolled back; 2 usage or config; 3 security refusal; 75 lock busy
+or a COMMIT whose outcome the database has not decided yet (try again later).
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
 """
 
@@ -18,6 +19,7 @@ __all__ = [
     "SignatureError",
     "PermissionRefusedError",
     "LockBusyError",
+    "CommitInDoubtError",
     "JournalCorruptError",
     "MigrationError",
     "DatabaseError",
@@ -85,6 +87,16 @@ class PermissionRefusedError(SecurityError):
 
 class LockBusyError(AtomicplugError):
     """Another atomicplug process holds the lock (exit 75, EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
+class CommitInDoubtError(AtomicplugError):
+    """The database has not yet decided a COMMIT atomicplug sent (exit 75, EX_TEMPFAIL).
+
+    Nothing is guessed: the transaction stays pending and ``atomicplug recover``
+    finishes it, forward or back, once the database has decided.
+    """
 
     exit_code = 75
 

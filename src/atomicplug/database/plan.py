@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from atomicplug.database.discovery import Migration, discover
-from atomicplug.database.scripts import non_transactional_reason
+from atomicplug.database.scripts import one_line
 from atomicplug.errors import MigrationError
 
 if TYPE_CHECKING:
@@ -47,19 +47,17 @@ def tree_migrations(tree: Path | None, plugin_id: str) -> tuple[Migration, ...]:
     return discover(tree, plugin_id) if tree is not None else ()
 
 
-def refuse_non_transactional(plugin_id: str, migrations: tuple[Migration, ...]) -> None:
-    """Raise MigrationError naming plugin, file and statement for the first statement that
-    cannot run inside a transaction (ups and downs alike: downs run at uninstall)."""
+def refuse_non_transactional(plugin_id: str, migrations: tuple[Migration, ...], dialect: str) -> None:
+    """Raise MigrationError naming plugin, file and statement (quoted on one line) for the
+    first statement that cannot run inside our transaction on ``dialect`` (ups and downs
+    alike: downs run at uninstall), or for a script that does not parse."""
     for migration in migrations:
-        for path, statements in (
-            (migration.up_path, migration.up_statements()),
-            (migration.down_path, migration.down_statements()),
-        ):
-            for statement in statements:
-                reason = non_transactional_reason(statement.sql)
-                if reason:
+        for direction in ("up", "down"):
+            for statement in migration.statements(direction, dialect):
+                if statement.refusal:
                     raise MigrationError(
-                        f"plugin {plugin_id}: migrations/{path.name} statement {statement.number}: {reason}"
+                        f"plugin {plugin_id}: migrations/{migration.path(direction).name} statement "
+                        f"{statement.number} `{one_line(statement.sql)}` is refused: {statement.refusal}"
                     )
 
 
