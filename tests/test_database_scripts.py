@@ -96,6 +96,11 @@ def test_postgresql_syntax_error_names_the_line() -> None:
         split_script("SELECT 1;\n\nSELECT * FROM FROM;\n", "postgresql")
 
 
+def test_postgresql_statement_cut_short_names_the_last_line() -> None:
+    with pytest.raises(ScriptSyntaxError, match=r"^syntax error at end of input \(line 2\)$"):
+        split_script("CREATE TABLE a (id INTEGER);\nCREATE TABLE b (nonsense", "postgresql")
+
+
 def test_split_results_are_cached_per_text_and_dialect() -> None:
     text = "CREATE TABLE cached_t (id INTEGER);"
     assert split_script(text, "sqlite") is split_script(text, "sqlite")

@@ -96,7 +96,7 @@ def _postgresql_pieces(text: str) -> Iterator[tuple[str, str | None]]:
             tree = json.loads(parse_sql_json(text))
             break
         except ParseError as exc:
-            location = exc.args[1] if len(exc.args) > 1 else 0
+            location = exc.args[1] if len(exc.args) > 1 and exc.args[1] is not None else len(text)
             text = _without_meta_command(text, location, exc.args[0])
     raw = text.encode("utf-8")
     for entry in tree.get("stmts", []):

@@ -274,7 +274,7 @@ def _xid_status(config: Config, txid: str, xid: int) -> str | None:
     (too old to tell). Raises CommitInDoubtError when it stays "in progress"."""
     from atomicplug.database.engine import connect, first_line
 
-    wait = max(_busy_timeout(config), MIN_COMMIT_WAIT)
+    wait = max(float(config.lock_timeout), MIN_COMMIT_WAIT)
     deadline = time.monotonic() + wait
     with connect(config.database_url, _busy_timeout(config)) as db:
         while True:
