@@ -146,9 +146,9 @@ def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
 
 
 def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> None:
-    from atomicplug.database.engine import connect, sqlite_file_missing
+    from atomicplug.database.engine import backend_name, connect, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
-    from atomicplug.database.plan import plan_change
+    from atomicplug.database.plan import plan_change, refuse_non_transactional
 
     if sqlite_file_missing(config.database_url):
         for change in changes:
@@ -164,7 +164,8 @@ def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> No
     # The plan is decided per plugin against the ledger as it is now; run() decides
     # again under the database lock, so a concurrent change cannot slip through.
     for change in changes:
-        plan_change(change, ledgers[change.plugin_id])
+        plan = plan_change(change, ledgers[change.plugin_id])
+        refuse_non_transactional(change.plugin_id, plan.reverts, backend_name(config.database_url))  # kept downs
 
 
 def run(
