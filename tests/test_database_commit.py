@@ -231,3 +231,18 @@ def test_install_survives_a_database_crash_with_synchronous_commit_off(home_fact
         assert installed(home) == {"durable": "1.0.0"}
         assert "durable_t" in table_names(url)
         assert query(url, "SELECT txid FROM atomicplug_transactions") == [(result.txid,)]
+
+
+def test_recover_with_nothing_pending_imports_no_parser_or_driver(home: Any) -> None:
+    """Every app start runs recover: it stays cheap (no pglast, psycopg2 or SQLAlchemy import)."""
+    import subprocess
+    import sys
+
+    home.installer.install_file(home.package("shop"))
+    code = (
+        "import sys; from atomicplug.cli import main; "
+        f"assert main(['--config', {str(home.config_path)!r}, 'recover']) == 0; "
+        "print(sorted(m for m in ('pglast', 'psycopg2', 'sqlalchemy', 'sqlite3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
