@@ -256,3 +256,11 @@ def test_sqlite_statements_that_cannot_run_in_our_transaction_are_refused(sql: s
 def test_sqlite_ordinary_statements_are_allowed(sql: str) -> None:
     (statement,) = split_script(sql, "sqlite")
     assert statement.refusal is None
+
+
+def test_refused_statements_are_quoted_on_one_line_and_shortened() -> None:
+    from atomicplug.database.scripts import one_line
+
+    assert one_line("DO $$\nBEGIN\n   COMMIT;\nEND $$") == "DO $$ BEGIN COMMIT; END $$"
+    long = "INSERT INTO t VALUES " + ", ".join(f"({i})" for i in range(100))
+    assert len(one_line(long)) == 80 and one_line(long).endswith("…")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.database.discovery import Direction, Migration
     from atomicplug.database.engine import Database
+    from atomicplug.database.hooks import HookContext
 
 __all__ = ["PluginChange", "BeforeCommit", "check", "run", "committed", "store_trees"]
 
@@ -301,7 +302,7 @@ def store_trees(config: Config, plugin_id: str) -> tuple[Path, ...]:
     first: where the downs of kept data may still be found (``PluginChange.kept_trees``)."""
     from packaging.version import InvalidVersion, Version
 
-    folder = config.home / "store" / plugin_id
+    folder = config.store_dir / plugin_id
     trees = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
 
     def version(tree: Path) -> tuple[int, Version | str]:
@@ -358,7 +359,7 @@ def _run_change(db: Database, txid: str, operation: str, change: PluginChange, r
             _hook(db, change.new_tree, "upgrade", ctx, change.old_version)
 
 
-def _hook(db: Database, tree: Path, hook: str, ctx: Any, *args: Any) -> None:
+def _hook(db: Database, tree: Path, hook: str, ctx: HookContext, *args: Any) -> None:
     """Run an install.py hook; it must leave the transaction open. The session is restored after it."""
     from atomicplug.database.hooks import run_hook
 
