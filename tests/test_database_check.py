@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from db_fixtures import make_tree, table_names
+from db_fixtures import make_tree, query, table_names
 
 from atomicplug.config import Config
 from atomicplug.errors import ConfigError, MigrationError, PermissionRefusedError
-from atomicplug.stages.migrate import PluginChange, check, run
+from atomicplug.stages.migrate import PluginChange, check, committed, run
 
 
 def install_change(tree: Path, plugin: str = "p1") -> list[PluginChange]:
@@ -33,19 +34,26 @@ def test_in_memory_sqlite_is_refused(tmp_path: Path) -> None:
         check(config, [])
 
 
-@pytest.mark.parametrize(
-    ("statement", "where"),
-    [
-        ("CREATE INDEX CONCURRENTLY ix ON a (id)", "up"),
-        ("VACUUM", "up"),
-        ("CREATE DATABASE other", "up"),
-        ("ALTER SYSTEM SET work_mem = '1MB'", "up"),
-        ("CREATE TABLESPACE ts LOCATION '/tmp/ts'", "up"),
-        ("REINDEX TABLE CONCURRENTLY a", "down"),
-        ("COMMIT", "up"),
-    ],
-)
-def test_non_transactional_statement_is_refused_at_check_naming_plugin_and_file(
+_PG = pytest.mark.postgres
+REFUSED = [
+    pytest.param("postgresql", "CREATE INDEX CONCURRENTLY ix ON a (id)", "up", marks=_PG),
+    pytest.param("postgresql", "VACUUM", "up", marks=_PG),
+    pytest.param("postgresql", "CREATE DATABASE other", "up", marks=_PG),
+    pytest.param("postgresql", "ALTER SYSTEM SET work_mem = '1MB'", "up", marks=_PG),
+    pytest.param("postgresql", "CREATE TABLESPACE ts LOCATION '/tmp/ts'", "up", marks=_PG),
+    pytest.param("postgresql", "REINDEX TABLE CONCURRENTLY a", "down", marks=_PG),
+    pytest.param("postgresql", "COMMIT", "up", marks=_PG),
+    pytest.param("postgresql", "SET synchronous_commit = off", "up", marks=_PG),
+    ("sqlite", "VACUUM", "up"),
+    ("sqlite", "ATTACH DATABASE 'other.db' AS other", "up"),
+    ("sqlite", "PRAGMA journal_mode = WAL", "up"),
+    ("sqlite", "RELEASE sp", "down"),
+    ("sqlite", "COMMIT", "up"),
+]
+
+
+@pytest.mark.parametrize(("database_factory", "statement", "where"), REFUSED, indirect=["database_factory"])
+def test_non_transactional_statement_is_refused_at_check_naming_plugin_file_and_statement(
     tmp_path: Path, database_url: str, statement: str, where: str
 ) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
@@ -57,12 +65,56 @@ def test_non_transactional_statement_is_refused_at_check_naming_plugin_and_file(
         down = f"{statement};\n" + down
     tree = make_tree(tmp_path, files={"migrations/0001_a.up.sql": up, "migrations/0001_a.down.sql": down})
     line = 2 if where == "up" else 1
-    with pytest.raises(MigrationError, match=rf"^plugin p1: migrations/0001_a\.{where}\.sql statement {line}: "):
+    quoted = re.escape(f"`{statement}` is refused: ")
+    with pytest.raises(MigrationError, match=rf"^plugin p1: migrations/0001_a\.{where}\.sql statement {line} {quoted}"):
         check(config, install_change(tree))
     # nothing changed: check() never writes (on SQLite it does not even create the file)
     if database_url.startswith("sqlite"):
         assert not (tmp_path / "app.db").exists()
     assert table_names(database_url) == set()
+
+
+BYPASS = "CREATE TABLE shifts (id INTEGER, begin TIMESTAMP); COMMIT; CREATE TABLE later (id INTEGER);"
+
+
+def test_commit_hidden_after_a_column_named_begin_is_refused_at_check(tmp_path: Path, database_url: str) -> None:
+    """The reported bypass: sqlparse kept it as one chunk, psycopg2 ran it whole, the COMMIT escaped."""
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    tree = make_tree(tmp_path, files={"migrations/up.sql": BYPASS, "migrations/down.sql": "DROP TABLE later;\nDROP TABLE shifts;"})
+    with pytest.raises(MigrationError, match=r"^plugin p1: migrations/up\.sql statement 2 `COMMIT` is refused: transaction control"):
+        check(config, install_change(tree))
+    assert table_names(database_url) == set()
+
+
+def test_commit_hidden_after_a_column_named_begin_is_refused_by_run_and_nothing_commits(
+    tmp_path: Path, database_url: str
+) -> None:
+    """run() refuses it too (without check first), before any statement of it runs."""
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    tree = make_tree(tmp_path, files={"migrations/up.sql": BYPASS, "migrations/down.sql": "DROP TABLE later;\nDROP TABLE shifts;"})
+    with pytest.raises(MigrationError, match="statement 2 `COMMIT` is refused"):
+        run(config, "tx-bypass", "install", install_change(tree))
+    assert table_names(database_url) == set()
+    assert committed(config, "tx-bypass") is False
+
+
+def test_a_column_named_begin_installs(tmp_path: Path, database_url: str) -> None:
+    """SQLite's tokenizer, not a regex: ``begin`` is just a column (refused or mis-split before)."""
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    up = "CREATE TABLE shifts (id INTEGER, begin TIMESTAMP);\nINSERT INTO shifts (id, begin) VALUES (1, NULL);\nCREATE INDEX ix_begin ON shifts (begin);"
+    tree = make_tree(tmp_path, files={"migrations/up.sql": up, "migrations/down.sql": "DROP INDEX ix_begin;\nDROP TABLE shifts;"})
+    check(config, install_change(tree))
+    run(config, "tx-begin", "install", install_change(tree))
+    assert "shifts" in table_names(database_url)
+    assert query(database_url, "SELECT id FROM shifts") == [(1,)]
+
+
+@pytest.mark.parametrize("database_factory", [pytest.param("postgresql", marks=_PG)], indirect=True)
+def test_postgresql_script_that_does_not_parse_is_refused_at_check_naming_the_line(tmp_path: Path, database_url: str) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    tree = make_tree(tmp_path, files={"migrations/up.sql": "CREATE TABLE a (id INTEGER);\nCREATE TABLE (;", "migrations/down.sql": "DROP TABLE a;"})
+    with pytest.raises(MigrationError, match=r'^plugin p1: migrations/up\.sql is not valid PostgreSQL: syntax error at or near "\(" \(line 2\)$'):
+        check(config, install_change(tree))
 
 
 def test_missing_down_is_refused_at_check(tmp_path: Path, database_url: str) -> None:

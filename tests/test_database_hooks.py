@@ -106,3 +106,13 @@ def test_hook_may_not_end_the_transaction(tmp_path: Path, database_url: str, bod
         run(config, "tx-1", "install", changes)
     assert table_names(database_url) == set()
     assert committed(config, "tx-1") is False
+
+
+def test_hook_that_sends_commit_itself_is_caught_by_the_open_transaction_check(tmp_path: Path, database_url: str) -> None:
+    """SQL sent by a hook is not parsed (it is Python): the transaction must still be open after it."""
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    hooks = "def install(conn, ctx):\n    conn.exec_driver_sql('COMMIT')\n"
+    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    with pytest.raises(MigrationError, match="^plugin p1: the install hook ended atomicplug's database transaction$"):
+        run(config, "tx-1", "install", changes)
+    assert committed(config, "tx-1") is False  # the ledger row of tx-1 was never written

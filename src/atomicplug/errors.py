@@ -1,7 +1,8 @@
 """One error root for everything atomicplug refuses or fails at.
 
 Each class carries the process exit code of DESIGN.md "Interfaces":
-0 ok; 1 failed and rolled back; 2 usage or config; 3 security refusal; 75 lock busy.
+0 ok; 1 failed and rolled back; 2 usage or config; 3 security refusal; 75 lock busy
+or a COMMIT whose outcome the database has not decided yet (try again later).
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.
 
 For other front ends (a web page, an API) each class also has a short human
@@ -25,6 +26,7 @@ __all__ = [
     "SignatureError",
     "PermissionRefusedError",
     "LockBusyError",
+    "CommitInDoubtError",
     "JournalCorruptError",
     "MigrationError",
     "DatabaseError",
@@ -117,6 +119,16 @@ class LockBusyError(AtomicplugError):
 
     exit_code = 75
     title = "Another operation is running"
+
+
+class CommitInDoubtError(AtomicplugError):
+    """The database has not yet decided a COMMIT atomicplug sent (exit 75, EX_TEMPFAIL).
+
+    Nothing is guessed: the transaction stays pending and ``atomicplug recover``
+    finishes it, forward or back, once the database has decided.
+    """
+
+    exit_code = 75
 
 
 class JournalCorruptError(AtomicplugError):

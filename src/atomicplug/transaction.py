@@ -3,12 +3,15 @@
 Order of durable steps for one plan:
   begin (journal) → stage trees into the store → build the next generation
   (invisible) → staged → health gate (the new generation's backends imported in
-  a fresh interpreter) → database COMMIT (point of no return) → committed →
-  switch ``<home>/current`` to the new generation (one rename: backend view and
-  registry together) → frontend links and index → history → done.
+  a fresh interpreter) → committing (the database transaction's xid) → database
+  COMMIT (point of no return) → committed → switch ``<home>/current`` to the new
+  generation (one rename: backend view and registry together) → frontend links
+  and index → history → done.
 Before COMMIT every visible thing is as it was, so failure or a crash means
 *back*: delete what this txid created, write ``aborted``. After COMMIT the
 rest is idempotent, so a crash means *forward*: redo step 5, write ``done``.
+Without a ``committing`` record COMMIT was never sent; with one, the database
+is asked (``txid_status`` on PostgreSQL) and never guessed at.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import attrs
 
 from atomicplug import generations
 from atomicplug.config import Config
-from atomicplug.errors import AtomicplugError, OperationError
+from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationError
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
@@ -64,6 +67,8 @@ def _change(config: Config, step: Step) -> migrate.PluginChange:
         old_version=step.before.version if step.before else None,
         new_version=step.after.version if step.after else None,
         keep_data=step.keep_data,
+        allow_downgrade=step.allow_downgrade,
+        kept_trees=migrate.store_trees(config, step.plugin_id) if step.allow_downgrade else (),
     )
 
 
@@ -84,7 +89,12 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
     after = plan.registry_after(Registry.load(config.registry_path))
     journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
-    commit_attempted = False
+    sent: list[int | None] = []  # the xid journaled in `committing`: COMMIT may have been sent
+
+    def before_commit(xid: int | None) -> None:
+        journal.append(RecordType.COMMITTING, xid=xid)
+        sent.append(xid)
+
     try:
         _stage_trees(config, plan, progress)
         generations.build(config, plan.generation, after)
@@ -96,10 +106,9 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
             migrate.check(config, changes)
             health_verdict()
         progress("database: migrations and ledger in one transaction")
-        commit_attempted = True
-        migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse)
+        migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse, before_commit=before_commit)
     except BaseException as exc:
-        if not commit_attempted or not _committed_after_failure(config, plan.txid, exc):
+        if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _roll_back(config, plan, journal, reason=_reason(exc))
             raise
     journal.append(RecordType.COMMITTED)
@@ -115,10 +124,15 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _committed_after_failure(config: Config, txid: str, failure: BaseException) -> bool:
-    """Did COMMIT happen although ``run`` raised? Unknown is not a guess: leave it to recovery."""
+def _committed_after_failure(config: Config, txid: str, xid: int | None, failure: BaseException) -> bool:
+    """Did COMMIT happen although ``run`` raised after ``committing``? Unknown is not a
+    guess: the journal stays pending for recovery."""
+    if isinstance(failure, CommitInDoubtError):
+        raise failure  # the database already had max(lock_timeout, 30 s) to decide
     try:
-        return migrate.committed(config, txid)
+        return migrate.committed(config, txid, xid)
+    except CommitInDoubtError:
+        raise
     except AtomicplugError as exc:
         raise OperationError(
             f"transaction {txid} failed ({_reason(failure)}) and its outcome cannot be read ({exc}); "
@@ -229,7 +243,7 @@ def _recover_one(config: Config, state: JournalState, progress: Progress) -> str
         remove_file(state.path)
         return "back"
     plan = Plan.from_dict(state.txid, begin["plan"])
-    if RecordType.COMMITTED in state.types or _committed_strict(config, state.txid):
+    if RecordType.COMMITTED in state.types or _committed_strict(config, state):
         progress(f"recovering {state.txid}: committed, rolling forward")
         _roll_forward(config, plan, journal, progress)
         return "forward"
@@ -238,9 +252,14 @@ def _recover_one(config: Config, state: JournalState, progress: Progress) -> str
     return "back"
 
 
-def _committed_strict(config: Config, txid: str) -> bool:
-    """The ledger's answer; a database we cannot ask is an error, never a guess."""
-    return migrate.committed(config, txid)
+def _committed_strict(config: Config, state: JournalState) -> bool:
+    """Without a ``committing`` record COMMIT was never sent (no database needed); with one
+    the database decides (``txid_status``, or the ledger on SQLite). A database we cannot
+    ask, or one that has not decided yet, stops recovery: never a guess."""
+    committing = next((r for r in state.records if r["type"] is RecordType.COMMITTING), None)
+    if committing is None:
+        return False
+    return migrate.committed(config, state.txid, committing.get("xid"))
 
 
 def sweep_trash(config: Config) -> int:

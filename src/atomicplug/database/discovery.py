@@ -18,13 +18,17 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Literal
 
 import attrs
 
-from atomicplug.database.scripts import Statement, split_script
+from atomicplug.database.scripts import ScriptSyntaxError, Statement, split_script
 from atomicplug.errors import MigrationError
 
-__all__ = ["Migration", "discover", "SINGLE_NAME"]
+__all__ = ["Migration", "Direction", "discover", "SINGLE_NAME"]
+
+Direction = Literal["up", "down"]
+_DIALECT_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 SINGLE_NAME = "0001_initial"
 _VERSIONED = re.compile(r"^(?P<number>[0-9]{4,})_(?P<label>[A-Za-z0-9_-]+)\.(?P<direction>up|down)\.sql$")
@@ -32,8 +36,9 @@ _VERSIONED = re.compile(r"^(?P<number>[0-9]{4,})_(?P<label>[A-Za-z0-9_-]+)\.(?P<
 
 @attrs.frozen
 class Migration:
-    """One up/down pair of a tree; ``name`` is its ledger key (e.g. ``0002_add_index``)."""
+    """One up/down pair of a plugin's tree; ``name`` is its ledger key (e.g. ``0002_add_index``)."""
 
+    plugin_id: str
     name: str
     number: int
     up_path: Path
@@ -41,8 +46,9 @@ class Migration:
     checksum: str
 
     @classmethod
-    def from_files(cls, name: str, number: int, up_path: Path, down_path: Path) -> Migration:
+    def from_files(cls, plugin_id: str, name: str, number: int, up_path: Path, down_path: Path) -> Migration:
         return cls(
+            plugin_id=plugin_id,
             name=name,
             number=number,
             up_path=up_path,
@@ -50,18 +56,23 @@ class Migration:
             checksum=hashlib.sha256(up_path.read_bytes()).hexdigest(),
         )
 
-    def up_statements(self) -> tuple[Statement, ...]:
-        return split_script(_read(self.up_path))
+    def path(self, direction: Direction) -> Path:
+        return self.up_path if direction == "up" else self.down_path
 
-    def down_statements(self) -> tuple[Statement, ...]:
-        return split_script(_read(self.down_path))
+    def statements(self, direction: Direction, dialect: str) -> tuple[Statement, ...]:
+        """The up or down script split for ``dialect`` (the database URL's: see scripts.py).
 
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise MigrationError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        Raises MigrationError naming the plugin and file when it is not UTF-8 or
+        does not parse.
+        """
+        path = self.path(direction)
+        try:
+            return split_script(path.read_text(encoding="utf-8"), dialect)
+        except UnicodeDecodeError as exc:
+            problem = f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        except ScriptSyntaxError as exc:
+            problem = f"is not valid {_DIALECT_NAMES.get(dialect, dialect)}: {exc}"
+        raise MigrationError(f"plugin {self.plugin_id}: migrations/{path.name} {problem}")
 
 
 def discover(tree: Path, plugin_id: str) -> tuple[Migration, ...]:
@@ -87,7 +98,7 @@ def discover(tree: Path, plugin_id: str) -> tuple[Migration, ...]:
             raise MigrationError(f"plugin {plugin_id}: migrations/up.sql has no down.sql (rollback and uninstall need it)")
         if "up.sql" not in names:
             raise MigrationError(f"plugin {plugin_id}: migrations/down.sql has no up.sql")
-        return (Migration.from_files(SINGLE_NAME, 1, folder / "up.sql", folder / "down.sql"),)
+        return (Migration.from_files(plugin_id, SINGLE_NAME, 1, folder / "up.sql", folder / "down.sql"),)
 
     pairs: dict[str, dict[str, Path]] = {}
     numbers: dict[int, str] = {}
@@ -113,5 +124,5 @@ def discover(tree: Path, plugin_id: str) -> tuple[Migration, ...]:
         if "up" not in files:
             raise MigrationError(f"plugin {plugin_id}: migrations/{stem}.down.sql has no {stem}.up.sql")
         number = int(stem.split("_", 1)[0])
-        migrations.append(Migration.from_files(stem, number, files["up"], files["down"]))
+        migrations.append(Migration.from_files(plugin_id, stem, number, files["up"], files["down"]))
     return tuple(sorted(migrations, key=lambda m: (m.number, m.name)))

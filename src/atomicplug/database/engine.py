@@ -40,6 +40,7 @@ __all__ = [
     "connect",
     "sqlite_file_missing",
     "first_line",
+    "quote_identifier",
     "with_driver",
 ]
 
@@ -121,12 +122,57 @@ def with_driver(url: str) -> Any:
 
 
 class Database:
-    """One connection in explicit-transaction mode; atomicplug's own SQL uses ``?`` placeholders."""
+    """One connection in explicit-transaction mode; atomicplug's own SQL uses ``?`` placeholders.
+
+    atomicplug's own statements name their tables through :meth:`qualified` (the
+    schema captured before any migration ran) and PostgreSQL's functions as
+    ``pg_catalog.*``: a migration may change the session (pg_dump files set
+    ``search_path`` to ''), and our statements must mean the same regardless.
+    """
 
     def __init__(self, raw: Any, backend: str, url: str) -> None:
         self.raw = raw
         self.backend = backend
         self.url = url
+        self._schema: str | None = None
+        self._search_path: str | None = None
+
+    @property
+    def schema(self) -> str:
+        """The schema of atomicplug's tables and of the rehearsal's snapshots: ``current_schema()``
+        when first asked, which :func:`capture_session` does before any migration statement."""
+        if self._schema is None:
+            self.capture_session()
+        assert self._schema is not None
+        return self._schema
+
+    def capture_session(self) -> None:
+        """Remember the target schema and ``search_path`` as the connection starts out.
+
+        Raises DatabaseError when the search_path names no existing schema.
+        """
+        if self.backend == "sqlite":
+            self._schema = "main"
+            return
+        ((schema, search_path),) = self.execute(
+            "SELECT pg_catalog.current_schema(), pg_catalog.current_setting('search_path')"
+        )
+        if schema is None:
+            raise DatabaseError(
+                f"the database user's search_path ({search_path!r}) names no existing schema; "
+                "expected one to hold the plugins' tables (e.g. public)"
+            )
+        self._schema, self._search_path = schema, search_path
+
+    def qualified(self, name: str) -> str:
+        """``"schema"."name"``: one of atomicplug's own tables, wherever search_path points."""
+        return f"{quote_identifier(self.schema)}.{quote_identifier(name)}"
+
+    def restore_session(self) -> None:
+        """Put back the captured ``search_path`` (a migration may have changed it): before each
+        migration file, hook and our own statements, so each starts from the same session."""
+        if self.backend == "postgresql" and self._search_path is not None:
+            self.execute("SELECT pg_catalog.set_config('search_path', ?, false)", [self._search_path])
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; returns its rows (empty for statements that return none).
@@ -149,10 +195,36 @@ class Database:
         self.execute("BEGIN IMMEDIATE" if self.backend == "sqlite" else "BEGIN")
         if self.backend == "postgresql":
             # Installers on one database take turns, for as long as this transaction lasts.
-            self.execute(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+            self.execute(f"SELECT pg_catalog.pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+
+    def prepare_commit(self) -> int | None:
+        """Last statement before COMMIT: the transaction's xid (None on SQLite), and on
+        PostgreSQL a durable COMMIT.
+
+        ``txid_current()`` (epoch-extended) is what ``txid_status`` is later asked
+        about (docs/design.md "No COMMIT is ambiguous"). ``synchronous_commit =
+        off`` would let COMMIT return before its WAL is flushed, so a database
+        crash could forget a transaction we already built on: it is raised to
+        ``on`` for this transaction only (the same as ``SET LOCAL``); stronger
+        settings (``remote_apply``…) and ``local`` are left alone.
+        """
+        if self.backend == "sqlite":
+            return None
+        ((xid, _),) = self.execute(
+            "SELECT pg_catalog.txid_current(), CASE WHEN pg_catalog.current_setting('synchronous_commit') = 'off' "
+            "THEN pg_catalog.set_config('synchronous_commit', 'on', true) END"
+        )
+        return int(xid)
 
     def commit(self) -> None:
         self.execute("COMMIT")
+
+    @property
+    def transaction_open(self) -> bool:
+        """True while our transaction is open and usable (PostgreSQL: INTRANS, not failed)."""
+        if self.backend == "sqlite":
+            return bool(self.raw.in_transaction)
+        return bool(self.raw.info.transaction_status == 2)  # psycopg2 TRANSACTION_STATUS_INTRANS
 
     @property
     def in_transaction(self) -> bool:
@@ -238,6 +310,11 @@ def connect(url: str, busy_timeout: float = 30.0) -> Iterator[Database]:
     finally:
         database.rollback_quietly()
         database.close()
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier (the same rule on SQLite and PostgreSQL)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def first_line(exc: BaseException) -> str:

@@ -9,6 +9,12 @@ DESIGN.md "One transaction" step 4 and "Migrations":
   one), the downs of applied migrations ``new_tree`` lacks, newest first; then
   any ups of ``new_tree`` not applied. Upgrade follows the same rule should a
   new version drop a migration.
+- kept data: the ledger, not the registry, says what a plugin's tables hold.
+  Applied migrations that ``new_tree`` lacks and ``old_tree`` cannot revert
+  (``uninstall --keep-data`` of 1.1, then installing 1.0) make the change a
+  downgrade of that data: refused (UsageError) unless ``allow_downgrade``; then
+  their downs come from ``kept_trees`` (the plugin's other store trees), the
+  first whose migration of that name has the applied checksum.
 - uninstall: every applied migration's down from ``old_tree``, newest first;
   with ``keep_data`` nothing (tables and ledger rows stay).
 - none (enable/disable): nothing.
@@ -25,8 +31,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from atomicplug.database.discovery import Migration, discover
-from atomicplug.database.scripts import non_transactional_reason
-from atomicplug.errors import MigrationError
+from atomicplug.database.scripts import one_line
+from atomicplug.errors import MigrationError, UsageError
 
 if TYPE_CHECKING:
     from atomicplug.stages.migrate import PluginChange
@@ -47,26 +53,25 @@ def tree_migrations(tree: Path | None, plugin_id: str) -> tuple[Migration, ...]:
     return discover(tree, plugin_id) if tree is not None else ()
 
 
-def refuse_non_transactional(plugin_id: str, migrations: tuple[Migration, ...]) -> None:
-    """Raise MigrationError naming plugin, file and statement for the first statement that
-    cannot run inside a transaction (ups and downs alike: downs run at uninstall)."""
+def refuse_non_transactional(plugin_id: str, migrations: tuple[Migration, ...], dialect: str) -> None:
+    """Raise MigrationError naming plugin, file and statement (quoted on one line) for the
+    first statement that cannot run inside our transaction on ``dialect`` (ups and downs
+    alike: downs run at uninstall), or for a script that does not parse."""
     for migration in migrations:
-        for path, statements in (
-            (migration.up_path, migration.up_statements()),
-            (migration.down_path, migration.down_statements()),
-        ):
-            for statement in statements:
-                reason = non_transactional_reason(statement.sql)
-                if reason:
+        for direction in ("up", "down"):
+            for statement in migration.statements(direction, dialect):
+                if statement.refusal:
                     raise MigrationError(
-                        f"plugin {plugin_id}: migrations/{path.name} statement {statement.number}: {reason}"
+                        f"plugin {plugin_id}: migrations/{migration.path(direction).name} statement "
+                        f"{statement.number} `{one_line(statement.sql)}` is refused: {statement.refusal}"
                     )
 
 
 def plan_change(change: PluginChange, applied: dict[str, str]) -> ChangePlan:
     """Decide the downs and ups of ``change`` given its ledger (name → applied checksum).
 
-    Raises MigrationError for a changed checksum or a down that cannot be found.
+    Raises MigrationError for a changed checksum or a down that cannot be found;
+    UsageError (exit 2) for a downgrade of kept data without ``allow_downgrade``.
     """
     pid = change.plugin_id
     if change.action == "none" or (change.action == "uninstall" and change.keep_data):
@@ -90,14 +95,43 @@ def plan_change(change: PluginChange, applied: dict[str, str]) -> ChangePlan:
                 f"(checksum {recorded[:12]}, now {migration.checksum[:12]} in migrations/{migration.up_path.name}); "
                 "add a new migration instead of editing an applied one"
             )
-    new_names = {m.name for m in new}
-    reverts: tuple[Migration, ...] = ()
-    if change.old_tree is not None:
-        lacking = set(applied) - new_names
-        old = tree_migrations(change.old_tree, pid)
-        _require_downs(pid, lacking, old)
-        reverts = tuple(m for m in reversed(old) if m.name in lacking)
-    return ChangePlan(pid, reverts=reverts, applies=tuple(m for m in new if m.name not in applied))
+    lacking = set(applied) - {m.name for m in new}
+    reverts = {m.name: m for m in tree_migrations(change.old_tree, pid) if m.name in lacking}
+    kept = sorted(lacking - set(reverts))
+    if kept:
+        if not change.allow_downgrade:
+            many = len(kept) > 1
+            package = f"{pid} {change.new_version}" if change.new_version else pid
+            raise UsageError(
+                f"plugin {pid}: the database keeps migration{'s' if many else ''} {', '.join(kept)}, which "
+                f"{package} lacks (data kept from a newer version): installing it is a downgrade of that data; "
+                f"install a version that has {'them' if many else 'it'}, or use --allow-downgrade to run "
+                f"{'their downs' if many else 'its down'} from the store"
+            )
+        reverts.update(_kept_downs(pid, kept, applied, change.kept_trees))
+    ordered = tuple(sorted(reverts.values(), key=lambda m: (m.number, m.name), reverse=True))
+    return ChangePlan(pid, reverts=ordered, applies=tuple(m for m in new if m.name not in applied))
+
+
+def _kept_downs(pid: str, names: list[str], applied: dict[str, str], trees: tuple[Path, ...]) -> dict[str, Migration]:
+    """For each of ``names``, the migration of the first tree in ``trees`` with that name and the
+    applied checksum (its down reverts exactly what ran). Raises MigrationError when none has one."""
+    found: dict[str, Migration] = {}
+    for tree in trees:
+        try:
+            migrations = tree_migrations(tree, pid)
+        except MigrationError:
+            continue  # a damaged leftover tree is no source of downs
+        for migration in migrations:
+            if migration.name in names and applied[migration.name] == migration.checksum:
+                found.setdefault(migration.name, migration)
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise MigrationError(
+            f"plugin {pid}: no store tree of {pid} has the down of applied migration {missing[0]} "
+            f"(checksum {applied[missing[0]][:12]}); install a version that has it, then downgrade from there"
+        )
+    return found
 
 
 def _require_downs(pid: str, names: set[str], old: tuple[Migration, ...]) -> None:

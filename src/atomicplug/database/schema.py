@@ -1,7 +1,9 @@
 """Schema snapshots for the reversibility rehearsal (DESIGN.md "Migrations").
 
 A snapshot is what the downs must put back: tables, views and sequences of
-the connection's default schema, each table's columns (name and type) and
+the target schema (``db.schema``, captured before the first migration
+statement: a migration that empties ``search_path`` must not make the
+rehearsal compare nothing), each table's columns (name and type) and
 indexes. atomicplug's own ledger tables are left out. Each snapshot queries
 the catalog on the transaction's own connection, so it sees the uncommitted
 DDL of this very transaction; a few queries in all, not a few per table (with
@@ -35,26 +37,28 @@ def snapshot(db: Database) -> Snapshot:
     return _sqlite_snapshot(db) if db.backend == "sqlite" else _postgresql_snapshot(db)
 
 
-def _columns(db: Database, sql: str, tables: frozenset[str]) -> frozenset[tuple[str, str, str]]:
+def _columns(db: Database, sql: str, tables: frozenset[str], params: list[str] | None = None) -> frozenset[tuple[str, str, str]]:
     """(table, column, TYPE) rows of ``sql`` for the snapshot's tables (types upper-cased)."""
-    return frozenset((table, column, str(declared).upper()) for table, column, declared in db.execute(sql) if table in tables)
+    rows = db.execute(sql, params or [])
+    return frozenset((table, column, str(declared).upper()) for table, column, declared in rows if table in tables)
 
 
 def _sqlite_snapshot(db: Database) -> Snapshot:
     """Three queries, with the pragma table-valued functions."""
-    rows = db.execute("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'")
+    rows = db.execute("SELECT type, name FROM main.sqlite_master WHERE name NOT LIKE 'sqlite_%'")
     tables = frozenset(name for kind, name in rows if kind == "table") - LEDGER_TABLES
     views = frozenset(name for kind, name in rows if kind == "view")
     columns = _columns(
         db,
-        "SELECT m.name, p.name, p.type FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table'",
+        "SELECT m.name, p.name, p.type FROM main.sqlite_master AS m JOIN pragma_table_info(m.name, 'main') AS p "
+        "WHERE m.type = 'table'",
         tables,
     )
     index_columns: dict[tuple[str, str], list[tuple[int, str]]] = {}
     unique: dict[tuple[str, str], bool] = {}
     for table, index, is_unique, seqno, column in db.execute(
-        "SELECT m.name, il.name, il.\"unique\", ii.seqno, ii.name FROM sqlite_master AS m "
-        "JOIN pragma_index_list(m.name) AS il JOIN pragma_index_info(il.name) AS ii "
+        "SELECT m.name, il.name, il.\"unique\", ii.seqno, ii.name FROM main.sqlite_master AS m "
+        "JOIN pragma_index_list(m.name, 'main') AS il JOIN pragma_index_info(il.name, 'main') AS ii "
         "WHERE m.type = 'table' AND il.origin = 'c'"
     ):
         if table in tables:
@@ -68,28 +72,32 @@ def _sqlite_snapshot(db: Database) -> Snapshot:
 
 
 def _postgresql_snapshot(db: Database) -> Snapshot:
-    """Three catalog queries on the current schema; an index is compared by its full definition."""
+    """Three catalog queries on the captured schema; an index is compared by its full definition."""
+    schema = [db.schema]
     relations = db.execute(
-        "SELECT c.relname, c.relkind FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'S')"
+        "SELECT c.relname, c.relkind FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ? AND c.relkind IN ('r', 'p', 'v', 'm', 'S')",
+        schema,
     )
     tables = frozenset(name for name, kind in relations if kind in ("r", "p")) - LEDGER_TABLES
     views = frozenset(name for name, kind in relations if kind in ("v", "m"))
     sequences = frozenset(name for name, kind in relations if kind == "S")
     columns = _columns(
         db,
-        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a "
-        "JOIN pg_class AS c ON c.oid = a.attrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
+        "SELECT c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute AS a "
+        "JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = ? AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped",
         tables,
+        schema,
     )
     indexes = frozenset(
         (table, index, (definition,), bool(is_unique))
         for table, index, definition, is_unique in db.execute(
-            "SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), x.indisunique FROM pg_index AS x "
-            "JOIN pg_class AS t ON t.oid = x.indrelid JOIN pg_class AS i ON i.oid = x.indexrelid "
-            "JOIN pg_namespace AS n ON n.oid = t.relnamespace "
-            "WHERE n.nspname = current_schema() AND NOT x.indisprimary"
+            "SELECT t.relname, i.relname, pg_catalog.pg_get_indexdef(x.indexrelid), x.indisunique "
+            "FROM pg_catalog.pg_index AS x JOIN pg_catalog.pg_class AS t ON t.oid = x.indrelid "
+            "JOIN pg_catalog.pg_class AS i ON i.oid = x.indexrelid JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace "
+            "WHERE n.nspname = ? AND NOT x.indisprimary",
+            schema,
         )
         if table in tables
     )

@@ -18,6 +18,7 @@ __all__ = ["RecordType", "encode", "decode", "RecordDecodeError"]
 class RecordType(str, enum.Enum):
     BEGIN = "begin"
     STAGED = "staged"
+    COMMITTING = "committing"  # {"xid": int | None}: COMMIT may be sent from here on
     COMMITTED = "committed"
     DONE = "done"
     ABORTED = "aborted"

@@ -2,8 +2,10 @@
 
 DESIGN.md "One transaction" step 4: one database transaction runs the
 migrations and install hooks of every plugin in the plan and writes the
-ledger row for the txid; its COMMIT is the point of no return. Recovery asks
-:func:`committed` whether a txid reached the ledger to decide forward or back.
+ledger row for the txid; its COMMIT is the point of no return. Just before
+COMMIT the caller is handed the transaction's xid (``before_commit``) to
+journal; whether a COMMIT happened is then asked with ``txid_status(xid)``
+(:func:`committed`), never guessed (docs/design.md "No COMMIT is ambiguous").
 
 The work itself lives in :mod:`atomicplug.database` (imported lazily; only
 install hooks import SQLAlchemy): what each action runs is decided
@@ -14,24 +16,41 @@ uninstall/keep_data semantics.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from atomicplug.errors import DatabaseError, MetadataError, MigrationError, PermissionRefusedError
+from atomicplug.errors import (
+    CommitInDoubtError,
+    DatabaseError,
+    MetadataError,
+    MigrationError,
+    PermissionRefusedError,
+)
 from atomicplug.faults import crash_point
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
+    from atomicplug.database.discovery import Direction, Migration
     from atomicplug.database.engine import Database
-    from atomicplug.database.discovery import Migration
-    from atomicplug.database.scripts import Statement
+    from atomicplug.database.hooks import HookContext
 
-__all__ = ["PluginChange", "check", "run", "committed"]
+__all__ = ["PluginChange", "BeforeCommit", "check", "run", "committed", "store_trees"]
 
 Action = Literal["install", "upgrade", "downgrade", "uninstall", "none"]
+
+#: Called with the transaction's xid (None on SQLite) after the last statement and before
+#: COMMIT is sent; the transaction runner journals it (``committing``). If it raises, the
+#: database transaction is rolled back and the exception propagates.
+BeforeCommit = Callable[[int | None], None]
+
+#: The shortest wait for a COMMIT the server has not decided yet (``txid_status`` "in
+#: progress"); the wait is max(lock_timeout, this).
+MIN_COMMIT_WAIT = 30.0
+_POLL_INTERVAL = 0.2
 
 
 @attrs.frozen
@@ -42,6 +61,11 @@ class PluginChange:
     holding ``metadata.json``, ``migrations/`` and ``backend/install.py``.
     ``downgrade`` (rollback or --allow-downgrade) runs, from ``old_tree``, the downs
     of the migrations ``new_tree`` lacks; ``none`` (enable/disable) touches no table.
+
+    The ledger is the truth about kept data (``uninstall --keep-data``): applied
+    migrations that ``new_tree`` lacks and ``old_tree`` cannot revert make the change
+    a downgrade, refused unless ``allow_downgrade``; then their downs are taken from
+    ``kept_trees`` (other store trees of the plugin, see :func:`store_trees`).
     """
 
     plugin_id: str
@@ -51,6 +75,8 @@ class PluginChange:
     old_version: str | None = None
     new_version: str | None = None
     keep_data: bool = False
+    allow_downgrade: bool = False
+    kept_trees: tuple[Path, ...] = ()
 
 
 #: The permission a plugin must declare to ship migrations or install hooks.
@@ -70,10 +96,11 @@ def check(config: Config, changes: Sequence[PluginChange]) -> None:
     or an applied migration that cannot be reverted; DatabaseError when the
     ledger cannot be read.
     """
-    from atomicplug.database.engine import check_url
+    from atomicplug.database.engine import backend_name, check_url
     from atomicplug.database.plan import refuse_non_transactional, tree_migrations
 
     check_url(config.database_url)
+    dialect = backend_name(config.database_url)
     for change in changes:
         if change.action in _WITH_NEW_TREE and change.new_tree is not None:
             _check_permissions(config, change.plugin_id, change.new_tree)
@@ -81,7 +108,7 @@ def check(config: Config, changes: Sequence[PluginChange]) -> None:
     for change in changes:
         for tree in (change.new_tree, change.old_tree):
             migrations = tree_migrations(tree, change.plugin_id)
-            refuse_non_transactional(change.plugin_id, migrations)
+            refuse_non_transactional(change.plugin_id, migrations, dialect)
             needs_ledger = needs_ledger or bool(migrations)
     if needs_ledger:
         _check_against_ledger(config, changes)
@@ -120,9 +147,9 @@ def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
 
 
 def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> None:
-    from atomicplug.database.engine import connect, sqlite_file_missing
+    from atomicplug.database.engine import backend_name, connect, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
-    from atomicplug.database.plan import plan_change
+    from atomicplug.database.plan import plan_change, refuse_non_transactional
 
     if sqlite_file_missing(config.database_url):
         for change in changes:
@@ -138,22 +165,35 @@ def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> No
     # The plan is decided per plugin against the ledger as it is now; run() decides
     # again under the database lock, so a concurrent change cannot slip through.
     for change in changes:
-        plan_change(change, ledgers[change.plugin_id])
+        plan = plan_change(change, ledgers[change.plugin_id])
+        refuse_non_transactional(change.plugin_id, plan.reverts, backend_name(config.database_url))  # kept downs
 
 
 def run(
-    config: Config, txid: str, operation: str, changes: Sequence[PluginChange], rehearse: bool = True
+    config: Config,
+    txid: str,
+    operation: str,
+    changes: Sequence[PluginChange],
+    rehearse: bool = True,
+    *,
+    before_commit: BeforeCommit | None = None,
 ) -> None:
     """DESIGN.md step 4: every change's migrations, hooks and the ledger in ONE transaction.
 
     The ``atomicplug_transactions`` row for ``txid`` is written in this same
-    transaction even when no plugin has migrations, so :func:`committed` is the
-    forward/back decision. COMMIT is the point of no return; a crash point sits
-    right before and right after it.
+    transaction even when no plugin has migrations. After the last statement
+    ``before_commit(xid)`` is called (xid: ``txid_current()`` on PostgreSQL,
+    None on SQLite); only then is COMMIT sent, so a caller that journals the
+    xid knows that without it COMMIT never went out. COMMIT is the point of no
+    return; a crash point sits right before and right after it. The
+    connection is closed at the end whatever happened: a migration may have
+    changed its session, so it is never reused.
 
     Raises MigrationError (after rolling everything back) when anything fails,
-    with one line naming the plugin, file and statement; DatabaseError only when
-    COMMIT failed and whether it happened cannot be told (recovery decides).
+    with one line naming the plugin, file and statement; when COMMIT itself
+    fails, the database is asked (:func:`committed`): committed → returns
+    normally, aborted → MigrationError, undecided → CommitInDoubtError (exit 75),
+    cannot be asked → DatabaseError (recovery decides).
     """
     from atomicplug.database.engine import first_line, open_database
     from atomicplug.database.ledger import ensure_tables, now, record_transaction
@@ -170,39 +210,60 @@ def run(
             db.rollback_quietly()
             raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
         try:
+            db.capture_session()  # the target schema, before any migration statement can move it
             ensure_tables(db)
             for change in changes:
                 _run_change(db, txid, operation, change, rehearse)
             record_transaction(
                 db, txid=txid, operation=operation, plugins=[_describe(c) for c in changes], started_at=started_at
             )
+            xid = db.prepare_commit()
         except BaseException as exc:
             db.rollback_quietly()
             if isinstance(exc, MigrationError) or not isinstance(exc, Exception):
                 raise
             raise MigrationError(f"database transaction {txid} failed: {first_line(exc)}") from exc
+        if before_commit is not None:
+            try:
+                before_commit(xid)
+            except BaseException:
+                db.rollback_quietly()
+                raise
         crash_point()  # before COMMIT: a kill here must roll back (recovery: not committed)
         try:
             db.commit()
         except Exception as exc:
-            db.rollback_quietly()
-            _after_failed_commit(config, txid, exc)
+            db.close()  # whatever the server does with it now, this session is over for us
+            _after_failed_commit(config, txid, xid, exc)
         crash_point()  # after COMMIT: a kill here must roll forward (recovery: committed)
     finally:
         db.close()
 
 
-def committed(config: Config, txid: str) -> bool:
-    """Did ``txid``'s database transaction commit? False when the ledger does not exist.
+def committed(config: Config, txid: str, xid: int | None = None) -> bool:
+    """Did ``txid``'s database transaction commit?
+
+    ``xid`` is the PostgreSQL transaction id its ``committing`` journal record
+    holds (a transaction without that record never sent COMMIT: the caller
+    knows the answer without asking). With an xid, ``txid_status`` decides:
+    committed → True, aborted → False, in progress → ask again for up to
+    max(lock_timeout, 30 s), then CommitInDoubtError (exit 75); an xid too old
+    for the server to tell (NULL) falls back to the ledger row. Without an xid
+    (SQLite, whose COMMIT is decided when the call returns) the ledger row
+    decides; no ledger: False.
 
     Raises DatabaseError when the database cannot be asked (recovery must not guess).
     """
-    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
+    from atomicplug.database.engine import backend_name, check_url, connect, first_line, sqlite_file_missing
     from atomicplug.database.ledger import transaction_committed
 
     check_url(config.database_url)
     if sqlite_file_missing(config.database_url):
         return False  # never create the database file just to ask
+    if xid is not None and backend_name(config.database_url) == "postgresql":
+        status = _xid_status(config, txid, xid)
+        if status is not None:
+            return status == "committed"
     with connect(config.database_url, _busy_timeout(config)) as db:
         try:
             return transaction_committed(db, txid)
@@ -210,31 +271,80 @@ def committed(config: Config, txid: str) -> bool:
             raise DatabaseError(f"cannot read the transaction ledger: {first_line(exc)}") from exc
 
 
+def _xid_status(config: Config, txid: str, xid: int) -> str | None:
+    """``txid_status(xid)`` once the server has decided: "committed", "aborted", or None
+    (too old to tell). Raises CommitInDoubtError when it stays "in progress"."""
+    from atomicplug.database.engine import connect, first_line
+
+    wait = max(float(config.lock_timeout), MIN_COMMIT_WAIT)
+    deadline = time.monotonic() + wait
+    with connect(config.database_url, _busy_timeout(config)) as db:
+        while True:
+            try:
+                ((status,),) = db.execute("SELECT pg_catalog.txid_status(?)", [xid])
+            except Exception as exc:
+                raise DatabaseError(
+                    f"cannot ask the database whether transaction {txid} (xid {xid}) committed: {first_line(exc)}"
+                ) from exc
+            if status != "in progress":
+                return status  # type: ignore[no-any-return]
+            if time.monotonic() >= deadline:
+                raise CommitInDoubtError(
+                    f"transaction {txid}: the database has not decided its COMMIT after {wait:.0f} s "
+                    f"(xid {xid} is still in progress), so its outcome is not known yet; "
+                    "run `atomicplug recover` later"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+
+def store_trees(config: Config, plugin_id: str) -> tuple[Path, ...]:
+    """Every complete store tree of ``plugin_id`` (``<home>/store/<id>/*/``), newest version
+    first: where the downs of kept data may still be found (``PluginChange.kept_trees``)."""
+    from packaging.version import InvalidVersion, Version
+
+    folder = config.store_dir / plugin_id
+    trees = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+
+    def version(tree: Path) -> tuple[int, Version | str]:
+        text = tree.name.rsplit("-", 1)[0]
+        try:
+            return (1, Version(text))
+        except InvalidVersion:
+            return (0, text)
+
+    return tuple(sorted(trees, key=lambda t: (version(t), t.name), reverse=True))
+
+
 # -- inside the transaction ---------------------------------------------------
+#
+# Every plugin's code starts from the session captured at BEGIN: each
+# migration file and each hook is followed by ``db.restore_session()``, so the
+# next file, the next plugin and our own statements all start from it again
+# (a pg_dump file empties search_path for itself).
 
 
 def _run_change(db: Database, txid: str, operation: str, change: PluginChange, rehearse: bool) -> None:
-    from atomicplug.database.hooks import HookContext, run_hook
+    from atomicplug.database.hooks import HookContext
     from atomicplug.database.ledger import applied_migrations, record_migration
     from atomicplug.database.plan import plan_change, refuse_non_transactional
     from atomicplug.database.schema import snapshot
 
     pid = change.plugin_id
     plan = plan_change(change, applied_migrations(db, pid))
-    refuse_non_transactional(pid, plan.reverts + plan.applies)
+    refuse_non_transactional(pid, plan.reverts + plan.applies, db.backend)
 
     if change.action == "uninstall" and change.old_tree is not None:
         ctx = HookContext(pid, change.old_version, txid, operation, Path(change.old_tree), change.keep_data)
-        run_hook(change.old_tree, "uninstall", db, ctx)
+        _hook(db, change.old_tree, "uninstall", ctx)
     for migration in plan.reverts:
-        _execute(db, pid, migration.down_path, migration.down_statements())
+        _execute(db, migration, "down")
         record_migration(
             db, txid=txid, plugin_id=pid, migration=migration.name, direction="down",
             checksum=migration.checksum, version=change.old_version,
         )  # fmt: skip
     before = snapshot(db) if rehearse and plan.applies else None
     for migration in plan.applies:
-        _execute(db, pid, migration.up_path, migration.up_statements())
+        _execute(db, migration, "up")
         record_migration(
             db, txid=txid, plugin_id=pid, migration=migration.name, direction="up",
             checksum=migration.checksum, version=change.new_version,
@@ -244,21 +354,41 @@ def _run_change(db: Database, txid: str, operation: str, change: PluginChange, r
     if change.action in ("install", "upgrade") and change.new_tree is not None:
         ctx = HookContext(pid, change.new_version, txid, operation, Path(change.new_tree))
         if change.action == "install":
-            run_hook(change.new_tree, "install", db, ctx)
+            _hook(db, change.new_tree, "install", ctx)
         else:
-            run_hook(change.new_tree, "upgrade", db, ctx, change.old_version)
+            _hook(db, change.new_tree, "upgrade", ctx, change.old_version)
 
 
-def _execute(db: Database, plugin_id: str, path: Path, statements: Sequence[Statement]) -> None:
+def _hook(db: Database, tree: Path, hook: str, ctx: HookContext, *args: Any) -> None:
+    """Run an install.py hook; it must leave the transaction open. The session is restored after it."""
+    from atomicplug.database.hooks import run_hook
+
+    if run_hook(tree, hook, db, ctx, *args) and not db.transaction_open:
+        raise MigrationError(f"plugin {ctx.plugin_id}: the {hook} hook ended atomicplug's database transaction")
+    db.restore_session()
+
+
+def _execute(db: Database, migration: Migration, direction: Direction) -> None:
+    """Run one script, one parsed statement per execute, then restore the captured session.
+
+    After each statement the transaction must still be open: the parser refused
+    everything known to end it, and this catches anything it did not know.
+    """
     from atomicplug.database.engine import first_line
+    from atomicplug.database.scripts import one_line
 
-    for statement in statements:
+    where = f"plugin {migration.plugin_id}: migrations/{migration.path(direction).name}"
+    for statement in migration.statements(direction, db.backend):
         try:
             db.execute(statement.sql)  # no parameters: psycopg2 leaves '%' alone
         except Exception as exc:
+            raise MigrationError(f"{where} statement {statement.number} failed: {first_line(exc)}") from exc
+        if not db.transaction_open:
             raise MigrationError(
-                f"plugin {plugin_id}: migrations/{path.name} statement {statement.number} failed: {first_line(exc)}"
-            ) from exc
+                f"{where} statement {statement.number} `{one_line(statement.sql)}` ended atomicplug's database "
+                "transaction; stopped there (statements before it may have been committed by it)"
+            )
+    db.restore_session()
 
 
 def _rehearse(db: Database, plugin_id: str, applied: Sequence[Migration], before: Any) -> None:
@@ -269,7 +399,7 @@ def _rehearse(db: Database, plugin_id: str, applied: Sequence[Migration], before
     try:
         with db.savepoint("atomicplug_rehearsal"):
             for migration in reversed(applied):
-                _execute(db, plugin_id, migration.down_path, migration.down_statements())
+                _execute(db, migration, "down")
             after = snapshot(db)
     except MigrationError as exc:
         detail = str(exc).removeprefix(f"plugin {plugin_id}: ")
@@ -285,12 +415,15 @@ def _rehearse(db: Database, plugin_id: str, applied: Sequence[Migration], before
         )
 
 
-def _after_failed_commit(config: Config, txid: str, exc: Exception) -> None:
-    """COMMIT raised: it may or may not have happened (a lost connection). Ask the ledger."""
+def _after_failed_commit(config: Config, txid: str, xid: int | None, exc: Exception) -> None:
+    """COMMIT raised: it may or may not have happened (a lost connection). Ask the
+    database (``txid_status`` on PostgreSQL); return only when it committed."""
     from atomicplug.database.engine import first_line
 
     try:
-        done = committed(config, txid)
+        done = committed(config, txid, xid)
+    except CommitInDoubtError as doubt:
+        raise doubt from exc
     except Exception as probe:
         raise DatabaseError(
             f"COMMIT of database transaction {txid} failed ({first_line(exc)}) and its outcome is unknown "

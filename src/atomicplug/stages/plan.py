@@ -50,6 +50,7 @@ class Step:
     package: str | None = None  # sha256 of the package blob to extract when this transaction creates the tree
     stage_tree: bool = False
     keep_data: bool = False
+    allow_downgrade: bool = False  # kept data (ledger) newer than the package may be reverted
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class Step:
             "package": self.package,
             "stage_tree": self.stage_tree,
             "keep_data": self.keep_data,
+            "allow_downgrade": self.allow_downgrade,
         }
 
     @classmethod
@@ -73,6 +75,7 @@ class Step:
             package=data["package"],
             stage_tree=data["stage_tree"],
             keep_data=data["keep_data"],
+            allow_downgrade=data.get("allow_downgrade", False),
         )
 
     def describe(self) -> str:
@@ -243,6 +246,7 @@ def plan_install(
                 after=after,
                 package=package.sha256,
                 stage_tree=not (home / tree).is_dir(),
+                allow_downgrade=allow_downgrade,
             )
         )
     operation = "upgrade" if steps and all(step.action == "upgrade" for step in steps) else "install"
