@@ -96,11 +96,14 @@ def chrome(profile_dir: Path, width: int = 1280, height: int = 1000) -> Iterator
 
 def wait_until(driver: Any, condition: Callable[[Any], T], timeout: float = 20.0, message: str = "") -> T:
     """``WebDriverWait(driver, timeout).until(condition)``, with the page's state in the failure."""
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # The page re-renders its cards: an element found a moment ago may be replaced before it is asked.
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+        return WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)).until(
+            condition
+        )
     except TimeoutException:
         text = driver.find_element("tag name", "body").text
         raise AssertionError(f"timed out after {timeout}s waiting for {message or condition}; page text:\n{text}") from None

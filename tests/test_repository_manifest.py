@@ -58,6 +58,7 @@ def test_round_trip() -> None:
         (b"\xff", "UTF-8"),
         (b"[]", "JSON object"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "doc",  # stable ids: the docs hold a timestamp
 )
 def test_malformed_manifest_is_refused(doc: bytes, rule: str) -> None:
     with pytest.raises(TrustError, match=rule):

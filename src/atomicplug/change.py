@@ -1,0 +1,144 @@
+"""A plan and its changes: the one value each stage of a transaction reads (docs/design.md "One transaction").
+
+One plugin's change in a transaction is one frozen :class:`Change`: the
+registry entry before and after, the package to stage, and the options that
+decide its database work. Everything else is derived from it — the trees the
+database step reads, the line the CLI prints, the history and ledger summary,
+what an install hook is told — so no stage keeps its own copy. A
+:class:`Plan` is pure data: it is written into the journal's ``begin`` record,
+and recovery finishes or undoes the transaction from it alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from atomicplug.registry import InstalledPlugin, Registry
+
+__all__ = ["Action", "Change", "Plan"]
+
+#: What a change does to the database: ``none`` (enable/disable) touches no table.
+Action = Literal["install", "upgrade", "downgrade", "uninstall", "none"]
+
+
+@attrs.frozen
+class Change:
+    """One plugin's change: its registry entry before and after, and how to get there.
+
+    ``package`` is the sha256 of the blob to extract when this transaction makes
+    the store tree (``stage_tree``); ``keep_data`` leaves an uninstalled plugin's
+    tables; ``allow_downgrade`` lets kept data newer than the package be reverted.
+    """
+
+    plugin_id: str
+    action: Action
+    before: InstalledPlugin | None
+    after: InstalledPlugin | None
+    package: str | None = None
+    stage_tree: bool = False
+    keep_data: bool = False
+    allow_downgrade: bool = False
+
+    # -- derived ------------------------------------------------------------------
+    @property
+    def old_version(self) -> str | None:
+        return self.before.version if self.before else None
+
+    @property
+    def new_version(self) -> str | None:
+        return self.after.version if self.after else None
+
+    def old_tree(self, home: Path) -> Path | None:
+        """The installed store tree (migrations and hooks of the version going away)."""
+        return home / self.before.current.tree if self.before else None
+
+    def new_tree(self, home: Path) -> Path | None:
+        """The store tree this change installs (None for an uninstall)."""
+        return home / self.after.current.tree if self.after else None
+
+    def describe(self) -> str:
+        """One line, as the CLI prints it: ``upgrade shop 1.0.0 -> 1.1.0``."""
+        old, new = self.old_version, self.new_version
+        if self.action == "none":
+            return f"{'enable' if self.after and self.after.enabled else 'disable'} {self.plugin_id}"
+        if old and new:
+            return f"{self.action} {self.plugin_id} {old} -> {new}"
+        return f"{self.action} {self.plugin_id} {new or old}"
+
+    def summary(self) -> dict[str, Any]:
+        """What history and the database ledger record of this change."""
+        return {
+            "id": self.plugin_id,
+            "action": self.action,
+            "from": self.old_version,
+            "to": self.new_version,
+            "enabled": self.after.enabled if self.after else None,
+            "keep_data": self.keep_data,
+        }
+
+    # -- journal form ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plugin_id": self.plugin_id,
+            "action": self.action,
+            "before": self.before.to_dict() if self.before else None,
+            "after": self.after.to_dict() if self.after else None,
+            "package": self.package,
+            "stage_tree": self.stage_tree,
+            "keep_data": self.keep_data,
+            "allow_downgrade": self.allow_downgrade,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Change:
+        pid = data["plugin_id"]
+        return cls(
+            plugin_id=pid,
+            action=data["action"],
+            before=InstalledPlugin.from_dict(pid, data["before"]) if data["before"] else None,
+            after=InstalledPlugin.from_dict(pid, data["after"]) if data["after"] else None,
+            package=data["package"],
+            stage_tree=data["stage_tree"],
+            keep_data=data["keep_data"],
+            allow_downgrade=data.get("allow_downgrade", False),
+        )
+
+
+@attrs.frozen
+class Plan:
+    """Everything a transaction will do, in order (dependencies first)."""
+
+    txid: str
+    operation: str
+    changes: tuple[Change, ...]
+    rehearse: bool = True
+    generation: int = 0  # the generation this plan builds (set by the runner under the lock)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "steps": [c.to_dict() for c in self.changes],
+            "rehearse": self.rehearse,
+            "generation": self.generation,
+        }
+
+    @classmethod
+    def from_dict(cls, txid: str, data: dict[str, Any]) -> Plan:
+        return cls(
+            txid=txid,
+            operation=data["operation"],
+            changes=tuple(Change.from_dict(c) for c in data["steps"]),
+            rehearse=data.get("rehearse", True),
+            generation=int(data.get("generation", 0)),
+        )
+
+    def registry_after(self, registry: Registry) -> Registry:
+        """The registry of the generation this plan builds (pure: recovery recomputes it from the parent)."""
+        entries = {change.plugin_id: change.after for change in self.changes}
+        return registry.with_entries(entries, generation=self.generation, txid=self.txid)
+
+    def describe(self) -> tuple[str, ...]:
+        return tuple(change.describe() for change in self.changes)
