@@ -146,3 +146,34 @@ def make_tree(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return tree
+
+
+def change_of(
+    plugin_id: str,
+    action: str,
+    old_tree: Any = None,
+    new_tree: Any = None,
+    old_version: str | None = None,
+    new_version: str | None = None,
+    *,
+    keep_data: bool = False,
+    allow_downgrade: bool = False,
+) -> Any:
+    """A :class:`~atomicplug.change.Change` over trees anywhere (an absolute tree path stays itself under home)."""
+    from atomicplug.change import Change
+    from atomicplug.registry import InstalledPlugin, TreeRef
+
+    def entry(tree: Any, version: str | None) -> InstalledPlugin | None:
+        if tree is None:
+            return None
+        ref = TreeRef(version=version or "0", tree=str(tree), sha256="0" * 64)
+        return InstalledPlugin(id=plugin_id, name=plugin_id, current=ref, enabled=True)
+
+    return Change(
+        plugin_id=plugin_id,
+        action=action,  # type: ignore[arg-type]
+        before=entry(old_tree, old_version),
+        after=entry(new_tree, new_version),
+        keep_data=keep_data,
+        allow_downgrade=allow_downgrade,
+    )

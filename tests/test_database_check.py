@@ -6,15 +6,15 @@ import re
 from pathlib import Path
 
 import pytest
-from db_fixtures import make_tree, query, table_names
+from db_fixtures import make_tree, query, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.errors import ConfigError, MigrationError, PermissionRefusedError
-from atomicplug.stages.migrate import PluginChange, check, committed, run
+from atomicplug.stages.migrate import check, committed, run
 
 
-def install_change(tree: Path, plugin: str = "p1") -> list[PluginChange]:
-    return [PluginChange(plugin, "install", new_tree=tree, new_version="1.0.0")]
+def install_change(tree: Path, plugin: str = "p1") -> list[Any]:
+    return [change_of(plugin, "install", new_tree=tree, new_version="1.0.0")]
 
 
 @pytest.mark.parametrize(
@@ -185,4 +185,4 @@ def test_uninstall_of_migration_missing_from_installed_tree_is_refused(tmp_path:
     run(config, "tx-1", "install", install_change(v2))
     v1 = make_tree(tmp_path, files={k: v for k, v in files.items() if "0001" in k})
     with pytest.raises(MigrationError, match="applied migration 0002_b is not in the installed tree"):
-        check(config, [PluginChange("p1", "uninstall", old_tree=v1, old_version="1.0.0")])
+        check(config, [change_of("p1", "uninstall", old_tree=v1, old_version="1.0.0")])

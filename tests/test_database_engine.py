@@ -12,12 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from db_fixtures import make_tree, table_names
+from db_fixtures import make_tree, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.database.engine import connect, open_database
 from atomicplug.errors import ConfigError, DatabaseError, MigrationError
-from atomicplug.stages.migrate import PluginChange, committed, run
+from atomicplug.stages.migrate import committed, run
 
 LEDGER = {"atomicplug_migrations", "atomicplug_transactions"}
 
@@ -105,12 +105,12 @@ def test_importing_the_database_step_does_not_import_sqlalchemy(tmp_path: Path) 
         import sys
         from pathlib import Path
         from atomicplug.config import Config
-        from atomicplug.stages.migrate import PluginChange, check, committed, run
+        from atomicplug.stages.migrate import check, committed, run
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from db_fixtures import make_tree
+        from db_fixtures import change_of, make_tree
         tree = make_tree(Path({str(tmp_path)!r}), files={{"migrations/up.sql": "CREATE TABLE a (id INTEGER);", "migrations/down.sql": "DROP TABLE a;"}})
         config = Config.for_directory(Path({str(tmp_path)!r}), database_url="sqlite:///" + {str(tmp_path / "app.db")!r})
-        changes = [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")]
+        changes = [change_of("p1", "install", new_tree=tree, new_version="1.0.0")]
         check(config, changes)
         run(config, "tx-1", "install", changes)
         assert committed(config, "tx-1")
@@ -151,11 +151,14 @@ def test_sigkill_at_the_commit_crash_points(tmp_path: Path, database_url: str, c
     tree = make_tree(tmp_path, files={"migrations/up.sql": "CREATE TABLE a (id INTEGER);", "migrations/down.sql": "DROP TABLE a;"})
     script = textwrap.dedent(
         f"""
+        import sys
         from pathlib import Path
         from atomicplug.config import Config
-        from atomicplug.stages.migrate import PluginChange, run
+        from atomicplug.stages.migrate import run
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from db_fixtures import change_of
         config = Config.for_directory(Path({str(tmp_path)!r}), database_url={database_url!r})
-        run(config, "tx-kill", "install", [PluginChange("p1", "install", new_tree=Path({str(tree)!r}))])
+        run(config, "tx-kill", "install", [change_of("p1", "install", new_tree=Path({str(tree)!r}))])
         print("survived")
         """
     )
@@ -200,7 +203,7 @@ def test_two_concurrent_runs_take_turns(tmp_path: Path, database_url: str) -> No
     def worker(pid: str) -> None:
         try:
             barrier.wait()
-            run(config, f"tx-{pid}", "install", [PluginChange(pid, "install", new_tree=trees[pid], new_version="1.0.0")])
+            run(config, f"tx-{pid}", "install", [change_of(pid, "install", new_tree=trees[pid], new_version="1.0.0")])
         except BaseException as exc:  # reported below
             errors.append(exc)
 

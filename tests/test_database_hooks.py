@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from db_fixtures import make_tree, query, table_names
+from db_fixtures import make_tree, query, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.errors import MigrationError
-from atomicplug.stages.migrate import PluginChange, committed, run
+from atomicplug.stages.migrate import committed, run
 
 MIGRATION = {
     "migrations/0001_items.up.sql": "CREATE TABLE items (id INTEGER PRIMARY KEY, note VARCHAR(80));",
@@ -41,7 +41,7 @@ def tree_with(tmp_path: Path, hooks: str, version: str = "1.0.0", files: dict[st
 def test_install_hook_runs_after_the_ups_with_context(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
     before = set(sys.modules)
-    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree_with(tmp_path, HOOKS), new_version="1.0.0")])
+    run(config, "tx-1", "install", [change_of("p1", "install", new_tree=tree_with(tmp_path, HOOKS), new_version="1.0.0")])
     assert query(database_url, "SELECT note FROM items") == [("install p1 1.0.0 tx-1 install",)]
     assert not [m for m in set(sys.modules) - before if "atomicplug_hook" in m]
 
@@ -49,17 +49,17 @@ def test_install_hook_runs_after_the_ups_with_context(tmp_path: Path, database_u
 def test_upgrade_hook_gets_the_previous_version(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
     v1 = tree_with(tmp_path, HOOKS)
-    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=v1, new_version="1.0.0")])
+    run(config, "tx-1", "install", [change_of("p1", "install", new_tree=v1, new_version="1.0.0")])
     v2 = tree_with(tmp_path, HOOKS, version="1.1.0")
-    run(config, "tx-2", "upgrade", [PluginChange("p1", "upgrade", v1, v2, "1.0.0", "1.1.0")])
+    run(config, "tx-2", "upgrade", [change_of("p1", "upgrade", v1, v2, "1.0.0", "1.1.0")])
     assert ("upgrade from 1.0.0 to 1.1.0",) in query(database_url, "SELECT note FROM items")
 
 
 def test_uninstall_hook_runs_before_the_downs(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
     tree = tree_with(tmp_path, HOOKS)
-    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")])
-    run(config, "tx-2", "uninstall", [PluginChange("p1", "uninstall", old_tree=tree, old_version="1.0.0")])
+    run(config, "tx-1", "install", [change_of("p1", "install", new_tree=tree, new_version="1.0.0")])
+    run(config, "tx-2", "uninstall", [change_of("p1", "uninstall", old_tree=tree, old_version="1.0.0")])
     assert "items" not in table_names(database_url)
     assert query(database_url, "SELECT n FROM farewell") == [(1,)]
 
@@ -72,7 +72,7 @@ def test_failing_hook_rolls_everything_back_and_its_message_surfaces(tmp_path: P
         "    conn.execute(text(\"INSERT INTO items (id, note) VALUES (1, 'x')\"))\n"
         "    raise ValueError('licence server said no\\nsecond line')\n"
     )
-    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    changes = [change_of("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
     with pytest.raises(MigrationError) as info:
         run(config, "tx-1", "install", changes)
     assert str(info.value) == "plugin p1: install hook failed: licence server said no"
@@ -83,7 +83,7 @@ def test_failing_hook_rolls_everything_back_and_its_message_surfaces(tmp_path: P
 
 def test_hook_that_fails_to_import_is_reported(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
-    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, "import no_such_module_xyz\n"), new_version="1.0.0")]
+    changes = [change_of("p1", "install", new_tree=tree_with(tmp_path, "import no_such_module_xyz\n"), new_version="1.0.0")]
     with pytest.raises(MigrationError, match="plugin p1: install hook failed: No module named 'no_such_module_xyz'"):
         run(config, "tx-1", "install", changes)
     assert table_names(database_url) == set()
@@ -101,7 +101,7 @@ def test_hook_that_fails_to_import_is_reported(tmp_path: Path, database_url: str
 def test_hook_may_not_end_the_transaction(tmp_path: Path, database_url: str, body: str, refusal: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
     hooks = "from sqlalchemy import text\ndef install(conn, ctx):\n" + body
-    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    changes = [change_of("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
     with pytest.raises(MigrationError, match=f"install hook failed: {refusal}"):
         run(config, "tx-1", "install", changes)
     assert table_names(database_url) == set()
@@ -112,7 +112,7 @@ def test_hook_that_sends_commit_itself_is_caught_by_the_open_transaction_check(t
     """SQL sent by a hook is not parsed (it is Python): the transaction must still be open after it."""
     config = Config.for_directory(tmp_path, database_url=database_url)
     hooks = "def install(conn, ctx):\n    conn.exec_driver_sql('COMMIT')\n"
-    changes = [PluginChange("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
+    changes = [change_of("p1", "install", new_tree=tree_with(tmp_path, hooks), new_version="1.0.0")]
     with pytest.raises(MigrationError, match="^plugin p1: the install hook ended atomicplug's database transaction$"):
         run(config, "tx-1", "install", changes)
     assert committed(config, "tx-1") is False  # the ledger row of tx-1 was never written

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from db_fixtures import make_tree, query, table_names
+from db_fixtures import make_tree, query, table_names, change_of
 
 from atomicplug.errors import MigrationError, UsageError
 from atomicplug.journal.reader import pending_journals
 from atomicplug.registry import Registry
-from atomicplug.stages.migrate import PluginChange
 from atomicplug.database.plan import plan_change
 
 A = {"0001_a": ("CREATE TABLE kd_a (id INTEGER);", "DROP TABLE kd_a;")}
@@ -113,14 +112,17 @@ def _files(migrations: dict[str, tuple[str, str]]) -> dict[str, str]:
 
 def test_kept_down_must_match_the_applied_checksum_and_newest_first(tmp_path: Path) -> None:
     abc = {**AB, "0003_c": ("CREATE TABLE kd_c (id INTEGER);", "DROP TABLE kd_c;")}
-    v10 = make_tree(tmp_path, "kd", "1.0.0", files=_files(A))
-    other = make_tree(tmp_path, "kd", "1.2.0", files=_files({**abc, "0002_b": ("CREATE TABLE kd_b (x TEXT);", "DROP TABLE kd_b;")}))
-    v12 = make_tree(tmp_path, "kd", "1.2.0", files=_files(abc))
+    applied_tree = make_tree(tmp_path / "elsewhere", "kd", "1.2.0", files=_files(abc))
     from atomicplug.database.discovery import discover
 
-    applied = {m.name: m.checksum for m in discover(v12, "kd")}
-    change = PluginChange("kd", "install", new_tree=v10, new_version="1.0.0", allow_downgrade=True, kept_trees=(other, v12))
-    plan = plan_change(change, applied)
-    assert [(m.name, m.up_path.parents[1]) for m in plan.reverts] == [("0003_c", other), ("0002_b", v12)]
+    applied = {m.name: m.checksum for m in discover(applied_tree, "kd")}
+    home = tmp_path / "home"
+    v10 = make_tree(home, "kd", "1.0.0", files=_files(A))
+    # A newer tree whose 0002_b differs from what ran: its down is no source for 0002_b, but its 0003_c is.
+    other = make_tree(home, "kd", "1.3.0", files=_files({**abc, "0002_b": ("CREATE TABLE kd_b (x TEXT);", "DROP TABLE kd_b;")}))
+    change = change_of("kd", "install", new_tree=v10, new_version="1.0.0", allow_downgrade=True)
     with pytest.raises(MigrationError, match="no store tree of kd has the down of applied migration 0002_b"):
-        plan_change(PluginChange("kd", "install", new_tree=v10, allow_downgrade=True, kept_trees=(other,)), applied)
+        plan_change(change, applied, home)
+    v12 = make_tree(home, "kd", "1.2.0", files=_files(abc))
+    plan = plan_change(change, applied, home)
+    assert [(m.name, m.up_path.parents[1]) for m in plan.reverts] == [("0003_c", other), ("0002_b", v12)]

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from db_fixtures import execute, make_tree, query, table_names
+from db_fixtures import execute, make_tree, query, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.errors import MigrationError
-from atomicplug.stages.migrate import PluginChange, check, committed, run
+from atomicplug.stages.migrate import check, committed, run
 
 LEDGER = {"atomicplug_migrations", "atomicplug_transactions"}
 
@@ -36,7 +36,7 @@ def ledger_rows(url: str, plugin: str = "p1") -> list[tuple[str, str]]:
 
 
 def install(config: Config, tree: Path, txid: str, plugin: str = "p1", version: str = "1.0.0", **kw: object) -> None:
-    changes = [PluginChange(plugin, "install", new_tree=tree, new_version=version)]
+    changes = [change_of(plugin, "install", new_tree=tree, new_version=version)]
     check(config, changes)
     run(config, txid, "install", changes, **kw)  # type: ignore[arg-type]
 
@@ -49,7 +49,7 @@ def test_install_creates_tables_and_ledger_rows(tmp_path: Path, database_url: st
     assert ledger_rows(database_url) == [("0001_alpha", "up"), ("0002_beta", "up")]
     ((operation, plugins),) = query(database_url, "SELECT operation, plugins FROM atomicplug_transactions WHERE txid = 'tx-install'")
     assert operation == "install"
-    assert json.loads(plugins) == [{"id": "p1", "action": "install", "from": None, "to": "1.0.0", "keep_data": False}]
+    assert json.loads(plugins) == [{"id": "p1", "action": "install", "from": None, "to": "1.0.0", "enabled": True, "keep_data": False}]
 
 
 def test_single_up_down_layout_installs_and_uninstalls(tmp_path: Path, database_url: str) -> None:
@@ -57,7 +57,7 @@ def test_single_up_down_layout_installs_and_uninstalls(tmp_path: Path, database_
     tree = make_tree(tmp_path, files={"migrations/up.sql": "CREATE TABLE solo (id INTEGER);", "migrations/down.sql": "DROP TABLE solo;"})
     install(config, tree, "tx-1")
     assert "solo" in table_names(database_url)
-    run(config, "tx-2", "uninstall", [PluginChange("p1", "uninstall", old_tree=tree, old_version="1.0.0")])
+    run(config, "tx-2", "uninstall", [change_of("p1", "uninstall", old_tree=tree, old_version="1.0.0")])
     assert "solo" not in table_names(database_url)
     assert ledger_rows(database_url) == [("0001_initial", "up"), ("0001_initial", "down")]
 
@@ -87,7 +87,7 @@ def test_upgrade_runs_only_the_new_ups(tmp_path: Path, database_url: str) -> Non
     v1 = make_tree(tmp_path, version="1.0.0", files=versioned("0001_alpha"))
     install(config, v1, "tx-1")
     v2 = make_tree(tmp_path, version="2.0.0", files=versioned("0001_alpha", "0002_beta"))
-    changes = [PluginChange("p1", "upgrade", old_tree=v1, new_tree=v2, old_version="1.0.0", new_version="2.0.0")]
+    changes = [change_of("p1", "upgrade", old_tree=v1, new_tree=v2, old_version="1.0.0", new_version="2.0.0")]
     check(config, changes)
     run(config, "tx-2", "upgrade", changes)  # re-running 0001 would fail: alpha exists
     assert {"alpha", "beta"} <= table_names(database_url)
@@ -103,7 +103,7 @@ def test_downgrade_runs_installed_tree_downs_of_what_target_lacks_newest_first(t
     v2 = make_tree(tmp_path, version="2.0.0", files=files)
     install(config, v2, "tx-1")
     v1 = make_tree(tmp_path, version="1.0.0", files=versioned("0001_alpha"))
-    changes = [PluginChange("p1", "downgrade", old_tree=v2, new_tree=v1, old_version="2.0.0", new_version="1.0.0")]
+    changes = [change_of("p1", "downgrade", old_tree=v2, new_tree=v1, old_version="2.0.0", new_version="1.0.0")]
     check(config, changes)
     run(config, "tx-2", "rollback", changes)
     assert table_names(database_url) == {"alpha", "log"} | LEDGER
@@ -122,7 +122,7 @@ def test_uninstall_runs_every_down_in_reverse_order(tmp_path: Path, database_url
     }
     tree = make_tree(tmp_path, files=files)
     install(config, tree, "tx-1")
-    changes = [PluginChange("p1", "uninstall", old_tree=tree, old_version="1.0.0")]
+    changes = [change_of("p1", "uninstall", old_tree=tree, old_version="1.0.0")]
     check(config, changes)
     run(config, "tx-2", "uninstall", changes)
     assert table_names(database_url) == LEDGER
@@ -137,7 +137,7 @@ def test_uninstall_keep_data_keeps_tables_and_ledger_and_reinstall_skips_applied
     v1 = make_tree(tmp_path, version="1.0.0", files=versioned("0001_alpha"))
     install(config, v1, "tx-1")
     execute(database_url, "INSERT INTO alpha (id, note) VALUES (1, 'kept')")
-    keep = [PluginChange("p1", "uninstall", old_tree=v1, old_version="1.0.0", keep_data=True)]
+    keep = [change_of("p1", "uninstall", old_tree=v1, old_version="1.0.0", keep_data=True)]
     check(config, keep)
     run(config, "tx-2", "uninstall", keep)
     assert "alpha" in table_names(database_url)
@@ -157,7 +157,7 @@ def test_changed_checksum_of_an_applied_migration_fails_naming_it(tmp_path: Path
     files = versioned("0001_alpha", "0002_beta")
     files["migrations/0001_alpha.up.sql"] = "CREATE TABLE alpha (id INTEGER PRIMARY KEY, other INTEGER);"
     v2 = make_tree(tmp_path, version="2.0.0", files=files)
-    changes = [PluginChange("p1", "upgrade", old_tree=v1, new_tree=v2, old_version="1.0.0", new_version="2.0.0")]
+    changes = [change_of("p1", "upgrade", old_tree=v1, new_tree=v2, old_version="1.0.0", new_version="2.0.0")]
     with pytest.raises(MigrationError, match=r"plugin p1: applied migration 0001_alpha changed since it ran"):
         check(config, changes)
     with pytest.raises(MigrationError, match="0001_alpha"):
@@ -175,7 +175,7 @@ def test_three_plugins_in_one_transaction_third_fails_leaves_nothing(tmp_path: P
         "three",
         files={"migrations/0001_x.up.sql": "CREATE TABLE three_t (id INTEGER);\nSELECT * FROM missing_table;", "migrations/0001_x.down.sql": "DROP TABLE three_t;"},
     )
-    changes = [PluginChange(pid, "install", new_tree=tree, new_version="1.0.0") for pid, tree in (("one", good1), ("two", good2), ("three", bad))]
+    changes = [change_of(pid, "install", new_tree=tree, new_version="1.0.0") for pid, tree in (("one", good1), ("two", good2), ("three", bad))]
     check(config, changes)
     with pytest.raises(MigrationError, match=r"^plugin three: migrations/0001_x.up.sql statement 2 failed: "):
         run(config, "tx-multi", "install", changes)
@@ -196,8 +196,8 @@ def test_committed_is_false_before_the_ledger_exists_and_for_unknown_txids(tmp_p
 def test_txid_row_is_written_even_without_migrations(tmp_path: Path, database_url: str) -> None:
     config = config_for(tmp_path, database_url)
     plain = make_tree(tmp_path, files={"backend/__init__.py": ""}, permissions=())
-    run(config, "tx-files", "install", [PluginChange("p1", "install", new_tree=plain, new_version="1.0.0")])
-    run(config, "tx-enable", "enable", [PluginChange("p1", "none", old_tree=plain, new_tree=plain)])
+    run(config, "tx-files", "install", [change_of("p1", "install", new_tree=plain, new_version="1.0.0")])
+    run(config, "tx-enable", "enable", [change_of("p1", "none", old_tree=plain, new_tree=plain)])
     assert committed(config, "tx-files") and committed(config, "tx-enable")
     assert table_names(database_url) == LEDGER
     rows = query(database_url, "SELECT txid, operation FROM atomicplug_transactions ORDER BY started_at")
@@ -207,9 +207,9 @@ def test_txid_row_is_written_even_without_migrations(tmp_path: Path, database_ur
 def test_a_txid_cannot_commit_twice(tmp_path: Path, database_url: str) -> None:
     config = config_for(tmp_path, database_url)
     tree = make_tree(tmp_path, permissions=())
-    run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree)])
+    run(config, "tx-1", "install", [change_of("p1", "install", new_tree=tree)])
     with pytest.raises(MigrationError, match="tx-1"):
-        run(config, "tx-1", "install", [PluginChange("p1", "install", new_tree=tree)])
+        run(config, "tx-1", "install", [change_of("p1", "install", new_tree=tree)])
 
 
 def test_percent_signs_and_dollar_quoting_reach_the_database_intact(tmp_path: Path, database_url: str) -> None:

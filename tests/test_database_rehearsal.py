@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from db_fixtures import make_tree, table_names
+from db_fixtures import make_tree, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.errors import MigrationError
-from atomicplug.stages.migrate import PluginChange, committed, run
+from atomicplug.stages.migrate import committed, run
 
 LEDGER = {"atomicplug_migrations", "atomicplug_transactions"}
 
 
-def change(tree: Path) -> list[PluginChange]:
-    return [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")]
+def change(tree: Path) -> list[Any]:
+    return [change_of("p1", "install", new_tree=tree, new_version="1.0.0")]
 
 
 def test_down_that_leaves_a_table_behind_is_refused(tmp_path: Path, database_url: str) -> None:
@@ -47,7 +47,7 @@ def test_down_that_forgets_a_column_or_index_is_refused(tmp_path: Path, database
             "migrations/0002_b.down.sql": "SELECT 1;",
         },
     )
-    upgrade = [PluginChange("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
+    upgrade = [change_of("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
     with pytest.raises(MigrationError) as info:
         run(config, "tx-2", "upgrade", upgrade)
     assert "column 'a.extra' left behind" in str(info.value)

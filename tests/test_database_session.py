@@ -10,13 +10,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
-from db_fixtures import make_tree, query, table_names
+from db_fixtures import make_tree, query, table_names, change_of
 
 from atomicplug.config import Config
 from atomicplug.errors import MigrationError
-from atomicplug.stages.migrate import PluginChange, check, committed, run
+from atomicplug.stages.migrate import check, committed, run
 
 DUMP = (Path(__file__).parent / "sql" / "pg_dump_invoices.sql").read_text(encoding="utf-8")
 DOWN = (
@@ -35,7 +36,7 @@ def dump_plugin(root: Path, down: str = DOWN, plugin_id: str = "billing") -> Pat
     return make_tree(root, plugin_id, files={"migrations/up.sql": DUMP, "migrations/down.sql": down})
 
 
-def install(config: Config, changes: list[PluginChange], txid: str) -> None:
+def install(config: Config, changes: list[Any], txid: str) -> None:
     check(config, changes)
     run(config, txid, "install", changes)
 
@@ -54,7 +55,7 @@ def test_psql_runs_the_dump_file(tmp_path: Path, database_url: str) -> None:
 def test_pg_dump_schema_file_installs_with_the_ledger_in_the_captured_schema(tmp_path: Path, database_url: str) -> None:
     """Before: the dump emptied search_path and our INSERT INTO atomicplug_migrations failed."""
     config = Config.for_directory(tmp_path, database_url=database_url)
-    install(config, [PluginChange("billing", "install", new_tree=dump_plugin(tmp_path), new_version="1.0.0")], "tx-dump")
+    install(config, [change_of("billing", "install", new_tree=dump_plugin(tmp_path), new_version="1.0.0")], "tx-dump")
     assert table_names(database_url) == DUMP_TABLES | LEDGER
     assert query(database_url, "SELECT migration, direction FROM public.atomicplug_migrations") == [("0001_initial", "up")]
     assert committed(config, "tx-dump")
@@ -64,7 +65,7 @@ def test_rehearsal_compares_the_captured_schema_not_the_emptied_search_path(tmp_
     """With search_path '' current_schema() is NULL: a snapshot of it would compare nothing."""
     config = Config.for_directory(tmp_path, database_url=database_url)
     forgetful = "DROP VIEW public.invoice_totals;\nDROP TABLE public.invoice_lines;\nDROP FUNCTION public.invoice_touch() CASCADE;\n"
-    change = PluginChange("billing", "install", new_tree=dump_plugin(tmp_path, down=forgetful), new_version="1.0.0")
+    change = change_of("billing", "install", new_tree=dump_plugin(tmp_path, down=forgetful), new_version="1.0.0")
     with pytest.raises(MigrationError, match=r"down migrations do not restore the schema: table 'invoices' left behind"):
         install(config, [change], "tx-forgetful")
     assert table_names(database_url) == set()
@@ -82,8 +83,8 @@ def test_next_plugin_starts_from_the_captured_search_path(tmp_path: Path, databa
         },
     )
     changes = [
-        PluginChange("billing", "install", new_tree=dump_plugin(tmp_path), new_version="1.0.0"),
-        PluginChange("notes", "install", new_tree=plain, new_version="1.0.0"),
+        change_of("billing", "install", new_tree=dump_plugin(tmp_path), new_version="1.0.0"),
+        change_of("notes", "install", new_tree=plain, new_version="1.0.0"),
     ]
     install(config, changes, "tx-two")
     assert table_names(database_url) == DUMP_TABLES | {"notes"} | LEDGER
@@ -93,8 +94,8 @@ def test_next_plugin_starts_from_the_captured_search_path(tmp_path: Path, databa
 def test_uninstall_of_the_dump_plugin_runs_its_downs_and_records_them(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
     tree = dump_plugin(tmp_path)
-    install(config, [PluginChange("billing", "install", new_tree=tree, new_version="1.0.0")], "tx-1")
-    uninstall = [PluginChange("billing", "uninstall", old_tree=tree, old_version="1.0.0")]
+    install(config, [change_of("billing", "install", new_tree=tree, new_version="1.0.0")], "tx-1")
+    uninstall = [change_of("billing", "uninstall", old_tree=tree, old_version="1.0.0")]
     check(config, uninstall)
     run(config, "tx-2", "uninstall", uninstall)
     assert table_names(database_url) == LEDGER
@@ -109,4 +110,4 @@ def test_psql_meta_commands_other_than_pg_dumps_are_refused_naming_the_line(tmp_
         files={"migrations/up.sql": "CREATE TABLE a (id INTEGER);\n\\connect other\n", "migrations/down.sql": "DROP TABLE a;"},
     )
     with pytest.raises(MigrationError, match=r"^plugin p1: migrations/up\.sql is not valid PostgreSQL: psql meta-command \\connect on line 2 is not SQL"):
-        check(config, [PluginChange("p1", "install", new_tree=tree, new_version="1.0.0")])
+        check(config, [change_of("p1", "install", new_tree=tree, new_version="1.0.0")])

@@ -109,10 +109,10 @@ class PlanPreview:
         changes = [
             PreviewChange(id=s.plugin_id, name=self.name(s.plugin_id), action="uninstall", from_version=s.before.version if s.before else None,
                           reason="requested" if s.plugin_id == pid else f"requires {self.name(pid)}")
-            for s in plan.steps
+            for s in plan.changes
         ]
         confirm, refusal = [], None
-        if len(plan.steps) > 1 and not request.cascade:
+        if len(plan.changes) > 1 and not request.cascade:
             try:
                 plan_uninstall(registry, [pid], "preview", cascade=False)
             except AtomicplugError as exc:
@@ -131,7 +131,7 @@ class PlanPreview:
         return [
             PreviewChange(id=s.plugin_id, name=self.name(s.plugin_id), action=request.operation if s.action == "none" else "rollback",  # type: ignore[arg-type]
                           from_version=s.before.version if s.before else None, to_version=s.after.version if s.after else None, reason="requested")
-            for s in plan.steps
+            for s in plan.changes
         ]
 
     @staticmethod

@@ -18,8 +18,10 @@ from atomicplug.config import Config
 from atomicplug.errors import UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.registry import Registry
+from atomicplug.verification import VerifyReport
 
 if TYPE_CHECKING:
+    from atomicplug.change import Plan
     from atomicplug.intake import Package
     from atomicplug.stages import plan as planning
     from atomicplug.transaction import Progress
@@ -42,22 +44,6 @@ class TransactionResult:
     @property
     def changed(self) -> bool:
         return bool(self.changes)
-
-
-@attrs.frozen
-class VerifyReport:
-    """Installed files against the store's record, for one plugin."""
-
-    plugin_id: str
-    version: str
-    changed: tuple[str, ...] = ()
-    missing: tuple[str, ...] = ()
-    extra: tuple[str, ...] = ()
-    bad_links: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not (self.changed or self.missing or self.extra or self.bad_links)
 
 
 def _silent(_: str) -> None:
@@ -88,13 +74,13 @@ class Installer:
 
         return recover_pending(self.config, self.progress)
 
-    def _run(self, plan: planning.Plan) -> TransactionResult:
+    def _run(self, plan: Plan) -> TransactionResult:
         from atomicplug.transaction import execute
 
-        for step in plan.steps:
-            self.progress(step.describe())
+        for line in plan.describe():
+            self.progress(line)
         execute(self.config, plan, self.progress)
-        return TransactionResult(txid=plan.txid, operation=plan.operation, changes=tuple(s.describe() for s in plan.steps))
+        return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
 
     # -- writers --------------------------------------------------------------
     def install_file(

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["tree_name", "RECORD_NAME", "FileRecord", "write_record", "read_record", "sha256_file"]
+__all__ = ["tree_name", "plugin_trees", "RECORD_NAME", "FileRecord", "write_record", "read_record", "sha256_file"]
 
 RECORD_NAME = ".atomicplug-record.json"
 _CHUNK = 1 << 16
@@ -23,6 +23,24 @@ _CHUNK = 1 << 16
 def tree_name(plugin_id: str, version: str, sha256: str) -> str:
     """Relative path of a tree inside home."""
     return f"store/{plugin_id}/{version}-{sha256[:12]}"
+
+
+def plugin_trees(home: Path, plugin_id: str) -> tuple[Path, ...]:
+    """Every complete store tree of ``plugin_id`` (``<home>/store/<id>/*/``), newest version first:
+    where the downs of kept data may still be found (docs/design.md "Migrations")."""
+    from packaging.version import InvalidVersion, Version
+
+    folder = home / "store" / plugin_id
+    trees = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
+
+    def version(tree: Path) -> tuple[int, Version | str]:
+        text = tree.name.rsplit("-", 1)[0]
+        try:
+            return (1, Version(text))
+        except InvalidVersion:
+            return (0, text)
+
+    return tuple(sorted(trees, key=lambda t: (version(t), t.name), reverse=True))
 
 
 def sha256_file(path: Path) -> str:

@@ -33,7 +33,7 @@ from atomicplug.pycs import BackgroundCompiler
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.extract import extract_package, staging_tree
-from atomicplug.stages.plan import Plan, Step
+from atomicplug.change import Plan
 from atomicplug.stages.register import write_frontend_index
 from atomicplug.stages.stage import install_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links, switch_plugin
@@ -58,20 +58,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _change(config: Config, step: Step) -> migrate.PluginChange:
-    return migrate.PluginChange(
-        plugin_id=step.plugin_id,
-        action=step.action,
-        old_tree=config.home / step.before.current.tree if step.before else None,
-        new_tree=config.home / step.after.current.tree if step.after else None,
-        old_version=step.before.version if step.before else None,
-        new_version=step.after.version if step.after else None,
-        keep_data=step.keep_data,
-        allow_downgrade=step.allow_downgrade,
-        kept_trees=migrate.store_trees(config, step.plugin_id) if step.allow_downgrade else (),
-    )
-
-
 def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
     """Run ``plan`` as one transaction; on failure nothing visible has changed.
 
@@ -79,11 +65,11 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
     AtomicplugError that stopped it (after rolling back), or OperationError
     if step 5 failed after COMMIT (recovery will finish it).
     """
-    if not plan.steps:
+    if not plan.changes:
         return
     generations.check_backend_folder(config)
-    for step in plan.steps:
-        check_addon_entries(config, step.plugin_id)
+    for change in plan.changes:
+        check_addon_entries(config, change.plugin_id)
     plan = attrs.evolve(plan, generation=generations.next_number(config))
     # The registry of the generation this plan builds, read once: the caller holds the lock,
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
@@ -99,14 +85,13 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         _stage_trees(config, plan, progress)
         generations.build(config, plan.generation, after)
         journal.append(RecordType.STAGED)
-        changes = [_change(config, step) for step in plan.steps]
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
         # while the database step's plan-time checks run.
         with health.started(config, plan, progress, after) as health_verdict:
-            migrate.check(config, changes)
+            migrate.check(config, plan.changes)
             health_verdict()
         progress("database: migrations and ledger in one transaction")
-        migrate.run(config, plan.txid, plan.operation, changes, rehearse=plan.rehearse, before_commit=before_commit)
+        migrate.run(config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit)
     except BaseException as exc:
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _roll_back(config, plan, journal, reason=_reason(exc))
@@ -141,19 +126,19 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
 
 
 def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
-    for step in plan.steps:
-        if not step.stage_tree or step.after is None or step.package is None:
+    for change in plan.changes:
+        if not change.stage_tree or change.after is None or change.package is None:
             continue
-        progress(f"staging {step.plugin_id} {step.after.version}")
-        staged = staging_tree(config, plan.txid, step.plugin_id)
+        progress(f"staging {change.plugin_id} {change.after.version}")
+        staged = staging_tree(config, plan.txid, change.plugin_id)
         compiler = BackgroundCompiler(staged)
         try:
-            result = extract_package(config, plan.txid, step.plugin_id, step.package, sink=compiler)
+            result = extract_package(config, plan.txid, change.plugin_id, change.package, sink=compiler)
             pycs = compiler.finish()
         finally:
             compiler.close()
         extracted = [FileRecord(path=f.path, size=f.size, sha256=f.sha256) for f in result.files]
-        install_tree(staged, config.home / step.after.current.tree, extracted, pycs)
+        install_tree(staged, config.home / change.after.current.tree, extracted, pycs)
     remove_tree(config.staging_dir / plan.txid)
 
 
@@ -164,16 +149,7 @@ def _history_entry(plan: Plan, outcome: str, reason: str | None = None) -> dict[
         "outcome": outcome,
         "reason": reason,
         "finished": _now(),
-        "steps": [
-            {
-                "id": s.plugin_id,
-                "action": s.action,
-                "from": s.before.version if s.before else None,
-                "to": s.after.version if s.after else None,
-                "enabled": s.after.enabled if s.after else None,
-            }
-            for s in plan.steps
-        ],
+        "steps": [change.summary() for change in plan.changes],
     }
 
 
@@ -183,9 +159,9 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
     if plan.generation and generations.current_number(config) != plan.generation:
         generations.remove(config, plan.generation)
     referenced = Registry.load(config.registry_path).referenced_trees()
-    for step in plan.steps:
-        if step.stage_tree and step.after is not None and step.after.current.tree not in referenced:
-            tree = config.home / step.after.current.tree
+    for change in plan.changes:
+        if change.stage_tree and change.after is not None and change.after.current.tree not in referenced:
+            tree = config.home / change.after.current.tree
             remove_tree(tree)
             if tree.parent.is_dir() and not any(tree.parent.iterdir()):
                 tree.parent.rmdir()  # store/<id>/ of a first install that never happened
@@ -206,13 +182,13 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     if not generations.folder(config, plan.generation).is_dir():
         registry = after if after is not None else plan.registry_after(Registry.load(config.registry_path))
         generations.build(config, plan.generation, registry)
-    progress(f"switching to generation {plan.generation}: {'; '.join(step.describe() for step in plan.steps)}")
+    progress(f"switching to generation {plan.generation}: {'; '.join(change.describe() for change in plan.changes)}")
     generations.switch(config, plan.generation, plan.txid)
     generations.link_registry(config, plan.txid)
     generations.ensure_backend_link(config, plan.txid)
     registry = Registry.load(config.registry_path)
-    for step in plan.steps:
-        switch_plugin(config, step.plugin_id, step.after, plan.txid)
+    for change in plan.changes:
+        switch_plugin(config, change.plugin_id, change.after, plan.txid)
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)
     remove_temp_links(config, plan.txid)

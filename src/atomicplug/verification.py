@@ -6,19 +6,36 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import attrs
+
 from atomicplug.store import RECORD_NAME, read_record, sha256_file
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
-    from atomicplug.installer import VerifyReport
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["verify_plugin"]
+__all__ = ["VerifyReport", "verify_plugin"]
+
+
+@attrs.frozen
+class VerifyReport:
+    """Installed files against the store's record, for one plugin."""
+
+    plugin_id: str
+    version: str
+    changed: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    bad_links: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not (self.changed or self.missing or self.extra or self.bad_links)
+
+
 
 
 def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
-    from atomicplug.installer import VerifyReport
-
     tree = config.home / entry.current.tree
     if not tree.is_dir():
         return VerifyReport(entry.id, entry.version, missing=(entry.current.tree,))

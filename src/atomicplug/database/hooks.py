@@ -34,6 +34,7 @@ from atomicplug.errors import MigrationError
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
+    from atomicplug.change import Change
     from atomicplug.database.engine import Database
 
 __all__ = ["HookContext", "hook_path", "run_hook"]
@@ -41,7 +42,7 @@ __all__ = ["HookContext", "hook_path", "run_hook"]
 
 @attrs.frozen
 class HookContext:
-    """What a hook is told about the change it runs in."""
+    """What a hook is told about the change it runs in (its public API; derived from the Change)."""
 
     plugin_id: str
     version: str | None
@@ -49,6 +50,14 @@ class HookContext:
     operation: str
     tree: Path
     keep_data: bool = False
+
+    @classmethod
+    def for_change(cls, change: Change, home: Path, txid: str, operation: str, *, removing: bool) -> HookContext:
+        """The context of ``change``'s hook: the tree going away (``removing``) or the one coming."""
+        tree = change.old_tree(home) if removing else change.new_tree(home)
+        assert tree is not None
+        version = change.old_version if removing else change.new_version
+        return cls(change.plugin_id, version, txid, operation, tree, change.keep_data if removing else False)
 
 
 def hook_path(tree: Path) -> Path:

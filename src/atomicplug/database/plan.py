@@ -13,7 +13,7 @@ DESIGN.md "One transaction" step 4 and "Migrations":
   Applied migrations that ``new_tree`` lacks and ``old_tree`` cannot revert
   (``uninstall --keep-data`` of 1.1, then installing 1.0) make the change a
   downgrade of that data: refused (UsageError) unless ``allow_downgrade``; then
-  their downs come from ``kept_trees`` (the plugin's other store trees), the
+  their downs come from the plugin's other store trees, the
   first whose migration of that name has the applied checksum.
 - uninstall: every applied migration's down from ``old_tree``, newest first;
   with ``keep_data`` nothing (tables and ledger rows stay).
@@ -35,7 +35,7 @@ from atomicplug.database.scripts import one_line
 from atomicplug.errors import MigrationError, UsageError
 
 if TYPE_CHECKING:
-    from atomicplug.stages.migrate import PluginChange
+    from atomicplug.change import Change
 
 __all__ = ["ChangePlan", "plan_change", "tree_migrations", "refuse_non_transactional"]
 
@@ -67,26 +67,30 @@ def refuse_non_transactional(plugin_id: str, migrations: tuple[Migration, ...], 
                     )
 
 
-def plan_change(change: PluginChange, applied: dict[str, str]) -> ChangePlan:
+def plan_change(change: Change, applied: dict[str, str], home: Path) -> ChangePlan:
     """Decide the downs and ups of ``change`` given its ledger (name → applied checksum).
+
+    ``home`` is where its store trees are (``old_tree``: the installed one, ``new_tree``:
+    the one it installs; kept data's downs may come from any tree of the plugin).
 
     Raises MigrationError for a changed checksum or a down that cannot be found;
     UsageError (exit 2) for a downgrade of kept data without ``allow_downgrade``.
     """
     pid = change.plugin_id
+    old_tree, new_tree = change.old_tree(home), change.new_tree(home)
     if change.action == "none" or (change.action == "uninstall" and change.keep_data):
         return ChangePlan(pid)
     if change.action == "uninstall":
-        if change.old_tree is None:
+        if old_tree is None:
             raise MigrationError(f"plugin {pid}: uninstall needs the installed tree (old_tree)")
-        old = tree_migrations(change.old_tree, pid)
+        old = tree_migrations(old_tree, pid)
         _require_downs(pid, set(applied), old)
         return ChangePlan(pid, reverts=tuple(m for m in reversed(old) if m.name in applied))
     if change.action not in ("install", "upgrade", "downgrade"):
         raise MigrationError(f"plugin {pid}: unknown migration action {change.action!r}")
-    if change.new_tree is None:
+    if new_tree is None:
         raise MigrationError(f"plugin {pid}: {change.action} needs the new tree (new_tree)")
-    new = tree_migrations(change.new_tree, pid)
+    new = tree_migrations(new_tree, pid)
     for migration in new:
         recorded = applied.get(migration.name)
         if recorded is not None and recorded != migration.checksum:
@@ -96,7 +100,7 @@ def plan_change(change: PluginChange, applied: dict[str, str]) -> ChangePlan:
                 "add a new migration instead of editing an applied one"
             )
     lacking = set(applied) - {m.name for m in new}
-    reverts = {m.name: m for m in tree_migrations(change.old_tree, pid) if m.name in lacking}
+    reverts = {m.name: m for m in tree_migrations(old_tree, pid) if m.name in lacking}
     kept = sorted(lacking - set(reverts))
     if kept:
         if not change.allow_downgrade:
@@ -108,7 +112,9 @@ def plan_change(change: PluginChange, applied: dict[str, str]) -> ChangePlan:
                 f"install a version that has {'them' if many else 'it'}, or use --allow-downgrade to run "
                 f"{'their downs' if many else 'its down'} from the store"
             )
-        reverts.update(_kept_downs(pid, kept, applied, change.kept_trees))
+        from atomicplug.store import plugin_trees
+
+        reverts.update(_kept_downs(pid, kept, applied, plugin_trees(home, pid)))
     ordered = tuple(sorted(reverts.values(), key=lambda m: (m.number, m.name), reverse=True))
     return ChangePlan(pid, reverts=ordered, applies=tuple(m for m in new if m.name not in applied))
 

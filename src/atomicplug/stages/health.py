@@ -1,6 +1,6 @@
 """Stage 4a, health gate: the new backends must import before the point of no return.
 
-DESIGN.md "One transaction", step 4, and issue 7: a plugin whose backend does
+docs/design.md "One transaction", step 4, and issue 7: a plugin whose backend does
 not import (syntax error, missing module, exception at import time) would
 break the application only after the switch, when nothing can be undone. So,
 before the database COMMIT, every backend the plan enables is imported in a
@@ -34,7 +34,7 @@ from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
-    from atomicplug.stages.plan import Plan
+    from atomicplug.change import Plan
 
 __all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "started"]
 
@@ -72,11 +72,11 @@ def _has_backend(config: Config, tree: str) -> bool:
 
 
 def backends_to_check(config: Config, plan: Plan) -> list[str]:
-    """Ids of the plan's steps that end enabled with a backend (empty: nothing to import)."""
+    """Ids of the plan's changes that end enabled with a backend (empty: nothing to import)."""
     return [
-        step.plugin_id
-        for step in plan.steps
-        if step.after is not None and step.after.enabled and _has_backend(config, step.after.current.tree)
+        change.plugin_id
+        for change in plan.changes
+        if change.after is not None and change.after.enabled and _has_backend(config, change.after.current.tree)
     ]
 
 

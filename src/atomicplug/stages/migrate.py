@@ -19,9 +19,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-
-import attrs
+from typing import TYPE_CHECKING, Any
 
 from atomicplug.errors import (
     CommitInDoubtError,
@@ -33,14 +31,13 @@ from atomicplug.errors import (
 from atomicplug.faults import crash_point
 
 if TYPE_CHECKING:
+    from atomicplug.change import Change
     from atomicplug.config import Config
     from atomicplug.database.discovery import Direction, Migration
     from atomicplug.database.engine import Database
     from atomicplug.database.hooks import HookContext
 
-__all__ = ["PluginChange", "BeforeCommit", "check", "run", "committed", "store_trees"]
-
-Action = Literal["install", "upgrade", "downgrade", "uninstall", "none"]
+__all__ = ["BeforeCommit", "check", "run", "committed"]
 
 #: Called with the transaction's xid (None on SQLite) after the last statement and before
 #: COMMIT is sent; the transaction runner journals it (``committing``). If it raises, the
@@ -53,39 +50,13 @@ MIN_COMMIT_WAIT = 30.0
 _POLL_INTERVAL = 0.2
 
 
-@attrs.frozen
-class PluginChange:
-    """What one plugin goes through in a transaction.
-
-    ``old_tree``/``new_tree`` are immutable store trees (``store/<id>/<version>-<sha12>``)
-    holding ``metadata.json``, ``migrations/`` and ``backend/install.py``.
-    ``downgrade`` (rollback or --allow-downgrade) runs, from ``old_tree``, the downs
-    of the migrations ``new_tree`` lacks; ``none`` (enable/disable) touches no table.
-
-    The ledger is the truth about kept data (``uninstall --keep-data``): applied
-    migrations that ``new_tree`` lacks and ``old_tree`` cannot revert make the change
-    a downgrade, refused unless ``allow_downgrade``; then their downs are taken from
-    ``kept_trees`` (other store trees of the plugin, see :func:`store_trees`).
-    """
-
-    plugin_id: str
-    action: Action
-    old_tree: Path | None = None
-    new_tree: Path | None = None
-    old_version: str | None = None
-    new_version: str | None = None
-    keep_data: bool = False
-    allow_downgrade: bool = False
-    kept_trees: tuple[Path, ...] = ()
-
-
 #: The permission a plugin must declare to ship migrations or install hooks.
 DATABASE_PERMISSION = "database.create_tables"
 
 _WITH_NEW_TREE = ("install", "upgrade", "downgrade")
 
 
-def check(config: Config, changes: Sequence[PluginChange]) -> None:
+def check(config: Config, changes: Sequence[Change]) -> None:
     """Plan-time checks, before any file or row changes (DESIGN.md step 2).
 
     Raises ConfigError for a database whose DDL auto-commits (MySQL/MariaDB) or
@@ -101,12 +72,14 @@ def check(config: Config, changes: Sequence[PluginChange]) -> None:
 
     check_url(config.database_url)
     dialect = backend_name(config.database_url)
+    home = config.home
     for change in changes:
-        if change.action in _WITH_NEW_TREE and change.new_tree is not None:
-            _check_permissions(config, change.plugin_id, change.new_tree)
+        new_tree = change.new_tree(home)
+        if change.action in _WITH_NEW_TREE and new_tree is not None:
+            _check_permissions(config, change.plugin_id, new_tree)
     needs_ledger = False
     for change in changes:
-        for tree in (change.new_tree, change.old_tree):
+        for tree in (change.new_tree(home), change.old_tree(home)):
             migrations = tree_migrations(tree, change.plugin_id)
             refuse_non_transactional(change.plugin_id, migrations, dialect)
             needs_ledger = needs_ledger or bool(migrations)
@@ -146,14 +119,14 @@ def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
     return permissions
 
 
-def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> None:
+def _check_against_ledger(config: Config, changes: Sequence[Change]) -> None:
     from atomicplug.database.engine import backend_name, connect, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
     from atomicplug.database.plan import plan_change, refuse_non_transactional
 
     if sqlite_file_missing(config.database_url):
         for change in changes:
-            plan_change(change, {})
+            plan_change(change, {}, config.home)
         return
     with connect(config.database_url, _busy_timeout(config)) as db:
         try:
@@ -165,7 +138,7 @@ def _check_against_ledger(config: Config, changes: Sequence[PluginChange]) -> No
     # The plan is decided per plugin against the ledger as it is now; run() decides
     # again under the database lock, so a concurrent change cannot slip through.
     for change in changes:
-        plan = plan_change(change, ledgers[change.plugin_id])
+        plan = plan_change(change, ledgers[change.plugin_id], config.home)
         refuse_non_transactional(change.plugin_id, plan.reverts, backend_name(config.database_url))  # kept downs
 
 
@@ -173,7 +146,7 @@ def run(
     config: Config,
     txid: str,
     operation: str,
-    changes: Sequence[PluginChange],
+    changes: Sequence[Change],
     rehearse: bool = True,
     *,
     before_commit: BeforeCommit | None = None,
@@ -213,9 +186,9 @@ def run(
             db.capture_session()  # the target schema, before any migration statement can move it
             ensure_tables(db)
             for change in changes:
-                _run_change(db, txid, operation, change, rehearse)
+                _run_change(db, config.home, txid, operation, change, rehearse)
             record_transaction(
-                db, txid=txid, operation=operation, plugins=[_describe(c) for c in changes], started_at=started_at
+                db, txid=txid, operation=operation, plugins=[c.summary() for c in changes], started_at=started_at
             )
             xid = db.prepare_commit()
         except BaseException as exc:
@@ -297,24 +270,6 @@ def _xid_status(config: Config, txid: str, xid: int) -> str | None:
             time.sleep(_POLL_INTERVAL)
 
 
-def store_trees(config: Config, plugin_id: str) -> tuple[Path, ...]:
-    """Every complete store tree of ``plugin_id`` (``<home>/store/<id>/*/``), newest version
-    first: where the downs of kept data may still be found (``PluginChange.kept_trees``)."""
-    from packaging.version import InvalidVersion, Version
-
-    folder = config.store_dir / plugin_id
-    trees = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")] if folder.is_dir() else []
-
-    def version(tree: Path) -> tuple[int, Version | str]:
-        text = tree.name.rsplit("-", 1)[0]
-        try:
-            return (1, Version(text))
-        except InvalidVersion:
-            return (0, text)
-
-    return tuple(sorted(trees, key=lambda t: (version(t), t.name), reverse=True))
-
-
 # -- inside the transaction ---------------------------------------------------
 #
 # Every plugin's code starts from the session captured at BEGIN: each
@@ -323,19 +278,19 @@ def store_trees(config: Config, plugin_id: str) -> tuple[Path, ...]:
 # (a pg_dump file empties search_path for itself).
 
 
-def _run_change(db: Database, txid: str, operation: str, change: PluginChange, rehearse: bool) -> None:
+def _run_change(db: Database, home: Path, txid: str, operation: str, change: Change, rehearse: bool) -> None:
     from atomicplug.database.hooks import HookContext
     from atomicplug.database.ledger import applied_migrations, record_migration
     from atomicplug.database.plan import plan_change, refuse_non_transactional
     from atomicplug.database.schema import snapshot
 
     pid = change.plugin_id
-    plan = plan_change(change, applied_migrations(db, pid))
+    plan = plan_change(change, applied_migrations(db, pid), home)
     refuse_non_transactional(pid, plan.reverts + plan.applies, db.backend)
 
-    if change.action == "uninstall" and change.old_tree is not None:
-        ctx = HookContext(pid, change.old_version, txid, operation, Path(change.old_tree), change.keep_data)
-        _hook(db, change.old_tree, "uninstall", ctx)
+    if change.action == "uninstall" and change.before is not None:
+        ctx = HookContext.for_change(change, home, txid, operation, removing=True)
+        _hook(db, ctx.tree, "uninstall", ctx)
     for migration in plan.reverts:
         _execute(db, migration, "down")
         record_migration(
@@ -351,12 +306,12 @@ def _run_change(db: Database, txid: str, operation: str, change: PluginChange, r
         )  # fmt: skip
     if before is not None:
         _rehearse(db, pid, plan.applies, before)
-    if change.action in ("install", "upgrade") and change.new_tree is not None:
-        ctx = HookContext(pid, change.new_version, txid, operation, Path(change.new_tree))
+    if change.action in ("install", "upgrade") and change.after is not None:
+        ctx = HookContext.for_change(change, home, txid, operation, removing=False)
         if change.action == "install":
-            _hook(db, change.new_tree, "install", ctx)
+            _hook(db, ctx.tree, "install", ctx)
         else:
-            _hook(db, change.new_tree, "upgrade", ctx, change.old_version)
+            _hook(db, ctx.tree, "upgrade", ctx, change.old_version)
 
 
 def _hook(db: Database, tree: Path, hook: str, ctx: HookContext, *args: Any) -> None:
@@ -431,16 +386,6 @@ def _after_failed_commit(config: Config, txid: str, xid: int | None, exc: Except
         ) from exc
     if not done:
         raise MigrationError(f"COMMIT of database transaction {txid} failed: {first_line(exc)}") from exc
-
-
-def _describe(change: PluginChange) -> dict[str, Any]:
-    return {
-        "id": change.plugin_id,
-        "action": change.action,
-        "from": change.old_version,
-        "to": change.new_version,
-        "keep_data": change.keep_data,
-    }
 
 
 def _busy_timeout(config: Config) -> float:

@@ -1,8 +1,9 @@
 """Stage 2, plan: decide every plugin's before and after state, or refuse.
 
-DESIGN.md "One transaction" step 2. A plan is pure data: it is written into
-the journal's ``begin`` record, and recovery can finish or undo the
-transaction from it alone. Nothing on disk changes while planning.
+docs/design.md "One transaction" step 2. The planners turn a request and the
+live registry into a :class:`~atomicplug.change.Plan` of
+:class:`~atomicplug.change.Change` values, or refuse; nothing on disk changes
+while planning.
 """
 
 from __future__ import annotations
@@ -21,105 +22,22 @@ from atomicplug.errors import (
     OperationError,
     UsageError,
 )
-from atomicplug.registry import InstalledPlugin, Registry, TreeRef
-from atomicplug.stages.migrate import Action
+from atomicplug.change import Action, Change, Plan
 from atomicplug.intake import Package
+from atomicplug.registry import InstalledPlugin, Registry, TreeRef
 from atomicplug.store import tree_name
 
 if TYPE_CHECKING:
     from atomicplug.metadata import PluginRequirement
 
 __all__ = [
-    "Step",
-    "Plan",
+    "check_dependencies",
     "plan_install",
+    "plan_generation",
     "plan_uninstall",
     "plan_rollback",
     "plan_toggle",
 ]
-
-
-@attrs.frozen
-class Step:
-    """One plugin's change: the registry entry before and after, and what to stage."""
-
-    plugin_id: str
-    action: Action
-    before: InstalledPlugin | None
-    after: InstalledPlugin | None
-    package: str | None = None  # sha256 of the package blob to extract when this transaction creates the tree
-    stage_tree: bool = False
-    keep_data: bool = False
-    allow_downgrade: bool = False  # kept data (ledger) newer than the package may be reverted
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "plugin_id": self.plugin_id,
-            "action": self.action,
-            "before": self.before.to_dict() if self.before else None,
-            "after": self.after.to_dict() if self.after else None,
-            "package": self.package,
-            "stage_tree": self.stage_tree,
-            "keep_data": self.keep_data,
-            "allow_downgrade": self.allow_downgrade,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Step:
-        pid = data["plugin_id"]
-        return cls(
-            plugin_id=pid,
-            action=data["action"],
-            before=InstalledPlugin.from_dict(pid, data["before"]) if data["before"] else None,
-            after=InstalledPlugin.from_dict(pid, data["after"]) if data["after"] else None,
-            package=data["package"],
-            stage_tree=data["stage_tree"],
-            keep_data=data["keep_data"],
-            allow_downgrade=data.get("allow_downgrade", False),
-        )
-
-    def describe(self) -> str:
-        old = self.before.version if self.before else None
-        new = self.after.version if self.after else None
-        if self.action == "none":
-            return f"{'enable' if self.after and self.after.enabled else 'disable'} {self.plugin_id}"
-        if old and new:
-            return f"{self.action} {self.plugin_id} {old} -> {new}"
-        return f"{self.action} {self.plugin_id} {new or old}"
-
-
-@attrs.frozen
-class Plan:
-    """Everything a transaction will do, in order (dependencies first)."""
-
-    txid: str
-    operation: str
-    steps: tuple[Step, ...]
-    rehearse: bool = True
-    generation: int = 0  # the generation this plan builds (set by the runner under the lock)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "operation": self.operation,
-            "steps": [s.to_dict() for s in self.steps],
-            "rehearse": self.rehearse,
-            "generation": self.generation,
-        }
-
-    @classmethod
-    def from_dict(cls, txid: str, data: dict[str, Any]) -> Plan:
-        return cls(
-            txid=txid,
-            operation=data["operation"],
-            steps=tuple(Step.from_dict(s) for s in data["steps"]),
-            rehearse=data.get("rehearse", True),
-            generation=int(data.get("generation", 0)),
-        )
-
-    def registry_after(self, registry: Registry) -> Registry:
-        """The registry of the generation this plan builds (pure: recovery recomputes it from the parent)."""
-        entries = {step.plugin_id: step.after for step in self.steps}
-        return registry.with_entries(entries, generation=self.generation, txid=self.txid)
 
 
 def _now() -> str:
@@ -171,10 +89,10 @@ def _disabled_requirements(registry: Registry, plugin_ids: Iterable[str]) -> lis
     return order
 
 
-def _enable_steps(registry: Registry, plugin_ids: Iterable[str], txid: str) -> list[Step]:
+def _enable_changes(registry: Registry, plugin_ids: Iterable[str], txid: str) -> list[Change]:
     """Steps enabling the disabled requirements of ``plugin_ids`` (``--with-requirements``)."""
     return [
-        Step(plugin_id=pid, action="none", before=registry.plugins[pid], after=attrs.evolve(registry.plugins[pid], enabled=True, txid=txid))
+        Change(plugin_id=pid, action="none", before=registry.plugins[pid], after=attrs.evolve(registry.plugins[pid], enabled=True, txid=txid))
         for pid in _disabled_requirements(registry, plugin_ids)
     ]
 
@@ -195,11 +113,11 @@ def plan_install(
 ) -> Plan:
     """Install or upgrade ``packages`` (dependencies first) in one transaction.
 
-    An equal version already installed is a no-op (no step); an older one needs
+    An equal version already installed is a no-op (no change); an older one needs
     ``allow_downgrade``. The result must leave every ``requires`` satisfied
     (and enabled: ``with_requirements`` enables disabled requirements in the same plan).
     """
-    steps = []
+    changes = []
     seen: set[str] = set()
     for package in packages:
         meta = package.metadata
@@ -238,8 +156,8 @@ def plan_install(
             txid=txid,
             installed_at=_now(),
         )
-        steps.append(
-            Step(
+        changes.append(
+            Change(
                 plugin_id=meta.id,
                 action=action,
                 before=before,
@@ -249,12 +167,12 @@ def plan_install(
                 allow_downgrade=allow_downgrade,
             )
         )
-    operation = "upgrade" if steps and all(step.action == "upgrade" for step in steps) else "install"
-    if steps and with_requirements:
-        staged = Plan(txid=txid, operation=operation, steps=tuple(steps)).registry_after(registry)
-        steps = _enable_steps(staged, [s.plugin_id for s in steps], txid) + steps
-    plan = Plan(txid=txid, operation=operation, steps=tuple(steps), rehearse=rehearse)
-    if steps:
+    operation = "upgrade" if changes and all(change.action == "upgrade" for change in changes) else "install"
+    if changes and with_requirements:
+        staged = Plan(txid=txid, operation=operation, changes=tuple(changes)).registry_after(registry)
+        changes = _enable_changes(staged, [s.plugin_id for s in changes], txid) + changes
+    plan = Plan(txid=txid, operation=operation, changes=tuple(changes), rehearse=rehearse)
+    if changes:
         check_dependencies(plan.registry_after(registry))
     return plan
 
@@ -281,10 +199,10 @@ def plan_uninstall(
 
     for pid in plugin_ids:
         visit(pid, ())
-    steps = tuple(
-        Step(plugin_id=pid, action="uninstall", before=registry.plugins[pid], after=None, keep_data=keep_data) for pid in targets
+    changes = tuple(
+        Change(plugin_id=pid, action="uninstall", before=registry.plugins[pid], after=None, keep_data=keep_data) for pid in targets
     )
-    return Plan(txid=txid, operation="uninstall", steps=steps)
+    return Plan(txid=txid, operation="uninstall", changes=changes)
 
 
 def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> Plan:
@@ -310,7 +228,7 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> 
         installed_at=_now(),
     )
     action: Action = "downgrade" if Version(target.version) < Version(before.version) else "upgrade"
-    plan = Plan(txid=txid, operation="rollback", steps=(Step(plugin_id=plugin_id, action=action, before=before, after=after),))
+    plan = Plan(txid=txid, operation="rollback", changes=(Change(plugin_id=plugin_id, action=action, before=before, after=after),))
     check_dependencies(plan.registry_after(registry))
     return plan
 
@@ -326,12 +244,12 @@ def plan_generation(
     """
     from atomicplug.metadata import Metadata
 
-    steps = []
+    changes = []
     for pid in sorted(set(registry.plugins) | set(target.plugins)):
         before, wanted = registry.plugins.get(pid), target.plugins.get(pid)
         if wanted is None:
             assert before is not None
-            steps.append(Step(plugin_id=pid, action="uninstall", before=before, after=None, keep_data=keep_data))
+            changes.append(Change(plugin_id=pid, action="uninstall", before=before, after=None, keep_data=keep_data))
             continue
         same_tree = before is not None and before.current == wanted.current
         if same_tree and before is not None and before.enabled == wanted.enabled:
@@ -346,10 +264,10 @@ def plan_generation(
             action = "none"
         else:
             action = "downgrade" if Version(wanted.version) < Version(before.version) else "upgrade"
-        steps.append(Step(plugin_id=pid, action=action, before=before, after=after))
+        changes.append(Change(plugin_id=pid, action=action, before=before, after=after))
     # Dependencies first for what comes, dependents first for what goes (uninstall order).
-    steps.sort(key=lambda step: step.action == "uninstall")
-    plan = Plan(txid=txid, operation="rollback", steps=tuple(steps))
+    changes.sort(key=lambda change: change.action == "uninstall")
+    plan = Plan(txid=txid, operation="rollback", changes=tuple(changes))
     check_dependencies(plan.registry_after(registry))
     return plan
 
@@ -365,16 +283,16 @@ def plan_toggle(registry: Registry, plugin_id: str, enabled: bool, txid: str, *,
         raise NotInstalledError(f"{plugin_id} is not installed")
     operation = "enable" if enabled else "disable"
     if before.enabled == enabled:
-        return Plan(txid=txid, operation=operation, steps=())
+        return Plan(txid=txid, operation=operation, changes=())
     if not enabled:
         dependents = [d for d in _dependents(registry, plugin_id) if registry.plugins[d].enabled]
         if dependents:
             raise DependencyError(f"{', '.join(dependents)} require(s) {plugin_id}; disable them first", plugins=tuple(dependents))
     after = attrs.evolve(before, enabled=enabled, txid=txid)
-    steps = [Step(plugin_id=plugin_id, action="none", before=before, after=after)]
+    changes = [Change(plugin_id=plugin_id, action="none", before=before, after=after)]
     if enabled and with_requirements:
-        steps = _enable_steps(registry, [plugin_id], txid) + steps
-    plan = Plan(txid=txid, operation=operation, steps=tuple(steps))
+        changes = _enable_changes(registry, [plugin_id], txid) + changes
+    plan = Plan(txid=txid, operation=operation, changes=tuple(changes))
     if enabled:
         check_dependencies(plan.registry_after(registry))
     return plan
