@@ -151,11 +151,17 @@ def frontend_entry_problems(config: Config, entry: InstalledPlugin) -> list[str]
     """
     imports = addon_imports(config, Registry(plugins={entry.id: entry}))
     wanted = imports[0].tree if imports else None
-    index = load_index(config.frontend_addons / INDEX_NAME)
+    folder = config.frontend_addons
+    index = load_index(folder / INDEX_NAME)
+    if index is None and os.path.lexists(folder / entry.id):
+        # the old layout, until the next transaction converts it: a link per plugin
+        legacy = folder / entry.id
+        actual = os.readlink(legacy) if legacy.is_symlink() else None
+        return [] if wanted is not None and actual == str(config.home / wanted / "frontend") else [str(legacy)]
     problems = []
     if (index.trees.get(entry.id) if index is not None else None) != wanted:
-        problems.append(str(config.frontend_addons / INDEX_NAME))
-    link = config.frontend_addons / STORE_LINK
+        problems.append(str(folder / INDEX_NAME))
+    link = folder / STORE_LINK
     if wanted is not None and not (link.is_symlink() and os.readlink(link) == str(config.store_dir)):
         problems.append(str(link))
     return problems
