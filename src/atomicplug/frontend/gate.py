@@ -44,6 +44,8 @@ INDEX_ENV = "ATOMICPLUG_FRONTEND_INDEX"
 #: Lines of the command's output quoted in a refusal.
 _TAIL_LINES = 6
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: A JavaScript stack frame ("    at viteLog (file:///...)"): it says where the tool failed, not why.
+_STACK_FRAME = re.compile(r"\s+at \S")
 
 
 def check(config: Config, plan: Plan, after: Registry, progress: Callable[[str], None] | None = None) -> None:
@@ -122,7 +124,8 @@ def _run(config: Config, command: str, folder: Path, path: Path, candidate: Addo
         text = _ANSI.sub("", output.decode("utf-8", "replace"))
         blamed = _blamed(text, candidate)
         whose = f" for {', '.join(blamed)}" if blamed else ""
-        tail = " | ".join([line.strip() for line in text.splitlines() if line.strip()][-_TAIL_LINES:])
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not _STACK_FRAME.match(line)]
+        tail = " | ".join(lines[-_TAIL_LINES:])
         raise OperationError(f"frontend check `{command}` failed{whose} (exit {child.returncode}): {tail or 'no output'}")
 
 
