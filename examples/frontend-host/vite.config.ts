@@ -28,6 +28,8 @@ export default defineConfig({
     preserveSymlinks: true,
   },
   server: {
+    // The example plugins call the NextPanel backend (examples/nextpanel) under /api.
+    proxy: { '/api': process.env.NEXTPANEL_URL ?? 'http://127.0.0.1:8000' },
     watch: {
       // Store trees never change (a new version is a new folder, and index.ts is rewritten
       // to import it), so there is nothing to watch under the link.
