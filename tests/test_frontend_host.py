@@ -32,6 +32,7 @@ import attrs
 import pytest
 from test_cli_transactions import assert_one_line_error, run_cli
 
+from atomicplug.frontend.index import load_index
 from atomicplug.frontend.layout import write_layout
 from atomicplug.packing import pack
 from atomicplug.registry import Registry
@@ -92,9 +93,9 @@ class Host:
     def check(self) -> dict[str, Any]:
         """tsc --noEmit, vite build and a run of index.ts, side by side.
 
-        Returns what the bundle holds (id → version) and what index.ts exports when Node runs
-        it (id@version → route paths): running catches what compiling does not, e.g. an
-        import binding that shadows ``addons`` itself.
+        Returns what the bundle holds (id → version), what index.ts exports when Node runs
+        it (id@version → route paths: running catches what compiling does not, e.g. an
+        import binding that shadows ``addons`` itself), and the store trees tsc read.
         """
         runtime = self.folder / "runtime-index"
         shutil.rmtree(runtime, ignore_errors=True)
@@ -104,7 +105,7 @@ class Host:
         )
         commands = [
             # incremental: the steps of one test re-check only what changed (1.5 s instead of 2.2 s here)
-            f"{TSC} --incremental --tsBuildInfoFile .tsbuildinfo",
+            f"{TSC} --incremental --tsBuildInfoFile .tsbuildinfo --listFiles",
             "node_modules/.bin/vite build --outDir dist --emptyOutDir --logLevel error",
             "node_modules/.bin/esbuild src/addons/index.ts --bundle --splitting --format=esm --platform=node "
             f"--packages=external --preserve-symlinks --log-level=warning --outdir={runtime} "
@@ -118,7 +119,8 @@ class Host:
             output, _ = child.communicate(timeout=300)
             assert child.returncode == 0, f"`{command}` failed:\n{output[-3000:]}"
             outputs.append(output)
-        return {"bundle": bundled(self.folder / "dist"), "runtime": json.loads(outputs[2])}
+        checked = set(re.findall(r"/src/addons/\.store/([^/]+/[^/]+)/", outputs[0]))
+        return {"bundle": bundled(self.folder / "dist"), "runtime": json.loads(outputs[2]), "checked_trees": checked}
 
 
 def bundled(dist: Path) -> dict[str, str]:
@@ -194,6 +196,9 @@ def test_each_transaction_leaves_a_host_that_type_checks_and_bundles_exactly_the
         assert sorted(state["runtime"]) == sorted(f"{pid}@{v}" for pid, v in versions.items())
         wanted = {"ai_chatbot": "/chats", "email_marketing": "/email", "sms_notifications": "/sms"}
         assert routes_in(dist) == {wanted.get(pid, f"/p/{pid}") for pid in versions}
+        # tsc skips the .store dot folder in `include`: it reads only the trees index.ts imports
+        index = load_index(host.home.config.frontend_addons / "index.ts")
+        assert state["checked_trees"] == {tree.removeprefix("store/") for tree in index.trees.values()}
 
     expect()  # the fresh host, from `atomicplug init` on
     for plugin_id in ("email_marketing", "sms_notifications", "ai_chatbot"):
