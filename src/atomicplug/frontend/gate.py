@@ -70,13 +70,8 @@ def check_dependencies(config: Config, plan: Plan, after: Registry) -> None:
         wanted += [(entry, dependency) for dependency in metadata.frontend.dependencies]
     if not wanted:
         return
-    folder = find_host(config)
-    if folder is None:
-        first = wanted[0]
-        raise OperationError(
-            f"{first[0].id} {first[0].version}: frontend needs npm package {first[1].name} {first[1].range}, "
-            f"but no package.json was found above {config.frontend_addons} (set frontend_host)"
-        )
+    entry, dependency = wanted[0]
+    folder = _host_folder(config, f"{entry.id} {entry.version}: frontend needs npm package {dependency.name} {dependency.range}")
     host = HostPackages.load(folder)
     problems = [f"{entry.id} {entry.version}: frontend {why}" for entry, dep in wanted if (why := host.problem(dep))]
     if problems:
@@ -92,9 +87,7 @@ def run_check_command(config: Config, txid: str, after: Registry, progress: Call
     candidate = next_index(config, after)
     if candidate is None:
         return  # the addon list does not change: nothing new to build
-    folder = find_host(config)
-    if folder is None:
-        raise OperationError(f"frontend_check is set, but no package.json was found above {config.frontend_addons} (set frontend_host)")
+    folder = _host_folder(config, "frontend_check is set")
     if progress is not None:
         progress(f"frontend check: {command}")
     # The candidate imports ./types and ./.store: a host that never ran `atomicplug init` gets them now.
@@ -105,6 +98,13 @@ def run_check_command(config: Config, txid: str, after: Registry, progress: Call
         _run(config, command, folder, path, candidate)
     finally:
         remove_leftovers(config)
+
+
+def _host_folder(config: Config, needing: str) -> Path:
+    folder = find_host(config)
+    if folder is None:
+        raise OperationError(f"{needing}, but no package.json was found above {config.frontend_addons} (set frontend_host)")
+    return folder
 
 
 def _run(config: Config, command: str, folder: Path, path: Path, candidate: AddonIndex) -> None:

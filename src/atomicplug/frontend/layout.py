@@ -22,14 +22,21 @@ from atomicplug.errors import OperationError
 from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, make_dirs, remove_file, switch_symlink
 from atomicplug.frontend.contract import CANDIDATE_NAME, INDEX_NAME, MARKER, STORE_LINK, TYPES_NAME, TYPES_TS
 from atomicplug.frontend.index import AddonIndex, addon_imports, load_index
-
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["check_layout", "write_layout", "write_static_parts", "write_index_file", "next_index", "remove_leftovers", "frontend_entry_problems"]
+__all__ = [
+    "check_layout",
+    "write_layout",
+    "write_static_parts",
+    "write_index_file",
+    "next_index",
+    "remove_leftovers",
+    "frontend_entry_problems",
+]
 
 _GENERATED_FILES = (INDEX_NAME, TYPES_NAME, CANDIDATE_NAME)
 #: switch_symlink's temp name for the ``.store`` link is ``.store.tmp-<txid>``.
