@@ -17,6 +17,7 @@ from test_cli_transactions import assert_one_line_error, run_cli
 
 from atomicplug.frontend.contract import TYPES_TS
 from atomicplug.frontend.index import AddonImport, AddonIndex, load_index
+from atomicplug.registry import Registry
 from atomicplug.testing import snapshot
 
 
@@ -86,8 +87,12 @@ def test_index_text_changes_on_every_transaction_that_changes_a_frontend_and_onl
         path = home.config.frontend_addons / "index.ts"
         return os.stat(path).st_ino, path.read_text()
 
+    def live_generation() -> int:
+        return Registry.load(home.config.registry_path).generation
+
     home.installer.install_file(home.package("shop", "1.0.0"))
     seen.append(stamp())
+    generations = [live_generation()]
     home.installer.install_file(_backend_only(home))  # no frontend: index.ts untouched
     assert stamp() == seen[-1]
     for change in (
@@ -99,9 +104,10 @@ def test_index_text_changes_on_every_transaction_that_changes_a_frontend_and_onl
     ):
         change()
         seen.append(stamp())
+        generations.append(live_generation())
         assert seen[-1][1] != seen[-2][1]
-    generations = [load_index_text(text).generation for _, text in seen]
-    assert generations == [1, 2, 3, 4, 5, 6]
+    # stamped with the generation that changed the list: growing, the backend-only install skipped
+    assert [load_index_text(text).generation for _, text in seen] == generations == [1, 3, 4, 5, 6, 7]
     assert "addon_shop" not in seen[-1][1] and "addon_shop" not in seen[3][1]  # uninstalled; disabled
 
 
@@ -118,7 +124,7 @@ def test_init_writes_a_compilable_empty_index_before_any_install(tmp_path):
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "web" / "src" / "addons"
     assert sorted(os.listdir(folder)) == [".store", "index.ts", "types.ts"]
-    assert load_index(folder / "index.ts") == AddonIndex(1)
+    assert load_index(folder / "index.ts") == AddonIndex(0)  # no generation yet
     assert os.readlink(folder / ".store") == str(tmp_path / "state" / "store")
 
 

@@ -7,8 +7,9 @@ Why it looks as it does (docs/design.md "Frontend contract"):
   switches every addon at once;
 - import names are ``addon_<id>``: an id is a lowercase identifier, so the name is one too,
   never a reserved word (id ``public``) nor one of the names the index exports (id ``addons``);
-- the header's generation goes up whenever the list changes, so the file's text changes on
-  every transaction that changes a frontend tree, and watchers see it.
+- the header and ``generation`` carry the number of the generation (``<home>/generations/<n>``)
+  that last changed the list; numbers only grow, so the file's text changes on every
+  transaction that changes a frontend tree, and watchers see it.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class AddonImport:
 
 @attrs.frozen
 class AddonIndex:
-    """The index's content: a generation stamp and the imported addons, sorted by id."""
+    """The index's content: the generation that wrote it and the imported addons, sorted by id."""
 
     generation: int
     imports: tuple[AddonImport, ...] = ()
@@ -76,7 +77,7 @@ class AddonIndex:
             "",
             "export type { AddonConfig, AddonRoute, AddonWidget, LazyComponent } from './types';",
             "",
-            "/** Goes up with every transaction that changes the list below. */",
+            "/** The generation (<home>/generations/<n>) of the last transaction that changed the list below. */",
             f"export const generation = {self.generation};",
             "",
             "/** The enabled addons, by id. */",

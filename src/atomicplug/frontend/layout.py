@@ -105,19 +105,23 @@ def write_static_parts(config: Config, txid: str) -> None:
 
 
 def write_index_file(config: Config, registry: Registry) -> None:
-    """Rewrite index.ts, with the next generation, only when its list of addons changes."""
+    """Rewrite index.ts, stamped with the registry's generation, only when its list of addons changes."""
     index = next_index(config, registry)
     if index is not None:
         atomic_write_bytes(config.frontend_addons / INDEX_NAME, index.render().encode())
 
 
 def next_index(config: Config, registry: Registry) -> AddonIndex | None:
-    """The index ``registry`` needs, or None when index.ts already lists exactly those addons."""
+    """The index ``registry`` needs, or None when index.ts already lists exactly those addons.
+
+    Stamped with the registry's generation (``<home>/generations/<n>``): numbers only grow,
+    so every transaction that changes the list writes a text index.ts never had.
+    """
     imports = addon_imports(config, registry)
     current = load_index(config.frontend_addons / INDEX_NAME)
     if current is not None and current.imports == imports:
         return None
-    return AddonIndex(current.generation + 1 if current is not None else 1, imports)
+    return AddonIndex(registry.generation, imports)
 
 
 def _remove_legacy_links(config: Config) -> None:
