@@ -36,12 +36,12 @@ def test_install_links_backend_and_frontend_and_creates_tables(home):
     result = home.installer.install_file(home.package("shop", migrations=ITEMS_V1))
     assert result.changes == ("install shop 1.0.0",)
     assert _link_version(home.config.backend_addons, "shop") == "1.0.0"
-    assert _link_version(home.config.frontend_addons, "shop") == "1.0.0"
     assert (home.config.backend_addons / "shop" / "__init__.py").read_text().startswith('"""shop backend')
     assert table_names(home.config.database_url) == {"shop_items"}
     assert [(p["id"], p["version"], p["enabled"]) for p in home.installer.list()] == [("shop", "1.0.0", True)]
     index = (home.config.frontend_addons / "index.ts").read_text()
-    assert "import shop from './shop/addon.config';" in index
+    tree = f"shop/1.0.0-{home.installer.list()[0]['sha256'][:12]}"
+    assert f'import addon_shop from "./.store/{tree}/frontend/addon.config";' in index
 
 
 def test_backend_is_precompiled_so_the_store_is_never_written_by_imports(home):

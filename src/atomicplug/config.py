@@ -83,9 +83,18 @@ CONFIG_TEMPLATE = """\
 # Where atomicplug keeps its journal, store, downloads, lock and registry.
 home = "{home}"
 
-# The application's addon folders: atomicplug puts one symlink per plugin here.
+# The application's addon folders: atomicplug puts one symlink per plugin in the
+# backend's; the frontend's it owns whole (index.ts, types.ts, a .store link).
 backend_addons = "{backend_addons}"
 frontend_addons = "{frontend_addons}"
+
+# The frontend gate: plugins' npm dependencies are checked against the host app's
+# package.json and node_modules (the host: the nearest folder above frontend_addons
+# with a package.json, or frontend_host); frontend_check, when set, runs there before
+# the database COMMIT with the candidate index in $ATOMICPLUG_FRONTEND_INDEX.
+# frontend_host = "web"
+# frontend_check = "npx tsc --noEmit -p tsconfig.app.json"
+# frontend_check_timeout = 600
 
 # The application's database (SQLite or PostgreSQL; MySQL/MariaDB are refused:
 # their DDL auto-commits, so a failed migration could not be rolled back).
@@ -170,6 +179,9 @@ _KNOWN_KEYS = {
     "manifest_max_age",
     "health_check",
     "keep_generations",
+    "frontend_host",
+    "frontend_check",
+    "frontend_check_timeout",
 }
 
 
@@ -202,6 +214,9 @@ class Config:
     manifest_max_age: float = 60.0
     health_check: bool = True
     keep_generations: int = 2
+    frontend_host: Path | None = None
+    frontend_check: str = ""
+    frontend_check_timeout: float = 600.0
     source: Path | None = None
 
     # -- named constructors -------------------------------------------------
@@ -254,6 +269,9 @@ class Config:
             max_unpacked_bytes=_positive(data, "max_unpacked_bytes", defaults.max_unpacked_bytes),
             max_ratio=_positive(data, "max_ratio", defaults.max_ratio),
         )
+        frontend_host = data.get("frontend_host")
+        if frontend_host is not None and not isinstance(frontend_host, str):
+            raise ConfigError(f"config 'frontend_host' must be a folder path (got {frontend_host!r})")
         repository = data.get("repository")
         if repository is not None and not isinstance(repository, str):
             raise ConfigError(f"config 'repository' must be a URL string (got {repository!r})")
@@ -275,6 +293,9 @@ class Config:
             manifest_max_age=_number(data, "manifest_max_age", 60, positive=False),
             health_check=_expect(data, "health_check", bool, True),
             keep_generations=_at_least(data, "keep_generations", 2, minimum=2),
+            frontend_host=(base / frontend_host).resolve() if frontend_host is not None else None,
+            frontend_check=_expect(data, "frontend_check", str, "").strip(),
+            frontend_check_timeout=_number(data, "frontend_check_timeout", 600, positive=True),
             source=source,
         )
 

@@ -34,7 +34,9 @@ __all__ = [
     "ID_PATTERN",
 ]
 
-#: A plugin id becomes ``addons.<id>``: a lowercase Python identifier.
+#: A plugin id becomes ``addons.<id>``: a lowercase Python identifier, not a Python keyword.
+#: In TypeScript it is only ever imported as ``addon_<id>`` (:mod:`atomicplug.frontend.index`),
+#: which no reserved word or exported name can equal, so ``public`` or ``addons`` are fine there.
 ID_PATTERN = re.compile(r"[a-z][a-z0-9_]{1,63}")
 _REQUIRES = re.compile(r"\s*([a-z][a-z0-9_]*)\s*(.*?)\s*", re.DOTALL)
 _NPM_NAME = re.compile(r"(@[A-Za-z0-9~][A-Za-z0-9._~-]*/)?[A-Za-z0-9~][A-Za-z0-9._~-]*")

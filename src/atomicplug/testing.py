@@ -93,7 +93,9 @@ def write_plugin_source(spec: PluginSpec, folder: Path) -> Path:
     (folder / "metadata.json").write_text(json.dumps(spec.metadata(), indent=2))
     files: dict[str, str | bytes] = {
         "backend/__init__.py": f'"""{spec.id} backend."""\nVERSION = "{spec.version}"\n',
-        "frontend/addon.config.ts": f"export default {{ id: '{spec.id}', version: '{spec.version}', routes: [] }};\n",
+        "frontend/addon.config.ts": (
+            f"export default {{ id: '{spec.id}', version: '{spec.version}', title: '{spec.id}', routes: [] }};\n"
+        ),
     }
     for name, (up, down) in spec.migrations.items():
         files[f"migrations/{name}.up.sql"] = up
@@ -143,25 +145,32 @@ def snapshot(config: Any) -> dict[str, Any]:
     """Everything a user can observe of the installed state, for old/new comparisons.
 
     Registry (id → version, enabled), where each addon entry points (id → version
-    of the tree it links to) and the database tables other than the ledger.
+    of the tree it links to; for the frontend, the tree index.ts imports), the names in
+    the frontend addon folder (a leftover ``index.next.ts`` shows) and the database
+    tables other than the ledger.
     """
     import os
 
+    from atomicplug.frontend.contract import INDEX_NAME
+    from atomicplug.frontend.index import load_index
     from atomicplug.registry import Registry
 
     registry = Registry.load(config.registry_path)
     links: dict[str, str | None] = {}
-    for label, folder in (("backend", config.backend_addons), ("frontend", config.frontend_addons)):
+    for label, folder in (("backend", config.backend_addons),):
         if not folder.is_dir():
             continue
         for entry in sorted(folder.iterdir()):
-            if entry.name == "index.ts":
-                continue
             target = os.readlink(entry) if entry.is_symlink() else "<not a link>"
             links[f"{label}/{entry.name}"] = Path(target).parent.name if entry.is_symlink() else target
+    index = load_index(config.frontend_addons / INDEX_NAME)
+    for plugin_id, tree in sorted(index.trees.items() if index is not None else ()):
+        links[f"frontend/{plugin_id}"] = Path(tree).name
+    frontend = config.frontend_addons
     return {
         "plugins": {pid: (e.version, e.enabled) for pid, e in sorted(registry.plugins.items())},
         "links": links,
+        "frontend_files": sorted(os.listdir(frontend)) if frontend.is_dir() else [],
         "tables": sorted(table_names(config.database_url)),
     }
 

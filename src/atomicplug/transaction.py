@@ -3,10 +3,10 @@
 Order of durable steps for one plan:
   begin (journal) → stage trees into the store → build the next generation
   (invisible) → staged → health gate (the new generation's backends imported in
-  a fresh interpreter) → committing (the database transaction's xid) → database
-  COMMIT (point of no return) → committed → switch ``<home>/current`` to the new
-  generation (one rename: backend view and registry together) → frontend links
-  and index → history → done.
+  a fresh interpreter) → frontend gate (npm dependencies, frontend_check) →
+  committing (the database transaction's xid) → database COMMIT (point of no
+  return) → committed → switch ``<home>/current`` to the new generation (one
+  rename: backend view and registry together) → frontend index → history → done.
 Before COMMIT every visible thing is as it was, so failure or a crash means
 *back*: delete what this txid created, write ``aborted``. After COMMIT the
 rest is idempotent, so a crash means *forward*: redo step 5, write ``done``.
@@ -24,8 +24,10 @@ from pathlib import Path
 import attrs
 
 from atomicplug import generations
+from atomicplug.change import Plan
 from atomicplug.config import Config
 from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationError
+from atomicplug.frontend import gate as frontend_gate
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
@@ -33,10 +35,9 @@ from atomicplug.pycs import BackgroundCompiler
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.extract import extract_package, staging_tree
-from atomicplug.change import Plan
 from atomicplug.stages.register import write_frontend_index
 from atomicplug.stages.stage import install_tree
-from atomicplug.stages.switch import check_addon_entries, remove_temp_links, switch_plugin
+from atomicplug.stages.switch import check_addon_entries, remove_temp_links
 from atomicplug.store import FileRecord
 
 __all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress"]
@@ -68,8 +69,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
     if not plan.changes:
         return
     generations.check_backend_folder(config)
-    for change in plan.changes:
-        check_addon_entries(config, change.plugin_id)
+    check_addon_entries(config)
     plan = attrs.evolve(plan, generation=generations.next_number(config))
     # The registry of the generation this plan builds, read once: the caller holds the lock,
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
@@ -90,6 +90,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         with health.started(config, plan, progress, after) as health_verdict:
             migrate.check(config, plan.changes)
             health_verdict()
+        frontend_gate.check(config, plan, after, progress)
         progress("database: migrations and ledger in one transaction")
         migrate.run(config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit)
     except BaseException as exc:
@@ -166,12 +167,13 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
             if tree.parent.is_dir() and not any(tree.parent.iterdir()):
                 tree.parent.rmdir()  # store/<id>/ of a first install that never happened
     remove_temp_links(config, plan.txid)
+    frontend_gate.remove_leftovers(config)
     append_history(config.home, _history_entry(plan, "aborted", reason))
     journal.append(RecordType.ABORTED, reason=reason)
 
 
 def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress, after: Registry | None = None) -> None:
-    """Step 5, idempotent: switch the generation, frontend links and index, history, done.
+    """Step 5, idempotent: switch the generation, the frontend index, history, done.
 
     ``after`` is the registry of the plan's generation; recovery, which has none,
     recomputes it from the live one (its parent) only if the generation must be
@@ -187,8 +189,6 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     generations.link_registry(config, plan.txid)
     generations.ensure_backend_link(config, plan.txid)
     registry = Registry.load(config.registry_path)
-    for change in plan.changes:
-        switch_plugin(config, change.plugin_id, change.after, plan.txid)
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)
     remove_temp_links(config, plan.txid)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from atomicplug.frontend.layout import frontend_entry_problems
 from atomicplug.store import RECORD_NAME, read_record, sha256_file
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
 
 def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:
     """Addon entries that do not point where the registry says: the live generation's backend
-    entry (and the backend folder's link to it), and the frontend entry."""
+    entry (and the backend folder's link to it), and the frontend index's import of it."""
     from atomicplug import generations
 
     bad = []
@@ -65,11 +66,13 @@ def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str,
         view = config.backend_addons  # the layout before generations, until its next transaction converts it
     elif not (config.backend_addons.is_symlink() and Path(os.readlink(config.backend_addons)) == view):
         bad.append(str(config.backend_addons))
-    for folder, part in ((view, "backend"), (config.frontend_addons, "frontend")):
+    for folder, part in ((view, "backend"),):
         link = folder / entry.id
         wanted = tree / part if entry.enabled and (tree / part).is_dir() else None
         # Resolve the folder first: `current` is itself a link, so `..` in an entry is relative to its target.
         actual = Path(os.path.normpath(os.path.join(os.path.realpath(folder), os.readlink(link)))) if link.is_symlink() else None
         if wanted != actual or (os.path.lexists(link) and not link.is_symlink()):
             bad.append(str(link))
+    if config.frontend_index:
+        bad.extend(frontend_entry_problems(config, entry))
     return tuple(bad)

@@ -1,16 +1,23 @@
-"""``atomicplug init``: write a commented config with the embedded defaults."""
+"""``atomicplug init``: write a commented config with the embedded defaults, and the frontend addon folder."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from atomicplug.config import Config
 
 __all__ = ["register"]
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from atomicplug.config import CONFIG_TEMPLATE
+    import tomllib
+
+    from atomicplug.config import CONFIG_TEMPLATE, Config
     from atomicplug.errors import UsageError
+    from atomicplug.frontend.layout import check_layout
 
     path = Path(args.path)
     if path.exists() and not args.force:
@@ -23,14 +30,41 @@ def cmd_init(args: argparse.Namespace) -> int:
         database_url=args.database_url or f"sqlite:///{args.home}/app.db",
         trusted_keys=keys,
     )
+    config = Config.from_dict(tomllib.loads(text), base=path.parent.resolve(), source=path.resolve())
+    check_layout(config)  # a frontend folder holding foreign files: refused before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     print(f"wrote {path}")
+    _write_frontend_folder(config)
+    print(f"wrote {config.frontend_addons} (index.ts, types.ts, .store)")
     return 0
 
 
+def _write_frontend_folder(config: Config) -> None:
+    """index.ts and types.ts from the start, so a fresh host app compiles before any install.
+
+    Under the writer lock, after recovering what a crash left: the index is derived from
+    the registry, which only a finished transaction describes.
+    """
+    from atomicplug.frontend.layout import write_layout
+    from atomicplug.journal.reader import pending_journals
+    from atomicplug.lock import writer_lock
+    from atomicplug.registry import Registry
+
+    with writer_lock(config.lock_path, config.lock_timeout):
+        if pending_journals(config.journal_dir):
+            from atomicplug.transaction import recover_pending
+
+            recover_pending(config)
+        write_layout(config, Registry.load(config.registry_path), "init")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("init", help="write a commented atomicplug.toml", description="Write a commented atomicplug.toml.")
+    p = sub.add_parser(
+        "init",
+        help="write a commented atomicplug.toml and the frontend addon folder",
+        description="Write a commented atomicplug.toml, and the frontend addon folder (index.ts, types.ts, .store).",
+    )
     p.add_argument("path", nargs="?", default="atomicplug.toml")
     p.add_argument("--home", default="state")
     p.add_argument("--backend-addons", default="app/addons")

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
 import AIChatBot from './AIChatBot';
-import { chatApi, ChatSession } from './api';
+import { chatApi, type ChatSession } from './api';
 
 /** /chats: past conversations on the left, the selected one on the right. */
 export default function ChatsPage() {

@@ -1,5 +1,5 @@
-import { FormEvent, useEffect, useRef, useState } from 'react';
-import { chatApi, ChatMessage } from './api';
+import { type FormEvent, useEffect, useRef, useState } from 'react';
+import { chatApi, type ChatMessage } from './api';
 
 interface Props {
   /** Continue an existing session; a new one is created when absent. */

@@ -1,20 +1,11 @@
-// ai_chatbot frontend: registered with the panel's router through the generated addons index.
-import type { ComponentType } from 'react';
-
-export interface AddonRoute {
-  path: string;
-  title: string;
-  component: () => Promise<{ default: ComponentType }>;
-}
-
-const config = {
+// ai_chatbot's frontend: an AddonConfig (the host's src/addons/types.ts), type-checked where
+// the generated src/addons/index.ts lists it in `addons`.
+export default {
   id: 'ai_chatbot',
   version: '1.1.0',
-  routes: [
-    { path: '/chats', title: 'Chats', component: () => import('./ChatsPage') },
-  ] as AddonRoute[],
+  title: 'AI Chatbot',
+  routes: [{ path: '/chats', title: 'Chats', component: () => import('./ChatsPage') }],
   // Rendered by the panel layout on every page (bottom-right corner).
-  widgets: [{ slot: 'layout.bottom-right', component: () => import('./ChatWidget') }],
+  widgets: [{ slot: 'layout.bottom-right', title: 'Assistant', component: () => import('./ChatWidget') }],
+  permissions: ['support.chat'],
 };
-
-export default config;
