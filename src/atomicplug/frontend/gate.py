@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.frontend.index import AddonIndex
     from atomicplug.registry import Registry
-    from atomicplug.stages.plan import Plan
+    from atomicplug.change import Plan
 
 __all__ = ["check", "check_dependencies", "run_check_command", "remove_leftovers", "INDEX_ENV"]
 
@@ -59,9 +59,9 @@ def check_dependencies(config: Config, plan: Plan, after: Registry) -> None:
     from atomicplug.metadata import Metadata
 
     wanted = []
-    for step in plan.steps:
-        entry = after.plugins.get(step.plugin_id)
-        if entry is None or not entry.enabled or step.after is None:
+    for change in plan.changes:
+        entry = after.plugins.get(change.plugin_id)
+        if entry is None or not entry.enabled or change.after is None:
             continue  # uninstall, disable: nothing new for the host to build
         tree = config.home / entry.current.tree
         if not (tree / "frontend").is_dir():
