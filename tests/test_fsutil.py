@@ -80,3 +80,18 @@ def test_sync_tree_reports_a_missing_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError):
         fsutil.sync_tree(tmp_path / "absent")
+
+
+def test_append_line_cuts_a_torn_tail_before_appending(tmp_path):
+    """History shares the journal's rule: a crash-torn last line must not swallow the next record."""
+    from atomicplug.fsutil import append_line
+
+    path = tmp_path / "history.jsonl"
+    append_line(path, b'{"txid": "a"}\n', create=True)
+    with open(path, "ab") as handle:
+        handle.write(b'{"txid": "b", "outco')  # torn by a crash
+    append_line(path, b'{"txid": "b"}\n')
+    assert path.read_bytes() == b'{"txid": "a"}\n{"txid": "b"}\n'
+    path.write_bytes(b"no newline at all")
+    append_line(path, b"x\n")
+    assert path.read_bytes() == b"x\n"

@@ -36,6 +36,7 @@ __all__ = [
     "switch_symlink",
     "make_symlink",
     "write_new_file",
+    "append_line",
 ]
 
 
@@ -149,14 +150,55 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     crash_point()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
         crash_point()
         os.fsync(fd)
     finally:
         os.close(fd)
     replace(tmp, path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def append_line(path: Path, line: bytes, *, create: bool = False) -> None:
+    """Append one newline-terminated record to ``path`` and fsync it (the folder too when created).
+
+    A crash can tear an append: the file then ends without a newline. That torn
+    part is cut off (and the cut fsync'd) before anything is appended, or the new
+    record would be glued to it and read as damaged as well (issue 13 item 5).
+    """
+    path = Path(path)
+    crash_point()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0), 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            crash_point()
+            os.ftruncate(fd, _after_last_newline(fd, size))
+        _write_all(fd, line)
+        crash_point()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if create and size == 0:
+        fsync_dir(path.parent)
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The length of the file's whole lines (0 when it has none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        found = chunk.rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
 
 
 def replace(src: Path, dst: Path, *, durable: bool = True) -> None:
@@ -246,9 +288,7 @@ def write_new_file(path: Path, data: bytes) -> None:
     crash_point()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_all(fd, data)
     finally:
         os.close(fd)
 

@@ -8,12 +8,10 @@ Journals can then be garbage-collected without losing the history.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from atomicplug.faults import crash_point
-from atomicplug.fsutil import fsync_dir
+from atomicplug.fsutil import append_line
 
 __all__ = ["append_history", "read_history"]
 
@@ -21,19 +19,7 @@ FILE_NAME = "history.jsonl"
 
 
 def append_history(home: Path, entry: dict[str, Any]) -> None:
-    path = home / FILE_NAME
-    new = not path.exists()
-    line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-    crash_point()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line)
-        crash_point()
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if new:
-        fsync_dir(home)
+    append_line(home / FILE_NAME, (json.dumps(entry, sort_keys=True) + "\n").encode(), create=True)
 
 
 def read_history(home: Path) -> list[dict[str, Any]]:

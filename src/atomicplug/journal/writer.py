@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from atomicplug.faults import crash_point
-from atomicplug.fsutil import fsync_dir, make_dirs
+from atomicplug.fsutil import append_line, fsync_dir, make_dirs
 from atomicplug.journal.reader import intact_length
 from atomicplug.journal.records import RecordType, encode
 
@@ -62,14 +62,4 @@ class Journal:
 
     def append(self, record_type: RecordType, **fields: Any) -> None:
         """Append one record and fsync it."""
-        line = encode(record_type, txid=self.txid, **fields)
-        crash_point()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        try:
-            written = os.write(fd, line)
-            if written != len(line):  # pragma: no cover - regular files write whole
-                raise OSError(f"short write to {self.path}")
-            crash_point()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, encode(record_type, txid=self.txid, **fields))
