@@ -43,9 +43,10 @@ _HEADER = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
 _REQUEST = struct.Struct(">III")  # key length, filename length, source length
 _REPLY = struct.Struct(">IBI")  # key length, 0 compiled / 1 refused, payload length
 
-#: Up to this many bytes of source a SourceCompiler compiles in this process at finish(): less
-#: than starting the worker interpreter costs (~25 ms), e.g. an upgrade changing one module.
-IN_PROCESS_BYTES = 64 * 1024
+#: Up to this many bytes of source a SourceCompiler compiles in this process at finish()
+#: (compiling runs at ~10 MB/s here, so at most ~25 ms: what starting the worker costs), e.g.
+#: an upgrade changing a few modules starts no process.
+IN_PROCESS_BYTES = 256 * 1024
 
 # The worker: this module, imported from the package's own folder (no site, no user env).
 _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from atomicplug.pycs import serve; serve()"
