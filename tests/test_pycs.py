@@ -6,6 +6,7 @@ The tree-mode compiler (real paths, byte-identical to py_compile) is tested in t
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,35 @@ def test_no_worker_is_started_when_every_source_is_known() -> None:
     compiler.take("backend/k.py", sha(b"K = 3\n"), b"K = 3\n")
     assert compiler.finish() == {}
     assert compiler._proc is None
+
+
+_NOISY = """
+import hashlib, sys
+from pathlib import Path
+from atomicplug.pycs import BackgroundCompiler, SourceCompiler
+noisy = b"x = 1\\n" + "".join(f"y{i} = x is {i}\\n" for i in range(3000)).encode()  # a SyntaxWarning a line
+compiler = SourceCompiler() if sys.argv[1] == "objects" else BackgroundCompiler(Path(sys.argv[2]))
+for k in range(12):  # past IN_PROCESS_BYTES: the worker compiles them
+    data = noisy + f"# {k}\\n".encode()
+    if sys.argv[1] == "objects":
+        compiler.take(f"backend/m{k}.py", hashlib.sha256(data).hexdigest(), data)
+    else:
+        compiler.take(Path(sys.argv[2], f"backend/m{k}.py"), data)
+print(len(compiler.finish()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["objects", "tree"])
+def test_compile_warnings_neither_block_the_worker_nor_reach_stderr(tmp_path: Path, kind: str) -> None:
+    """A backend full of SyntaxWarnings used to fill the worker's stderr pipe: the worker blocked
+    writing it, the installer blocked writing the next source, and the install hung for ever."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", _NOISY, kind, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "12"
+    assert "SyntaxWarning" not in done.stderr
 
 
 @pytest.mark.parametrize(("source", "detail"), [(b"def nope(:\n", r"\(line 1\)"), (b"x = 1\0\n", "null bytes")])

@@ -24,6 +24,7 @@ import marshal
 import struct
 import subprocess
 import sys
+import warnings
 from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -238,9 +239,16 @@ def _read_replies(stream: IO[bytes]) -> list[tuple[str, bool, bytes]] | None:
 
 
 def _compile(key: str, filename: str, data: bytes) -> tuple[str, bool, bytes]:
-    """(key, refused, pyc or the reason it does not compile)."""
+    """(key, refused, pyc or the reason it does not compile).
+
+    Compile warnings (SyntaxWarning) are dropped: in the worker they went to
+    its stderr, which nobody reads before the end, so a backend full of them
+    filled the pipe and hung the worker and the installer feeding it.
+    """
     try:
-        return key, False, build_pyc(data, filename)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return key, False, build_pyc(data, filename)
     except SyntaxError as exc:
         return key, True, f"{exc.msg} (line {exc.lineno})".encode()
     except ValueError as exc:  # source with NUL bytes
