@@ -8,6 +8,7 @@ so tests and fuzzers build archives with ``struct`` here. Reused by
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 import struct
@@ -27,6 +28,8 @@ __all__ = [
     "valid_metadata",
     "valid_package",
     "with_entry",
+    "with_record",
+    "record_bytes",
     "zip64_extra",
     "FILE_MODE",
     "DIR_MODE",
@@ -287,3 +290,20 @@ def with_entry(entries: list[RawEntry], index: int, **changes: Any) -> list[RawE
     result = list(entries)
     result[index] = replace(result[index], **changes)
     return result
+
+
+def record_bytes(entries: list[RawEntry] | tuple[RawEntry, ...]) -> bytes:
+    """The canonical RECORD (atomicplug.package_record's format) of the file entries' true contents."""
+    lines = []
+    for entry in sorted(entries, key=lambda e: e.raw_name):
+        name = entry.name if isinstance(entry.name, str) else entry.name.decode("utf-8", "replace")
+        if name.endswith("/"):
+            continue
+        field = f'"{name.replace(chr(34), chr(34) * 2)}"' if any(c in name for c in ',"') else name
+        lines.append(f"{field},sha256={hashlib.sha256(entry.data).hexdigest()},{len(entry.data)}\n")
+    return ("".join(lines) + "RECORD,,\n").encode()
+
+
+def with_record(entries: list[RawEntry], record: bytes | None = None) -> list[RawEntry]:
+    """``entries`` plus a RECORD entry (the true one unless ``record`` is given), last like ``pack`` puts it."""
+    return [*entries, RawEntry("RECORD", record_bytes(entries) if record is None else record)]

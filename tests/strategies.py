@@ -19,8 +19,10 @@ from hostile_zips import (
     RawEntry,
     build_zip,
     overlapping_zip,
+    record_bytes,
     valid_metadata,
     valid_package,
+    with_record,
     zip64_extra,
 )
 from hypothesis import strategies as st
@@ -36,6 +38,9 @@ __all__ = [
     "metadata_dicts",
     "json_values",
     "metadata_bytes",
+    "record_entries",
+    "mutated_record_bytes",
+    "recorded_packages",
 ]
 
 _COMPONENTS = [
@@ -239,3 +244,66 @@ def metadata_bytes(draw: st.DrawFn) -> bytes:
         i = draw(st.integers(0, len(text) - 1))
         text[i] = draw(st.integers(0, 255))
     return bytes(text)
+
+
+_RECORD_PATHS = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30
+).filter(lambda p: p != "RECORD")
+
+
+@st.composite
+def record_entries(draw: st.DrawFn) -> list[Any]:
+    """Distinct RECORD lines: any printable path (commas and quotes included), a sha256, a size."""
+    from atomicplug.package_record import RecordEntry
+
+    paths = draw(st.lists(_RECORD_PATHS, max_size=12, unique=True))
+    return [
+        RecordEntry(path, draw(st.integers(0, 2**63)), draw(st.binary(min_size=32, max_size=32)).hex()) for path in paths
+    ]
+
+
+@st.composite
+def mutated_record_bytes(draw: st.DrawFn) -> bytes:
+    """A canonical RECORD's bytes, then flipped, cut, spliced or with a line doubled."""
+    from atomicplug.package_record import PackageRecord
+
+    data = bytearray(PackageRecord.from_entries(draw(record_entries())).to_bytes())
+    for _ in range(draw(st.integers(1, 3))):
+        if not data:
+            break
+        op = draw(st.integers(0, 3))
+        i = draw(st.integers(0, len(data) - 1))
+        if op == 0:
+            data[i] = draw(st.sampled_from(b',"\n\r =0aA\xff'))
+        elif op == 1:
+            del data[i : i + draw(st.integers(1, 8))]
+        elif op == 2:
+            data[i:i] = draw(st.sampled_from([b",", b'"', b"\n", b"\r\n", b" ", b"sha256=", b"RECORD,,\n"]))
+        else:
+            lines = bytes(data).splitlines(keepends=True)
+            data = bytearray(b"".join([*lines, lines[draw(st.integers(0, len(lines) - 1))]]))
+    return bytes(data)
+
+
+@st.composite
+def recorded_packages(draw: st.DrawFn) -> tuple[bytes, bool]:
+    """A valid package with a RECORD: the true one, or one whose lines lie a little (hash, size, missing,
+    extra, a member it does not list); returns (zip bytes, whether the RECORD lies)."""
+    extra = draw(st.lists(benign_entries(), max_size=4, unique_by=lambda e: e.raw_name.lower()))
+    entries = valid_package(*extra)
+    lines = record_bytes(entries).decode().splitlines(keepends=True)
+    lie = draw(st.sampled_from(["none", "none", "hash", "size", "drop", "add", "liar_entry"]))
+    index = draw(st.integers(0, len(lines) - 2))  # never the RECORD,, line
+    path, digest, size = lines[index].rstrip("\n").rsplit(",", 2)
+    if lie == "hash":
+        lines[index] = f"{path},sha256={draw(st.binary(min_size=32, max_size=32)).hex()},{size}\n"
+    elif lie == "size":
+        lines[index] = f"{path},{digest},{int(size) + draw(st.integers(1, 3))}\n"
+    elif lie == "drop":
+        del lines[index]
+    elif lie == "add":
+        lines.insert(index, f"{draw(safe_names())},sha256={'0' * 64},{draw(st.integers(0, 5))}\n")
+    record = "".join(lines).encode()
+    if lie == "liar_entry":  # a member whose headers lie, listed with its claimed content
+        entries = entries + [draw(raw_entries(name=safe_names(), aspect="lie"))]
+    return build_zip(list(draw(st.permutations(with_record(entries, record))))), lie != "none"

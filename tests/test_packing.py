@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,7 +18,9 @@ from helpers_signing import make_plugin_tree, write_key_pair
 from atomicplug.cli import main
 from atomicplug.errors import MetadataError, PackageError
 from atomicplug.minisign import PublicKey, SecretKey, verify_file
+from atomicplug.package_record import PackageRecord, RecordEntry
 from atomicplug.packing import pack
+from atomicplug.safezip import extract
 
 
 @pytest.fixture()
@@ -71,7 +74,7 @@ def test_zip_entries_sorted_fixed_time_and_mode_without_directories(tree: Path, 
     with zipfile.ZipFile(pack(tree, key, tmp_path / "out.zip").zip_path) as archive:
         infos = archive.infolist()
         names = [info.filename for info in infos]
-        assert names == sorted(names)
+        assert names[:-1] == sorted(names[:-1]) and names[-1] == "RECORD"
         assert "metadata.json" in names and "backend/models.py" in names
         assert not any(n.endswith("/") or "__pycache__" in n or n.endswith(".pyc") for n in names)
         for info in infos:
@@ -79,6 +82,31 @@ def test_zip_entries_sorted_fixed_time_and_mode_without_directories(tree: Path, 
             assert info.external_attr >> 16 == 0o100644
             assert info.compress_type == zipfile.ZIP_DEFLATED
         assert archive.read("migrations/down.sql") == b"DROP TABLE chat;\n"
+
+
+def test_record_lists_every_other_entry_with_size_and_sha256(tree: Path, tmp_path: Path, key: SecretKey) -> None:
+    with zipfile.ZipFile(pack(tree, key, tmp_path / "out.zip").zip_path) as archive:
+        text = archive.read("RECORD").decode()
+        record = PackageRecord.from_bytes(text.encode())
+        files = {n: archive.read(n) for n in archive.namelist() if n != "RECORD"}
+    assert set(record.files) == set(files)
+    for name, data in files.items():
+        assert record.files[name] == RecordEntry(name, len(data), hashlib.sha256(data).hexdigest())
+    assert text.splitlines()[-1] == "RECORD,,"
+    assert text.splitlines()[0] == f"README.md,sha256={hashlib.sha256(files['README.md']).hexdigest()},{len(files['README.md'])}"
+
+
+def test_packed_record_is_accepted_by_the_safe_extractor(tree: Path, tmp_path: Path, key: SecretKey) -> None:
+    packed = pack(tree, key, tmp_path / "out.zip")
+    result = extract(packed.zip_path, tmp_path / "x")
+    assert "RECORD" in {f.path for f in result.files}
+
+
+def test_refuses_a_record_file_in_the_source_tree(tree: Path, tmp_path: Path, key: SecretKey) -> None:
+    (tree / "RECORD").write_text("backend/x.py,sha256=00,1\n")
+    with pytest.raises(PackageError, match="cannot pack RECORD: pack writes the package's RECORD itself"):
+        pack(tree, key, tmp_path / "out.zip")
+    assert not (tmp_path / "out.zip").exists()
 
 
 def test_signature_verifies_with_trusted_comment_like_minisign(tree: Path, tmp_path: Path, key: SecretKey) -> None:

@@ -25,9 +25,11 @@ from hostile_zips import (
     build_zip,
     deflate,
     overlapping_zip,
+    record_bytes,
     valid_metadata,
     valid_package,
     with_entry,
+    with_record,
     zero_bomb,
     zip64_extra,
 )
@@ -544,6 +546,30 @@ def test_metadata_crc_mismatch_is_refused_by_read_metadata(ws: Workspace) -> Non
 def test_refusal_late_in_the_archive_removes_files_already_written(ws: Workspace) -> None:
     entries = valid_package(RawEntry("migrations/zz.sql", b"late", crc=zlib.crc32(b"other")))
     ws.assert_refused(entries, "'migrations/zz.sql' fails its CRC-32 check", structural=False)
+
+
+# -- RECORD (its own rules: test_package_record.py; every one before the first write: test_safezip_objects.py) --
+
+
+def test_a_package_with_a_true_record_extracts(ws: Workspace) -> None:
+    ws.write(with_record(valid_package()))
+    result = extract(ws.zip, ws.target)
+    assert (ws.target / "RECORD").read_bytes() == record_bytes(valid_package())
+    assert "RECORD" in {f.path for f in result.files}
+
+
+def test_entry_not_matching_its_record_hash_is_refused(ws: Workspace) -> None:
+    entries = valid_package()
+    lying = record_bytes(with_entry(entries, -1, data="# AI Chatbot – ünïcodE\n".encode()))
+    ws.assert_refused(with_record(entries, lying), "'README.md' does not match RECORD (expected sha256", structural=False)
+
+
+def test_malformed_record_is_refused_by_read_metadata_too(ws: Workspace) -> None:
+    ws.assert_refused(with_record(valid_package(), b"RECORD,,\r\n"), "package RECORD line 1: expected")
+
+
+def test_record_as_a_folder_is_refused(ws: Workspace) -> None:
+    ws.assert_refused(valid_package(RawEntry("RECORD/", method=0, external_attr=DIR_MODE)), "not allowed at the top level")
 
 
 def test_raw_builder_and_zipfile_agree_on_a_valid_package(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Property: any archive is extracted wholly inside the target or refused with PackageError."""
+"""Properties: any archive is extracted wholly inside the target (or the object store) or refused with PackageError."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, event, given, settings
-from strategies import archives, lying_packages
+from strategies import archives, lying_packages, recorded_packages
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError
-from atomicplug.safezip import extract, read_metadata
+from atomicplug.objects import ObjectStore
+from atomicplug.safezip import extract, extract_to_objects, read_metadata
 
 _LIMITS = ExtractLimits(max_unpacked_bytes=4 * 1024 * 1024, max_entries=50)
 
@@ -71,3 +72,43 @@ def _check_extracted_inside_or_refused(data: bytes) -> None:
             assert path.resolve().is_relative_to(target.resolve())
             assert hashlib.sha256(path.read_bytes()).hexdigest() == f.sha256
         assert read_metadata(zip_path, _LIMITS) == result.metadata
+
+
+@_SETTINGS
+@given(archives())
+def test_any_archive_is_stored_as_objects_or_refused_leaving_none(data: bytes) -> None:
+    _check_stored_or_refused(data)
+
+
+@_SETTINGS
+@given(recorded_packages())
+def test_a_package_whose_record_lies_is_refused(package: tuple[bytes, bool]) -> None:
+    data, lies = package
+    stored = _check_stored_or_refused(data)
+    assert not (lies and stored)
+
+
+def _check_stored_or_refused(data: bytes) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        zip_path = root / "pkg.zip"
+        zip_path.write_bytes(data)
+        store = ObjectStore(root / "objects")
+        store.put_bytes(b"present before")
+        try:
+            result = extract_to_objects(zip_path, store, _LIMITS)
+        except PackageError as exc:
+            event(f"refused: {type(exc).__name__}")
+            assert list(store) == [hashlib.sha256(b"present before").hexdigest()]
+            assert _tree(root) == {"pkg.zip", "objects", *(f"objects/{p}" for p in _tree(root / "objects"))}
+            assert not list((root / "objects").glob(".*"))
+            return False
+        event(f"stored, RECORD: {result.has_record}")
+        assert _tree(root) - {p for p in _tree(root) if p.startswith("objects")} == {"pkg.zip"}
+        assert not list((root / "objects").glob(".*"))
+        for f in result.files:
+            assert store.has(f.sha256, f.size) and store.verify(f.sha256)
+        assert read_metadata(zip_path, _LIMITS) == result.metadata
+        folder = extract(zip_path, root / "tree", _LIMITS)
+        assert folder.files == result.files
+        return True

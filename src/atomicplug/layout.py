@@ -5,16 +5,25 @@ One rule shared by ``pack`` (what it puts in) and the safe extractor (what it le
 
 from __future__ import annotations
 
-__all__ = ["METADATA_NAME", "TOP_LEVEL_DIRS", "TOP_LEVEL_DOC_PREFIXES", "ALLOWED_TOP_LEVEL", "top_level_allowed"]
+__all__ = [
+    "METADATA_NAME",
+    "RECORD_NAME",
+    "TOP_LEVEL_DIRS",
+    "TOP_LEVEL_DOC_PREFIXES",
+    "ALLOWED_TOP_LEVEL",
+    "top_level_allowed",
+]
 
 METADATA_NAME = "metadata.json"
+#: The package's file list with sizes and sha256, written by ``pack`` (see atomicplug.package_record).
+RECORD_NAME = "RECORD"
 TOP_LEVEL_DIRS = frozenset({"backend", "frontend", "migrations"})
 TOP_LEVEL_DOC_PREFIXES = ("README", "LICENSE", "CHANGELOG")
-ALLOWED_TOP_LEVEL = "metadata.json, backend/, frontend/, migrations/, README*, LICENSE*, CHANGELOG*"
+ALLOWED_TOP_LEVEL = "metadata.json, RECORD, backend/, frontend/, migrations/, README*, LICENSE*, CHANGELOG*"
 
 
 def top_level_allowed(name: str, is_dir: bool) -> bool:
-    """Folders backend/, frontend/, migrations/; files metadata.json and README*/LICENSE*/CHANGELOG* (any case)."""
+    """Folders backend/, frontend/, migrations/; files metadata.json, RECORD and README*/LICENSE*/CHANGELOG* (any case)."""
     if is_dir:
         return name in TOP_LEVEL_DIRS
-    return name == METADATA_NAME or name.upper().startswith(TOP_LEVEL_DOC_PREFIXES)
+    return name in (METADATA_NAME, RECORD_NAME) or name.upper().startswith(TOP_LEVEL_DOC_PREFIXES)

@@ -3,12 +3,15 @@
 Why deterministic: the same source tree must give the same bytes, so a package
 can be rebuilt and compared (reproducible builds) and its sha256 in a manifest
 means something. Entries are sorted, timestamps and modes fixed, no directory
-entries, one deflate level. Why the refusals: what the installer would refuse
+entries, one deflate level; the last entry is RECORD, every file's size and
+sha256 (atomicplug.package_record), hashed while the file is zipped so each
+source file is read once. Why the refusals: what the installer would refuse
 (DESIGN.md "Package format", "Safe extraction") is better refused at pack time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import time
@@ -21,9 +24,10 @@ import attrs
 
 from atomicplug import fsutil
 from atomicplug.errors import PackageError
-from atomicplug.layout import ALLOWED_TOP_LEVEL, top_level_allowed
+from atomicplug.layout import ALLOWED_TOP_LEVEL, RECORD_NAME, top_level_allowed
 from atomicplug.metadata import Metadata
 from atomicplug.minisign import SecretKey, sign_file
+from atomicplug.package_record import PackageRecord, RecordEntry
 
 __all__ = ["Packed", "collect_files", "write_zip", "pack"]
 
@@ -49,6 +53,8 @@ def _refuse(rel: str, why: str) -> PackageError:
 
 
 def _check_top_level(name: str, is_dir: bool) -> None:
+    if name == RECORD_NAME and not is_dir:
+        raise _refuse(name, "pack writes the package's RECORD itself; remove this file from the source tree")
     if not top_level_allowed(name, is_dir):
         raise _refuse(name, f"not allowed at the top level of a plugin (allowed: {ALLOWED_TOP_LEVEL})")
 
@@ -83,23 +89,41 @@ def collect_files(src_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+def _zip_info(name: str, size: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
+    info.create_system = 3  # unix, so external_attr means a mode
+    info.external_attr = _FILE_MODE << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info._compresslevel = _COMPRESS_LEVEL  # type: ignore[attr-defined]  # public only from 3.13
+    info.file_size = size
+    return info
+
+
+def _add_file(archive: zipfile.ZipFile, name: str, path: Path) -> RecordEntry:
+    """Deflate one file into the archive, hashing it on the way (one read)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    written = 0
+    with open(path, "rb") as source, archive.open(_zip_info(name, size), "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as sink:
+        while chunk := source.read(_CHUNK):
+            digest.update(chunk)
+            written += len(chunk)
+            sink.write(chunk)
+    if written != size:
+        raise _refuse(name, f"changed while being packed (expected {size} bytes, read {written})")
+    return RecordEntry(path=name, size=size, sha256=digest.hexdigest())
+
+
 def write_zip(files: list[tuple[str, Path]], out: Path) -> None:
-    """Write a reproducible zip, temp-then-replace so a failed pack leaves no half file."""
+    """Write a reproducible zip ending with its RECORD, temp-then-replace so a failed pack leaves no half file."""
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
         with zipfile.ZipFile(tmp, "w") as archive:
-            for name, path in files:
-                info = zipfile.ZipInfo(name, date_time=_FIXED_DATE)
-                info.create_system = 3  # unix, so external_attr means a mode
-                info.external_attr = _FILE_MODE << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info._compresslevel = _COMPRESS_LEVEL  # type: ignore[attr-defined]  # public only from 3.13
-                size = path.stat().st_size
-                info.file_size = size
-                with open(path, "rb") as source, archive.open(info, "w", force_zip64=size >= zipfile.ZIP64_LIMIT) as sink:
-                    while chunk := source.read(_CHUNK):
-                        sink.write(chunk)
+            record = PackageRecord.from_entries(_add_file(archive, name, path) for name, path in files)
+            data = record.to_bytes()
+            with archive.open(_zip_info(RECORD_NAME, len(data)), "w") as sink:
+                sink.write(data)
         fsutil.fsync_file(tmp)
         fsutil.replace(tmp, out)
     except BaseException:

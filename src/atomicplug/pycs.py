@@ -11,7 +11,10 @@ writes the pycs itself.
 The pyc is the layout py_compile writes for ``PycInvalidationMode.CHECKED_HASH``
 (PEP 552): magic number, flags "hash-based, check the source", the source's
 hash, the marshalled code. Hash-based pycs stay valid whatever the mtimes, and
-a syntax error refuses the package before COMMIT.
+a syntax error refuses the package before COMMIT. For the object store
+(:class:`SourceCompiler`) the code is compiled under the fixed name
+:data:`PYC_FILENAME`, so a pyc is a function of its source and the interpreter
+alone and an unchanged source is one pyc object across versions and plugins.
 """
 
 from __future__ import annotations
@@ -21,24 +24,43 @@ import marshal
 import struct
 import subprocess
 import sys
+import warnings
+from collections.abc import Container, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from atomicplug.errors import OperationError, PackageError
 
-__all__ = ["BackgroundCompiler", "build_pyc", "pyc_path", "serve"]
+if TYPE_CHECKING:  # the worker runs with -I -S: nothing outside the standard library at run time
+    from atomicplug.package_record import RecordEntry
 
+__all__ = ["PYC_FILENAME", "BackgroundCompiler", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index", "serve"]
+
+#: co_filename of the pycs built for the object store: the same for every path, so a pyc
+#: depends only on its source and the interpreter (SourceLoader fixes co_filename up to
+#: the real path at import, through ``_imp._fix_co_filename``).
+PYC_FILENAME = "<atomicplug>"
 _HEADER = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
-_REQUEST = struct.Struct(">II")  # path length, source length
-_REPLY = struct.Struct(">IBI")  # path length, 0 compiled / 1 refused, payload length
+_REQUEST = struct.Struct(">III")  # key length, filename length, source length
+_REPLY = struct.Struct(">IBI")  # key length, 0 compiled / 1 refused, payload length
+
+#: Up to this many bytes of source a SourceCompiler compiles in this process at finish()
+#: (compiling runs at ~10 MB/s here, so at most ~25 ms: what starting the worker costs), e.g.
+#: an upgrade changing a few modules starts no process.
+IN_PROCESS_BYTES = 256 * 1024
 
 # The worker: this module, imported from the package's own folder (no site, no user env).
 _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from atomicplug.pycs import serve; serve()"
 
 
-def build_pyc(source_path: str, data: bytes) -> bytes:
-    """The checked-hash pyc of ``data``; raises SyntaxError/ValueError when it does not compile."""
-    code = compile(data, source_path, "exec", dont_inherit=True)
+def build_pyc(data: bytes, filename: str = PYC_FILENAME) -> bytes:
+    """The checked-hash pyc of ``data``; raises SyntaxError/ValueError when it does not compile.
+
+    With the default ``filename`` the result is the same for the same source
+    and interpreter wherever the source lies; with the source's own path it is
+    byte-identical to ``py_compile``'s ``CHECKED_HASH`` pyc.
+    """
+    code = compile(data, filename, "exec", dont_inherit=True)
     return _HEADER + importlib.util.source_hash(data) + marshal.dumps(code)
 
 
@@ -46,23 +68,41 @@ def pyc_path(source: Path) -> Path:
     return Path(importlib.util.cache_from_source(str(source)))
 
 
-class BackgroundCompiler:
-    """A sink for :func:`atomicplug.safezip.extract`: backend sources go to a worker process.
+def pyc_name(relative: str) -> str:
+    """Where this interpreter looks for the pyc of a tree's ``relative`` source (posix, relative)."""
+    return Path(importlib.util.cache_from_source(relative)).as_posix()
 
-    The worker starts with the first source (none for a plugin without a
-    Python backend) and answers once, after :meth:`finish` closes its input,
-    so neither side can block the other on a full pipe.
+
+def pyc_index(files: Iterable[RecordEntry]) -> dict[str, RecordEntry]:
+    """Source sha256 → the entry of its pyc for this interpreter, from a tree's file list.
+
+    Any pyc found beside its source serves the same source anywhere else: the
+    import system fixes ``co_filename`` up at load time, and the pycs built here
+    with :data:`PYC_FILENAME` are even byte-identical across paths and plugins.
     """
+    by_path = {f.path: f for f in files}
+    index = {}
+    for path, source in by_path.items():
+        if path.endswith(".py"):
+            pyc = by_path.get(pyc_name(path))
+            if pyc is not None:
+                index[source.sha256] = pyc
+    return index
 
-    def __init__(self, tree: Path) -> None:
-        self.tree = tree
+
+def wants_source(relative: str) -> bool:
+    """The backend's Python sources: what gets compiled."""
+    return relative.startswith("backend/") and relative.endswith(".py")
+
+
+class _Worker:
+    """One worker interpreter, started with the first source; answers once, after its input closes,
+    so neither side can block the other on a full pipe."""
+
+    def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @staticmethod
-    def wants(relative: str) -> bool:
-        return relative.startswith("backend/") and relative.endswith(".py")
-
-    def take(self, path: Path, data: bytes) -> None:
+    def _send(self, key: str, filename: str, data: bytes) -> None:
         if self._proc is None:
             package_parent = str(Path(__file__).resolve().parent.parent)
             self._proc = subprocess.Popen(
@@ -71,46 +111,148 @@ class BackgroundCompiler:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
-        encoded = str(path).encode("utf-8", "surrogateescape")
+        encoded_key, encoded_name = (text.encode("utf-8", "surrogateescape") for text in (key, filename))
         stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
         try:
-            stdin.write(_REQUEST.pack(len(encoded), len(data)) + encoded + data)
+            stdin.write(_REQUEST.pack(len(encoded_key), len(encoded_name), len(data)) + encoded_key + encoded_name + data)
         except BrokenPipeError:
-            pass  # the worker died; finish() reports it
+            pass  # the worker died; _results() reports it
+
+    def _results(self) -> list[tuple[str, bool, bytes]]:
+        """(key, refused, pyc or error text) for every source sent.
+
+        The answer is read reply by reply, so each pyc is in this process once
+        (``communicate`` held the whole answer, then its join, then the slices).
+        """
+        if self._proc is None:
+            return []
+        stdin, stdout, stderr = self._proc.stdin, self._proc.stdout, self._proc.stderr
+        stdin.close()  # type: ignore[union-attr]
+        replies = _read_replies(stdout)  # type: ignore[arg-type]
+        err = stderr.read()  # type: ignore[union-attr]  # only a crash writes there: it cannot fill the pipe first
+        if self._proc.wait() != 0 or replies is None:
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            raise OperationError(f"compiling the backend failed: {lines[-1] if lines else f'exit code {self._proc.returncode}'}")
+        return replies
+
+    def close(self) -> None:
+        """Stop the worker if ``finish`` was never reached (extraction refused the package)."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.wait()
+        if self._proc is not None:
+            for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+                try:
+                    pipe.close()  # type: ignore[union-attr]
+                except BrokenPipeError:  # stdin's unflushed bytes, to a worker that is gone
+                    pass
+
+
+def _refused(source: str, payload: bytes) -> PackageError:
+    return PackageError(f"{source} does not compile: {payload.decode('utf-8', 'replace')}")
+
+
+class BackgroundCompiler(_Worker):
+    """A sink for :func:`atomicplug.safezip.extract`: backend sources go to a worker process.
+
+    The pycs carry the source's real path (byte-identical to ``py_compile``'s).
+    """
+
+    def __init__(self, tree: Path) -> None:
+        super().__init__()
+        self.tree = tree
+
+    wants = staticmethod(wants_source)
+
+    def take(self, path: Path, data: bytes) -> None:
+        self._send(str(path), str(path), data)
 
     def finish(self) -> list[tuple[Path, bytes]]:
         """(pyc path, pyc bytes) for every source taken; PackageError names one that does not compile."""
-        if self._proc is None:
-            return []
-        out, err = self._proc.communicate()
-        if self._proc.returncode != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            raise OperationError(f"compiling the backend failed: {lines[-1] if lines else f'exit code {self._proc.returncode}'}")
         compiled = []
-        for source, refused, payload in _replies(out):
+        for source, refused, payload in self._results():
             if refused:
-                relative = Path(source).relative_to(self.tree)
-                raise PackageError(f"{relative} does not compile: {payload.decode('utf-8', 'replace')}")
+                raise _refused(Path(source).relative_to(self.tree).as_posix(), payload)
             compiled.append((pyc_path(Path(source)), payload))
         return compiled
 
-    def close(self) -> None:
-        """Stop the worker if :meth:`finish` was never reached (extraction refused the package)."""
-        if self._proc is not None and self._proc.returncode is None:
-            self._proc.kill()
-            self._proc.communicate()
+
+class SourceCompiler(_Worker):
+    """A sink for :func:`atomicplug.safezip.extract_to_objects`: backend sources by sha256, compiled once each.
+
+    ``known`` holds the source sha256s whose pycs the caller already has (e.g.
+    :func:`pyc_index` of the installed trees); those are neither kept nor read
+    back by the extractor. The pycs use :data:`PYC_FILENAME`, so an unchanged
+    source gives the same pyc object in every version and plugin. Sources are
+    held back until they exceed :data:`IN_PROCESS_BYTES`; below that no worker
+    starts and :meth:`finish` compiles them here.
+    """
+
+    def __init__(self, known: Container[str] = frozenset()) -> None:
+        super().__init__()
+        self._known = known
+        self._sources: dict[str, str] = {}  # sha256 -> the first path it came from (for messages)
+        self._held: list[tuple[str, bytes]] = []  # not sent yet: see IN_PROCESS_BYTES
+        self._held_bytes = 0
+
+    wants = staticmethod(wants_source)
+
+    def known(self, sha256: str) -> bool:
+        return sha256 in self._known or sha256 in self._sources
+
+    def take(self, relative: str, sha256: str, data: bytes) -> None:
+        if self.known(sha256):
+            return
+        self._sources[sha256] = relative
+        if self._proc is None and self._held_bytes + len(data) <= IN_PROCESS_BYTES:
+            self._held.append((sha256, data))
+            self._held_bytes += len(data)
+            return
+        for key, held in self._held:
+            self._send(key, PYC_FILENAME, held)
+        self._held.clear()
+        self._send(sha256, PYC_FILENAME, data)
+
+    def finish(self) -> dict[str, bytes]:
+        """Source sha256 → pyc bytes for every source taken; PackageError names one that does not compile."""
+        compiled = {}
+        in_process = [_compile(key, PYC_FILENAME, data) for key, data in self._held]
+        for sha256, refused, payload in self._results() + in_process:
+            if refused:
+                raise _refused(self._sources[sha256], payload)
+            compiled[sha256] = payload
+        return compiled
 
 
-def _replies(out: bytes) -> list[tuple[str, bool, bytes]]:
-    replies, offset = [], 0
-    while offset < len(out):
-        path_len, refused, size = _REPLY.unpack_from(out, offset)
-        offset += _REPLY.size
-        path = out[offset : offset + path_len].decode("utf-8", "surrogateescape")
-        offset += path_len
-        replies.append((path, bool(refused), out[offset : offset + size]))
-        offset += size
+def _read_replies(stream: IO[bytes]) -> list[tuple[str, bool, bytes]] | None:
+    """Every reply until end of stream; None when the stream ends inside one (the worker died)."""
+    replies = []
+    while head := stream.read(_REPLY.size):
+        if len(head) < _REPLY.size:
+            return None
+        key_len, refused, size = _REPLY.unpack(head)
+        key, payload = stream.read(key_len), stream.read(size)
+        if len(key) < key_len or len(payload) < size:
+            return None
+        replies.append((key.decode("utf-8", "surrogateescape"), bool(refused), payload))
     return replies
+
+
+def _compile(key: str, filename: str, data: bytes) -> tuple[str, bool, bytes]:
+    """(key, refused, pyc or the reason it does not compile).
+
+    Compile warnings (SyntaxWarning) are dropped: in the worker they went to
+    its stderr, which nobody reads before the end, so a backend full of them
+    filled the pipe and hung the worker and the installer feeding it.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return key, False, build_pyc(data, filename)
+    except SyntaxError as exc:
+        return key, True, f"{exc.msg} (line {exc.lineno})".encode()
+    except ValueError as exc:  # source with NUL bytes
+        return key, True, (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).encode()
 
 
 def serve() -> None:
@@ -118,16 +260,12 @@ def serve() -> None:
     read = sys.stdin.buffer.read
     replies = []
     while head := read(_REQUEST.size):
-        path_len, size = _REQUEST.unpack(head)
-        path = read(path_len).decode("utf-8", "surrogateescape")
-        data = read(size)
-        try:
-            replies.append((path, 0, build_pyc(path, data)))
-        except (SyntaxError, ValueError) as exc:  # ValueError: source with NUL bytes
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            replies.append((path, 1, text.encode()))
+        key_len, name_len, size = _REQUEST.unpack(head)
+        key = read(key_len).decode("utf-8", "surrogateescape")
+        filename = read(name_len).decode("utf-8", "surrogateescape")
+        replies.append(_compile(key, filename, read(size)))
     out = sys.stdout.buffer
-    for path, refused, payload in replies:
-        encoded = path.encode("utf-8", "surrogateescape")
+    for key, refused, payload in replies:
+        encoded = key.encode("utf-8", "surrogateescape")
         out.write(_REPLY.pack(len(encoded), refused, len(payload)) + encoded + payload)
     out.flush()

@@ -20,6 +20,8 @@ import attrs
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError
+from atomicplug.layout import RECORD_NAME
+from atomicplug.package_record import record_size_cap
 from atomicplug.safezip._names import (
     METADATA_NAME,
     check_mode,
@@ -30,7 +32,7 @@ from atomicplug.safezip._names import (
     show,
 )
 
-__all__ = ["CHUNK", "RATIO_FLOOR_BYTES", "Entry", "Archive", "Budget"]
+__all__ = ["CHUNK", "RATIO_FLOOR_BYTES", "PackageSource", "Entry", "Archive", "Budget"]
 
 CHUNK = 64 * 1024
 #: Below this many unpacked bytes the ratio cap does not apply (tiny files compress well).
@@ -43,6 +45,9 @@ _FLAG_STRONG_ENCRYPTION = 0x0040
 _FLAG_UTF8 = 0x0800
 _FLAG_MASKED_HEADERS = 0x2000
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+
+#: A zip's path, or an open binary file holding it (seekable).
+PackageSource = str | os.PathLike[str] | BinaryIO
 
 
 @attrs.frozen
@@ -92,15 +97,17 @@ class Archive:
         self.limits = limits
 
     @classmethod
-    def open(cls, zip_path: str | os.PathLike[str] | BinaryIO, limits: ExtractLimits) -> Archive:
-        """Open and validate ``zip_path`` (a path, or a binary file object the caller keeps open); PackageError only."""
-        if hasattr(zip_path, "read"):
-            fp = _Borrowed(zip_path)  # type: ignore[arg-type]
+    def open(cls, source: PackageSource, limits: ExtractLimits) -> Archive:
+        """Open and validate a zip: a path, or a seekable binary file object the caller keeps open
+        (read from any position, never closed: the caller may have hashed it and extract from the
+        very same open file); PackageError only."""
+        if hasattr(source, "read"):
+            fp = _Borrowed(source)  # type: ignore[arg-type]
         else:
             try:
-                fp = open(zip_path, "rb")  # type: ignore[arg-type]  # noqa: SIM115 - closed by close()
+                fp = open(source, "rb")  # type: ignore[arg-type]  # noqa: SIM115 - closed by close()
             except OSError as exc:
-                raise PackageError(f"cannot read package {os.fspath(zip_path)}: {exc.strerror or exc}") from exc  # type: ignore[arg-type]
+                raise PackageError(f"cannot read package {os.fspath(source)}: {exc.strerror or exc}") from exc  # type: ignore[arg-type]
         try:
             return cls(fp, _validate(fp, limits), limits)
         except BaseException:
@@ -125,6 +132,14 @@ class Archive:
             if entry.name == METADATA_NAME:
                 return entry
         raise PackageError("package has no metadata.json at its top level")  # pragma: no cover - checked in _validate
+
+    def record_entry(self) -> Entry | None:
+        """The top-level RECORD file, if the package has one."""
+        return next((e for e in self.entries if e.name == RECORD_NAME and not e.is_dir), None)
+
+    def record_cap(self) -> tuple[str, int]:
+        """What a RECORD may inflate to: enough for every entry's line, quoted (see package_record)."""
+        return ("the RECORD size limit", record_size_cap(e.name for e in self.entries))
 
     def read_small(self, entry: Entry, cap: tuple[str, int]) -> bytes:
         """Inflate one small member (metadata.json) into memory, at most ``cap`` bytes."""
@@ -265,9 +280,12 @@ def _check_collisions(entries: list[Entry]) -> None:
 
 def _check_declared_sizes(entries: list[Entry], limits: ExtractLimits) -> None:
     """Cheap early refusals on claimed sizes; the real caps count streamed bytes."""
+    record_cap = record_size_cap(e.name for e in entries)
     for entry in entries:
         if entry.name == METADATA_NAME and entry.file_size > limits.max_metadata_bytes:
             raise refuse(entry.name, f"is larger than max_metadata_bytes ({limits.max_metadata_bytes})")
+        if entry.name == RECORD_NAME and entry.file_size > record_cap:
+            raise refuse(entry.name, f"is larger than a RECORD of this package can be ({record_cap} bytes)")
     claimed = sum(e.file_size for e in entries)
     if claimed > limits.max_unpacked_bytes:
         raise PackageError(

@@ -20,8 +20,10 @@ from atomicplug.config import ExtractLimits
 from atomicplug.errors import AtomicplugError, OperationError
 from atomicplug.fsutil import sync_tree
 from atomicplug.metadata import Metadata
-from atomicplug.safezip._archive import Archive, Budget, Entry
+from atomicplug.package_record import PackageRecord, RecordEntry
+from atomicplug.safezip._archive import Archive, Budget, Entry, PackageSource
 from atomicplug.safezip._names import refuse
+from atomicplug.safezip._package import check_against_record, metadata_of, record_of
 
 __all__ = ["ContentSink", "ExtractedFile", "ExtractResult", "read_metadata", "extract"]
 
@@ -36,13 +38,8 @@ class ContentSink(Protocol):
     def take(self, path: Path, data: bytes) -> None: ...
 
 
-@attrs.frozen
-class ExtractedFile:
-    """One written file: posix path relative to the target, size and sha256 (hex)."""
-
-    path: str
-    size: int
-    sha256: str
+#: One written file: posix path relative to the target, size and sha256 (hex).
+ExtractedFile = RecordEntry
 
 
 @attrs.frozen
@@ -54,25 +51,28 @@ class ExtractResult:
     unpacked_bytes: int
 
 
-def read_metadata(zip_path: str | os.PathLike[str], limits: ExtractLimits | None = None) -> Metadata:
-    """Validate the archive's structure and parse its metadata.json.
+def read_metadata(source: PackageSource, limits: ExtractLimits | None = None) -> Metadata:
+    """Validate the archive's structure and RECORD (if any) and parse its metadata.json.
 
-    Raises PackageError (or its subclass MetadataError) for any bad input.
+    ``source`` is a path or an open binary file (left open). Raises
+    PackageError (or its subclass MetadataError) for any bad input.
     """
     limits = limits or ExtractLimits()
-    with Archive.open(zip_path, limits) as archive:
-        return _metadata_of(archive)
+    with Archive.open(source, limits) as archive:
+        metadata = metadata_of(archive)
+        record_of(archive)
+        return metadata
 
 
 def extract(
-    zip_path: str | os.PathLike[str],
+    source: PackageSource,
     target_dir: str | os.PathLike[str],
     limits: ExtractLimits | None = None,
     *,
     durable: bool = True,
     sink: ContentSink | None = None,
 ) -> ExtractResult:
-    """Safely unpack ``zip_path`` into ``target_dir`` (absent or empty; its parent must exist).
+    """Safely unpack a zip (path or open binary file) into ``target_dir`` (absent or empty; its parent must exist).
 
     With ``durable`` (the default) every file and folder is on disk when this
     returns; ``durable=False`` leaves that to the caller, who syncs once after
@@ -86,9 +86,10 @@ def extract(
     target = Path(os.path.abspath(target_dir))
     created = _prepare_target(target)
     try:
-        with Archive.open(zip_path, limits) as archive:
-            metadata = _metadata_of(archive)
-            files = _write_all(archive, target, sink)
+        with Archive.open(source, limits) as archive:
+            metadata = metadata_of(archive)
+            record = record_of(archive)
+            files = _write_all(archive, target, sink, record)
         if durable:
             _sync(target)
     except BaseException:
@@ -99,12 +100,6 @@ def extract(
         files=tuple(sorted(files, key=lambda f: f.path)),
         unpacked_bytes=sum(f.size for f in files),
     )
-
-
-def _metadata_of(archive: Archive) -> Metadata:
-    entry = archive.metadata_entry()
-    data = archive.read_small(entry, ("max_metadata_bytes", archive.limits.max_metadata_bytes))
-    return Metadata.from_json_bytes(data)
 
 
 def _prepare_target(target: Path) -> bool:
@@ -134,7 +129,7 @@ def _inside(target: Path, entry: Entry) -> Path:
     return path
 
 
-def _write_all(archive: Archive, target: Path, sink: ContentSink | None) -> list[ExtractedFile]:
+def _write_all(archive: Archive, target: Path, sink: ContentSink | None, record: PackageRecord | None) -> list[ExtractedFile]:
     folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
@@ -143,9 +138,13 @@ def _write_all(archive: Archive, target: Path, sink: ContentSink | None) -> list
     try:
         for parts in sorted(folders, key=len):
             os.mkdir(os.path.join(target, *parts), 0o755)
-        return [
-            _write_file(archive, entry, _inside(target, entry), budget, sink) for entry in archive.entries if not entry.is_dir
-        ]
+        files = []
+        for entry in archive.entries:
+            if not entry.is_dir:
+                written = _write_file(archive, entry, _inside(target, entry), budget, sink)
+                check_against_record(entry, record.files.get(entry.name) if record else None, written.sha256)
+                files.append(written)
+        return files
     except AtomicplugError:
         raise
     except OSError as exc:

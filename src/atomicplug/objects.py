@@ -1,0 +1,429 @@
+"""The content-addressed object store ``<home>/objects/`` (docs/design.md "The object store").
+
+Every installed file is stored once, named by its sha256 and fanned out by the
+first two hex digits like git (``objects/ab/cdef…``); store trees are made of
+hard links to these objects, so identical files across versions and plugins
+cost one inode, and an upgrade writes only what changed.
+
+Objects are immutable: read-only (0444) and stamped with a fixed mtime
+(:data:`MTIME_STAMP_NS`) before they get their name. Any write to an object,
+through any of its links, sets its mtime to "now", so :meth:`ObjectStore.has`
+tells a tampered object from a good one by one ``lstat`` (size, mtime, mode),
+without reading it. Its limit: a change that keeps the mtime (silent bit rot,
+or a writer that restores it on purpose) needs a re-hash, :meth:`ObjectStore.verify`.
+
+Writes are temp-then-rename inside ``objects/`` and not fsync'd one by one: the
+caller makes them durable with one sync (:meth:`ObjectStore.sync`, a ``syncfs``
+on Linux, see docs/design.md "Performance decisions") before anything durable
+refers to them. Every mutation passes a :func:`atomicplug.faults.crash_point`.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import stat
+import sys
+from collections.abc import Iterator, Set
+from pathlib import Path
+
+from atomicplug.errors import OperationError
+from atomicplug.faults import crash_point
+from atomicplug.fsutil import TEMP_SUFFIX, fsync_dir, fsync_file, remove_temp_files, sync_tree
+
+__all__ = ["MTIME_STAMP_NS", "OBJECT_MODE", "ObjectStore", "ObjectWriter", "probe_hardlinks"]
+
+#: Every object's mtime (1 s after the epoch, as in the Nix store); a write changes it.
+MTIME_STAMP_NS = 1_000_000_000
+OBJECT_MODE = 0o444
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FAN_OUT = re.compile(r"[0-9a-f]{2}")
+_REST = re.compile(r"[0-9a-f]{62}")
+_CHUNK = 1 << 20
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+#: errnos of os.link meaning "no hard link possible here"; the object is copied instead.
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+#: sync_tree is one syncfs(2) there: no need to remember each path written.
+_SYNCFS = sys.platform.startswith("linux")
+
+
+def _check_sha(sha256: str) -> str:
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"expected a sha256 as 64 lowercase hex digits, got {sha256!r}")
+    return sha256
+
+
+def _stamped(info: os.stat_result, size: int) -> bool:
+    return (
+        stat.S_ISREG(info.st_mode)
+        and info.st_size == size
+        and info.st_mtime_ns == MTIME_STAMP_NS
+        and stat.S_IMODE(info.st_mode) == OBJECT_MODE
+    )
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _seal(fd: int) -> None:
+    """Read-only and the fixed mtime: the last step of writing any object."""
+    os.fchmod(fd, OBJECT_MODE)
+    os.utime(fd, ns=(MTIME_STAMP_NS, MTIME_STAMP_NS))
+
+
+class ObjectStore:
+    """The objects under ``root`` (``<home>/objects``); no I/O until the first call.
+
+    ``link_fallback`` is None while hard links work; after :meth:`link` had to
+    copy it names why (e.g. ``EXDEV``), and :attr:`notice` is the line to show.
+    ``repaired`` lists the objects this instance rewrote in place.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._root = os.fspath(self.root)
+        self.link_fallback: str | None = None
+        self.copied = 0
+        self.repaired: list[str] = []
+        self._linking = True
+        self._dirty = False  # written since the last sync()
+        self._written: set[Path] = set()  # what was written, where sync() must fsync one by one (not Linux)
+        self._folders: set[str] = set()  # fan-out folders known to exist (saves a stat per object)
+        self._root_made = False
+        self._temps = 0
+        self._temp_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+
+    # -- reading ----------------------------------------------------------------------
+    def path(self, sha256: str) -> Path:
+        """Where the object ``sha256`` lives (whether or not it exists)."""
+        _check_sha(sha256)
+        return self.root / sha256[:2] / sha256[2:]
+
+    def has(self, sha256: str, size: int) -> bool:
+        """True when the object exists and its stat shows it untouched (size, mtime stamp, mode).
+
+        No re-hash: see the module docstring for what this catches and :meth:`verify` for the rest.
+        """
+        _check_sha(sha256)
+        try:  # a string path: called once per entry of every package, pathlib costs more than the lstat
+            return _stamped(os.lstat(f"{self._root}/{sha256[:2]}/{sha256[2:]}"), size)
+        except FileNotFoundError:
+            return False
+
+    def verify(self, sha256: str) -> bool:
+        """Re-hash the object: True when its content still has its name's sha256 (catches bit rot)."""
+        try:
+            with open(self.path(sha256), "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256")
+        except FileNotFoundError:
+            return False
+        return digest.hexdigest() == sha256
+
+    def read_bytes(self, sha256: str) -> bytes:
+        return self.path(sha256).read_bytes()
+
+    def __iter__(self) -> Iterator[str]:
+        """The sha256 of every object present (names only; nothing is checked)."""
+        for fan in sorted(self._fan_outs()):
+            for child in sorted(os.listdir(fan)):
+                if _REST.fullmatch(child):
+                    yield fan.name + child
+
+    # -- writing ----------------------------------------------------------------------
+    def writer(self) -> ObjectWriter:
+        """A temp file in ``objects/`` that becomes an object on :meth:`ObjectWriter.commit`."""
+        return ObjectWriter(self)
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data``; returns its sha256 (an existing, untouched object is kept)."""
+        with self.writer() as writer:
+            writer.write(data)
+            return writer.commit()[0]
+
+    def repair(self, sha256: str, data: bytes) -> None:
+        """Rewrite a damaged object's content in place, so every tree linked to it is repaired too.
+
+        Same inode; mode and mtime stamp restored last, after an fsync of the
+        data, so a crash half-way leaves an object that :meth:`has` refuses
+        (to be repaired again), never one that passes with the wrong bytes.
+        Raises ValueError when ``data`` does not hash to ``sha256``.
+        """
+        if hashlib.sha256(data).hexdigest() != _check_sha(sha256):
+            raise ValueError(f"expected data with sha256 {sha256}, got {hashlib.sha256(data).hexdigest()}")
+        self._rewrite(self.path(sha256), [data])
+
+    def _rewrite(self, target: Path, chunks: Iterator[bytes] | list[bytes]) -> None:
+        crash_point()
+        os.chmod(target, 0o644, follow_symlinks=False)
+        crash_point()
+        fd = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            crash_point()
+            os.fsync(fd)  # the data first: the stamp below is what makes has() trust it again
+            crash_point()
+            _seal(fd)
+        finally:
+            os.close(fd)
+        self.repaired.append(target.parent.name + target.name)
+
+    def _place(self, temp: Path, sha256: str, size: int) -> bool:
+        """Give a sealed temp its object name; True when a new object was created.
+
+        An existing object that passes :meth:`has` is kept (the temp is dropped);
+        one that fails it is repaired in place from the temp's bytes.
+        """
+        target = self.path(sha256)
+        try:
+            info = os.lstat(target)
+        except FileNotFoundError:
+            self._make_fan_out(target.parent)
+            crash_point()
+            os.rename(temp, target)
+            self._wrote(target)
+            return True
+        if _stamped(info, size):
+            _drop(temp)
+            return False
+        if not stat.S_ISREG(info.st_mode):  # not a file (a symlink?): replace the name
+            crash_point()
+            os.rename(temp, target)
+            self._wrote(target)
+            return True
+        with open(temp, "rb") as source:
+            self._rewrite(target, iter(lambda: source.read(_CHUNK), b""))
+        _drop(temp)
+        return False
+
+    def _make_fan_out(self, folder: Path) -> None:
+        if folder.name in self._folders:
+            return
+        if not folder.is_dir():
+            crash_point()
+            try:
+                os.mkdir(folder, 0o755)
+            except FileExistsError:
+                pass
+            self._wrote(folder)
+        self._folders.add(folder.name)
+
+    def _make_root(self) -> None:
+        if self._root_made:
+            return
+        if not self.root.is_dir():
+            crash_point()
+            os.makedirs(self.root, 0o755, exist_ok=True)
+            self._wrote(self.root)
+        self._root_made = True
+
+    def _new_temp(self) -> tuple[Path, int]:
+        self._make_root()
+        self._temps += 1
+        temp = self.root / f".incoming.{self._temp_prefix}-{self._temps}{TEMP_SUFFIX}"
+        crash_point()
+        return temp, os.open(temp, _NEW_FILE, 0o600)
+
+    # -- trees ------------------------------------------------------------------------
+    def link(self, sha256: str, dest: str | os.PathLike[str]) -> None:
+        """Hard-link the object at ``dest`` (which must not exist); copy it where links are impossible.
+
+        A copy is read-only like the object. After the first copy ``link_fallback``
+        holds the reason, and later calls copy without trying to link (except after
+        EMLINK, which is about one object having too many links).
+        """
+        source = self.path(sha256)
+        if self._linking:
+            crash_point()
+            try:
+                os.link(source, dest, follow_symlinks=False)
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_LINK:
+                    raise
+                self.link_fallback = self.link_fallback or errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                if exc.errno != errno.EMLINK:
+                    self._linking = False
+        self._copy(source, Path(dest))
+
+    def _copy(self, source: Path, dest: Path) -> None:
+        crash_point()
+        fd = os.open(dest, _NEW_FILE, 0o644)
+        try:
+            with open(source, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    _write_all(fd, chunk)
+            os.fchmod(fd, OBJECT_MODE)
+        finally:
+            os.close(fd)
+        self.copied += 1
+
+    @property
+    def notice(self) -> str | None:
+        """The line to show when :meth:`link` had to copy, else None."""
+        if self.link_fallback is None:
+            return None
+        return f"object store: hard links unavailable on this file system ({self.link_fallback}), copying"
+
+    # -- durability and collection ----------------------------------------------------
+    def sync(self) -> None:
+        """Make every object this instance wrote durable (one ``syncfs`` of the store's file system on Linux).
+
+        When the store trees are on the same file system (hard links worked),
+        the caller's own :func:`atomicplug.fsutil.sync_tree` of a tree covers the objects too.
+        """
+        if not self._dirty:
+            return
+        if _SYNCFS:
+            sync_tree(self.root)
+        else:
+            for path in sorted(self._written, key=lambda p: len(p.parts), reverse=True):
+                if path.exists():
+                    (fsync_dir if path.is_dir() else fsync_file)(path)
+            fsync_dir(self.root.parent)
+        self._written.clear()
+        self._dirty = False
+
+    def _wrote(self, path: Path) -> None:
+        self._dirty = True
+        if not _SYNCFS:
+            self._written.add(path)
+
+    def sweep(self, referenced: Set[str]) -> int:
+        """Remove every object not in ``referenced``, and temps left by dead writers; returns how many objects went.
+
+        Crash safe in any order: each unlink is atomic, and an object is only ever
+        removed when unreferenced (the caller, holding the lock, says which are).
+        Each fan-out folder is fsync'd once after its removals.
+        """
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        remove_temp_files(self.root)
+        for fan in sorted(self._fan_outs()):
+            gone = 0
+            for child in sorted(os.listdir(fan)):
+                if _REST.fullmatch(child) and fan.name + child not in referenced:
+                    crash_point()
+                    try:
+                        os.unlink(fan / child)
+                    except FileNotFoundError:
+                        continue
+                    gone += 1
+            if gone:
+                fsync_dir(fan)
+                removed += gone
+        return removed
+
+    def discard(self, shas: list[str]) -> None:
+        """Remove objects just created for a package that was then refused (best effort, not durable)."""
+        for sha256 in shas:
+            crash_point()
+            try:
+                os.unlink(self.path(sha256))
+            except OSError:
+                continue
+
+    def _fan_outs(self) -> Iterator[Path]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if _FAN_OUT.fullmatch(name) and (self.root / name).is_dir():
+                yield self.root / name
+
+    def probe_hardlinks(self, dest_dir: str | os.PathLike[str]) -> str | None:
+        """None when objects can be hard-linked into ``dest_dir``; else the errno name (for ``doctor``)."""
+        self._make_root()
+        return probe_hardlinks(self.root, Path(dest_dir))
+
+
+class ObjectWriter:
+    """Streams one object into a temp file in ``objects/``, hashing as it goes; use as a context manager.
+
+    :meth:`commit` seals the temp (read-only, mtime stamp) and gives it its name,
+    unless an untouched object with that name exists (then the temp is dropped);
+    leaving the ``with`` block without committing drops the temp.
+    """
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+        self._digest = hashlib.sha256()
+        self.size = 0
+        self.created = False
+        self._temp, self._fd = store._new_temp()
+        self._open = True
+
+    def write(self, chunk: bytes) -> None:
+        _write_all(self._fd, chunk)
+        self._digest.update(chunk)
+        self.size += len(chunk)
+
+    def hexdigest(self) -> str:
+        """The sha256 of what was written so far (to compare before committing)."""
+        return self._digest.hexdigest()
+
+    def commit(self) -> tuple[str, int]:
+        """Seal and name the object; returns (sha256, size). ``created`` tells whether it is new."""
+        sha256 = self.hexdigest()
+        try:
+            _seal(self._fd)
+        finally:
+            self._close()
+        self.created = self._store._place(self._temp, sha256, self.size)
+        self._open = False
+        return sha256, self.size
+
+    def abort(self) -> None:
+        if self._open:
+            self._close()
+            _drop(self._temp)
+            self._open = False
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ObjectWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+def _drop(temp: Path) -> None:
+    crash_point()
+    try:
+        os.unlink(temp)
+    except FileNotFoundError:
+        pass
+
+
+def probe_hardlinks(source_dir: Path, dest_dir: Path) -> str | None:
+    """Try one hard link from ``source_dir`` into ``dest_dir``: None when it works, else the errno name."""
+    token = f"{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+    source = Path(source_dir) / f".probe.{token}"
+    dest = Path(dest_dir) / f".probe-link.{token}"
+    crash_point()
+    try:
+        os.close(os.open(source, _NEW_FILE, 0o600))
+    except OSError as exc:
+        raise OperationError(f"cannot write into {source_dir}: {exc.strerror or exc}") from exc
+    try:
+        crash_point()
+        os.link(source, dest)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+    else:
+        os.unlink(dest)
+        return None
+    finally:
+        os.unlink(source)

@@ -1,0 +1,400 @@
+"""The object store (atomicplug.objects): naming, sealing, the stat check, repair, links, sweep, crashes."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from atomicplug import objects as objects_module
+from atomicplug.fsutil import TEMP_SUFFIX
+from atomicplug.objects import MTIME_STAMP_NS, ObjectStore, probe_hardlinks
+from atomicplug.testing import count_crash_points, crash_at
+
+DATA = b"def answer():\n    return 42\n"
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ObjectStore:
+    return ObjectStore(tmp_path / "objects")
+
+
+def temps(root: Path) -> list[Path]:
+    return list(root.glob(f".*{TEMP_SUFFIX}")) if root.is_dir() else []
+
+
+def flip_a_byte(path: Path, offset: int = 0) -> None:
+    """What an editor or a stray script does: make it writable, write into it (through any link)."""
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as handle:
+        handle.seek(offset, os.SEEK_SET if offset >= 0 else os.SEEK_END)
+        where = handle.tell()
+        byte = handle.read(1)
+        handle.seek(where)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+# -- storing --------------------------------------------------------------------------
+
+
+def test_put_bytes_names_the_object_by_sha256_fanned_out_read_only_and_stamped(store: ObjectStore) -> None:
+    assert store.put_bytes(DATA) == SHA
+    path = store.root / SHA[:2] / SHA[2:]
+    assert store.path(SHA) == path
+    assert path.read_bytes() == DATA
+    info = path.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o444
+    assert info.st_mtime_ns == MTIME_STAMP_NS
+    assert store.has(SHA, len(DATA))
+    assert list(store) == [SHA]
+    assert temps(store.root) == []
+
+
+def test_has_is_false_for_a_missing_object_or_a_wrong_size(store: ObjectStore) -> None:
+    assert not store.has(SHA, len(DATA))
+    store.put_bytes(DATA)
+    assert not store.has(SHA, len(DATA) + 1)
+
+
+def test_storing_the_same_bytes_twice_keeps_one_object(store: ObjectStore) -> None:
+    store.put_bytes(DATA)
+    inode = store.path(SHA).stat().st_ino
+    with store.writer() as writer:
+        writer.write(DATA)
+        assert writer.commit() == (SHA, len(DATA))
+    assert not writer.created
+    assert store.path(SHA).stat().st_ino == inode
+    assert list(store) == [SHA] and temps(store.root) == []
+
+
+def test_writer_streams_chunks_and_hashes_them(store: ObjectStore) -> None:
+    chunks = [os.urandom(70_000) for _ in range(5)]
+    with store.writer() as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        expected = hashlib.sha256(b"".join(chunks)).hexdigest()
+        assert writer.hexdigest() == expected
+        assert writer.commit() == (expected, 350_000)
+    assert writer.created
+    assert store.path(expected).read_bytes() == b"".join(chunks)
+
+
+def test_a_writer_left_without_commit_leaves_no_temp(store: ObjectStore) -> None:
+    with store.writer() as writer:
+        writer.write(DATA)
+        assert len(temps(store.root)) == 1
+    assert temps(store.root) == [] and list(store) == []
+
+
+def test_malformed_sha_is_a_caller_error(store: ObjectStore) -> None:
+    for bad in ("", SHA.upper(), SHA[:-1], "../" + SHA[3:]):
+        with pytest.raises(ValueError, match="expected a sha256 as 64 lowercase hex digits"):
+            store.path(bad)
+
+
+# -- the stat check, re-hashing and repair ------------------------------------------------
+
+
+def test_a_flipped_byte_is_seen_by_the_stat_check_and_by_rehashing(store: ObjectStore) -> None:
+    store.put_bytes(DATA)
+    assert store.verify(SHA)
+    flip_a_byte(store.path(SHA))
+    assert not store.has(SHA, len(DATA))
+    assert not store.verify(SHA)
+
+
+def test_a_write_through_a_tree_link_is_seen_too(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(DATA)
+    tree_file = tmp_path / "tree.py"
+    store.link(SHA, tree_file)
+    flip_a_byte(tree_file)
+    assert not store.has(SHA, len(DATA))
+
+
+def test_the_stat_check_misses_a_change_that_restores_the_mtime_rehashing_does_not(store: ObjectStore) -> None:
+    """The documented limit: silent bit rot (or a writer restoring the stamp) needs ``verify``."""
+    store.put_bytes(DATA)
+    path = store.path(SHA)
+    flip_a_byte(path)
+    os.chmod(path, 0o444)
+    os.utime(path, ns=(MTIME_STAMP_NS, MTIME_STAMP_NS))
+    assert store.has(SHA, len(DATA))
+    assert not store.verify(SHA)
+
+
+def test_a_changed_mode_fails_the_stat_check(store: ObjectStore) -> None:
+    store.put_bytes(DATA)
+    os.chmod(store.path(SHA), 0o644)
+    assert not store.has(SHA, len(DATA))
+
+
+def test_repair_rewrites_in_place_so_every_linked_tree_is_repaired(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(DATA)
+    trees = [tmp_path / "one.py", tmp_path / "two.py"]
+    for tree_file in trees:
+        store.link(SHA, tree_file)
+    inode = store.path(SHA).stat().st_ino
+    flip_a_byte(trees[0])
+    assert trees[1].read_bytes() != DATA
+    store.repair(SHA, DATA)
+    assert store.has(SHA, len(DATA)) and store.verify(SHA)
+    assert store.path(SHA).stat().st_ino == inode
+    assert [t.read_bytes() for t in trees] == [DATA, DATA]
+    assert store.repaired == [SHA]
+
+
+def test_repair_refuses_data_of_another_hash(store: ObjectStore) -> None:
+    store.put_bytes(DATA)
+    with pytest.raises(ValueError, match=f"expected data with sha256 {SHA}"):
+        store.repair(SHA, DATA + b"#")
+
+
+def test_committing_over_a_corrupt_object_repairs_it_in_place(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(DATA)
+    store.link(SHA, tmp_path / "tree.py")
+    flip_a_byte(store.path(SHA))
+    with store.writer() as writer:
+        writer.write(DATA)
+        writer.commit()
+    assert not writer.created
+    assert store.has(SHA, len(DATA)) and store.verify(SHA)
+    assert (tmp_path / "tree.py").read_bytes() == DATA
+    assert store.repaired == [SHA] and temps(store.root) == []
+
+
+def test_committing_over_a_symlink_in_place_of_an_object_replaces_the_name(store: ObjectStore, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").write_bytes(b"not yours")
+    store.path(SHA).parent.mkdir(parents=True)
+    store.path(SHA).symlink_to(tmp_path / "elsewhere")
+    assert not store.has(SHA, len(DATA))
+    store.put_bytes(DATA)
+    assert store.has(SHA, len(DATA)) and not store.path(SHA).is_symlink()
+    assert (tmp_path / "elsewhere").read_bytes() == b"not yours"
+
+
+# -- links ------------------------------------------------------------------------------
+
+
+def test_two_trees_with_an_identical_file_share_one_object(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(DATA)
+    store.put_bytes(DATA)
+    for tree in ("a", "b"):
+        (tmp_path / tree).mkdir()
+        store.link(SHA, tmp_path / tree / "x.py")
+    inodes = {(tmp_path / t / "x.py").stat().st_ino for t in ("a", "b")}
+    assert inodes == {store.path(SHA).stat().st_ino}
+    assert store.path(SHA).stat().st_nlink == 3
+    assert store.link_fallback is None and store.notice is None and store.copied == 0
+
+
+def test_link_onto_an_existing_file_is_an_error_not_a_copy(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes(DATA)
+    (tmp_path / "x.py").write_text("mine")
+    with pytest.raises(FileExistsError):
+        store.link(SHA, tmp_path / "x.py")
+    assert (tmp_path / "x.py").read_text() == "mine"
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP])
+def test_link_copies_when_hard_links_are_impossible_and_says_so(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    store.put_bytes(DATA)
+    calls = []
+
+    def no_links(src: object, dst: object, **kwargs: object) -> None:
+        calls.append(dst)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(objects_module.os, "link", no_links)
+    store.link(SHA, tmp_path / "one.py")
+    store.link(SHA, tmp_path / "two.py")
+    assert len(calls) == 1  # the second call copies without trying again
+    for copy in ("one.py", "two.py"):
+        info = (tmp_path / copy).stat()
+        assert (tmp_path / copy).read_bytes() == DATA
+        assert info.st_ino != store.path(SHA).stat().st_ino
+        assert stat.S_IMODE(info.st_mode) == 0o444
+    assert store.link_fallback == errno.errorcode[code]
+    assert store.copied == 2
+    assert store.notice == f"object store: hard links unavailable on this file system ({errno.errorcode[code]}), copying"
+
+
+def test_too_many_links_copies_that_object_and_keeps_linking_others(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put_bytes(DATA)
+    other = store.put_bytes(b"other")
+    real_link = os.link
+
+    def full(src: object, dst: object, **kwargs: object) -> None:
+        if str(src).endswith(SHA[2:]):
+            raise OSError(errno.EMLINK, "Too many links")
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(objects_module.os, "link", full)
+    store.link(SHA, tmp_path / "popular.py")
+    store.link(other, tmp_path / "other")
+    assert (tmp_path / "popular.py").stat().st_ino != store.path(SHA).stat().st_ino
+    assert (tmp_path / "other").stat().st_ino == store.path(other).stat().st_ino
+    assert store.link_fallback == "EMLINK" and store.copied == 1
+
+
+@pytest.fixture
+def other_file_system(tmp_path: Path) -> Iterator[Path]:
+    """A folder on another file system than tmp_path: /dev/shm when it is one, else a tmpfs mounted here."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and shm.stat().st_dev != tmp_path.stat().st_dev:
+        folder = Path(tempfile.mkdtemp(dir=shm, prefix="atomicplug-test-"))
+        yield folder
+        shutil.rmtree(folder)
+        return
+    mount_point = tmp_path / "other-fs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip("no second file system: /dev/shm is on the same one and mounting a tmpfs is not permitted")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def test_link_across_real_file_systems_falls_back_to_copying(store: ObjectStore, other_file_system: Path) -> None:
+    store.put_bytes(DATA)
+    assert store.probe_hardlinks(other_file_system) == "EXDEV"
+    store.link(SHA, other_file_system / "x.py")
+    assert (other_file_system / "x.py").read_bytes() == DATA
+    assert store.link_fallback == "EXDEV" and store.copied == 1
+    assert list(other_file_system.iterdir()) == [other_file_system / "x.py"]
+
+
+def test_probe_hardlinks_on_one_file_system_succeeds_and_leaves_nothing(store: ObjectStore, tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    assert store.probe_hardlinks(tmp_path / "store") is None
+    assert probe_hardlinks(store.root, tmp_path / "store") is None
+    assert list((tmp_path / "store").iterdir()) == [] and list(store.root.iterdir()) == []
+
+
+# -- sweep, sync --------------------------------------------------------------------------
+
+
+def test_sweep_removes_unreferenced_objects_and_dead_temps_only(store: ObjectStore, tmp_path: Path) -> None:
+    kept = store.put_bytes(b"kept")
+    gone = store.put_bytes(b"gone")
+    store.link(gone, tmp_path / "old-tree-file")
+    dead = _dead_pid()
+    (store.root / f".incoming.{dead}-0123{TEMP_SUFFIX}").write_bytes(b"half")
+    (store.root / "ab").mkdir(exist_ok=True)
+    (store.root / "ab" / "README").write_text("not an object name: left alone")
+    assert store.sweep({kept}) == 1
+    assert list(store) == [kept]
+    assert temps(store.root) == []
+    assert (store.root / "ab" / "README").exists()
+    assert (tmp_path / "old-tree-file").read_bytes() == b"gone"  # a tree keeps its inode
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sweep_of_a_store_never_written_is_zero(store: ObjectStore) -> None:
+    assert store.sweep(set()) == 0
+
+
+def test_sync_makes_the_written_objects_durable_once(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(objects_module, "sync_tree", synced.append)
+    store.sync()
+    assert synced == []
+    store.put_bytes(DATA)
+    store.put_bytes(b"more")
+    store.sync()
+    store.sync()
+    assert synced == [store.root]
+
+
+def test_without_syncfs_sync_fsyncs_each_object_and_folder_written(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(objects_module, "_SYNCFS", False)
+    monkeypatch.setattr(objects_module, "fsync_file", synced.append)
+    monkeypatch.setattr(objects_module, "fsync_dir", synced.append)
+    store.put_bytes(DATA)
+    store.sync()
+    assert synced == [store.path(SHA), store.path(SHA).parent, store.root, store.root.parent]
+    store.sync()
+    assert len(synced) == 4
+
+
+# -- crashes ------------------------------------------------------------------------------
+
+
+def _crash_everywhere(setup: Callable[[], None], operation: Callable[[], None], check: Callable[[int], None]) -> int:
+    """Kill ``operation`` at each of its crash points in turn (from ``setup``'s state); ``check`` what is left."""
+    setup()
+    points = count_crash_points(operation)
+    assert points > 0
+    for point in range(1, points + 1):
+        setup()
+        assert crash_at(operation, point), f"crash point {point} of {points} was not reached"
+        check(point)
+    return points
+
+
+def test_a_kill_at_any_step_of_storing_and_linking_leaves_good_objects_or_none(tmp_path: Path) -> None:
+    payloads = [b"one", b"two" * 50_000, b"one"]
+    shas = [hashlib.sha256(p).hexdigest() for p in payloads]
+
+    def operation() -> None:
+        store = ObjectStore(tmp_path / "objects")
+        tree = tmp_path / "tree"
+        tree.mkdir(exist_ok=True)
+        for index, payload in enumerate(payloads):
+            with store.writer() as writer:
+                writer.write(payload)
+                writer.commit()
+            store.link(shas[index], tree / f"f{index}")
+
+    def setup() -> None:
+        shutil.rmtree(tmp_path / "objects", ignore_errors=True)
+        shutil.rmtree(tmp_path / "tree", ignore_errors=True)
+
+    def check(point: int) -> None:
+        store = ObjectStore(tmp_path / "objects")
+        for sha in store:
+            assert store.verify(sha), f"crash point {point}: object {sha} has other bytes"
+        store.sweep(set(shas))
+        assert temps(store.root) == [], f"crash point {point}: sweep left a temp"
+
+    assert _crash_everywhere(setup, operation, check) >= 10
+
+
+def test_a_kill_at_any_step_of_a_repair_leaves_it_refused_by_the_stat_check_or_repaired(tmp_path: Path) -> None:
+    payload = os.urandom(200_000)
+    sha = hashlib.sha256(payload).hexdigest()
+    root = tmp_path / "objects"
+
+    def setup() -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        ObjectStore(root).put_bytes(payload)
+        flip_a_byte(ObjectStore(root).path(sha), offset=-1)  # the last byte: a repair is only done when it reaches it
+
+    def operation() -> None:
+        ObjectStore(root).repair(sha, payload)
+
+    def check(point: int) -> None:
+        store = ObjectStore(root)
+        assert not store.has(sha, len(payload)) or store.verify(sha), f"crash point {point}: passes the stat check with bad bytes"
+
+    assert _crash_everywhere(setup, operation, check) >= 4

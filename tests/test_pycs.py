@@ -1,0 +1,180 @@
+"""Portable pycs for the object store (atomicplug.pycs): one pyc per source and interpreter, wherever it lies.
+
+The tree-mode compiler (real paths, byte-identical to py_compile) is tested in test_stage.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from atomicplug.errors import PackageError
+from atomicplug.package_record import RecordEntry
+from atomicplug.pycs import IN_PROCESS_BYTES, PYC_FILENAME, SourceCompiler, build_pyc, pyc_index, pyc_name
+
+SOURCE = b'''"""A module whose code objects nest."""
+
+
+class Greeter:
+    def greet(self, name):
+        def shout(text):
+            raise RuntimeError("boom " + text)
+        return shout(name)
+
+
+VALUE = [n * n for n in range(5)]
+'''
+
+_COMPILE_ELSEWHERE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+{preload}
+from atomicplug.pycs import build_pyc
+sys.stdout.buffer.write(build_pyc(open(sys.argv[2], 'rb').read()))
+"""
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def compile_in_a_fresh_process(source: Path, preload: str = "") -> bytes:
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    code = _COMPILE_ELSEWHERE.format(preload=preload)
+    return subprocess.run([sys.executable, "-c", code, src, str(source)], capture_output=True, check=True).stdout
+
+
+def test_the_pyc_depends_only_on_the_source_not_on_its_path_or_the_process(tmp_path: Path) -> None:
+    for folder in ("one", "other/deeper"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "mod.py").write_bytes(SOURCE)
+    here = build_pyc(SOURCE)
+    assert compile_in_a_fresh_process(tmp_path / "one" / "mod.py") == here
+    busy = "import json, email.message, http.client, asyncio, sqlite3, decimal"  # other interned strings around
+    assert compile_in_a_fresh_process(tmp_path / "other/deeper" / "mod.py", busy) == here
+    assert PYC_FILENAME.encode() in here and b"mod.py" not in here
+
+
+def test_a_pyc_compiled_under_another_name_shows_the_real_path_in_tracebacks(tmp_path: Path) -> None:
+    """SourceLoader fixes co_filename up to the real path at load time (``_imp._fix_co_filename``),
+    nested code objects included; ``-v`` proves the code came from our pyc, not from the source."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_bytes(b"")
+    module = package / "mod.py"
+    module.write_bytes(SOURCE)
+    pyc = package / pyc_name("mod.py")
+    pyc.parent.mkdir()
+    pyc.write_bytes(build_pyc(SOURCE))
+    code = "import pkg.mod as m; print(m.Greeter.greet.__code__.co_filename); m.Greeter().greet('x')"
+    done = subprocess.run([sys.executable, "-B", "-v", "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"# code object from '{pyc}'" in done.stderr
+    assert done.stdout.splitlines() == [str(module)]
+    assert f'File "{module}", line 7, in shout' in done.stderr
+    assert 'raise RuntimeError("boom " + text)' in done.stderr  # the source line, found through the real path
+    assert PYC_FILENAME not in done.stderr.split("# code object from")[-1]
+    assert pyc.read_bytes() == build_pyc(SOURCE)
+
+
+def test_pyc_name_is_where_this_interpreter_looks() -> None:
+    assert pyc_name("backend/sub/mod.py") == f"backend/sub/__pycache__/mod.{sys.implementation.cache_tag}.pyc"
+
+
+def test_pyc_index_maps_each_source_to_the_pyc_beside_it() -> None:
+    source, pyc = b"x = 1\n", build_pyc(b"x = 1\n")
+    files = [
+        RecordEntry("backend/a.py", len(source), sha(source)),
+        RecordEntry(pyc_name("backend/a.py"), len(pyc), sha(pyc)),
+        RecordEntry("backend/no_pyc.py", 3, "c" * 64),
+        RecordEntry("backend/__pycache__/a.cpython-0.pyc", 1, "d" * 64),  # another interpreter's
+    ]
+    assert pyc_index(files) == {sha(source): files[1]}
+
+
+def test_the_source_compiler_compiles_each_unknown_source_once() -> None:
+    a, b, known = b"A = 1\n", b"B = 2\n", b"K = 3\n"
+    compiler = SourceCompiler(known={sha(known)})
+    try:
+        assert compiler.wants("backend/x.py") and not compiler.wants("frontend/x.py") and not compiler.wants("backend/x.txt")
+        compiler.take("backend/a.py", sha(a), a)
+        compiler.take("backend/copy_of_a.py", sha(a), a)
+        compiler.take("backend/k.py", sha(known), known)
+        compiler.take("backend/b.py", sha(b), b)
+        assert compiler.known(sha(a)) and compiler.known(sha(known)) and not compiler.known(sha(b"other"))
+        assert compiler.finish() == {sha(a): build_pyc(a), sha(b): build_pyc(b)}
+    finally:
+        compiler.close()
+
+
+def test_a_few_small_sources_are_compiled_here_without_a_worker() -> None:
+    sources = {f"backend/m{i}.py": f"V = {i}\n".encode() for i in range(5)}
+    compiler = SourceCompiler()
+    for relative, data in sources.items():
+        compiler.take(relative, sha(data), data)
+    assert compiler.finish() == {sha(d): build_pyc(d) for d in sources.values()}
+    assert compiler._proc is None
+
+
+def test_past_the_in_process_limit_the_worker_gets_the_held_sources_too() -> None:
+    big = [f"X{i} = '{'x' * (IN_PROCESS_BYTES // 3)}'\n".encode() for i in range(4)]
+    compiler = SourceCompiler()
+    try:
+        for i, data in enumerate(big):
+            compiler.take(f"backend/big{i}.py", sha(data), data)
+        assert compiler._proc is not None
+        assert compiler.finish() == {sha(d): build_pyc(d) for d in big}
+    finally:
+        compiler.close()
+
+
+def test_no_worker_is_started_when_every_source_is_known() -> None:
+    compiler = SourceCompiler(known={sha(b"K = 3\n")})
+    compiler.take("backend/k.py", sha(b"K = 3\n"), b"K = 3\n")
+    assert compiler.finish() == {}
+    assert compiler._proc is None
+
+
+_NOISY = """
+import hashlib, sys
+from pathlib import Path
+from atomicplug.pycs import BackgroundCompiler, SourceCompiler
+noisy = b"x = 1\\n" + "".join(f"y{i} = x is {i}\\n" for i in range(3000)).encode()  # a SyntaxWarning a line
+compiler = SourceCompiler() if sys.argv[1] == "objects" else BackgroundCompiler(Path(sys.argv[2]))
+for k in range(12):  # past IN_PROCESS_BYTES: the worker compiles them
+    data = noisy + f"# {k}\\n".encode()
+    if sys.argv[1] == "objects":
+        compiler.take(f"backend/m{k}.py", hashlib.sha256(data).hexdigest(), data)
+    else:
+        compiler.take(Path(sys.argv[2], f"backend/m{k}.py"), data)
+print(len(compiler.finish()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["objects", "tree"])
+def test_compile_warnings_neither_block_the_worker_nor_reach_stderr(tmp_path: Path, kind: str) -> None:
+    """A backend full of SyntaxWarnings used to fill the worker's stderr pipe: the worker blocked
+    writing it, the installer blocked writing the next source, and the install hung for ever."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    done = subprocess.run(
+        [sys.executable, "-c", _NOISY, kind, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "12"
+    assert "SyntaxWarning" not in done.stderr
+
+
+@pytest.mark.parametrize(("source", "detail"), [(b"def nope(:\n", r"\(line 1\)"), (b"x = 1\0\n", "null bytes")])
+def test_a_source_that_does_not_compile_is_named_by_its_first_path(source: bytes, detail: str) -> None:
+    compiler = SourceCompiler()
+    try:
+        compiler.take("backend/broken.py", sha(source), source)
+        with pytest.raises(PackageError, match=rf"^backend/broken.py does not compile: .*{detail}"):
+            compiler.finish()
+    finally:
+        compiler.close()
