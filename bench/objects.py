@@ -9,7 +9,7 @@ For each size, the same signed zips, each contender a subprocess started after a
   compiled by ``SourceCompiler`` meanwhile, its pycs stored as objects, one ``store.sync()``;
 - objects, 1 % changed: the same for version B (1 % of the files differ from A) into a
   store already holding A's objects, with A's sources' pycs known (as an upgrade would);
-- folder (today's path): ``safezip.extract`` into a fresh folder with the ``BackgroundCompiler``
+- folder (the path before the object store): ``safezip.extract`` into a fresh folder, without pycs
   and one ``sync_tree``;
 - unzip: ``unzip -q`` into a fresh folder (no hashing, no sync), for scale.
 
@@ -82,7 +82,7 @@ def few_big_files(count: int, mib: int, workdir: Path, key: workloads.KeyPair) -
 def child(args: argparse.Namespace) -> None:
     from atomicplug.objects import ObjectStore
     from atomicplug.package_record import PackageRecord
-    from atomicplug.pycs import BackgroundCompiler, SourceCompiler
+    from atomicplug.pycs import SourceCompiler
     from atomicplug.safezip import extract, extract_to_objects
 
     start = time.perf_counter()
@@ -90,14 +90,7 @@ def child(args: argparse.Namespace) -> None:
         from atomicplug.fsutil import sync_tree
 
         target = Path(args.target)
-        compiler = BackgroundCompiler(target)
-        try:
-            extract(args.zip, target, durable=False, sink=compiler)
-            for path, data in compiler.finish():
-                path.parent.mkdir(exist_ok=True)
-                path.write_bytes(data)
-        finally:
-            compiler.close()
+        extract(args.zip, target, durable=False)  # the safe extractor into a folder (no pycs): the path before objects
         sync_tree(target)
         figures = {}
     else:

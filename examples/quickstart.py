@@ -84,7 +84,7 @@ def main() -> int:
 
         step("4. The NextPanel billing backend, using atomicplug as a library")
         api_port = _free_port()
-        env = {**os.environ, "ATOMICPLUG_CONFIG": str(config), "NEXTPANEL_ADMIN_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "ATOMICPLUG_CONFIG": str(config), "NEXTPANEL_ADMIN_TOKEN": TOKEN, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "src")])}
         servers.append(_start([sys.executable, "-m", "examples.nextpanel", "--port", str(api_port)], work, env))
         _wait_for_port(api_port)
         api = Api(f"http://127.0.0.1:{api_port}")

@@ -77,10 +77,12 @@ def test_doctor_reports_storage_generation_and_problems(home):
     proc = run_cli(home, "doctor", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     findings = {f["check"]: f for f in json.loads(proc.stdout)}
-    assert "hard links work" in findings["storage"]["detail"]
+    assert "not created yet" in findings["storage"]["detail"]
     assert findings["generation"]["detail"] == "no generation yet (nothing installed)"
+    assert not home.config.home.exists(), "doctor changes nothing"
     assert run_cli(home, "install", str(home.package("shop"))).returncode == 0
     findings = {f["check"]: f for f in json.loads(run_cli(home, "doctor", "--json").stdout)}
+    assert "hard links work" in findings["storage"]["detail"]
     assert findings["generation"]["detail"].startswith("generation 1")
     (home.config.backend_addons.parent / "elsewhere").mkdir()
     home.config.backend_addons.unlink()

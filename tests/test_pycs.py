@@ -143,26 +143,22 @@ def test_no_worker_is_started_when_every_source_is_known() -> None:
 _NOISY = """
 import hashlib, sys
 from pathlib import Path
-from atomicplug.pycs import BackgroundCompiler, SourceCompiler
+from atomicplug.pycs import SourceCompiler
 noisy = b"x = 1\\n" + "".join(f"y{i} = x is {i}\\n" for i in range(3000)).encode()  # a SyntaxWarning a line
-compiler = SourceCompiler() if sys.argv[1] == "objects" else BackgroundCompiler(Path(sys.argv[2]))
+compiler = SourceCompiler()
 for k in range(12):  # past IN_PROCESS_BYTES: the worker compiles them
     data = noisy + f"# {k}\\n".encode()
-    if sys.argv[1] == "objects":
-        compiler.take(f"backend/m{k}.py", hashlib.sha256(data).hexdigest(), data)
-    else:
-        compiler.take(Path(sys.argv[2], f"backend/m{k}.py"), data)
+    compiler.take(f"backend/m{k}.py", hashlib.sha256(data).hexdigest(), data)
 print(len(compiler.finish()))
 """
 
 
-@pytest.mark.parametrize("kind", ["objects", "tree"])
-def test_compile_warnings_neither_block_the_worker_nor_reach_stderr(tmp_path: Path, kind: str) -> None:
+def test_compile_warnings_neither_block_the_worker_nor_reach_stderr(tmp_path: Path) -> None:
     """A backend full of SyntaxWarnings used to fill the worker's stderr pipe: the worker blocked
     writing it, the installer blocked writing the next source, and the install hung for ever."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
     done = subprocess.run(
-        [sys.executable, "-c", _NOISY, kind, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", _NOISY], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "12"

@@ -1,9 +1,15 @@
-"""Staging a tree: pycs compiled in the worker must be exactly what the import system expects."""
+"""Staging (issue 14): store trees made of hard links to content-addressed objects.
+
+Installs through the Installer API; what is asserted is what the issue asks:
+identical files share one object, an upgrade writes only what changed, the
+import system uses our pycs without writing, a damaged object is caught by
+``verify``, repaired by reinstalling and never linked into a new tree.
+"""
 
 from __future__ import annotations
 
-import json
-import py_compile
+import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,97 +17,123 @@ from pathlib import Path
 import pytest
 
 from atomicplug.errors import PackageError
-from atomicplug.pycs import BackgroundCompiler
-from atomicplug.stages.stage import install_tree
-from atomicplug.store import RECORD_NAME, FileRecord, sha256_file
+from atomicplug.installer import Installer
+from atomicplug.objects import MTIME_STAMP_NS, ObjectStore
+from atomicplug.store import RECORD_NAME, read_record, sha256_file
 
-SOURCES = {
-    "backend/__init__.py": "from .routes import answer\n",
-    "backend/routes.py": "def answer():\n    return 'é' * 2 + str(sum(range(10)))\n",
-    "backend/sub/deep.py": "VALUE = [i * i for i in range(5)]\n",
-    "frontend/index.ts": "export {}\n",
-}
-PY_SOURCES = [p for p in SOURCES if p.endswith(".py")]
+SHARED = "# one module every version and plugin ships\n" + "VALUE = 42\n" * 20
 
 
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    return root
+def _tree(home, plugin_id: str) -> Path:
+    return Path(os.path.realpath(home.config.backend_addons / plugin_id)).parent
 
 
-def compile_through_worker(tree: Path) -> list[tuple[Path, bytes]]:
-    """What the extractor does: hand every file the compiler wants to it, then finish."""
-    compiler = BackgroundCompiler(tree)
-    try:
-        for relative in sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()):
-            if compiler.wants(relative):
-                compiler.take(tree / relative, (tree / relative).read_bytes())
-        return compiler.finish()
-    finally:
-        compiler.close()
+def _objects(home) -> ObjectStore:
+    return ObjectStore(home.config.home / "objects")
 
 
-def test_pycs_are_byte_identical_to_py_compile_checked_hash(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path / "tree", SOURCES)
-    pycs = compile_through_worker(tree)
-    assert sorted(path.relative_to(tree).as_posix() for path, _ in pycs) == sorted(
-        f"{Path(p).parent}/__pycache__/{Path(p).stem}.{sys.implementation.cache_tag}.pyc" for p in PY_SOURCES
+def test_identical_files_across_plugins_and_versions_are_one_object(home):
+    files = {"backend/shared.py": SHARED}
+    home.installer.install_file(home.package("alpha", files=files))
+    home.installer.install_file(home.package("beta", files=files))
+    alpha, beta = (_tree(home, pid) / "backend" / "shared.py" for pid in ("alpha", "beta"))
+    assert os.stat(alpha).st_ino == os.stat(beta).st_ino
+    assert os.stat(alpha).st_nlink == 3  # the object and two trees
+    pyc_alpha = next((alpha.parent / "__pycache__").glob("shared.*.pyc"))
+    pyc_beta = next((beta.parent / "__pycache__").glob("shared.*.pyc"))
+    assert os.stat(pyc_alpha).st_ino == os.stat(pyc_beta).st_ino, "the pyc of the same source is one object too"
+
+
+def test_an_upgrade_inflates_and_compiles_only_what_changed(home):
+    many = {f"backend/m{i}.py": f"VALUE = {i}\n" for i in range(30)}
+    home.installer.install_file(home.package("alpha", "1.0.0", files=many))
+    old = _tree(home, "alpha")
+    messages: list[str] = []
+    changed = {**many, "backend/m7.py": "VALUE = 'new'\n"}
+    Installer(home.config, progress=messages.append).install_file(home.package("alpha", "1.1.0", files=changed))
+    new = _tree(home, "alpha")
+    assert new != old
+    same = [p for p in many if p != "backend/m7.py"]
+    assert all(os.stat(old / p).st_ino == os.stat(new / p).st_ino for p in same)
+    assert os.stat(old / "backend/m7.py").st_ino != os.stat(new / "backend/m7.py").st_ino
+    assert any("already in the object store" in m for m in messages), messages
+
+
+def test_the_import_system_uses_the_pycs_and_writes_nothing(home, tmp_path):
+    home.installer.install_file(home.package("alpha", files={"backend/routes.py": "def answer():\n    return 'é' * 2\n"}))
+    tree = _tree(home, "alpha")
+    pyc = next((tree / "backend" / "__pycache__").glob("routes.*.pyc"))
+    before = sorted(p.name for p in (tree / "backend").rglob("*"))
+    code = (  # -B is not given: a missing or stale pyc would be written, and show up below
+        "import importlib, sys, types\n"
+        f"pkg = types.ModuleType('addons'); pkg.__path__ = [{str(home.config.backend_addons)!r}]; sys.modules['addons'] = pkg\n"
+        "mod = importlib.import_module('addons.alpha.routes')\n"
+        "import os; print(mod.answer(), os.path.realpath(mod.__cached__))\n"
     )
-    for path, data in pycs:
-        source = tree / path.relative_to(tree).parent.parent / (path.name.split(".")[0] + ".py")
-        expected = py_compile.compile(str(source), doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
-        assert Path(expected) == path
-        assert path.read_bytes() == data
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.split() == ["éé", os.path.realpath(pyc)]
+    assert sorted(p.name for p in (tree / "backend").rglob("*")) == before
 
 
-def test_the_import_system_uses_the_pycs_without_writing(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path / "tree", SOURCES)
-    install_tree(tree, tmp_path / "store" / "t", [], compile_through_worker(tree))
-    (tmp_path / "store" / "t" / "backend").rename(tmp_path / "pkg")
-    pyc = next((tmp_path / "pkg" / "__pycache__").glob("routes.*.pyc"))
-    before = pyc.read_bytes()
-    code = "import pkg, sys; print(pkg.answer()); print(sys.modules['pkg.routes'].__cached__)"
-    out = subprocess.run([sys.executable, "-B", "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["éé45", str(pyc)]
-    assert pyc.read_bytes() == before
-
-
-@pytest.mark.parametrize(("source", "detail"), [("def nope(:\n", "line 1"), ("x = 1\0\n", "null bytes")])
-def test_a_source_that_does_not_compile_is_named(tmp_path: Path, source: str, detail: str) -> None:
-    tree = write_tree(tmp_path / "tree", {**SOURCES, "backend/broken.py": source})
-    with pytest.raises(PackageError, match=rf"^backend/broken.py does not compile: .*{detail}"):
-        compile_through_worker(tree)
-
-
-def test_no_worker_without_python_sources(tmp_path: Path) -> None:
-    compiler = BackgroundCompiler(tmp_path)
-    assert compiler.finish() == []
-    assert compiler._proc is None
-
-
-def test_close_stops_a_worker_that_was_never_finished(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path / "tree", SOURCES)
-    compiler = BackgroundCompiler(tree)
-    compiler.take(tree / "backend/routes.py", (tree / "backend/routes.py").read_bytes())
-    worker = compiler._proc
-    assert worker is not None and worker.poll() is None
-    compiler.close()
-    assert worker.poll() is not None
-
-
-def test_record_lists_extracted_files_and_pycs_once(tmp_path: Path) -> None:
+def test_the_tree_record_lists_files_and_pycs_once_and_a_shipped_pyc_is_replaced(home):
     shipped = f"backend/__pycache__/routes.{sys.implementation.cache_tag}.pyc"
-    staged = write_tree(tmp_path / "staged", {**SOURCES, shipped: "shipped, replaced by ours"})
-    extracted = [FileRecord(path=p, size=(staged / p).stat().st_size, sha256=sha256_file(staged / p)) for p in [*SOURCES, shipped]]
-    pycs = compile_through_worker(staged)
-    store_tree = tmp_path / "store" / "p" / "1.0.0-abc"
-    install_tree(staged, store_tree, extracted, pycs)
-    assert not staged.exists()
-    listed = json.loads((store_tree / RECORD_NAME).read_text())["files"]
-    paths = [entry["path"] for entry in listed]
-    assert len(paths) == len(set(paths)) == len(SOURCES) + len(PY_SOURCES)
+    package = home.package("alpha", files={"backend/routes.py": "X = 1\n", shipped: b"not a pyc at all"})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    listed = read_record(tree)
+    paths = [entry.path for entry in listed]
+    assert len(paths) == len(set(paths)) and shipped in paths
+    assert (tree / shipped).read_bytes() != b"not a pyc at all"
     for entry in listed:
-        assert sha256_file(store_tree / entry["path"]) == entry["sha256"]
+        assert sha256_file(tree / entry.path) == entry.sha256
+    assert (tree / RECORD_NAME).is_file()
+
+
+def test_a_backend_that_does_not_compile_is_refused_by_name(home):
+    with pytest.raises(PackageError, match=r"backend/broken.py does not compile"):
+        home.installer.install_file(home.package("alpha", files={"backend/broken.py": "def nope(:\n"}))
+    assert home.installer.list() == []
+
+
+def test_a_flipped_byte_is_caught_by_verify_repaired_by_reinstalling_and_not_spread(home):
+    package = home.package("alpha", "1.0.0", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    target = _tree(home, "alpha") / "backend" / "shared.py"
+    os.chmod(target, 0o644)  # as a careless editor (or a cosmic ray with root) would
+    data = bytearray(target.read_bytes())
+    data[5] ^= 0x01
+    target.write_bytes(bytes(data))
+    [report] = home.installer.verify()
+    assert report.changed == ("backend/shared.py",)
+    # A new version sharing that file must not link the damaged object: it is re-inflated and repaired.
+    home.installer.install_file(home.package("alpha", "1.1.0", files={"backend/shared.py": SHARED}))
+    assert (_tree(home, "alpha") / "backend" / "shared.py").read_text() == SHARED
+    assert all(r.ok for r in home.installer.verify())
+    # and rot that keeps the object's stat (mtime restored) is repaired by reinstalling the package
+    home.installer.rollback("alpha")
+    sha = next(e.sha256 for e in read_record(_tree(home, "alpha")) if e.path == "backend/shared.py")
+    obj = _objects(home).path(sha)
+    os.chmod(obj, 0o644)
+    rotten = bytearray(obj.read_bytes())
+    rotten[9] ^= 0x01
+    obj.write_bytes(bytes(rotten))
+    os.chmod(obj, 0o444)
+    os.utime(obj, ns=(MTIME_STAMP_NS, MTIME_STAMP_NS))
+    assert not all(r.ok for r in home.installer.verify())
+    result = home.installer.install_file(package)
+    assert result.changes == ("repair alpha 1.0.0: 1 file",)
+    assert all(r.ok for r in home.installer.verify())
+    assert obj.read_text() == SHARED
+
+
+def test_where_hard_links_are_impossible_objects_are_copied_and_it_is_said(home, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)  # the OS boundary: a file system without hard links
+    messages: list[str] = []
+    Installer(home.config, progress=messages.append).install_file(home.package("alpha", files={"backend/shared.py": SHARED}))
+    assert any("hard links unavailable on this file system (EXDEV), copying" in m for m in messages), messages
+    target = _tree(home, "alpha") / "backend" / "shared.py"
+    assert os.stat(target).st_nlink == 1 and target.read_text() == SHARED
+    assert all(r.ok for r in home.installer.verify())

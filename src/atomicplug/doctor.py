@@ -2,13 +2,13 @@
 
 Each check is one line a person can act on. Nothing is changed, except a
 throw-away probe file (and its hard link) inside ``<home>`` to learn whether
-the object store can hard-link here or must copy (docs/design.md "Objects").
+the object store can hard-link into the store or must copy (docs/design.md
+"The object store").
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from atomicplug.errors import AtomicplugError
 if TYPE_CHECKING:
     from atomicplug.config import Config
 
-__all__ = ["Finding", "examine", "hard_links_work"]
+__all__ = ["Finding", "examine"]
 
 
 @attrs.frozen
@@ -29,27 +29,6 @@ class Finding:
     check: str
     ok: bool
     detail: str
-
-
-def hard_links_work(folder: os.PathLike[str] | str) -> bool:
-    """Can files in ``folder`` be hard-linked? (False on file systems without links.)"""
-    os.makedirs(folder, exist_ok=True)
-    probe = os.path.join(folder, f".doctor-probe-{secrets.token_hex(4)}")
-    link = probe + ".link"
-    try:
-        with open(probe, "xb"):
-            pass
-        try:
-            os.link(probe, link)
-        except OSError:
-            return False
-        return True
-    finally:
-        for path in (link, probe):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
 
 
 def _check(name: str, run: Callable[[], str]) -> Finding:
@@ -75,9 +54,15 @@ def examine(config: Config) -> list[Finding]:
         return ", ".join(k.key_id_hex for k in loaded) or "none (allow_unsigned = true)"
 
     def storage() -> str:
-        if hard_links_work(config.home):
-            return f"{config.home}: hard links work (objects are shared, not copied)"
-        return f"{config.home}: hard links unavailable on this file system, objects are copied into each tree"
+        from atomicplug.stages.stage import objects_of
+
+        if not config.home.is_dir():
+            return f"{config.home}: not created yet (the first transaction creates it)"
+        into = config.store_dir if config.store_dir.is_dir() else config.home
+        why = objects_of(config).probe_hardlinks(into)
+        if why is None:
+            return f"{config.home}: hard links work (store trees share their objects)"
+        return f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"
 
     def backend() -> str:
         generations.check_backend_folder(config)

@@ -3,7 +3,8 @@
 Kept: the live generation and the ``keep_generations - 1`` before it; the
 store trees they show, plus each live plugin's previous tree (so a per-plugin
 rollback still works); the package blobs those trees came from; unfinished
-journals and the live generation's own. Everything is deleted through :mod:`atomicplug.fsutil`
+journals and the live generation's own; the objects those trees' records name
+(a tree's files are hard links to them, or copies where links are impossible). Everything is deleted through :mod:`atomicplug.fsutil`
 (rename to ``.deleting-*`` first), so a crash mid-gc leaves only leftovers the
 next gc or recovery sweeps; it runs under the writer lock, after recovery.
 """
@@ -36,6 +37,7 @@ class Collected:
 
     generations: int = 0
     trees: int = 0
+    objects: int = 0
     journals: int = 0
     blobs: int = 0
     leftovers: int = 0
@@ -95,10 +97,25 @@ def collect(config: Config) -> Collected:
     return Collected(
         generations=removed_generations,
         trees=removed_trees,
+        objects=_remove_unused_objects(config, trees),
         journals=removed_journals,
         blobs=_remove_unused_blobs(config, packages),
         leftovers=leftovers,
     )
+
+
+def _remove_unused_objects(config: Config, trees: set[str]) -> int:
+    """Objects no kept tree's record names (marked from the records, so copies count too)."""
+    from atomicplug.stages.stage import objects_of
+    from atomicplug.store import read_record
+
+    referenced: set[str] = set()
+    for tree in trees:
+        try:
+            referenced.update(entry.sha256 for entry in read_record(config.home / tree))
+        except FileNotFoundError:
+            continue  # a tree the registry names but that is gone: verify reports it
+    return objects_of(config).sweep(referenced)
 
 
 def _blob_names(config: Config) -> list[str]:

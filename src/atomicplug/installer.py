@@ -18,7 +18,7 @@ from atomicplug.config import Config
 from atomicplug.errors import UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.registry import Registry
-from atomicplug.verification import VerifyReport
+from atomicplug.verification import VerifyReport, verify_plugin
 
 if TYPE_CHECKING:
     from atomicplug.change import Plan
@@ -128,6 +128,7 @@ class Installer:
         _check_python_dependencies(packages)
         with self._writing() as registry:
             txid = new_txid()
+            repairs = self._repair_damaged(registry, packages)
             plan = planning.plan_install(
                 registry,
                 packages,
@@ -137,7 +138,31 @@ class Installer:
                 rehearse=rehearse,
                 with_requirements=with_requirements,
             )
-            return self._run(plan)
+            if repairs and not plan.changes:
+                return TransactionResult(txid=txid, operation="repair", changes=repairs)
+            result = self._run(plan)
+            return attrs.evolve(result, changes=repairs + result.changes)
+
+    def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
+        """Reinstalling the installed package repairs its tree when ``verify`` finds it damaged.
+
+        The tree's files are hard links to objects, so the damaged objects are
+        rewritten in place from the package (docs/design.md "The object store").
+        """
+        from atomicplug.stages.stage import objects_of, repair_tree
+
+        repaired = []
+        for package in packages:
+            entry = registry.plugins.get(package.metadata.id)
+            if entry is None or entry.current.sha256 != package.sha256:
+                continue
+            report = verify_plugin(self.config, entry)
+            damaged = [*report.changed, *report.missing]
+            if not damaged:
+                continue
+            count = repair_tree(self.config, entry.current.tree, package.sha256, damaged, objects_of(self.config))
+            repaired.append(f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''}")
+        return tuple(repaired)
 
     def install(
         self,
@@ -289,7 +314,6 @@ class Installer:
 
     def verify(self, plugin_id: str | None = None) -> list[VerifyReport]:
         """Compare installed trees with the sha256 recorded when they were staged."""
-        from atomicplug.verification import verify_plugin
 
         registry = Registry.load(self.config.registry_path)
         if plugin_id is not None and plugin_id not in registry.plugins:

@@ -2,11 +2,11 @@
 
 Why a process: compiling a backend is pure CPU, about as long as unpacking a
 10 MB plugin (issue 8), while unpacking mostly waits on the file system. The
-extractor hands each backend source to :class:`BackgroundCompiler` as soon as
-it is written; a worker interpreter compiles it on the other core (a thread
+extractor hands each backend source to :class:`SourceCompiler` as soon as it
+is inflated; a worker interpreter compiles it on the other core (a thread
 would fight the extracting thread for the GIL). Only bytes travel: the worker
 writes no file, so a kill leaves nothing of it behind, and the staging stage
-writes the pycs itself.
+stores the pycs as objects itself.
 
 The pyc is the layout py_compile writes for ``PycInvalidationMode.CHECKED_HASH``
 (PEP 552): magic number, flags "hash-based, check the source", the source's
@@ -34,7 +34,7 @@ from atomicplug.errors import OperationError, PackageError
 if TYPE_CHECKING:  # the worker runs with -I -S: nothing outside the standard library at run time
     from atomicplug.package_record import RecordEntry
 
-__all__ = ["PYC_FILENAME", "BackgroundCompiler", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index", "serve"]
+__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index", "serve"]
 
 #: co_filename of the pycs built for the object store: the same for every path, so a pyc
 #: depends only on its source and the interpreter (SourceLoader fixes co_filename up to
@@ -150,31 +150,6 @@ class _Worker:
 
 def _refused(source: str, payload: bytes) -> PackageError:
     return PackageError(f"{source} does not compile: {payload.decode('utf-8', 'replace')}")
-
-
-class BackgroundCompiler(_Worker):
-    """A sink for :func:`atomicplug.safezip.extract`: backend sources go to a worker process.
-
-    The pycs carry the source's real path (byte-identical to ``py_compile``'s).
-    """
-
-    def __init__(self, tree: Path) -> None:
-        super().__init__()
-        self.tree = tree
-
-    wants = staticmethod(wants_source)
-
-    def take(self, path: Path, data: bytes) -> None:
-        self._send(str(path), str(path), data)
-
-    def finish(self) -> list[tuple[Path, bytes]]:
-        """(pyc path, pyc bytes) for every source taken; PackageError names one that does not compile."""
-        compiled = []
-        for source, refused, payload in self._results():
-            if refused:
-                raise _refused(Path(source).relative_to(self.tree).as_posix(), payload)
-            compiled.append((pyc_path(Path(source)), payload))
-        return compiled
 
 
 class SourceCompiler(_Worker):

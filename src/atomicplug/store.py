@@ -14,7 +14,9 @@ from typing import Any
 
 import attrs
 
-__all__ = ["tree_name", "plugin_trees", "RECORD_NAME", "FileRecord", "write_record", "read_record", "sha256_file"]
+from atomicplug.package_record import RecordEntry
+
+__all__ = ["tree_name", "plugin_trees", "RECORD_NAME", "write_record", "read_record", "sha256_file"]
 
 RECORD_NAME = ".atomicplug-record.json"
 _CHUNK = 1 << 16
@@ -51,21 +53,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-@attrs.frozen
-class FileRecord:
-    """One installed file and its hash, for ``verify``."""
-
-    path: str
-    size: int
-    sha256: str
-
-
-def write_record(tree: Path, files: list[FileRecord]) -> None:
+def write_record(tree: Path, files: list[RecordEntry]) -> None:
     """Write the tree's file list (the caller fsyncs the tree)."""
     data: dict[str, Any] = {"files": [attrs.asdict(f) for f in sorted(files, key=lambda f: f.path)]}
     (tree / RECORD_NAME).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
-def read_record(tree: Path) -> list[FileRecord]:
+def read_record(tree: Path) -> list[RecordEntry]:
     data = json.loads((tree / RECORD_NAME).read_text(encoding="utf-8"))
-    return [FileRecord(**entry) for entry in data["files"]]
+    return [RecordEntry(**entry) for entry in data["files"]]

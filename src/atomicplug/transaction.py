@@ -31,14 +31,11 @@ from atomicplug.frontend import gate as frontend_gate
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
-from atomicplug.pycs import BackgroundCompiler
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
-from atomicplug.stages.extract import extract_package, staging_tree
 from atomicplug.stages.register import write_frontend_index
-from atomicplug.stages.stage import install_tree
+from atomicplug.stages.stage import objects_of, stage_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links
-from atomicplug.store import FileRecord
 
 __all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress"]
 
@@ -127,19 +124,12 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
 
 
 def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
+    objects = objects_of(config)
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
             continue
         progress(f"staging {change.plugin_id} {change.after.version}")
-        staged = staging_tree(config, plan.txid, change.plugin_id)
-        compiler = BackgroundCompiler(staged)
-        try:
-            result = extract_package(config, plan.txid, change.plugin_id, change.package, sink=compiler)
-            pycs = compiler.finish()
-        finally:
-            compiler.close()
-        extracted = [FileRecord(path=f.path, size=f.size, sha256=f.sha256) for f in result.files]
-        install_tree(staged, config.home / change.after.current.tree, extracted, pycs)
+        stage_tree(config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress)
     remove_tree(config.staging_dir / plan.txid)
 
 

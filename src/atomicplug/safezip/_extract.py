@@ -12,7 +12,6 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Protocol
 
 import attrs
 
@@ -25,17 +24,9 @@ from atomicplug.safezip._archive import Archive, Budget, Entry, PackageSource
 from atomicplug.safezip._names import refuse
 from atomicplug.safezip._package import check_against_record, metadata_of, record_of
 
-__all__ = ["ContentSink", "ExtractedFile", "ExtractResult", "read_metadata", "extract"]
+__all__ = ["ExtractedFile", "ExtractResult", "read_metadata", "read_entries", "extract"]
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-class ContentSink(Protocol):
-    """Receives the bytes of the files it wants, as each is written (the staging compiler)."""
-
-    def wants(self, relative: str) -> bool: ...
-
-    def take(self, path: Path, data: bytes) -> None: ...
 
 
 #: One written file: posix path relative to the target, size and sha256 (hex).
@@ -64,20 +55,33 @@ def read_metadata(source: PackageSource, limits: ExtractLimits | None = None) ->
         return metadata
 
 
+def read_entries(source: PackageSource, names: set[str], limits: ExtractLimits | None = None) -> list[tuple[str, bytes]]:
+    """The bytes of the named file entries (validated, capped and CRC-checked like any extraction).
+
+    For repairs, which need a few files of a package again, not a tree.
+    """
+    limits = limits or ExtractLimits()
+    found = []
+    with Archive.open(source, limits) as archive:
+        budget = Budget(archive.limits, archive.total_compressed)
+        for entry in archive.entries:
+            if not entry.is_dir and entry.name in names:
+                found.append((entry.name, b"".join(archive.stream(entry, budget))))
+    return found
+
+
 def extract(
     source: PackageSource,
     target_dir: str | os.PathLike[str],
     limits: ExtractLimits | None = None,
     *,
     durable: bool = True,
-    sink: ContentSink | None = None,
 ) -> ExtractResult:
     """Safely unpack a zip (path or open binary file) into ``target_dir`` (absent or empty; its parent must exist).
 
     With ``durable`` (the default) every file and folder is on disk when this
     returns; ``durable=False`` leaves that to the caller, who syncs once after
     adding its own files (staging does: see :func:`atomicplug.fsutil.sync_tree`).
-    ``sink`` gets the content of each file it wants right after the file is written.
     Raises PackageError/MetadataError for a bad archive, OperationError when
     the target is unusable or a write fails. On any failure whatever was
     created is removed (``target_dir`` too, if this call created it).
@@ -89,7 +93,7 @@ def extract(
         with Archive.open(source, limits) as archive:
             metadata = metadata_of(archive)
             record = record_of(archive)
-            files = _write_all(archive, target, sink, record)
+            files = _write_all(archive, target, record)
         if durable:
             _sync(target)
     except BaseException:
@@ -129,7 +133,7 @@ def _inside(target: Path, entry: Entry) -> Path:
     return path
 
 
-def _write_all(archive: Archive, target: Path, sink: ContentSink | None, record: PackageRecord | None) -> list[ExtractedFile]:
+def _write_all(archive: Archive, target: Path, record: PackageRecord | None) -> list[ExtractedFile]:
     folders: set[tuple[str, ...]] = set()
     for entry in archive.entries:
         depth = len(entry.parts) if entry.is_dir else len(entry.parts) - 1
@@ -141,7 +145,7 @@ def _write_all(archive: Archive, target: Path, sink: ContentSink | None, record:
         files = []
         for entry in archive.entries:
             if not entry.is_dir:
-                written = _write_file(archive, entry, _inside(target, entry), budget, sink)
+                written = _write_file(archive, entry, _inside(target, entry), budget)
                 check_against_record(entry, record.files.get(entry.name) if record else None, written.sha256)
                 files.append(written)
         return files
@@ -151,9 +155,8 @@ def _write_all(archive: Archive, target: Path, sink: ContentSink | None, record:
         raise OperationError(f"cannot write into {target}: {exc.strerror or exc}") from exc
 
 
-def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, sink: ContentSink | None) -> ExtractedFile:
+def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget) -> ExtractedFile:
     relative = "/".join(entry.parts)
-    kept: list[bytes] | None = [] if sink is not None and sink.wants(relative) else None
     digest = hashlib.sha256()
     size = 0
     fd = os.open(path, _OPEN_FLAGS, 0o644)
@@ -161,15 +164,11 @@ def _write_file(archive: Archive, entry: Entry, path: Path, budget: Budget, sink
         for chunk in archive.stream(entry, budget):
             digest.update(chunk)
             size += len(chunk)
-            if kept is not None:
-                kept.append(chunk)
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    if sink is not None and kept is not None:
-        sink.take(path, b"".join(kept))
     return ExtractedFile(path=relative, size=size, sha256=digest.hexdigest())
 
 

@@ -1,45 +1,176 @@
-"""Stage 3c, stage: turn an extracted folder into an immutable store tree.
+"""Stage 3, stage: a package's store tree, made of hard links to content-addressed objects.
 
-Write the backend's pycs (compiled by :mod:`atomicplug.pycs` while the zip was
-unpacked, so the store is never written again by an import), record every
-file's sha256 (for ``verify``), sync, then rename the whole folder into
-``store/<id>/<version>-<sha12>`` in one step.
+docs/design.md "The object store" and issue 14: every file of every installed
+tree is an object in ``<home>/objects`` (named by its sha256, read-only), and a
+store tree ``store/<id>/<version>-<sha12>/`` is a folder of hard links to them.
+Staging one package therefore costs what changed:
+
+1. extract the verified blob into the object store: with the package's RECORD,
+   entries whose objects already exist are not even inflated;
+2. compile the backend sources no installed tree already has a pyc for (the
+   pycs are objects too, the same for the same source in every version);
+3. materialise ``staging/<txid>/<id>/`` by linking every object (copying where
+   the file system has no hard links), write the tree's record, sync once, and
+   rename the folder into the store.
+
+A tree damaged later (a byte flipped through any link) is repaired in place by
+:func:`repair_tree`, which rewrites the damaged objects from the blob.
 """
 
 from __future__ import annotations
 
-from hashlib import sha256
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from atomicplug.fsutil import make_dirs, replace, sync_tree
-from atomicplug.store import FileRecord, write_record
+from atomicplug.fsutil import make_dirs, remove_tree, replace, sync_tree
+from atomicplug.objects import ObjectStore
+from atomicplug.package_record import RecordEntry
+from atomicplug.pycs import SourceCompiler, build_pyc, pyc_index, pyc_name, wants_source
+from atomicplug.store import plugin_trees, read_record, write_record
 
-__all__ = ["install_tree"]
+if TYPE_CHECKING:
+    from atomicplug.config import Config
 
-
-def _write_pycs(tree: Path, pycs: list[tuple[Path, bytes]]) -> list[FileRecord]:
-    records = []
-    for path, data in pycs:
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(data)  # durable with the tree's one sync below
-        records.append(FileRecord(path=path.relative_to(tree).as_posix(), size=len(data), sha256=sha256(data).hexdigest()))
-    return records
+__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "installed_pycs"]
 
 
-def install_tree(staged: Path, store_tree: Path, extracted: list[FileRecord], pycs: list[tuple[Path, bytes]]) -> None:
-    """Write the pycs, record, sync and rename ``staged`` into the store (durably).
+def objects_of(config: Config) -> ObjectStore:
+    return ObjectStore(config.home / "objects")
 
-    One :func:`sync_tree` makes the extracted files, the pycs and the record
-    durable together, before the rename publishes the tree.
+
+def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
+    return config.staging_dir / txid / plugin_id
+
+
+def installed_pycs(config: Config, plugin_id: str) -> dict[str, RecordEntry]:
+    """Source sha256 → pyc entry, from the records of this plugin's trees in the store.
+
+    Any such pyc serves the same source in the new tree (they are built under a
+    path-independent name), so an upgrade compiles only its changed modules.
     """
-    compiled = _write_pycs(staged, pycs)
-    # A pyc shipped in the zip (packing skips them, a hand-made zip may not) is replaced by ours.
-    records = {record.path: record for record in extracted}
-    records.update((record.path, record) for record in compiled)
-    write_record(staged, list(records.values()))
-    sync_tree(staged)
-    make_dirs(store_tree.parent)
-    if store_tree.exists():
-        # Same id, version and sha: an identical tree is already there (immutable), reuse it.
+    index: dict[str, RecordEntry] = {}
+    for tree in plugin_trees(config.home, plugin_id):
+        try:
+            index.update(pyc_index(read_record(tree)))
+        except (OSError, ValueError, KeyError):
+            continue  # a tree without a readable record only costs a recompile
+    return index
+
+
+def stage_tree(
+    config: Config, txid: str, plugin_id: str, sha256: str, tree: str, objects: ObjectStore, progress: Callable[[str], None]
+) -> None:
+    """Make ``<home>/<tree>`` from the blob of ``sha256``: objects, pycs, links, record; durable.
+
+    Raises PackageError/MetadataError for a package the extractor refuses (nothing
+    is left but unreferenced objects, which gc sweeps), OperationError when the
+    store cannot be written.
+    """
+    from atomicplug import safezip
+    from atomicplug.intake import open_blob
+
+    known = installed_pycs(config, plugin_id)
+    compiler = SourceCompiler(known=frozenset(known))
+    try:
+        with open_blob(config, sha256) as blob:
+            extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler)
+        compiled = compiler.finish()
+    finally:
+        compiler.close()
+    if extraction.reused:
+        progress(f"staging {plugin_id}: {extraction.reused} of {len(extraction.files)} files already in the object store")
+    files = _with_pycs(extraction.files, compiled, known, objects)
+    staged = staging_tree(config, txid, plugin_id)
+    make_dirs(staged.parent)
+    remove_tree(staged)  # left by an earlier attempt of this same txid: start clean
+    _materialise(staged, files, extraction.folders, objects)
+    if objects.notice:
+        progress(objects.notice)
+    write_record(staged, files)
+    sync_tree(staged)  # the tree, its links and (same file system) the objects they name
+    objects.sync()  # a no-op unless the objects were written and not covered above
+    final = config.home / tree
+    make_dirs(final.parent)
+    if final.exists():
+        remove_tree(staged)  # same id, version and package: an identical tree is already there
         return
-    replace(staged, store_tree)
+    replace(staged, final)
+
+
+def _with_pycs(
+    files: tuple[RecordEntry, ...], compiled: dict[str, bytes], known: dict[str, RecordEntry], objects: ObjectStore
+) -> list[RecordEntry]:
+    """The package's files plus one pyc object per backend source (a pyc shipped in the zip is replaced)."""
+    by_path = {f.path: f for f in files}
+    for source in files:
+        if not wants_source(source.path):
+            continue
+        name = pyc_name(source.path)
+        reused = known.get(source.sha256)
+        if source.sha256 in compiled:
+            sha = objects.put_bytes(compiled[source.sha256])
+            by_path[name] = RecordEntry(path=name, size=len(compiled[source.sha256]), sha256=sha)
+        elif reused is not None and objects.has(reused.sha256, reused.size):
+            by_path[name] = RecordEntry(path=name, size=reused.size, sha256=reused.sha256)
+        else:  # its pyc object was collected or damaged since: compile it again here
+            data = build_pyc(objects.read_bytes(source.sha256))
+            by_path[name] = RecordEntry(path=name, size=len(data), sha256=objects.put_bytes(data))
+    return sorted(by_path.values(), key=lambda f: f.path)
+
+
+def _materialise(staged: Path, files: list[RecordEntry], folders: tuple[str, ...], objects: ObjectStore) -> None:
+    """``staged`` as a folder of links to ``files``' objects (not yet durable: the caller syncs once)."""
+    root = os.fspath(staged)
+    os.makedirs(root)
+    for folder in sorted({os.path.dirname(f.path) for f in files} | set(folders)):
+        if folder:
+            os.makedirs(f"{root}/{folder}", exist_ok=True)
+    for entry in files:
+        objects.link(entry.sha256, f"{root}/{entry.path}")
+
+
+def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], objects: ObjectStore) -> int:
+    """Rewrite the objects behind ``damaged`` paths of ``tree`` from the blob of ``sha256``; returns how many.
+
+    The tree's files are the objects themselves (hard links), so rewriting an
+    object in place repairs every tree that shares it. A path missing from the
+    tree is linked again. Idempotent: a crash half-way leaves work the next
+    repair finishes (an object being rewritten fails :meth:`ObjectStore.has`).
+    """
+    from atomicplug.intake import open_blob
+    from atomicplug.safezip import read_entries
+
+    folder = config.home / tree
+    record = {f.path: f for f in read_record(folder)}
+    bad = [record[p] for p in damaged if p in record]
+    repaired = 0
+    sources = {f.path for f in bad if not f.path.endswith(".pyc")}
+    pycs = [f for f in bad if f.path.endswith(".pyc")]
+    with open_blob(config, sha256) as blob:
+        for path, data in read_entries(blob, sources, config.limits):
+            _repair_object(objects, record[path], data)
+            repaired += 1
+    for pyc in pycs:
+        source = next((f for f in record.values() if f.path.endswith(".py") and pyc_name(f.path) == pyc.path), None)
+        if source is not None:
+            _repair_object(objects, pyc, build_pyc(objects.read_bytes(source.sha256)))
+            repaired += 1
+    for entry in bad:
+        target = folder / entry.path
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            objects.link(entry.sha256, target)
+    if repaired or bad:
+        sync_tree(folder)
+    return repaired
+
+
+def _repair_object(objects: ObjectStore, entry: RecordEntry, data: bytes) -> None:
+    """Put the right bytes back under ``entry``'s object (they hash to it, or nothing is written)."""
+    if objects.path(entry.sha256).exists():
+        objects.repair(entry.sha256, data)
+    elif objects.put_bytes(data) != entry.sha256:  # pragma: no cover - a pyc from another interpreter
+        return
+
