@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from atomicplug.database.engine import Database
     from atomicplug.metadata import Metadata
 
-__all__ = ["DesiredPlugin", "DesiredState", "read_desired", "read_generation", "write_desired"]
+__all__ = ["DesiredPlugin", "DesiredState", "desired_number", "read_desired", "read_generation", "write_desired"]
 
 _ID = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -186,6 +186,12 @@ def read_desired(db: Database) -> DesiredState | None:
     generation, txid = int(rows[0][0]), str(rows[0][1])
     plugins = (DesiredPlugin.from_row(dict(zip(_COLUMNS, row[2:]))) for row in rows if row[2] is not None)
     return DesiredState(generation=generation, txid=txid, plugins=_by_id(plugins))
+
+
+def desired_number(db: Database) -> int:
+    """Just the desired generation's number (0 before the first write), whatever its rows hold."""
+    rows = db.execute(f"SELECT generation FROM {db.qualified(tables.STATE)}")
+    return int(rows[0][0]) if rows else 0
 
 
 def read_generation(db: Database, generation: int) -> tuple[str, DesiredState] | None:

@@ -27,9 +27,9 @@ from packaging.version import Version
 
 from atomicplug import generations
 from atomicplug.change import Action, Change, Plan
-from atomicplug.cluster.desired import DesiredPlugin, DesiredState, read_desired, read_generation, write_desired
+from atomicplug.cluster.desired import DesiredPlugin, DesiredState, desired_number, read_desired, read_generation, write_desired
 from atomicplug.cluster.nodes import notify, report
-from atomicplug.errors import AtomicplugError, DatabaseError, OperationError
+from atomicplug.errors import AtomicplugError, DatabaseError, LockBusyError, OperationError
 from atomicplug.registry import InstalledPlugin, Registry
 
 if TYPE_CHECKING:
@@ -181,14 +181,17 @@ def converge(config: Config, db: Database, reporter: Reporter, progress: Progres
     a package that cannot be applied is returned as the result's ``error``.
     """
     with database_errors(), _locked(config, progress, config.lock_timeout if lock_timeout is None else lock_timeout):
-        desired = read_desired(db) or _seed(config, db, progress)
-        if desired is None:
-            return SyncResult(generation=0)
         try:
+            desired = read_desired(db) or _seed(config, db, progress)
+            if desired is None:
+                return SyncResult(generation=0)
             changes = apply(config, db, desired, progress)
         except AtomicplugError as exc:
-            reporter(db, error=str(exc), error_generation=desired.generation)
-            return SyncResult(generation=desired.generation, error=exc)
+            if isinstance(exc, LockBusyError):
+                raise
+            number = desired_number(db)
+            reporter(db, error=str(exc), error_generation=number)
+            return SyncResult(generation=number, error=exc)
         reporter(db, generation=desired.generation, staged=desired.generation, staged_txid=desired.txid, error=None, error_generation=None)
         return SyncResult(generation=desired.generation, changes=changes)
 
