@@ -315,7 +315,7 @@ def test_sigkill_during_sync_at_every_crash_point_then_restart_converges(fleet: 
             self.config = node.config
 
     def make_home(label: str) -> Home:
-        return Home(fleet.node(f"{scenario}-{label}", health_check=False))
+        return Home(fleet.node(f"{scenario}-{label.rsplit('-', 1)[-1]}", health_check=False))
 
     def setup(home: Home) -> None:
         if scenario == "upgrade":  # the node shows generation 1 (shop 1.0.0) before it syncs
