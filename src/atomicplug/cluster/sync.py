@@ -245,7 +245,11 @@ def prepare(config: Config, listener: Listener, number: int, reporter: Reporter,
     """
     db = listener.db
     with database_errors():
-        found = read_generation(db, number)
+        try:
+            found = read_generation(db, number)
+        except AtomicplugError as exc:  # rows this node refuses to read: the committed state will say so too
+            reporter(db, error=str(exc), error_generation=number)
+            return SyncResult(generation=number, error=exc)
         if found is None or found[0] != "staged":
             return None
         announced = found[1]
