@@ -13,6 +13,7 @@ OpenAPI schema follow without a restart.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,7 +71,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(panel.loader.recover)
+        await run_in_threadpool(panel.loader.sync)  # cluster mode: the desired generation before any route
         panel.loader.reload()  # imports and mounts: on the event loop, before the first request
+        loop = asyncio.get_running_loop()
+        panel.loader.watch(loop.call_soon_threadsafe)  # cluster mode: routes follow the other nodes' installs
         try:
             yield
         finally:

@@ -19,10 +19,12 @@ from packaging.version import Version
 
 from atomicplug.installer import Installer, TransactionResult
 
+from .fleet import fleet_status
 from .models import (
     ADDON_ID_PATTERN,
     AuthErrorBody,
     Catalogue,
+    Fleet,
     ErrorBody,
     HistoryPage,
     InstallRemote,
@@ -185,6 +187,11 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
     async def history(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> HistoryPage:
         """Every marketplace outcome (refusals, busy and unreachable included) and transactions made elsewhere; newest first."""
         return HistoryPage(history=await run_in_threadpool(panel.history, limit))
+
+    @router.get("/fleet", response_model=Fleet | None, responses=_READ)
+    async def fleet() -> dict[str, Any] | None:
+        """Cluster mode: the desired generation and each node's (null on a single machine)."""
+        return await run_in_threadpool(fleet_status, panel.config)
 
     @router.get("/operations", response_model=OperationsOverview, responses=_READ)
     async def operations() -> dict[str, Any]:

@@ -161,6 +161,27 @@ class Download(BaseModel):
     total: int
 
 
+class FleetNode(BaseModel):
+    node_id: str
+    generation: int | None = Field(description="the cluster generation this node runs")
+    staged: int | None = Field(description="the generation it has staged (prepared to switch to)")
+    last_seen: str | None
+    error: str | None = Field(description="why it could not apply a generation (it keeps its last good one)")
+    error_generation: int | None = None
+    live: bool = Field(description="it holds a listening connection to the database now")
+    lag: int | None = Field(description="generations behind the desired one")
+
+
+class Fleet(BaseModel):
+    """Cluster mode: the desired generation and every node (``atomicplug cluster status --json``)."""
+
+    generation: int
+    txid: str = ""
+    nodes: list[FleetNode]
+    converged: bool = Field(description="every live node runs the desired generation")
+    waiting: list[str] = Field(default_factory=list, description="live nodes that had not switched when the operation ended")
+
+
 class OperationBody(BaseModel):
     """One marketplace operation: queued or running, then done (with ``result``) or failed (with ``error``)."""
 
@@ -179,6 +200,7 @@ class OperationBody(BaseModel):
     plugin: dict[str, Any] | None = Field(default=None, description="the plugin as installed afterwards")
     load_error: str | None = None
     error: ErrorBody | None = None
+    fleet: Fleet | None = Field(default=None, description="cluster mode: every node's generation once the live ones switched")
 
 
 class OperationsOverview(BaseModel):

@@ -34,6 +34,7 @@ from atomicplug.repository.manifest import ManifestEntry
 
 from .audit import AuditLog
 from .errors import RETRY_AFTER_SECONDS, describe, is_unreachable
+from .fleet import wait_for_fleet
 from .models import Catalogue, ErrorBody, HistoryEntry, HistoryPlugin, OperationBody, PluginCard, RepositoryStatus
 from .operations import Operation, OperationTracker
 from .progress_adapter import PanelInstaller
@@ -190,6 +191,10 @@ class Panel:
                 self.loader.reload()  # a failure after COMMIT still changed the state; reload is cheap otherwise
                 raise
             self.loader.reload()
+            fleet = None
+            if self.config.cluster and result.changed:  # done when every live node has switched too
+                self.tracker.progress(operation)("waiting for every live node of the cluster to switch")
+                fleet = await run_in_threadpool(wait_for_fleet, self.config, None)
             if self.view is not None and operation.kind in ("install", "upgrade", "downgrade", "update-all"):
                 self.view.refresh_soon()  # the install accepted a manifest at least as new as the listed one
             after = Registry.load(self.config.registry_path)
@@ -200,6 +205,7 @@ class Panel:
                 "changes": list(result.changes),
                 "plugin": _plugin_dict(mine) if mine else None,
                 "load_error": self.loader.failures.get(operation.plugin_id),
+                "fleet": fleet,
             }
             self.tracker.finish(operation, body)
             self.audit.record({

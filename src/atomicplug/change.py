@@ -115,7 +115,10 @@ class Plan:
     operation: str
     changes: tuple[Change, ...]
     rehearse: bool = True
-    generation: int = 0  # the generation this plan builds (set by the runner under the lock)
+    generation: int = 0  # the generation this plan builds (0: the runner picks the next one under the lock)
+    #: False for a cluster node's sync: the writer already ran the database part, so the point of
+    #: no return is the journal's own ``committed`` record (docs/design.md "Beyond one machine").
+    database: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +126,7 @@ class Plan:
             "steps": [c.to_dict() for c in self.changes],
             "rehearse": self.rehearse,
             "generation": self.generation,
+            "database": self.database,
         }
 
     @classmethod
@@ -133,6 +137,7 @@ class Plan:
             changes=tuple(Change.from_dict(c) for c in data["steps"]),
             rehearse=data.get("rehearse", True),
             generation=int(data.get("generation", 0)),
+            database=bool(data.get("database", True)),
         )
 
     def registry_after(self, registry: Registry) -> Registry:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,14 @@ health_check = true
 # Seconds a listing may reuse the verified manifest before revalidating it.
 # manifest_max_age = 60
 
+# Cluster mode (PostgreSQL only): several app servers on one database converge to the
+# same plugins; the database holds the desired state, writers serialise on an advisory
+# lock and migrations run once. Each node keeps its own home and addon folders and runs
+# `atomicplug sync --watch` (or the loader does). See README "Cluster".
+# cluster = true
+# node_id = "app-1"                 # default: the host name
+# cluster_stage_wait = 30           # seconds a writer waits for live nodes to stage before COMMIT
+
 # Safe-extraction caps.
 # max_entries = 10000
 # max_unpacked_bytes = 536870912
@@ -182,6 +191,9 @@ _KNOWN_KEYS = {
     "frontend_host",
     "frontend_check",
     "frontend_check_timeout",
+    "cluster",
+    "node_id",
+    "cluster_stage_wait",
 }
 
 
@@ -217,6 +229,9 @@ class Config:
     frontend_host: Path | None = None
     frontend_check: str = ""
     frontend_check_timeout: float = 600.0
+    cluster: bool = False
+    node_id: str = ""
+    cluster_stage_wait: float = 30.0
     source: Path | None = None
 
     # -- named constructors -------------------------------------------------
@@ -275,6 +290,15 @@ class Config:
         repository = data.get("repository")
         if repository is not None and not isinstance(repository, str):
             raise ConfigError(f"config 'repository' must be a URL string (got {repository!r})")
+        cluster = _expect(data, "cluster", bool, False)
+        if cluster:
+            from atomicplug.database.engine import backend_name
+
+            if backend_name(database_url) != "postgresql":
+                raise ConfigError(
+                    "config 'cluster = true' needs a postgresql:// database_url: the nodes share the desired state, "
+                    f"the writer lock and the notifications through it (got {backend_name(database_url)})"
+                )
         return cls(
             home=home,
             backend_addons=path_of("backend_addons", "app/addons"),
@@ -296,6 +320,9 @@ class Config:
             frontend_host=(base / frontend_host).resolve() if frontend_host is not None else None,
             frontend_check=_expect(data, "frontend_check", str, "").strip(),
             frontend_check_timeout=_number(data, "frontend_check_timeout", 600, positive=True),
+            cluster=cluster,
+            node_id=_node_id(data),
+            cluster_stage_wait=_number(data, "cluster_stage_wait", 30, positive=False),
             source=source,
         )
 
@@ -330,6 +357,25 @@ class Config:
     @property
     def registry_path(self) -> Path:
         return self.home / "addon_registry.json"
+
+
+#: A node id is shown in status and sent as part of the PostgreSQL application_name (63 bytes at most).
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+
+
+def _node_id(data: dict[str, Any]) -> str:
+    """``node_id``, default the host name (cut at its first dot when too long)."""
+    import socket
+
+    default = socket.gethostname() or "node"
+    if not _NODE_ID.match(default):
+        default = default.split(".", 1)[0][:48] or "node"
+    value = _expect(data, "node_id", str, default)
+    if not _NODE_ID.match(value):
+        raise ConfigError(
+            f"config 'node_id' must be 1-48 letters, digits, '.', '_' or '-', starting with a letter or digit (got {value!r})"
+        )
+    return str(value)
 
 
 def _at_least(data: dict[str, Any], key: str, default: int, *, minimum: int) -> int:

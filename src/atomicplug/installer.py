@@ -22,6 +22,7 @@ from atomicplug.verification import VerifyReport, verify_plugin
 
 if TYPE_CHECKING:
     from atomicplug.change import Plan
+    from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.intake import Package
     from atomicplug.stages import plan as planning
     from atomicplug.transaction import Progress
@@ -56,14 +57,29 @@ class Installer:
     def __init__(self, config: Config, progress: Progress | None = None) -> None:
         self.config = config
         self.progress: Progress = progress or _silent
+        self._cluster: ClusterWriter | None = None
 
     # -- plumbing -------------------------------------------------------------
     @contextmanager
-    def _writing(self) -> Iterator[Registry]:
-        """Lock, recover anything unfinished, and yield the registry to plan on."""
+    def _writing(self, *, cluster: bool = True) -> Iterator[Registry]:
+        """Lock, recover anything unfinished, and yield the registry to plan on.
+
+        Cluster mode (docs/design.md "Beyond one machine"): also the cluster's
+        writer lock, and this node synced to the desired state first, so the
+        registry yielded is the desired state's.
+        """
         with writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress):
             self._recover_locked()
-            yield Registry.load(self.config.registry_path)
+            if not (cluster and self.config.cluster):
+                yield Registry.load(self.config.registry_path)
+                return
+            from atomicplug.cluster.writer import ClusterWriter
+
+            with ClusterWriter(self.config, self.progress) as self._cluster:
+                try:
+                    yield Registry.load(self.config.registry_path)
+                finally:
+                    self._cluster = None
 
     def _recover_locked(self) -> list[tuple[str, str]]:
         from atomicplug.journal.reader import pending_journals
@@ -79,7 +95,10 @@ class Installer:
 
         for line in plan.describe():
             self.progress(line)
-        execute(self.config, plan, self.progress)
+        if self._cluster is not None:
+            self._cluster.execute(plan)
+        else:
+            execute(self.config, plan, self.progress)
         return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
 
     # -- writers --------------------------------------------------------------
@@ -281,7 +300,7 @@ class Installer:
         """Remove generations, store trees, blobs and journals that no kept generation needs."""
         from atomicplug.gc import collect
 
-        with self._writing():
+        with self._writing(cluster=False):  # this node's own files only
             return collect(self.config).as_dict()
 
     # -- readers --------------------------------------------------------------

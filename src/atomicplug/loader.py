@@ -55,6 +55,9 @@ from atomicplug.errors import LockBusyError
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from atomicplug.cluster.watch import Watcher
     from atomicplug.config import Config
 
 __all__ = ["AddonLoader", "LoadedAddon", "WebApp"]
@@ -103,12 +106,44 @@ class AddonLoader:
         self._mounted: list[Any] = []  # the route objects this loader added to app.router.routes
         self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
         self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
+        self._watcher: Watcher | None = None  # cluster mode: the LISTEN thread
 
     # -- lifecycle --------------------------------------------------------------
     def startup(self) -> None:
-        """Recover unfinished transactions, then import and mount every enabled addon."""
+        """Recover unfinished transactions (cluster mode: and sync), then import and mount every enabled addon."""
         self.recover()
+        self.sync()
         self.reload()
+
+    # -- cluster mode (docs/design.md "Beyond one machine") -------------------------------
+    def sync(self) -> None:
+        """Cluster mode: bring this node to the desired generation before routes are mounted.
+
+        A package that cannot be applied, or a database out of reach, is logged:
+        the node serves its last good generation (the watcher retries).
+        """
+        if not self.config.cluster:
+            return
+        from atomicplug.cluster.sync import sync
+        from atomicplug.errors import AtomicplugError
+
+        try:
+            result = sync(attrs.evolve(self.config, lock_timeout=self.lock_timeout), log.info)
+        except AtomicplugError as exc:
+            log.warning("cluster sync skipped: %s", exc)
+            return
+        if result.error is not None:
+            log.error("cannot apply generation %s: %s", result.generation, result.error)
+
+    def watch(self, schedule: Callable[[Callable[[], None]], None]) -> None:
+        """Cluster mode: LISTEN in a thread and sync on every notification; after each switch
+        ``schedule(self.reload)`` (e.g. ``loop.call_soon_threadsafe``: routes change on the app's loop)."""
+        if not self.config.cluster or self._watcher is not None:
+            return
+        from atomicplug.cluster.watch import Watcher
+
+        self._watcher = Watcher(self.config, progress=log.info, on_switched=lambda: schedule(self.reload))
+        self._watcher.start()
 
     def recover(self) -> list[tuple[str, str]]:
         """``Installer.recover()``; a lock held by a running operation is logged, not fatal."""
@@ -125,6 +160,9 @@ class AddonLoader:
 
     def shutdown(self) -> None:
         """Tear down and unload every addon (dependents first) and unmount their routes: the app is stopping."""
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         for pid in self._unload_order(set(self.loaded) | set(self._failed_targets)):
             self._unload(pid)
         self._remount()

@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -37,9 +38,33 @@ from atomicplug.stages.register import write_frontend_index
 from atomicplug.stages.stage import objects_of, stage_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links
 
-__all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress"]
+if TYPE_CHECKING:
+    from atomicplug.database.engine import Database
+
+__all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress", "Coordination"]
 
 Progress = Callable[[str], None]
+
+
+@attrs.frozen
+class Coordination:
+    """Cluster mode's seam in a transaction (docs/design.md "Beyond one machine"); empty on one machine.
+
+    ``prepared(plan, after)`` runs once the plan's trees and generation are staged
+    and the gates passed, before the database step: a writer announces the
+    generation and waits (bounded) for the live nodes to stage it; a node's sync
+    reports it staged and waits for the writer's COMMIT (raising rolls back).
+    ``database`` is the transaction the writer began when it planned (BEGIN and
+    ``pg_advisory_xact_lock`` on that connection); ``in_transaction(db, plan,
+    after)`` runs in it after the ledger row (the desired state and NOTIFY).
+    """
+
+    prepared: Callable[[Plan, Registry], None] | None = None
+    database: Database | None = None
+    in_transaction: Callable[[Database, Plan, Registry], None] | None = None
+
+
+_ALONE = Coordination()
 
 
 def _quiet(_: str) -> None:
@@ -56,18 +81,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
+def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordination: Coordination = _ALONE) -> None:
     """Run ``plan`` as one transaction; on failure nothing visible has changed.
 
     The caller holds the writer lock and has run recovery. Raises the
     AtomicplugError that stopped it (after rolling back), or OperationError
-    if step 5 failed after COMMIT (recovery will finish it).
+    if step 5 failed after COMMIT (recovery will finish it). A plan without
+    ``database`` (a cluster node's sync) runs no migrations: its point of no
+    return is the ``committed`` record, so recovery rolls it back without one.
     """
     if not plan.changes:
         return
     generations.check_backend_folder(config)
     check_addon_entries(config)
-    plan = attrs.evolve(plan, generation=generations.next_number(config))
+    if not plan.generation:  # a cluster plan carries the number the cluster gave it
+        plan = attrs.evolve(plan, generation=generations.next_number(config))
     # The registry of the generation this plan builds, read once: the caller holds the lock,
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
     after = plan.registry_after(Registry.load(config.registry_path))
@@ -85,11 +113,19 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet) -> None:
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
         # while the database step's plan-time checks run.
         with health.started(config, plan, progress, after) as health_verdict:
-            migrate.check(config, plan.changes)
+            migrate.check(config, plan.changes, ledger=plan.database)
             health_verdict()
         frontend_gate.check(config, plan, after, progress)
-        progress("database: migrations and ledger in one transaction")
-        migrate.run(config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit)
+        if coordination.prepared is not None:
+            coordination.prepared(plan, after)
+        if plan.database:
+            progress("database: migrations and ledger in one transaction")
+            in_transaction = coordination.in_transaction
+            migrate.run(
+                config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit,
+                db=coordination.database,
+                in_transaction=(lambda db: in_transaction(db, plan, after)) if in_transaction is not None else None,
+            )  # fmt: skip
     except BaseException as exc:
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _roll_back(config, plan, journal, reason=_reason(exc))

@@ -169,6 +169,7 @@
     $("login-view").hidden = true;
     $("nav").hidden = false;
     await showView(location.hash === "#history" ? "history" : "plugins");
+    await loadFleet();
     if (!$("nav").hidden) $("main").focus();
   }
 
@@ -383,7 +384,42 @@
     const parts = [el("span", { class: "headline", text: `Done. ${text}` })];
     if (op.changes && op.changes.length) parts.push(el("span", { class: "reason", text: `Changes: ${op.changes.join("; ")}` }));
     if (op.load_error) parts.push(el("span", { class: "reason", text: `Installed, but the backend did not load: ${op.load_error}` }));
+    if (op.fleet) parts.push(el("span", { class: "reason", text: fleetLine(op.fleet) }));
     return parts;
+  }
+
+  // -- the fleet (cluster mode) --------------------------------------------------
+
+  function fleetLine(fleet) {
+    const live = fleet.nodes.filter((n) => n.live);
+    if (fleet.converged) return `Every live node switched: ${live.length} node${live.length === 1 ? "" : "s"} at generation ${fleet.generation}.`;
+    const failed = fleet.nodes.filter((n) => n.live && n.error_generation === fleet.generation).map((n) => n.node_id);
+    const parts = [];
+    if (fleet.waiting && fleet.waiting.length) parts.push(`still switching: ${fleet.waiting.join(", ")}`);
+    if (failed.length) parts.push(`could not apply it (they keep their last good generation): ${failed.join(", ")}`);
+    return `Generation ${fleet.generation}: ${parts.join("; ") || "some nodes are behind"}.`;
+  }
+
+  function renderFleet(fleet) {
+    $("fleet").hidden = !fleet;
+    if (!fleet) return;
+    $("fleet-title").textContent = `Fleet: generation ${fleet.generation}`;
+    $("fleet-nodes").replaceChildren(...fleet.nodes.map((n) => {
+      const where = n.generation === null ? "nothing applied yet" : `generation ${n.generation}${n.lag ? ` (${n.lag} behind)` : ""}`;
+      const item = el("li", { class: n.error ? "fleet-node fleet-error" : "fleet-node" },
+        el("strong", { text: n.node_id }), ` ${n.live ? "live" : "offline"}, ${where}`);
+      if (n.error) item.append(el("span", { class: "reason", text: ` — ${n.error}` }));
+      return item;
+    }));
+  }
+
+  async function loadFleet() {
+    try {
+      const { data } = await api("GET", "/fleet");
+      renderFleet(data);
+    } catch (exc) {
+      if (exc instanceof AuthError) throw exc;
+    }
   }
 
   async function failedSummary(error, before) {
@@ -406,6 +442,7 @@
       else if (op.status === "running") showStatus("running", title, el("span", { class: "headline", text: `${title}…` }));
       if (op.status === "done") {
         await loadPlugins();
+        await loadFleet();
         showStatus("done", `${title}: done`, doneSummary(kind, pluginId, op));
         return;
       }
@@ -609,6 +646,7 @@
     if (!token()) return showLogin("");
     $("nav").hidden = false;
     await showView(location.hash === "#history" ? "history" : "plugins");
+    await loadFleet();
     try {
       const { data } = await api("GET", "/operations");
       const active = data.recent.find((op) => op.status === "running" || op.status === "queued");

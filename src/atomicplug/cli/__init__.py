@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "atomicplug.cli.transaction_cmds",
     "atomicplug.cli.repo_cmds",
     "atomicplug.cli.doctor_cmds",
+    "atomicplug.cli.cluster_cmds",
 )
 
 

@@ -37,12 +37,16 @@ if TYPE_CHECKING:
     from atomicplug.database.engine import Database
     from atomicplug.database.hooks import HookContext
 
-__all__ = ["BeforeCommit", "check", "run", "committed"]
+__all__ = ["BeforeCommit", "InTransaction", "check", "run", "committed"]
 
 #: Called with the transaction's xid (None on SQLite) after the last statement and before
 #: COMMIT is sent; the transaction runner journals it (``committing``). If it raises, the
 #: database transaction is rolled back and the exception propagates.
 BeforeCommit = Callable[[int | None], None]
+
+#: Called inside the database transaction after the ledger row and before the xid is taken
+#: (cluster mode: the desired state and its NOTIFY, committed with the migrations).
+InTransaction = Callable[["Database"], None]
 
 #: The shortest wait for a COMMIT the server has not decided yet (``txid_status`` "in
 #: progress"); the wait is max(lock_timeout, this).
@@ -56,8 +60,11 @@ DATABASE_PERMISSION = "database.create_tables"
 _WITH_NEW_TREE = ("install", "upgrade", "downgrade")
 
 
-def check(config: Config, changes: Sequence[Change]) -> None:
+def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> None:
     """Plan-time checks, before any file or row changes (DESIGN.md step 2).
+
+    ``ledger=False`` (a cluster node's sync, which runs no migrations) keeps the
+    checks of the trees themselves and skips the ledger.
 
     Raises ConfigError for a database whose DDL auto-commits (MySQL/MariaDB) or
     that atomicplug cannot use; PermissionRefusedError for a plugin shipping
@@ -83,7 +90,7 @@ def check(config: Config, changes: Sequence[Change]) -> None:
             migrations = tree_migrations(tree, change.plugin_id)
             refuse_non_transactional(change.plugin_id, migrations, dialect)
             needs_ledger = needs_ledger or bool(migrations)
-    if needs_ledger:
+    if needs_ledger and ledger:
         _check_against_ledger(config, changes)
 
 
@@ -150,6 +157,8 @@ def run(
     rehearse: bool = True,
     *,
     before_commit: BeforeCommit | None = None,
+    db: Database | None = None,
+    in_transaction: InTransaction | None = None,
 ) -> None:
     """DESIGN.md step 4: every change's migrations, hooks and the ledger in ONE transaction.
 
@@ -167,21 +176,28 @@ def run(
     fails, the database is asked (:func:`committed`): committed → returns
     normally, aborted → MigrationError, undecided → CommitInDoubtError (exit 75),
     cannot be asked → DatabaseError (recovery decides).
+
+    Cluster mode (docs/design.md "Beyond one machine"): ``db`` is a transaction
+    the caller already began (BEGIN + ``pg_advisory_xact_lock`` on this same
+    connection, held since it planned); ``in_transaction(db)`` runs after the
+    ledger row, before the xid is taken (the desired state and its NOTIFY).
     """
     from atomicplug.database.engine import first_line, open_database
     from atomicplug.database.ledger import ensure_tables, now, record_transaction
 
     started_at = now()
-    try:
-        db = open_database(config.database_url, _busy_timeout(config))
-    except DatabaseError as exc:
-        raise MigrationError(str(exc)) from exc
-    try:
+    if db is None:
+        try:
+            db = open_database(config.database_url, _busy_timeout(config))
+        except DatabaseError as exc:
+            raise MigrationError(str(exc)) from exc
         try:
             db.begin()  # SQLite: BEGIN IMMEDIATE; PostgreSQL: BEGIN + advisory lock
         except Exception as exc:
             db.rollback_quietly()
+            db.close()
             raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
+    try:
         try:
             db.capture_session()  # the target schema, before any migration statement can move it
             ensure_tables(db)
@@ -190,6 +206,8 @@ def run(
             record_transaction(
                 db, txid=txid, operation=operation, plugins=[c.summary() for c in changes], started_at=started_at
             )
+            if in_transaction is not None:
+                in_transaction(db)
             xid = db.prepare_commit()
         except BaseException as exc:
             db.rollback_quietly()

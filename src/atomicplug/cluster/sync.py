@@ -1,0 +1,294 @@
+"""A node converges to the cluster's desired generation: verify, stage, switch; no migrations.
+
+docs/design.md "Beyond one machine". A sync is an ordinary journaled
+transaction whose plan has ``database = False``: the writer already ran the
+migrations, so its point of no return is the journal's ``committed`` record
+and recovery rolls an interrupted sync back (crash safe, and idempotent: a
+node already showing the desired plugins does nothing). Packages come through
+:func:`atomicplug.cluster.packages.obtain`, verified against this node's own
+trusted keys; a package that cannot be applied leaves the node wholly on its
+last good generation, with the error on its row.
+
+Two entries: :func:`sync` brings the node to the committed desired state;
+:func:`prepare` stages an *announced* generation while its writer has not
+committed yet, then waits (bounded) for that COMMIT (``txid_status``) and
+switches, or rolls back when the writer gave up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from packaging.version import Version
+
+from atomicplug import generations
+from atomicplug.change import Action, Change, Plan
+from atomicplug.cluster.desired import DesiredPlugin, DesiredState, desired_number, read_desired, read_generation, write_desired
+from atomicplug.cluster.nodes import notify, report
+from atomicplug.errors import AtomicplugError, DatabaseError, LockBusyError, OperationError
+from atomicplug.registry import InstalledPlugin, Registry
+
+if TYPE_CHECKING:
+    from atomicplug.cluster.listener import Listener
+    from atomicplug.config import Config
+    from atomicplug.database.engine import Database
+
+__all__ = ["SyncResult", "Reporter", "GenerationWithdrawn", "plan_sync", "apply", "sync", "converge", "prepare", "database_errors"]
+
+Progress = Callable[[str], None]
+
+#: How long a node that staged an announced generation waits for its writer's COMMIT.
+COMMIT_WAIT = 300.0
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+class GenerationWithdrawn(OperationError):
+    """The announced generation a node staged was never committed (its writer failed or gave up)."""
+
+
+@attrs.frozen
+class SyncResult:
+    """What a sync did: the generation it aimed at, the change lines, the error that stopped it."""
+
+    generation: int
+    changes: tuple[str, ...] = ()
+    error: AtomicplugError | None = None
+
+    @property
+    def converged(self) -> bool:
+        return self.error is None
+
+
+class Reporter:
+    """Writes this node's row, skipping a write that would change nothing it wrote before."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self._written: dict[str, Any] = {}
+
+    def __call__(self, db: Database, **fields: Any) -> None:
+        if self._written and all(self._written.get(k, object()) == v for k, v in fields.items()):
+            return
+        report(db, self.node_id, **fields)
+        self._written.update(fields)
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The driver's errors (a lost connection, a restarted server) as one-line DatabaseErrors."""
+    from atomicplug.database.engine import first_line
+
+    try:
+        yield
+    except AtomicplugError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "psycopg2":
+            raise
+        raise DatabaseError(f"cluster database: {first_line(exc)}") from exc
+
+
+def _action(before: InstalledPlugin | None, after: InstalledPlugin) -> Action:
+    if before is None:
+        return "install"
+    if before.current == after.current:
+        return "none"
+    return "downgrade" if Version(after.version) < Version(before.version) else "upgrade"
+
+
+def plan_sync(config: Config, db: Database, local: Registry, target: DesiredState, txid: str) -> Plan:
+    """The local transaction that makes this node show ``target``'s plugins (no database step).
+
+    Trees already in this node's store are reused; the others are staged from
+    packages :func:`~atomicplug.cluster.packages.obtain` verified. Every
+    requirement must hold in the result, as for any plan.
+    """
+    from atomicplug.cluster.packages import obtain
+    from atomicplug.metadata import Metadata
+    from atomicplug.stages.plan import check_dependencies
+
+    changes = []
+    for pid in sorted(target.plugins):
+        wanted = target.plugins[pid]
+        before = local.plugins.get(pid)
+        if before is not None and DesiredPlugin.from_entry(before) == wanted:
+            continue
+        tree = config.home / wanted.tree
+        if tree.is_dir():
+            metadata, package = Metadata.from_json_bytes((tree / "metadata.json").read_bytes()), None
+        else:
+            fetched = obtain(config, db, wanted)
+            metadata, package = fetched.metadata, fetched.sha256
+        after = wanted.entry(metadata)
+        changes.append(
+            Change(plugin_id=pid, action=_action(before, after), before=before, after=after, package=package, stage_tree=package is not None)
+        )
+    for pid in sorted(set(local.plugins) - set(target.plugins)):
+        changes.append(Change(plugin_id=pid, action="uninstall", before=local.plugins[pid], after=None, keep_data=True))
+    number = max(target.generation, generations.next_number(config))
+    plan = Plan(txid=txid, operation="sync", changes=tuple(changes), rehearse=False, generation=number, database=False)
+    check_dependencies(plan.registry_after(local))
+    return plan
+
+
+def apply(
+    config: Config,
+    db: Database,
+    target: DesiredState,
+    progress: Progress = _quiet,
+    *,
+    prepared: Callable[[Plan, Registry], None] | None = None,
+) -> tuple[str, ...]:
+    """Make this node show ``target``; the caller holds the writer lock and has recovered.
+
+    Returns the change lines (empty when the node already shows it). ``prepared``
+    runs once everything is staged, before the switch (see :func:`prepare`).
+    """
+    from atomicplug.transaction import Coordination, execute, new_txid
+
+    local = Registry.load(config.registry_path)
+    if target.matches(local):
+        return ()
+    plan = plan_sync(config, db, local, target, new_txid())
+    for line in plan.describe():
+        progress(line)
+    execute(config, plan, progress, coordination=Coordination(prepared=prepared))
+    return plan.describe()
+
+
+@contextmanager
+def _locked(config: Config, progress: Progress, timeout: float) -> Iterator[None]:
+    """This node's writer lock, and recovery of whatever a crash left unfinished."""
+    from atomicplug.lock import writer_lock
+    from atomicplug.transaction import recover_pending
+
+    with writer_lock(config.lock_path, timeout, progress):
+        recover_pending(config, progress)
+        yield
+
+
+def converge(config: Config, db: Database, reporter: Reporter, progress: Progress = _quiet, *, lock_timeout: float | None = None) -> SyncResult:
+    """Bring this node to the committed desired generation over ``db`` and record the outcome on its row.
+
+    Raises LockBusyError (another local operation holds the lock) and DatabaseError;
+    a package that cannot be applied is returned as the result's ``error``.
+    """
+    with database_errors(), _locked(config, progress, config.lock_timeout if lock_timeout is None else lock_timeout):
+        try:
+            desired = read_desired(db) or _seed(config, db, progress)
+            if desired is None:
+                return SyncResult(generation=0)
+            changes = apply(config, db, desired, progress)
+        except AtomicplugError as exc:
+            if isinstance(exc, LockBusyError):
+                raise
+            number = desired_number(db)
+            reporter(db, error=str(exc), error_generation=number)
+            return SyncResult(generation=number, error=exc)
+        reporter(db, generation=desired.generation, staged=desired.generation, staged_txid=desired.txid, error=None, error_generation=None)
+        return SyncResult(generation=desired.generation, changes=changes)
+
+
+def sync(config: Config, progress: Progress = _quiet) -> SyncResult:
+    """``atomicplug sync``: once, over a connection of its own."""
+    from atomicplug.cluster.tables import cluster_database
+
+    with database_errors(), cluster_database(config) as db:
+        return converge(config, db, Reporter(config.node_id), progress)
+
+
+def _seed(config: Config, db: Database, progress: Progress) -> DesiredState | None:
+    """No desired state yet: this node's live plugins become the cluster's first generation.
+
+    So the machine that ran alone before cluster mode is the one whose plugins the
+    fleet takes (docs/design.md "Beyond one machine"). A node with nothing
+    installed seeds nothing. The packages go to the store before the state that
+    needs them, under the writers' lock.
+    """
+    from atomicplug.cluster.packages import publish
+    from atomicplug.database.engine import ADVISORY_LOCK_KEY
+    from atomicplug.transaction import new_txid
+
+    local = Registry.load(config.registry_path)
+    if not local.plugins:
+        return None
+    seed = DesiredState.from_registry(local, generation=max(local.generation, 1), txid=local.txid or new_txid())
+    publish(config, db, list(seed.plugins.values()), progress)
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])
+        found = read_desired(db)
+        if found is None:
+            write_desired(db, seed)
+            notify(db, "generation", generation=seed.generation, txid=seed.txid)
+            progress(f"published this node's generation as the cluster's first ({len(seed.plugins)} plugin(s))")
+        db.execute("COMMIT")
+    except BaseException:
+        db.rollback_quietly()
+        raise
+    return found or seed
+
+
+def prepare(config: Config, listener: Listener, number: int, reporter: Reporter, progress: Progress = _quiet) -> SyncResult | None:
+    """Stage announced generation ``number`` before its writer commits; switch once it has.
+
+    None when there is nothing to do (the announcement is gone, or this node
+    already shows it). Raises LockBusyError at once when a local operation holds
+    the lock (this node's own writer stages its generation itself).
+    """
+    db = listener.db
+    with database_errors():
+        try:
+            found = read_generation(db, number)
+        except AtomicplugError as exc:  # rows this node refuses to read: the committed state will say so too
+            reporter(db, error=str(exc), error_generation=number)
+            return SyncResult(generation=number, error=exc)
+        if found is None or found[0] != "staged":
+            return None
+        announced = found[1]
+        with _locked(config, progress, 0.0):
+            if announced.matches(Registry.load(config.registry_path)):
+                reporter(db, staged=number, staged_txid=announced.txid)
+                return None
+
+            def staged(_plan: Plan, _after: Registry) -> None:
+                reporter(db, staged=number, staged_txid=announced.txid)
+                progress(f"staged generation {number}; waiting for its writer's COMMIT")
+                _wait_for_commit(listener, announced)
+
+            try:
+                changes = apply(config, db, announced, progress, prepared=staged)
+            except GenerationWithdrawn as exc:
+                progress(str(exc))
+                return None
+            except AtomicplugError as exc:
+                reporter(db, error=str(exc), error_generation=number)
+                return SyncResult(generation=number, error=exc)
+            reporter(db, generation=number, staged=number, staged_txid=announced.txid, error=None, error_generation=None)
+            return SyncResult(generation=number, changes=changes)
+
+
+def _wait_for_commit(listener: Listener, announced: DesiredState) -> None:
+    """Return once the announcing transaction committed; GenerationWithdrawn when it aborted or
+    the wait ran out. Asked with ``txid_status`` on every notification and every second."""
+    number, deadline = announced.generation, time.monotonic() + COMMIT_WAIT
+    while True:
+        ((status,),) = listener.db.execute("SELECT pg_catalog.txid_status(?)", [announced.xid])
+        if status == "committed":
+            return
+        if status != "in progress":
+            raise GenerationWithdrawn(f"generation {number} was not committed by its writer ({announced.txid}); staged work undone")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or listener.stopped:
+            raise GenerationWithdrawn(
+                f"generation {number}: its writer has not committed within {COMMIT_WAIT:.0f}s; staged work undone "
+                "(the node applies it when it commits)"
+            )
+        listener.wait(min(1.0, remaining))

@@ -1,0 +1,443 @@
+"""Cluster mode (issue 15): nodes on one PostgreSQL converge; migrations run once; nodes trust only their keys.
+
+Real PostgreSQL, real signed packages; the nodes other than the writer are
+separate homes and separate ``atomicplug sync --watch`` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomicplug.cluster.desired import read_desired
+from atomicplug.cluster.sync import Reporter, apply, converge, sync
+from atomicplug.cluster.tables import cluster_database
+from atomicplug.config import Config
+from atomicplug.errors import ConfigError, SignatureError, TrustError
+from atomicplug.testing import KeyPair, PluginSpec, build_package, make_keypair, snapshot
+
+from cluster_fleet import Fleet, Node
+from db_fixtures import execute, query
+
+pytestmark = pytest.mark.postgres
+
+V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY);", "DROP TABLE shop_items;")}
+V2 = dict(V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, publisher: KeyPair, postgres_database: str) -> Iterator[Fleet]:
+    made = Fleet(tmp_path, postgres_database, publisher)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A new database on the shared server, dropped afterwards."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    from db_fixtures import _drop_database, _engine, postgres_url
+
+    server = postgres_url()
+    admin = _engine(server, isolation_level="AUTOCOMMIT")
+    name = f"atomicplug_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _drop_database(admin, name)
+        admin.dispose()
+
+
+def _package(fleet: Fleet, plugin_id: str, version: str = "1.0.0", key: KeyPair | None = None, **fields: Any) -> Path:
+    out = fleet.root / "packages" / (key.public_path.stem if key else "publisher")
+    return build_package(PluginSpec(id=plugin_id, version=version, **fields), out, (key or fleet.publisher).secret)
+
+
+def _ledger(url: str) -> list[tuple[str, str, str]]:
+    return [tuple(row) for row in query(url, "SELECT plugin_id, migration, direction FROM atomicplug_migrations ORDER BY id")]  # type: ignore[misc]
+
+
+def _view(node: Node) -> dict[str, Any]:
+    """What a node shows (plugins, addon links, frontend index), without the database's tables."""
+    state = snapshot(node.config)
+    state.pop("tables")
+    return state
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_cluster_on_sqlite_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cluster = true' needs a postgresql:// database_url.*got sqlite"):
+        Config.for_directory(tmp_path, cluster=True)
+
+
+def test_node_id_defaults_to_the_host_name_and_is_checked(tmp_path: Path) -> None:
+    import socket
+
+    config = Config.for_directory(tmp_path, cluster=True, database_url="postgresql://u@127.0.0.1/db")
+    assert config.node_id == socket.gethostname().split(".")[0][:48] or config.node_id == socket.gethostname()
+    with pytest.raises(ConfigError, match="node_id"):
+        Config.for_directory(tmp_path, node_id="bad id/with slash")
+
+
+# -- convergence ----------------------------------------------------------------------------------
+
+
+def test_install_upgrade_rollback_uninstall_on_one_node_converge_everywhere_with_migrations_run_once(fleet: Fleet) -> None:
+    writer = fleet.node("a")
+    others = ["b", "c", "d", "e"]
+    for name in others:
+        fleet.node(name).watch()
+    fleet.wait_listening(others)
+    url = fleet.database_url
+
+    steps: list[Callable[[], Any]] = [
+        lambda: writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1)),
+        lambda: writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2)),
+        lambda: writer.installer.rollback("shop"),
+        lambda: writer.installer.uninstall("shop"),
+    ]
+    expected_plugins = [{"shop": ("1.0.0", True)}, {"shop": ("1.1.0", True)}, {"shop": ("1.0.0", True)}, {}]
+    for generation, (step, plugins) in enumerate(zip(steps, expected_plugins), start=1):
+        step()
+        fleet.wait_for(generation, others)
+        assert writer.plugins() == plugins
+        for name in others:
+            node = fleet.nodes[name]
+            assert node.plugins() == plugins, name
+            assert _view(node) == _view(writer), name
+    # Each migration ran once for the cluster, up and down, by the writer alone.
+    assert _ledger(url) == [
+        ("shop", "0001_items", "up"),
+        ("shop", "0002_orders", "up"),
+        ("shop", "0002_orders", "down"),
+        ("shop", "0001_items", "down"),
+    ]
+    assert query(url, "SELECT count(*) FROM atomicplug_transactions")[0][0] == 4
+    # Every node's generation 4 shows the same registry (the writer's entries).
+    for name in others:
+        assert fleet.nodes[name].installer.history()[-1]["operation"] == "sync"
+
+
+def test_two_writers_on_two_nodes_at_once_take_turns(fleet: Fleet) -> None:
+    a, b = fleet.node("a"), fleet.node("b")
+    packages = {"a": _package(fleet, "alpha", migrations={"0001_a": ("CREATE TABLE alpha_t (id INTEGER);", "DROP TABLE alpha_t;")}),
+                "b": _package(fleet, "beta", migrations={"0001_b": ("CREATE TABLE beta_t (id INTEGER);", "DROP TABLE beta_t;")})}  # fmt: skip
+    writers = [
+        subprocess.Popen([sys.executable, "-m", "atomicplug", "--config", str(node.config_path), "install", str(packages[name])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())  # fmt: skip
+        for name, node in (("a", a), ("b", b))
+    ]
+    outputs = [w.communicate(timeout=120) for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], outputs
+    with cluster_database(a.config) as db:
+        desired = read_desired(db)
+    assert desired is not None and desired.generation == 2 and sorted(desired.plugins) == ["alpha", "beta"]
+    # The second writer planned against the first one's generation: it synced itself first.
+    assert sync(a.config).converged and sync(b.config).converged
+    assert a.plugins() == b.plugins() == {"alpha": ("1.0.0", True), "beta": ("1.0.0", True)}
+    assert sorted(_ledger(fleet.database_url)) == [("alpha", "0001_a", "up"), ("beta", "0001_b", "up")]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    from cluster_fleet import SRC
+
+    return dict(os.environ, PYTHONPATH=str(SRC))
+
+
+def test_a_node_offline_during_three_transactions_catches_up_on_start(fleet: Fleet) -> None:
+    writer, late = fleet.node("a"), fleet.node("d")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    assert late.cli("sync").returncode == 0
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    writer.installer.install_file(_package(fleet, "extra"))
+    writer.installer.disable("extra")
+    late.watch()
+    status = fleet.wait_for(4, ["d"])
+    assert late.plugins() == writer.plugins() == {"shop": ("1.1.0", True), "extra": ("1.0.0", False)}
+    assert _view(late) == _view(writer)
+    assert [n for n in status["nodes"] if n["node_id"] == "node-d"][0]["lag"] == 0
+
+
+def test_sync_is_idempotent_and_cluster_status_json_has_the_contract_shape(fleet: Fleet) -> None:
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", migrations=V1))
+    first = node.cli("sync")
+    assert first.returncode == 0 and "install shop 1.0.0" in first.stdout, first.stderr
+    again = node.cli("sync")
+    assert again.returncode == 0 and "install" not in again.stdout and "generation 1" in again.stdout
+    shown = node.cli("cluster", "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert data["generation"] == 1
+    rows = {row["node_id"]: row for row in data["nodes"]}
+    for node_id in ("node-a", "node-b"):
+        assert {"node_id", "generation", "staged", "last_seen", "error"} <= set(rows[node_id])
+        assert rows[node_id]["generation"] == 1 and rows[node_id]["error"] is None
+    text = node.cli("cluster", "status")
+    assert text.returncode == 0 and "desired generation 1" in text.stdout and "node-b" in text.stdout
+
+
+def test_sync_outside_cluster_mode_is_a_usage_error(tmp_path: Path, publisher: KeyPair) -> None:
+    from atomicplug.testing import make_home
+
+    path = make_home(tmp_path / "solo", [publisher.public_path])
+    done = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(path), "sync"], capture_output=True, text=True, env=_env())
+    assert done.returncode == 2 and "not in cluster mode" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- trust: the database is not enough to run code on a node -----------------------------------------
+
+
+def test_a_node_whose_keys_reject_a_package_refuses_it_reports_it_and_keeps_its_generation(fleet: Fleet, tmp_path: Path) -> None:
+    other = make_keypair(tmp_path / "other-keys", "other")
+    writer = fleet.node("a", keys=[fleet.publisher.public_path, other.public_path])
+    strict = fleet.node("e")  # trusts the publisher only
+    writer.installer.install_file(_package(fleet, "shop", migrations=V1))
+    strict.watch()
+    fleet.wait_for(1, ["e"])
+    writer.installer.install_file(_package(fleet, "foreign", key=other))
+    # The node says why, keeps generation 1 whole, and sync exits 1.
+    deadline_status = _wait_for_error(fleet, "node-e")
+    assert deadline_status["generation"] == 1 and deadline_status["error_generation"] == 2
+    assert "signature" in deadline_status["error"].lower() or "key" in deadline_status["error"].lower()
+    assert strict.plugins() == {"shop": ("1.0.0", True)}
+    strict.stop()
+    once = strict.cli("sync")
+    assert once.returncode == 1 and "cannot apply generation 2" in once.stderr and "Traceback" not in once.stderr
+    assert strict.plugins() == {"shop": ("1.0.0", True)}
+    assert not list((strict.config.home / "store").glob("foreign*"))
+
+
+def _wait_for_error(fleet: Fleet, node_id: str) -> dict[str, Any]:
+    import time
+
+    from cluster_fleet import DEADLINE
+
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        rows = {row["node_id"]: row for row in fleet.status()["nodes"]}
+        if rows.get(node_id, {}).get("error"):
+            return rows[node_id]
+        assert time.monotonic() < deadline, f"{node_id} reported no error: {rows}"
+        time.sleep(0.05)
+
+
+def test_database_write_access_cannot_make_a_node_run_unsigned_or_foreign_code(fleet: Fleet, tmp_path: Path) -> None:
+    """An attacker who can write every cluster table: a package signed by their key, bytes swapped
+    under a trusted sha256, a path in a plugin id. The node refuses each and runs none of it."""
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", migrations=V1))
+    assert sync(node.config).converged
+    url = fleet.database_url
+    attacker = make_keypair(tmp_path / "attacker", "attacker")
+    evil = _package(fleet, "evil", key=attacker, files={"backend/__init__.py": "open('/tmp/pwned-by-cluster', 'w')\n"})
+    sha = _store_package_as_attacker(url, evil)
+
+    def desired(rows_sql: str) -> None:
+        execute(url, "DELETE FROM atomicplug_cluster_plugins")
+        execute(url, rows_sql)
+        execute(url, "UPDATE atomicplug_cluster SET generation = generation + 1")
+
+    # 1. A package signed by a key the node does not trust.
+    desired(f"INSERT INTO atomicplug_cluster_plugins VALUES ('evil', '1.0.0', '{sha}', true, NULL, NULL, 'x', 'x')")
+    result = sync(node.config)
+    assert isinstance(result.error, SignatureError) and "untrusted key" in str(result.error), result.error
+    # 2. The trusted package's sha256, but the stored bytes replaced.
+    good_sha = query(url, "SELECT sha256 FROM atomicplug_cluster_packages WHERE plugin_id = 'shop'")[0][0]
+    execute(url, f"UPDATE atomicplug_cluster_package_chunks SET data = set_byte(data, 200, 255 - get_byte(data, 200)) WHERE sha256 = '{good_sha}'")
+    fresh = fleet.node("f")
+    desired(f"INSERT INTO atomicplug_cluster_plugins VALUES ('shop', '1.0.0', '{good_sha}', true, NULL, NULL, 'x', 'x')")
+    result = sync(fresh.config)
+    assert isinstance(result.error, TrustError) and "sha256" in str(result.error), result.error
+    # 3. A path where an id belongs.
+    desired(f"INSERT INTO atomicplug_cluster_plugins VALUES ('../../etc', '1.0.0', '{good_sha}', true, NULL, NULL, 'x', 'x')")
+    result = sync(node.config)
+    assert result.error is not None and "bad plugin id" in str(result.error)
+    assert not Path("/tmp/pwned-by-cluster").exists()
+    assert node.plugins() == {"shop": ("1.0.0", True)} and fresh.plugins() == {}
+
+
+def _store_package_as_attacker(url: str, zip_path: Path) -> str:
+    import hashlib
+
+    import psycopg2
+
+    data = zip_path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    signature = (zip_path.parent / (zip_path.name + ".minisig")).read_text()
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO atomicplug_cluster_packages VALUES (%s, 'evil', '1.0.0', %s, %s, now())", (sha, len(data), signature)
+            )
+            cursor.execute("INSERT INTO atomicplug_cluster_package_chunks VALUES (%s, 0, %s)", (sha, psycopg2.Binary(data)))
+    finally:
+        conn.close()
+    return sha
+
+
+# -- crashes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["fresh-node", "upgrade"])
+def test_sigkill_during_sync_at_every_crash_point_then_restart_converges(fleet: Fleet, scenario: str) -> None:
+    from crash_harness import enumerate_crash_points
+
+    writer = fleet.node("a", health_check=False)
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    with cluster_database(writer.config) as db:
+        first = read_desired(db)
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    writer.installer.install_file(_package(fleet, "base"))
+    assert first is not None
+
+    class Home:  # what crash_harness needs of a home: its config
+        def __init__(self, node: Node) -> None:
+            self.config = node.config
+
+    def make_home(label: str) -> Home:
+        return Home(fleet.node(f"{scenario}-{label.rsplit('-', 1)[-1]}", health_check=False))
+
+    def setup(home: Home) -> None:
+        if scenario == "upgrade":  # the node shows generation 1 (shop 1.0.0) before it syncs
+            with cluster_database(home.config) as db:
+                apply(home.config, db, first)
+
+    def operation(home: Home) -> None:
+        with cluster_database(home.config) as db:
+            result = converge(home.config, db, Reporter(home.config.node_id))
+        assert result.converged, result.error
+
+    checked = enumerate_crash_points(make_home, setup, operation, f"cluster sync ({scenario})")
+    assert checked > 5
+
+
+def test_database_restarted_mid_sync_nodes_reconnect_and_converge(tmp_path: Path, publisher: KeyPair) -> None:
+    """The server dies while nodes have staged a generation and wait for its COMMIT; it comes back."""
+    import psycopg2
+
+    from pg_cluster import throwaway_cluster
+
+    with throwaway_cluster() as server:
+        url = server.create_database("fleet")
+        fleet = Fleet(tmp_path, url, publisher)
+        try:
+            writer = fleet.node("a", cluster_stage_wait=600)
+            writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+            for name in ("b", "c"):
+                fleet.node(name).watch()
+            fleet.wait_for(1, ["b", "c"])
+            # A live node that never stages keeps the writer waiting in its staged phase.
+            phantom = psycopg2.connect(url + "?application_name=atomicplug:phantom")
+            upgrade = _package(fleet, "shop", "1.1.0", migrations=V2)
+            writing = subprocess.Popen(
+                [sys.executable, "-m", "atomicplug", "--config", str(writer.config_path), "install", str(upgrade)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
+            )  # fmt: skip
+            _wait_until(lambda: _staged(fleet, ["node-b", "node-c"], 2))
+            server.kill_all()
+            server.start()
+            _, err = writing.communicate(timeout=120)
+            assert writing.returncode != 0 and b"Traceback" not in err, err
+            phantom.close()
+            # The nodes reconnect, find generation 1 still desired and keep it; the write, retried, converges.
+            fleet.wait_listening(["b", "c"])
+            assert fleet.nodes["b"].plugins() == {"shop": ("1.0.0", True)}
+            writer.installer.install_file(upgrade)
+            fleet.wait_for(2, ["b", "c"])
+            assert fleet.nodes["b"].plugins() == fleet.nodes["c"].plugins() == {"shop": ("1.1.0", True)}
+            assert _ledger(url) == [("shop", "0001_items", "up"), ("shop", "0002_orders", "up")]
+        finally:
+            fleet.stop()
+
+
+def _staged(fleet: Fleet, node_ids: list[str], generation: int) -> bool:
+    rows = {row["node_id"]: row for row in fleet.status()["nodes"]}
+    return all(rows.get(n, {}).get("staged") == generation for n in node_ids)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    import time
+
+    from cluster_fleet import DEADLINE
+
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+# -- the loader: two NextPanel backends on one database ----------------------------------------------
+
+
+def test_two_nextpanel_backends_install_through_one_routes_answer_on_the_other(fleet: Fleet, tmp_path: Path) -> None:
+    import httpx
+
+    from atomicplug.repository.repo_admin import add_packages, init_repository
+    from test_loader import router_backend
+    from test_nextpanel_api import AUTH, MARKET, ROOT, TOKEN, _free_port, _Served
+
+    repo = tmp_path / "repo"
+    init_repository(repo, fleet.publisher.secret)
+    spec = PluginSpec(id="crm", version="1.0.0", migrations={"0001_c": ("CREATE TABLE crm_c (id INTEGER);", "DROP TABLE crm_c;")},
+                      files=router_backend("crm", "1.0.0"))  # fmt: skip
+    add_packages(repo, [build_package(spec, tmp_path / "pkgs", fleet.publisher.secret)], fleet.publisher.secret)
+    served = _Served(repo)
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        bases = []
+        for name in ("p1", "p2"):
+            node = fleet.node(name, repository=served.url)
+            port = _free_port()
+            env = dict(_env(), ATOMICPLUG_CONFIG=str(node.config_path), NEXTPANEL_ADMIN_TOKEN=TOKEN)
+            command = [sys.executable, "-m", "uvicorn", "examples.nextpanel.app:app", "--host", "127.0.0.1", "--port", str(port)]
+            servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(node.root / "uvicorn.log", "wb")))
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, server in zip(bases, servers):
+            _wait_until(lambda base=base, server=server: _answers(base, server))
+        fleet.wait_listening(["p1", "p2"])
+        assert httpx.get(f"{bases[1]}/api/v1/crm/ping", timeout=5).status_code == 404
+        done = httpx.post(f"{bases[0]}{MARKET}/install-remote", json={"addon_id": "crm"}, headers=AUTH, timeout=120)
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["status"] == "done" and body["fleet"]["converged"] is True, body
+        assert {n["node_id"]: n["generation"] for n in body["fleet"]["nodes"] if n["live"]} == {"node-p1": 1, "node-p2": 1}
+        # The other backend mounted the routes without a restart (its loader reloads on its event loop).
+        _wait_until(lambda: httpx.get(f"{bases[1]}/api/v1/crm/ping", timeout=5).status_code == 200)
+        assert httpx.get(f"{bases[1]}/api/v1/crm/ping", timeout=5).json() == {"plugin": "crm", "version": "1.0.0"}
+        fleet_view = httpx.get(f"{bases[1]}{MARKET}/fleet", headers=AUTH, timeout=10).json()
+        assert fleet_view["generation"] == 1 and fleet_view["converged"] is True
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=20)
+        served.stop()
+
+
+def _answers(base: str, server: subprocess.Popen[bytes]) -> bool:
+    import httpx
+
+    assert server.poll() is None, "uvicorn exited"
+    try:
+        return httpx.get(f"{base}/api/v1/health", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
