@@ -300,8 +300,11 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
 
         # 2. A wrong token: back to the prompt, with the 403 reason.
         _log_in(driver, "not-the-token")
-        message = wait_until(driver, _visible("#login-message"), 10, "the refusal message")
-        assert "refused" in message.text and "invalid admin token" in message.text
+        # The prompt's own "please sign in" line is visible first: wait for the answer to replace it.
+        message = wait_until(
+            driver, lambda d: (m := _visible("#login-message")(d)) and "refused" in m.text and m, 10, "the refusal message"
+        )
+        assert "invalid admin token" in message.text
 
         # 3. The right token, typed and submitted with Enter: every plugin, 203 cards, no layout shift.
         driver.execute_script(
