@@ -1,10 +1,12 @@
-"""Property test: install/upgrade/uninstall/rollback/enable/disable/crash/recover against a model.
+"""Property test: install/upgrade/uninstall/rollback/enable/disable/gc/rollback to a generation/crash/recover against a model.
 
 Hypothesis drives random sequences of operations, some of them killed with
 SIGKILL at a random crash point (in a forked child) and then recovered; after
 every step the observable state (registry, addon links, tables) must equal
 the model's, and a crashed operation must have left exactly the old or the
-new model state.
+new model state. The model also remembers the state each generation showed:
+``rollback --generation N`` must bring exactly that back, for every
+generation gc kept, and gc must change nothing observable.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class InstallerMachine(RuleBasedStateMachine):
         self.config = Config.load(config_path)
         self.installer = Installer(self.config)
         self.model: dict[str, ModelPlugin] = {}
-        self.kept_tables: set[str] = set()
+        self.shown: dict[int, dict[str, ModelPlugin]] = {}  # generation number → the model it showed
 
     def teardown(self) -> None:
         shutil.rmtree(getattr(self, "root", "/nonexistent"), ignore_errors=True)
@@ -117,6 +119,14 @@ class InstallerMachine(RuleBasedStateMachine):
         else:
             getattr(installer, op)(plugin_id)
 
+    def _record_generation(self) -> None:
+        """Remember what the live generation shows (its number is the implementation's to choose)."""
+        from atomicplug import generations
+
+        live = generations.current_number(self.config)
+        if live is not None:
+            self.shown[live] = dict(self.model)
+
     def _observed(self) -> dict[str, object]:
         state = snapshot(self.config)
         return {"plugins": state["plugins"], "tables": set(state["tables"]), "links": state["links"]}
@@ -144,6 +154,35 @@ class InstallerMachine(RuleBasedStateMachine):
             return
         assert expected is not None, f"{op} {plugin_id} {version} succeeded but the model refuses it"
         self.model = expected
+        self._record_generation()
+
+    @rule()
+    def collect(self) -> None:
+        """gc: nothing observable changes; generations it removes can no longer be rolled back to."""
+        before = self._observed()
+        Installer(self.config).gc()
+        assert self._observed() == before
+        assert all(report.ok for report in Installer(self.config).verify())
+
+    @rule(data=st.data())
+    def rollback_generation(self, data: st.DataObject) -> None:
+        from atomicplug import generations
+
+        live = generations.current_number(self.config)
+        kept = set(generations.numbers(self.config))
+        if live is None or kept == {live}:
+            return
+        # Any generation kept but the live one, or one gc removed (refused).
+        target = data.draw(st.sampled_from(sorted(kept - {live}) + [min(kept) - 1]), label="generation")
+        expected = self.shown.get(target) if target in kept else None
+        try:
+            Installer(self.config).rollback(generation=target)
+        except AtomicplugError:
+            assert expected is None, f"rollback to kept generation {target} was refused"
+            return
+        assert expected is not None, f"rollback to generation {target} succeeded but it was not kept"
+        self.model = dict(expected)
+        self._record_generation()
 
     @rule(op=ops, plugin_id=st.sampled_from(IDS), version=st.sampled_from(VERSIONS), point=st.integers(1, 120))
     def crash_and_recover(self, op: str, plugin_id: str, version: str, point: int) -> None:
@@ -159,6 +198,7 @@ class InstallerMachine(RuleBasedStateMachine):
         self.model = expected
         new = self._expected(self.model)
         assert observed == new, f"crash at point {point} of {op} {plugin_id}: neither old nor new state"
+        self._record_generation()
 
     @invariant()
     def matches_model(self) -> None:
@@ -167,8 +207,8 @@ class InstallerMachine(RuleBasedStateMachine):
 
 
 InstallerMachine.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=12,
+    max_examples=80,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
