@@ -1,4 +1,4 @@
-"""Interop with the real ``minisign`` binary (DESIGN.md: a zip signed with minisign installs).
+"""Interop with the real ``minisign`` binary (docs/design.md: a zip signed with minisign installs).
 
 minisign reads the password as one line from stdin when stdin is not a terminal.
 """

@@ -1,4 +1,4 @@
-"""atomicplug.safezip: one test per refusal rule of DESIGN.md "Safe extraction", plus the happy path.
+"""atomicplug.safezip: one test per refusal rule of docs/design.md "Safe extraction", plus the happy path.
 
 Every refusal test builds its hostile archive here, then checks the error
 names the rule, that the target folder is gone and that nothing else in the

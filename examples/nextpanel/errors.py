@@ -1,6 +1,6 @@
 """Errors written for admins: a title and a detail from the library's error class and fields, never a 500.
 
-Status from the exit code (DESIGN.md "Interfaces"): 1 failed and rolled back,
+Status from the exit code (docs/design.md "Interfaces"): 1 failed and rolled back,
 2 usage or config → 400; 3 security refusal (signature, permission, trust) →
 403; 75 lock busy → 409 with ``Retry-After``. The library's own line (written
 for the CLI: "use --cascade") is kept as ``raw`` for a "details" disclosure,

@@ -25,7 +25,7 @@ __all__ = [
     "Uninstall",
 ]
 
-ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # DESIGN.md "Package format": it becomes a Python package name
+ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # docs/design.md "Package format": it becomes a Python package name
 VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters; the resolver checks the rest
 
 OperationKind = Literal["install", "upgrade", "downgrade", "update-all", "uninstall", "rollback", "enable", "disable"]

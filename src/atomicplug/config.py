@@ -1,6 +1,6 @@
 """The operator's configuration: where state, addons and the database live.
 
-Found as DESIGN.md "Interfaces" says: ``--config PATH``, else
+Found as docs/design.md "Interfaces" says: ``--config PATH``, else
 ``$ATOMICPLUG_CONFIG``, else ``./atomicplug.toml``. Relative paths resolve
 from the config file's folder, so a config works wherever it is invoked from.
 """
@@ -237,7 +237,7 @@ class Config:
     # -- named constructors -------------------------------------------------
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> Config:
-        """Read the config file found per DESIGN.md (see :func:`find_config_path`)."""
+        """Read the config file found per docs/design.md (see :func:`find_config_path`)."""
         found = find_config_path(path)
         try:
             data = tomllib.loads(found.read_text(encoding="utf-8"))
@@ -333,7 +333,7 @@ class Config:
         data.update({k: (str(v) if isinstance(v, Path) else v) for k, v in overrides.items()})
         return cls.from_dict(data, base=Path(root).resolve())
 
-    # -- derived paths (DESIGN.md "State") ----------------------------------
+    # -- derived paths (docs/design.md "State") ----------------------------------
     @property
     def lock_path(self) -> Path:
         return self.home / "lock"

@@ -1,6 +1,6 @@
 """One error root for everything atomicplug refuses or fails at.
 
-Each class carries the process exit code of DESIGN.md "Interfaces":
+Each class carries the process exit code of docs/design.md "Interfaces":
 0 ok; 1 failed and rolled back; 2 usage or config; 3 security refusal; 75 lock busy
 or a COMMIT whose outcome the database has not decided yet (try again later).
 The CLI prints ``str(error)`` as one line and exits with ``error.exit_code``.

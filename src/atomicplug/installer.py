@@ -1,4 +1,4 @@
-"""The Python API: ``Installer(Config.load(path))`` (DESIGN.md "Interfaces").
+"""The Python API: ``Installer(Config.load(path))`` (docs/design.md "Interfaces").
 
 Every writer takes the lock, recovers unfinished transactions, plans, then
 hands the plan to :func:`atomicplug.transaction.execute`. Readers (``list``,

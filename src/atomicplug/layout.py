@@ -1,4 +1,4 @@
-"""The package layout (DESIGN.md "Package format"): what may stand at a zip's top level.
+"""The package layout (docs/design.md "Package format"): what may stand at a zip's top level.
 
 One rule shared by ``pack`` (what it puts in) and the safe extractor (what it lets out).
 """

@@ -1,6 +1,6 @@
 """Load enabled addons into a running web application, and keep them in step.
 
-DESIGN.md "Interfaces": the billing backend runs recovery on startup, imports
+docs/design.md "Interfaces": the billing backend runs recovery on startup, imports
 every enabled addon's backend as ``<package>.<id>`` from the config's
 ``backend_addons`` folder and mounts its FastAPI ``router``; after every
 install, uninstall, enable, disable or rollback it calls :meth:`AddonLoader.reload`

@@ -1,4 +1,4 @@
-"""The writer lock: one transaction at a time per home (DESIGN.md "State")."""
+"""The writer lock: one transaction at a time per home (docs/design.md "State")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""metadata.json as one frozen, validated value (DESIGN.md "Package format").
+"""metadata.json as one frozen, validated value (docs/design.md "Package format").
 
 Why: the id becomes a Python package and folder name, the version and
 ``requires`` drive dependency resolution, and ``permissions`` gate what a

@@ -1,4 +1,4 @@
-"""minisign-compatible keys and detached signatures (DESIGN.md "Package format").
+"""minisign-compatible keys and detached signatures (docs/design.md "Package format").
 
 Why our own code and not the binary: the installer is a library and must verify
 without a subprocess. The formats are minisign's byte for byte, so a package signed

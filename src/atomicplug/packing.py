@@ -6,7 +6,7 @@ means something. Entries are sorted, timestamps and modes fixed, no directory
 entries, one deflate level; the last entry is RECORD, every file's size and
 sha256 (atomicplug.package_record), hashed while the file is zipped so each
 source file is read once. Why the refusals: what the installer would refuse
-(DESIGN.md "Package format", "Safe extraction") is better refused at pack time.
+(docs/design.md "Package format", "Safe extraction") is better refused at pack time.
 """
 
 from __future__ import annotations

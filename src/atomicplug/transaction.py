@@ -1,4 +1,4 @@
-"""The transaction runner and recovery (DESIGN.md "One transaction", "Recovery").
+"""The transaction runner and recovery (docs/design.md "One transaction", "Recovery").
 
 Order of durable steps for one plan:
   begin (journal) → stage trees into the store → build the next generation

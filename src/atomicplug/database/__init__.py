@@ -1,4 +1,4 @@
-"""The database side of stage 4 (DESIGN.md "One transaction" step 4, "Migrations").
+"""The database side of stage 4 (docs/design.md "One transaction" step 4, "Migrations").
 
 One small module per job, used by :mod:`atomicplug.stages.migrate`:
 

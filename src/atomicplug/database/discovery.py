@@ -1,4 +1,4 @@
-"""The migrations of a store tree (DESIGN.md "Package format", "Migrations").
+"""The migrations of a store tree (docs/design.md "Package format", "Migrations").
 
 Two layouts, never mixed:
 

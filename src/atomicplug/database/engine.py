@@ -1,4 +1,4 @@
-"""Connections whose DDL is transactional (DESIGN.md "Migrations"), on the DB-API drivers.
+"""Connections whose DDL is transactional (docs/design.md "Migrations"), on the DB-API drivers.
 
 Both drivers are put in the same explicit mode and atomicplug sends ``BEGIN``,
 ``COMMIT``, ``ROLLBACK`` and ``SAVEPOINT`` itself:

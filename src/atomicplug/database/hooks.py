@@ -1,4 +1,4 @@
-"""``backend/install.py`` hooks, run with the migration connection (DESIGN.md step 4).
+"""``backend/install.py`` hooks, run with the migration connection (docs/design.md step 4).
 
 A tree's ``backend/install.py`` may define any of::
 

@@ -1,4 +1,4 @@
-"""The ledger: what was migrated, and which transactions committed (DESIGN.md step 4).
+"""The ledger: what was migrated, and which transactions committed (docs/design.md step 4).
 
 ``atomicplug_migrations`` is append-only: one row per migration applied
 (``direction = 'up'``) or reverted (``'down'``); a migration is applied when

@@ -1,6 +1,6 @@
 """Which downs and ups one plugin change runs, decided against the ledger.
 
-DESIGN.md "One transaction" step 4 and "Migrations":
+docs/design.md "One transaction" step 4 and "Migrations":
 
 - install / upgrade: the ups of ``new_tree`` not yet applied, in order. A
   reinstall after ``uninstall --keep-data`` therefore skips what the ledger

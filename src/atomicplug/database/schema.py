@@ -1,4 +1,4 @@
-"""Schema snapshots for the reversibility rehearsal (DESIGN.md "Migrations").
+"""Schema snapshots for the reversibility rehearsal (docs/design.md "Migrations").
 
 A snapshot is what the downs must put back: tables, views and sequences of
 the target schema (``db.schema``, captured before the first migration

@@ -1,6 +1,6 @@
 """Write-ahead journal: one checksummed JSON-lines file per transaction.
 
-DESIGN.md "State": ``<home>/journal/<txid>.jsonl``. Records are ``begin``
+docs/design.md "State": ``<home>/journal/<txid>.jsonl``. Records are ``begin``
 (with the plan), ``staged``, ``committed``, ``done`` and ``aborted``; each
 append is fsync'd before the step it announces happens.
 """

@@ -1,7 +1,7 @@
 """Appending records durably: write, fsync the file (and the folder when new).
 
 A record is on disk before the step it announces starts; that ordering is
-what lets recovery decide forward or back (DESIGN.md "One transaction").
+what lets recovery decide forward or back (docs/design.md "One transaction").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The signed plugin repository (DESIGN.md "Repository"): publish, serve, fetch, resolve.
+"""The signed plugin repository (docs/design.md "Repository"): publish, serve, fetch, resolve.
 
 The installer needs only :func:`load_manifest`, :func:`resolve`,
 :func:`fetch_package` (or :func:`plan_remote`, all three in one call) and

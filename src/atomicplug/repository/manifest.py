@@ -1,6 +1,6 @@
 """The repository manifest: its model, its signature, and the client's trust state.
 
-DESIGN.md "Repository": ``manifest.json`` lists every package with its sha256
+docs/design.md "Repository": ``manifest.json`` lists every package with its sha256
 and size and is signed (``manifest.json.minisig``). The client accepts a
 manifest only when its signature verifies with a trusted key, it has not
 expired (freeze attack) and its ``version`` is not lower than the last one
@@ -259,7 +259,7 @@ def verify_bytes(data: bytes, sig_text: str, trusted_keys: Sequence[Any], what: 
 
 
 def verify_manifest(data: bytes, sig_text: str, trusted_keys: Sequence[Any], now: dt.datetime | None = None) -> Manifest:
-    """Signature first, then parse, then expiry (DESIGN.md "Repository").
+    """Signature first, then parse, then expiry (docs/design.md "Repository").
 
     Raises TrustError for a bad signature, a malformed manifest, or an
     expired one (freeze attack). Rollback is :class:`TrustedState`'s job.

@@ -1,4 +1,4 @@
-"""Check a plugin's backend Python dependencies (DESIGN.md "One transaction", step 2).
+"""Check a plugin's backend Python dependencies (docs/design.md "One transaction", step 2).
 
 ``metadata.json`` ``backend.dependencies`` are PEP 508 strings. atomicplug
 never runs pip inside a transaction; it refuses at plan time when the running

@@ -1,6 +1,6 @@
 """What the installer calls: trusted manifest, resolved plan, verified packages.
 
-DESIGN.md "Repository", in order: fetch the manifest and its signature, verify
+docs/design.md "Repository", in order: fetch the manifest and its signature, verify
 the signature with a trusted key, refuse an expired manifest (freeze) or one
 older than the last accepted (rollback), record it; resolve the requested
 plugins; download each package at most ``size`` bytes, check its sha256

@@ -1,6 +1,6 @@
 """The publisher's side of a repository folder: ``repo init``, ``repo add``, ``repo sign``, ``repo list``.
 
-Layout (DESIGN.md "Repository")::
+Layout (docs/design.md "Repository")::
 
     manifest.json, manifest.json.minisig
     plugins/<id>/v<version>.zip (+ .minisig)

@@ -1,4 +1,4 @@
-"""Plugin dependency resolution over a manifest (DESIGN.md "One transaction", step 2).
+"""Plugin dependency resolution over a manifest (docs/design.md "One transaction", step 2).
 
 All or nothing: the whole ``requires`` closure of the requested plugins is
 chosen at the highest versions that satisfy every constraint on them, in

@@ -1,6 +1,6 @@
 """``atomicplug serve``: a small development server for a repository folder.
 
-Routes (DESIGN.md "Repository")::
+Routes (docs/design.md "Repository")::
 
     /manifest.json, /manifest.json.minisig
     /download/<id>/<version>[.minisig]   ->  plugins/<id>/v<version>.zip[.minisig]

@@ -1,4 +1,4 @@
-"""Safe extraction of plugin zips: never ``extractall`` (DESIGN.md "Safe extraction").
+"""Safe extraction of plugin zips: never ``extractall`` (docs/design.md "Safe extraction").
 
 ``read_metadata`` validates an archive's structure (and its RECORD, if any) and
 reads its metadata.json; ``extract`` unpacks it into a fresh folder, and

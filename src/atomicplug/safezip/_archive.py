@@ -1,4 +1,4 @@
-"""Read a zip's structure and stream its members under caps (DESIGN.md "Safe extraction").
+"""Read a zip's structure and stream its members under caps (docs/design.md "Safe extraction").
 
 Why: ``zipfile`` trusts sizes the archive claims and (in Python 3.11) does not
 notice members whose data overlap. Here the central directory is parsed by

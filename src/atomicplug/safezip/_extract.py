@@ -1,4 +1,4 @@
-"""Write a validated archive into a fresh folder, durably (DESIGN.md "One transaction" step 3).
+"""Write a validated archive into a fresh folder, durably (docs/design.md "One transaction" step 3).
 
 Why: staging must hold exactly the package's files, durable on disk, with their
 sha256 recorded for ``verify``; and a refused package must leave nothing

@@ -1,4 +1,4 @@
-"""Rules on entry names and modes (DESIGN.md "Safe extraction").
+"""Rules on entry names and modes (docs/design.md "Safe extraction").
 
 Why: a name is the only thing deciding where bytes land, so every name is
 checked as text before anything is written: no escape (``..``, absolute,

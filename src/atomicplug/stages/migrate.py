@@ -1,6 +1,6 @@
 """Stage 4, the database step: the seam between the transaction engine and the database.
 
-DESIGN.md "One transaction" step 4: one database transaction runs the
+docs/design.md "One transaction" step 4: one database transaction runs the
 migrations and install hooks of every plugin in the plan and writes the
 ledger row for the txid; its COMMIT is the point of no return. Just before
 COMMIT the caller is handed the transaction's xid (``before_commit``) to
@@ -61,7 +61,7 @@ _WITH_NEW_TREE = ("install", "upgrade", "downgrade")
 
 
 def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> None:
-    """Plan-time checks, before any file or row changes (DESIGN.md step 2).
+    """Plan-time checks, before any file or row changes (docs/design.md step 2).
 
     ``ledger=False`` (a cluster node's sync, which runs no migrations) keeps the
     checks of the trees themselves and skips the ledger.
@@ -160,7 +160,7 @@ def run(
     db: Database | None = None,
     in_transaction: InTransaction | None = None,
 ) -> None:
-    """DESIGN.md step 4: every change's migrations, hooks and the ledger in ONE transaction.
+    """docs/design.md step 4: every change's migrations, hooks and the ledger in ONE transaction.
 
     The ``atomicplug_transactions`` row for ``txid`` is written in this same
     transaction even when no plugin has migrations. After the last statement
