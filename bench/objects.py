@@ -46,26 +46,12 @@ from atomicplug.testing import PluginSpec  # noqa: E402
 
 PY = sys.executable
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
-CHANGED_FRACTION = 0.01
 
 
 def changed_versions(size: str, workdir: Path, key: workloads.KeyPair) -> tuple[Path, Path, int]:
-    """Version A and version B of one plugin, B differing from A in 1 % of its files (cached)."""
-    plugin_id = f"objects_{size}"
-    out_dir = workdir / "packages" / f"objects-{size}"
-    files_a = workloads._files(size, "1.0.0", seed=1)
-    rng = random.Random(7)
-    changed = sorted(rng.sample(sorted(files_a), max(1, round(len(files_a) * CHANGED_FRACTION))))
-    files_b = dict(files_a)
-    for name in changed:
-        old = files_a[name]
-        files_b[name] = old + "\n# changed\n" if isinstance(old, str) else rng.randbytes(len(old))
-    zips = []
-    for version, files in (("1.0.0", files_a), ("1.0.1", files_b)):
-        spec = PluginSpec(id=plugin_id, version=version, files=files)
-        cache_key = json.dumps(["objects", workloads.SIZES[size], version, key.public_path.read_text(), 1])
-        zips.append(workloads._cached_build(spec, out_dir, key, cache_key))
-    return zips[0], zips[1], len(changed)
+    """Version A and version B of one plugin, B differing from A in 1 % of its files (cached; run.py uses the same)."""
+    (a, b), changed = workloads.build_chain(size, workdir, key, 2)
+    return a, b, changed
 
 
 def few_big_files(count: int, mib: int, workdir: Path, key: workloads.KeyPair) -> Path:

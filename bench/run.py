@@ -1,7 +1,18 @@
-"""Benchmark atomicplug against the floor and the naive installer, in one run (issue 8).
+"""Benchmark atomicplug against the floor and the naive installer, in one run (issues 8 and 14).
 
-    python bench/run.py                          # small, medium, large; scaling 1/100/1000
-    python bench/run.py --sizes small,medium --repeat 3 --scale 1,100
+    python bench/run.py                                   # every part, every size (~40-60 min here)
+    python bench/run.py --parts sizes,api --sizes small,medium --repeat 3
+    python bench/run.py --parts disk --disk-size medium
+
+Parts (``--parts``, default all): ``sizes`` (install, 1 %-changed upgrade,
+upgrade, rollback, uninstall, recover through the CLI beside the floor and the
+naive installer, and each command's peak memory), ``api`` (the small plugin
+through the Python API in a warm process, bench/warm_api.py, with a cProfile
+of where an install's time goes), ``imports`` (``python -X importtime`` of a
+CLI install of the small plugin, and ``recover``'s start-up), ``scaling``
+(install, disable, enable, ``rollback --generation``, list, recover with 1, 100,
+1000 plugins installed) and ``disk`` (10 versions of the large plugin, each 1 %
+different from the one before, against one).
 
 Every contender is a subprocess working on the same signed zip:
 
@@ -10,13 +21,15 @@ Every contender is a subprocess working on the same signed zip:
 - naive: bench/naive_installer.py (extractall, copytree, executescript, JSON);
 - atomicplug: ``python -m atomicplug --config … install|rollback|uninstall|recover``.
 
-"upgrade" is ``install`` of version 2.0.0 over 1.0.0 (the CLI's ``upgrade``
-needs a repository server; the transaction is the same). Figures are medians
-over ``--repeat`` runs, contenders interleaved within each run so that noise
-from other processes hits all three alike (the medians of the per-run ratios
-are printed too). Peak RSS comes from GNU time around the atomicplug command
-alone. The last line printed is JSON with every figure and the ratios
-atomicplug/floor and atomicplug/naive.
+"upgrade" is ``install`` of version 2.0.0 (every file different, one more
+migration) and "upgrade_1pct" ``install`` of 1.0.1 (1 % of the files changed)
+over 1.0.0; the CLI's ``upgrade`` needs a repository server and the
+transaction is the same. Figures are medians over ``--repeat`` runs,
+contenders interleaved within each run so that noise from other processes
+hits all alike (the medians of the per-run ratios are given too). Peak memory
+is measured in a second pass (bench/measure.py: the largest process by GNU
+time, and the sampled sum over the process tree). The last line printed is
+JSON with every figure, the targets and whether each is met.
 """
 
 from __future__ import annotations
@@ -36,66 +49,33 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import measure  # noqa: E402
 import workloads  # noqa: E402
+from measure import Failed, last_stdout, peak_rss, timed  # noqa: E402
 
 from atomicplug.testing import make_home  # noqa: E402
 
 PY = sys.executable
 NAIVE = str(HERE / "naive_installer.py")
-HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse")
-OPS = ("install", "upgrade", "rollback", "uninstall")
+WARM_API = str(HERE / "warm_api.py")
+HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse", "psycopg2", "fastapi", "httpx")
+OPS = ("install", "upgrade_1pct", "upgrade", "rollback", "uninstall")
+PARTS = ("sizes", "api", "imports", "scaling", "disk")
+SCALING_OPS = ("install", "disable", "enable", "rollback_generation", "list", "recover")
 
+#: Issue 14's targets (the limits; a figure at or under its limit meets it).
 TARGETS = {
-    "medium_install_vs_floor_max": 2.0,
-    "medium_install_vs_naive_max": 1.0,
-    "scaling_1000_vs_1_max": 1.3,
-    "large_peak_rss_mb_max": 100.0,
+    "large_upgrade_1pct_vs_install": 0.1,
+    "large_upgrade_1pct_vs_naive_upgrade_1pct": 0.1,
+    "medium_install_vs_floor": 1.5,
+    "small_api_install_vs_floor": 3.0,
+    "small_cli_install_ms": 100.0,
+    "large_install_peak_tree_mib": 64.0,
+    "large_install_peak_largest_process_mib": 64.0,
+    "peak_rss_large_vs_small": 1.3,  # "flat in plugin size"
+    "scaling_1000_vs_1": 1.3,  # each of SCALING_OPS: "flat from 1 to 1000 installed"
+    "disk_10_versions_vs_1": 1.2,
 }
-
-
-class Failed(RuntimeError):
-    pass
-
-
-GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
-
-
-def peak_rss_kib(cmd: list[str]) -> int:
-    """Peak RSS of ``cmd`` alone, in KiB, measured by GNU time (a small process forks it).
-
-    Not ``os.wait4`` on our own child: Linux carries the forking process's RSS
-    high-water mark into the child's ``ru_maxrss`` across exec, and this process
-    holds large packages in memory while it builds them.
-    """
-    if GNU_TIME is None:
-        return timed(cmd)[1]
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
-        timed([GNU_TIME, "-f", "%M", "-o", out.name, *cmd])
-        return int(out.read().strip().splitlines()[-1])
-
-
-def timed(cmd: list[str], *, cwd: Path | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, ru_maxrss of the child in KiB). Raises Failed on exit != 0.
-
-    Starts from a quiet disk (``sync`` first, untimed): otherwise a command pays for the
-    write-back and journal commits of whatever ran before it (creating files right after
-    another contender deleted thousands measured up to 2x slower), and which contender
-    runs after which would decide the ratios.
-    """
-    os.sync()
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = proc.stdout.read()  # type: ignore[union-attr]
-    err = proc.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stdout.close()  # type: ignore[union-attr]
-    proc.stderr.close()  # type: ignore[union-attr]
-    if proc.returncode != 0:
-        raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode(errors='replace').strip()[-2000:]}")
-    timed.last_stdout = out  # type: ignore[attr-defined]
-    return elapsed, usage.ru_maxrss
 
 
 def ap(config: Path, *args: str) -> list[str]:
@@ -116,18 +96,18 @@ def fresh_home(root: Path, key: workloads.KeyPair) -> Path:
     return make_home(root, keys=[key.public_path], lock_timeout=60)
 
 
-# -- per size -----------------------------------------------------------------------
-def run_floor(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> float:
+# -- sizes: the CLI beside the floor and the naive installer -----------------------------
+def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path) -> float:
     target = scratch / "floor"
     if target.exists():
         shutil.rmtree(target)
     total = 0.0
     for cmd in (
-        ["unzip", "-q", str(w.v1), "-d", str(target)],
-        ["sha256sum", str(w.v1)],
-        ["minisign", "-V", "-q", "-m", str(w.v1), "-p", str(key.public_path)],
+        ["unzip", "-q", str(zip_path), "-d", str(target)],
+        ["sha256sum", str(zip_path)],
+        ["minisign", "-V", "-q", "-m", str(zip_path), "-p", str(key.public_path)],
     ):
-        total += timed(cmd)[0]
+        total += timed(cmd)
     shutil.rmtree(target)
     return total
 
@@ -138,33 +118,43 @@ def run_naive(w: workloads.Workload, scratch: Path) -> dict[str, float]:
         shutil.rmtree(root)
     root.mkdir(parents=True)
     figures = {}
-    for op, target in (("install", w.v1), ("upgrade", w.v2), ("rollback", w.plugin_id), ("uninstall", w.plugin_id)):
-        figures[op] = timed([PY, NAIVE, "--root", str(root), op, str(target)])[0]
+    steps = (
+        ("install", "install", w.v1),
+        ("upgrade_1pct", "upgrade", w.v1_1pct),
+        ("upgrade", "upgrade", w.v2),
+        ("rollback", "rollback", w.plugin_id),
+        ("uninstall", "uninstall", w.plugin_id),
+    )
+    for op, command, target in steps:
+        figures[op] = timed([PY, NAIVE, "--root", str(root), command, str(target)])
     shutil.rmtree(root)
     return figures
 
 
-def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> tuple[dict[str, float], dict[str, int]]:
-    config = fresh_home(scratch / "atomicplug", key)
-    figures: dict[str, float] = {}
-    rss: dict[str, int] = {}
-    steps = (
+def atomicplug_steps(w: workloads.Workload) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    return (
         ("install", ("install", str(w.v1))),
+        ("upgrade_1pct", ("install", str(w.v1_1pct))),
         ("upgrade", ("install", str(w.v2))),
         ("rollback", ("rollback", w.plugin_id)),
         ("uninstall", ("uninstall", w.plugin_id)),
         ("recover", ("recover",)),
     )
-    for op, args in steps:
-        figures[op] = timed(ap(config, *args))[0]
-        rss[op] = 0
-    # Peak RSS in a second pass, under GNU time, so its fork does not touch the timings.
-    shutil.rmtree(config.parent)
+
+
+def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, float]:
     config = fresh_home(scratch / "atomicplug", key)
-    for op, args in steps:
-        rss[op] = peak_rss_kib(ap(config, *args))
+    figures = {op: timed(ap(config, *args)) for op, args in atomicplug_steps(w)}
     shutil.rmtree(config.parent)
-    return figures, rss
+    return figures
+
+
+def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
+    """Peak memory of each atomicplug command, in a pass of its own (the sampling costs CPU)."""
+    config = fresh_home(scratch / "atomicplug", key)
+    peaks = {op: peak_rss(ap(config, *args)) for op, args in atomicplug_steps(w)}
+    shutil.rmtree(config.parent)
+    return peaks
 
 
 def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
@@ -173,45 +163,120 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
     log(f"[{size}] packages ready in {time.perf_counter() - t0:.1f}s ({w.v1.stat().st_size / 1e6:.1f} MB zip)")
     scratch = workdir / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
+    ops = (*OPS, "recover")
     floor: list[float] = []
     naive: dict[str, list[float]] = {op: [] for op in OPS}
-    atom: dict[str, list[float]] = {op: [] for op in (*OPS, "recover")}
-    rss: dict[str, list[int]] = {op: [] for op in atom}
+    atom: dict[str, list[float]] = {op: [] for op in ops}
     for i in range(repeat):
-        floor.append(run_floor(w, key, scratch))
+        floor.append(run_floor(w.v1, key, scratch))
         for op, value in run_naive(w, scratch).items():
             naive[op].append(value)
-        figures, peaks = run_atomicplug(w, key, scratch)
-        for op, value in figures.items():
+        for op, value in run_atomicplug(w, key, scratch).items():
             atom[op].append(value)
-            rss[op].append(peaks[op])
-        log(f"[{size}] run {i + 1}/{repeat}: floor {floor[-1]:.3f}s naive {naive['install'][-1]:.3f}s atomicplug {atom['install'][-1]:.3f}s")
+        log(
+            f"[{size}] run {i + 1}/{repeat}: floor {floor[-1]:.3f}s naive {naive['install'][-1]:.3f}s "
+            f"atomicplug {atom['install'][-1]:.3f}s, 1 % upgrade {atom['upgrade_1pct'][-1]:.3f}s"
+        )
+    peaks = memory_pass(w, key, scratch)
     result = {
         "files": w.files,
         "unpacked_bytes": w.total_bytes,
         "zip_bytes": w.v1.stat().st_size,
+        "changed_files_1pct": w.changed_files,
         "floor_s": round(median(floor), 4),
         "naive_s": {op: round(median(v), 4) for op, v in naive.items()},
         "atomicplug_s": {op: round(median(v), 4) for op, v in atom.items()},
-        "atomicplug_peak_rss_mb": {op: round(max(v) / 1024, 1) for op, v in rss.items()},
-        "samples": {"floor": floor, "naive_install": naive["install"], "atomicplug_install": atom["install"]},
+        "peak_memory_mib": peaks,
+        "samples": {"floor": floor, **{f"naive_{op}": v for op, v in naive.items()}, **{f"atomicplug_{op}": v for op, v in atom.items()}},
     }
-    # Per-run ratios too: the three contenders of one run share the machine's momentary load,
-    # so their ratio varies less than a ratio of medians taken over a drifting background.
+
+    def per_run(a: list[float], b: list[float]) -> float:
+        return round(median([x / y for x, y in zip(a, b)]), 3)
+
+    # Per-run ratios: the contenders of one run share the machine's momentary load, so
+    # their ratio varies less than a ratio of medians taken over a drifting background.
     result["paired_ratios"] = {
-        "install_vs_floor": round(median([x / y for x, y in zip(atom["install"], floor)]), 3),
-        "install_vs_naive": round(median([x / y for x, y in zip(atom["install"], naive["install"])]), 3),
+        "install_vs_floor": per_run(atom["install"], floor),
+        "install_vs_naive": per_run(atom["install"], naive["install"]),
+        "upgrade_1pct_vs_install": per_run(atom["upgrade_1pct"], atom["install"]),
+        "upgrade_1pct_vs_naive_upgrade_1pct": per_run(atom["upgrade_1pct"], naive["upgrade_1pct"]),
     }
     a = result["atomicplug_s"]
     result["ratios"] = {
         "install_vs_floor": ratio(a["install"], result["floor_s"]),
         "upgrade_vs_floor": ratio(a["upgrade"], result["floor_s"]),
+        "upgrade_1pct_vs_install": ratio(a["upgrade_1pct"], a["install"]),
         **{f"{op}_vs_naive": ratio(a[op], result["naive_s"][op]) for op in OPS},
     }
     return result
 
 
-# -- scaling ------------------------------------------------------------------------
+# -- api: the small plugin in a warm process ------------------------------------------------
+def bench_api(repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
+    """bench/warm_api.py in a subprocess of its own (this process holds packages in memory)."""
+    small = workloads.build_workload("small", workdir, key)
+    result: dict = {}
+    for label, extra in (("reinstall", []), ("fresh_tree", ["--fresh-tree"])):
+        config = fresh_home(workdir / "scratch" / "api", key)
+        cmd = [PY, WARM_API, "--config", str(config), "--zip", str(small.v1), "--pubkey", str(key.public_path)]
+        timed([*cmd, "--repeat", str(repeat), "--profile", str(max(5, repeat)), *extra])
+        result[label] = json.loads(last_stdout().decode().strip().splitlines()[-1])
+        shutil.rmtree(config.parent)
+        r = result[label]
+        log(f"[api] {label}: install {1000 * r['install_s']:.1f} ms, floor {1000 * r['floor_s']:.1f} ms ({r['install_vs_floor_per_run']}x per run)")
+    return result
+
+
+# -- imports: where a CLI install's start-up goes -------------------------------------------
+def importtime(cmd: list[str]) -> dict:
+    """``python -X importtime`` of ``cmd`` (a ``python -m atomicplug …`` command): total, and the biggest imports."""
+    proc = subprocess.run([PY, "-X", "importtime", *cmd[1:]], capture_output=True, text=True, check=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        self_us, cumulative, name = line[len("import time:") :].split("|", 2)
+        try:
+            rows.append((int(self_us), int(cumulative), name.rstrip()))
+        except ValueError:
+            continue  # the header line
+    top_level = [(c, n.strip()) for _, c, n in rows if not n.startswith("  ")]
+    by_package: dict[str, int] = {}
+    for self_us, _, name in rows:
+        root = name.strip().split(".")[0]
+        by_package[root] = by_package.get(root, 0) + self_us
+    return {
+        "total_ms": round(sum(s for s, _, _ in rows) / 1000, 1),
+        "modules": len(rows),
+        "top_level_cumulative_ms": [{"module": n, "ms": round(c / 1000, 1)} for c, n in sorted(top_level, reverse=True)[:12]],
+        "by_package_self_ms": dict(sorted(((k, round(v / 1000, 1)) for k, v in by_package.items()), key=lambda kv: -kv[1])[:15]),
+        "heavy": sorted({n.strip().split(".")[0] for _, _, n in rows} & set(HEAVY_MODULES)),
+    }
+
+
+def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair) -> dict:
+    small = workloads.build_workload("small", workdir, key)
+    config = fresh_home(workdir / "scratch" / "imports", key)
+    timed(ap(config, "recover"))  # creates the home
+    bare, recover, install = [], [], []
+    for _ in range(max(5, repeat)):  # interleaved
+        bare.append(timed([PY, "-c", "pass"]))
+        recover.append(timed(ap(config, "recover")))
+        install.append(timed(ap(config, "install", str(small.v1))))
+        timed(ap(config, "uninstall", small.plugin_id))
+    result = {
+        "python_startup_s": round(median(bare), 4),
+        "recover_nothing_pending_s": round(median(recover), 4),
+        "cli_install_small_s": round(median(install), 4),
+        "recover_vs_startup": ratio(median(recover), median(bare)),
+        "recover_imports": importtime(ap(config, "recover")),
+        "install_imports": importtime(ap(config, "install", str(small.v1))),
+    }
+    shutil.rmtree(config.parent)
+    return result
+
+
+# -- scaling --------------------------------------------------------------------------------
 #: Filler plugins installed per transaction when building the scaling states.
 FILL_BATCH = 50
 
@@ -233,12 +298,24 @@ def fill(config_path: Path, zips: list[Path]) -> None:
         installer.install_packages(packages)
 
 
+def live_generation(config_path: Path) -> int:
+    from atomicplug import generations
+    from atomicplug.config import Config
+
+    number = generations.current_number(Config.load(config_path))
+    assert number is not None
+    return number
+
+
 def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
     """One home per level, all filled first; then each run measures every level in turn.
 
     Interleaving matters: filling 1000 plugins takes a minute or more, and measuring
     the levels one after the other let the machine's drift over that minute decide
-    the ratio (1.29×, 1.77×, 1.39× in three runs of the same code).
+    the ratio (1.29×, 1.77×, 1.39× in three runs of the same code). Per level and
+    run: install the small plugin, disable it, enable it, ``rollback --generation``
+    to the generation where it was disabled (a switch of the whole view), list,
+    recover (nothing pending), then uninstall (untimed).
     """
     small = workloads.build_workload("small", workdir, key)
     t0 = time.perf_counter()
@@ -252,66 +329,63 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
         fill(homes[level], fillers[:level])
         fill_times[level] = time.perf_counter() - t0
         log(f"[scaling] home with {level} installed, filled in-process in {fill_times[level]:.1f}s")
-    samples: dict[int, dict[str, list[float]]] = {level: {"install": [], "list": [], "recover": []} for level in levels}
+    samples: dict[int, dict[str, list[float]]] = {level: {op: [] for op in SCALING_OPS} for level in levels}
     for i in range(repeat):
         for level, config in homes.items():
             got = samples[level]
-            got["install"].append(timed(ap(config, "install", str(small.v1)))[0])
+            got["install"].append(timed(ap(config, "install", str(small.v1))))
+            got["disable"].append(timed(ap(config, "disable", small.plugin_id)))
+            disabled = live_generation(config)
+            got["enable"].append(timed(ap(config, "enable", small.plugin_id)))
+            got["rollback_generation"].append(timed(ap(config, "rollback", "--generation", str(disabled))))
+            got["list"].append(timed(ap(config, "list", "--json")))
+            rows = json.loads(last_stdout())
+            if len(rows) != level + 1:
+                raise Failed(f"list --json shows {len(rows)} plugins, expected {level + 1}")
+            got["recover"].append(timed(ap(config, "recover")))
             timed(ap(config, "uninstall", small.plugin_id))
-            got["list"].append(timed(ap(config, "list", "--json"))[0])
-            rows = json.loads(timed.last_stdout)  # type: ignore[attr-defined]
-            if len(rows) != level:
-                raise Failed(f"list --json shows {len(rows)} plugins, expected {level}")
-            got["recover"].append(timed(ap(config, "recover"))[0])
         log(f"[scaling] run {i + 1}/{repeat}: install " + ", ".join(f"{lv}: {samples[lv]['install'][-1]:.3f}s" for lv in homes))
     result: dict[str, dict] = {}
     for level, got in samples.items():
         result[str(level)] = {
             "fill_s": round(fill_times[level], 2),
-            "fill_added": level,
             "fill_per_plugin_ms": round(1000 * fill_times[level] / max(1, level), 1),
-            "install_small_s": round(median(got["install"]), 4),
-            "list_json_s": round(median(got["list"]), 4),
-            "recover_s": round(median(got["recover"]), 4),
-            "install_samples": got["install"],
+            **{f"{op}_s": round(median(v), 4) for op, v in got.items()},
+            "samples": got,
         }
+    low, high = str(min(levels)), str(max(levels))
+    result["vs_fewest"] = {
+        op: round(median([h / lo for h, lo in zip(samples[max(levels)][op], samples[min(levels)][op])]), 3) for op in SCALING_OPS
+    }
+    result["vs_fewest_levels"] = [int(low), int(high)]
     for config in homes.values():
         shutil.rmtree(config.parent)
     return result
 
 
-# -- start-up and imports ------------------------------------------------------------
-def bench_startup(repeat: int, workdir: Path, key: workloads.KeyPair) -> dict:
-    config = fresh_home(workdir / "scratch" / "startup", key)
-    timed(ap(config, "recover"))  # creates the home
-    bare = [timed([PY, "-c", "pass"])[0] for _ in range(max(5, repeat))]
-    site_free = [timed([PY, "-I", "-S", "-c", "pass"])[0] for _ in range(max(5, repeat))]
-    recover = [timed(ap(config, "recover"))[0] for _ in range(max(5, repeat))]
-    proc = subprocess.run([PY, "-X", "importtime", *ap(config, "recover")[1:]], capture_output=True, text=True, check=True)
-    imported = set()
-    self_us = 0
-    for line in proc.stderr.splitlines():
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        fields = line.split("|")
-        try:
-            self_us += int(fields[0].split(":")[1])
-        except ValueError:
-            continue
-        imported.add(fields[2].strip().split(".")[0])
-    shutil.rmtree(config.parent)
-    r, b = median(recover), median(bare)
-    return {
-        "python_startup_s": round(b, 4),
-        "python_isolated_startup_s": round(median(site_free), 4),
-        "recover_nothing_pending_s": round(r, 4),
-        "recover_vs_startup": ratio(r, b),
-        "recover_import_total_ms": round(self_us / 1000, 1),
-        "recover_heavy_imports": sorted(m for m in HEAVY_MODULES if m in imported),
-    }
+# -- disk -----------------------------------------------------------------------------------
+def bench_disk(size: str, versions: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
+    """du of <home> after installing ``versions`` versions (each 1 % different from the one before), no gc, against one."""
+    from atomicplug.config import Config
+    from atomicplug.installer import Installer
+
+    t0 = time.perf_counter()
+    zips, changed = workloads.build_chain(size, workdir, key, versions)
+    log(f"[disk] {versions} versions of {size} ready in {time.perf_counter() - t0:.1f}s ({changed} files changed per step)")
+    homes = {}
+    for label, chain in (("one_version", zips[:1]), ("all_versions", zips)):
+        config = fresh_home(workdir / "scratch" / f"disk-{label}", key)
+        installer = Installer(Config.load(config))
+        for z in chain:
+            installer.install_file(z)
+        homes[label] = measure.disk_used(installer.config.home)
+        shutil.rmtree(config.parent)
+    one, many = homes["one_version"]["total"], homes["all_versions"]["total"]
+    log(f"[disk] one version {one / 2**20:.1f} MiB, {versions} versions {many / 2**20:.1f} MiB")
+    return {"size": size, "versions": versions, "changed_files_per_step": changed, "du_bytes": homes, "ratio": ratio(many, one)}
 
 
-# -- report ---------------------------------------------------------------------------
+# -- report ---------------------------------------------------------------------------------
 def precompile_atomicplug() -> None:
     """Measure atomicplug as installed, with its modules' pycs present.
 
@@ -330,69 +404,125 @@ def fmt(x: float) -> str:
     return f"{x * 1000:.0f} ms" if x < 10 else f"{x:.1f} s"
 
 
+def machine_load() -> dict:
+    one, five, fifteen = os.getloadavg()
+    return {"loadavg_1_5_15": [round(one, 2), round(five, 2), round(fifteen, 2)]}
+
+
 def print_tables(data: dict) -> None:
-    print()
-    print(f"{'size':7} {'op':10} {'floor':>9} {'naive':>9} {'atomicplug':>11} {'ap/floor':>9} {'ap/naive':>9}")
-    for size, r in data["sizes"].items():
-        for op in (*OPS, "recover"):
-            a = r["atomicplug_s"][op]
-            n = r["naive_s"].get(op)
-            fl = r["floor_s"] if op in ("install", "upgrade") else None
-            print(
-                f"{size:7} {op:10} {fmt(fl) if fl else '-':>9} {fmt(n) if n else '-':>9} {fmt(a):>11} "
-                f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9}"
-            )
-        print(f"{size:7} {'peak RSS':10} {'':>9} {'':>9} {r['atomicplug_peak_rss_mb']['install']:>8} MB")
-        pr = r["paired_ratios"]
-        print(f"{size:7} {'install, median of per-run ratios:':45} {pr['install_vs_floor']:>9} {pr['install_vs_naive']:>9}")
-    if data.get("scaling"):
+    if data.get("sizes"):
         print()
-        print(f"{'installed':>9} {'install small':>14} {'list --json':>12} {'recover':>9} {'fill (in-process)':>18}")
-        for level, r in data["scaling"].items():
-            print(f"{level:>9} {fmt(r['install_small_s']):>14} {fmt(r['list_json_s']):>12} {fmt(r['recover_s']):>9} {r['fill_s']:>10.1f} s")
-    s = data["startup"]
-    print()
-    print(
-        f"python -c pass {fmt(s['python_startup_s'])}; recover (nothing pending) {fmt(s['recover_nothing_pending_s'])} "
-        f"= {s['recover_vs_startup']}x start-up; heavy imports: {', '.join(s['recover_heavy_imports']) or 'none'}"
-    )
+        print(f"{'size':7} {'op':13} {'floor':>9} {'naive':>9} {'atomicplug':>11} {'ap/floor':>9} {'ap/naive':>9} {'peak tree/largest':>18}")
+        for size, r in data["sizes"].items():
+            for op in (*OPS, "recover"):
+                a = r["atomicplug_s"][op]
+                n = r["naive_s"].get(op)
+                fl = r["floor_s"] if op == "install" else None
+                m = r["peak_memory_mib"][op]
+                print(
+                    f"{size:7} {op:13} {fmt(fl) if fl else '-':>9} {fmt(n) if n else '-':>9} {fmt(a):>11} "
+                    f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9} {m['tree_mib']:>8} / {m['largest_process_mib']} MiB"
+                )
+            pr = r["paired_ratios"]
+            print(f"{size:7} median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in pr.items()))
+    if data.get("api"):
+        print()
+        for label, r in data["api"].items():
+            print(
+                f"API, warm process, small ({label}): install {fmt(r['install_s'])}, uninstall {fmt(r['uninstall_s'])}, "
+                f"floor {fmt(r['floor_s'])}: {r['install_vs_floor']}x (per run {r['install_vs_floor_per_run']}x)"
+            )
+        profile = data["api"]["reinstall"].get("profile")
+        if profile:
+            print(f"where a warm install's time goes (cProfile, ms per install over {profile['installs']} installs, cumulative):")
+            for row in profile["stages"]:
+                print(f"  {row['stage']:58} {row['ms']:>8.2f} ms  ({row['calls']} calls)")
+    if data.get("imports"):
+        s = data["imports"]
+        print()
+        print(
+            f"python -c pass {fmt(s['python_startup_s'])}; recover (nothing pending) {fmt(s['recover_nothing_pending_s'])}; "
+            f"CLI install small {fmt(s['cli_install_small_s'])}"
+        )
+        for name in ("recover_imports", "install_imports"):
+            imp = s[name]
+            top = ", ".join(f"{t['module']} {t['ms']}" for t in imp["top_level_cumulative_ms"][:6])
+            print(f"  {name}: {imp['total_ms']} ms in {imp['modules']} modules; heavy: {', '.join(imp['heavy']) or 'none'}; top: {top}")
+    if data.get("scaling"):
+        sc = data["scaling"]
+        print()
+        print(f"{'installed':>9} " + " ".join(f"{op:>20}" for op in SCALING_OPS) + f" {'fill':>8}")
+        for level, r in sc.items():
+            if level.isdigit():
+                print(f"{level:>9} " + " ".join(f"{fmt(r[op + '_s']):>20}" for op in SCALING_OPS) + f" {r['fill_s']:>7.1f}s")
+        print(f"{'ratio':>9} " + " ".join(f"{sc['vs_fewest'][op]:>20}" for op in SCALING_OPS))
+    if data.get("disk"):
+        d = data["disk"]
+        print()
+        print(
+            f"disk, {d['versions']} versions of {d['size']} (1 % changed each): {d['du_bytes']['all_versions']['total'] / 2**20:.1f} MiB "
+            f"vs one version {d['du_bytes']['one_version']['total'] / 2**20:.1f} MiB: {d['ratio']}x"
+        )
     print()
     for name, t in data["targets"].items():
         print(f"target {name}: {t['value']} (limit {t['limit']}) {'MET' if t['met'] else 'MISSED'}")
 
 
 def evaluate_targets(data: dict) -> dict:
-    targets = {}
-    sizes = data["sizes"]
-    if "medium" in sizes:
-        m = sizes["medium"]["ratios"]
-        targets["medium_install_vs_floor"] = {"value": m["install_vs_floor"], "limit": TARGETS["medium_install_vs_floor_max"]}
-        targets["medium_install_vs_naive"] = {"value": m["install_vs_naive"], "limit": TARGETS["medium_install_vs_naive_max"]}
-    sc = data.get("scaling") or {}
-    if "1" in sc and "1000" in sc:
-        targets["scaling_1000_vs_1"] = {
-            "value": ratio(sc["1000"]["install_small_s"], sc["1"]["install_small_s"]),
-            "limit": TARGETS["scaling_1000_vs_1_max"],
-        }
+    targets: dict[str, dict] = {}
+
+    def add(name: str, value: float, limit_name: str | None = None) -> None:
+        limit = TARGETS[limit_name or name]
+        targets[name] = {"value": value, "limit": limit, "met": value <= limit}
+
+    sizes = data.get("sizes") or {}
     if "large" in sizes:
-        targets["large_peak_rss_mb"] = {"value": sizes["large"]["atomicplug_peak_rss_mb"]["install"], "limit": TARGETS["large_peak_rss_mb_max"]}
-    for t in targets.values():
-        t["met"] = t["value"] <= t["limit"]
-    s = data["startup"]
-    targets["recover_lazy_imports"] = {"value": s["recover_heavy_imports"], "limit": [], "met": not s["recover_heavy_imports"]}
+        pr = sizes["large"]["paired_ratios"]
+        add("large_upgrade_1pct_vs_install", pr["upgrade_1pct_vs_install"])
+        add("large_upgrade_1pct_vs_naive_upgrade_1pct", pr["upgrade_1pct_vs_naive_upgrade_1pct"])
+        m = sizes["large"]["peak_memory_mib"]["install"]
+        add("large_install_peak_tree_mib", m["tree_mib"])
+        if m["largest_process_mib"] is not None:
+            add("large_install_peak_largest_process_mib", m["largest_process_mib"])
+        if "small" in sizes:
+            add("peak_rss_large_vs_small", ratio(m["tree_mib"], sizes["small"]["peak_memory_mib"]["install"]["tree_mib"]))
+    if "medium" in sizes:
+        add("medium_install_vs_floor", sizes["medium"]["paired_ratios"]["install_vs_floor"])
+    if data.get("api"):
+        add("small_api_install_vs_floor", data["api"]["reinstall"]["install_vs_floor_per_run"])
+    if data.get("imports"):
+        add("small_cli_install_ms", round(1000 * data["imports"]["cli_install_small_s"], 1))
+    elif "small" in sizes:
+        add("small_cli_install_ms", round(1000 * sizes["small"]["atomicplug_s"]["install"], 1))
+    sc = data.get("scaling") or {}
+    if sc.get("vs_fewest_levels") == [1, 1000]:
+        for op, value in sc["vs_fewest"].items():
+            add(f"scaling_1000_vs_1_{op}", value, "scaling_1000_vs_1")
+    if data.get("disk") and data["disk"]["size"] == "large":
+        add("disk_10_versions_vs_1", data["disk"]["ratio"])
+    if data.get("imports"):
+        heavy = data["imports"]["recover_imports"]["heavy"]
+        targets["recover_lazy_imports"] = {"value": heavy, "limit": [], "met": not heavy}
     return targets
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from: {', '.join(PARTS)}")
     parser.add_argument("--sizes", default="small,medium,large", help="comma-separated: tiny, small, medium, large")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure (default 5; 3 for large)")
-    parser.add_argument("--scale", default="1,100,1000", help="installed-plugin counts for the scaling runs ('' to skip)")
+    parser.add_argument("--scale", default="1,100,1000", help="installed-plugin counts for the scaling part")
+    parser.add_argument("--disk-size", default="large", help="the plugin whose versions the disk part installs")
+    parser.add_argument("--disk-versions", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=None, help="keep packages here between runs (default: a temp folder)")
     args = parser.parse_args(argv)
 
+    parts = [p for p in args.parts.split(",") if p]
+    for part in parts:
+        if part not in PARTS:
+            parser.error(f"unknown part {part!r} (choose from {', '.join(PARTS)})")
     sizes = [s for s in args.sizes.split(",") if s]
-    for s in sizes:
+    for s in (*sizes, args.disk_size):
         if s not in workloads.SIZES:
             parser.error(f"unknown size {s!r} (choose from {', '.join(workloads.SIZES)})")
     levels = sorted({int(x) for x in args.scale.split(",") if x})
@@ -405,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def log(message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print(f"{time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}: {message}", file=sys.stderr, flush=True)
 
     def reps(size: str) -> int:
         if args.repeat is not None:
@@ -414,20 +544,23 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     precompile_atomicplug()
+    data: dict = {"parts": parts, "load": {"start": machine_load()}}
     try:
         key = workloads.keypair(workdir)
-        data: dict = {"sizes": {}}
-        for size in sizes:
-            data["sizes"][size] = bench_size(size, reps(size), workdir, key, log)
-        data["scaling"] = bench_scaling(levels, reps("small"), workdir, key, log) if levels else {}
-        data["startup"] = bench_startup(reps("small"), workdir, key)
+        if "sizes" in parts:
+            data["sizes"] = {size: bench_size(size, reps(size), workdir, key, log) for size in sizes}
+        if "api" in parts:
+            data["api"] = bench_api(2 * reps("small"), workdir, key, log)
+        if "imports" in parts:
+            data["imports"] = bench_imports(reps("small"), workdir, key)
+        if "scaling" in parts and levels:
+            data["scaling"] = bench_scaling(levels, reps("small"), workdir, key, log)
+        if "disk" in parts:
+            data["disk"] = bench_disk(args.disk_size, args.disk_versions, workdir, key, log)
         data["targets"] = evaluate_targets(data)
         data["repeat"] = {s: reps(s) for s in sizes}
-        data["machine"] = {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-        }
+        data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+        data["load"]["end"] = machine_load()
         data["bench_wall_s"] = round(time.perf_counter() - started, 1)
     finally:
         if temp is not None:

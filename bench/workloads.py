@@ -1,9 +1,12 @@
 """Signed test plugins for the benchmark, built with atomicplug's own packer.
 
-Each size is one plugin in two versions (1.0.0 and 2.0.0, for upgrade and
-rollback): backend Python (compiled to .pyc by atomicplug), frontend text
-(TypeScript, CSS) and incompressible binary assets (random bytes), plus SQL
-migrations. The mix by bytes is ~5 % Python, ~45 % other text, ~50 % random.
+Each size is one plugin: backend Python (compiled to .pyc by atomicplug),
+frontend text (TypeScript, CSS) and incompressible binary assets (random
+bytes), plus SQL migrations. The mix by bytes is ~5 % Python, ~45 % other
+text, ~50 % random. Versions: 1.0.0; 2.0.0, every file different and a second
+migration (upgrade, rollback); and a chain 1.0.1, 1.0.2, … each differing from
+the one before in 1 % of its files (:func:`build_chain`: the upgrade that
+should cost what changed, and the disk used by many versions).
 Zips are cached in the work folder by a key of their parameters, so a second
 run with the same ``--workdir`` skips the (slow, deflate level 9) packing.
 """
@@ -19,7 +22,7 @@ import attrs
 
 from atomicplug.testing import KeyPair, PluginSpec, build_package, make_keypair
 
-__all__ = ["SIZES", "Workload", "build_workload", "build_fillers", "keypair"]
+__all__ = ["CHANGED_FRACTION", "SIZES", "Workload", "build_chain", "build_workload", "build_fillers", "changed_files", "keypair"]
 
 #: name → (number of files, total bytes)
 SIZES: dict[str, tuple[int, int]] = {
@@ -28,6 +31,8 @@ SIZES: dict[str, tuple[int, int]] = {
     "medium": (500, 10 * 1024 * 1024),
     "large": (5000, 100 * 1024 * 1024),
 }
+#: Share of the files each version of the chain changes from the one before.
+CHANGED_FRACTION = 0.01
 
 _WORDS = (
     "invoice customer payment amount currency subscription plan period renew cancel refund tax rate "
@@ -43,8 +48,10 @@ class Workload:
     plugin_id: str
     v1: Path
     v2: Path
+    v1_1pct: Path  # 1.0.1: 1 % of v1's files changed, same migrations
     files: int
     total_bytes: int
+    changed_files: int  # how many files v1_1pct changes
 
 
 def keypair(workdir: Path) -> KeyPair:
@@ -134,7 +141,7 @@ def _migrations(plugin_id: str, version: str) -> dict[str, tuple[str, str]]:
             f"DROP TABLE {table};\n",
         )
     }
-    if version != "1.0.0":
+    if not version.startswith("1."):  # 2.0.0 adds a migration; the 1 % chain keeps v1's
         migrations["0002_settings"] = (
             f"CREATE TABLE {plugin_id}_settings (key TEXT PRIMARY KEY, value TEXT);\n"
             f"INSERT INTO {plugin_id}_settings (key, value) VALUES ('currency', 'EUR');\n",
@@ -155,22 +162,54 @@ def _cached_build(spec: PluginSpec, out_dir: Path, key: KeyPair, cache_key: str)
     return built
 
 
-def build_workload(size: str, workdir: Path, key: KeyPair) -> Workload:
-    """The two signed versions of the ``size`` plugin (cached in ``workdir/packages``)."""
-    plugin_id = f"bench_{size}"
+def changed_files(files: dict[str, str | bytes], step: int) -> tuple[dict[str, str | bytes], list[str]]:
+    """``files`` with CHANGED_FRACTION of them changed (text: a line appended; bytes: new random bytes of the same size).
+
+    Deterministic in ``step``, so the chain is the same in every run. Returns the
+    new files and the changed paths.
+    """
+    rng = random.Random(1000 + step)
+    changed = sorted(rng.sample(sorted(files), max(1, round(len(files) * CHANGED_FRACTION))))
+    new = dict(files)
+    for name in changed:
+        old = files[name]
+        new[name] = old + f"\n# changed in step {step}\n" if isinstance(old, str) else rng.randbytes(len(old))
+    return new, changed
+
+
+def _spec(size: str, plugin_id: str, version: str, files: dict[str, str | bytes]) -> PluginSpec:
+    return PluginSpec(id=plugin_id, version=version, migrations=_migrations(plugin_id, version), files=files)
+
+
+def build_chain(size: str, workdir: Path, key: KeyPair, count: int, plugin_id: str | None = None) -> tuple[list[Path], int]:
+    """``count`` signed versions 1.0.0, 1.0.1, … of the ``size`` plugin, each 1 % different from the one before.
+
+    Returns the zips (cached in ``workdir/packages``) and how many files each step changes.
+    """
+    plugin_id = plugin_id or f"bench_{size}"
     out_dir = workdir / "packages" / size
-    paths = []
-    for seed, version in ((1, "1.0.0"), (2, "2.0.0")):
-        spec = PluginSpec(
-            id=plugin_id,
-            version=version,
-            migrations=_migrations(plugin_id, version),
-            files=_files(size, version, seed),
-        )
-        cache_key = json.dumps([SIZES[size], version, seed, key.public_path.read_text(), 2])
-        paths.append(_cached_build(spec, out_dir, key, cache_key))
+    files = _files(size, "1.0.0", 1)
+    zips = []
+    changed: list[str] = []
+    for step in range(count):
+        if step:
+            files, changed = changed_files(files, step)
+        version = f"1.0.{step}"
+        cache_key = json.dumps([SIZES[size], version, 1, key.public_path.read_text(), "chain", CHANGED_FRACTION, 3])
+        zips.append(_cached_build(_spec(size, plugin_id, version, files), out_dir, key, cache_key))
+    return zips, len(changed)
+
+
+def build_workload(size: str, workdir: Path, key: KeyPair) -> Workload:
+    """The signed versions 1.0.0, 1.0.1 (1 % changed) and 2.0.0 of the ``size`` plugin (cached in ``workdir/packages``)."""
+    plugin_id = f"bench_{size}"
+    (v1, v1_1pct), changed = build_chain(size, workdir, key, 2)
+    cache_key = json.dumps([SIZES[size], "2.0.0", 2, key.public_path.read_text(), 2])
+    v2 = _cached_build(_spec(size, plugin_id, "2.0.0", _files(size, "2.0.0", 2)), workdir / "packages" / size, key, cache_key)
     count, total = SIZES[size]
-    return Workload(size=size, plugin_id=plugin_id, v1=paths[0], v2=paths[1], files=count, total_bytes=total)
+    return Workload(
+        size=size, plugin_id=plugin_id, v1=v1, v2=v2, v1_1pct=v1_1pct, files=count, total_bytes=total, changed_files=changed
+    )
 
 
 def build_fillers(n: int, workdir: Path, key: KeyPair) -> list[Path]:

@@ -1,4 +1,4 @@
-"""The benchmark script runs end to end at a tiny size (issue 8). No timing assertions:
+"""The benchmark script runs end to end at a tiny size (issues 8 and 14). No timing assertions:
 figures belong in the benchmark's output, never in tests."""
 
 from __future__ import annotations
@@ -19,27 +19,50 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_bench_runs_and_ends_with_json(tmp_path: Path) -> None:
+def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--sizes", "tiny", "--repeat", "1", "--scale", "1,2", "--workdir", str(tmp_path)],
+        [
+            sys.executable, str(BENCH), "--sizes", "tiny", "--repeat", "1", "--scale", "1,2",
+            "--disk-size", "tiny", "--disk-versions", "3", "--workdir", str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     data = json.loads(last)
-    assert {"sizes", "scaling", "startup", "targets", "machine", "repeat"} <= set(data)
+    assert {"sizes", "api", "imports", "scaling", "disk", "targets", "machine", "repeat", "load"} <= set(data)
     tiny = data["sizes"]["tiny"]
-    assert {"floor_s", "naive_s", "atomicplug_s", "ratios", "atomicplug_peak_rss_mb", "zip_bytes"} <= set(tiny)
-    assert set(tiny["naive_s"]) == {"install", "upgrade", "rollback", "uninstall"}
-    assert set(tiny["atomicplug_s"]) == {"install", "upgrade", "rollback", "uninstall", "recover"}
-    assert {"install_vs_floor", "upgrade_vs_floor", "install_vs_naive", "upgrade_vs_naive", "rollback_vs_naive", "uninstall_vs_naive"} <= set(
-        tiny["ratios"]
+    assert {"floor_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
+    ops = {"install", "upgrade_1pct", "upgrade", "rollback", "uninstall"}
+    assert set(tiny["naive_s"]) == ops
+    assert set(tiny["atomicplug_s"]) == ops | {"recover"}
+    assert {"upgrade_1pct_vs_install", "upgrade_1pct_vs_naive_upgrade_1pct", "install_vs_floor"} <= set(tiny["paired_ratios"])
+    assert set(tiny["peak_memory_mib"]["install"]) == {"largest_process_mib", "tree_mib"}
+    assert tiny["peak_memory_mib"]["install"]["tree_mib"] > 0
+    for label in ("reinstall", "fresh_tree"):
+        api = data["api"][label]
+        assert {"install_s", "uninstall_s", "floor_s", "install_vs_floor_per_run"} <= set(api)
+        stages = {row["stage"]: row for row in api["profile"]["stages"]}
+        assert stages["whole install_file"]["calls"] == 1.0  # the profile saw every install
+    assert data["imports"]["install_imports"]["modules"] > 0
+    assert set(data["scaling"]["vs_fewest"]) == {"install", "disable", "enable", "rollback_generation", "list", "recover"}
+    for level in ("1", "2"):
+        assert {"install_s", "list_s", "recover_s", "rollback_generation_s", "fill_s"} <= set(data["scaling"][level])
+    disk = data["disk"]
+    assert disk["versions"] == 3 and disk["du_bytes"]["all_versions"]["total"] > disk["du_bytes"]["one_version"]["total"] > 0
+    assert {"small_api_install_vs_floor", "small_cli_install_ms", "recover_lazy_imports"} <= set(data["targets"])
+    assert "size" in proc.stdout and "atomicplug" in proc.stdout  # the tables come first
+
+
+def test_bench_runs_one_part(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--parts", "disk", "--disk-size", "tiny", "--disk-versions", "2", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert set(data["scaling"]) == {"1", "2"}
-    for level in data["scaling"].values():
-        assert {"install_small_s", "list_json_s", "recover_s", "fill_s"} <= set(level)
-    assert {"python_startup_s", "recover_nothing_pending_s", "recover_vs_startup", "recover_heavy_imports"} <= set(data["startup"])
-    assert "recover_lazy_imports" in data["targets"]
-    assert "size" in proc.stdout and "atomicplug" in proc.stdout  # the table comes first
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert data["parts"] == ["disk"] and "sizes" not in data and data["disk"]["versions"] == 2

@@ -1,0 +1,127 @@
+"""Measuring a command from outside: wall time, peak memory of its whole process tree, disk used.
+
+Shared by bench/run.py's parts. Every timed command starts after an untimed
+``sync`` (see :func:`timed`), and memory is measured in a separate pass, so
+the sampling never touches a timing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["Failed", "GNU_TIME", "timed", "last_stdout", "peak_rss", "disk_used"]
+
+GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+#: Seconds between two samples of the process tree's RSS.
+SAMPLE_EVERY = 0.002
+
+
+class Failed(RuntimeError):
+    pass
+
+
+_last: dict[str, bytes] = {"stdout": b""}
+
+
+def last_stdout() -> bytes:
+    """What the last :func:`timed` command printed."""
+    return _last["stdout"]
+
+
+def timed(cmd: list[str], *, cwd: Path | None = None) -> float:
+    """Run ``cmd``; return its wall seconds. Raises Failed on exit != 0.
+
+    Starts from a quiet disk (``sync`` first, untimed): otherwise a command pays for the
+    write-back and journal commits of whatever ran before it (creating files right after
+    another contender deleted thousands measured up to 2x slower), and which contender
+    runs after which would decide the ratios.
+    """
+    os.sync()
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()[-2000:]}")
+    _last["stdout"] = proc.stdout
+    return elapsed
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as handle:
+                found.extend(int(x) for x in handle.read().split())
+        except OSError:
+            continue
+    return found
+
+
+def _tree_rss(pid: int) -> int:
+    """Bytes resident in ``pid`` and all its descendants now."""
+    total = 0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/statm") as handle:
+                total += int(handle.read().split()[1]) * _PAGE
+        except (OSError, ValueError, IndexError):
+            continue
+        todo.extend(_children(current))
+    return total
+
+
+def peak_rss(cmd: list[str]) -> dict[str, float | None]:
+    """Peak memory of ``cmd``, in MiB, two ways:
+
+    - ``largest_process_mib``: GNU time's ``%M`` (the largest single process of the tree;
+      not ``os.wait4`` on our own child, whose ``ru_maxrss`` inherits this process's
+      high-water mark across ``exec``);
+    - ``tree_mib``: the largest sum of the RSS of every process of the tree alive at one
+      moment, sampled every SAMPLE_EVERY seconds from /proc (what the machine must hold;
+      a peak shorter than a sample can be missed).
+    """
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+        wrapped = [GNU_TIME, "-f", "%M", "-o", out.name, *cmd] if GNU_TIME else cmd
+        proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        peak = [0]
+
+        def sample() -> None:
+            while proc.poll() is None:
+                # under GNU time, count its child's tree only (time itself is ~2 MiB)
+                roots = _children(proc.pid) if GNU_TIME else [proc.pid]
+                peak[0] = max(peak[0], sum(_tree_rss(r) for r in roots))
+                time.sleep(SAMPLE_EVERY)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        _, err = proc.communicate()
+        sampler.join()
+        if proc.returncode != 0:
+            raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode(errors='replace').strip()[-2000:]}")
+        largest = int(out.read().strip().splitlines()[-1]) / 1024 if GNU_TIME else None
+    return {"largest_process_mib": round(largest, 1) if largest else None, "tree_mib": round(peak[0] / 2**20, 1)}
+
+
+def disk_used(folder: Path) -> dict[str, int]:
+    """Bytes of disk ``folder`` uses (``du -B1``: blocks, hard links counted once), in total and per top-level entry.
+
+    The per-entry figures come from one ``du`` call, so a file linked from two
+    entries is counted in the first one listed (``objects/`` before ``store/``).
+    """
+    names = sorted(os.listdir(folder), key=lambda n: (n != "objects", n))
+    out = subprocess.run(["du", "-s", "-B1", *names], cwd=folder, capture_output=True, text=True, check=True).stdout
+    parts = {line.split("\t", 1)[1]: int(line.split("\t", 1)[0]) for line in out.splitlines()}
+    total = subprocess.run(["du", "-s", "-B1", "."], cwd=folder, capture_output=True, text=True, check=True).stdout
+    return {"total": int(total.split()[0]), **parts}
