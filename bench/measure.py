@@ -67,41 +67,75 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _tree_rss(pid: int) -> int:
-    """Bytes resident in ``pid`` and all its descendants now."""
-    total = 0
-    todo = [pid]
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of ``pid`` in bytes; (0, 0) when it is gone."""
+    rollup = _read(f"/proc/{pid}/smaps_rollup")
+    if rollup is None:
+        return 0, 0
+    rss = pss = 0
+    for line in rollup.splitlines():
+        if line.startswith("Rss:"):
+            rss = int(line.split()[1]) * 1024
+        elif line.startswith("Pss:"):
+            pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) summed over ``pid`` and its descendants now.
+
+    A child still running its parent's program is the moment between fork and
+    exec (``subprocess`` starting a worker): it shares the parent's pages, so it
+    is skipped rather than counted twice.
+    """
+    rss_total = pss_total = 0
+    todo = [(pid, None)]
     while todo:
-        current = todo.pop()
-        try:
-            with open(f"/proc/{current}/statm") as handle:
-                total += int(handle.read().split()[1]) * _PAGE
-        except (OSError, ValueError, IndexError):
+        current, parent_cmdline = todo.pop()
+        cmdline = _read(f"/proc/{current}/cmdline")
+        if cmdline is None:
             continue
-        todo.extend(_children(current))
-    return total
+        if cmdline != parent_cmdline:
+            rss, pss = _memory(current)
+            rss_total += rss
+            pss_total += pss
+        todo.extend((child, cmdline) for child in _children(current))
+    return rss_total, pss_total
 
 
 def peak_rss(cmd: list[str]) -> dict[str, float | None]:
-    """Peak memory of ``cmd``, in MiB, two ways:
+    """Peak memory of ``cmd``, in MiB, three ways:
 
-    - ``largest_process_mib``: GNU time's ``%M`` (the largest single process of the tree;
-      not ``os.wait4`` on our own child, whose ``ru_maxrss`` inherits this process's
-      high-water mark across ``exec``);
-    - ``tree_mib``: the largest sum of the RSS of every process of the tree alive at one
-      moment, sampled every SAMPLE_EVERY seconds from /proc (what the machine must hold;
-      a peak shorter than a sample can be missed).
+    - ``largest_process_mib``: GNU time's ``%M``, the largest peak RSS of any single
+      process of the tree (not ``os.wait4`` on our own child, whose ``ru_maxrss``
+      inherits this process's high-water mark across ``exec``);
+    - ``tree_rss_mib``: the largest sum of the RSS of every process of the tree alive at
+      one moment (pages shared between them, such as the interpreter's, counted in each);
+    - ``tree_pss_mib``: the same with PSS (shared pages divided among their sharers):
+      what the tree costs the machine.
+
+    The sums are sampled every SAMPLE_EVERY seconds from /proc; a peak shorter than a
+    sample can be missed.
     """
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
         wrapped = [GNU_TIME, "-f", "%M", "-o", out.name, *cmd] if GNU_TIME else cmd
         proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        peak = [0]
+        peak = [0, 0]
 
         def sample() -> None:
             while proc.poll() is None:
                 # under GNU time, count its child's tree only (time itself is ~2 MiB)
-                roots = _children(proc.pid) if GNU_TIME else [proc.pid]
-                peak[0] = max(peak[0], sum(_tree_rss(r) for r in roots))
+                for root in _children(proc.pid) if GNU_TIME else [proc.pid]:
+                    rss, pss = _tree_memory(root)
+                    peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 time.sleep(SAMPLE_EVERY)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -111,7 +145,11 @@ def peak_rss(cmd: list[str]) -> dict[str, float | None]:
         if proc.returncode != 0:
             raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {err.decode(errors='replace').strip()[-2000:]}")
         largest = int(out.read().strip().splitlines()[-1]) / 1024 if GNU_TIME else None
-    return {"largest_process_mib": round(largest, 1) if largest else None, "tree_mib": round(peak[0] / 2**20, 1)}
+    return {
+        "largest_process_mib": round(largest, 1) if largest else None,
+        "tree_rss_mib": round(peak[0] / 2**20, 1),
+        "tree_pss_mib": round(peak[1] / 2**20, 1),
+    }
 
 
 def disk_used(folder: Path) -> dict[str, int]:

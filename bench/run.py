@@ -70,8 +70,8 @@ TARGETS = {
     "medium_install_vs_floor": 1.5,
     "small_api_install_vs_floor": 3.0,
     "small_cli_install_ms": 100.0,
-    "large_install_peak_tree_mib": 64.0,
-    "large_install_peak_largest_process_mib": 64.0,
+    "large_install_peak_largest_process_mib": 64.0,  # GNU time, as the issue measures
+    "large_install_peak_tree_pss_mib": 64.0,  # every process of the tree at one moment
     "peak_rss_large_vs_small": 1.3,  # "flat in plugin size"
     "scaling_1000_vs_1": 1.3,  # each of SCALING_OPS: "flat from 1 to 1000 installed"
     "disk_10_versions_vs_1": 1.2,
@@ -412,7 +412,7 @@ def machine_load() -> dict:
 def print_tables(data: dict) -> None:
     if data.get("sizes"):
         print()
-        print(f"{'size':7} {'op':13} {'floor':>9} {'naive':>9} {'atomicplug':>11} {'ap/floor':>9} {'ap/naive':>9} {'peak tree/largest':>18}")
+        print(f"{'size':7} {'op':13} {'floor':>9} {'naive':>9} {'atomicplug':>11} {'ap/floor':>9} {'ap/naive':>9} {'peak MiB: tree PSS / RSS / largest':>36}")
         for size, r in data["sizes"].items():
             for op in (*OPS, "recover"):
                 a = r["atomicplug_s"][op]
@@ -421,7 +421,7 @@ def print_tables(data: dict) -> None:
                 m = r["peak_memory_mib"][op]
                 print(
                     f"{size:7} {op:13} {fmt(fl) if fl else '-':>9} {fmt(n) if n else '-':>9} {fmt(a):>11} "
-                    f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9} {m['tree_mib']:>8} / {m['largest_process_mib']} MiB"
+                    f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9} {m['tree_pss_mib']:>14} / {m['tree_rss_mib']} / {m['largest_process_mib']}"
                 )
             pr = r["paired_ratios"]
             print(f"{size:7} median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in pr.items()))
@@ -481,11 +481,11 @@ def evaluate_targets(data: dict) -> dict:
         add("large_upgrade_1pct_vs_install", pr["upgrade_1pct_vs_install"])
         add("large_upgrade_1pct_vs_naive_upgrade_1pct", pr["upgrade_1pct_vs_naive_upgrade_1pct"])
         m = sizes["large"]["peak_memory_mib"]["install"]
-        add("large_install_peak_tree_mib", m["tree_mib"])
         if m["largest_process_mib"] is not None:
             add("large_install_peak_largest_process_mib", m["largest_process_mib"])
+        add("large_install_peak_tree_pss_mib", m["tree_pss_mib"])
         if "small" in sizes:
-            add("peak_rss_large_vs_small", ratio(m["tree_mib"], sizes["small"]["peak_memory_mib"]["install"]["tree_mib"]))
+            add("peak_rss_large_vs_small", ratio(m["tree_pss_mib"], sizes["small"]["peak_memory_mib"]["install"]["tree_pss_mib"]))
     if "medium" in sizes:
         add("medium_install_vs_floor", sizes["medium"]["paired_ratios"]["install_vs_floor"])
     if data.get("api"):
