@@ -1,7 +1,17 @@
-"""The writer lock: one transaction at a time per home (docs/design.md "State")."""
+"""The writer lock: one transaction at a time per home (docs/design.md "State").
+
+``flock(2)`` on ``<home>/lock``, polled until the timeout: the kernel drops it
+when the holder dies, however it dies. The standard library's ``fcntl`` rather
+than the ``filelock`` package, whose import cost ~20-30 ms of every command's
+start-up (bench/README.md); both take the same ``flock``, so either excludes
+the other.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +21,9 @@ from atomicplug.fsutil import make_dirs
 
 __all__ = ["writer_lock"]
 
+#: Seconds between two attempts while another operation holds the lock.
+POLL_SECONDS = 0.05
+
 
 @contextmanager
 def writer_lock(path: Path, timeout: float, progress: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -18,22 +31,33 @@ def writer_lock(path: Path, timeout: float, progress: Callable[[str], None] | No
 
     ``progress`` hears once that we wait, when another operation holds the lock.
     """
-    import filelock
-
     make_dirs(path.parent)
-    lock = filelock.FileLock(str(path), timeout=timeout)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        _acquire(fd, path, timeout, progress)
         try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            if progress is not None:
-                progress(f"waiting up to {timeout:g}s for another atomicplug operation to finish")
-            lock.acquire()
-    except filelock.Timeout as exc:
-        raise LockBusyError(
-            f"another atomicplug operation holds {path} (waited {timeout:g}s); try again when it has finished"
-        ) from exc
-    try:
-        yield
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        lock.release()
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, timeout: float, progress: Callable[[str], None] | None) -> None:
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LockBusyError(
+                f"another atomicplug operation holds {path} (waited {timeout:g}s); try again when it has finished"
+            )
+        if not waiting and progress is not None:
+            progress(f"waiting up to {timeout:g}s for another atomicplug operation to finish")
+        waiting = True
+        time.sleep(min(POLL_SECONDS, remaining))
