@@ -24,13 +24,13 @@ def _backend(code: str) -> dict[str, str | bytes]:
 
 def _count_children(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
-    real = health._spawn_child
+    real = health._start_child
 
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(args)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def counting() -> subprocess.Popen[bytes]:
+        calls.append(())
+        return real()
 
-    monkeypatch.setattr(health, "_spawn_child", counting)
+    monkeypatch.setattr(health, "_start_child", counting)
     return calls
 
 
@@ -146,17 +146,17 @@ def _frontend_only(home: Home) -> Path:
 def test_scratch_folder_lives_in_staging_and_is_gone_afterwards(home: Home, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not in the system temp folder: a kill during the check must leave nothing that recovery does not delete."""
     seen: list[Path] = []
-    real = health._spawn_child
+    real = health._send_job
 
-    def recording(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
+    def recording(child: subprocess.Popen[bytes], scratch: Path, search: list[Path], targets: list[str]) -> None:
         seen.append(scratch)
         # The child imports the plan's new generation, complete but not live yet.
         [view] = search
         assert view.parent.parent == home.config.home / "generations" and (view / "gate").is_symlink()
         assert not (home.config.home / "current").exists()
-        return real(scratch, search, targets)
+        real(child, scratch, search, targets)
 
-    monkeypatch.setattr(health, "_spawn_child", recording)
+    monkeypatch.setattr(health, "_send_job", recording)
     try:
         home.installer.install_file(home.package("gate", files=_backend(backend)))
     except OperationError:
@@ -172,13 +172,13 @@ def test_a_database_refusal_during_the_check_stops_the_child(home: Home, monkeyp
     from atomicplug.errors import PermissionRefusedError
 
     children: list[subprocess.Popen[bytes]] = []
-    real = health._spawn_child
+    real = health._start_child
 
-    def keeping(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
-        children.append(real(scratch, search, targets))
+    def keeping() -> subprocess.Popen[bytes]:
+        children.append(real())
         return children[-1]
 
-    monkeypatch.setattr(health, "_spawn_child", keeping)
+    monkeypatch.setattr(health, "_start_child", keeping)
     before = snapshot(home.config)
     slow = _backend("import time\ntime.sleep(30)\n")
     package = home.package("slow", migrations=USERS_TABLE, permissions=(), files=slow)
@@ -187,3 +187,54 @@ def test_a_database_refusal_during_the_check_stops_the_child(home: Home, monkeyp
     assert len(children) == 1 and children[0].poll() is not None
     assert snapshot(home.config) == before
     assert not any(home.config.staging_dir.iterdir())
+
+
+def test_the_interpreter_starts_before_staging_and_imports_only_after(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started when the transaction begins (its start-up overlaps staging), it imports nothing until the
+    plan's generation is built: a backend that fails at import is still refused before COMMIT."""
+    from atomicplug import transaction
+
+    order: list[str] = []
+    real_start, real_send, real_stage = health._start_child, health._send_job, transaction._stage_trees
+
+    def start() -> subprocess.Popen[bytes]:
+        order.append("start")
+        return real_start()
+
+    def send(child: subprocess.Popen[bytes], scratch: Path, search: list[Path], targets: list[str]) -> None:
+        order.append(f"send {','.join(targets)}")
+        real_send(child, scratch, search, targets)
+
+    def stage(*args: object) -> None:
+        order.append("stage")
+        real_stage(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(health, "_start_child", start)
+    monkeypatch.setattr(health, "_send_job", send)
+    monkeypatch.setattr(transaction, "_stage_trees", stage)
+    with pytest.raises(OperationError, match="late 1.0.0: backend does not import: ModuleNotFoundError"):
+        home.installer.install_file(home.package("late", migrations=USERS_TABLE, files=_backend("import nowhere\n")))
+    assert order == ["start", "stage", "send late"]
+    assert home.installer.list() == [] and not any(home.config.staging_dir.iterdir())
+
+
+def test_an_interpreter_started_for_nothing_is_stopped(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A transaction that fails before the gate (here: staging refuses the package) leaves no child behind."""
+    from atomicplug import transaction
+    from atomicplug.errors import PackageError
+
+    children: list[subprocess.Popen[bytes]] = []
+    real = health._start_child
+
+    def keeping() -> subprocess.Popen[bytes]:
+        children.append(real())
+        return children[-1]
+
+    def refuse(*_: object) -> None:
+        raise PackageError("refused while staging")
+
+    monkeypatch.setattr(health, "_start_child", keeping)
+    monkeypatch.setattr(transaction, "_stage_trees", refuse)
+    with pytest.raises(PackageError, match="refused while staging"):
+        home.installer.install_file(home.package("early"))
+    assert len(children) == 1 and children[0].returncode is not None  # reaped, not left running

@@ -99,7 +99,13 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
     # The registry of the generation this plan builds, read once: the caller holds the lock,
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
     after = plan.registry_after(Registry.load(config.registry_path))
-    journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
+    # The health gate's interpreter starts now, so its start-up overlaps staging (issue 14).
+    spare = health.prestart(config, plan)
+    try:
+        journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
+    except BaseException:
+        health.discard(spare)
+        raise
     sent: list[int | None] = []  # the xid journaled in `committing`: COMMIT may have been sent
 
     def before_commit(xid: int | None) -> None:
@@ -112,7 +118,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
         journal.append(RecordType.STAGED)
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
         # while the database step's plan-time checks run.
-        with health.started(config, plan, progress, after) as health_verdict:
+        with health.started(config, plan, progress, after, spare) as health_verdict:
             migrate.check(config, plan.changes, ledger=plan.database)
             health_verdict()
         frontend_gate.check(config, plan, after, progress)
@@ -130,6 +136,8 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _roll_back(config, plan, journal, reason=_reason(exc))
             raise
+    finally:
+        health.discard(spare)
     journal.append(RecordType.COMMITTED)
     try:
         _roll_forward(config, plan, journal, progress, after)

@@ -13,7 +13,11 @@ The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
 store is never written. It gets the caller's ``sys.path`` (site-packages and
 ``.pth`` entries already resolved), so a backend may import what the host
 application can; ``-S`` skips re-running ``site``, which halves the child's
-start-up (about 30 ms instead of 60 ms).
+start-up (about 30 ms instead of 60 ms). That start-up need not wait for the
+gate: :func:`prestart` starts the interpreter when the transaction begins, and
+it waits on its stdin, having imported nothing of any backend, until
+:func:`started` sends it what to import (issue 14: the gate was the largest
+single wait of a small install).
 """
 
 from __future__ import annotations
@@ -23,38 +27,45 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from atomicplug import generations
 from atomicplug.errors import OperationError
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
+    from atomicplug.change import Change, Plan
     from atomicplug.config import Config
-    from atomicplug.change import Plan
 
-__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "started"]
+__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "discard", "prestart", "started"]
 
 #: Seconds the fresh interpreter may take to import every checked backend.
 IMPORT_TIMEOUT = 60.0
 #: The package the application imports addons under (see :mod:`atomicplug.loader`).
 PACKAGE = "addons"
 
-# Runs in the child: a synthetic ``addons`` package over the links folder, then
-# one import per plugin. The verdict goes to a file (a backend may print on
-# stdout), and os._exit skips waiting for threads a backend may have started.
+# Runs in the child: waits for one JSON line on stdin (none: nothing to check),
+# then a synthetic ``addons`` package over the links folder and one import per
+# plugin, from the scratch folder ('' dropped from sys.path: not the caller's
+# folder). The verdict goes to a file (a backend may print on stdout), and
+# os._exit skips waiting for threads a backend may have started.
 _CHILD = """\
 import importlib, json, os, sys, traceback, types
-links, package, result_path, paths = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-sys.path[:0] = [p for p in paths if p not in sys.path]
+job = sys.stdin.readline()
+if not job:
+    os._exit(0)
+scratch, links, package, result_path, paths, targets = json.loads(job)
+os.chdir(scratch)
+sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p and p not in paths]
 module = types.ModuleType(package)
 module.__path__ = links.split(os.pathsep)
 sys.modules[package] = module
 errors = {}
-for plugin_id in sys.argv[5:]:
+for plugin_id in targets:
     try:
         importlib.import_module(package + "." + plugin_id)
     except BaseException as exc:
@@ -80,6 +91,43 @@ def backends_to_check(config: Config, plan: Plan) -> list[str]:
     ]
 
 
+def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
+    """Start the gate's interpreter now, when the plan will leave a backend to import; None otherwise.
+
+    It waits, importing nothing, until :func:`started` sends it the targets
+    (or closes its stdin: it then exits). The caller passes it to
+    :func:`started` and calls :func:`discard` when the transaction ends.
+    Decided before the trees are staged: a tree to stage has a backend when
+    its package lists ``backend/`` entries.
+    """
+    if not config.health_check or not any(_will_have_backend(config, change) for change in plan.changes):
+        return None
+    return _start_child()
+
+
+def _will_have_backend(config: Config, change: Change) -> bool:
+    if change.after is None or not change.after.enabled:
+        return False
+    if change.stage_tree and change.package is not None and not (config.home / change.after.current.tree).exists():
+        from atomicplug.intake import blob_path
+
+        try:
+            with zipfile.ZipFile(blob_path(config, change.package)) as archive:  # passed intake: a valid zip
+                return any(name.startswith(f"{generations.BACKEND}/") for name in archive.namelist())
+        except (OSError, zipfile.BadZipFile):
+            return True  # staging will report it; start as if there were a backend
+    return _has_backend(config, change.after.current.tree)
+
+
+def discard(child: subprocess.Popen[bytes] | None) -> None:
+    """Stop a prestarted interpreter that was not (or no longer) needed; idempotent."""
+    if child is None:
+        return
+    if child.poll() is None:
+        child.kill()
+    child.communicate()
+
+
 def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
     """Import every backend the plan enables in a fresh interpreter; OperationError if one fails."""
     with started(config, plan, progress) as verdict:
@@ -88,7 +136,11 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
 
 @contextmanager
 def started(
-    config: Config, plan: Plan, progress: Callable[[str], None] | None = None, after: Registry | None = None
+    config: Config,
+    plan: Plan,
+    progress: Callable[[str], None] | None = None,
+    after: Registry | None = None,
+    spare: subprocess.Popen[bytes] | None = None,
 ) -> Iterator[Callable[[], None]]:
     """Start the import check now; the block gets a function that waits for its verdict.
 
@@ -98,10 +150,13 @@ def started(
     verdict was not asked for and removes the scratch folder. Costs nothing (no
     subprocess) for uninstall, disable, plugins without ``backend/``, or
     ``health_check = false``. ``after`` is the registry the plan leaves (read
-    from the file when not given).
+    from the file when not given). ``spare``: an interpreter from
+    :func:`prestart`, used (or stopped, with nothing to check) instead of
+    starting one.
     """
     targets = backends_to_check(config, plan) if config.health_check else []
     if not targets:
+        discard(spare)
         yield _nothing_to_check
         return
     if progress is not None:
@@ -112,13 +167,15 @@ def started(
     # aborted, recovered after a kill) deletes: a system temp folder would outlive a SIGKILL.
     scratch = config.staging_dir / plan.txid / "health-check"
     shutil.rmtree(scratch, ignore_errors=True)
-    child: subprocess.Popen[bytes] | None = None
+    child: subprocess.Popen[bytes] | None = spare
     try:
         scratch.mkdir(parents=True)
         # The plan's whole new generation, built before COMMIT and not yet live: the child
         # imports exactly what the loader will import after the switch.
         view = generations.folder(config, plan.generation) / generations.BACKEND
-        child = _spawn_child(scratch, [view], targets)
+        if child is None:
+            child = _start_child()
+        _send_job(child, scratch, [view], targets)
 
         def verdict() -> None:
             errors = _errors_of(child, scratch, targets)
@@ -139,14 +196,23 @@ def _nothing_to_check() -> None:
     """The verdict when no backend needs importing."""
 
 
-def _spawn_child(scratch: Path, search: list[Path], targets: list[str]) -> subprocess.Popen[bytes]:
-    """Start the child that imports ``targets`` as ``addons.<id>`` from ``search``."""
-    result_path = scratch / "result.json"
-    paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
+def _start_child() -> subprocess.Popen[bytes]:
+    """Start the child interpreter; it waits for :func:`_send_job`."""
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    package_path = os.pathsep.join(str(p) for p in search)
-    command = [sys.executable, "-B", "-S", "-c", _CHILD, package_path, PACKAGE, str(result_path), json.dumps(paths), *targets]
-    return subprocess.Popen(command, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = [sys.executable, "-B", "-S", "-c", _CHILD]
+    return subprocess.Popen(command, cwd="/", env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _send_job(child: subprocess.Popen[bytes], scratch: Path, search: list[Path], targets: list[str]) -> None:
+    """Tell ``child`` to import ``targets`` as ``addons.<id>`` from ``search``, reporting into ``scratch``."""
+    paths = [p for p in sys.path if p]  # '' would be the child's cwd, the scratch folder
+    job = [str(scratch), os.pathsep.join(str(p) for p in search), PACKAGE, str(scratch / "result.json"), paths, targets]
+    stdin: IO[bytes] = child.stdin  # type: ignore[assignment]
+    try:
+        stdin.write(json.dumps(job).encode("utf-8", "surrogateescape") + b"\n")
+        stdin.flush()  # communicate() closes it
+    except BrokenPipeError:
+        pass  # the child died; _errors_of reports it
 
 
 def _errors_of(child: subprocess.Popen[bytes], scratch: Path, targets: list[str]) -> dict[str, str]:
