@@ -135,3 +135,45 @@ def test_a_folder_is_not_a_package(home, tmp_path):
     folder.mkdir()
     with pytest.raises(UsageError, match="is a folder, not a package"):
         home.installer.install_file(folder)
+
+
+def _count_validations(monkeypatch) -> list[int]:
+    from atomicplug.safezip import _archive
+
+    calls: list[int] = []
+    real = _archive._validate
+
+    def counting(fp, limits):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(fp, limits)
+
+    monkeypatch.setattr(_archive, "_validate", counting)
+    monkeypatch.setattr(_archive, "_validated_entries", type(_archive._validated_entries)())
+    return calls
+
+
+def test_an_install_validates_the_archive_once_intake_and_staging_share_it(home, monkeypatch):
+    """The same bytes (by sha256) validate the same way: intake's validation serves the extraction."""
+    calls = _count_validations(monkeypatch)
+    home.installer.install_file(home.package("shop"))
+    assert len(calls) == 1
+    assert [p["id"] for p in home.installer.list()] == ["shop"]
+    home.installer.install_file(home.package("shop", version="1.1.0"))  # other bytes: validated on their own
+    assert len(calls) == 2
+
+
+def test_an_archive_read_without_its_sha256_or_refused_is_validated_every_time(home, tmp_path, monkeypatch):
+    from atomicplug import safezip
+    from atomicplug.errors import PackageError
+
+    calls = _count_validations(monkeypatch)
+    package = home.package("shop")
+    safezip.read_metadata(package)
+    safezip.read_metadata(package)
+    assert len(calls) == 2
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x05\x06" + b"\x00" * 18)  # an empty central directory: no metadata.json
+    for _ in range(2):
+        with pytest.raises(PackageError):
+            safezip.read_metadata(broken, sha256="0" * 64)
+    assert len(calls) == 4

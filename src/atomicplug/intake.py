@@ -152,8 +152,8 @@ def _adopt(config: Config, temp: Path, digests: _Digests, sig_text: str | None, 
     from atomicplug import safezip
 
     signed_by = _check_signature(config, temp, digests, sig_text, name)
-    metadata = safezip.read_metadata(temp, config.limits)
     sha256 = digests.sha256.hexdigest()
+    metadata = safezip.read_metadata(temp, config.limits, sha256=sha256)
     blob = blob_path(config, sha256)
     os.chmod(temp, 0o444)
     if sig_text is not None:
@@ -237,7 +237,7 @@ def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
         signed_by = signature.key_id_hex
     elif not config.allow_unsigned:
         return None
-    return Package(sha256=sha256, size=size, metadata=safezip.read_metadata(blob, config.limits), signed_by=signed_by)
+    return Package(sha256=sha256, size=size, metadata=safezip.read_metadata(blob, config.limits, sha256=sha256), signed_by=signed_by)
 
 
 def _discard(blob: Path) -> None:

@@ -42,14 +42,16 @@ class ExtractResult:
     unpacked_bytes: int
 
 
-def read_metadata(source: PackageSource, limits: ExtractLimits | None = None) -> Metadata:
+def read_metadata(source: PackageSource, limits: ExtractLimits | None = None, *, sha256: str | None = None) -> Metadata:
     """Validate the archive's structure and RECORD (if any) and parse its metadata.json.
 
-    ``source`` is a path or an open binary file (left open). Raises
+    ``source`` is a path or an open binary file (left open); ``sha256``, when
+    the caller has just hashed its bytes, lets a later extraction of those bytes
+    in this process skip the structural validation (``Archive.open``). Raises
     PackageError (or its subclass MetadataError) for any bad input.
     """
     limits = limits or ExtractLimits()
-    with Archive.open(source, limits) as archive:
+    with Archive.open(source, limits, sha256=sha256) as archive:
         metadata = metadata_of(archive)
         record_of(archive)
         return metadata

@@ -67,6 +67,7 @@ def extract_to_objects(
     limits: ExtractLimits | None = None,
     *,
     sink: SourceSink | None = None,
+    sha256: str | None = None,
 ) -> ObjectExtraction:
     """Put every file of a zip (a path, or an open binary file left open) into ``objects``.
 
@@ -77,6 +78,8 @@ def extract_to_objects(
     repaired in place by the writer. Not durable: the caller syncs once
     (:meth:`ObjectStore.sync`) before anything durable refers to the objects.
 
+    ``sha256``: the caller has just hashed ``source`` to it (see ``Archive.open``).
+
     Raises PackageError/MetadataError for a bad archive (a security refusal),
     OperationError when the store cannot be written. On any failure the objects
     this call created are removed again and no temp file stays (a kill leaves
@@ -85,7 +88,7 @@ def extract_to_objects(
     limits = limits or ExtractLimits()
     extraction = _Extraction(objects, sink)
     try:
-        with Archive.open(source, limits) as archive:
+        with Archive.open(source, limits, sha256=sha256) as archive:
             metadata = metadata_of(archive)
             record = record_of(archive)
             budget = Budget(archive.limits, archive.total_compressed)

@@ -75,7 +75,7 @@ def stage_tree(
     compiler = SourceCompiler(known=frozenset(known))
     try:
         with open_blob(config, sha256) as blob:
-            extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler)
+            extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256)
         compiled = compiler.finish()
     finally:
         compiler.close()
