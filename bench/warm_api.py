@@ -39,7 +39,7 @@ STAGES = (
     ("journal: each append (fsync'd)", "atomicplug/journal/writer.py", "append"),
     ("stage the tree (objects, pycs, links, syncfs)", "atomicplug/transaction.py", "_stage_trees"),
     ("build the generation (links, registry, syncfs, rename)", "atomicplug/generations.py", "build"),
-    ("health gate: start the interpreter", "atomicplug/stages/health.py", "_spawn_child"),
+    ("health gate: start the interpreter (at begin)", "atomicplug/stages/health.py", "_start_child"),
     ("database: plan-time checks", "atomicplug/stages/migrate.py", "check"),
     ("health gate: wait for the verdict", "atomicplug/stages/health.py", "_errors_of"),
     ("frontend gate", "atomicplug/frontend/gate.py", "check"),

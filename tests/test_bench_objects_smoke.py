@@ -3,29 +3,19 @@ belong in the benchmark's output, never in tests."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_runner import run_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "objects.py"
 
 
 @pytest.mark.skipif(
     shutil.which("unzip") is None or not Path("/usr/bin/time").exists(), reason="the bench runs unzip and GNU time"
 )
 def test_objects_bench_runs_and_ends_with_json(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--sizes", "tiny", "--repeat", "1", "--big", "3x1", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    _, data = run_bench("objects.py", "--sizes", "tiny", "--repeat", "1", "--big", "3x1", "--workdir", str(tmp_path))
     tiny = data["tiny"]
     assert {"objects_empty_store", "objects_1pct_changed", "folder_today", "unzip", "ratio_1pct_vs_empty_extract"} <= set(tiny)
     assert tiny["objects_1pct_changed"]["reused"] > 0

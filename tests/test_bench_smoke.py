@@ -3,15 +3,12 @@ figures belong in the benchmark's output, never in tests."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from bench_runner import run_bench
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("unzip", "sha256sum", "minisign")),
@@ -20,18 +17,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable, str(BENCH), "--sizes", "tiny", "--repeat", "1", "--scale", "1,2",
-            "--disk-size", "tiny", "--disk-versions", "3", "--workdir", str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    proc, data = run_bench(
+        "run.py", "--sizes", "tiny", "--repeat", "1", "--scale", "1,2", "--disk-size", "tiny", "--disk-versions", "3",
+        "--workdir", str(tmp_path),
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    data = json.loads(last)
     assert {"sizes", "api", "imports", "scaling", "disk", "targets", "machine", "repeat", "load"} <= set(data)
     tiny = data["sizes"]["tiny"]
     assert {"floor_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
@@ -57,12 +46,5 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
 
 
 def test_bench_runs_one_part(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--parts", "disk", "--disk-size", "tiny", "--disk-versions", "2", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    _, data = run_bench("run.py", "--parts", "disk", "--disk-size", "tiny", "--disk-versions", "2", "--workdir", str(tmp_path))
     assert data["parts"] == ["disk"] and "sizes" not in data and data["disk"]["versions"] == 2
