@@ -83,9 +83,28 @@ def test_the_plan_and_journal_carry_the_sha256_never_the_users_path(home):
     text = journal.path.read_text()
     assert str(package) not in text and package.name not in text
     [step] = journal.begin["plan"]["steps"]
-    blob = home.config.downloads_dir / f"{step['package']}.zip"
-    assert blob.read_bytes() == package.read_bytes()
-    assert blob.stat().st_mode & 0o222 == 0, "the blob is read-only"
+    import hashlib
+
+    assert step["package"] == hashlib.sha256(package.read_bytes()).hexdigest()
+    # Once the tree is made the blob is released: its files are objects, and the key that signed it is recorded.
+    assert not (home.config.downloads_dir / f"{step['package']}.zip").exists()
+    assert home.installer.list()[0]["signed_by"] == home.publisher.secret.key_id_hex
+
+
+def test_the_blob_is_read_only_and_is_what_extraction_reads(home, monkeypatch):
+    from atomicplug import intake
+
+    seen: list[tuple[int, bool]] = []
+    real = intake.open_blob
+
+    def watching(config, sha256):
+        blob = intake.blob_path(config, sha256)
+        seen.append((blob.stat().st_mode & 0o222, blob.is_file()))
+        return real(config, sha256)
+
+    monkeypatch.setattr(intake, "open_blob", watching)
+    home.installer.install_file(home.package("shop"))
+    assert seen == [(0, True)], "the blob exists, read-only, when staging opens it"
 
 
 def test_recovery_never_needs_the_users_file(home_factory):

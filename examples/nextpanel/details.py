@@ -132,8 +132,7 @@ def plugin_detail(
     if mine is not None and Version(mine.entry.version) == Version(wanted):
         tree = tree_path(config, mine.entry)
         source, origin = _Source(tree=tree), "installed"
-        sig = config.downloads_dir / f"{mine.entry.current.sha256}.zip.minisig"
-        key_id = _key_id(sig)
+        key_id = mine.entry.signed_by  # recorded at install: the blob itself is gone once the tree is made
     else:
         entry = next((e for e in offered if e.parsed_version == Version(wanted)), None)
         if entry is None:

@@ -209,15 +209,16 @@ def replace(src: Path, dst: Path, *, durable: bool = True) -> None:
         fsync_dir(Path(dst).parent)
 
 
-def remove_file(path: Path) -> bool:
-    """Unlink a file or symlink if present (durably); True when something went."""
+def remove_file(path: Path, *, durable: bool = True) -> bool:
+    """Unlink a file or symlink if present (durably, unless ``durable=False``); True when something went."""
     path = Path(path)
     crash_point()
     try:
         os.unlink(path)
     except FileNotFoundError:
         return False
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
     return True
 
 

@@ -321,6 +321,7 @@ class Installer:
                 "sha256": e.current.sha256,
                 "installed_at": e.installed_at,
                 "txid": e.txid,
+                "signed_by": e.signed_by,
             }
             for e in sorted(registry.plugins.values(), key=lambda e: e.id)
         ]

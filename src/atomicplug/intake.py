@@ -35,7 +35,16 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.metadata import Metadata
 
-__all__ = ["Package", "blob_path", "signature_path_for", "take_in_file", "take_in_download", "take_in_cached", "open_blob"]
+__all__ = [
+    "Package",
+    "blob_path",
+    "signature_path_for",
+    "take_in_file",
+    "take_in_download",
+    "take_in_cached",
+    "open_blob",
+    "release",
+]
 
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -238,6 +247,17 @@ def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
     elif not config.allow_unsigned:
         return None
     return Package(sha256=sha256, size=size, metadata=safezip.read_metadata(blob, config.limits, sha256=sha256), signed_by=signed_by)
+
+
+def release(config: Config, sha256: str) -> None:
+    """Drop the blob of a package whose store tree is made: nothing needs its bytes any more.
+
+    Its files live on as objects; a reinstall takes the zip in again. Not durable
+    on purpose: a blob that reappears after a power cut is only disk for gc.
+    """
+    blob = blob_path(config, sha256)
+    fsutil.remove_file(signature_path_for(blob), durable=False)
+    fsutil.remove_file(blob, durable=False)
 
 
 def _discard(blob: Path) -> None:

@@ -48,6 +48,7 @@ class InstalledPlugin:
     previous: TreeRef | None = None
     txid: str = ""
     installed_at: str = ""
+    signed_by: str | None = None  # the publisher key id (hex) that signed the package
 
     @property
     def version(self) -> str:
@@ -65,6 +66,7 @@ class InstalledPlugin:
             previous=TreeRef.from_dict(previous) if previous else None,
             txid=data.get("txid", ""),
             installed_at=data.get("installed_at", ""),
+            signed_by=data.get("signed_by"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +80,7 @@ class InstalledPlugin:
             "previous": attrs.asdict(self.previous) if self.previous else None,
             "txid": self.txid,
             "installed_at": self.installed_at,
+            "signed_by": self.signed_by,
         }
 
 

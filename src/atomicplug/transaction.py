@@ -31,6 +31,7 @@ from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationErro
 from atomicplug.frontend import gate as frontend_gate
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history
+from atomicplug.intake import release
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
@@ -226,6 +227,10 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)
     remove_temp_links(config, plan.txid)
+    if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
+        for change in plan.changes:
+            if change.stage_tree and change.package is not None:
+                release(config, change.package)  # its files are objects now (docs/design.md "Intake")
     append_history(config.home, _history_entry(plan, "done"))
     journal.append(RecordType.DONE)
 

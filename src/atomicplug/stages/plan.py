@@ -155,6 +155,7 @@ def plan_install(
             previous=before.current if before else None,
             txid=txid,
             installed_at=_now(),
+            signed_by=package.signed_by,
         )
         changes.append(
             Change(
