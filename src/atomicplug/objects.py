@@ -136,9 +136,16 @@ class ObjectStore:
                     yield fan.name + child
 
     # -- writing ----------------------------------------------------------------------
-    def writer(self) -> ObjectWriter:
-        """A temp file in ``objects/`` that becomes an object on :meth:`ObjectWriter.commit`."""
-        return ObjectWriter(self)
+    def writer(self, expected: str | None = None) -> ObjectWriter:
+        """A file in ``objects/`` that becomes an object on :meth:`ObjectWriter.commit`.
+
+        With the ``expected`` sha256 (a RECORD line) and no file of that name yet,
+        the bytes are written under the object's own name straight away: no temp,
+        no rename. Until the mtime stamp is set last, :meth:`has` refuses the file,
+        so a crash or a mismatch never leaves something that passes for the object
+        (a leftover is repaired in place by the next write of it, or swept).
+        """
+        return ObjectWriter(self, expected)
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; returns its sha256 (an existing, untouched object is kept)."""
@@ -222,6 +229,17 @@ class ObjectStore:
             os.makedirs(self.root, 0o755, exist_ok=True)
             self._wrote(self.root)
         self._root_made = True
+
+    def _claim(self, sha256: str) -> bool:
+        """True when no file has the object's name yet (it may be written there directly)."""
+        return not os.path.lexists(self.path(sha256))
+
+    def _open_new(self, sha256: str) -> int:
+        self._make_root()
+        target = self.path(sha256)
+        self._make_fan_out(target.parent)
+        crash_point()
+        return os.open(target, _NEW_FILE, OBJECT_MODE)
 
     def _new_temp(self) -> tuple[Path, int]:
         self._make_root()
@@ -353,12 +371,17 @@ class ObjectWriter:
     leaving the ``with`` block without committing drops the temp.
     """
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, expected: str | None = None) -> None:
         self._store = store
         self._digest = hashlib.sha256()
         self.size = 0
         self.created = False
-        self._temp, self._fd = store._new_temp()
+        self._direct = expected is not None and store._claim(expected)
+        if self._direct:
+            assert expected is not None
+            self._temp, self._fd = store.path(expected), store._open_new(expected)
+        else:
+            self._temp, self._fd = store._new_temp()
         self._open = True
 
     def write(self, chunk: bytes) -> None:
@@ -373,11 +396,17 @@ class ObjectWriter:
     def commit(self) -> tuple[str, int]:
         """Seal and name the object; returns (sha256, size). ``created`` tells whether it is new."""
         sha256 = self.hexdigest()
+        if self._direct and self._temp != self._store.path(sha256):
+            raise ValueError(f"object written as {self._temp.name} hashes to {sha256}")  # the caller checks first
         try:
             _seal(self._fd)
         finally:
             self._close()
-        self.created = self._store._place(self._temp, sha256, self.size)
+        if self._direct:
+            self._store._wrote(self._temp)
+            self.created = True
+        else:
+            self.created = self._store._place(self._temp, sha256, self.size)
         self._open = False
         return sha256, self.size
 

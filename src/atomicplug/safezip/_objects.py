@@ -128,7 +128,7 @@ class _Extraction:
                 sink.take(entry.name, line.sha256, self.objects.read_bytes(line.sha256))
             return line
         kept: list[bytes] | None = [] if sink is not None else None
-        with self.objects.writer() as writer:
+        with self.objects.writer(line.sha256 if line is not None else None) as writer:
             for chunk in archive.stream(entry, budget):
                 writer.write(chunk)
                 if kept is not None:
