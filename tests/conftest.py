@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +46,34 @@ class Home:
 
 @pytest.fixture
 def home_factory(tmp_path: Path, publisher: KeyPair) -> Callable[..., Home]:
-    def make(database_url: str | None = None, name: str = "site", **overrides: Any) -> Home:
-        root = tmp_path / name
+    """``make(database_url=None, name="site", under=None, **config)``: a home in ``(under or tmp_path) / name``."""
+
+    def make(database_url: str | None = None, name: str = "site", under: Path | None = None, **overrides: Any) -> Home:
+        root = (under or tmp_path) / name
         if database_url:
             overrides["database_url"] = database_url
         config_path = make_home(root, [publisher.public_path], **overrides)
         return Home(root=root, config_path=config_path, config=Config.load(config_path), publisher=publisher)
 
     return make
+
+
+@pytest.fixture
+def memory_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """A temporary folder on a memory file system (tmpfs /dev/shm) when there is one, else tmp_path.
+
+    For suites that repeat whole transactions hundreds of times: there an fsync
+    costs nothing, while every system call still happens for real.
+    """
+    shm = Path("/dev/shm")
+    if not (shm.is_dir() and os.access(shm, os.W_OK)):
+        yield tmp_path
+        return
+    folder = Path(tempfile.mkdtemp(prefix="atomicplug-test-", dir=shm))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -66,18 +89,33 @@ def any_db_home(home_factory: Callable[..., Home], database_url: str) -> Home:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest hook signature
-    """Say how many crash points the crash suites enumerated."""
-    from crash_harness import CHECKED
+    """Say how many crash points the crash suites enumerated (and the disk-failure suites failed)."""
+    from crash_harness import CHECKED, FAILURES_CHECKED
 
     try:
         from test_crash_syscalls import SYSCALL_CHECKED
     except ImportError:
         SYSCALL_CHECKED = {}
-    if CHECKED or SYSCALL_CHECKED:
-        terminalreporter.section("crash points checked")
-        for label, count in sorted(CHECKED.items()):
-            terminalreporter.write_line(f"in-process SIGKILL  {label:28} {count:5d} crash points")
-        for label, count in sorted(SYSCALL_CHECKED.items()):
-            terminalreporter.write_line(f"strace SIGKILL      {label:28} {count:5d} system calls")
-        total = sum(CHECKED.values()) + sum(SYSCALL_CHECKED.values())
-        terminalreporter.write_line(f"total: {total} crash points, every one recovered to the old or the new state")
+    try:
+        from test_disk_failures_syscalls import SYSCALL_FAILURES_CHECKED
+    except ImportError:
+        SYSCALL_FAILURES_CHECKED = {}
+    crashes = [("in-process SIGKILL", CHECKED, "crash points"), ("strace SIGKILL", SYSCALL_CHECKED, "system calls")]
+    _summary(terminalreporter, "crash points checked", crashes, "crash points, every one recovered to the old or the new state")
+    failures = [
+        ("in-process OSError", FAILURES_CHECKED, "failing steps"),
+        ("strace ENOSPC/EIO", SYSCALL_FAILURES_CHECKED, "failing system calls"),
+    ]
+    _summary(terminalreporter, "disk failures checked", failures, "failing steps, each one line, then old or new after recover")
+
+
+def _summary(reporter: Any, title: str, parts: list[tuple[str, dict[str, int], str]], outcome: str) -> None:
+    """A section with one line per (kind, label) counted, and the total."""
+    if not any(counts for _, counts, _ in parts):
+        return
+    reporter.section(title)
+    for kind, counts, unit in parts:
+        for label, count in sorted(counts.items()):
+            reporter.write_line(f"{kind:20}{label:28} {count:5d} {unit}")
+    total = sum(sum(counts.values()) for _, counts, _ in parts)
+    reporter.write_line(f"total: {total} {outcome}")

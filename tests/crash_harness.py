@@ -15,6 +15,8 @@ from atomicplug.testing import count_crash_points, crash_at, snapshot
 
 #: scenario label → number of crash points checked (printed at the end of the run).
 CHECKED: dict[str, int] = {}
+#: scenario label → number of (crash point, way of failing) checked by the disk-failure suite.
+FAILURES_CHECKED: dict[str, int] = {}
 
 V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
 V2 = dict(V1, **{"0002_orders": ("CREATE TABLE shop_orders (id INTEGER PRIMARY KEY);", "DROP TABLE shop_orders;")})
@@ -39,6 +41,50 @@ def install_all(names: Any, packages: dict[str, Any]) -> Callable[[Any], None]:
             Installer(home.config).install_file(packages[name])
 
     return setup
+
+
+def install_together(*names: str) -> Callable[[Any, dict[str, Any]], None]:
+    """An operation: take the named packages in and install them in one transaction."""
+
+    def run(home: Any, packages: dict[str, Any]) -> None:
+        from atomicplug.intake import take_in_file
+
+        Installer(home.config).install_packages([take_in_file(home.config, packages[n]) for n in names])
+
+    return run
+
+
+#: label → (packages installed first, the operation on (home, packages)).
+SCENARIOS: dict[str, tuple[list[str], Callable[[Any, dict[str, Any]], Any]]] = {
+    "install": ([], lambda h, p: Installer(h.config).install_file(p["shop1"])),
+    "install-with-dependency": ([], install_together("base", "needs_base")),
+    "upgrade": (["shop1"], lambda h, p: Installer(h.config).install_file(p["shop2"])),
+    "uninstall": (["shop1"], lambda h, p: Installer(h.config).uninstall("shop")),
+    "uninstall-keep-data": (["shop1"], lambda h, p: Installer(h.config).uninstall("shop", keep_data=True)),
+    "rollback": (["shop1", "shop2"], lambda h, p: Installer(h.config).rollback("shop")),
+    "disable": (["shop1"], lambda h, p: Installer(h.config).disable("shop")),
+    "rollback-generation": (["shop1", "base", "shop2"], lambda h, p: Installer(h.config).rollback(generation=1)),
+}
+
+
+class RestorableHome:
+    """A home set up once and restored from its copy before each run, at its own path
+    (so the absolute links a home holds stay valid): cheaper than setting up a home per point."""
+
+    def __init__(self, home: Any) -> None:
+        import shutil
+        from pathlib import Path
+
+        self.home = home
+        self.template = Path(f"{home.root}.template")
+        shutil.copytree(home.root, self.template, symlinks=True)
+
+    def restore(self) -> Any:
+        import shutil
+
+        shutil.rmtree(self.home.root)
+        shutil.copytree(self.template, self.home.root, symlinks=True)
+        return self.home
 
 
 def assert_clean(config: Any) -> None:

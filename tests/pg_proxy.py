@@ -1,4 +1,4 @@
-"""A TCP proxy on loopback that loses the client's connection right after forwarding COMMIT.
+"""A TCP proxy on loopback that loses the client's connection right after forwarding COMMIT (or instead of it).
 
 Between atomicplug and a PostgreSQL server: it reads the client's side of the
 wire protocol message by message, and when a simple-protocol ``Query`` whose
@@ -29,6 +29,7 @@ class CommitDroppingProxy:
         self.port = int(self.listener.getsockname()[1])
         self.dropped = threading.Event()  # set once a COMMIT went through and its client was cut off
         self.refuse_after_drop = False  # True: once dropped, new connections are closed at once
+        self.forward_commit = True  # False: the COMMIT never reaches the server (both sides are cut)
         self._closing = False
         self._sockets: list[socket.socket] = []
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -65,7 +66,7 @@ class CommitDroppingProxy:
             threading.Thread(target=self._server_to_client, args=(server, client), daemon=True).start()
 
     def _client_to_server(self, client: socket.socket, server: socket.socket) -> None:
-        """Forward whole messages; after a COMMIT query, cut the client off."""
+        """Forward whole messages; after a COMMIT query (or instead of it), cut the client off."""
         buffer = b""
         started = False  # the first message (startup) has no type byte
         try:
@@ -83,8 +84,14 @@ class CommitDroppingProxy:
                     if len(buffer) < size:
                         break
                     message, buffer = buffer[:size], buffer[size:]
+                    commit = started and message[:1] == b"Q" and message[5:].rstrip(b"\0").strip().upper() == b"COMMIT"
+                    if commit and not self.forward_commit:
+                        self.dropped.set()
+                        _close(client)
+                        _close(server)  # the server sees its client go and rolls back
+                        return
                     server.sendall(message)
-                    if started and message[:1] == b"Q" and message[5:].rstrip(b"\0").strip().upper() == b"COMMIT":
+                    if commit:
                         self.dropped.set()
                         _close(client)
                         return

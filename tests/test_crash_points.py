@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from crash_harness import (
+    SCENARIOS,
     build_crash_packages,
     enumerate_crash_points,
     enumerate_recovery_crash_points,
@@ -35,27 +36,6 @@ def make_home(home_factory):
 def make_any_db_home(home_factory, database_factory):
     """Each crash point gets a home and a database of its own (SQLite, then PostgreSQL)."""
     return lambda name: home_factory(name=name, database_url=database_factory(), health_check=False)
-
-
-def _install(*names):
-    def run(home, packages):
-        from atomicplug.intake import take_in_file
-
-        Installer(home.config).install_packages([take_in_file(home.config, packages[n]) for n in names])
-
-    return run
-
-
-SCENARIOS = {
-    "install": ([], lambda h, p: Installer(h.config).install_file(p["shop1"])),
-    "install-with-dependency": ([], _install("base", "needs_base")),
-    "upgrade": (["shop1"], lambda h, p: Installer(h.config).install_file(p["shop2"])),
-    "uninstall": (["shop1"], lambda h, p: Installer(h.config).uninstall("shop")),
-    "uninstall-keep-data": (["shop1"], lambda h, p: Installer(h.config).uninstall("shop", keep_data=True)),
-    "rollback": (["shop1", "shop2"], lambda h, p: Installer(h.config).rollback("shop")),
-    "disable": (["shop1"], lambda h, p: Installer(h.config).disable("shop")),
-    "rollback-generation": (["shop1", "base", "shop2"], lambda h, p: Installer(h.config).rollback(generation=1)),
-}
 
 
 ON_EACH_DATABASE = ("install", "upgrade", "uninstall", "rollback")

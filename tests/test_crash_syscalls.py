@@ -66,14 +66,19 @@ def count_syscalls(home, args: list[str], trace: Path) -> Counter[str]:
     return counts
 
 
-def kill_at(home, args: list[str], syscall: str, n: int) -> int:
-    proc = subprocess.run(
-        ["strace", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={n}", *_cli(home, args)],
+def run_injected(home, args: list[str], syscall: str, when: str, action: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with strace's fault injection ``inject=SYSCALL:ACTION:when=WHEN`` (``signal=KILL``, ``error=ENOSPC``)."""
+    return subprocess.run(
+        ["strace", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}", "-e", f"inject={syscall}:{action}:when={when}", *_cli(home, args)],
         env=_env(),
         capture_output=True,
+        text=True,
         timeout=120,
     )
-    return proc.returncode
+
+
+def kill_at(home, args: list[str], syscall: str, n: int) -> int:
+    return run_injected(home, args, syscall, str(n), "signal=KILL").returncode
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers for testing plugins and atomicplug itself: build real signed packages.
+"""Helpers for testing plugins and atomicplug itself: build real signed packages, crash or fail operations.
 
 Shipped in the library (like ``structlog.testing``) so plugin authors can
 test their packages against a real installer in a temporary folder.
@@ -26,6 +26,7 @@ __all__ = [
     "table_names",
     "count_crash_points",
     "crash_at",
+    "fail_at",
     "build_repository",
     "served_repository",
 ]
@@ -226,6 +227,29 @@ def crash_at(operation: Any, point: int) -> bool:
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         return False
     raise AssertionError(f"crash child for point {point} failed with status {status}")
+
+
+def fail_at(operation: Any, point: int, error: Any, *, then: Any = None) -> Exception | None:
+    """Run ``operation()`` in this process with crash point ``point`` raising ``error``.
+
+    ``error`` is an errno (``errno.ENOSPC``: ``OSError(28, ...)`` with no file
+    name, as ``os.fsync(fd)`` raises it) or a function returning the exception
+    (a database driver's error); with ``then``, every later crash point raises
+    too (a disk that stays broken: rolling back fails as well). Returns what
+    ``operation()`` raised, or None when it finished (``point`` past its last
+    crash point, or a failure it tolerated). Disarmed afterwards: the disk is
+    repaired.
+    """
+    from atomicplug import faults
+
+    faults.arm(point, error, then=then)
+    try:
+        operation()
+    except Exception as exc:  # noqa: BLE001 - returned for the caller to judge
+        return exc
+    finally:
+        faults.arm(0)
+    return None
 
 
 def build_repository(repo: Path, packages: Sequence[Path], key: SecretKey) -> Path:
