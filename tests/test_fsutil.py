@@ -95,3 +95,33 @@ def test_append_line_cuts_a_torn_tail_before_appending(tmp_path):
     path.write_bytes(b"no newline at all")
     append_line(path, b"x\n")
     assert path.read_bytes() == b"x\n"
+
+
+def test_removing_a_tree_again_finishes_a_delete_that_failed_half_way(tmp_path: Path) -> None:
+    """EIO after the rename to ``.deleting-tree``: the rollback's second try must not leave that trash."""
+    import errno
+
+    from atomicplug.testing import fail_at
+
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "file").write_text("x")
+    failure = fail_at(lambda: remove_tree(tree), 3, errno.EIO)  # rename, fsync, then the delete fails
+    assert isinstance(failure, OSError) and sorted(p.name for p in tmp_path.iterdir()) == [".deleting-tree"]
+    assert remove_tree(tree) is False
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_oserror_from_a_primitive_names_its_step_and_path(tmp_path: Path) -> None:
+    """``os.fsync(fd)`` raises with no file name; the one line still says where (docs/design.md)."""
+    import errno
+
+    from atomicplug.ioerrors import describe
+    from atomicplug.testing import fail_at
+
+    target = tmp_path / "state.json"
+    failure = fail_at(lambda: atomic_write_bytes(target, b"{}"), 2, errno.ENOSPC)  # the fsync of the temp file
+    assert isinstance(failure, OSError) and failure.filename is None
+    assert describe(failure) == f"could not write {target}: No space left on device (ENOSPC)"
+    failure = fail_at(lambda: atomic_write_bytes(target, b"{}"), 3, errno.EIO)  # the rename
+    assert describe(failure) == f"could not rename to {target}: Input/output error (EIO)"

@@ -30,6 +30,7 @@ __all__ = [
     "JournalCorruptError",
     "MigrationError",
     "DatabaseError",
+    "StorageError",
     "DependencyError",
     "DownloadError",
     "RepositoryUnreachableError",
@@ -154,6 +155,23 @@ class DatabaseError(OperationError):
     """The database could not be reached or used."""
 
     title = "Database unavailable"
+
+
+class StorageError(OperationError):
+    """The disk or the database's storage failed under an operation (ENOSPC, EIO, a full database).
+
+    The message says what could not be done, where (the path, or the database),
+    and the state left behind: nothing changed, or what ``atomicplug recover``
+    will finish (docs/design.md "A failing disk is one line"). ``path`` and
+    ``errno`` (when the system gave one) are there for other front ends.
+    """
+
+    title = "Storage failed"
+
+    def __init__(self, message: str, *, path: str | None = None, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = errno
 
 
 class DependencyError(OperationError):

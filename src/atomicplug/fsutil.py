@@ -3,7 +3,8 @@
 Why: an operation is only crash-safe if each step reaches the disk in the
 order the journal assumes. These helpers fsync what must survive (the file,
 then its folder) and replace files atomically (temp in the same folder, then
-``os.replace``). Each one passes a :func:`atomicplug.faults.crash_point`.
+``os.replace``). Each one passes a :func:`atomicplug.faults.crash_point`, and
+an OSError from it names the step and the path (:func:`atomicplug.ioerrors.named`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from atomicplug.faults import crash_point
+from atomicplug.ioerrors import named
 
 __all__ = [
     "fsync_dir",
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 
+@named("fsync")
 def fsync_dir(path: Path) -> None:
     """Make a folder's entries (creations, renames, unlinks) durable."""
     crash_point()
@@ -50,6 +53,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@named("fsync")
 def fsync_file(path: Path) -> None:
     """Flush a file's data to disk."""
     crash_point()
@@ -76,6 +80,7 @@ def _syncfs() -> Callable[[int], int] | None:
     return function  # type: ignore[no-any-return]
 
 
+@named("sync")
 def sync_tree(root: Path) -> None:
     """Make every file and folder written under ``root``, and ``root``'s own entry, durable.
 
@@ -111,6 +116,7 @@ def _fsync_walk(root: Path) -> None:
     fsync_dir(root.parent)
 
 
+@named("create folder")
 def make_dirs(path: Path) -> list[Path]:
     """Create ``path`` and missing parents, fsyncing each new entry's parent; returns those created."""
     path = Path(path)
@@ -142,6 +148,7 @@ def remove_empty_dirs(folders: list[Path]) -> None:
             return  # not empty (someone else uses it) or already gone: leave the rest
 
 
+@named("write")
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: readers see the old bytes or the new, never a mix."""
     path = Path(path)
@@ -164,6 +171,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+@named("append to")
 def append_line(path: Path, line: bytes, *, create: bool = False) -> None:
     """Append one newline-terminated record to ``path`` and fsync it (the folder too when created).
 
@@ -201,6 +209,7 @@ def _after_last_newline(fd: int, size: int) -> int:
     return 0
 
 
+@named("rename to", path_arg=1)
 def replace(src: Path, dst: Path, *, durable: bool = True) -> None:
     """Atomically rename ``src`` onto ``dst`` and (unless ``durable=False``) make the rename durable."""
     crash_point()
@@ -209,6 +218,7 @@ def replace(src: Path, dst: Path, *, durable: bool = True) -> None:
         fsync_dir(Path(dst).parent)
 
 
+@named("remove")
 def remove_file(path: Path, *, durable: bool = True) -> bool:
     """Unlink a file or symlink if present (durably, unless ``durable=False``); True when something went."""
     path = Path(path)
@@ -226,6 +236,7 @@ TRASH_PREFIX = ".deleting-"
 TEMP_SUFFIX = ".tmp-atomicplug"
 
 
+@named("remove leftovers in")
 def remove_temp_files(folder: Path) -> None:
     """Delete ``.<name>.<pid>-<rand>.tmp-atomicplug`` files left by writers that died.
 
@@ -250,27 +261,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@named("remove")
 def remove_tree(path: Path) -> bool:
     """Delete a folder tree if present; durable once it returns.
 
     The tree is first renamed to ``.deleting-<name>`` in one atomic step, so a
     crash during the slow delete never leaves a half-deleted tree under its
     real name (a later install would take it for complete). ``gc`` sweeps
-    ``.deleting-*`` leftovers.
+    ``.deleting-*`` leftovers; removing the same path again finishes a delete
+    that failed half-way (a full or failing disk: the rollback's second try).
     """
     path = Path(path)
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
+    if os.path.lexists(trash):
+        delete_trash(trash)
     if not os.path.lexists(path):
         return False
     if path.is_symlink() or not path.is_dir():
         return remove_file(path)
-    trash = path.with_name(f"{TRASH_PREFIX}{path.name}")
-    if os.path.lexists(trash):
-        delete_trash(trash)
     replace(path, trash)
     delete_trash(trash)
     return True
 
 
+@named("remove")
 def delete_trash(path: Path) -> None:
     """Delete a tree already renamed out of the way (no atomicity needed)."""
     crash_point()
@@ -278,12 +292,14 @@ def delete_trash(path: Path) -> None:
     fsync_dir(path.parent)
 
 
+@named("create link")
 def make_symlink(link: Path, target: str | Path) -> None:
     """Create a new symlink inside a folder being built (made durable by the builder's one sync)."""
     crash_point()
     os.symlink(target, link)
 
 
+@named("write")
 def write_new_file(path: Path, data: bytes) -> None:
     """Create a new file inside a folder being built (made durable by the builder's one sync)."""
     crash_point()
@@ -294,6 +310,7 @@ def write_new_file(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+@named("switch link")
 def switch_symlink(link: Path, target: Path, txid: str, *, replace_file: bool = False) -> None:
     """Point ``link`` at ``target`` atomically (docs/design.md "State").
 

@@ -8,12 +8,13 @@ hands the plan to :func:`atomicplug.transaction.execute`. Readers (``list``,
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from atomicplug import ioerrors
 from atomicplug.config import Config
 from atomicplug.errors import UsageError
 from atomicplug.lock import writer_lock
@@ -61,14 +62,17 @@ class Installer:
 
     # -- plumbing -------------------------------------------------------------
     @contextmanager
-    def _writing(self, *, cluster: bool = True) -> Iterator[Registry]:
+    def _writing(self, what: str, outcome: str = ioerrors.NOTHING_CHANGED, *, cluster: bool = True) -> Iterator[Registry]:
         """Lock, recover anything unfinished, and yield the registry to plan on.
 
         Cluster mode (docs/design.md "Beyond one machine"): also the cluster's
         writer lock, and this node synced to the desired state first, so the
-        registry yielded is the desired state's.
+        registry yielded is the desired state's. A disk or database failure the
+        transaction runner did not already report (the lock file, a read while
+        planning) is a StorageError: "<what> failed: …; <outcome>"
+        (docs/design.md "A failing disk is one line").
         """
-        with writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress):
+        with ioerrors.reported(what, outcome, self.config.database_url), self._locked():
             self._recover_locked()
             if not (cluster and self.config.cluster):
                 yield Registry.load(self.config.registry_path)
@@ -80,6 +84,9 @@ class Installer:
                     yield Registry.load(self.config.registry_path)
                 finally:
                     self._cluster = None
+
+    def _locked(self) -> AbstractContextManager[None]:
+        return writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress)
 
     def _recover_locked(self) -> list[tuple[str, str]]:
         from atomicplug.journal.reader import pending_journals
@@ -145,7 +152,7 @@ class Installer:
         from atomicplug.transaction import new_txid
 
         _check_python_dependencies(packages)
-        with self._writing() as registry:
+        with self._writing("install") as registry:
             txid = new_txid()
             repairs = self._repair_damaged(registry, packages)
             plan = planning.plan_install(
@@ -198,7 +205,8 @@ class Installer:
         if isinstance(specs, str):
             specs = [specs]
         installed = self._installed_versions()
-        packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
+        with ioerrors.reported("install", database_url=self.config.database_url):  # the repository's caches
+            packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
         return self.install_packages(
             packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements
         )
@@ -214,7 +222,7 @@ class Installer:
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
-        with self._writing() as registry:
+        with self._writing(f"uninstall {plugin_id}") as registry:
             plan = planning.plan_uninstall(registry, [plugin_id], new_txid(), cascade=cascade, keep_data=keep_data)
             return self._run(plan)
 
@@ -239,7 +247,7 @@ class Installer:
         chosen = sum(x is not None for x in (plugin_id, generation, transaction))
         if chosen != 1:
             raise UsageError("rollback takes one plugin id, or --generation N, or --transaction TXID")
-        with self._writing() as registry:
+        with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
                 return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
             target = self._target_generation(registry, generation, transaction)
@@ -279,7 +287,7 @@ class Installer:
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
-        with self._writing() as registry:
+        with self._writing(f"enable {plugin_id}") as registry:
             return self._run(
                 planning.plan_toggle(registry, plugin_id, True, new_txid(), with_requirements=with_requirements)
             )
@@ -288,19 +296,20 @@ class Installer:
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
-        with self._writing() as registry:
+        with self._writing(f"disable {plugin_id}") as registry:
             return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid()))
 
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
-        with writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress):
+        with ioerrors.reported("recover", database_url=self.config.database_url), self._locked():
             return self._recover_locked()
 
     def gc(self) -> dict[str, int]:
         """Remove generations, store trees, blobs and journals that no kept generation needs."""
         from atomicplug.gc import collect
 
-        with self._writing(cluster=False):  # this node's own files only
+        unchanged = "the installed plugins are unchanged; run `atomicplug gc` again"
+        with self._writing("gc", unchanged, cluster=False):  # this node's own files only
             return collect(self.config).as_dict()
 
     # -- readers --------------------------------------------------------------

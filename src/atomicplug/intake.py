@@ -22,13 +22,13 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import attrs
 
-from atomicplug import fsutil
+from atomicplug import fsutil, ioerrors
 from atomicplug.errors import PackageError, SignatureError, TrustError, UsageError
 
 if TYPE_CHECKING:
@@ -109,10 +109,16 @@ def _private_temp(config: Config) -> Iterator[tuple[Path, IO[bytes]]]:
 
 def _copy_hashing(source: IO[bytes], sink: IO[bytes]) -> _Digests:
     digests = _Digests()
-    while chunk := source.read(_CHUNK):
+    while True:
+        with ioerrors.doing("read", source.name):
+            chunk = source.read(_CHUNK)
+        if not chunk:
+            break
         digests.update(chunk)
-        sink.write(chunk)
-    sink.flush()
+        with ioerrors.doing("write", sink.name):
+            sink.write(chunk)
+    with ioerrors.doing("write", sink.name):
+        sink.flush()
     return digests
 
 
@@ -189,9 +195,14 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
         raise UsageError(f"package {path} does not exist") from None
     except OSError as exc:
         raise UsageError(f"cannot read package {path}: {exc.strerror or exc}") from None
-    with source, _private_temp(config) as (temp, sink):
+    with _taking_in(path.name), source, _private_temp(config) as (temp, sink):
         digests = _copy_hashing(source, sink)
         return _adopt(config, temp, digests, sig_text, path.name)
+
+
+def _taking_in(name: str) -> AbstractContextManager[None]:
+    """A disk failure while a package is taken in: one line, nothing kept (docs/design.md "A failing disk is one line")."""
+    return ioerrors.reported(f"taking in package {name}")
 
 
 def take_in_download(
@@ -207,7 +218,7 @@ def take_in_download(
     The downloaded bytes must hash to ``sha256`` (what the signed manifest says),
     else TrustError (mix-and-match); then the same checks as a local file.
     """
-    with _private_temp(config) as (temp, _handle):
+    with _taking_in(name), _private_temp(config) as (temp, _handle):
         fill(temp)
         digests = _hash_file(temp)
         if digests.sha256.hexdigest() != sha256:

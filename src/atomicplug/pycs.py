@@ -144,7 +144,7 @@ class _Worker:
             for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
                 try:
                     pipe.close()  # type: ignore[union-attr]
-                except BrokenPipeError:  # stdin's unflushed bytes, to a worker that is gone
+                except OSError:  # stdin's unflushed bytes, to a worker that is gone (EPIPE, or ENOSPC again)
                     pass
 
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import attrs
 
-from atomicplug import generations
+from atomicplug import generations, ioerrors
 from atomicplug.change import Plan
 from atomicplug.config import Config
 from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationError
@@ -36,7 +37,7 @@ from atomicplug.journal import Journal, JournalState, RecordType, pending_journa
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.register import write_frontend_index
-from atomicplug.stages.stage import objects_of, stage_tree
+from atomicplug.stages.stage import objects_of, stage_tree, staging_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links
 
 if TYPE_CHECKING:
@@ -86,8 +87,10 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
     """Run ``plan`` as one transaction; on failure nothing visible has changed.
 
     The caller holds the writer lock and has run recovery. Raises the
-    AtomicplugError that stopped it (after rolling back), or OperationError
-    if step 5 failed after COMMIT (recovery will finish it). A plan without
+    AtomicplugError that stopped it (after rolling back), or StorageError if
+    the disk or the database failed: "nothing changed" before COMMIT, or
+    committed and recovery will finish it if step 5 failed after COMMIT
+    (docs/design.md "A failing disk is one line"). A plan without
     ``database`` (a cluster node's sync) runs no migrations: its point of no
     return is the ``committed`` record, so recovery rolls it back without one.
     """
@@ -102,8 +105,10 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
     after = plan.registry_after(Registry.load(config.registry_path))
     # The health gate's interpreter starts now, so its start-up overlaps staging (issue 14).
     spare = health.prestart(config, plan)
+    what = _what(plan)
     try:
-        journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
+        with ioerrors.reported(what, database_url=config.database_url):  # at worst an empty journal: recovery drops it
+            journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
     except BaseException:
         health.discard(spare)
         raise
@@ -128,24 +133,53 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
         if plan.database:
             progress("database: migrations and ledger in one transaction")
             in_transaction = coordination.in_transaction
-            migrate.run(
-                config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit,
-                db=coordination.database,
-                in_transaction=(lambda db: in_transaction(db, plan, after)) if in_transaction is not None else None,
-            )  # fmt: skip
+            with ioerrors.doing("commit to the database", ioerrors.database_location(config.database_url)):
+                migrate.run(
+                    config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit,
+                    db=coordination.database,
+                    in_transaction=(lambda db: in_transaction(db, plan, after)) if in_transaction is not None else None,
+                )  # fmt: skip
     except BaseException as exc:
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
-            _roll_back(config, plan, journal, reason=_reason(exc))
-            raise
+            _undo(config, plan, journal, exc)
     finally:
         health.discard(spare)
-    journal.append(RecordType.COMMITTED)
     try:
+        journal.append(RecordType.COMMITTED)
         _roll_forward(config, plan, journal, progress, after)
-    except OSError as exc:
-        raise OperationError(
-            f"transaction {plan.txid} committed but finishing it failed ({exc}); run `atomicplug recover`"
-        ) from exc
+    except Exception as exc:
+        cause = ioerrors.storage_cause(exc)
+        if cause is None:
+            raise
+        head = f"{what} is committed (transaction {plan.txid}) but not finished"
+        raise ioerrors.storage_error(head, cause, "`atomicplug recover` will finish it", config.database_url) from exc
+
+
+def _undo(config: Config, plan: Plan, journal: Journal, failure: BaseException) -> NoReturn:
+    """Roll back after ``failure``, then raise it: a disk or database failure as a StorageError
+    saying that nothing changed. If rolling back fails too, the first failure is still the one
+    reported, with what recovery will do."""
+    what = _what(plan)
+    first = ioerrors.storage_cause(failure, wrapped=True)
+    try:
+        _roll_back(config, plan, journal, reason=_reason(failure))
+    except Exception as undo_failure:
+        second = ioerrors.storage_cause(undo_failure)
+        if second is None:
+            raise
+        reason = ioerrors.describe(first, config.database_url, failure) if first is not None else _reason(failure)
+        outcome = "the installed plugins are unchanged and `atomicplug recover` will finish undoing it"
+        raise ioerrors.storage_error(
+            f"{what} failed: {reason}; undoing it failed too", second, outcome, config.database_url
+        ) from failure
+    if first is None:
+        raise failure
+    raise ioerrors.storage_error(f"{what} failed", first, ioerrors.NOTHING_CHANGED, config.database_url, failure) from failure
+
+
+def _what(plan: Plan) -> str:
+    """What a transaction does, for its error lines: ``upgrade shop 1.0.0 -> 1.1.0, install base 1.0.0``."""
+    return ", ".join(plan.describe())
 
 
 def _reason(exc: BaseException) -> str:
@@ -174,7 +208,8 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
         if not change.stage_tree or change.after is None or change.package is None:
             continue
         progress(f"staging {change.plugin_id} {change.after.version}")
-        stage_tree(config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress)
+        with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
+            stage_tree(config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress)
     remove_tree(config.staging_dir / plan.txid)
 
 
@@ -242,7 +277,9 @@ def recover_pending(config: Config, progress: Progress = _quiet) -> list[tuple[s
     """
     outcomes = []
     for state in pending_journals(config.journal_dir):
-        outcomes.append((state.txid, _recover_one(config, state, progress)))
+        pending = "it stays pending and `atomicplug recover` will finish it"
+        with ioerrors.reported(f"recovering transaction {state.txid}", pending, config.database_url):
+            outcomes.append((state.txid, _recover_one(config, state, progress)))
     return outcomes
 
 
@@ -260,11 +297,19 @@ def _recover_one(config: Config, state: JournalState, progress: Progress) -> str
     plan = Plan.from_dict(state.txid, begin["plan"])
     if RecordType.COMMITTED in state.types or _committed_strict(config, state):
         progress(f"recovering {state.txid}: committed, rolling forward")
-        _roll_forward(config, plan, journal, progress)
+        with _recovering(config, plan, "it is committed, and `atomicplug recover` will finish rolling it forward"):
+            _roll_forward(config, plan, journal, progress)
         return "forward"
     progress(f"recovering {state.txid}: not committed, rolling back")
-    _roll_back(config, plan, journal, reason="interrupted; rolled back by recovery")
+    undoing = "it did not commit, the installed plugins are unchanged, and `atomicplug recover` will finish undoing it"
+    with _recovering(config, plan, undoing):
+        _roll_back(config, plan, journal, reason="interrupted; rolled back by recovery")
     return "back"
+
+
+def _recovering(config: Config, plan: Plan, outcome: str) -> AbstractContextManager[None]:
+    """A disk failure while recovery rolls ``plan`` forward or back: one line saying which."""
+    return ioerrors.reported(f"recovering transaction {plan.txid} ({_what(plan)})", outcome, config.database_url)
 
 
 def _committed_strict(config: Config, state: JournalState) -> bool:

@@ -4,7 +4,7 @@ Each command group lives in its own module with a ``register(subparsers)``
 function; handlers take the parsed arguments and return an exit code. Every
 expected failure is an :class:`~atomicplug.errors.AtomicplugError` and is
 printed as one line on stderr with its exit code (``--debug`` adds the
-traceback).
+traceback); so is an OSError that escapes anyway (exit 1).
 """
 
 from __future__ import annotations
@@ -99,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        # Last resort: the library reports a failing disk itself (StorageError); a command
+        # outside it that still lets one escape prints it as one line all the same.
+        from atomicplug.ioerrors import describe
+
+        if debug:
+            traceback.print_exc()
+        print(f"atomicplug: error: {describe(exc)}", file=sys.stderr)
+        return 1
 
 
 def load_config(args: argparse.Namespace):  # noqa: ANN201 - avoids importing config at start-up

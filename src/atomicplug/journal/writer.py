@@ -12,6 +12,7 @@ from typing import Any
 
 from atomicplug.faults import crash_point
 from atomicplug.fsutil import append_line, fsync_dir, make_dirs
+from atomicplug.ioerrors import doing
 from atomicplug.journal.reader import intact_length
 from atomicplug.journal.records import RecordType, encode
 
@@ -30,9 +31,10 @@ class Journal:
         """Create ``<txid>.jsonl`` with its ``begin`` record, durably."""
         make_dirs(journal_dir)
         path = journal_dir / f"{txid}.jsonl"
-        crash_point()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        os.close(fd)
+        with doing("create", path):
+            crash_point()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            os.close(fd)
         fsync_dir(journal_dir)
         journal = cls(path, txid)
         journal.append(RecordType.BEGIN, **plan)
@@ -50,14 +52,15 @@ class Journal:
         """
         intact = intact_length(path.read_bytes())
         if intact != path.stat().st_size:
-            crash_point()
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, intact)
+            with doing("cut the torn record off", path):
                 crash_point()
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.ftruncate(fd, intact)
+                    crash_point()
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         return cls(path, path.stem)
 
     def append(self, record_type: RecordType, **fields: Any) -> None:
