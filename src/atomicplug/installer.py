@@ -72,7 +72,7 @@ class Installer:
         planning) is a StorageError: "<what> failed: …; <outcome>"
         (docs/design.md "A failing disk is one line").
         """
-        with ioerrors.reported(what, outcome, self.config.database_url), self._locked():
+        with ioerrors.reported(what, outcome, self.config), self._locked():
             self._recover_locked()
             if not (cluster and self.config.cluster):
                 yield Registry.load(self.config.registry_path)
@@ -205,7 +205,7 @@ class Installer:
         if isinstance(specs, str):
             specs = [specs]
         installed = self._installed_versions()
-        with ioerrors.reported("install", database_url=self.config.database_url):  # the repository's caches
+        with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
         return self.install_packages(
             packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements
@@ -301,7 +301,7 @@ class Installer:
 
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
-        with ioerrors.reported("recover", database_url=self.config.database_url), self._locked():
+        with ioerrors.reported("recover", site=self.config), self._locked():
             return self._recover_locked()
 
     def gc(self) -> dict[str, int]:

@@ -195,14 +195,14 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
         raise UsageError(f"package {path} does not exist") from None
     except OSError as exc:
         raise UsageError(f"cannot read package {path}: {exc.strerror or exc}") from None
-    with _taking_in(path.name), source, _private_temp(config) as (temp, sink):
+    with _taking_in(config, path.name), source, _private_temp(config) as (temp, sink):
         digests = _copy_hashing(source, sink)
         return _adopt(config, temp, digests, sig_text, path.name)
 
 
-def _taking_in(name: str) -> AbstractContextManager[None]:
+def _taking_in(config: Config, name: str) -> AbstractContextManager[None]:
     """A disk failure while a package is taken in: one line, nothing kept (docs/design.md "A failing disk is one line")."""
-    return ioerrors.reported(f"taking in package {name}")
+    return ioerrors.reported(f"taking in package {name}", site=config)
 
 
 def take_in_download(
@@ -218,7 +218,7 @@ def take_in_download(
     The downloaded bytes must hash to ``sha256`` (what the signed manifest says),
     else TrustError (mix-and-match); then the same checks as a local file.
     """
-    with _taking_in(name), _private_temp(config) as (temp, _handle):
+    with _taking_in(config, name), _private_temp(config) as (temp, _handle):
         fill(temp)
         digests = _hash_file(temp)
         if digests.sha256.hexdigest() != sha256:

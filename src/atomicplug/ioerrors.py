@@ -20,12 +20,14 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import ParamSpec, TypeVar
+from pathlib import Path
+from typing import ParamSpec, Protocol, TypeVar
 
 from atomicplug.errors import AtomicplugError, DownloadError, OperationError, StorageError
 
 __all__ = [
     "NOTHING_CHANGED",
+    "Site",
     "named",
     "doing",
     "storage_cause",
@@ -36,6 +38,16 @@ __all__ = [
 ]
 
 NOTHING_CHANGED = "nothing changed"
+
+class Site(Protocol):
+    """Where an operation works (a :class:`~atomicplug.config.Config`): its home and its database."""
+
+    @property
+    def home(self) -> Path: ...
+
+    @property
+    def database_url(self) -> str: ...
+
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -113,11 +125,12 @@ def storage_cause(failure: BaseException, *, wrapped: bool = False) -> BaseExcep
     return None
 
 
-def describe(cause: BaseException, database_url: str | None = None, wrapper: BaseException | None = None) -> str:
+def describe(cause: BaseException, site: Site | None = None, wrapper: BaseException | None = None) -> str:
     """``could not fsync /x/state/journal: No space left on device (ENOSPC)``: what, where, why.
 
-    An OSError that names no path (a write to a pipe) is told by the error that
-    wrapped it, when there is one: its message names the place.
+    An OSError that names no path and no step (a write to a pipe, code that
+    does not name its steps) is told by the error that wrapped it, whose
+    message names the place, or else placed under the site's home.
     """
     if isinstance(cause, OSError):
         name = f" ({errnos.errorcode.get(cause.errno, cause.errno)})" if cause.errno is not None else ""
@@ -128,31 +141,34 @@ def describe(cause: BaseException, database_url: str | None = None, wrapper: Bas
         if cause.filename is not None:
             where = f"{cause.filename} -> {cause.filename2}" if cause.filename2 is not None else str(cause.filename)
             return f"{where}: {reason}"
-        return f"{wrapper}{name}" if wrapper is not None and wrapper is not cause else reason
+        if wrapper is not None and wrapper is not cause:
+            return f"{wrapper}{name}"
+        return f"could not change files under {site.home}: {reason}" if site is not None else reason
     from atomicplug.database.engine import first_line
 
-    where = database_location(database_url) if database_url else "(unknown)"
+    where = database_location(site.database_url) if site is not None else "(unknown)"
     return f"the database {where} failed: {first_line(cause)}"
 
 
-def _where(cause: BaseException, database_url: str | None) -> str | None:
+def _where(cause: BaseException, site: Site | None) -> str | None:
     if isinstance(cause, OSError):
         step = getattr(cause, _STEP, None)
-        return step[1] if step is not None else (str(cause.filename) if cause.filename is not None else None)
-    return database_location(database_url) if database_url else None
+        if step is not None:
+            return str(step[1])
+        return str(cause.filename) if cause.filename is not None else (str(site.home) if site is not None else None)
+    return database_location(site.database_url) if site is not None else None
 
 
 def storage_error(
-    head: str, cause: BaseException, outcome: str, database_url: str | None = None, wrapper: BaseException | None = None
+    head: str, cause: BaseException, outcome: str, site: Site | None = None, wrapper: BaseException | None = None
 ) -> StorageError:
     """``StorageError("<head>: <what failed where>; <outcome>")``, carrying the path and errno."""
     code = cause.errno if isinstance(cause, OSError) else None
-    text = describe(cause, database_url, wrapper)
-    return StorageError(f"{head}: {text}; {outcome}", path=_where(cause, database_url), errno=code)
+    return StorageError(f"{head}: {describe(cause, site, wrapper)}; {outcome}", path=_where(cause, site), errno=code)
 
 
 @contextmanager
-def reported(what: str, outcome: str = NOTHING_CHANGED, database_url: str | None = None) -> Iterator[None]:
+def reported(what: str, outcome: str = NOTHING_CHANGED, site: Site | None = None) -> Iterator[None]:
     """A disk or database failure escaping the block becomes ``StorageError("<what> failed: …; <outcome>")``.
 
     For boundaries where an escaping OSError cannot have changed anything
@@ -164,7 +180,7 @@ def reported(what: str, outcome: str = NOTHING_CHANGED, database_url: str | None
         cause = storage_cause(exc)
         if cause is None:
             raise
-        raise storage_error(f"{what} failed", cause, outcome, database_url) from exc
+        raise storage_error(f"{what} failed", cause, outcome, site) from exc
 
 
 def database_location(url: str) -> str:

@@ -342,8 +342,8 @@ class ObjectStore:
     def discard(self, shas: list[str]) -> None:
         """Remove objects just created for a package that was then refused (best effort, not durable)."""
         for sha256 in shas:
-            crash_point()
             try:
+                crash_point()  # inside the try: a failing disk here is as best-effort as the unlink
                 os.unlink(self.path(sha256))
             except OSError:
                 continue
@@ -424,8 +424,14 @@ class ObjectWriter:
     def __enter__(self) -> ObjectWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.abort()
+            return
+        try:  # the error in flight is the one to report: a temp left by a failing disk is swept later
+            self.abort()
+        except OSError:
+            pass
 
 
 def _drop(temp: Path) -> None:

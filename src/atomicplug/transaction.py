@@ -107,7 +107,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
     spare = health.prestart(config, plan)
     what = _what(plan)
     try:
-        with ioerrors.reported(what, database_url=config.database_url):  # at worst an empty journal: recovery drops it
+        with ioerrors.reported(what, site=config):  # at worst an empty journal: recovery drops it
             journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
     except BaseException:
         health.discard(spare)
@@ -152,7 +152,7 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
         if cause is None:
             raise
         head = f"{what} is committed (transaction {plan.txid}) but not finished"
-        raise ioerrors.storage_error(head, cause, "`atomicplug recover` will finish it", config.database_url) from exc
+        raise ioerrors.storage_error(head, cause, "`atomicplug recover` will finish it", config) from exc
 
 
 def _undo(config: Config, plan: Plan, journal: Journal, failure: BaseException) -> NoReturn:
@@ -167,14 +167,12 @@ def _undo(config: Config, plan: Plan, journal: Journal, failure: BaseException) 
         second = ioerrors.storage_cause(undo_failure)
         if second is None:
             raise
-        reason = ioerrors.describe(first, config.database_url, failure) if first is not None else _reason(failure)
+        reason = ioerrors.describe(first, config, failure) if first is not None else _reason(failure)
         outcome = "the installed plugins are unchanged and `atomicplug recover` will finish undoing it"
-        raise ioerrors.storage_error(
-            f"{what} failed: {reason}; undoing it failed too", second, outcome, config.database_url
-        ) from failure
+        raise ioerrors.storage_error(f"{what} failed: {reason}; undoing it failed too", second, outcome, config) from failure
     if first is None:
         raise failure
-    raise ioerrors.storage_error(f"{what} failed", first, ioerrors.NOTHING_CHANGED, config.database_url, failure) from failure
+    raise ioerrors.storage_error(f"{what} failed", first, ioerrors.NOTHING_CHANGED, config, failure) from failure
 
 
 def _what(plan: Plan) -> str:
@@ -278,7 +276,7 @@ def recover_pending(config: Config, progress: Progress = _quiet) -> list[tuple[s
     outcomes = []
     for state in pending_journals(config.journal_dir):
         pending = "it stays pending and `atomicplug recover` will finish it"
-        with ioerrors.reported(f"recovering transaction {state.txid}", pending, config.database_url):
+        with ioerrors.reported(f"recovering transaction {state.txid}", pending, config):
             outcomes.append((state.txid, _recover_one(config, state, progress)))
     return outcomes
 
@@ -309,7 +307,7 @@ def _recover_one(config: Config, state: JournalState, progress: Progress) -> str
 
 def _recovering(config: Config, plan: Plan, outcome: str) -> AbstractContextManager[None]:
     """A disk failure while recovery rolls ``plan`` forward or back: one line saying which."""
-    return ioerrors.reported(f"recovering transaction {plan.txid} ({_what(plan)})", outcome, config.database_url)
+    return ioerrors.reported(f"recovering transaction {plan.txid} ({_what(plan)})", outcome, config)
 
 
 def _committed_strict(config: Config, state: JournalState) -> bool:
