@@ -428,7 +428,8 @@ class ObjectWriter:
         if exc_type is None:
             self.abort()
             return
-        try:  # the error in flight is the one to report: a temp left by a failing disk is swept later
+        try:  # the error in flight is the one to report; what a failing disk leaves (a temp, an
+            # unsealed object that has() refuses) is swept by gc
             self.abort()
         except OSError:
             pass
