@@ -35,6 +35,13 @@ addons for as long as it runs:
   with them their modules' globals.
 
 :meth:`AddonLoader.shutdown` tears every addon down; call it when the app stops.
+
+**Settings** (docs/design.md "Plugin settings"): an addon package that
+defines ``configure(settings)`` is called with its settings (the schema's
+defaults overridden by the stored values, secrets included: they are for the
+plugin) right after it is imported, and again by any ``reload()`` that finds
+them changed (``Installer.configure``). A ``configure`` that raises is logged;
+the addon stays loaded.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from atomicplug.errors import LockBusyError
+from atomicplug.errors import AtomicplugError, LockBusyError
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
@@ -107,6 +114,7 @@ class AddonLoader:
         self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
         self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
         self._watcher: Watcher | None = None  # cluster mode: the LISTEN thread
+        self._configured: dict[str, dict[str, Any]] = {}  # id → the settings its configure() got last
 
     # -- lifecycle --------------------------------------------------------------
     def startup(self) -> None:
@@ -189,6 +197,7 @@ class AddonLoader:
         for pid in _dependencies_first(registry, sorted(wanted)):
             if pid not in self.loaded and pid not in self.failures:
                 self._load(pid, registry.plugins[pid].version, wanted[pid])
+        self._configure(registry)
         self._remount()
 
     # -- importing --------------------------------------------------------------
@@ -277,6 +286,29 @@ class AddonLoader:
         self.loaded[pid] = LoadedAddon(id=pid, version=version, target=target, module=module, router=router)
         log.info("addon %s %s loaded%s", pid, version, " with routes" if router is not None else "")
 
+    def _configure(self, registry: Registry) -> None:
+        """Hand each loaded addon with a ``configure`` its settings, when they are new to it."""
+        from atomicplug.settings.apply import effective_settings
+
+        hooks = {pid: addon for pid, addon in self.loaded.items() if callable(getattr(addon.module, "configure", None))}
+        if not hooks:
+            return
+        try:
+            values = effective_settings(self.config, [registry.plugins[pid] for pid in sorted(hooks)])
+        except AtomicplugError as exc:
+            log.error("addon settings could not be read, configure() not called: %s", exc)
+            return
+        for pid, addon in hooks.items():
+            settings = values.get(pid, {})
+            if self._configured.get(pid) == settings:
+                continue
+            self._configured[pid] = settings
+            try:
+                addon.module.configure(dict(settings))
+            except Exception as exc:  # noqa: BLE001 - a broken configure must not unload the app's other addons
+                reason = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                log.error("addon %s %s configure() failed: %s", pid, addon.version, reason)
+
     def _unload_order(self, pids: set[str]) -> list[str]:
         """``pids`` dependents first: the reverse of the order they were loaded in (dependencies first)."""
         loaded = [pid for pid in reversed(list(self.loaded)) if pid in pids]
@@ -291,6 +323,7 @@ class AddonLoader:
                 self._released.extend(_endpoints(addon.router))
         self.failures.pop(pid, None)
         self._failed_targets.pop(pid, None)
+        self._configured.pop(pid, None)
         self._purge(pid)
 
     def _teardown(self, addon: LoadedAddon) -> None:
