@@ -18,6 +18,8 @@ from typing import Any
 
 import attrs
 
+from atomicplug.progress import ProgressEvent
+
 from .audit import now
 from .models import ErrorBody, OperationBody
 from .stage_text import StageContext, stage_text
@@ -59,6 +61,14 @@ class Operation:
         )
 
 
+def _count(downloads: list[dict[str, Any]], plugin_id: str, version: str, received: int, total: int) -> None:
+    for item in downloads:
+        if (item["plugin_id"], item["version"]) == (plugin_id, version):
+            item["received"], item["total"] = received, total
+            return
+    downloads.append({"plugin_id": plugin_id, "version": version, "received": received, "total": total})
+
+
 class OperationTracker:
     """The last ``keep`` operations by id, and which ones are queued or running."""
 
@@ -82,27 +92,18 @@ class OperationTracker:
         with self._lock:
             operation.status = "running"
 
-    def progress(self, operation: Operation) -> Callable[[str], None]:
-        """An ``Installer(progress=...)`` callback recording each line, and its words for the page."""
+    def progress(self, operation: Operation) -> Callable[[ProgressEvent], None]:
+        """An ``Installer(progress=...)`` callback: the library's lines, their words, and download bytes."""
 
-        def record(message: str) -> None:
-            text = stage_text(message, operation.context)
+        def record(event: ProgressEvent) -> None:
+            text = stage_text(event, operation.context)
             with self._lock:
-                operation.messages.append(message)
-                operation.stages.append(text)
-
-        return record
-
-    def download(self, operation: Operation) -> Callable[[str, str, int, int], None]:
-        """A callback ``(plugin_id, version, received, total)`` recording a package download's bytes."""
-
-        def record(plugin_id: str, version: str, received: int, total: int) -> None:
-            with self._lock:
-                for item in operation.downloads:
-                    if (item["plugin_id"], item["version"]) == (plugin_id, version):
-                        item["received"], item["total"] = received, total
-                        return
-                operation.downloads.append({"plugin_id": plugin_id, "version": version, "received": received, "total": total})
+                if event.stage == "download" and event.plugin_id and event.version:
+                    _count(operation.downloads, event.plugin_id, event.version, event.received or 0, event.total or 0)
+                if event.text:
+                    operation.messages.append(event.text)
+                if text:
+                    operation.stages.append(text)
 
         return record
 

@@ -37,9 +37,9 @@ from .errors import RETRY_AFTER_SECONDS, describe, is_unreachable
 from .fleet import wait_for_fleet
 from .models import Catalogue, ErrorBody, HistoryEntry, HistoryPlugin, OperationBody, PluginCard, RepositoryStatus
 from .operations import Operation, OperationTracker
-from .progress_adapter import PanelInstaller
+from .calls import Call
 from .repository_view import ManifestSnapshot, ManifestView
-from .stage_text import StageContext, change_text
+from .stage_text import StageContext
 
 __all__ = ["MAX_QUEUED", "OPERATION_LOCK_TIMEOUT", "Panel"]
 
@@ -47,9 +47,6 @@ __all__ = ["MAX_QUEUED", "OPERATION_LOCK_TIMEOUT", "Panel"]
 OPERATION_LOCK_TIMEOUT = 30.0
 #: Operations waiting beyond this many are refused as busy (409, Retry-After).
 MAX_QUEUED = 20
-
-Work = Callable[[Installer], TransactionResult]
-
 
 def _outcome(error: BaseException) -> str:
     if isinstance(error, LockBusyError):
@@ -145,16 +142,20 @@ class Panel:
     def installed(self) -> dict[str, InstalledDescription]:
         return installed_catalog(self.config)
 
+    def installed_version(self, plugin_id: str) -> str | None:
+        entry = Registry.load(self.config.registry_path).plugins.get(plugin_id)
+        return entry.version if entry else None
+
     # -- operations --------------------------------------------------------------------------------
-    def installer(self, operation: Operation) -> PanelInstaller:
+    def installer(self, operation: Operation) -> Installer:
         config = attrs.evolve(self.config, lock_timeout=min(self.config.lock_timeout, self.lock_timeout))
-        return PanelInstaller(config, progress=self.tracker.progress(operation), on_download=self.tracker.download(operation))
+        return Installer(config, progress=self.tracker.progress(operation))
 
     async def operate(
-        self, request: Request, response: Response, kind: str, plugin_id: str, work: Work, *, wait: bool = True, keep_data: bool = False,
+        self, request: Request, response: Response, kind: str, plugin_id: str, call: Call, *, wait: bool = True, keep_data: bool = False,
         target_version: str | None = None,
     ) -> OperationBody:
-        """Queue ``work``; with ``wait`` answer when it ended, else 202 with the queued operation at once."""
+        """Queue ``call``; with ``wait`` answer when it ended, else 202 with the queued operation at once."""
         who = _who(self.admin_name, request)
         if len(self.tracker.active()) >= MAX_QUEUED:
             error = LockBusyError(f"{MAX_QUEUED} marketplace operations are already waiting; try again when they have finished")
@@ -164,7 +165,7 @@ class Panel:
             raise error
         operation = self.tracker.start(kind, plugin_id, StageContext(kind, self.name, keep_data))
         request.state.operation_id = operation.id
-        run = self._execute(operation, work, who, target_version)
+        run = self._execute(operation, call.by(who), who, target_version)
         if wait:
             return await run
         task = asyncio.create_task(_quietly(run))
@@ -175,14 +176,14 @@ class Panel:
         assert found is not None
         return found
 
-    async def _execute(self, operation: Operation, work: Work, who: str, target_version: str | None) -> OperationBody:
+    async def _execute(self, operation: Operation, call: Call, who: str, target_version: str | None) -> OperationBody:
         async with self._queue:
             self.tracker.running(operation)
             installer = self.installer(operation)
             before = Registry.load(self.config.registry_path)
             history_offset = _history_size(self.config)
             try:
-                result = await run_in_threadpool(work, installer)
+                result = await run_in_threadpool(call.run, installer)
             except Exception as exc:
                 body = describe(exc, operation_id=operation.id, **self.context())
                 self.tracker.fail(operation, body)
@@ -208,10 +209,11 @@ class Panel:
                 "fleet": fleet,
             }
             self.tracker.finish(operation, body)
+            changed = _diff(before, after, self.name)
             self.audit.record({
                 "who": who, "operation": operation.kind, "outcome": "done", "txid": result.txid or None,
-                "plugins": _diff(before, after, self.name) or [self._plugin_ref(operation.plugin_id, before, target_version)],
-                "title": None if result.changed else "Nothing to do", "detail": "; ".join(change_text(c, self.name) for c in result.changes) or None,
+                "plugins": changed or [self._plugin_ref(operation.plugin_id, before, target_version)],
+                "title": None if result.changed else "Nothing to do", "detail": _done_text(operation.kind, result, changed) or None,
             })
             found = self.tracker.get(operation.id)
             assert found is not None
@@ -288,6 +290,24 @@ def _new_txids(config: Config, offset: int) -> list[str]:
 def _plugin_dict(entry: Any) -> dict[str, Any]:
     return {"id": entry.id, "name": entry.name, "version": entry.version, "enabled": entry.enabled,
             "previous_version": entry.previous.version if entry.previous else None}
+
+
+def _done_text(kind: str, result: TransactionResult, changed: list[dict[str, Any]]) -> str:
+    """What an operation did, in words, from the registry's difference (or the fields a configure changed)."""
+    if kind == "configure":
+        return f"Settings changed: {result.changes[0].split(': ', 1)[1]}" if result.changes else ""
+    words = []
+    for plugin in changed:
+        old, new, name = plugin["from_version"], plugin["to_version"], plugin["name"]
+        if new is None:
+            words.append(f"Remove {name} {old}")
+        elif old is None:
+            words.append(f"Install {name} {new}")
+        elif old != new:
+            words.append(f"{'Upgrade' if Version(new) > Version(old) else 'Downgrade'} {name} from {old} to {new}")
+        else:
+            words.append(f"{'Enable' if plugin['enabled'] else 'Disable'} {name}")
+    return "; ".join(words)
 
 
 def _diff(before: Registry, after: Registry, name: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -372,4 +392,5 @@ def _card(pid: str, entries: list[ManifestEntry], mine: InstalledDescription | N
         rollback_version=previous if previous and previous != offered_upgrade else None,
         update_available=update,
         load_error=load_error,
+        has_settings=bool(mine and mine.field("settings")),
     )
