@@ -589,3 +589,31 @@ def test_every_route_documents_its_answers_and_docs_work_offline(site: Site) -> 
                 assert {"202", "400", "409"} <= codes, (method, path, codes)
                 assert spec["responses"]["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
             assert "$ref" in str(spec["responses"]["200"]["content"]["application/json"]["schema"]) or path.endswith("/reload"), (method, path)
+
+
+def test_the_hot_reads_answer_from_bytes_what_the_routes_answer(site: Site) -> None:
+    from examples.nextpanel.fast_reads import FastReads
+
+    app = create_app(site.home.config_path, TOKEN, lock_timeout=0.5)
+    with TestClient(app, headers=AUTH) as client:
+        _install(client, "crm", "1.0.0")
+        fast = FastReads(None, app.state.panel, TOKEN)
+
+        def answer(path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+            auth = [(b"authorization", f"Bearer {TOKEN}".encode())]
+            found = fast._answer({"path": path, "query_string": query, "headers": auth if headers is None else headers})
+            return json.loads(found) if found is not None else None
+
+        # The routes' answers (refresh=false is a parameter the fast path leaves to the route).
+        assert answer(f"{MARKET}/plugins") == client.get(f"{MARKET}/plugins", params={"refresh": False}).json()
+        routed = client.get(f"{MARKET}/plugins", params={"q": "monthly", "category": "analytics", "refresh": False}).json()
+        assert answer(f"{MARKET}/plugins", b"q=monthly&category=analytics") == routed and [c["id"] for c in routed["plugins"]] == ["reports"]
+        assert answer(f"{MARKET}/operations") == client.get(f"{MARKET}/operations").json() and answer(f"{MARKET}/operations")["recent"]
+        # Whatever the routes must judge goes on to them.
+        for query in (b"q=" + b"x" * 101, b"q=a&q=b", b"refresh=true", b"limit=3"):
+            assert answer(f"{MARKET}/plugins", query) is None
+        for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"authorization", f"Bearer {TOKEN}".encode())] * 2):
+            assert answer(f"{MARKET}/plugins", headers=headers) is None
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": ""}).status_code == 401
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert client.get(f"{MARKET}/plugins", params={"q": "x" * 101}).status_code == 422

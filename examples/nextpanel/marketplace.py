@@ -80,15 +80,11 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         refresh: Annotated[bool, Query(description="fetch the repository's manifest now instead of using the cached one")] = False,
     ) -> Any:
         """Repository plugins (cached verified manifest) and installed ones, with state, updates and categories."""
-        data, catalogue = await run_in_threadpool(panel.catalogue_bytes, refresh)
-        if not q and not category:
-            return Response(content=data, media_type="application/json")
-        words = (q or "").lower().split()
-        cards = [
-            c for c in catalogue.plugins
-            if (not category or c.category == category) and all(w in f"{c.id} {c.name} {c.description}".lower() for w in words)
-        ]
-        return catalogue.model_copy(update={"plugins": cards})
+        listing = None if refresh else panel.current_listing()  # the common case: no thread, no build
+        if listing is None:
+            listing = await run_in_threadpool(panel.listing, refresh)
+        data = listing.search(q, category) if (q or category) else listing.data
+        return Response(content=data, media_type="application/json")
 
     @router.get("/plugins/{addon_id}", response_model=PluginDetail, responses={**_READ, 400: {"model": ErrorBody}})
     async def plugin_detail(
@@ -177,8 +173,9 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         return await run_in_threadpool(fleet_status, panel.config)
 
     @router.get("/operations", response_model=OperationsOverview, responses=_READ)
-    async def operations() -> dict[str, Any]:
-        return panel.tracker.overview()
+    async def operations() -> Response:
+        """The running operation, how many wait, and the recent ones (JSON kept until an operation changes)."""
+        return Response(content=panel.tracker.overview_json(), media_type="application/json")
 
     @router.get("/operations/{operation_id}", response_model=OperationBody, responses={**_READ, 404: {"model": AuthErrorBody}})
     async def operation(operation_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]) -> OperationBody:
@@ -190,7 +187,7 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
     @router.post("/reload", responses=_READ)
     async def reload() -> dict[str, Any]:
         """Remount addons after a change made outside the panel (e.g. the CLI)."""
-        panel.loader.reload()
+        await panel.reload()
         return panel.loader.status()
 
     return router

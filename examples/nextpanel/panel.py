@@ -5,9 +5,11 @@ keeps serving). Operations of this panel wait their turn in an in-process
 queue instead of racing for the installer's lock, so admins never get 409
 storms; only a full queue, or another process (the CLI) holding the lock
 past ``lock_timeout``, is "busy" (409 with ``Retry-After``). After each
-operation the loader remounts on the event loop, so routes appear and
-disappear without a restart. Every outcome, refusals included, goes to the
-panel's audit log.
+operation the loader imports what changed in a worker thread and swaps the
+route table on the event loop (microseconds), so routes appear and disappear
+without a restart and without stalling requests; the new listing is built
+before the operation is reported done, so readers never build it. Every
+outcome, refusals included, goes to the panel's audit log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from atomicplug.config import Config
 from atomicplug.errors import DependencyError, LockBusyError, NotInstalledError, SecurityError, UsageError
 from atomicplug.installer import Installer, TransactionResult
 from atomicplug.loader import AddonLoader
+from atomicplug.progress import ProgressEvent
 from atomicplug.registry import Registry
 from atomicplug.repository.manifest import ManifestEntry
 
@@ -38,6 +41,7 @@ from .fleet import wait_for_fleet
 from .models import Catalogue, ErrorBody, HistoryEntry, HistoryPlugin, OperationBody, PluginCard, RepositoryStatus
 from .operations import Operation, OperationTracker
 from .calls import Call
+from .listing import Listing, ListingCache
 from .repository_view import ManifestSnapshot, ManifestView
 from .stage_text import StageContext
 
@@ -71,12 +75,22 @@ class Panel:
     view: ManifestView | None = attrs.field(init=False)
     _names: dict[str, str] = attrs.field(factory=dict, init=False)
     _queue: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _loading: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
-    _cached: tuple[Any, bytes, Catalogue] | None = attrs.field(default=None, init=False)
+    listings: ListingCache = attrs.field(init=False)
+    _registry: str = attrs.field(init=False)  # the registry link's path, stat'ed by every listing
 
     def __attrs_post_init__(self) -> None:
         self.audit = AuditLog(self.config.home)
         self.view = ManifestView(self.config) if self.config.repository else None
+        self.listings = ListingCache(self._build)
+        self._registry = str(self.config.registry_path)
+
+    async def reload(self) -> None:
+        """Follow the installed state: imports in a worker thread, the route swap on the event loop."""
+        async with self._loading:
+            await run_in_threadpool(self.loader.load_changes)
+            self.loader.remount()
 
     # -- names ---------------------------------------------------------------------------
     def name(self, plugin_id: str) -> str:
@@ -93,22 +107,27 @@ class Panel:
     def snapshot(self, refresh: bool = False) -> ManifestSnapshot | None:
         return self.view.current(refresh=refresh) if self.view else None
 
-    def catalogue_bytes(self, refresh: bool = False) -> tuple[bytes, Catalogue]:
-        """The catalogue as JSON (and model), rebuilt only when the registry, manifest or load failures changed; blocking."""
-        snapshot = self.snapshot(refresh)
+    def _listing_key(self, snapshot: ManifestSnapshot | None) -> Any:
+        """What a listing shows depends on: the live registry (a new generation is a new file), the manifest, load failures."""
         try:
-            stat = os.stat(self.config.registry_path)
+            stat = os.stat(self._registry)
             registry_stamp: Any = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             registry_stamp = None
-        key = (registry_stamp, id(snapshot), tuple(sorted(self.loader.failures.items())))
-        cached = self._cached
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        catalogue = self._build(snapshot)
-        data = catalogue.model_dump_json().encode()
-        self._cached = (key, data, catalogue)
-        return data, catalogue
+        return (registry_stamp, _manifest_key(snapshot), tuple(sorted(self.loader.failures.items())))
+
+    def current_listing(self) -> Listing | None:
+        """The listing when nothing it shows changed: a stat and a comparison, for the event loop.
+        None when it must be built (or the first manifest fetch is still running)."""
+        if self.view is not None and self.view.peek().checked_at is None:
+            return None
+        snapshot = self.snapshot()  # not blocking once a first fetch ended (a stale one refreshes in the background)
+        return self.listings.peek(self._listing_key(snapshot))
+
+    def listing(self, refresh: bool = False) -> Listing:
+        """The listing, built if anything it shows changed (one build at a time); blocking."""
+        snapshot = self.snapshot(refresh)
+        return self.listings.get(self._listing_key(snapshot), snapshot)
 
     def _build(self, snapshot: ManifestSnapshot | None) -> Catalogue:
         installed = installed_catalog(self.config)
@@ -186,18 +205,19 @@ class Panel:
                 result = await run_in_threadpool(call.run, installer)
             except Exception as exc:
                 body = describe(exc, operation_id=operation.id, **self.context())
-                self.tracker.fail(operation, body)
                 txids = _new_txids(self.config, history_offset)
                 self._record(who, operation.kind, operation.plugin_id, before, body, _outcome(exc), target_version, txids)
-                self.loader.reload()  # a failure after COMMIT still changed the state; reload is cheap otherwise
+                await self.reload()  # a failure after COMMIT still changed the state; reload is cheap otherwise
+                self.tracker.fail(operation, body)
                 raise
-            self.loader.reload()
+            await self.reload()
             fleet = None
             if self.config.cluster and result.changed:  # done when every live node has switched too
-                self.tracker.progress(operation)("waiting for every live node of the cluster to switch")
+                self.tracker.progress(operation)(ProgressEvent("note", "waiting for every live node of the cluster to switch"))
                 fleet = await run_in_threadpool(wait_for_fleet, self.config, None)
             if self.view is not None and operation.kind in ("install", "upgrade", "downgrade", "update-all"):
                 self.view.refresh_soon()  # the install accepted a manifest at least as new as the listed one
+            await run_in_threadpool(self.listing)  # built here, before "done", so no reader has to build it
             after = Registry.load(self.config.registry_path)
             mine = after.plugins.get(operation.plugin_id)
             body = {
@@ -253,6 +273,17 @@ class Panel:
                 break
         entries.sort(key=lambda e: e.time, reverse=True)
         return entries[:limit]
+
+
+def _manifest_key(snapshot: ManifestSnapshot | None) -> Any:
+    """The listed manifest by its signed version (a refresh that brings the same one changes nothing), or its error."""
+    if snapshot is None:
+        return None
+    if snapshot.manifest is not None:
+        return ("manifest", snapshot.manifest.version, snapshot.checked_at is not None)
+    if snapshot.error is not None:
+        return ("error", type(snapshot.error).__name__, str(snapshot.error))
+    return ("loading",)
 
 
 async def _quietly(run: Any) -> None:

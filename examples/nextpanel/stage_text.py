@@ -65,4 +65,6 @@ def stage_text(event: ProgressEvent, context: StageContext) -> str | None:
         return "Waiting for another operation to finish"
     if stage == "recover":
         return "Finishing an interrupted operation first"
+    if stage == "note":
+        return event.text or None  # cluster mode and the object store say these in words already
     return None  # plan lines (the preview showed them) and done (the summary says it)
