@@ -42,6 +42,8 @@ from atomicplug.registry import Registry
 if TYPE_CHECKING:
     from atomicplug.change import Change, Plan
     from atomicplug.config import Config
+    from atomicplug.database.engine import Database
+    from atomicplug.database.plan import ChangePlan
     from atomicplug.intake import Package
     from atomicplug.progress import Progress
     from atomicplug.settings.apply import Given
@@ -316,7 +318,7 @@ def _database_facts(config: Config, changes: tuple[Change, ...]) -> list[PluginP
         return result
 
 
-def _facts(db: Any, change: Change, plan: Any, applied: Mapping[str, str], dialect: str, home: Path) -> PluginPreview:
+def _facts(db: Database | None, change: Change, plan: ChangePlan, applied: Mapping[str, str], dialect: str, home: Path) -> PluginPreview:
     from atomicplug.database.plan import tree_migrations
     from atomicplug.database.tables import created_by, existing_columns, existing_tables
 

@@ -50,9 +50,12 @@ class _Tracker:
     """Tables and added columns, net of drops and renames, as statements are read in order."""
 
     def __init__(self, dialect: str) -> None:
-        self.fold = (lambda s: s.lower()) if dialect == "sqlite" else (lambda s: s)
+        self.folds = dialect == "sqlite"  # SQLite compares names without case
         self.tables: dict[tuple[str | None, str], TableName] = {}
         self.columns: dict[tuple[tuple[str | None, str], str], tuple[TableName, str]] = {}
+
+    def fold(self, name: str) -> str:
+        return name.lower() if self.folds else name
 
     def key(self, table: TableName) -> tuple[str | None, str]:
         schema, name = table

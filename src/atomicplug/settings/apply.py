@@ -211,13 +211,16 @@ def configure(config: Config, registry: Registry, plugin_id: str, values: Mappin
     finally:
         db.close()
     if changed:
-        _record_history(config, txid, summary, started)
+        _record_history(config, txid, summary)
     return changed
 
 
-def _record_history(config: Config, txid: str, summary: dict[str, Any], started: str) -> None:
+def _record_history(config: Config, txid: str, summary: dict[str, Any]) -> None:
     from atomicplug.history import append_history
 
     step = {k: summary[k] for k in ("id", "action", "from", "to", "enabled", "keep_data", "settings")}
+    from datetime import UTC, datetime
+
+    finished = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the transactions' entries say it
     append_history(config.home, {"txid": txid, "operation": "configure", "outcome": "done", "reason": None, "by": summary["by"],
-                                 "finished": started[:19] + "Z", "steps": [step]})
+                                 "finished": finished, "steps": [step]})
