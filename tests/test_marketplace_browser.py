@@ -202,6 +202,12 @@ def _status_state(driver: Any) -> str:
     return str(_by_css(driver, "#status-panel").get_attribute("data-state") or "")
 
 
+def _forget_status(driver: Any) -> None:
+    """Before starting an operation: the status panel still says how the previous one ended, and the new
+    one sets it only once the dialog's close event has been handled, after selenium's click returns."""
+    driver.execute_script("document.getElementById('status-panel').dataset.state = ''")
+
+
 def _wait_finished(driver: Any, what: str, timeout: float = 60.0) -> str:
     """Wait for the operation's status panel to leave 'running'; returns 'done' or 'failed'."""
     state = wait_until(
@@ -281,7 +287,9 @@ def _fits(driver: Any) -> dict[str, Any]:
 
 
 def _confirm(driver: Any) -> Any:
-    return wait_until(driver, _visible("#confirm-dialog"), 15, "the preview dialog")
+    dialog = wait_until(driver, _visible("#confirm-dialog"), 15, "the preview dialog")
+    _forget_status(driver)  # whatever is confirmed next starts an operation
+    return dialog
 
 
 # -- the test ------------------------------------------------------------------------------
@@ -369,10 +377,12 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
 
         # 5. Disable by keyboard: the card re-renders and keeps the focus; its stages say no migration ran.
         _keyboard_to(driver, 'button[data-action="disable"][data-plugin="ai_chatbot"]', 20)
+        _forget_status(driver)
         _press(driver, Keys.ENTER)
         assert _wait_finished(driver, "disable") == "done"
         assert "Saving the change" in _by_css(driver, "#stages").text and "database" not in _by_css(driver, "#stages").text.lower()
         assert _focused_card(driver) == "ai_chatbot"
+        _forget_status(driver)
         _button(driver, "enable", "ai_chatbot").click()
         assert _wait_finished(driver, "enable") == "done"
 
@@ -385,6 +395,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         driver.execute_script("const s = document.getElementById('setting-model'); s.value = 'gpt-4o-mini'; s.dispatchEvent(new Event('change'))")
         _axe(driver, "settings dialog")
         shots(driver, "settings")
+        _forget_status(driver)
         _by_css(driver, "#settings-save").click()
         assert _wait_finished(driver, "saving the settings") == "done", _by_css(driver, "#status").text
         assert "AI Chatbot's settings are saved" in _by_css(driver, "#status").text

@@ -418,6 +418,7 @@
   }
 
   async function loadFleet() {
+    if (!token()) return; // signed out by the request before (a refused token): keep its message
     try {
       const { data } = await api("GET", "/fleet");
       renderFleet(data);
