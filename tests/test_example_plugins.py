@@ -461,3 +461,15 @@ def test_rule_based_engine_is_deterministic(message, expected):
     first = engine.reply(message)
     assert first.content.startswith(expected)
     assert engine.reply(message).content == first.content
+
+
+def test_ai_chatbot_1_1_takes_its_openai_key_and_model_from_its_settings(monkeypatch):
+    engine = _load_engine_module("1.1.0")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setitem(sys.modules, "openai", _fake_openai("From the model."))
+    assert engine.select_engine().name == "rules" and engine.openai_key() == ""
+    engine.configure({"openai_api_key": "sk-from-settings", "model": "gpt-4o"})  # what atomicplug's loader hands over
+    chosen = engine.select_engine()
+    assert (chosen.name, chosen.model, chosen._client.api_key) == ("openai", "gpt-4o", "sk-from-settings")
+    engine.configure({})
+    assert engine.select_engine().name == "rules"

@@ -43,9 +43,9 @@ def test_a_package_swapped_while_the_install_waits_for_the_lock_is_not_what_gets
     messages: list[str] = []
     waiting = threading.Event()
 
-    def progress(message: str) -> None:
-        messages.append(message)
-        if "waiting" in message:
+    def progress(event: object) -> None:
+        messages.append(str(event))
+        if "waiting" in str(event):
             waiting.set()
 
     errors: list[BaseException] = []

@@ -377,3 +377,20 @@ def test_shutdown_tears_down_every_addon_dependents_first(home: Home, app: FastA
     assert loader.status() == {"loaded": {}, "failed": {}}
     assert not any(m.startswith("addons.") for m in sys.modules)
     assert _paths(app) == {"/own"}
+
+
+def test_load_changes_imports_without_touching_the_routes_until_remount(home: Home, app: FastAPI) -> None:
+    """A server imports in a worker thread while its loop serves the routes it had; the swap is remount()."""
+    import threading
+
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    install_router_addon(home, "crm")
+    worker = threading.Thread(target=loader.load_changes)
+    worker.start()
+    worker.join(timeout=60)
+    assert "addons.crm" in sys.modules and loader.status()["loaded"] == {"crm": "1.0.0"}
+    client = TestClient(app)
+    assert client.get("/api/v1/crm/ping").status_code == 404  # imported, not mounted yet
+    loader.remount()
+    assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "1.0.0"}

@@ -56,6 +56,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MARKET = "/api/v1/marketplace"
 TAMPERED = ("sms_notifications", "1.1.0")
 CHAT_TABLES = {"chat_sessions", "chat_messages"}
+SECRET = "sk-browser-test-key"
 
 @attrs.frozen
 class Backend:
@@ -201,6 +202,12 @@ def _status_state(driver: Any) -> str:
     return str(_by_css(driver, "#status-panel").get_attribute("data-state") or "")
 
 
+def _forget_status(driver: Any) -> None:
+    """Before starting an operation: the status panel still says how the previous one ended, and the new
+    one sets it only once the dialog's close event has been handled, after selenium's click returns."""
+    driver.execute_script("document.getElementById('status-panel').dataset.state = ''")
+
+
 def _wait_finished(driver: Any, what: str, timeout: float = 60.0) -> str:
     """Wait for the operation's status panel to leave 'running'; returns 'done' or 'failed'."""
     state = wait_until(
@@ -280,7 +287,9 @@ def _fits(driver: Any) -> dict[str, Any]:
 
 
 def _confirm(driver: Any) -> Any:
-    return wait_until(driver, _visible("#confirm-dialog"), 15, "the preview dialog")
+    dialog = wait_until(driver, _visible("#confirm-dialog"), 15, "the preview dialog")
+    _forget_status(driver)  # whatever is confirmed next starts an operation
+    return dialog
 
 
 # -- the test ------------------------------------------------------------------------------
@@ -341,8 +350,17 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         assert style == "solid" and width >= 3 and ratio >= 3, (style, width, ratio)
         _press(driver, Keys.ENTER)
         dialog = _confirm(driver)
-        assert "Install AI Chatbot 1.1.0" in dialog.text and "Database:" in dialog.text
-        _axe(driver, "preview dialog")
+        # The installer's dry run: the migrations it runs, and the plugin's settings form (its key a secret).
+        assert "Install AI Chatbot 1.1.0" in dialog.text and "Runs migrations: 0001_chat, 0002_titles_and_ratings" in dialog.text
+        assert "Database: Runs the migrations 0001_chat, 0002_titles_and_ratings." in dialog.text
+        key_field = _by_css(driver, "#install-setting-openai_api_key")
+        assert key_field.get_attribute("type") == "password" and _by_css(driver, "#install-setting-model").get_attribute("value") == "gpt-4o-mini"
+        _keyboard_to(driver, "#install-setting-openai_api_key", 10)
+        _press(driver, SECRET)
+        _press(driver, Keys.TAB)  # the model: arrow down picks the next choice
+        _press(driver, Keys.ARROW_DOWN)
+        assert _by_css(driver, "#install-setting-model").get_attribute("value") == "gpt-4o"
+        _axe(driver, "preview dialog with the settings form")
         shots(driver, "preview")
         _keyboard_to(driver, "#confirm-ok", 10)
         _press(driver, Keys.ENTER)
@@ -354,16 +372,36 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         assert _focused_card(driver) == "ai_chatbot", "focus went back to the card that acted"
         _axe(driver, "plugins after an install")
         shots(driver, "installed")
-        assert backend.get("/api/v1/chat/health").json()["version"] == "1.1.0"
+        health = backend.get("/api/v1/chat/health").json()
+        assert (health["version"], health["openai_key_set"]) == ("1.1.0", True)  # the setting reached the backend
 
         # 5. Disable by keyboard: the card re-renders and keeps the focus; its stages say no migration ran.
         _keyboard_to(driver, 'button[data-action="disable"][data-plugin="ai_chatbot"]', 20)
+        _forget_status(driver)
         _press(driver, Keys.ENTER)
         assert _wait_finished(driver, "disable") == "done"
         assert "Saving the change" in _by_css(driver, "#stages").text and "database" not in _by_css(driver, "#stages").text.lower()
         assert _focused_card(driver) == "ai_chatbot"
+        _forget_status(driver)
         _button(driver, "enable", "ai_chatbot").click()
         assert _wait_finished(driver, "enable") == "done"
+
+        # 5b. Its settings later: the secret only as set, the model changed and saved (audited, handed to the backend).
+        _button(driver, "settings", "ai_chatbot").click()
+        wait_until(driver, _visible("#setting-model"), 15, "the settings form")
+        secret = _by_css(driver, "#setting-openai_api_key")
+        assert secret.get_attribute("value") == "" and secret.get_attribute("placeholder") == "Set: leave empty to keep it"
+        assert SECRET not in driver.page_source and _by_css(driver, "#setting-model").get_attribute("value") == "gpt-4o"
+        driver.execute_script("const s = document.getElementById('setting-model'); s.value = 'gpt-4o-mini'; s.dispatchEvent(new Event('change'))")
+        _axe(driver, "settings dialog")
+        shots(driver, "settings")
+        _forget_status(driver)
+        _by_css(driver, "#settings-save").click()
+        assert _wait_finished(driver, "saving the settings") == "done", _by_css(driver, "#status").text
+        assert "AI Chatbot's settings are saved" in _by_css(driver, "#status").text
+        form = backend.get(f"{MARKET}/plugins/ai_chatbot/settings", headers=AUTH).json()
+        assert {f["name"]: (f["value"], f["is_set"]) for f in form["fields"]} == {"openai_api_key": (None, True), "model": ("gpt-4o-mini", True)}
+        assert backend.get("/api/v1/chat/health").json()["openai_key_set"] is True
 
         # 6. The detail view: README, permissions in words, publisher key, version picker; a downgrade asks first.
         _button(driver, "details", "ai_chatbot").click()
@@ -382,6 +420,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         _confirm(driver)
         assert _by_css(driver, "#confirm-ok").get_attribute("disabled") is not None  # not before the downgrade is acknowledged
         assert "Downgrade AI Chatbot 1.1.0 → 1.0.0" in _by_css(driver, "#confirm-body").text
+        assert "Drops columns: chat_sessions.title, chat_messages.rating" in _by_css(driver, "#confirm-body").text
         _by_css(driver, "#allow-downgrade").click()
         _by_css(driver, "#confirm-ok").click()
         assert _wait_finished(driver, "the downgrade") == "done", _by_css(driver, "#status").text
@@ -399,6 +438,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         _button(driver, "uninstall", "email_marketing").click()
         dialog = _confirm(driver)
         assert "SMS Notifications needs Email Marketing" in dialog.text and "Remove SMS Notifications" in dialog.text, dialog.text
+        assert "Drops tables: sms_contacts, sms_messages" in dialog.text and "Drops tables: email_campaigns" in dialog.text, dialog.text
         assert _by_css(driver, "#confirm-ok").get_attribute("disabled") is not None
         shots(driver, "cascade-preview")
         _by_css(driver, "#confirm-cancel").click()
@@ -410,15 +450,18 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         assert _wait_finished(driver, "the cascade") == "done", _by_css(driver, "#status").text
         assert backend.installed() == {"ai_chatbot": ("1.0.0", True)}
 
-        # 8. The tampered package: refused with a title for people, the raw line only behind Details.
+        # 8. The tampered package: the preview's dry run already downloads and refuses it, with a title for people
+        # and the raw line only behind Details; there is nothing to confirm.
         _button(driver, "install", "sms_notifications").click()
-        _confirm(driver)
-        _by_css(driver, "#confirm-ok").click()
-        assert _wait_finished(driver, "the tampered install") == "failed"
-        status = _by_css(driver, "#status").text
-        assert "Repository data not trusted" in status and "Nothing changed." in status, status
-        assert driver.execute_script("return document.querySelector('#status details.raw').open") is False
+        dialog = _confirm(driver)
+        assert "Repository data not trusted" in dialog.text and "does not match the checksum" in dialog.text, dialog.text
+        assert _by_css(driver, "#confirm-ok").get_attribute("disabled") is not None
+        assert driver.execute_script("return document.querySelector('#confirm-body details.raw').open") is False
+        _axe(driver, "preview refused")
         shots(driver, "refused-tampered")
+        _by_css(driver, "#confirm-cancel").click()
+        tampered = backend.post(f"{MARKET}/install-remote", json={"addon_id": "sms_notifications"})  # an API client without a preview
+        assert tampered.status_code == 403 and tampered.json()["title"] == "Repository data not trusted"
         assert backend.installed() == {"ai_chatbot": ("1.0.0", True)}
 
         # 9. The repository goes away: installed plugins keep their facts, the page says so plainly.
@@ -444,6 +487,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         assert any("uninstall" in r and "Refused" in r and "Email Marketing" in r for r in rows), rows
         assert any("install" in r and "SMS Notifications" in r and "Repository data not trusted" in r for r in rows), rows
         assert any("AI Chatbot 1.1.0 → 1.0.0" in r and "Done" in r for r in rows), rows
+        assert any("configure" in r and "AI Chatbot" in r and "Done" in r for r in rows), rows
         assert "ai_chatbot" not in text and "admin (127.0.0.1)" in text
         _axe(driver, "history")
         shots(driver, "history")

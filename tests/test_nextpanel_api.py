@@ -71,6 +71,28 @@ class _Served:
             self.server.server_close()
 
 
+BOT_SETTINGS = {
+    "properties": {
+        "api_key": {"type": "string", "title": "API key", "secret": True},
+        "model": {"type": "string", "enum": ["small", "large"], "default": "small"},
+    },
+    "required": ["api_key"],
+}
+#: A backend that keeps what the loader hands its configure() and says it (the key only as set or not).
+BOT_BACKEND = {
+    "backend/__init__.py": (
+        "from fastapi import APIRouter\n"
+        "SETTINGS = {}\n"
+        "def configure(settings):\n"
+        "    SETTINGS.clear()\n"
+        "    SETTINGS.update(settings)\n"
+        'router = APIRouter(prefix="/api/v1/bot")\n'
+        '@router.get("/settings")\n'
+        "def seen() -> dict:\n"
+        '    return {"key_set": bool(SETTINGS.get("api_key")), "key_length": len(SETTINGS.get("api_key", "")), "model": SETTINGS.get("model")}\n'
+    ),
+}
+
 README = (
     "# Reports\n\nMonthly **reports**.\n\n<script>alert('x')</script>\n\n"
     "[safe](https://example.org/docs) [evil](javascript:alert(1))\n"
@@ -94,6 +116,7 @@ def site(tmp_path: Path, publisher: KeyPair, home_factory: Callable[..., Home]) 
             files={"README.md": README, "CHANGELOG.md": "## 1.0.0\n\n* first\n"},
             metadata_extra={"name": "Reports", "description": "Monthly reports", "category": "analytics", "price": 9.5},
         ),
+        PluginSpec(id="bot", files=BOT_BACKEND, metadata_extra={"name": "Bot", "settings": BOT_SETTINGS}),
     ]
     add_packages(repo, [build_package(s, tmp_path / "pkgs", publisher.secret) for s in specs], publisher.secret)
     served = _Served(repo)
@@ -131,9 +154,9 @@ def test_catalogue_lists_repository_versions_with_installed_state(site: Site) ->
         _install(client, "crm", "1.0.0")
         listing = client.get(f"{MARKET}/plugins").json()
     cards = {c["id"]: c for c in listing["plugins"]}
-    assert listing["repository"]["state"] == "ok" and listing["repository"]["plugin_count"] == 4
+    assert listing["repository"]["state"] == "ok" and listing["repository"]["plugin_count"] == 5
     assert listing["updates"] == 1 and listing["categories"] == ["analytics", "testing"]
-    assert sorted(cards) == ["broken", "crm", "quiet", "reports"]
+    assert sorted(cards) == ["bot", "broken", "crm", "quiet", "reports"]
     crm = cards["crm"]
     assert (crm["latest_version"], crm["versions"], crm["installed_version"]) == ("2.0.0", ["1.0.0", "2.0.0"], "1.0.0")
     assert crm["enabled"] and crm["update_available"] and crm["load_error"] is None
@@ -381,7 +404,7 @@ def test_listing_uses_the_cached_manifest_not_a_fetch_per_request(site: Site) ->
         site.served.stop()  # a fetch per request would now fail
         for _ in range(5):
             listing = client.get(f"{MARKET}/plugins").json()
-            assert listing["repository"]["state"] == "ok" and len(listing["plugins"]) == 4
+            assert listing["repository"]["state"] == "ok" and len(listing["plugins"]) == 5
 
 
 def test_uninstalling_a_required_plugin_offers_the_cascade_in_api_terms(site: Site) -> None:
@@ -408,10 +431,71 @@ def test_preview_names_the_dependencies_an_install_brings(site: Site) -> None:
             ("crm", "install", "2.0.0", "required by Reports"),
             ("reports", "install", "1.0.0", "requested"),
         ]
-        assert preview["refusal"] is None and "migrations" in preview["database"]
-        database = client.post(f"{MARKET}/preview/database", json={"operation": "install", "addon_id": "reports"})
-        assert database.status_code == 501 and database.json()["title"] == "Not available yet"
+        assert preview["refusal"] is None and preview["changes"][0]["migrations_up"] == ["0001_contacts"]
+        assert preview["database"] == "Runs the migrations 0001_contacts. All in one transaction: all of it or none."
+        assert client.post(f"{MARKET}/preview/database", json={"operation": "install"}).status_code == 404  # the stub is gone
     assert site.installed() == {}
+    assert not (site.home.config.home / "repository_state.json").exists()  # a preview records no manifest
+
+
+def test_preview_names_the_tables_an_uninstall_drops_or_keeps(site: Site) -> None:
+    with site.client() as client:
+        _install(client, "reports")
+        preview = client.post(f"{MARKET}/preview", json={"operation": "uninstall", "addon_id": "crm", "cascade": True}).json()
+        crm = {c["id"]: c for c in preview["changes"]}["crm"]
+        assert (crm["migrations_down"], crm["tables_dropped"], crm["reason"]) == (["0001_contacts"], ["crm_contacts"], "requested")
+        assert preview["database"].startswith("Drops the tables crm_contacts: the data in them is deleted.")
+        kept = client.post(f"{MARKET}/preview", json={"operation": "uninstall", "addon_id": "crm", "cascade": True, "keep_data": True}).json()
+        assert {c["id"]: c for c in kept["changes"]}["crm"]["tables_kept"] == ["crm_contacts"]
+        assert kept["database"] == "Keeps the tables crm_contacts and their rows."
+        disable = client.post(f"{MARKET}/preview", json={"operation": "disable", "addon_id": "reports"}).json()
+        assert disable["database"] == "No database change: tables and data stay as they are."
+        assert [(c["action"], c["from_version"]) for c in disable["changes"]] == [("disable", "1.0.0")]
+    assert table_names(site.home.config.database_url) == {"crm_contacts"}
+
+
+def test_settings_at_install_reach_the_backend_and_a_secret_is_never_shown(site: Site) -> None:
+    with site.client() as client:
+        preview = client.post(f"{MARKET}/preview", json={"operation": "install", "addon_id": "bot"}).json()
+        assert [(f["name"], f["secret"], f["required"], f["default"]) for f in preview["settings"]] == [
+            ("api_key", True, True, None), ("model", False, False, "small"),
+        ]
+        assert preview["refusal"]["title"] == "Settings not valid" and preview["refusal"]["fields"] == ["api_key"]
+        refused = client.post(f"{MARKET}/install-remote", json={"addon_id": "bot", "settings": {"model": "huge"}})
+        body = refused.json()
+        assert refused.status_code == 400 and body["fields"] == ["api_key", "model"] and len(body["problems"]) == 2
+        assert body["problems"][1] == "bot: setting 'model' expected one of 'small', 'large', got 'huge'"
+        done = client.post(f"{MARKET}/install-remote", json={"addon_id": "bot", "settings": {"api_key": "sk-12345", "model": "large"}})
+        assert done.status_code == 200, done.text
+        assert client.get("/api/v1/bot/settings").json() == {"key_set": True, "key_length": 8, "model": "large"}
+        form = client.get(f"{MARKET}/plugins/bot/settings").json()
+        fields = {f["name"]: f for f in form["fields"]}
+        assert (fields["api_key"]["is_set"], fields["api_key"]["value"], fields["model"]["value"]) == (True, None, "large")
+        assert form["installed_by"] == "admin (testclient)"
+        changed = client.put(f"{MARKET}/plugins/bot/settings", json={"settings": {"model": None, "api_key": "sk-rotated-key"}})
+        assert changed.status_code == 200 and changed.json()["changes"] == ["configure bot: api_key, model"]
+        assert client.get("/api/v1/bot/settings").json() == {"key_set": True, "key_length": 14, "model": "small"}
+        assert _history(client)[0] == ("configure", "done", ["Bot"])
+        history = client.get(f"{MARKET}/history").json()["history"]
+        assert history[0]["detail"] == "Settings changed: api_key, model" and history[0]["who"] == "admin (testclient)"
+        bad = client.put(f"{MARKET}/plugins/bot/settings", json={"settings": {"colour": "red"}})
+        assert bad.status_code == 400 and bad.json()["fields"] == ["colour"]
+        everything = "".join(client.get(path).text for path in (
+            f"{MARKET}/plugins/bot/settings", f"{MARKET}/history", f"{MARKET}/operations", f"{MARKET}/plugins", f"{MARKET}/plugins/bot",
+        ))
+        assert "sk-12345" not in everything and "sk-rotated-key" not in everything
+        assert {c["id"]: c for c in client.get(f"{MARKET}/plugins").json()["plugins"]}["bot"]["has_settings"] is True
+    assert "sk-12345" not in (site.home.config.home / "nextpanel-audit.jsonl").read_text()
+
+
+def test_an_operation_reports_its_stages_and_download_bytes_from_the_librarys_events(site: Site) -> None:
+    with site.client() as client:
+        client.get(f"{MARKET}/plugins")  # as the page does first: the names come from the listed manifest
+        body = _install(client, "reports")
+        downloads = {(d["plugin_id"], d["version"]): (d["received"], d["total"]) for d in body["downloads"]}
+        assert set(downloads) == {("crm", "2.0.0"), ("reports", "1.0.0")} and all(r == t > 0 for r, t in downloads.values())
+        assert body["stages"][:2] == ["Downloading Crm 2.0.0 (" + body["stages"][0].split("(")[1], "Checked Crm 2.0.0: the publisher's signature and checksum match"]
+        assert "install crm 2.0.0" in body["messages"] and "" not in body["messages"]
 
 
 def test_downgrade_needs_allow_downgrade(site: Site) -> None:
@@ -505,3 +589,31 @@ def test_every_route_documents_its_answers_and_docs_work_offline(site: Site) -> 
                 assert {"202", "400", "409"} <= codes, (method, path, codes)
                 assert spec["responses"]["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
             assert "$ref" in str(spec["responses"]["200"]["content"]["application/json"]["schema"]) or path.endswith("/reload"), (method, path)
+
+
+def test_the_hot_reads_answer_from_bytes_what_the_routes_answer(site: Site) -> None:
+    from examples.nextpanel.fast_reads import FastReads
+
+    app = create_app(site.home.config_path, TOKEN, lock_timeout=0.5)
+    with TestClient(app, headers=AUTH) as client:
+        _install(client, "crm", "1.0.0")
+        fast = FastReads(None, app.state.panel, TOKEN)
+
+        def answer(path: str, query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None) -> Any:
+            auth = [(b"authorization", f"Bearer {TOKEN}".encode())]
+            found = fast._answer({"path": path, "query_string": query, "headers": auth if headers is None else headers})
+            return json.loads(found) if found is not None else None
+
+        # The routes' answers (refresh=false is a parameter the fast path leaves to the route).
+        assert answer(f"{MARKET}/plugins") == client.get(f"{MARKET}/plugins", params={"refresh": False}).json()
+        routed = client.get(f"{MARKET}/plugins", params={"q": "monthly", "category": "analytics", "refresh": False}).json()
+        assert answer(f"{MARKET}/plugins", b"q=monthly&category=analytics") == routed and [c["id"] for c in routed["plugins"]] == ["reports"]
+        assert answer(f"{MARKET}/operations") == client.get(f"{MARKET}/operations").json() and answer(f"{MARKET}/operations")["recent"]
+        # Whatever the routes must judge goes on to them.
+        for query in (b"q=" + b"x" * 101, b"q=a&q=b", b"refresh=true", b"limit=3"):
+            assert answer(f"{MARKET}/plugins", query) is None
+        for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"authorization", f"Bearer {TOKEN}".encode())] * 2):
+            assert answer(f"{MARKET}/plugins", headers=headers) is None
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": ""}).status_code == 401
+        assert client.get(f"{MARKET}/plugins", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        assert client.get(f"{MARKET}/plugins", params={"q": "x" * 101}).status_code == 422

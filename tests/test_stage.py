@@ -50,7 +50,7 @@ def test_an_upgrade_inflates_and_compiles_only_what_changed(home):
     old = _tree(home, "alpha")
     messages: list[str] = []
     changed = {**many, "backend/m7.py": "VALUE = 'new'\n"}
-    Installer(home.config, progress=messages.append).install_file(home.package("alpha", "1.1.0", files=changed))
+    Installer(home.config, progress=lambda event: messages.append(str(event))).install_file(home.package("alpha", "1.1.0", files=changed))
     new = _tree(home, "alpha")
     assert new != old
     same = [p for p in many if p != "backend/m7.py"]
@@ -132,7 +132,7 @@ def test_where_hard_links_are_impossible_objects_are_copied_and_it_is_said(home,
 
     monkeypatch.setattr(os, "link", no_links)  # the OS boundary: a file system without hard links
     messages: list[str] = []
-    Installer(home.config, progress=messages.append).install_file(home.package("alpha", files={"backend/shared.py": SHARED}))
+    Installer(home.config, progress=lambda event: messages.append(str(event))).install_file(home.package("alpha", files={"backend/shared.py": SHARED}))
     assert any("hard links unavailable on this file system (EXDEV), copying" in m for m in messages), messages
     target = _tree(home, "alpha") / "backend" / "shared.py"
     assert os.stat(target).st_nlink == 1 and target.read_text() == SHARED

@@ -13,6 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--config", help="atomicplug.toml (default: $ATOMICPLUG_CONFIG, else ./atomicplug.toml)")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log each request (a reverse proxy's log has them)")
     args = parser.parse_args(argv)
     import uvicorn
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except AtomicplugError as exc:
         print(f"nextpanel: {exc}", file=sys.stderr)
         return exc.exit_code
-    uvicorn.run(app, host=args.host, port=args.port)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=not args.no_access_log)
     return 0
 
 

@@ -31,6 +31,7 @@ from atomicplug.errors import ConfigError
 from atomicplug.loader import AddonLoader
 
 from .errors import install_error_handler
+from .fast_reads import FastReads
 from .marketplace import marketplace_router
 from .panel import OPERATION_LOCK_TIMEOUT, Panel
 from .security import admin_guard
@@ -72,7 +73,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(panel.loader.recover)
         await run_in_threadpool(panel.loader.sync)  # cluster mode: the desired generation before any route
-        panel.loader.reload()  # imports and mounts: on the event loop, before the first request
+        await panel.reload()  # imports in a worker thread, routes mounted on the loop, before the first request
         loop = asyncio.get_running_loop()
         panel.loader.watch(loop.call_soon_threadsafe)  # cluster mode: routes follow the other nodes' installs
         try:
@@ -97,6 +98,7 @@ def create_app(
         }
 
     app.include_router(marketplace_router(panel, admin_guard(token)))
+    app.add_middleware(FastReads, panel=panel, token=token)  # the page's hot reads from bytes, before routing
 
     @app.get("/marketplace", include_in_schema=False)
     async def marketplace_page() -> FileResponse:

@@ -24,6 +24,7 @@ from atomicplug.errors import (
     LockBusyError,
     RepositoryUnreachableError,
     SecurityError,
+    SettingsError,
     TrustError,
     UsageError,
 )
@@ -111,6 +112,8 @@ def describe(error: BaseException, *, name: Names = str, repository: str | None 
     elif isinstance(error, DependencyError) and plugins:
         target = _subject(raw)
         detail = f"{_names(plugins, name)} {'needs' if len(plugins) == 1 else 'need'} {name(target) if target else 'this plugin'} enabled. Disable them first."
+    elif isinstance(error, SettingsError) and len(error.problems) > 1:
+        detail = f"{len(error.problems)} settings need a change: " + "; ".join(error.problems)
     elif isinstance(error, UsageError) and error.option == "allow_downgrade":
         detail = raw.replace(" (use allow_downgrade: true)", "") + ". Confirm the downgrade with allow_downgrade: true."
     return ErrorBody(
@@ -123,6 +126,8 @@ def describe(error: BaseException, *, name: Names = str, repository: str | None 
         plugins=plugins,
         operation_id=operation_id,
         retry_after=RETRY_AFTER_SECONDS if error.exit_code == 75 else None,
+        problems=[_raw(p) for p in getattr(error, "problems", [])] if isinstance(error, SettingsError) else [],
+        fields=list(getattr(error, "fields", ())),
     )
 
 

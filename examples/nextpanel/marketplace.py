@@ -1,9 +1,10 @@
 """/api/v1/marketplace: browse the repository, preview, install, upgrade, roll back, remove plugins.
 
 The endpoints only translate HTTP to :class:`examples.nextpanel.panel.Panel`
-calls. Every route documents its answers (202/400/401/403/409/422 and, for
-the preview's database part, 501) with typed bodies; failures are
-AtomicplugErrors, which :mod:`examples.nextpanel.errors` turns into
+calls; each write is one Installer call (:mod:`examples.nextpanel.calls`),
+the same one its preview previews. Every route documents its answers
+(202/400/401/403/409/422) with typed bodies; failures are AtomicplugErrors,
+which :mod:`examples.nextpanel.errors` turns into
 :class:`~examples.nextpanel.models.ErrorBody` answers written for admins.
 """
 
@@ -14,30 +15,32 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from packaging.version import Version
 
-from atomicplug.installer import Installer, TransactionResult
+from atomicplug.installer import Installer
 
+from .calls import Call, install_call
 from .fleet import fleet_status
 from .models import (
     ADDON_ID_PATTERN,
+    AddonInstallRequest,
     AuthErrorBody,
     Catalogue,
     Fleet,
     ErrorBody,
     HistoryPage,
-    InstallRemote,
     OperationBody,
     OperationsOverview,
     PluginDetail,
+    PluginSettings,
     PreviewBody,
     PreviewRequest,
+    SettingFieldBody,
+    SettingsUpdate,
     Uninstall,
 )
 from .panel import Panel
-from .preview import PlanPreview, PreviewUnavailable
-from .progress_adapter import PanelInstaller, install_versions
+from .preview import PlanPreview
 
 __all__ = ["marketplace_router"]
 
@@ -56,36 +59,19 @@ _WRITE = {
 }
 
 
-def _install_work(body: InstallRemote, installed: str | None) -> Callable[[Installer], TransactionResult]:
-    """Install by id (newest), or the requested version; an installed id is upgraded."""
-
-    def work(installer: Installer) -> TransactionResult:
-        if body.version is not None:
-            spec, upgrade = f"{body.addon_id}=={body.version}", False
-        else:
-            spec, upgrade = body.addon_id, installed is not None
-        if isinstance(installer, PanelInstaller) and installer.on_download is not None:
-            installer.prefetch([spec], upgrade=upgrade)  # download bytes for the progress view
-        if body.version is not None:
-            return install_versions(installer, [spec], allow_downgrade=body.allow_downgrade)
-        if upgrade:
-            return installer.upgrade([body.addon_id])
-        return installer.install(body.addon_id)
-
-    return work
-
-
-def _update_all(installer: Installer) -> TransactionResult:
-    ids = sorted(p["id"] for p in installer.list())
-    if ids and isinstance(installer, PanelInstaller) and installer.on_download is not None:
-        installer.prefetch(ids, upgrade=True)
-    return installer.upgrade(ids)
+def _settings_body(config: Any, addon_id: str) -> PluginSettings:
+    view = Installer(config).settings(addon_id)
+    return PluginSettings(
+        plugin_id=view.plugin_id, version=view.version,
+        fields=[SettingFieldBody(**state.to_dict()) for state in view.fields],
+        installed_by=view.installed_by, installed_at=view.installed_at, updated_by=view.updated_by, updated_at=view.updated_at,
+    )
 
 
 def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRouter:
     """The marketplace endpoints, all behind the admin token."""
     router = APIRouter(prefix="/api/v1/marketplace", tags=["marketplace"], dependencies=[Depends(require_admin)])
-    preview = PlanPreview(panel.config, lambda: (s.manifest if (s := panel.snapshot()) else None), panel.name)
+    preview = PlanPreview(panel.config, panel.name, panel.installed_version)
 
     @router.get("/plugins", response_model=Catalogue, responses=_READ)
     async def plugins(
@@ -94,15 +80,11 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         refresh: Annotated[bool, Query(description="fetch the repository's manifest now instead of using the cached one")] = False,
     ) -> Any:
         """Repository plugins (cached verified manifest) and installed ones, with state, updates and categories."""
-        data, catalogue = await run_in_threadpool(panel.catalogue_bytes, refresh)
-        if not q and not category:
-            return Response(content=data, media_type="application/json")
-        words = (q or "").lower().split()
-        cards = [
-            c for c in catalogue.plugins
-            if (not category or c.category == category) and all(w in f"{c.id} {c.name} {c.description}".lower() for w in words)
-        ]
-        return catalogue.model_copy(update={"plugins": cards})
+        listing = None if refresh else panel.current_listing()  # the common case: no thread, no build
+        if listing is None:
+            listing = await run_in_threadpool(panel.listing, refresh)
+        data = listing.search(q, category) if (q or category) else listing.data
+        return Response(content=data, media_type="application/json")
 
     @router.get("/plugins/{addon_id}", response_model=PluginDetail, responses={**_READ, 400: {"model": ErrorBody}})
     async def plugin_detail(
@@ -132,31 +114,31 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         """What an operation would change (plugins and versions in and out), and what the admin must confirm."""
         return await run_in_threadpool(preview.preview, body)
 
-    @router.post("/preview/database", response_model=PreviewBody, responses={**_READ, 501: {"model": ErrorBody, "description": "not available yet"}})
-    async def preview_database(body: PreviewRequest) -> Any:
-        """The exact migrations and dropped tables: needs the installer's dry run (501 until it exists)."""
-        try:
-            return preview.database(body)
-        except PreviewUnavailable as exc:
-            return JSONResponse(
-                ErrorBody(title="Not available yet", detail=str(exc), error="PreviewUnavailable", exit_code=1, raw=str(exc)).model_dump(),
-                status_code=501,
-            )
-
     @router.post("/install-remote", response_model=OperationBody, responses=_WRITE)
-    async def install_remote(request: Request, response: Response, body: InstallRemote, wait: Wait = True) -> OperationBody:
-        """Install the newest version (or ``version``); an installed plugin is upgraded, or downgraded with ``allow_downgrade``."""
-        mine = panel.installed().get(body.addon_id)
-        installed = mine.entry.version if mine else None
+    async def install_remote(request: Request, response: Response, body: AddonInstallRequest, wait: Wait = True) -> OperationBody:
+        """Install the newest version (or ``version``) with its ``settings``; an installed plugin is upgraded, or
+        downgraded with ``allow_downgrade``."""
+        installed = panel.installed_version(body.addon_id)
         kind = "install"
         if installed is not None:
             kind = "downgrade" if body.version and Version(body.version) < Version(installed) else "upgrade"
-        return await panel.operate(request, response, kind, body.addon_id, _install_work(body, installed), wait=wait, target_version=body.version)
+        call = install_call(body.addon_id, body.version, installed, allow_downgrade=body.allow_downgrade, settings=body.settings)
+        return await panel.operate(request, response, kind, body.addon_id, call, wait=wait, target_version=body.version)
 
     @router.post("/update-all", response_model=OperationBody, responses=_WRITE)
     async def update_all(request: Request, response: Response, wait: Wait = True) -> OperationBody:
         """Upgrade every installed plugin to the repository's newest version, in one transaction."""
-        return await panel.operate(request, response, "update-all", "", _update_all, wait=wait)
+        return await panel.operate(request, response, "update-all", "", Call("upgrade"), wait=wait)
+
+    @router.get("/plugins/{addon_id}/settings", response_model=PluginSettings, responses={**_READ, 400: {"model": ErrorBody}})
+    async def plugin_settings(addon_id: AddonId) -> PluginSettings:
+        """The installed plugin's settings form: fields, values, who installed and changed them; secrets only as set or not."""
+        return await run_in_threadpool(_settings_body, panel.config, addon_id)
+
+    @router.put("/plugins/{addon_id}/settings", response_model=OperationBody, responses=_WRITE)
+    async def change_settings(request: Request, response: Response, addon_id: AddonId, body: SettingsUpdate, wait: Wait = True) -> OperationBody:
+        """Change settings (one small database transaction, audited by field name); the addon gets them at once."""
+        return await panel.operate(request, response, "configure", addon_id, Call("configure", (addon_id, body.settings)), wait=wait)
 
     @router.post("/{addon_id}/uninstall", response_model=OperationBody, responses=_WRITE)
     async def uninstall(
@@ -164,24 +146,21 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
     ) -> OperationBody:
         """Remove a plugin (its tables too unless ``keep_data``); plugins requiring it need ``cascade``."""
         options = body or Uninstall()
-        return await panel.operate(
-            request, response, "uninstall", addon_id,
-            lambda i: i.uninstall(addon_id, keep_data=options.keep_data, cascade=options.cascade),
-            wait=wait, keep_data=options.keep_data,
-        )
+        call = Call("uninstall", (addon_id,), {"keep_data": options.keep_data, "cascade": options.cascade})
+        return await panel.operate(request, response, "uninstall", addon_id, call, wait=wait, keep_data=options.keep_data)
 
     @router.post("/{addon_id}/rollback", response_model=OperationBody, responses=_WRITE)
     async def rollback(request: Request, response: Response, addon_id: AddonId, wait: Wait = True) -> OperationBody:
         """Switch back to the version the current one replaced."""
-        return await panel.operate(request, response, "rollback", addon_id, lambda i: i.rollback(addon_id), wait=wait)
+        return await panel.operate(request, response, "rollback", addon_id, Call("rollback", (addon_id,)), wait=wait)
 
     @router.post("/{addon_id}/enable", response_model=OperationBody, responses=_WRITE)
     async def enable(request: Request, response: Response, addon_id: AddonId, wait: Wait = True) -> OperationBody:
-        return await panel.operate(request, response, "enable", addon_id, lambda i: i.enable(addon_id), wait=wait)
+        return await panel.operate(request, response, "enable", addon_id, Call("enable", (addon_id,)), wait=wait)
 
     @router.post("/{addon_id}/disable", response_model=OperationBody, responses=_WRITE)
     async def disable(request: Request, response: Response, addon_id: AddonId, wait: Wait = True) -> OperationBody:
-        return await panel.operate(request, response, "disable", addon_id, lambda i: i.disable(addon_id), wait=wait)
+        return await panel.operate(request, response, "disable", addon_id, Call("disable", (addon_id,)), wait=wait)
 
     @router.get("/history", response_model=HistoryPage, responses=_READ)
     async def history(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> HistoryPage:
@@ -194,8 +173,9 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         return await run_in_threadpool(fleet_status, panel.config)
 
     @router.get("/operations", response_model=OperationsOverview, responses=_READ)
-    async def operations() -> dict[str, Any]:
-        return panel.tracker.overview()
+    async def operations() -> Response:
+        """The running operation, how many wait, and the recent ones (JSON kept until an operation changes)."""
+        return Response(content=panel.tracker.overview_json(), media_type="application/json")
 
     @router.get("/operations/{operation_id}", response_model=OperationBody, responses={**_READ, 404: {"model": AuthErrorBody}})
     async def operation(operation_id: Annotated[str, Path(pattern=r"^[0-9a-f]{16}$")]) -> OperationBody:
@@ -207,7 +187,7 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
     @router.post("/reload", responses=_READ)
     async def reload() -> dict[str, Any]:
         """Remount addons after a change made outside the panel (e.g. the CLI)."""
-        panel.loader.reload()
+        await panel.reload()
         return panel.loader.status()
 
     return router

@@ -8,20 +8,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ADDON_ID_PATTERN",
+    "AddonInstallRequest",
     "AuthErrorBody",
     "Catalogue",
     "ErrorBody",
     "HistoryEntry",
     "HistoryPage",
-    "InstallRemote",
     "OperationBody",
     "OperationsOverview",
     "PluginCard",
     "PluginDetail",
+    "PluginSettings",
     "PreviewBody",
     "PreviewChange",
     "PreviewRequest",
     "RepositoryStatus",
+    "SettingFieldBody",
+    "SettingsUpdate",
     "Uninstall",
 ]
 
@@ -29,12 +32,14 @@ ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # docs/design.md "Package format":
 VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters; the resolver checks the rest
 
 OperationKind = Literal["install", "upgrade", "downgrade", "update-all", "uninstall", "rollback", "enable", "disable"]
+#: A setting's value: what the plugin's settings schema types it as (string, number, integer, boolean).
+SettingValue = str | int | float | bool | None
 
 
 # -- requests ----------------------------------------------------------------------------
 
 
-class InstallRemote(BaseModel):
+class AddonInstallRequest(BaseModel):
     """Install from the repository: the newest version, or ``version``; an installed id is upgraded."""
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +47,17 @@ class InstallRemote(BaseModel):
     addon_id: str = Field(pattern=ADDON_ID_PATTERN)
     version: str | None = Field(default=None, pattern=VERSION_PATTERN)
     allow_downgrade: bool = Field(default=False, description="confirm installing a version older than the installed one")
+    settings: dict[str, SettingValue] | None = Field(
+        default=None, description="values for the plugin's settings schema, stored with the install in its database transaction"
+    )
+
+
+class SettingsUpdate(BaseModel):
+    """New values for an installed plugin's settings; a field set to null goes back to its default, one left out stays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, SettingValue]
 
 
 class Uninstall(BaseModel):
@@ -78,6 +94,8 @@ class ErrorBody(BaseModel):
     plugins: list[str] = Field(default_factory=list, description="plugin ids concerned (for a dependency refusal: the dependents)")
     operation_id: str | None = None
     retry_after: int | None = Field(default=None, description="seconds to wait before retrying (also the Retry-After header)")
+    problems: list[str] = Field(default_factory=list, description="every problem, when there are several (settings: one per field)")
+    fields: list[str] = Field(default_factory=list, description="the settings fields the problems are about")
 
 
 class AuthErrorBody(BaseModel):
@@ -112,6 +130,7 @@ class PluginCard(BaseModel):
     rollback_version: str | None = Field(description="the version a rollback returns to; null when that is the offered upgrade")
     update_available: bool
     load_error: str | None
+    has_settings: bool = Field(default=False, description="the installed version declares settings (GET/PUT plugins/{id}/settings)")
 
 
 class Catalogue(BaseModel):
@@ -245,6 +264,37 @@ class PreviewChange(BaseModel):
     from_version: str | None = None
     to_version: str | None = None
     reason: str = Field(description="why it is part of the plan, e.g. 'required by SMS Notifications'")
+    migrations_down: list[str] = Field(default_factory=list, description="migrations reverted, in run order")
+    migrations_up: list[str] = Field(default_factory=list, description="migrations applied, in run order")
+    tables_dropped: list[str] = Field(default_factory=list, description="tables dropped with their rows")
+    columns_dropped: list[str] = Field(default_factory=list, description="columns (table.column) dropped from tables that stay")
+    tables_kept: list[str] = Field(default_factory=list, description="with keep_data: the plugin's tables that stay")
+
+
+class SettingFieldBody(BaseModel):
+    """One setting as a form shows it; a secret's value is never sent, only whether it is set."""
+
+    name: str
+    type: Literal["string", "number", "integer", "boolean"]
+    title: str = ""
+    description: str = ""
+    enum: list[Any] | None = None
+    default: Any = None
+    secret: bool = False
+    required: bool = False
+    source: Literal["stored", "default", "unset"] | None = Field(default=None, description="null in a preview (nothing stored yet)")
+    is_set: bool = False
+    value: Any = Field(default=None, description="the current value; always null for a secret")
+
+
+class PluginSettings(BaseModel):
+    plugin_id: str
+    version: str
+    fields: list[SettingFieldBody]
+    installed_by: str | None = None
+    installed_at: str | None = None
+    updated_by: str | None = None
+    updated_at: str | None = None
 
 
 class PreviewBody(BaseModel):
@@ -252,4 +302,7 @@ class PreviewBody(BaseModel):
     changes: list[PreviewChange]
     needs_confirmation: list[str] = Field(description="request fields the admin must confirm, e.g. 'cascade', 'allow_downgrade'")
     refusal: ErrorBody | None = Field(default=None, description="why the operation would be refused as asked")
-    database: str = Field(description="what is known about database changes; the exact migrations need the installer's dry run")
+    database: str = Field(description="the database work in words: migrations run, tables dropped or kept")
+    settings: list[SettingFieldBody] = Field(
+        default_factory=list, description="the requested plugin's settings form, when it would be installed (send values as 'settings')"
+    )

@@ -18,8 +18,10 @@ from typing import Any
 
 import attrs
 
+from atomicplug.progress import ProgressEvent
+
 from .audit import now
-from .models import ErrorBody, OperationBody
+from .models import ErrorBody, OperationBody, OperationsOverview
 from .stage_text import StageContext, stage_text
 
 __all__ = ["Operation", "OperationTracker"]
@@ -59,6 +61,14 @@ class Operation:
         )
 
 
+def _count(downloads: list[dict[str, Any]], plugin_id: str, version: str, received: int, total: int) -> None:
+    for item in downloads:
+        if (item["plugin_id"], item["version"]) == (plugin_id, version):
+            item["received"], item["total"] = received, total
+            return
+    downloads.append({"plugin_id": plugin_id, "version": version, "received": received, "total": total})
+
+
 class OperationTracker:
     """The last ``keep`` operations by id, and which ones are queued or running."""
 
@@ -66,11 +76,14 @@ class OperationTracker:
         self._keep = keep
         self._lock = threading.Lock()
         self._operations: OrderedDict[str, Operation] = OrderedDict()
+        self._changes = 0  # bumped by every change, so an overview is rebuilt only after one
+        self._overview: tuple[int, bytes] | None = None
 
     def start(self, kind: str, plugin_id: str, context: StageContext) -> Operation:
         operation = Operation(id=secrets.token_hex(8), kind=kind, plugin_id=plugin_id, context=context)
         with self._lock:
             self._operations[operation.id] = operation
+            self._changes += 1
             while len(self._operations) > self._keep:
                 oldest = next(iter(self._operations.values()))
                 if oldest.status in ("queued", "running"):
@@ -81,38 +94,33 @@ class OperationTracker:
     def running(self, operation: Operation) -> None:
         with self._lock:
             operation.status = "running"
+            self._changes += 1
 
-    def progress(self, operation: Operation) -> Callable[[str], None]:
-        """An ``Installer(progress=...)`` callback recording each line, and its words for the page."""
+    def progress(self, operation: Operation) -> Callable[[ProgressEvent], None]:
+        """An ``Installer(progress=...)`` callback: the library's lines, their words, and download bytes."""
 
-        def record(message: str) -> None:
-            text = stage_text(message, operation.context)
+        def record(event: ProgressEvent) -> None:
+            text = stage_text(event, operation.context)
             with self._lock:
-                operation.messages.append(message)
-                operation.stages.append(text)
-
-        return record
-
-    def download(self, operation: Operation) -> Callable[[str, str, int, int], None]:
-        """A callback ``(plugin_id, version, received, total)`` recording a package download's bytes."""
-
-        def record(plugin_id: str, version: str, received: int, total: int) -> None:
-            with self._lock:
-                for item in operation.downloads:
-                    if (item["plugin_id"], item["version"]) == (plugin_id, version):
-                        item["received"], item["total"] = received, total
-                        return
-                operation.downloads.append({"plugin_id": plugin_id, "version": version, "received": received, "total": total})
+                if event.stage == "download" and event.plugin_id and event.version:
+                    _count(operation.downloads, event.plugin_id, event.version, event.received or 0, event.total or 0)
+                if event.text:
+                    operation.messages.append(event.text)
+                if text:
+                    operation.stages.append(text)
+                self._changes += 1
 
         return record
 
     def finish(self, operation: Operation, result: dict[str, Any]) -> None:
         with self._lock:
             operation.status, operation.result, operation.finished = "done", result, now()
+            self._changes += 1
 
     def fail(self, operation: Operation, error: ErrorBody) -> None:
         with self._lock:
             operation.status, operation.error, operation.finished = "failed", error, now()
+            self._changes += 1
 
     def get(self, operation_id: str) -> OperationBody | None:
         with self._lock:
@@ -124,9 +132,20 @@ class OperationTracker:
         with self._lock:
             return [op for op in self._operations.values() if op.status in ("queued", "running")]
 
-    def overview(self, limit: int = 20) -> dict[str, Any]:
+    def overview(self, limit: int = 20) -> OperationsOverview:
         """The running operation (if any), how many wait, and recent ones, newest first."""
         with self._lock:
-            recent = [op.body() for op in reversed(self._operations.values())]
-        running = [op for op in recent if op.status == "running"]
-        return {"current": running[0].id if running else None, "queued": sum(op.status == "queued" for op in recent), "recent": recent[:limit]}
+            operations = list(reversed(self._operations.values()))
+            running = next((op.id for op in operations if op.status == "running"), None)
+            queued = sum(op.status == "queued" for op in operations)
+            recent = [op.body() for op in operations[:limit]]
+        return OperationsOverview(current=running, queued=queued, recent=recent)
+
+    def overview_json(self) -> bytes:
+        """:meth:`overview` as JSON, built again only after an operation changed (pollers ask often)."""
+        cached, changes = self._overview, self._changes
+        if cached is not None and cached[0] == changes:
+            return cached[1]
+        data = self.overview().model_dump_json().encode()
+        self._overview = (changes, data)
+        return data

@@ -5,9 +5,11 @@ keeps serving). Operations of this panel wait their turn in an in-process
 queue instead of racing for the installer's lock, so admins never get 409
 storms; only a full queue, or another process (the CLI) holding the lock
 past ``lock_timeout``, is "busy" (409 with ``Retry-After``). After each
-operation the loader remounts on the event loop, so routes appear and
-disappear without a restart. Every outcome, refusals included, goes to the
-panel's audit log.
+operation the loader imports what changed in a worker thread and swaps the
+route table on the event loop (microseconds), so routes appear and disappear
+without a restart and without stalling requests; the new listing is built
+before the operation is reported done, so readers never build it. Every
+outcome, refusals included, goes to the panel's audit log.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from atomicplug.config import Config
 from atomicplug.errors import DependencyError, LockBusyError, NotInstalledError, SecurityError, UsageError
 from atomicplug.installer import Installer, TransactionResult
 from atomicplug.loader import AddonLoader
+from atomicplug.progress import ProgressEvent
 from atomicplug.registry import Registry
 from atomicplug.repository.manifest import ManifestEntry
 
@@ -37,9 +40,10 @@ from .errors import RETRY_AFTER_SECONDS, describe, is_unreachable
 from .fleet import wait_for_fleet
 from .models import Catalogue, ErrorBody, HistoryEntry, HistoryPlugin, OperationBody, PluginCard, RepositoryStatus
 from .operations import Operation, OperationTracker
-from .progress_adapter import PanelInstaller
+from .calls import Call
+from .listing import Listing, ListingCache
 from .repository_view import ManifestSnapshot, ManifestView
-from .stage_text import StageContext, change_text
+from .stage_text import StageContext
 
 __all__ = ["MAX_QUEUED", "OPERATION_LOCK_TIMEOUT", "Panel"]
 
@@ -47,9 +51,6 @@ __all__ = ["MAX_QUEUED", "OPERATION_LOCK_TIMEOUT", "Panel"]
 OPERATION_LOCK_TIMEOUT = 30.0
 #: Operations waiting beyond this many are refused as busy (409, Retry-After).
 MAX_QUEUED = 20
-
-Work = Callable[[Installer], TransactionResult]
-
 
 def _outcome(error: BaseException) -> str:
     if isinstance(error, LockBusyError):
@@ -74,12 +75,22 @@ class Panel:
     view: ManifestView | None = attrs.field(init=False)
     _names: dict[str, str] = attrs.field(factory=dict, init=False)
     _queue: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    _loading: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, init=False)
-    _cached: tuple[Any, bytes, Catalogue] | None = attrs.field(default=None, init=False)
+    listings: ListingCache = attrs.field(init=False)
+    _registry: str = attrs.field(init=False)  # the registry link's path, stat'ed by every listing
 
     def __attrs_post_init__(self) -> None:
         self.audit = AuditLog(self.config.home)
         self.view = ManifestView(self.config) if self.config.repository else None
+        self.listings = ListingCache(self._build)
+        self._registry = str(self.config.registry_path)
+
+    async def reload(self) -> None:
+        """Follow the installed state: imports in a worker thread, the route swap on the event loop."""
+        async with self._loading:
+            await run_in_threadpool(self.loader.load_changes)
+            self.loader.remount()
 
     # -- names ---------------------------------------------------------------------------
     def name(self, plugin_id: str) -> str:
@@ -96,22 +107,27 @@ class Panel:
     def snapshot(self, refresh: bool = False) -> ManifestSnapshot | None:
         return self.view.current(refresh=refresh) if self.view else None
 
-    def catalogue_bytes(self, refresh: bool = False) -> tuple[bytes, Catalogue]:
-        """The catalogue as JSON (and model), rebuilt only when the registry, manifest or load failures changed; blocking."""
-        snapshot = self.snapshot(refresh)
+    def _listing_key(self, snapshot: ManifestSnapshot | None) -> Any:
+        """What a listing shows depends on: the live registry (a new generation is a new file), the manifest, load failures."""
         try:
-            stat = os.stat(self.config.registry_path)
+            stat = os.stat(self._registry)
             registry_stamp: Any = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             registry_stamp = None
-        key = (registry_stamp, id(snapshot), tuple(sorted(self.loader.failures.items())))
-        cached = self._cached
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2]
-        catalogue = self._build(snapshot)
-        data = catalogue.model_dump_json().encode()
-        self._cached = (key, data, catalogue)
-        return data, catalogue
+        return (registry_stamp, _manifest_key(snapshot), tuple(sorted(self.loader.failures.items())))
+
+    def current_listing(self) -> Listing | None:
+        """The listing when nothing it shows changed: a stat and a comparison, for the event loop.
+        None when it must be built (or the first manifest fetch is still running)."""
+        if self.view is not None and self.view.peek().checked_at is None:
+            return None
+        snapshot = self.snapshot()  # not blocking once a first fetch ended (a stale one refreshes in the background)
+        return self.listings.peek(self._listing_key(snapshot))
+
+    def listing(self, refresh: bool = False) -> Listing:
+        """The listing, built if anything it shows changed (one build at a time); blocking."""
+        snapshot = self.snapshot(refresh)
+        return self.listings.get(self._listing_key(snapshot), snapshot)
 
     def _build(self, snapshot: ManifestSnapshot | None) -> Catalogue:
         installed = installed_catalog(self.config)
@@ -145,16 +161,20 @@ class Panel:
     def installed(self) -> dict[str, InstalledDescription]:
         return installed_catalog(self.config)
 
+    def installed_version(self, plugin_id: str) -> str | None:
+        entry = Registry.load(self.config.registry_path).plugins.get(plugin_id)
+        return entry.version if entry else None
+
     # -- operations --------------------------------------------------------------------------------
-    def installer(self, operation: Operation) -> PanelInstaller:
+    def installer(self, operation: Operation) -> Installer:
         config = attrs.evolve(self.config, lock_timeout=min(self.config.lock_timeout, self.lock_timeout))
-        return PanelInstaller(config, progress=self.tracker.progress(operation), on_download=self.tracker.download(operation))
+        return Installer(config, progress=self.tracker.progress(operation))
 
     async def operate(
-        self, request: Request, response: Response, kind: str, plugin_id: str, work: Work, *, wait: bool = True, keep_data: bool = False,
+        self, request: Request, response: Response, kind: str, plugin_id: str, call: Call, *, wait: bool = True, keep_data: bool = False,
         target_version: str | None = None,
     ) -> OperationBody:
-        """Queue ``work``; with ``wait`` answer when it ended, else 202 with the queued operation at once."""
+        """Queue ``call``; with ``wait`` answer when it ended, else 202 with the queued operation at once."""
         who = _who(self.admin_name, request)
         if len(self.tracker.active()) >= MAX_QUEUED:
             error = LockBusyError(f"{MAX_QUEUED} marketplace operations are already waiting; try again when they have finished")
@@ -164,7 +184,7 @@ class Panel:
             raise error
         operation = self.tracker.start(kind, plugin_id, StageContext(kind, self.name, keep_data))
         request.state.operation_id = operation.id
-        run = self._execute(operation, work, who, target_version)
+        run = self._execute(operation, call.by(who), who, target_version)
         if wait:
             return await run
         task = asyncio.create_task(_quietly(run))
@@ -175,28 +195,29 @@ class Panel:
         assert found is not None
         return found
 
-    async def _execute(self, operation: Operation, work: Work, who: str, target_version: str | None) -> OperationBody:
+    async def _execute(self, operation: Operation, call: Call, who: str, target_version: str | None) -> OperationBody:
         async with self._queue:
             self.tracker.running(operation)
             installer = self.installer(operation)
             before = Registry.load(self.config.registry_path)
             history_offset = _history_size(self.config)
             try:
-                result = await run_in_threadpool(work, installer)
+                result = await run_in_threadpool(call.run, installer)
             except Exception as exc:
                 body = describe(exc, operation_id=operation.id, **self.context())
-                self.tracker.fail(operation, body)
                 txids = _new_txids(self.config, history_offset)
                 self._record(who, operation.kind, operation.plugin_id, before, body, _outcome(exc), target_version, txids)
-                self.loader.reload()  # a failure after COMMIT still changed the state; reload is cheap otherwise
+                await self.reload()  # a failure after COMMIT still changed the state; reload is cheap otherwise
+                self.tracker.fail(operation, body)
                 raise
-            self.loader.reload()
+            await self.reload()
             fleet = None
             if self.config.cluster and result.changed:  # done when every live node has switched too
-                self.tracker.progress(operation)("waiting for every live node of the cluster to switch")
+                self.tracker.progress(operation)(ProgressEvent("note", "waiting for every live node of the cluster to switch"))
                 fleet = await run_in_threadpool(wait_for_fleet, self.config, None)
             if self.view is not None and operation.kind in ("install", "upgrade", "downgrade", "update-all"):
                 self.view.refresh_soon()  # the install accepted a manifest at least as new as the listed one
+            await run_in_threadpool(self.listing)  # built here, before "done", so no reader has to build it
             after = Registry.load(self.config.registry_path)
             mine = after.plugins.get(operation.plugin_id)
             body = {
@@ -208,10 +229,11 @@ class Panel:
                 "fleet": fleet,
             }
             self.tracker.finish(operation, body)
+            changed = _diff(before, after, self.name)
             self.audit.record({
                 "who": who, "operation": operation.kind, "outcome": "done", "txid": result.txid or None,
-                "plugins": _diff(before, after, self.name) or [self._plugin_ref(operation.plugin_id, before, target_version)],
-                "title": None if result.changed else "Nothing to do", "detail": "; ".join(change_text(c, self.name) for c in result.changes) or None,
+                "plugins": changed or [self._plugin_ref(operation.plugin_id, before, target_version)],
+                "title": None if result.changed else "Nothing to do", "detail": _done_text(operation.kind, result, changed) or None,
             })
             found = self.tracker.get(operation.id)
             assert found is not None
@@ -253,6 +275,17 @@ class Panel:
         return entries[:limit]
 
 
+def _manifest_key(snapshot: ManifestSnapshot | None) -> Any:
+    """The listed manifest by its signed version (a refresh that brings the same one changes nothing), or its error."""
+    if snapshot is None:
+        return None
+    if snapshot.manifest is not None:
+        return ("manifest", snapshot.manifest.version, snapshot.checked_at is not None)
+    if snapshot.error is not None:
+        return ("error", type(snapshot.error).__name__, str(snapshot.error))
+    return ("loading",)
+
+
 async def _quietly(run: Any) -> None:
     with contextlib.suppress(Exception):  # recorded by the tracker and the audit log; nobody awaits this task
         await run
@@ -288,6 +321,24 @@ def _new_txids(config: Config, offset: int) -> list[str]:
 def _plugin_dict(entry: Any) -> dict[str, Any]:
     return {"id": entry.id, "name": entry.name, "version": entry.version, "enabled": entry.enabled,
             "previous_version": entry.previous.version if entry.previous else None}
+
+
+def _done_text(kind: str, result: TransactionResult, changed: list[dict[str, Any]]) -> str:
+    """What an operation did, in words, from the registry's difference (or the fields a configure changed)."""
+    if kind == "configure":
+        return f"Settings changed: {result.changes[0].split(': ', 1)[1]}" if result.changes else ""
+    words = []
+    for plugin in changed:
+        old, new, name = plugin["from_version"], plugin["to_version"], plugin["name"]
+        if new is None:
+            words.append(f"Remove {name} {old}")
+        elif old is None:
+            words.append(f"Install {name} {new}")
+        elif old != new:
+            words.append(f"{'Upgrade' if Version(new) > Version(old) else 'Downgrade'} {name} from {old} to {new}")
+        else:
+            words.append(f"{'Enable' if plugin['enabled'] else 'Disable'} {name}")
+    return "; ".join(words)
 
 
 def _diff(before: Registry, after: Registry, name: Callable[[str], str]) -> list[dict[str, Any]]:
@@ -372,4 +423,5 @@ def _card(pid: str, entries: list[ManifestEntry], mine: InstalledDescription | N
         rollback_version=previous if previous and previous != offered_upgrade else None,
         update_available=update,
         load_error=load_error,
+        has_settings=bool(mine and mine.field("settings")),
     )

@@ -1,13 +1,11 @@
-"""What an operation would do, before the admin confirms it: the preview adapter.
+"""What an operation would do, before the admin confirms it: the library's dry run, in the API's words.
 
-``PlanPreview`` is the one place the page's preview dialog gets its facts.
-Today it computes what can be known without running anything: plugins and
-versions in and out, from the registry, the cached verified manifest and
-the same pure planning functions the installer uses (resolver, uninstall and
-rollback planning, dependency checks). What only a dry run of the
-transaction can tell — the exact migrations to run and tables to drop — is
-:class:`PreviewUnavailable` (HTTP 501) until the installer offers
-``Installer.plan(...)``; this adapter is then where it is wired in.
+The preview previews the very call the operation then runs
+(:mod:`examples.nextpanel.calls`) with ``Installer.preview``: plugins and
+versions in and out, the migrations each runs down and up, the tables it
+drops (or keeps), and a refusal with the option that would resolve it — an
+uninstall of a plugin others need comes back refused, with the cascade's
+preview, which the page shows behind a "cascade" confirmation.
 """
 
 from __future__ import annotations
@@ -15,141 +13,120 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from packaging.version import Version
-
 from atomicplug.errors import AtomicplugError, UsageError
-from atomicplug.registry import Registry
+from atomicplug.installer import Installer
+from atomicplug.preview import PluginPreview
 
+from .calls import Call, install_call
 from .errors import describe
-from .models import PreviewBody, PreviewChange, PreviewRequest
+from .models import PreviewBody, PreviewChange, PreviewRequest, SettingFieldBody
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
-    from atomicplug.repository.manifest import Manifest
+    from atomicplug.settings.schema import SettingsSchema
 
-__all__ = ["PlanPreview", "PreviewUnavailable"]
+__all__ = ["PlanPreview", "call_for", "setting_fields"]
 
 Names = Callable[[str], str]
+Installed = Callable[[str], "str | None"]
 
 
-class PreviewUnavailable(Exception):
-    """The installer cannot say this yet without running the transaction (HTTP 501)."""
+def call_for(request: PreviewRequest, installed: str | None) -> Call:
+    """The Installer call the operation of ``request`` runs (``installed``: the requested plugin's version)."""
+    kind = request.operation
+    if kind == "update-all":
+        return Call("upgrade")
+    if not request.addon_id:
+        raise UsageError(f"{kind} needs addon_id")
+    if kind in ("install", "upgrade", "downgrade"):
+        return install_call(request.addon_id, request.version, installed)
+    if kind == "uninstall":
+        return Call("uninstall", (request.addon_id,), {"keep_data": request.keep_data, "cascade": request.cascade})
+    return Call(kind, (request.addon_id,))
+
+
+def setting_fields(schema: SettingsSchema | None) -> list[SettingFieldBody]:
+    """A form's fields for ``schema`` before anything is stored (defaults shown, no values)."""
+    return [SettingFieldBody(**f.to_dict(), name=f.name, required=f.required) for f in schema.fields] if schema else []
 
 
 class PlanPreview:
-    """Plugins and versions an operation would change; database details await the installer's dry run."""
+    """Preview requests answered with the library's dry run."""
 
-    def __init__(self, config: Config, manifest: Callable[[], Manifest | None], name: Names) -> None:
+    def __init__(self, config: Config, name: Names, installed: Installed) -> None:
         self.config = config
-        self._manifest = manifest
         self.name = name
-
-    def database(self, request: PreviewRequest) -> PreviewBody:
-        """The migrations that would run and the tables that would be dropped."""
-        raise PreviewUnavailable(
-            "the exact migrations and tables need the installer's dry run (Installer.plan), which this version does not have yet"
-        )
+        self._installed = installed
 
     def preview(self, request: PreviewRequest) -> PreviewBody:
-        """Plugin changes for ``request``; a refusal is returned (not raised) with what would resolve it."""
-        registry = Registry.load(self.config.registry_path)
-        changes: list[PreviewChange] = []
-        refusal = None
-        confirm: list[str] = []
+        """Plugin changes and database work for ``request``; a refusal is returned (not raised) with what would resolve it."""
         try:
-            if request.operation in ("install", "upgrade", "downgrade", "update-all"):
-                changes = self._installs(request, registry)
-            elif request.operation == "uninstall":
-                changes, confirm, refusal = self._uninstall(request, registry)
-            else:
-                changes = self._single(request, registry)
-        except AtomicplugError as exc:
-            refusal = describe(exc, name=self.name, repository=self.config.repository)
-        if any(c.action == "downgrade" for c in changes) and request.operation != "rollback":
-            confirm.append("allow_downgrade")
-        return PreviewBody(operation=request.operation, changes=changes, needs_confirmation=confirm, refusal=refusal,
-                           database=self._database_summary(request, changes))
+            call = call_for(request, self._installed(request.addon_id) if request.addon_id else None)
+            result = call.preview(Installer(self.config))
+        except AtomicplugError as exc:  # a caller's mistake (no addon_id): said like a refusal
+            return PreviewBody(operation=request.operation, changes=[], needs_confirmation=[], database="Nothing changes.",
+                               refusal=describe(exc, name=self.name, repository=self.config.repository))
+        shown, confirm = result, []
+        refusal = result.refusal
+        if refusal is not None and refusal.option and result.resolved is not None and result.resolved.refusal is None:
+            shown, confirm = result.resolved, [refusal.option]  # what it does once the admin confirms the option
+        # Names from the packages themselves (the listing's names may not be loaded yet), else the panel's.
+        known = {p.plugin_id: e.name for p in shown.plugins if (e := p.change.after or p.change.before) is not None}
+        changes = [self._change(p, request, lambda pid: known.get(pid) or self.name(pid)) for p in shown.plugins]
+        mine = next((p for p in shown.plugins if p.plugin_id == request.addon_id and p.change.after is not None), None)
+        return PreviewBody(
+            operation=request.operation,
+            changes=changes,
+            needs_confirmation=confirm,
+            refusal=describe(refusal.cause, name=self.name, repository=self.config.repository) if refusal and refusal.cause else None,
+            database=_database_summary(changes),
+            settings=setting_fields(mine.settings) if mine and mine.change.action == "install" else [],
+        )
 
-    # -- per operation ---------------------------------------------------------------------
-    def _installs(self, request: PreviewRequest, registry: Registry) -> list[PreviewChange]:
-        from atomicplug.repository.resolver import resolve
-
-        manifest = self._manifest()
-        if manifest is None:
-            raise UsageError("the repository's plugin list is not available: the preview needs it")
-        installed = {pid: Version(e.version) for pid, e in registry.plugins.items()}
-        if request.operation == "update-all":
-            specs, upgrade = sorted(installed), True
+    def _change(self, plugin: PluginPreview, request: PreviewRequest, name: Names) -> PreviewChange:
+        change = plugin.change
+        pid = change.plugin_id
+        if change.action == "none":
+            action = "enable" if change.after and change.after.enabled else "disable"
+        elif request.operation == "rollback":
+            action = "rollback"
         else:
-            _require_id(request)
-            specs = [f"{request.addon_id}=={request.version}" if request.version else str(request.addon_id)]
-            upgrade = request.version is None and request.addon_id in installed
-        if not specs:
-            return []
-        entries = resolve(manifest, specs, installed, upgrade=upgrade)
-        roots = set(specs) if request.operation == "update-all" else {request.addon_id}
-        changes = []
-        for entry in entries:
-            before = registry.plugins.get(entry.id)
-            old = Version(before.version) if before else None
-            if old == entry.parsed_version:
-                continue
-            action = "install" if old is None else "upgrade" if entry.parsed_version > old else "downgrade"
-            needers = sorted(e.id for e in entries if any(r.id == entry.id for r in e.requirements))
-            reason = "requested" if entry.id in roots else f"required by {', '.join(self.name(n) for n in needers) or 'a requested plugin'}"
-            changes.append(PreviewChange(id=entry.id, name=entry.name or self.name(entry.id), action=action,  # type: ignore[arg-type]
-                                         from_version=before.version if before else None, to_version=entry.version, reason=reason))
-        return changes
-
-    def _uninstall(self, request: PreviewRequest, registry: Registry) -> tuple[list[PreviewChange], list[str], object]:
-        from atomicplug.stages.plan import plan_uninstall
-
-        pid = _require_id(request)
-        plan = plan_uninstall(registry, [pid], "preview", cascade=True, keep_data=request.keep_data)
-        changes = [
-            PreviewChange(id=s.plugin_id, name=self.name(s.plugin_id), action="uninstall", from_version=s.before.version if s.before else None,
-                          reason="requested" if s.plugin_id == pid else f"requires {self.name(pid)}")
-            for s in plan.changes
-        ]
-        confirm, refusal = [], None
-        if len(plan.changes) > 1 and not request.cascade:
-            try:
-                plan_uninstall(registry, [pid], "preview", cascade=False)
-            except AtomicplugError as exc:
-                refusal = describe(exc, name=self.name)
-            confirm.append("cascade")
-        return changes, confirm, refusal
-
-    def _single(self, request: PreviewRequest, registry: Registry) -> list[PreviewChange]:
-        from atomicplug.stages.plan import plan_rollback, plan_toggle
-
-        pid = _require_id(request)
-        if request.operation == "rollback":
-            plan = plan_rollback(registry, pid, "preview", self.config.home)
+            action = change.action
+        if pid == request.addon_id or request.operation == "update-all":
+            reason = "requested"
+        elif change.action == "uninstall":
+            reason = f"requires {name(str(request.addon_id))}"
         else:
-            plan = plan_toggle(registry, pid, request.operation == "enable", "preview")
-        return [
-            PreviewChange(id=s.plugin_id, name=self.name(s.plugin_id), action=request.operation if s.action == "none" else "rollback",  # type: ignore[arg-type]
-                          from_version=s.before.version if s.before else None, to_version=s.after.version if s.after else None, reason="requested")
-            for s in plan.changes
-        ]
-
-    @staticmethod
-    def _database_summary(request: PreviewRequest, changes: list[PreviewChange]) -> str:
-        if not changes:
-            return "Nothing changes."
-        if request.operation in ("enable", "disable"):
-            return "No database change: tables and data stay as they are."
-        if request.operation == "uninstall":
-            if request.keep_data:
-                return "Tables and rows are kept."
-            return "The removed plugins' tables are dropped (their down migrations run): the data in them is deleted."
-        if request.operation == "rollback":
-            return "Migrations the newer version added are undone (its down migrations run)."
-        return "The packages' new migrations run in the same transaction: all of them or none."
+            reason = f"required by {name(str(request.addon_id))}"
+        return PreviewChange(
+            id=pid, name=name(pid),
+            action=action,  # type: ignore[arg-type]
+            from_version=change.old_version, to_version=change.new_version, reason=reason,
+            migrations_down=list(plugin.migrations_down), migrations_up=list(plugin.migrations_up),
+            tables_dropped=list(plugin.tables_dropped), columns_dropped=list(plugin.columns_dropped), tables_kept=list(plugin.tables_kept),
+        )
 
 
-def _require_id(request: PreviewRequest) -> str:
-    if not request.addon_id:
-        raise UsageError(f"{request.operation} needs addon_id")
-    return request.addon_id
+def _database_summary(changes: list[PreviewChange]) -> str:
+    """The database work in words, from the dry run's facts."""
+    if not changes:
+        return "Nothing changes."
+    ups = [m for c in changes for m in c.migrations_up]
+    downs = [m for c in changes for m in c.migrations_down]
+    dropped = [t for c in changes for t in c.tables_dropped]
+    columns = [t for c in changes for t in c.columns_dropped]
+    kept = [t for c in changes for t in c.tables_kept]
+    parts = []
+    if dropped:
+        parts.append(f"Drops the tables {', '.join(dropped)}: the data in them is deleted.")
+    if columns:
+        parts.append(f"Drops the columns {', '.join(columns)} and their data.")
+    if downs and not dropped and not columns:
+        parts.append(f"Undoes the migrations {', '.join(downs)}.")
+    if ups:
+        parts.append(f"Runs the migrations {', '.join(ups)}.")
+    if kept:
+        parts.append(f"Keeps the tables {', '.join(kept)} and their rows.")
+    if not parts:
+        return "No database change: tables and data stay as they are."
+    return " ".join(parts) + (" All in one transaction: all of it or none." if len(parts) > 1 or ups or downs else "")

@@ -2,16 +2,17 @@
 
 Listing plugins must not fetch the repository per request (issue 16: ~47 ms
 each even idle, seconds under load). :class:`ManifestView` keeps the last
-verified manifest for ``max_age`` seconds; a list request past that age is
-answered from what is cached while one background refresh runs (single
-flight). Only the very first listing, or an explicit ``refresh``, waits for
-the fetch. A failed fetch is cached too (state ``unreachable`` or
-``untrusted``), so a repository that is down costs one attempt per
-``max_age``, not one per request.
+verified manifest in memory for ``max_age`` seconds; a list request past that
+age is answered from what is held while one background refresh runs (single
+flight). Only the very first listing waits for the fetch; an explicit
+``refresh`` asks the repository at once, in the caller's thread. A failed
+fetch is kept too (state ``unreachable`` or ``untrusted``), so a repository
+that is down costs one attempt per ``max_age``, not one per request.
 
-:func:`read_manifest` is today's read-only load (the library's ``load_manifest``
-records what it accepts; a listing must not); the library's own read-only
-load with an ETag cache replaces it later.
+The loads are the library's read-only ones, which record nothing in the trust
+state: :func:`atomicplug.repository.cached_manifest` (its verified copy on disk,
+revalidated with ETag after ``manifest_max_age``) for the background refresh,
+:func:`atomicplug.repository.load_manifest` with ``record=False`` for ``refresh``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from atomicplug.errors import AtomicplugError, TrustError
+from atomicplug.errors import AtomicplugError
 
 from .audit import now
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.repository.manifest import Manifest
 
-__all__ = ["DEFAULT_MAX_AGE", "ManifestSnapshot", "ManifestView", "read_manifest"]
+__all__ = ["DEFAULT_MAX_AGE", "ManifestSnapshot", "ManifestView"]
 
 #: How old a listed manifest may be before a listing starts a refresh (seconds).
 DEFAULT_MAX_AGE = 30.0
@@ -53,44 +54,43 @@ class ManifestSnapshot:
         return cls(manifest=None, error=None, checked_at=None, fetched=float("-inf"))
 
 
-def read_manifest(config: Config) -> Manifest:
-    """The repository's manifest, verified (trusted signature, expiry, not older than accepted), recording nothing."""
-    from atomicplug.repository.manifest import TrustedState, load_trusted_keys, verify_manifest
-    from atomicplug.repository.remote import MAX_MANIFEST_BYTES, MAX_SIGNATURE_BYTES, make_fetcher, state_path
+def _cached(config: Config) -> Manifest:
+    from atomicplug.repository import cached_manifest
 
-    fetcher = make_fetcher(config)
-    keys = load_trusted_keys(config.trusted_keys)
-    if not keys:
-        raise TrustError("cannot trust the repository: no trusted_keys are configured")
-    data = fetcher.fetch_bytes("/manifest.json", MAX_MANIFEST_BYTES)
-    sig = fetcher.fetch_bytes("/manifest.json.minisig", MAX_SIGNATURE_BYTES, missing_ok=True)
-    assert data is not None
-    if sig is None:
-        raise TrustError(f"repository {fetcher.base_url} has no manifest.json.minisig: refusing an unsigned manifest")
-    manifest = verify_manifest(data, sig.decode("utf-8", "replace"), keys)
-    TrustedState.load(state_path(config)).check(fetcher.base_url, manifest, data)
-    return manifest
+    return cached_manifest(config)
+
+
+def _fresh(config: Config) -> Manifest:
+    from atomicplug.repository import load_manifest
+
+    return load_manifest(config, record=False)
 
 
 class ManifestView:
     """The last verified manifest (or fetch error), refreshed in the background once older than ``max_age``."""
 
-    def __init__(self, config: Config, max_age: float = DEFAULT_MAX_AGE, load: Callable[[Config], Manifest] = read_manifest) -> None:
+    def __init__(
+        self, config: Config, max_age: float = DEFAULT_MAX_AGE, load: Callable[[Config], Manifest] = _cached,
+        fresh: Callable[[Config], Manifest] = _fresh,
+    ) -> None:
         self.config = config
         self.max_age = max_age
         self._load = load
+        self._fresh = fresh
         self._lock = threading.Lock()
         self._snapshot = ManifestSnapshot.loading()
         self._refreshing: threading.Event | None = None
 
     def current(self, *, refresh: bool = False) -> ManifestSnapshot:
-        """The cached snapshot; blocking only for the first fetch or when ``refresh`` asks for a new one."""
+        """The held snapshot; blocking only for the first fetch, or with ``refresh``, which asks the repository now."""
+        if refresh:
+            return self._fetch(self._fresh)
         with self._lock:
             snapshot = self._snapshot
             first = snapshot.checked_at is None
             stale = time.monotonic() - snapshot.fetched > self.max_age
-            done = self._start_refresh() if (stale or refresh) else self._refreshing
-        if (first or refresh) and done is not None:
+            done = self._start_refresh() if stale else self._refreshing
+        if first and done is not None:
             done.wait(FIRST_FETCH_WAIT)
             with self._lock:
                 return self._snapshot
@@ -116,11 +116,20 @@ class ManifestView:
 
     def _refresh(self, done: threading.Event) -> None:
         try:
-            manifest, error = self._load(self.config), None
+            self._fetch(self._load)
+        finally:
+            with self._lock:
+                self._refreshing = None
+            done.set()
+
+    def _fetch(self, load: Callable[[Config], Manifest]) -> ManifestSnapshot:
+        started = time.monotonic()
+        try:
+            manifest, error = load(self.config), None
         except AtomicplugError as exc:
             manifest, error = None, exc
-        snapshot = ManifestSnapshot(manifest=manifest, error=error, checked_at=now(), fetched=time.monotonic())
+        snapshot = ManifestSnapshot(manifest=manifest, error=error, checked_at=now(), fetched=started)
         with self._lock:
-            self._snapshot = snapshot
-            self._refreshing = None
-        done.set()
+            if started >= self._snapshot.fetched:  # a fetch that began earlier never replaces a later one's answer
+                self._snapshot = snapshot
+        return snapshot

@@ -23,6 +23,7 @@ __all__ = [
     "SecurityError",
     "PackageError",
     "MetadataError",
+    "SettingsError",
     "SignatureError",
     "PermissionRefusedError",
     "LockBusyError",
@@ -95,6 +96,21 @@ class MetadataError(PackageError):
     def __init__(self, message: str, problems: list[str] | None = None) -> None:
         super().__init__(message)
         self.problems: list[str] = list(problems or [message])
+
+
+class SettingsError(UsageError):
+    """Plugin settings do not match the plugin's settings schema (exit 2).
+
+    ``problems`` lists one line per field (the message shows the first);
+    ``fields`` names those fields, ``plugins`` the plugin.
+    """
+
+    title = "Settings not valid"
+
+    def __init__(self, message: str, problems: list[str] | None = None, *, plugins: tuple[str, ...] = (), fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message, plugins=plugins)
+        self.problems: list[str] = list(problems or [message])
+        self.fields = tuple(fields)
 
 
 class SignatureError(SecurityError):

@@ -2,12 +2,14 @@
 
 Every writer takes the lock, recovers unfinished transactions, plans, then
 hands the plan to :func:`atomicplug.transaction.execute`. Readers (``list``,
-``history``, ``verify``) take no lock: the registry is replaced atomically.
+``history``, ``verify``, ``settings``) take no lock: the registry is replaced
+atomically. :meth:`Installer.preview` plans any writer's call the way the
+writer would, without the lock, and runs nothing (docs/design.md "Dry run").
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from atomicplug import ioerrors
 from atomicplug.config import Config
 from atomicplug.errors import UsageError
 from atomicplug.lock import writer_lock
+from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
 from atomicplug.verification import VerifyReport, verify_plugin
 
@@ -25,8 +28,11 @@ if TYPE_CHECKING:
     from atomicplug.change import Plan
     from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.intake import Package
+    from atomicplug.preview import Preview
+    from atomicplug.settings.apply import Given
+    from atomicplug.settings.schema import SettingsSchema
+    from atomicplug.settings.view import SettingsView
     from atomicplug.stages import plan as planning
-    from atomicplug.transaction import Progress
 
 # The transaction engine and the stages are imported where they are used: `recover`
 # with nothing pending (run by every app start) then costs little more than the
@@ -48,16 +54,25 @@ class TransactionResult:
         return bool(self.changes)
 
 
-def _silent(_: str) -> None:
+def _silent(_: ProgressEvent) -> None:
     pass
 
 
 class Installer:
-    """Install, upgrade, uninstall, roll back, enable and disable plugins transactionally."""
+    """Install, upgrade, uninstall, roll back, enable and disable plugins transactionally.
+
+    ``progress`` gets a :class:`~atomicplug.progress.ProgressEvent` for every
+    step of the operations this installer runs (``str(event)`` is the CLI's line).
+    """
+
+    #: A dry run (:meth:`preview`) plans as the writers do, but reads the registry without the
+    #: lock, records no manifest and runs nothing: see :mod:`atomicplug.preview`.
+    _dry_run = False
 
     def __init__(self, config: Config, progress: Progress | None = None) -> None:
         self.config = config
-        self.progress: Progress = progress or _silent
+        # Cluster mode and the object store still say some things as plain lines: they arrive as ``note`` events.
+        self.progress: Progress = accepting_lines(progress or _silent)
         self._cluster: ClusterWriter | None = None
 
     # -- plumbing -------------------------------------------------------------
@@ -97,15 +112,24 @@ class Installer:
 
         return recover_pending(self.config, self.progress)
 
-    def _run(self, plan: Plan) -> TransactionResult:
+    def _run(
+        self, plan: Plan, settings: Given | None = None, by: str | None = None,
+        schemas: Mapping[str, SettingsSchema | None] | None = None,
+    ) -> TransactionResult:
+        """Check the settings the plan brings, then run it (settings in its database transaction)."""
+        from atomicplug.settings.apply import prepare
         from atomicplug.transaction import execute
 
-        for line in plan.describe():
-            self.progress(line)
+        work = prepare(self.config, plan, settings, by, schemas) if plan.changes or settings else None
+        for change in plan.changes:
+            version = change.new_version or change.old_version
+            self.progress(ProgressEvent("plan", change.describe(), change.plugin_id, version, operation=plan.operation))
         if self._cluster is not None:
-            self._cluster.execute(plan)
+            self._cluster.execute(plan, database_work=work)
         else:
-            execute(self.config, plan, self.progress)
+            execute(self.config, plan, self.progress, database_work=work)
+        if plan.changes:
+            self.progress(ProgressEvent("done", operation=plan.operation))
         return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
 
     # -- writers --------------------------------------------------------------
@@ -117,6 +141,8 @@ class Installer:
         allow_downgrade: bool = False,
         rehearse: bool = True,
         with_requirements: bool = False,
+        settings: Given | None = None,
+        by: str | None = None,
     ) -> TransactionResult:
         """Install (or upgrade) one local zip, its ``.minisig`` beside it.
 
@@ -125,14 +151,15 @@ class Installer:
         """
         package = self.take_in(zip_path, signature_path)
         return self.install_packages(
-            [package], allow_downgrade=allow_downgrade, rehearse=rehearse, with_requirements=with_requirements
+            [package], allow_downgrade=allow_downgrade, rehearse=rehearse, with_requirements=with_requirements,
+            settings=settings, by=by,
         )
 
     def take_in(self, zip_path: str | Path, signature_path: str | Path | None = None) -> Package:
         """Verify a local zip and keep its bytes as ``<home>/downloads/<sha256>.zip`` (docs/design.md "Intake")."""
         from atomicplug.intake import take_in_file
 
-        self.progress(f"verifying {Path(zip_path).name}")
+        self.progress(ProgressEvent("verify", f"verifying {Path(zip_path).name}"))
         return take_in_file(self.config, zip_path, signature_path)
 
     def install_packages(
@@ -142,11 +169,17 @@ class Installer:
         allow_downgrade: bool = False,
         rehearse: bool = True,
         with_requirements: bool = False,
+        settings: Given | None = None,
+        by: str | None = None,
     ) -> TransactionResult:
         """Install packages that passed intake (dependencies first) in one transaction.
 
         ``with_requirements``: requirements that are installed but disabled are
         enabled in the same transaction (else the install is refused).
+        ``settings``: plugin id → values for its settings schema, checked before
+        the transaction and stored in its database transaction; ``by`` names who
+        installs (docs/design.md "Plugin settings"). Raises SettingsError for
+        values the schema refuses or a required setting left without a value.
         """
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
@@ -166,7 +199,7 @@ class Installer:
             )
             if repairs and not plan.changes:
                 return TransactionResult(txid=txid, operation="repair", changes=repairs)
-            result = self._run(plan)
+            result = self._run(plan, settings, by, {p.metadata.id: p.metadata.settings for p in packages})
             return attrs.evolve(result, changes=repairs + result.changes)
 
     def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
@@ -198,17 +231,25 @@ class Installer:
         rehearse: bool = True,
         allow_downgrade: bool = False,
         with_requirements: bool = False,
+        settings: Given | None = None,
+        by: str | None = None,
     ) -> TransactionResult:
-        """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies)."""
+        """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies).
+
+        Downloads report ``download`` progress events with their bytes.
+        """
         from atomicplug.repository import remote
 
         if isinstance(specs, str):
             specs = [specs]
         installed = self._installed_versions()
         with ioerrors.reported("install", site=self.config):  # the repository's caches
-            packages = remote.plan_remote(self.config, list(specs), installed, upgrade=upgrade)
+            packages = remote.plan_remote(
+                self.config, list(specs), installed, upgrade=upgrade, record=not self._dry_run, progress=self.progress
+            )
         return self.install_packages(
-            packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements
+            packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements,
+            settings=settings, by=by,
         )
 
     def upgrade(self, plugin_ids: Sequence[str] | None = None, *, rehearse: bool = True) -> TransactionResult:
@@ -299,6 +340,37 @@ class Installer:
         with self._writing(f"disable {plugin_id}") as registry:
             return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid()))
 
+    def configure(self, plugin_id: str, values: Mapping[str, Any], *, by: str | None = None) -> TransactionResult:
+        """Change an installed plugin's settings (``None`` for a field: back to its default).
+
+        One small database transaction, recorded in history by field name (never
+        a value); the application's loader hands the new values to the addon at
+        its next ``reload()``. Raises NotInstalledError, SettingsError.
+        """
+        from atomicplug.settings.apply import configure
+        from atomicplug.transaction import new_txid
+
+        with self._writing(f"configure {plugin_id}") as registry:
+            txid = new_txid()
+            changed = configure(self.config, registry, plugin_id, values, by, txid)
+        line = f"configure {plugin_id}: {', '.join(changed)}" if changed else None
+        return TransactionResult(txid=txid if changed else "", operation="configure", changes=(line,) if line else ())
+
+    def preview(self, operation: str, *args: Any, **options: Any) -> Preview:
+        """What ``operation`` (a writer's name: install, install_file, install_packages, upgrade,
+        uninstall, rollback, enable, disable) would do with these arguments; nothing changes.
+
+        ``installer.preview("uninstall", "crm", cascade=True)`` plans exactly as
+        ``installer.uninstall("crm", cascade=True)`` would, then reads the ledger
+        for the migrations each change runs and the database for the tables it
+        drops. A refusal is part of the returned value (with, when an option
+        resolves it, the preview with that option). A repository install may
+        download and take in packages; no state changes (docs/design.md "Dry run").
+        """
+        from atomicplug.preview import preview
+
+        return preview(self.config, self.progress, operation, args, options)
+
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""
         with ioerrors.reported("recover", site=self.config), self._locked():
@@ -334,6 +406,12 @@ class Installer:
             }
             for e in sorted(registry.plugins.values(), key=lambda e: e.id)
         ]
+
+    def settings(self, plugin_id: str) -> SettingsView:
+        """An installed plugin's settings for people: schema, values, who and when; secrets only as set or not."""
+        from atomicplug.settings.apply import view
+
+        return view(self.config, Registry.load(self.config.registry_path), plugin_id)
 
     def history(self) -> list[dict[str, Any]]:
         """Finished transactions, oldest first."""

@@ -8,7 +8,13 @@ so routes appear and disappear without a restart.
 
 Reloading re-imports only what changed (the link now resolves to another
 store tree, or the addon came or went) and the addons that require it, so
-module-level state of untouched addons survives. An addon that fails to
+module-level state of untouched addons survives. It has two halves:
+:meth:`AddonLoader.load_changes` does the slow part (teardowns, imports —
+an addon's first import may pull in SQLAlchemy, hundreds of milliseconds —
+and ``configure``) and may run in a worker thread while the application keeps
+serving; :meth:`AddonLoader.remount` then swaps the route table, which takes
+microseconds and belongs on the application's event loop. ``reload()`` is
+both, in the caller's thread. An addon that fails to
 import is logged, listed in :attr:`AddonLoader.failures` and skipped: the
 application keeps serving. FastAPI is not imported here; any app object with
 ``router.routes``, ``include_router`` and ``openapi_schema`` will do.
@@ -35,6 +41,13 @@ addons for as long as it runs:
   with them their modules' globals.
 
 :meth:`AddonLoader.shutdown` tears every addon down; call it when the app stops.
+
+**Settings** (docs/design.md "Plugin settings"): an addon package that
+defines ``configure(settings)`` is called with its settings (the schema's
+defaults overridden by the stored values, secrets included: they are for the
+plugin) right after it is imported, and again by any ``reload()`` that finds
+them changed (``Installer.configure``). A ``configure`` that raises is logged;
+the addon stays loaded.
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ import importlib.machinery
 import logging
 import os
 import sys
+import threading
 import traceback
 import types
 from pathlib import Path
@@ -51,7 +65,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from atomicplug.errors import LockBusyError
+from atomicplug.errors import AtomicplugError, LockBusyError
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
@@ -107,6 +121,8 @@ class AddonLoader:
         self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
         self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
         self._watcher: Watcher | None = None  # cluster mode: the LISTEN thread
+        self._configured: dict[str, dict[str, Any]] = {}  # id → the settings its configure() got last
+        self._loading = threading.Lock()  # load_changes: one thread at a time
 
     # -- lifecycle --------------------------------------------------------------
     def startup(self) -> None:
@@ -137,12 +153,17 @@ class AddonLoader:
 
     def watch(self, schedule: Callable[[Callable[[], None]], None]) -> None:
         """Cluster mode: LISTEN in a thread and sync on every notification; after each switch
-        ``schedule(self.reload)`` (e.g. ``loop.call_soon_threadsafe``: routes change on the app's loop)."""
+        :meth:`load_changes` in that thread, then ``schedule(self.remount)`` (e.g.
+        ``loop.call_soon_threadsafe``: routes change on the app's loop)."""
         if not self.config.cluster or self._watcher is not None:
             return
         from atomicplug.cluster.watch import Watcher
 
-        self._watcher = Watcher(self.config, progress=log.info, on_switched=lambda: schedule(self.reload))
+        def switched() -> None:
+            self.load_changes()  # the imports in the watcher's thread,
+            schedule(self.remount)  # the route swap on the app's loop
+
+        self._watcher = Watcher(self.config, progress=log.info, on_switched=switched)
         self._watcher.start()
 
     def recover(self) -> list[tuple[str, str]]:
@@ -165,7 +186,7 @@ class AddonLoader:
             self._watcher = None
         for pid in self._unload_order(set(self.loaded) | set(self._failed_targets)):
             self._unload(pid)
-        self._remount()
+        self.remount()
 
     def reload(self) -> None:
         """Bring imported modules and mounted routes in line with the registry and links.
@@ -174,6 +195,22 @@ class AddonLoader:
         and the addons requiring them, are re-imported; a failed addon is
         retried when its tree changes.
         """
+        self.load_changes()
+        self.remount()
+
+    def load_changes(self) -> None:
+        """The slow half of :meth:`reload`: unload what changed, import what is new, hand out settings.
+
+        Safe in a worker thread while requests are served (two callers take
+        turns: the panel's operations and cluster mode's watcher may both
+        reload); the route table keeps the routes mounted so far until
+        :meth:`remount`, which the caller runs next, on the thread that serves
+        requests.
+        """
+        with self._loading:
+            self._apply_changes()
+
+    def _apply_changes(self) -> None:
         view = self._ensure_package()
         # The registry of the pinned generation (beside its backend view), not the live link:
         # both must describe the same generation.
@@ -189,7 +226,7 @@ class AddonLoader:
         for pid in _dependencies_first(registry, sorted(wanted)):
             if pid not in self.loaded and pid not in self.failures:
                 self._load(pid, registry.plugins[pid].version, wanted[pid])
-        self._remount()
+        self._configure(registry)
 
     # -- importing --------------------------------------------------------------
     def _registry_of(self, view: str) -> Path:
@@ -277,6 +314,29 @@ class AddonLoader:
         self.loaded[pid] = LoadedAddon(id=pid, version=version, target=target, module=module, router=router)
         log.info("addon %s %s loaded%s", pid, version, " with routes" if router is not None else "")
 
+    def _configure(self, registry: Registry) -> None:
+        """Hand each loaded addon with a ``configure`` its settings, when they are new to it."""
+        from atomicplug.settings.apply import effective_settings
+
+        hooks = {pid: addon for pid, addon in self.loaded.items() if callable(getattr(addon.module, "configure", None))}
+        if not hooks:
+            return
+        try:
+            values = effective_settings(self.config, [registry.plugins[pid] for pid in sorted(hooks)])
+        except AtomicplugError as exc:
+            log.error("addon settings could not be read, configure() not called: %s", exc)
+            return
+        for pid, addon in hooks.items():
+            settings = values.get(pid, {})
+            if self._configured.get(pid) == settings:
+                continue
+            self._configured[pid] = settings
+            try:
+                addon.module.configure(dict(settings))
+            except Exception as exc:  # noqa: BLE001 - a broken configure must not unload the app's other addons
+                reason = traceback.format_exception_only(type(exc), exc)[-1].strip()
+                log.error("addon %s %s configure() failed: %s", pid, addon.version, reason)
+
     def _unload_order(self, pids: set[str]) -> list[str]:
         """``pids`` dependents first: the reverse of the order they were loaded in (dependencies first)."""
         loaded = [pid for pid in reversed(list(self.loaded)) if pid in pids]
@@ -291,6 +351,7 @@ class AddonLoader:
                 self._released.extend(_endpoints(addon.router))
         self.failures.pop(pid, None)
         self._failed_targets.pop(pid, None)
+        self._configured.pop(pid, None)
         self._purge(pid)
 
     def _teardown(self, addon: LoadedAddon) -> None:
@@ -320,8 +381,8 @@ class AddonLoader:
             delattr(parent, pid)
 
     # -- mounting ---------------------------------------------------------------
-    def _remount(self) -> None:
-        """Rebuild the app's routes: its own ones, then each loaded addon's, in id order.
+    def remount(self) -> None:
+        """Rebuild the app's routes: its own ones, then each loaded addon's, in id order (the fast half of :meth:`reload`).
 
         The app router's lifespan and event handlers are put back as they were:
         ``include_router`` would chain each addon router into them (see the module docstring).
@@ -340,9 +401,9 @@ class AddonLoader:
         finally:
             saved.restore(app_router)
         self._mounted = routes[len(own) :]
-        if self._released:
-            _forget_framework_caches(self._released)
-            self._released = []
+        released, self._released = self._released, []
+        if released:
+            _forget_framework_caches(released)
         mark_changed = getattr(app_router, "_mark_routes_changed", None)
         if callable(mark_changed):  # FastAPI versions that cache the route table by a version number
             mark_changed()

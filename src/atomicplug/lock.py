@@ -12,12 +12,13 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from atomicplug.errors import LockBusyError
 from atomicplug.fsutil import make_dirs
+from atomicplug.progress import Progress, ProgressEvent
 
 __all__ = ["writer_lock"]
 
@@ -26,7 +27,7 @@ POLL_SECONDS = 0.05
 
 
 @contextmanager
-def writer_lock(path: Path, timeout: float, progress: Callable[[str], None] | None = None) -> Iterator[None]:
+def writer_lock(path: Path, timeout: float, progress: Progress | None = None) -> Iterator[None]:
     """Hold ``<home>/lock``; wait up to ``timeout`` seconds, then LockBusyError (exit 75).
 
     ``progress`` hears once that we wait, when another operation holds the lock.
@@ -43,7 +44,7 @@ def writer_lock(path: Path, timeout: float, progress: Callable[[str], None] | No
         os.close(fd)
 
 
-def _acquire(fd: int, path: Path, timeout: float, progress: Callable[[str], None] | None) -> None:
+def _acquire(fd: int, path: Path, timeout: float, progress: Progress | None) -> None:
     deadline = time.monotonic() + timeout
     waiting = False
     while True:
@@ -58,6 +59,6 @@ def _acquire(fd: int, path: Path, timeout: float, progress: Callable[[str], None
                 f"another atomicplug operation holds {path} (waited {timeout:g}s); try again when it has finished"
             )
         if not waiting and progress is not None:
-            progress(f"waiting up to {timeout:g}s for another atomicplug operation to finish")
+            progress(ProgressEvent("lock", f"waiting up to {timeout:g}s for another atomicplug operation to finish"))
         waiting = True
         time.sleep(min(POLL_SECONDS, remaining))

@@ -24,6 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from atomicplug.config import KNOWN_PERMISSIONS
 from atomicplug.errors import MetadataError
+from atomicplug.settings.schema import SettingsSchema, parse_schema
 
 __all__ = [
     "Metadata",
@@ -163,6 +164,8 @@ class Metadata:
     backend: BackendSpec = BackendSpec()
     frontend: FrontendSpec = FrontendSpec()
     permissions: tuple[str, ...] = ()
+    #: The settings an admin gives the plugin (docs/design.md "Plugin settings"); None: it has none.
+    settings: SettingsSchema | None = None
     #: Top-level keys this model does not know, kept so ``to_dict`` round-trips.
     extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
 
@@ -207,6 +210,7 @@ class Metadata:
         backend = _check_backend(p, d.get("backend"))
         frontend = _check_frontend(p, d.get("frontend"))
         permissions = _check_permissions(p, d.get("permissions"))
+        settings = parse_schema(d.get("settings"), p.add)
         p.raise_if_any()
         known = {f.name for f in attrs.fields(cls)} - {"extra"}
         return cls(
@@ -221,6 +225,7 @@ class Metadata:
             backend=backend,
             frontend=frontend,
             permissions=permissions,
+            settings=settings,
             extra={k: v for k, v in d.items() if k not in known},
         )
 
@@ -239,6 +244,7 @@ class Metadata:
             "backend": self.backend.to_dict(),
             "frontend": self.frontend.to_dict(),
             "permissions": list(self.permissions),
+            **({"settings": self.settings.to_dict()} if self.settings is not None else {}),
         }
 
 

@@ -34,6 +34,7 @@ from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_te
 from atomicplug.history import append_history
 from atomicplug.intake import release
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
+from atomicplug.progress import Progress, ProgressEvent
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.register import write_frontend_index
@@ -44,9 +45,6 @@ if TYPE_CHECKING:
     from atomicplug.database.engine import Database
 
 __all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress", "Coordination"]
-
-Progress = Callable[[str], None]
-
 
 @attrs.frozen
 class Coordination:
@@ -69,7 +67,7 @@ class Coordination:
 _ALONE = Coordination()
 
 
-def _quiet(_: str) -> None:
+def _quiet(_: ProgressEvent) -> None:
     pass
 
 
@@ -83,8 +81,15 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordination: Coordination = _ALONE) -> None:
+def execute(
+    config: Config, plan: Plan, progress: Progress = _quiet, *, coordination: Coordination = _ALONE,
+    database_work: Callable[[Database], None] | None = None,
+) -> None:
     """Run ``plan`` as one transaction; on failure nothing visible has changed.
+
+    ``database_work`` runs inside the database transaction, after the migrations
+    (the settings an install brings); it is not journaled: before COMMIT a crash
+    rolls it back with everything else, after COMMIT it is done.
 
     The caller holds the writer lock and has run recovery. Raises the
     AtomicplugError that stopped it (after rolling back), or StorageError if
@@ -131,13 +136,11 @@ def execute(config: Config, plan: Plan, progress: Progress = _quiet, *, coordina
         if coordination.prepared is not None:
             coordination.prepared(plan, after)
         if plan.database:
-            progress("database: migrations and ledger in one transaction")
-            in_transaction = coordination.in_transaction
+            progress(ProgressEvent("database", "database: migrations and ledger in one transaction", operation=plan.operation))
             with ioerrors.doing("commit to the database", ioerrors.database_location(config.database_url)):
                 migrate.run(
                     config, plan.txid, plan.operation, plan.changes, rehearse=plan.rehearse, before_commit=before_commit,
-                    db=coordination.database,
-                    in_transaction=(lambda db: in_transaction(db, plan, after)) if in_transaction is not None else None,
+                    db=coordination.database, in_transaction=_in_transaction(plan, after, coordination, database_work),
                 )  # fmt: skip
     except BaseException as exc:
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
@@ -180,6 +183,25 @@ def _what(plan: Plan) -> str:
     return ", ".join(plan.describe())
 
 
+def _in_transaction(
+    plan: Plan, after: Registry, coordination: Coordination, database_work: Callable[[Database], None] | None
+) -> Callable[[Database], None] | None:
+    """What the database step adds to its transaction after the ledger row: the settings an install
+    brings (docs/design.md "Plugin settings"), then cluster mode's desired state."""
+    cluster = coordination.in_transaction
+    if database_work is None and cluster is None:
+        return None
+
+    def run(db: Database) -> None:
+        if database_work is not None:
+            database_work(db)
+            db.restore_session()
+        if cluster is not None:
+            cluster(db, plan, after)
+
+    return run
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
@@ -205,7 +227,7 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
             continue
-        progress(f"staging {change.plugin_id} {change.after.version}")
+        progress(ProgressEvent("stage", f"staging {change.plugin_id} {change.after.version}", change.plugin_id, change.after.version))
         with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
             stage_tree(config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress)
     remove_tree(config.staging_dir / plan.txid)
@@ -252,7 +274,8 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     if not generations.folder(config, plan.generation).is_dir():
         registry = after if after is not None else plan.registry_after(Registry.load(config.registry_path))
         generations.build(config, plan.generation, registry)
-    progress(f"switching to generation {plan.generation}: {'; '.join(change.describe() for change in plan.changes)}")
+    lines = "; ".join(change.describe() for change in plan.changes)
+    progress(ProgressEvent("switch", f"switching to generation {plan.generation}: {lines}", operation=plan.operation))
     generations.switch(config, plan.generation, plan.txid)
     generations.link_registry(config, plan.txid)
     generations.ensure_backend_link(config, plan.txid)
@@ -294,11 +317,11 @@ def _recover_one(config: Config, state: JournalState, progress: Progress) -> str
         return "back"
     plan = Plan.from_dict(state.txid, begin["plan"])
     if RecordType.COMMITTED in state.types or _committed_strict(config, state):
-        progress(f"recovering {state.txid}: committed, rolling forward")
+        progress(ProgressEvent("recover", f"recovering {state.txid}: committed, rolling forward"))
         with _recovering(config, plan, "it is committed, and `atomicplug recover` will finish rolling it forward"):
             _roll_forward(config, plan, journal, progress)
         return "forward"
-    progress(f"recovering {state.txid}: not committed, rolling back")
+    progress(ProgressEvent("recover", f"recovering {state.txid}: not committed, rolling back"))
     undoing = "it did not commit, the installed plugins are unchanged, and `atomicplug recover` will finish undoing it"
     with _recovering(config, plan, undoing):
         _roll_back(config, plan, journal, reason="interrupted; rolled back by recovery")

@@ -1,7 +1,9 @@
 /* NextPanel marketplace page: plain JavaScript, no build step.
  *
  * Talks to /api/v1/marketplace with the admin bearer token (sessionStorage).
- * Transactions are previewed (POST /preview) and confirmed first, then started
+ * Transactions are previewed (POST /preview: the installer's dry run, with the
+ * migrations and the tables dropped) and confirmed first, an install with the
+ * plugin's settings form when it declares settings, then started
  * with ?wait=false (202, queued) and followed by polling GET operations/{id}.
  * A 409 is retried after its Retry-After seconds. Cards are re-rendered in
  * place, keeping keyboard focus; after an operation focus returns to the card
@@ -132,11 +134,11 @@
     return { status: response.status, data };
   }
 
-  /** A POST that waits out a busy answer (409) for its Retry-After seconds, a few times, saying so. */
-  async function postPatiently(path, body, onWait) {
+  /** A write that waits out a busy answer (409) for its Retry-After seconds, a few times, saying so. */
+  async function postPatiently(path, body, onWait, method = "POST") {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await api("POST", path, body);
+        return await api(method, path, body);
       } catch (exc) {
         if (!(exc instanceof ApiError) || exc.status !== 409 || attempt >= BUSY_RETRIES) throw exc;
         onWait(exc.retryAfter);
@@ -276,6 +278,7 @@
       if (p.rollback_version) actions.push(action(`Roll back to ${p.rollback_version}`, "rollback", "secondary", `Roll back to ${p.rollback_version}:`));
       actions.push(action("Uninstall", "uninstall", "danger"));
     }
+    if (installed && p.has_settings) actions.push(action("Settings", "settings", "secondary", "Settings of"));
     actions.push(action("Details", "details", "secondary", "Details of"));
     const installedText = installed ? [p.installed_version, p.update_available ? el("span", { class: "update" }, ` · ${p.latest_version} available`) : null] : ["—"];
     return el(
@@ -333,7 +336,7 @@
     applyBusy();
   }
 
-  const VERB = { install: "Installing", upgrade: "Upgrading", downgrade: "Installing an older version of", "update-all": "Updating all plugins", uninstall: "Uninstalling", rollback: "Rolling back", enable: "Enabling", disable: "Disabling" };
+  const VERB = { install: "Installing", upgrade: "Upgrading", downgrade: "Installing an older version of", "update-all": "Updating all plugins", uninstall: "Uninstalling", rollback: "Rolling back", enable: "Enabling", disable: "Disabling", configure: "Saving the settings of" };
 
   function showStatus(kind, title, summary) {
     const panel = $("status-panel");
@@ -376,7 +379,8 @@
   function doneSummary(kind, pluginId, op) {
     const name = nameOf(pluginId);
     let text;
-    if (!op.changed) text = `Nothing to do: ${kind === "update-all" ? "every plugin is up to date" : `${name} is already in that state`}.`;
+    if (!op.changed) text = `Nothing to do: ${kind === "update-all" ? "every plugin is up to date" : kind === "configure" ? `${name}'s settings are already so` : `${name} is already in that state`}.`;
+    else if (kind === "configure") text = `${name}'s settings are saved; the plugin has them now.`;
     else if (kind === "uninstall") text = `${name} was uninstalled.`;
     else if (kind === "update-all") text = `${op.changes.length} plugin${op.changes.length === 1 ? "" : "s"} updated.`;
     else if (op.plugin) text = `${name} ${op.plugin.version} is installed and ${op.plugin.enabled ? "enabled" : "disabled"}.`;
@@ -414,6 +418,7 @@
   }
 
   async function loadFleet() {
+    if (!token()) return; // signed out by the request before (a refused token): keep its message
     try {
       const { data } = await api("GET", "/fleet");
       renderFleet(data);
@@ -455,7 +460,7 @@
     }
   }
 
-  async function runOperation(kind, pluginId, path, body) {
+  async function runOperation(kind, pluginId, path, body, method = "POST") {
     if (state.busy) return;
     setBusy(true);
     const before = installedState(state.catalogue);
@@ -467,7 +472,7 @@
       let started;
       try {
         started = await postPatiently(`${path}?wait=false`, body, (seconds) =>
-          showStatus("running", title, el("span", { class: "headline", text: `Busy: another operation is running. Trying again in ${seconds} s…` })));
+          showStatus("running", title, el("span", { class: "headline", text: `Busy: another operation is running. Trying again in ${seconds} s…` })), method);
       } catch (exc) {
         if (!(exc instanceof ApiError)) throw exc;
         showStatus("failed", `${title}: ${exc.body.title || "refused"}`, await failedSummary(exc.body.title ? exc.body : { title: "Refused", detail: exc.message }, before));
@@ -490,7 +495,58 @@
 
   function changeLine(c) {
     const versions = c.from_version && c.to_version ? `${c.from_version} → ${c.to_version}` : c.to_version || c.from_version || "";
-    return el("li", {}, `${ACTION_WORD[c.action] || c.action} ${c.name} ${versions}`, c.reason !== "requested" ? el("span", { class: "muted", text: ` (${c.reason})` }) : null);
+    const facts = [
+      ["Runs migrations", c.migrations_up], ["Undoes migrations", c.migrations_down], ["Drops tables", c.tables_dropped],
+      ["Drops columns", c.columns_dropped], ["Keeps tables", c.tables_kept],
+    ].filter(([, items]) => items && items.length);
+    return el("li", { dataset: { plugin: c.id } }, `${ACTION_WORD[c.action] || c.action} ${c.name} ${versions}`,
+      c.reason !== "requested" ? el("span", { class: "muted", text: ` (${c.reason})` }) : null,
+      facts.length ? el("ul", { class: "db-facts" }, ...facts.map(([label, items]) =>
+        el("li", { class: label.startsWith("Drops") ? "drops" : null }, `${label}: `, el("span", { class: "mono", text: items.join(", ") })))) : null);
+  }
+
+  /** Inputs for a plugin's settings schema; ``collect()`` gives the values to send (a secret left empty: kept). */
+  function settingsForm(fields, prefix, installing) {
+    const rows = [];
+    const readers = [];
+    for (const f of fields) {
+      const id = `${prefix}-${f.name}`;
+      const hint = f.description ? el("p", { class: "hint", id: `${id}-hint`, text: f.description }) : null;
+      const described = hint ? `${id}-hint` : null;
+      const current = f.value !== null && f.value !== undefined ? f.value : f.default;
+      const label = `${f.title || f.name}${f.required ? " (required)" : ""}`;
+      let input;
+      if (f.type === "boolean") {
+        input = el("input", { type: "checkbox", id, "aria-describedby": described });
+        input.checked = Boolean(current);
+        rows.push(el("div", { class: "field setting" }, el("label", { class: "check" }, input, ` ${label}`), hint));
+        readers.push(() => [f.name, input.checked]);
+        continue;
+      }
+      if (f.enum) {
+        input = el("select", { id, "aria-describedby": described, required: f.required },
+          f.required && current !== null && current !== undefined ? null : el("option", { value: "", text: "—" }),
+          ...f.enum.map((v) => el("option", { value: String(v), text: String(v) })));
+        input.value = current === null || current === undefined ? "" : String(current);
+      } else if (f.secret) {
+        input = el("input", { type: "password", id, autocomplete: "new-password", "aria-describedby": described,
+          required: f.required && !f.is_set, placeholder: f.is_set ? "Set: leave empty to keep it" : "Not set" });
+      } else {
+        const numeric = f.type === "number" || f.type === "integer";
+        input = el("input", { type: numeric ? "number" : "text", id, step: f.type === "integer" ? "1" : numeric ? "any" : null,
+          "aria-describedby": described, required: f.required, autocomplete: "off" });
+        input.value = current === null || current === undefined ? "" : String(current);
+      }
+      rows.push(el("div", { class: "field setting" }, el("label", { for: id, text: label }), input, hint));
+      readers.push(() => {
+        const raw = input.value.trim();
+        if (raw === "") return f.secret || installing ? null : [f.name, null]; // empty: keep a secret, else back to the default
+        if (f.enum) return [f.name, f.enum.find((v) => String(v) === raw)];
+        if (f.type === "integer" || f.type === "number") return [f.name, Number(raw)];
+        return [f.name, raw];
+      });
+    }
+    return { node: el("fieldset", { class: "settings" }, el("legend", { text: "Settings" }), ...rows), collect: () => Object.fromEntries(readers.map((r) => r()).filter(Boolean)) };
   }
 
   /** Ask the server what would happen, show it, and resolve to the confirmed options (or null). */
@@ -499,13 +555,18 @@
     const { data: preview } = await api("POST", "/preview", request);
     const needsCascade = preview.needs_confirmation.includes("cascade");
     const needsDowngrade = preview.needs_confirmation.includes("allow_downgrade");
+    // Settings the install lacks are asked for in the form below: that refusal is not final.
+    const settingsMissing = preview.refusal && preview.refusal.error === "SettingsError" && preview.settings.length > 0;
+    const final = preview.refusal && !preview.needs_confirmation.length && !settingsMissing;
     const what = request.addon_id ? nameOf(request.addon_id) : "all plugins";
     $("confirm-title").textContent = `${CONFIRM_VERB[request.operation] || request.operation} ${request.operation === "update-all" ? "" : what}?`.replace("  ", " ");
     const body = [];
-    if (preview.refusal && !needsCascade) body.push(el("div", { class: "notice notice-error" }, el("strong", { text: preview.refusal.title }), preview.refusal.detail));
+    if (final) body.push(el("div", { class: "notice notice-error" }, ...errorParts(preview.refusal)));
     if (needsCascade) body.push(el("p", { class: "notice notice-warn", text: `${preview.refusal ? preview.refusal.detail : ""} Check the box below to uninstall them together.` }));
     body.push(preview.changes.length ? el("ul", { class: "changes", "aria-label": "Changes" }, ...preview.changes.map(changeLine)) : el("p", { text: "Nothing to change." }));
     body.push(el("p", { class: "muted", id: "database-summary", text: `Database: ${preview.database}` }));
+    const form = preview.settings.length ? settingsForm(preview.settings, "install-setting", true) : null;
+    if (form) body.push(form.node);
     $("confirm-body").replaceChildren(...body);
     $("cascade-row").hidden = !needsCascade;
     $("cascade").checked = false;
@@ -516,7 +577,7 @@
     const ok = $("confirm-ok");
     ok.textContent = CONFIRM_VERB[request.operation] || "Confirm";
     ok.className = request.operation === "uninstall" ? "danger" : "primary";
-    const blocked = () => (needsCascade && !$("cascade").checked) || (needsDowngrade && !$("allow-downgrade").checked) || (preview.refusal && !needsCascade) || !preview.changes.length;
+    const blocked = () => (needsCascade && !$("cascade").checked) || (needsDowngrade && !$("allow-downgrade").checked) || final || !preview.changes.length;
     const update = () => (ok.disabled = Boolean(blocked()));
     $("cascade").onchange = update;
     $("allow-downgrade").onchange = update;
@@ -527,7 +588,7 @@
     await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
     if (opener && opener.isConnected) opener.focus();
     if (dialog.returnValue !== "confirm" || blocked()) return null;
-    return { cascade: $("cascade").checked, keep_data: $("keep-data").checked, allow_downgrade: $("allow-downgrade").checked };
+    return { cascade: $("cascade").checked, keep_data: $("keep-data").checked, allow_downgrade: $("allow-downgrade").checked, settings: form ? form.collect() : null };
   }
 
   async function previewThenRun(request, opener, run) {
@@ -550,7 +611,10 @@
     switch (kind) {
       case "install":
       case "upgrade":
-        return previewThenRun({ operation: kind, addon_id: p.id }, opener, () => runOperation(kind, p.id, "/install-remote", { addon_id: p.id }));
+        return previewThenRun({ operation: kind, addon_id: p.id }, opener, (o) =>
+          runOperation(kind, p.id, "/install-remote", { addon_id: p.id, ...(o.settings ? { settings: o.settings } : {}) }));
+      case "settings":
+        return openSettings(p.id, opener);
       case "uninstall":
         return previewThenRun({ operation: "uninstall", addon_id: p.id }, opener, (o) => runOperation("uninstall", p.id, `/${p.id}/uninstall`, { keep_data: o.keep_data, cascade: o.cascade }));
       case "rollback":
@@ -625,7 +689,34 @@
     $("detail-dialog").close();
     const opener = $(`plugin-${d.id}`);
     await previewThenRun({ operation, addon_id: d.id, version }, opener, (o) =>
-      runOperation(operation, d.id, "/install-remote", { addon_id: d.id, version, allow_downgrade: Boolean(o.allow_downgrade) }));
+      runOperation(operation, d.id, "/install-remote", { addon_id: d.id, version, allow_downgrade: Boolean(o.allow_downgrade), ...(o.settings ? { settings: o.settings } : {}) }));
+  }
+
+  // -- settings of an installed plugin ---------------------------------------------------
+
+  async function openSettings(pluginId, opener) {
+    const dialog = $("settings-dialog");
+    $("settings-title").textContent = `Settings of ${nameOf(pluginId)}`;
+    $("settings-body").replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+    $("settings-save").disabled = true;
+    dialog.returnValue = "";
+    dialog.showModal();
+    $("settings-cancel").focus();
+    let form = null;
+    try {
+      const { data } = await api("GET", `/plugins/${pluginId}/settings`);
+      form = settingsForm(data.fields, "setting", false);
+      const who = data.updated_by ? `Last changed by ${data.updated_by}, ${formatTime(data.updated_at)}.` : data.installed_by ? `Installed by ${data.installed_by}, ${formatTime(data.installed_at)}.` : "";
+      $("settings-body").replaceChildren(el("p", { class: "muted", text: `${data.plugin_id} ${data.version}. Secret values are never shown. ${who}`.trim() }), form.node);
+      $("settings-save").disabled = false;
+    } catch (exc) {
+      if (exc instanceof AuthError) return dialog.close();
+      $("settings-body").replaceChildren(el("div", { class: "notice notice-error" }, ...errorParts(exc.body || {}, exc.message)));
+    }
+    await new Promise((resolve) => dialog.addEventListener("close", resolve, { once: true }));
+    if (opener && opener.isConnected) opener.focus();
+    if (dialog.returnValue !== "save" || !form) return;
+    await runOperation("configure", pluginId, `/plugins/${pluginId}/settings`, { settings: form.collect() }, "PUT");
   }
 
   // -- start ------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""CLI commands that run or inspect transactions: install … gc."""
+"""CLI commands that run or inspect transactions: install … gc, and plugin settings.
+
+Every writer takes ``--dry-run``: the same call goes to ``Installer.preview``,
+which prints what would change (migrations, tables dropped) and exits 0, or
+the refusal's exit code (docs/design.md "Dry run").
+"""
 
 from __future__ import annotations
 
@@ -16,9 +21,10 @@ __all__ = ["register"]
 def _installer(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps start-up cheap
     from atomicplug.installer import Installer
 
-    def progress(message: str) -> None:
-        if sys.stderr.isatty() or getattr(args, "verbose", False):
-            print(f"  {message}", file=sys.stderr)
+    def progress(event: object) -> None:
+        line = str(event)  # a ProgressEvent; "" for events without a line (download bytes, done)
+        if line and (sys.stderr.isatty() or getattr(args, "verbose", False)):
+            print(f"  {line}", file=sys.stderr)
 
     return Installer(load_config(args), progress=progress)
 
@@ -30,6 +36,50 @@ def _report(result: Any, quiet_text: str) -> int:
     else:
         print(quiet_text)
     return 0
+
+
+def _perform(args: argparse.Namespace, installer: Any, operation: str, *call: Any, quiet_text: str, **options: Any) -> int:
+    """Run the writer ``operation``, or with ``--dry-run`` print its preview instead."""
+    if not getattr(args, "dry_run", False):
+        return _report(getattr(installer, operation)(*call, **options), quiet_text)
+    preview = installer.preview(operation, *call, **options)
+    if preview.refusal is not None:
+        print(f"atomicplug: error: {preview.refusal.message}", file=sys.stderr)
+        if preview.resolved is not None and preview.resolved.refusal is None:
+            print(f"with --{preview.refusal.option.replace('_', '-')} it would:")  # type: ignore[union-attr]
+            for line in preview.resolved.lines():
+                print(f"  {line}")
+        return preview.refusal.exit_code
+    for line in preview.lines():
+        print(line)
+    print("(dry run: nothing was changed)")
+    return 0
+
+
+def _settings_option(values: list[str] | None) -> dict[str, dict[str, Any]] | None:
+    """``--setting ID.FIELD=VALUE`` (repeatable) as ``{id: {field: TextValue}}``; the schema gives the type."""
+    from atomicplug.errors import UsageError
+    from atomicplug.settings.schema import TextValue
+
+    if not values:
+        return None
+    result: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        plugin_id, dot, field = key.partition(".")
+        if not sep or not dot or not plugin_id or not field:
+            raise UsageError(f"--setting: expected ID.FIELD=VALUE, got {item!r}")
+        result.setdefault(plugin_id, {})[field] = TextValue(value)
+    return result
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (KeyError, OSError):
+        return "command line"
 
 
 def _looks_like_file(target: str) -> bool:
@@ -52,14 +102,13 @@ def cmd_install(args: argparse.Namespace) -> int:
 
             raise UsageError("--signature names the signature of one package; give one package with it")
         packages = [installer.take_in(f, args.signature) for f in files]
-        result = installer.install_packages(
-            packages, allow_downgrade=args.allow_downgrade, rehearse=rehearse, with_requirements=args.with_requirements
-        )
+        operation, target = "install_packages", packages
     else:
-        result = installer.install(
-            specs, rehearse=rehearse, allow_downgrade=args.allow_downgrade, with_requirements=args.with_requirements
-        )
-    return _report(result, "nothing to do: already installed")
+        operation, target = "install", specs
+    return _perform(
+        args, installer, operation, target, quiet_text="nothing to do: already installed", allow_downgrade=args.allow_downgrade,
+        rehearse=rehearse, with_requirements=args.with_requirements, settings=_settings_option(args.setting), by=_who(),
+    )
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -67,26 +116,58 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
     if not args.all and not args.ids:
         raise UsageError("upgrade needs plugin ids or --all")
-    result = _installer(args).upgrade(None if args.all else args.ids, rehearse=not args.no_rehearse)
-    return _report(result, "nothing to do: everything is up to date")
+    return _perform(
+        args, _installer(args), "upgrade", None if args.all else args.ids, quiet_text="nothing to do: everything is up to date",
+        rehearse=not args.no_rehearse,
+    )
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    result = _installer(args).uninstall(args.id, keep_data=args.keep_data, cascade=args.cascade)
-    return _report(result, "nothing to do")
+    return _perform(args, _installer(args), "uninstall", args.id, quiet_text="nothing to do", keep_data=args.keep_data, cascade=args.cascade)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    result = _installer(args).rollback(args.id, generation=args.generation, transaction=args.transaction, keep_data=args.keep_data)
-    return _report(result, "nothing to do")
+    return _perform(
+        args, _installer(args), "rollback", args.id, quiet_text="nothing to do", generation=args.generation,
+        transaction=args.transaction, keep_data=args.keep_data,
+    )
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
-    return _report(_installer(args).enable(args.id, with_requirements=args.with_requirements), f"{args.id} is already enabled")
+    return _perform(args, _installer(args), "enable", args.id, quiet_text=f"{args.id} is already enabled", with_requirements=args.with_requirements)
 
 
 def cmd_disable(args: argparse.Namespace) -> int:
-    return _report(_installer(args).disable(args.id), f"{args.id} is already disabled")
+    return _perform(args, _installer(args), "disable", args.id, quiet_text=f"{args.id} is already disabled")
+
+
+def cmd_configure(args: argparse.Namespace) -> int:
+    from atomicplug.errors import UsageError
+    from atomicplug.settings.schema import TextValue
+
+    values: dict[str, Any] = {}
+    for item in args.values:
+        field, sep, value = item.partition("=")
+        if not sep or not field:
+            raise UsageError(f"configure: expected FIELD=VALUE, got {item!r}")
+        values[field] = TextValue(value)
+    values.update(dict.fromkeys(args.unset or (), None))
+    if not values:
+        raise UsageError("configure needs FIELD=VALUE or --unset FIELD")
+    return _report(_installer(args).configure(args.id, values, by=_who()), "nothing to do: the settings are already so")
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    view = _installer(args).settings(args.id)
+    if args.json:
+        print(json.dumps(view.to_dict(), indent=2))
+        return 0
+    if not view.fields:
+        print(f"{args.id} {view.version} declares no settings")
+    for state in view.fields:
+        shown = ("set" if state.is_set else "not set") if state.field.secret else json.dumps(state.value) if state.is_set else "not set"
+        print(f"{state.field.name:24} {shown}{' (default)' if state.source == 'default' else ''}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -160,39 +241,49 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    def add(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+    def add(name: str, handler: Any, help_text: str, *, writer: bool = False) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("-v", "--verbose", action="store_true", help="print each stage on stderr")
+        if writer:
+            parser.add_argument("--dry-run", action="store_true", help="print what would change (migrations, tables dropped); change nothing")
         parser.set_defaults(handler=handler)
         return parser
 
-    p = add("install", cmd_install, "install or upgrade plugins from zip files or the repository")
+    p = add("install", cmd_install, "install or upgrade plugins from zip files or the repository", writer=True)
     p.add_argument("targets", nargs="+", metavar="PATH.zip|ID[==VER]", help="package file(s) (signature beside as .minisig) or repository ids")
     p.add_argument("--signature", metavar="PATH", help="signature file when it is not PATH.zip.minisig")
     p.add_argument("--allow-downgrade", action="store_true", help="allow installing an older version than the installed one")
     p.add_argument("--no-rehearse", action="store_true", help="skip the down-migration rehearsal before COMMIT")
     p.add_argument("--with-requirements", action="store_true", help="also enable installed requirements that are disabled")
+    p.add_argument("--setting", action="append", metavar="ID.FIELD=VALUE", help="a plugin setting, stored with the install (repeatable)")
 
-    p = add("upgrade", cmd_upgrade, "upgrade plugins to the newest repository versions")
+    p = add("upgrade", cmd_upgrade, "upgrade plugins to the newest repository versions", writer=True)
     p.add_argument("ids", nargs="*", metavar="ID")
     p.add_argument("--all", action="store_true", help="upgrade every installed plugin")
     p.add_argument("--no-rehearse", action="store_true", help="skip the down-migration rehearsal before COMMIT")
 
-    p = add("uninstall", cmd_uninstall, "remove a plugin, its addon entries and (unless --keep-data) its tables")
+    p = add("uninstall", cmd_uninstall, "remove a plugin, its addon entries and (unless --keep-data) its tables", writer=True)
     p.add_argument("id")
     p.add_argument("--keep-data", action="store_true", help="leave the plugin's tables in the database")
     p.add_argument("--cascade", action="store_true", help="also uninstall the plugins that require it, first")
 
-    p = add("rollback", cmd_rollback, "go back to the version a plugin replaced, or to an earlier generation")
+    p = add("rollback", cmd_rollback, "go back to the version a plugin replaced, or to an earlier generation", writer=True)
     p.add_argument("id", nargs="?", help="one plugin: back to the version the current one replaced")
     p.add_argument("--generation", type=int, metavar="N", help="every plugin back to kept generation N, in one transaction")
     p.add_argument("--transaction", metavar="TXID", help="undo the live generation's transaction (back to its parent)")
     p.add_argument("--keep-data", action="store_true", help="keep the tables of plugins the rollback uninstalls")
-    p = add("enable", cmd_enable, "put a disabled plugin's addon entries back")
+    p = add("enable", cmd_enable, "put a disabled plugin's addon entries back", writer=True)
     p.add_argument("id")
     p.add_argument("--with-requirements", action="store_true", help="also enable its disabled requirements")
-    p = add("disable", cmd_disable, "remove a plugin's addon entries, keeping its files and tables")
+    p = add("disable", cmd_disable, "remove a plugin's addon entries, keeping its files and tables", writer=True)
     p.add_argument("id")
+    p = add("configure", cmd_configure, "change an installed plugin's settings (recorded in history by field name)")
+    p.add_argument("id")
+    p.add_argument("values", nargs="*", metavar="FIELD=VALUE")
+    p.add_argument("--unset", action="append", metavar="FIELD", help="remove a value (its default applies again)")
+    p = add("settings", cmd_settings, "show an installed plugin's settings (secrets only as set or not set)")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
 
     p = add("list", cmd_list, "list installed plugins")
     p.add_argument("--json", action="store_true", help="print a JSON array (id, version, enabled, ...)")

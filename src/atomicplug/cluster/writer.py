@@ -106,8 +106,9 @@ class ClusterWriter:
         db.execute("SELECT pg_catalog.set_config('lock_timeout', ?, true)", [original])
         db.capture_session()
 
-    def execute(self, plan: Plan) -> None:
-        """Run ``plan`` as the cluster's next generation (steps 3 to 5)."""
+    def execute(self, plan: Plan, *, database_work: Callable[[Database], None] | None = None) -> None:
+        """Run ``plan`` as the cluster's next generation (steps 3 to 5); ``database_work`` as for
+        :func:`atomicplug.transaction.execute` (an install's settings)."""
         from atomicplug.transaction import Coordination, execute
 
         if not plan.changes:
@@ -116,7 +117,7 @@ class ClusterWriter:
         plan = attrs.evolve(plan, generation=max(base + 1, generations.next_number(self.config)))
         coordination = Coordination(prepared=self._announce, database=self._db, in_transaction=self._commit_desired)
         with database_errors():
-            execute(self.config, plan, self.progress, coordination=coordination)
+            execute(self.config, plan, self.progress, coordination=coordination, database_work=database_work)
             side = self._side_connection()
             report(side, self.config.node_id, generation=plan.generation, staged=plan.generation, staged_txid=plan.txid,
                    error=None, error_generation=None)  # fmt: skip

@@ -110,7 +110,9 @@ def plan_change(change: Change, applied: dict[str, str], home: Path) -> ChangePl
                 f"plugin {pid}: the database keeps migration{'s' if many else ''} {', '.join(kept)}, which "
                 f"{package} lacks (data kept from a newer version): installing it is a downgrade of that data; "
                 f"install a version that has {'them' if many else 'it'}, or use --allow-downgrade to run "
-                f"{'their downs' if many else 'its down'} from the store"
+                f"{'their downs' if many else 'its down'} from the store",
+                option="allow_downgrade",
+                plugins=(pid,),
             )
         from atomicplug.store import plugin_trees
 

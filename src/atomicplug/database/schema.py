@@ -4,7 +4,7 @@ A snapshot is what the downs must put back: tables, views and sequences of
 the target schema (``db.schema``, captured before the first migration
 statement: a migration that empties ``search_path`` must not make the
 rehearsal compare nothing), each table's columns (name and type) and
-indexes. atomicplug's own ledger tables are left out. Each snapshot queries
+indexes. atomicplug's own tables (ledger, installations) are left out. Each snapshot queries
 the catalog on the transaction's own connection, so it sees the uncommitted
 DDL of this very transaction; a few queries in all, not a few per table (with
 hundreds of plugins installed, per-table catalog calls dominated an install).
@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING
 import attrs
 
 from atomicplug.database.ledger import LEDGER_TABLES
+from atomicplug.settings.records import INSTALLATIONS_TABLE
+
+#: atomicplug's own tables: never part of a plugin's schema.
+_OWN_TABLES = LEDGER_TABLES | {INSTALLATIONS_TABLE}
 
 if TYPE_CHECKING:
     from atomicplug.database.engine import Database
@@ -46,7 +50,7 @@ def _columns(db: Database, sql: str, tables: frozenset[str], params: list[str] |
 def _sqlite_snapshot(db: Database) -> Snapshot:
     """Three queries, with the pragma table-valued functions."""
     rows = db.execute("SELECT type, name FROM main.sqlite_master WHERE name NOT LIKE 'sqlite_%'")
-    tables = frozenset(name for kind, name in rows if kind == "table") - LEDGER_TABLES
+    tables = frozenset(name for kind, name in rows if kind == "table") - _OWN_TABLES
     views = frozenset(name for kind, name in rows if kind == "view")
     columns = _columns(
         db,
@@ -79,7 +83,7 @@ def _postgresql_snapshot(db: Database) -> Snapshot:
         "WHERE n.nspname = ? AND c.relkind IN ('r', 'p', 'v', 'm', 'S')",
         schema,
     )
-    tables = frozenset(name for name, kind in relations if kind in ("r", "p")) - LEDGER_TABLES
+    tables = frozenset(name for name, kind in relations if kind in ("r", "p")) - _OWN_TABLES
     views = frozenset(name for name, kind in relations if kind in ("v", "m"))
     sequences = frozenset(name for name, kind in relations if kind == "S")
     columns = _columns(

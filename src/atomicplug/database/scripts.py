@@ -30,7 +30,7 @@ import attrs
 
 from atomicplug.errors import DatabaseError
 
-__all__ = ["Statement", "ScriptSyntaxError", "split_script", "one_line"]
+__all__ = ["Statement", "ScriptSyntaxError", "split_script", "one_line", "sqlite_tokens"]
 
 
 @attrs.frozen
@@ -286,6 +286,12 @@ def _sqlite_pieces(text: str) -> Iterator[str]:
     tokens = list(_sqlite_tokens(text[start:]))
     if tokens:
         yield text[start + tokens[0][0] : start + tokens[-1][1]]
+
+
+def sqlite_tokens(sql: str) -> Iterator[tuple[int, int, str]]:
+    """The words of one SQLite statement as its tokenizer reads them: see :func:`_sqlite_tokens`
+    (what a dry run reads to know the tables a migration creates, :mod:`atomicplug.database.tables`)."""
+    return _sqlite_tokens(sql)
 
 
 def _sqlite_lstrip(sql: str) -> str:

@@ -20,7 +20,6 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from atomicplug.errors import OperationError
@@ -28,6 +27,7 @@ from atomicplug.fsutil import atomic_write_bytes
 from atomicplug.frontend.contract import CANDIDATE_NAME
 from atomicplug.frontend.host import HostPackages, find_host
 from atomicplug.frontend.layout import next_index, remove_leftovers, write_static_parts
+from atomicplug.progress import Progress, ProgressEvent
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -48,7 +48,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _STACK_FRAME = re.compile(r"\s+at \S")
 
 
-def check(config: Config, plan: Plan, after: Registry, progress: Callable[[str], None] | None = None) -> None:
+def check(config: Config, plan: Plan, after: Registry, progress: Progress | None = None) -> None:
     """Refuse ``plan`` (OperationError) when the host app could not build the addons it leaves."""
     check_dependencies(config, plan, after)
     run_check_command(config, plan.txid, after, progress)
@@ -79,7 +79,7 @@ def check_dependencies(config: Config, plan: Plan, after: Registry) -> None:
         raise OperationError(problems[0] + more)
 
 
-def run_check_command(config: Config, txid: str, after: Registry, progress: Callable[[str], None] | None = None) -> None:
+def run_check_command(config: Config, txid: str, after: Registry, progress: Progress | None = None) -> None:
     """Run ``frontend_check`` against the candidate index; OperationError when it fails."""
     command = config.frontend_check
     if not command or not config.frontend_index:
@@ -89,7 +89,7 @@ def run_check_command(config: Config, txid: str, after: Registry, progress: Call
         return  # the addon list does not change: nothing new to build
     folder = _host_folder(config, "frontend_check is set")
     if progress is not None:
-        progress(f"frontend check: {command}")
+        progress(ProgressEvent("frontend", f"frontend check: {command}"))
     # The candidate imports ./types and ./.store: a host that never ran `atomicplug init` gets them now.
     write_static_parts(config, txid)
     path = config.frontend_addons / CANDIDATE_NAME

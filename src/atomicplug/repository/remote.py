@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 from packaging.version import Version
 
 from atomicplug.config import Config
 from atomicplug.errors import SignatureError, TrustError
 from atomicplug.intake import Package
-from atomicplug.repository.fetcher import Fetcher, make_fetcher
+from atomicplug.repository.fetcher import Fetcher, ProgressCallback, make_fetcher
 from atomicplug.repository.manifest import ManifestEntry
 from atomicplug.repository.manifest_cache import (  # load_manifest and state_path are re-exported
     MAX_MANIFEST_BYTES,  # noqa: F401 - examples/nextpanel imports it from here
@@ -28,6 +30,9 @@ from atomicplug.repository.manifest_cache import (  # load_manifest and state_pa
     state_path,
 )
 from atomicplug.repository.resolver import resolve
+
+if TYPE_CHECKING:
+    from atomicplug.progress import Progress
 
 __all__ = [
     "make_fetcher",
@@ -39,13 +44,17 @@ __all__ = [
 ]
 
 
-def fetch_package(config: Config, entry: ManifestEntry, *, fetcher: Fetcher | None = None) -> Package:
+def fetch_package(
+    config: Config, entry: ManifestEntry, *, fetcher: Fetcher | None = None, progress: ProgressCallback | None = None
+) -> Package:
     """The package for ``entry`` through intake: from ``downloads/`` when already there, else downloaded.
 
     The download is read once, like a local file (docs/design.md "Intake"): its
     sha256 must be the manifest's (mix-and-match), its signature must verify,
-    and its metadata.json must name the entry's id and version. Raises
-    DownloadError, TrustError, SignatureError, PackageError.
+    and its metadata.json must name the entry's id and version. ``progress``
+    gets ``(received, total)`` as the download advances (not called for a
+    package already in ``downloads/``). Raises DownloadError, TrustError,
+    SignatureError, PackageError.
     """
     from atomicplug.intake import take_in_cached, take_in_download
 
@@ -57,7 +66,7 @@ def fetch_package(config: Config, entry: ManifestEntry, *, fetcher: Fetcher | No
         sig_text = raw_sig.decode("utf-8", "replace") if raw_sig is not None else None
 
         def fill(temp: Path) -> None:
-            fetcher.download(entry.download_url, temp, entry.size, label=label)  # type: ignore[union-attr]
+            fetcher.download(entry.download_url, temp, entry.size, label=label, progress=progress)  # type: ignore[union-attr]
 
         try:
             package = take_in_download(config, fill, sig_text, sha256=entry.sha256, name=label)
@@ -95,12 +104,33 @@ def plan_remote(
     upgrade: bool = False,
     *,
     fetcher: Fetcher | None = None,
+    record: bool = True,
+    progress: Progress | None = None,
 ) -> list[Package]:
     """Manifest, resolve and fetch in one call; packages in install order (dependencies first).
 
+    ``record=False`` leaves the trust state unwritten (a dry run). ``progress``
+    gets a ``download`` event per package as its bytes arrive (the first with
+    0, the last with the size, also for a package already downloaded) and a
+    ``verify`` event once it passed intake.
     Raises ConfigError, DownloadError, TrustError, DependencyError, UsageError.
     """
     fetcher = fetcher or make_fetcher(config)
-    manifest = load_manifest(config, fetcher=fetcher)
+    manifest = load_manifest(config, fetcher=fetcher, record=record)
     entries = resolve(manifest, specs, installed, upgrade=upgrade)
-    return [fetch_package(config, entry, fetcher=fetcher) for entry in entries]
+    if progress is None:
+        return [fetch_package(config, entry, fetcher=fetcher) for entry in entries]
+    return [_fetch_reporting(config, entry, fetcher, progress) for entry in entries]
+
+
+def _fetch_reporting(config: Config, entry: ManifestEntry, fetcher: Fetcher, progress: Progress) -> Package:
+    from atomicplug.progress import ProgressEvent
+
+    def received(done: int, total: int) -> None:
+        progress(ProgressEvent.download(entry.id, entry.version, done, total))
+
+    received(0, entry.size)
+    package = fetch_package(config, entry, fetcher=fetcher, progress=received)
+    received(entry.size, entry.size)
+    progress(ProgressEvent("verify", plugin_id=entry.id, version=entry.version))
+    return package

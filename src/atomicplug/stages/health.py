@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING
 
 from atomicplug import generations
 from atomicplug.errors import OperationError
+from atomicplug.progress import Progress, ProgressEvent
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def discard(child: subprocess.Popen[bytes] | None) -> None:
     child.communicate()
 
 
-def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] | None = None) -> None:
+def check_backends(config: Config, plan: Plan, progress: Progress | None = None) -> None:
     """Import every backend the plan enables in a fresh interpreter; OperationError if one fails."""
     with started(config, plan, progress) as verdict:
         verdict()
@@ -138,7 +139,7 @@ def check_backends(config: Config, plan: Plan, progress: Callable[[str], None] |
 def started(
     config: Config,
     plan: Plan,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     after: Registry | None = None,
     spare: subprocess.Popen[bytes] | None = None,
 ) -> Iterator[Callable[[], None]]:
@@ -160,7 +161,7 @@ def started(
         yield _nothing_to_check
         return
     if progress is not None:
-        progress(f"health check: importing {', '.join(targets)} in a fresh interpreter")
+        progress(ProgressEvent("health", f"health check: importing {', '.join(targets)} in a fresh interpreter", plugins=tuple(targets)))
     if after is None:
         after = plan.registry_after(Registry.load(config.registry_path))
     # Inside the transaction's staging folder, which every end of the transaction (done,

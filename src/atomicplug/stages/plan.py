@@ -53,6 +53,7 @@ def _parse_requirement(text: str) -> PluginRequirement:
 def check_dependencies(registry: Registry) -> None:
     """Every installed plugin's ``requires`` holds in ``registry`` (the state after a plan)."""
     problems = []
+    disabled: list[str] = []  # requirements installed but disabled: --with-requirements resolves those
     for entry in sorted(registry.plugins.values(), key=lambda e: e.id):
         for text in entry.requires:
             requirement = _parse_requirement(text)
@@ -64,9 +65,13 @@ def check_dependencies(registry: Registry) -> None:
             elif entry.enabled and not dep.enabled:
                 # The state `disable` refuses to create must not be reached by enable or install either.
                 problems.append(f"{entry.id} requires {requirement.id}, which is disabled (enable it too: --with-requirements)")
+                disabled.append(entry.id)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DependencyError(problems[0] + more)
+        only_disabled = len(disabled) == len(problems)
+        raise DependencyError(
+            problems[0] + more, option="with_requirements" if only_disabled else None, plugins=tuple(dict.fromkeys(disabled))
+        )
 
 
 def _disabled_requirements(registry: Registry, plugin_ids: Iterable[str]) -> list[str]:

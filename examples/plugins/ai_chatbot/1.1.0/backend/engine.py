@@ -1,9 +1,11 @@
 """Reply engines: OpenAI when available, a deterministic rule-based engine otherwise.
 
-OpenAI is used only when the ``openai`` package is importable AND
-``OPENAI_API_KEY`` is set (model from ``OPENAI_MODEL``, default
-``gpt-4o-mini``). If an OpenAI call fails, the rule-based engine answers
-instead, so the chat never breaks because of the network.
+OpenAI is used only when the ``openai`` package is importable AND an API key
+is known: the plugin's ``openai_api_key`` setting (given by the panel's admin,
+handed over by atomicplug's loader through :func:`configure`), else
+``OPENAI_API_KEY``. The model is the ``model`` setting, else ``OPENAI_MODEL``,
+default ``gpt-4o-mini``. If an OpenAI call fails, the rule-based engine
+answers instead, so the chat never breaks because of the network.
 """
 
 from __future__ import annotations
@@ -18,7 +20,21 @@ from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OpenAIEngine", "Reply", "ReplyEngine", "RuleBasedEngine", "reply_to", "select_engine"]
+__all__ = ["OpenAIEngine", "Reply", "ReplyEngine", "RuleBasedEngine", "configure", "openai_key", "reply_to", "select_engine"]
+
+#: The plugin's settings, as the loader last handed them (metadata.json "settings").
+_settings: dict = {}
+
+
+def configure(settings: dict) -> None:
+    """Take the plugin's settings (called by atomicplug's loader at import and when they change)."""
+    _settings.clear()
+    _settings.update(settings)
+
+
+def openai_key() -> str:
+    """The OpenAI API key: the ``openai_api_key`` setting, else ``OPENAI_API_KEY`` ("" when neither)."""
+    return str(_settings.get("openai_api_key") or os.environ.get("OPENAI_API_KEY", "")).strip()
 
 SYSTEM_PROMPT = (
     "You are the NextPanel billing panel assistant. Answer briefly and concretely about invoices, "
@@ -109,7 +125,7 @@ class OpenAIEngine:
     def __init__(self, api_key: str, model: str | None = None, timeout: float = 20.0) -> None:
         from openai import OpenAI  # only constructed when importable
 
-        self.model = model or os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+        self.model = model or _settings.get("model") or os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
         self._client = OpenAI(api_key=api_key, timeout=timeout)
         self._fallback = RuleBasedEngine()
 
@@ -127,14 +143,14 @@ class OpenAIEngine:
 
 
 def openai_available() -> bool:
-    return bool(os.environ.get("OPENAI_API_KEY", "").strip()) and importlib.util.find_spec("openai") is not None
+    return bool(openai_key()) and importlib.util.find_spec("openai") is not None
 
 
 def select_engine() -> ReplyEngine:
-    """OpenAI when the package is importable and OPENAI_API_KEY is set; the rules otherwise."""
+    """OpenAI when the package is importable and a key is known; the rules otherwise."""
     if openai_available():
         try:
-            return OpenAIEngine(os.environ["OPENAI_API_KEY"].strip())
+            return OpenAIEngine(openai_key())
         except Exception as exc:  # noqa: BLE001 - a broken openai install must not break the chat
             log.warning("ai_chatbot: cannot use OpenAI (%s); using the rule-based engine", exc)
     return RuleBasedEngine()

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select, update
 
 from .db import get_engine
-from .engine import reply_to, select_engine
+from .engine import openai_key, reply_to, select_engine
 from .models import ChatMessage, ChatSession
 
 router = APIRouter(prefix="/api/v1/chat", tags=["chat"])
@@ -71,7 +71,10 @@ def _session(row: Any, messages: list[dict[str, Any]]) -> dict[str, Any]:
 def health() -> dict[str, Any]:
     from . import VERSION
 
-    return {"status": "ok", "plugin": "ai_chatbot", "version": VERSION, "engine": select_engine().name}
+    return {
+        "status": "ok", "plugin": "ai_chatbot", "version": VERSION, "engine": select_engine().name,
+        "openai_key_set": bool(openai_key()),  # whether, never which
+    }
 
 
 @router.post("/sessions", status_code=201)

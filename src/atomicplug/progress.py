@@ -1,0 +1,68 @@
+"""Progress events: what an operation is doing, as one frozen value (docs/design.md "Progress events").
+
+The installer's ``progress`` callback used to receive the CLI's lines, so a
+front end that wanted to show a stage or a download bar had to parse text (the
+marketplace did, and monkeypatched ``requests`` for the bytes). Each event now
+says its stage, the plugin and version it concerns, and for a download the
+bytes received and expected; ``str(event)`` is the line the CLI has always
+printed. Events that have no line (download bytes, "done") have an empty
+``text``: the CLI skips them, so its output is what it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import attrs
+
+__all__ = ["Progress", "ProgressEvent", "Stage", "accepting_lines"]
+
+#: Where an operation is, in the order a transaction passes them (``lock`` and ``recover`` when
+#: they happen, ``plan`` once per plugin change, ``done`` last). ``note``: a line from a part of the
+#: library that says only text (cluster mode, the object store's notices).
+Stage = Literal[
+    "lock", "recover", "verify", "download", "plan", "stage", "health", "frontend", "database", "switch", "done", "note"
+]
+
+
+@attrs.frozen
+class ProgressEvent:
+    """One step of an operation; ``str()`` is the CLI's line ("" for events the CLI does not print).
+
+    ``received``/``total``: bytes of one package download (``total`` is the
+    manifest's size; a download served from the cache reports ``total`` at once).
+    ``plugins``: every plugin a stage covers (the health gate imports several).
+    ``operation``: the transaction's operation (``install``, ``disable``…), so a
+    front end can say what the database step does for it.
+    """
+
+    stage: Stage
+    text: str = ""
+    plugin_id: str | None = None
+    version: str | None = None
+    received: int | None = None
+    total: int | None = None
+    plugins: tuple[str, ...] = ()
+    operation: str | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+    @classmethod
+    def download(cls, plugin_id: str, version: str, received: int, total: int) -> ProgressEvent:
+        """Bytes of one package download so far (no CLI line: a terminal gets the fetcher's bar)."""
+        return cls("download", plugin_id=plugin_id, version=version, received=received, total=total)
+
+
+#: The ``Installer(progress=...)`` callback: gets every event of the operations it runs.
+Progress = Callable[[ProgressEvent], None]
+
+
+def accepting_lines(progress: Progress) -> Callable[[ProgressEvent | str], None]:
+    """``progress``, also fed the plain lines some parts of the library still say, as ``note`` events."""
+
+    def emit(event: ProgressEvent | str) -> None:
+        progress(event if isinstance(event, ProgressEvent) else ProgressEvent("note", str(event)))
+
+    return emit
