@@ -34,7 +34,7 @@ def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
 def test_a_second_process_waits_then_gives_up(tmp_path: Path) -> None:
     path = tmp_path / "home" / "lock"
     holder = _holder(path, 30)
-    heard: list[str] = []
+    heard: list[object] = []
     try:
         with pytest.raises(LockBusyError, match="another atomicplug operation holds"):
             with writer_lock(path, 0.2, heard.append):
@@ -42,7 +42,7 @@ def test_a_second_process_waits_then_gives_up(tmp_path: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
-    assert heard == ["waiting up to 0.2s for another atomicplug operation to finish"]
+    assert [str(event) for event in heard] == ["waiting up to 0.2s for another atomicplug operation to finish"]
 
 
 def test_the_lock_is_taken_once_the_holder_is_gone(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_the_lock_is_taken_once_the_holder_is_gone(tmp_path: Path) -> None:
     holder = _holder(path, 30)
     holder.kill()  # SIGKILL: the kernel drops the flock with the process
     holder.wait()
-    heard: list[str] = []
+    heard: list[object] = []
     with writer_lock(path, 5, heard.append):
         pass
     assert heard == []
@@ -59,13 +59,13 @@ def test_the_lock_is_taken_once_the_holder_is_gone(tmp_path: Path) -> None:
 def test_a_waiter_gets_the_lock_when_it_is_released(tmp_path: Path) -> None:
     path = tmp_path / "lock"
     holder = _holder(path, 0.3)
-    heard: list[str] = []
+    heard: list[object] = []
     try:
         with writer_lock(path, 10, heard.append):
             pass
     finally:
         holder.wait()
-    assert heard == ["waiting up to 10s for another atomicplug operation to finish"]
+    assert [str(event) for event in heard] == ["waiting up to 10s for another atomicplug operation to finish"]
 
 
 def test_filelock_and_writer_lock_exclude_each_other(tmp_path: Path) -> None:
