@@ -309,19 +309,17 @@ def _run_change(db: Database, home: Path, txid: str, operation: str, change: Cha
     if change.action == "uninstall" and change.before is not None:
         ctx = HookContext.for_change(change, home, txid, operation, removing=True)
         _hook(db, ctx.tree, "uninstall", ctx)
-    for migration in plan.reverts:
-        _execute(db, migration, "down")
-        record_migration(
-            db, txid=txid, plugin_id=pid, migration=migration.name, direction="down",
-            checksum=migration.checksum, version=change.old_version,
-        )  # fmt: skip
+    def run_and_record(migrations: Sequence[Migration], direction: Direction, version: str | None) -> None:
+        for migration in migrations:
+            _execute(db, migration, direction)
+            record_migration(
+                db, txid=txid, plugin_id=pid, migration=migration.name, direction=direction,
+                checksum=migration.checksum, version=version,
+            )  # fmt: skip
+
+    run_and_record(plan.reverts, "down", change.old_version)
     before = snapshot(db) if rehearse and plan.applies else None
-    for migration in plan.applies:
-        _execute(db, migration, "up")
-        record_migration(
-            db, txid=txid, plugin_id=pid, migration=migration.name, direction="up",
-            checksum=migration.checksum, version=change.new_version,
-        )  # fmt: skip
+    run_and_record(plan.applies, "up", change.new_version)
     if before is not None:
         _rehearse(db, pid, plan.applies, before)
     if change.action in ("install", "upgrade") and change.after is not None:
