@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from atomicplug.change import Plan
     from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.intake import Package
-    from atomicplug.preview import Preview
+    from atomicplug.preview import DryRun, Preview
     from atomicplug.settings.apply import Given
     from atomicplug.settings.schema import SettingsSchema
     from atomicplug.settings.view import SettingsView
@@ -65,12 +65,12 @@ class Installer:
     step of the operations this installer runs (``str(event)`` is the CLI's line).
     """
 
-    #: A dry run (:meth:`preview`) plans as the writers do, but reads the registry without the
-    #: lock, records no manifest and runs nothing: see :mod:`atomicplug.preview`.
-    _dry_run = False
-
-    def __init__(self, config: Config, progress: Progress | None = None) -> None:
+    def __init__(self, config: Config, progress: Progress | None = None, *, dry_run: DryRun | None = None) -> None:
+        """``dry_run`` (what :meth:`preview` passes): the writers plan as always, but read the
+        registry without the lock, repair nothing, record no manifest, and hand the plan to
+        ``dry_run`` instead of running it (see :mod:`atomicplug.preview`)."""
         self.config = config
+        self._dry = dry_run
         # Cluster mode and the object store still say some things as plain lines: they arrive as ``note`` events.
         self.progress: Progress = accepting_lines(progress or _silent)
         self._cluster: ClusterWriter | None = None
@@ -87,6 +87,9 @@ class Installer:
         planning) is a StorageError: "<what> failed: …; <outcome>"
         (docs/design.md "A failing disk is one line").
         """
+        if self._dry is not None:
+            yield Registry.load(self.config.registry_path)
+            return
         with ioerrors.reported(what, outcome, self.config), self._locked():
             self._recover_locked()
             if not (cluster and self.config.cluster):
@@ -117,6 +120,9 @@ class Installer:
         schemas: Mapping[str, SettingsSchema | None] | None = None,
     ) -> TransactionResult:
         """Check the settings the plan brings, then run it (settings in its database transaction)."""
+        if self._dry is not None:
+            self._dry.keep(self.config, plan, settings, by, schemas)
+            return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
         from atomicplug.settings.apply import prepare
         from atomicplug.transaction import execute
 
@@ -208,6 +214,8 @@ class Installer:
         The tree's files are hard links to objects, so the damaged objects are
         rewritten in place from the package (docs/design.md "The object store").
         """
+        if self._dry is not None:
+            return ()  # a repair rewrites objects: never in a dry run
         from atomicplug.stages.stage import objects_of, repair_tree
 
         repaired = []
@@ -245,7 +253,7 @@ class Installer:
         installed = self._installed_versions()
         with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(
-                self.config, list(specs), installed, upgrade=upgrade, record=not self._dry_run, progress=self.progress
+                self.config, list(specs), installed, upgrade=upgrade, record=self._dry is None, progress=self.progress
             )
         return self.install_packages(
             packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements,
@@ -369,7 +377,7 @@ class Installer:
         """
         from atomicplug.preview import preview
 
-        return preview(self.config, self.progress, operation, args, options)
+        return preview(self.config, lambda dry: Installer(self.config, self.progress, dry_run=dry), operation, args, options)
 
     def recover(self) -> list[tuple[str, str]]:
         """Finish or undo unfinished transactions; returns (txid, forward|back) pairs."""

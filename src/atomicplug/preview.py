@@ -2,8 +2,8 @@
 
 ``Installer.preview("uninstall", "crm", cascade=True)`` calls the writer
 ``uninstall("crm", cascade=True)`` on an installer whose lock is a plain read
-of the registry and whose runner keeps the plan instead of running it
-(:class:`_DryRun`): the same code decides, so the preview cannot drift from
+of the registry and that hands the plan to a :class:`DryRun` instead of
+running it: the same code decides, so the preview cannot drift from
 the transaction. The plan then gets what only the database knows, read-only:
 
 - the migrations each change would run down and up
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import inspect
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,20 +36,16 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from atomicplug.errors import AtomicplugError, UsageError
-from atomicplug.installer import Installer, TransactionResult
-from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
     from atomicplug.change import Change, Plan
     from atomicplug.config import Config
     from atomicplug.database.engine import Database
     from atomicplug.database.plan import ChangePlan
-    from atomicplug.intake import Package
-    from atomicplug.progress import Progress
     from atomicplug.settings.apply import Given
     from atomicplug.settings.schema import SettingsSchema
 
-__all__ = ["WRITERS", "PluginPreview", "Preview", "Refusal", "preview"]
+__all__ = ["WRITERS", "DryRun", "PluginPreview", "Preview", "Refusal", "preview"]
 
 #: The Installer methods a preview can stand in for.
 WRITERS = ("install", "install_file", "install_packages", "upgrade", "uninstall", "rollback", "enable", "disable")
@@ -189,37 +185,29 @@ class Preview:
         }
 
 
-class _DryRun(Installer):
-    """An Installer whose writers plan and stop: no lock, no recovery, no recorded manifest, no run."""
+@attrs.define
+class DryRun:
+    """Where an Installer made with ``dry_run=`` leaves the plan its writer made, instead of running it."""
 
-    _dry_run = True
+    planned: Plan | None = None
+    schemas: Mapping[str, SettingsSchema | None] = attrs.field(factory=dict)
 
-    def __init__(self, config: Config, progress: Progress | None = None) -> None:
-        super().__init__(config, progress)
-        self.planned: Plan | None = None
-        self.schemas: Mapping[str, SettingsSchema | None] = {}
-
-    @contextmanager
-    def _writing(self, what: str = "", outcome: str = "", *, cluster: bool = True) -> Iterator[Registry]:
-        yield Registry.load(self.config.registry_path)
-
-    def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
-        return ()  # a repair rewrites objects: never in a dry run
-
-    def _run(
-        self, plan: Plan, settings: Given | None = None, by: str | None = None,
-        schemas: Mapping[str, SettingsSchema | None] | None = None,
-    ) -> TransactionResult:
+    def keep(
+        self, config: Config, plan: Plan, settings: Given | None, by: str | None,
+        schemas: Mapping[str, SettingsSchema | None] | None,
+    ) -> None:
+        """Keep ``plan`` (even when its settings are then refused: the preview still shows it)."""
         from atomicplug.settings.apply import plan_schemas, prepare
 
-        self.planned = plan  # kept even when the settings are refused: the preview still shows the plan
-        self.schemas = plan_schemas(self.config, plan, schemas)
+        self.planned = plan
+        self.schemas = plan_schemas(config, plan, schemas)
         if plan.changes or settings:
-            prepare(self.config, plan, settings, by, self.schemas)
-        return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
+            prepare(config, plan, settings, by, self.schemas)
 
 
-def preview(config: Config, progress: Progress | None, operation: str, args: tuple[Any, ...], options: Mapping[str, Any]) -> Preview:
+def preview(
+    config: Config, dry_installer: Callable[[DryRun], Any], operation: str, args: tuple[Any, ...], options: Mapping[str, Any]
+) -> Preview:
     """``Installer.preview``: plan ``operation(*args, **options)`` and describe it; refusals as data.
 
     Raises UsageError for an operation that is not a writer or arguments it does
@@ -227,8 +215,8 @@ def preview(config: Config, progress: Progress | None, operation: str, args: tup
     """
     if operation not in WRITERS:
         raise UsageError(f"expected one of {', '.join(WRITERS)} to preview, got {operation!r}")
-    runner = _DryRun(config, progress)
-    method = getattr(runner, operation)
+    dry = DryRun()
+    method = getattr(dry_installer(dry), operation)
     parameters = inspect.signature(method).parameters
     try:
         inspect.signature(method).bind(*args, **options)
@@ -239,20 +227,20 @@ def preview(config: Config, progress: Progress | None, operation: str, args: tup
         method(*args, **options)
     except AtomicplugError as exc:
         refused = exc
-    plan = runner.planned
+    plan = dry.planned
     plugins: tuple[PluginPreview, ...] = ()
     if plan is not None and plan.changes:
         try:
-            plugins = _describe(config, plan, runner.schemas)
+            plugins = _describe(config, plan, dry.schemas)
         except AtomicplugError as exc:  # a plan-time refusal of the transaction: the plan without database facts
             refused = refused or exc
-            plugins = tuple(PluginPreview(change=c, settings=runner.schemas.get(c.plugin_id) if c.after else None) for c in plan.changes)
+            plugins = tuple(PluginPreview(change=c, settings=dry.schemas.get(c.plugin_id) if c.after else None) for c in plan.changes)
     if refused is None:
         assert plan is None or not plan.changes or plugins
         return Preview(operation=operation if plan is None else plan.operation, plugins=plugins)
     resolved = None
     if refused.option and refused.option in parameters and not options.get(refused.option):
-        resolved = preview(config, progress, operation, args, {**options, refused.option: True})
+        resolved = preview(config, dry_installer, operation, args, {**options, refused.option: True})
     return Preview(operation=operation if plan is None else plan.operation, plugins=plugins, refusal=Refusal.from_error(refused), resolved=resolved)
 
 
