@@ -1,3 +1,3 @@
-from atomicplug.cli import main
+from atomicplug.cli import run
 
-raise SystemExit(main())
+run()

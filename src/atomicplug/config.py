@@ -365,9 +365,9 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
 
 def _node_id(data: dict[str, Any]) -> str:
     """``node_id``, default the host name (cut at its first dot when too long)."""
-    import socket
-
-    default = socket.gethostname() or "node"
+    # os.uname's node name is what socket.gethostname() returns (both are uname(2)'s
+    # nodename), without importing socket (~5 ms of every command's start-up).
+    default = os.uname().nodename or "node"
     if not _NODE_ID.match(default):
         default = default.split(".", 1)[0][:48] or "node"
     value = _expect(data, "node_id", str, default)

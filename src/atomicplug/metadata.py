@@ -15,16 +15,21 @@ import keyword
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from atomicplug.config import KNOWN_PERMISSIONS
 from atomicplug.errors import MetadataError
 from atomicplug.settings.schema import SettingsSchema, parse_schema
+
+if TYPE_CHECKING:
+    # Imported where used: packaging's requirement and specifier parsers (with the
+    # platform tags they pull in) cost ~20 ms of every CLI start-up, and most
+    # packages have no ``requires`` and no backend dependencies.
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
 
 __all__ = [
     "Metadata",
@@ -72,6 +77,28 @@ class _Problems:
         raise _error(message, self.items)
 
 
+def _specifier_set(text: str) -> SpecifierSet:
+    """``text`` as a SpecifierSet ("" accepts every version); ValueError if malformed."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        return SpecifierSet(text)
+    except InvalidSpecifier as exc:
+        raise ValueError(text) from exc
+
+
+def _requirement(item: Any) -> Requirement:
+    """``item`` as a PEP 508 Requirement; ValueError if it is not one."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    if not isinstance(item, str):
+        raise ValueError(item)
+    try:
+        return Requirement(item)
+    except InvalidRequirement as exc:
+        raise ValueError(item) from exc
+
+
 def _error(message: str, problems: list[str] | None = None) -> MetadataError:
     """A MetadataError carrying every problem in ``.problems`` (just itself when alone)."""
     return MetadataError(message, problems)
@@ -82,7 +109,7 @@ class PluginRequirement:
     """One ``requires`` entry: another plugin's id and the versions accepted."""
 
     id: str
-    specifier: SpecifierSet = attrs.field(factory=SpecifierSet)
+    specifier: SpecifierSet = attrs.field(factory=lambda: _specifier_set(""))
 
     @classmethod
     def parse(cls, text: str) -> PluginRequirement:
@@ -90,11 +117,7 @@ class PluginRequirement:
         match = _REQUIRES.fullmatch(text)
         if not match or not ID_PATTERN.fullmatch(match.group(1)):
             raise ValueError(text)
-        try:
-            specifier = SpecifierSet(match.group(2))
-        except InvalidSpecifier as exc:
-            raise ValueError(text) from exc
-        return cls(match.group(1), specifier)
+        return cls(match.group(1), _specifier_set(match.group(2)))
 
     def is_satisfied_by(self, version: Version | str) -> bool:
         """True when ``version`` is accepted (pre-releases count: plugins pin exactly)."""
@@ -389,10 +412,8 @@ def _check_backend(p: _Problems, value: Any) -> BackendSpec:
     deps: list[Requirement] = []
     for i, item in enumerate(_list_of(p, obj.get("dependencies"), "backend.dependencies")):
         try:
-            if not isinstance(item, str):
-                raise InvalidRequirement(item)
-            deps.append(Requirement(item))
-        except InvalidRequirement:
+            deps.append(_requirement(item))
+        except ValueError:
             p.add(f"backend.dependencies[{i}]", "must be a PEP 508 requirement", item)
     return BackendSpec(
         models=_entries(p, obj.get("models"), "backend.models"),

@@ -34,7 +34,6 @@ from typing import Any
 import attrs
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from atomicplug.errors import ConfigError, SignatureError
 
@@ -172,6 +171,8 @@ def _scrypt_stream(password: bytes, salt: bytes, opslimit: int, memlimit: int, l
     n, r, p = _pickparams(opslimit, memlimit)
     if p < 1 or n.bit_length() > 33 or r * p >= 1 << 30:
         raise SignatureError(f"secret key has unusable scrypt limits (opslimit={opslimit}, memlimit={memlimit})")
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # only secret keys need it, not verifying
+
     return Scrypt(salt=salt, length=length, n=n, r=r, p=p).derive(password)
 
 

@@ -10,13 +10,14 @@ traceback); so is an OSError that escapes anyway (exit 1).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from atomicplug.errors import AtomicplugError, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "run", "build_parser"]
 
 #: Command modules, imported lazily so start-up stays cheap.
 _COMMAND_MODULES = (
@@ -91,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except AtomicplugError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"atomicplug: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -105,9 +108,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         from atomicplug.ioerrors import describe
 
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"atomicplug: error: {describe(exc)}", file=sys.stderr)
         return 1
+
+
+def run() -> NoReturn:
+    """The command as a process (``atomicplug`` and ``python -m atomicplug``): main(), then exit."""
+    exit_process(main())
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code`` without tearing the interpreter down.
+
+    Finalization (clearing some 250 modules, a last garbage collection) cost ~20 ms of
+    CPU at the end of every command, and nothing needs it once main() returned: every
+    file the library writes is closed (and fsync'd) by then, and a database connection
+    is committed or rolled back before it is closed. What the interpreter would still do
+    is done here: the atexit handlers run, stdout and stderr are flushed. When another
+    thread is still alive, or a flush fails (a closed pipe), the ordinary exit runs
+    instead, which waits for the thread or reports the flush as it always did.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        raise SystemExit(code)
+    import atexit
+
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        raise SystemExit(code) from None
+    os._exit(code)
 
 
 def load_config(args: argparse.Namespace):  # noqa: ANN201 - avoids importing config at start-up

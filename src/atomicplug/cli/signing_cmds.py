@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ def read_password(confirm: bool) -> str:
     if env:
         return env
     if sys.stdin is not None and sys.stdin.isatty():
+        import getpass  # here: this module is registered on every command line, prompts are rare
+
         password = getpass.getpass("Password: ")
         if confirm and getpass.getpass("Password (again): ") != password:
             raise UsageError("the two passwords do not match")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +64,8 @@ def hook_path(tree: Path) -> Path:
 
 
 def _load(path: Path, plugin_id: str) -> tuple[ModuleType, str]:
+    import uuid  # here: most transactions run no hook
+
     name = f"_atomicplug_hook_{plugin_id}_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

@@ -55,7 +55,7 @@ PACKAGE = "addons"
 # folder). The verdict goes to a file (a backend may print on stdout), and
 # os._exit skips waiting for threads a backend may have started.
 _CHILD = """\
-import importlib, json, os, sys, traceback, types
+import importlib, json, os, sys, types
 job = sys.stdin.readline()
 if not job:
     os._exit(0)
@@ -70,6 +70,7 @@ for plugin_id in targets:
     try:
         importlib.import_module(package + "." + plugin_id)
     except BaseException as exc:
+        import traceback
         errors[plugin_id] = traceback.format_exception_only(type(exc), exc)[-1].strip()
 with open(result_path, "w", encoding="utf-8") as out:
     json.dump(errors, out)
