@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,16 @@ USERS_TABLE = {"0001_init": ("CREATE TABLE gate_users (id INTEGER PRIMARY KEY);"
 
 def _backend(code: str) -> dict[str, str | bytes]:
     return {"backend/__init__.py": code}
+
+
+@pytest.fixture(autouse=True)
+def _no_spare_interpreter(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """These tests count the interpreters a transaction starts: none kept from earlier tests, none kept after."""
+    health.drop_spare()
+    monkeypatch.setattr(health, "KEEP_SPARE", False)
+    monkeypatch.setattr(health, "_gates_started", 0)
+    yield
+    health.drop_spare()
 
 
 def _count_children(monkeypatch: pytest.MonkeyPatch) -> list[object]:
@@ -238,3 +249,29 @@ def test_an_interpreter_started_for_nothing_is_stopped(home: Home, monkeypatch: 
     with pytest.raises(PackageError, match="refused while staging"):
         home.installer.install_file(home.package("early"))
     assert len(children) == 1 and children[0].returncode is not None  # reaped, not left running
+
+
+def test_a_process_that_runs_the_gate_again_keeps_a_fresh_interpreter_ready(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: in a warm process (the billing backend) the gate's start-up is paid between
+    transactions. After the second gated transaction an idle interpreter waits; the next
+    transaction starts none before its gate, and that interpreter still refuses a backend that
+    does not import (it had imported nothing)."""
+    monkeypatch.setattr(health, "KEEP_SPARE", True)
+    started = _count_children(monkeypatch)
+    home.installer.install_file(home.package("one", files=_backend("X = 1\n")))
+    assert len(started) == 1 and health._spare is None  # a one-shot command keeps nothing
+    home.installer.install_file(home.package("two", files=_backend("X = 2\n")))
+    assert len(started) == 3 and health._spare is not None  # its gate, then the spare
+    spare = health._spare[0]
+    assert spare.poll() is None
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match="three 1.0.0: backend does not import: ModuleNotFoundError"):
+        home.installer.install_file(home.package("three", files=_backend("import nowhere\n")))
+    assert spare.returncode is not None  # it served that gate, and was reaped
+    assert snapshot(home.config) == before
+    assert len(started) == 4 and health._spare is not None and health._spare[0] is not spare
+    home.installer.uninstall("two")  # no backend to import: the spare stays for the next one
+    assert len(started) == 4
+    kept = health._spare[0]
+    health.drop_spare()
+    assert kept.returncode == 0 and health._spare is None  # it read EOF and exited

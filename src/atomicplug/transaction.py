@@ -146,7 +146,7 @@ def execute(
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _undo(config, plan, journal, exc)
     finally:
-        health.discard(spare)
+        health.release(spare)
     try:
         journal.append(RecordType.COMMITTED)
         _roll_forward(config, plan, journal, progress, after)

@@ -17,16 +17,21 @@ start-up (about 30 ms instead of 60 ms). That start-up need not wait for the
 gate: :func:`prestart` starts the interpreter when the transaction begins, and
 it waits on its stdin, having imported nothing of any backend, until
 :func:`started` sends it what to import (issue 14: the gate was the largest
-single wait of a small install).
+single wait of a small install). A process that has run the gate twice (the
+billing backend, a cluster node: not a one-shot CLI command) keeps one such
+idle interpreter ready between transactions (:func:`release`), so in a warm
+process the gate costs only the backends' own imports.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,7 +47,9 @@ if TYPE_CHECKING:
     from atomicplug.change import Change, Plan
     from atomicplug.config import Config
 
-__all__ = ["IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "discard", "prestart", "started"]
+__all__ = [
+    "IMPORT_TIMEOUT", "PACKAGE", "backends_to_check", "check_backends", "discard", "drop_spare", "prestart", "release", "started",
+]  # fmt: skip
 
 #: Seconds the fresh interpreter may take to import every checked backend.
 IMPORT_TIMEOUT = 60.0
@@ -104,7 +111,68 @@ def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
     """
     if not config.health_check or not any(_will_have_backend(config, change) for change in plan.changes):
         return None
-    return _start_child()
+    global _gates_started
+    with _spare_lock:
+        _gates_started += 1
+    return _take_spare() or _start_child()
+
+
+def release(child: subprocess.Popen[bytes] | None) -> None:
+    """The transaction that :func:`prestart` ``child`` for ends: stop it, and keep a spare.
+
+    A process that has started the gate twice is one that runs transactions one
+    after another (a one-shot CLI command runs one): it gets an idle interpreter
+    for the next one now, off that transaction's path. It has imported nothing,
+    so it is as fresh as one started then.
+    """
+    discard(child)
+    if child is None or not KEEP_SPARE:
+        return
+    global _spare
+    with _spare_lock:
+        if _gates_started < 2 or (_spare is not None and _spare.poll() is None):
+            return
+        _spare = (_start_child(), os.getpid())
+
+
+def drop_spare() -> None:
+    """Stop the idle interpreter this process keeps, if any (at exit; tests)."""
+    global _spare
+    with _spare_lock:
+        kept, _spare = _spare, None
+    if kept is None or kept[1] != os.getpid():  # a forked process's copy is its parent's to stop
+        return
+    child = kept[0]
+    try:
+        child.stdin.close()  # type: ignore[union-attr]  # the child reads EOF and exits
+        child.wait(timeout=1.0)
+    except (OSError, subprocess.TimeoutExpired):
+        child.kill()
+        child.wait()
+    for stream in (child.stdout, child.stderr):
+        if stream is not None:
+            stream.close()
+
+
+#: Keep an idle interpreter between transactions (:func:`release`); tests that count children turn it off.
+KEEP_SPARE = True
+_spare_lock = threading.Lock()
+_spare: tuple[subprocess.Popen[bytes], int] | None = None  # the idle child and the pid that started it
+_gates_started = 0
+atexit.register(drop_spare)
+
+
+def _take_spare() -> subprocess.Popen[bytes] | None:
+    """The idle interpreter this process kept, if it is still alive (else None)."""
+    global _spare
+    with _spare_lock:
+        kept, _spare = _spare, None
+    if kept is None or kept[1] != os.getpid():
+        return None
+    if kept[0].poll() is None:
+        return kept[0]
+    discard(kept[0])  # it died meanwhile: reap it
+    return None
 
 
 def _will_have_backend(config: Config, change: Change) -> bool:
