@@ -88,15 +88,14 @@ def child(args: argparse.Namespace) -> None:
                 record = PackageRecord.from_bytes(archive.read("RECORD"))
             known = {e.sha256 for e in record.files.values() if SourceCompiler.wants(e.path)}
         store = ObjectStore(args.target)
-        sources = SourceCompiler(known)
+        pycs: dict[str, str] = {}
+        sources = SourceCompiler(lambda source, pyc: pycs.__setitem__(source, store.put_bytes(pyc)), known)
         try:
             with open(args.zip, "rb") as handle:
                 result = extract_to_objects(handle, store, sink=sources)
-            pycs = sources.finish()
+            sources.finish()
         finally:
             sources.close()
-        for data in pycs.values():
-            store.put_bytes(data)
         store.sync()
         figures = {"inflated_bytes": result.inflated_bytes, "reused": result.reused, "compiled": len(pycs), "created": len(result.created)}
     figures["extract_s"] = round(time.perf_counter() - start, 4)

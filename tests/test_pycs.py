@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from atomicplug.errors import PackageError
+from atomicplug.errors import OperationError, PackageError
 from atomicplug.package_record import RecordEntry
 from atomicplug.pycs import IN_PROCESS_BYTES, PYC_FILENAME, SourceCompiler, build_pyc, pyc_index, pyc_name
 
@@ -99,7 +99,8 @@ def test_pyc_index_maps_each_source_to_the_pyc_beside_it() -> None:
 
 def test_the_source_compiler_compiles_each_unknown_source_once() -> None:
     a, b, known = b"A = 1\n", b"B = 2\n", b"K = 3\n"
-    compiler = SourceCompiler(known={sha(known)})
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__, known={sha(known)})
     try:
         assert compiler.wants("backend/x.py") and not compiler.wants("frontend/x.py") and not compiler.wants("backend/x.txt")
         compiler.take("backend/a.py", sha(a), a)
@@ -107,36 +108,43 @@ def test_the_source_compiler_compiles_each_unknown_source_once() -> None:
         compiler.take("backend/k.py", sha(known), known)
         compiler.take("backend/b.py", sha(b), b)
         assert compiler.known(sha(a)) and compiler.known(sha(known)) and not compiler.known(sha(b"other"))
-        assert compiler.finish() == {sha(a): build_pyc(a), sha(b): build_pyc(b)}
+        compiler.finish()
+        assert pycs == {sha(a): build_pyc(a), sha(b): build_pyc(b)}
     finally:
         compiler.close()
 
 
 def test_a_few_small_sources_are_compiled_here_without_a_worker() -> None:
     sources = {f"backend/m{i}.py": f"V = {i}\n".encode() for i in range(5)}
-    compiler = SourceCompiler()
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__)
     for relative, data in sources.items():
         compiler.take(relative, sha(data), data)
-    assert compiler.finish() == {sha(d): build_pyc(d) for d in sources.values()}
+    compiler.finish()
+    assert pycs == {sha(d): build_pyc(d) for d in sources.values()}
     assert compiler._proc is None
 
 
 def test_past_the_in_process_limit_the_worker_gets_the_held_sources_too() -> None:
     big = [f"X{i} = '{'x' * (IN_PROCESS_BYTES // 3)}'\n".encode() for i in range(4)]
-    compiler = SourceCompiler()
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__)
     try:
         for i, data in enumerate(big):
             compiler.take(f"backend/big{i}.py", sha(data), data)
         assert compiler._proc is not None
-        assert compiler.finish() == {sha(d): build_pyc(d) for d in big}
+        compiler.finish()
+        assert pycs == {sha(d): build_pyc(d) for d in big}
     finally:
         compiler.close()
 
 
 def test_no_worker_is_started_when_every_source_is_known() -> None:
-    compiler = SourceCompiler(known={sha(b"K = 3\n")})
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__, known={sha(b"K = 3\n")})
     compiler.take("backend/k.py", sha(b"K = 3\n"), b"K = 3\n")
-    assert compiler.finish() == {}
+    compiler.finish()
+    assert pycs == {}
     assert compiler._proc is None
 
 
@@ -145,11 +153,13 @@ import hashlib, sys
 from pathlib import Path
 from atomicplug.pycs import SourceCompiler
 noisy = b"x = 1\\n" + "".join(f"y{i} = x is {i}\\n" for i in range(3000)).encode()  # a SyntaxWarning a line
-compiler = SourceCompiler()
+pycs = {}
+compiler = SourceCompiler(pycs.__setitem__)
 for k in range(12):  # past IN_PROCESS_BYTES: the worker compiles them
     data = noisy + f"# {k}\\n".encode()
     compiler.take(f"backend/m{k}.py", hashlib.sha256(data).hexdigest(), data)
-print(len(compiler.finish()))
+compiler.finish()
+print(len(pycs))
 """
 
 
@@ -165,9 +175,50 @@ def test_compile_warnings_neither_block_the_worker_nor_reach_stderr(tmp_path: Pa
     assert "SyntaxWarning" not in done.stderr
 
 
+_STREAMED = """
+import hashlib
+from atomicplug.pycs import SourceCompiler
+kept = []
+compiler = SourceCompiler(lambda source, pyc: kept.append(len(pyc)))
+for k in range(40):  # 8 MiB of sources and as much of pycs: far past both pipes' capacity
+    data = f"S{k} = '{'s' * 200_000}'\\n".encode()
+    compiler.take(f"backend/s{k}.py", hashlib.sha256(data).hexdigest(), data)
+before_finish = len(kept)
+compiler.finish()
+print(before_finish, len(kept), max(kept))
+"""
+
+
+def test_the_workers_answers_are_kept_while_sources_are_still_being_sent(tmp_path: Path) -> None:
+    """Each pyc is handed to ``keep`` as it arrives, not held until the end (issue 14, memory flat in size):
+    the worker cannot read on while its answers are unread, so most of them arrive before finish()."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src")}
+    done = subprocess.run([sys.executable, "-c", _STREAMED], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before_finish, total, largest = map(int, done.stdout.split())
+    assert total == 40 and largest > 200_000
+    assert before_finish >= 30  # all but the few in the two pipes (64 KiB each) and in the worker's hands; all at the end before
+
+
+def test_a_worker_that_dies_is_an_operation_error() -> None:
+    big = [f"D{i} = '{'d' * IN_PROCESS_BYTES}'\n".encode() for i in range(2)]
+    compiler = SourceCompiler(lambda *_: None)
+    try:
+        for i, data in enumerate(big):
+            compiler.take(f"backend/d{i}.py", sha(data), data)
+        assert compiler._proc is not None
+        compiler._proc.kill()
+        compiler._proc.wait()
+        compiler.take("backend/after.py", sha(b"A = 1\n"), b"A = 1\n")
+        with pytest.raises(OperationError, match="^compiling the backend failed: "):
+            compiler.finish()
+    finally:
+        compiler.close()
+
+
 @pytest.mark.parametrize(("source", "detail"), [(b"def nope(:\n", r"\(line 1\)"), (b"x = 1\0\n", "null bytes")])
 def test_a_source_that_does_not_compile_is_named_by_its_first_path(source: bytes, detail: str) -> None:
-    compiler = SourceCompiler()
+    compiler = SourceCompiler(lambda *_: None)
     try:
         compiler.take("backend/broken.py", sha(source), source)
         with pytest.raises(PackageError, match=rf"^backend/broken.py does not compile: .*{detail}"):

@@ -294,10 +294,11 @@ def test_skipped_sources_are_read_back_from_the_store_only_when_the_sink_needs_t
 
 def test_the_source_compiler_returns_portable_pycs_by_source_sha(ws: Workspace) -> None:
     entries = with_record(valid_package(RawEntry("backend/copy.py", b"router = None\n")))
-    compiler = SourceCompiler()
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__)
     try:
         extract_to_objects(ws.zip(entries), ws.store, sink=compiler)
-        pycs = compiler.finish()
+        compiler.finish()
     finally:
         compiler.close()
     init = b"from .routes import router\n" * 20
@@ -307,7 +308,7 @@ def test_the_source_compiler_returns_portable_pycs_by_source_sha(ws: Workspace) 
 
 def test_a_source_that_does_not_compile_refuses_the_package_naming_it(ws: Workspace) -> None:
     entries = valid_package(RawEntry("backend/broken.py", b"def nope(:\n"))
-    compiler = SourceCompiler()
+    compiler = SourceCompiler(lambda *_: None)
     try:
         extract_to_objects(ws.zip(entries), ws.store, sink=compiler)
         with pytest.raises(PackageError, match=r"^backend/broken.py does not compile: .*\(line 1\)$"):

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import importlib.util
 import marshal
+import os
+import select
 import struct
 import subprocess
 import sys
 import warnings
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from atomicplug.errors import OperationError, PackageError
 
@@ -96,44 +98,84 @@ def wants_source(relative: str) -> bool:
 
 
 class _Worker:
-    """One worker interpreter, started with the first source; answers once, after its input closes,
-    so neither side can block the other on a full pipe."""
+    """One worker interpreter, started with the first source, answering each source as it is compiled.
+
+    Neither side can block the other on a full pipe: this side writes without
+    blocking and reads whatever answers are ready while a request waits for
+    room (the worker may block on its full stdout meanwhile: it is drained).
+    Each answer goes to ``on_reply`` as soon as it is whole, so no answer waits
+    here for the others (the pycs of a large backend were ~6 MiB held at once).
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._poll = select.poll()
+        self._unread = bytearray()  # the start of an answer not yet whole
+        self._eof = self._broken = False
+
+    def on_reply(self, key: str, refused: bool, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WORKER, package_parent],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        os.set_blocking(proc.stdin.fileno(), False)  # type: ignore[union-attr]
+        self._poll.register(proc.stdin.fileno(), select.POLLOUT)  # type: ignore[union-attr]
+        self._poll.register(proc.stdout.fileno(), select.POLLIN)  # type: ignore[union-attr]
+        return proc
 
     def _send(self, key: str, filename: str, data: bytes) -> None:
         if self._proc is None:
-            package_parent = str(Path(__file__).resolve().parent.parent)
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _WORKER, package_parent],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
+            self._proc = self._start()
         encoded_key, encoded_name = (text.encode("utf-8", "surrogateescape") for text in (key, filename))
-        stdin: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
-        try:
-            stdin.write(_REQUEST.pack(len(encoded_key), len(encoded_name), len(data)) + encoded_key + encoded_name + data)
-        except BrokenPipeError:
-            pass  # the worker died; _results() reports it
+        request = memoryview(_REQUEST.pack(len(encoded_key), len(encoded_name), len(data)) + encoded_key + encoded_name + data)
+        stdin, stdout = self._proc.stdin.fileno(), self._proc.stdout.fileno()  # type: ignore[union-attr]
+        while request and not self._broken:
+            for fd, _ in self._poll.poll():
+                if fd == stdout:
+                    self._read_some(stdout)
+                elif fd == stdin:
+                    try:
+                        request = request[os.write(stdin, request) :]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        self._broken = True  # the worker died; _finish_worker() reports it
 
-    def _results(self) -> list[tuple[str, bool, bytes]]:
-        """(key, refused, pyc or error text) for every source sent.
+    def _read_some(self, stdout: int) -> None:
+        chunk = os.read(stdout, 1 << 16)
+        if not chunk:
+            self._eof = True
+            self._poll.unregister(stdout)
+            return
+        self._unread += chunk
+        while len(self._unread) >= _REPLY.size:
+            key_len, refused, size = _REPLY.unpack_from(self._unread)
+            end = _REPLY.size + key_len + size
+            if len(self._unread) < end:
+                return
+            key = self._unread[_REPLY.size : _REPLY.size + key_len].decode("utf-8", "surrogateescape")
+            payload = bytes(self._unread[_REPLY.size + key_len : end])
+            del self._unread[:end]
+            self.on_reply(key, bool(refused), payload)
 
-        The answer is read reply by reply, so each pyc is in this process once
-        (``communicate`` held the whole answer, then its join, then the slices).
-        """
+    def _finish_worker(self) -> None:
+        """Read the answers still to come; OperationError when the worker died before answering all."""
         if self._proc is None:
-            return []
-        stdin, stdout, stderr = self._proc.stdin, self._proc.stdout, self._proc.stderr
-        stdin.close()  # type: ignore[union-attr]
-        replies = _read_replies(stdout)  # type: ignore[arg-type]
-        err = stderr.read()  # type: ignore[union-attr]  # only a crash writes there: it cannot fill the pipe first
-        if self._proc.wait() != 0 or replies is None:
+            return
+        self._proc.stdin.close()  # type: ignore[union-attr]
+        stdout = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        while not self._eof:
+            self._read_some(stdout)
+        err = self._proc.stderr.read()  # type: ignore[union-attr]  # only a crash writes there: it cannot fill the pipe first
+        if self._proc.wait() != 0 or self._unread:
             lines = err.decode("utf-8", "replace").strip().splitlines()
             raise OperationError(f"compiling the backend failed: {lines[-1] if lines else f'exit code {self._proc.returncode}'}")
-        return replies
 
     def close(self) -> None:
         """Stop the worker if ``finish`` was never reached (extraction refused the package)."""
@@ -155,20 +197,25 @@ def _refused(source: str, payload: bytes) -> PackageError:
 class SourceCompiler(_Worker):
     """A sink for :func:`atomicplug.safezip.extract_to_objects`: backend sources by sha256, compiled once each.
 
-    ``known`` holds the source sha256s whose pycs the caller already has (e.g.
-    :func:`pyc_index` of the installed trees); those are neither kept nor read
-    back by the extractor. The pycs use :data:`PYC_FILENAME`, so an unchanged
-    source gives the same pyc object in every version and plugin. Sources are
-    held back until they exceed :data:`IN_PROCESS_BYTES`; below that no worker
-    starts and :meth:`finish` compiles them here.
+    ``keep(source_sha256, pyc)`` receives each pyc as soon as it is compiled
+    (the staging stage stores it as an object then), so only one pyc at a time
+    is in this process. ``known`` holds the source sha256s whose pycs the
+    caller already has (e.g. :func:`pyc_index` of the installed trees); those
+    are neither kept nor read back by the extractor. The pycs use
+    :data:`PYC_FILENAME`, so an unchanged source gives the same pyc object in
+    every version and plugin. Sources are held back until they exceed
+    :data:`IN_PROCESS_BYTES`; below that no worker starts and :meth:`finish`
+    compiles them here.
     """
 
-    def __init__(self, known: Container[str] = frozenset()) -> None:
+    def __init__(self, keep: Callable[[str, bytes], object], known: Container[str] = frozenset()) -> None:
         super().__init__()
+        self._keep = keep
         self._known = known
         self._sources: dict[str, str] = {}  # sha256 -> the first path it came from (for messages)
         self._held: list[tuple[str, bytes]] = []  # not sent yet: see IN_PROCESS_BYTES
         self._held_bytes = 0
+        self._refusal: PackageError | None = None  # the first source that does not compile
 
     wants = staticmethod(wants_source)
 
@@ -188,29 +235,20 @@ class SourceCompiler(_Worker):
         self._held.clear()
         self._send(sha256, PYC_FILENAME, data)
 
-    def finish(self) -> dict[str, bytes]:
-        """Source sha256 → pyc bytes for every source taken; PackageError names one that does not compile."""
-        compiled = {}
-        in_process = [_compile(key, PYC_FILENAME, data) for key, data in self._held]
-        for sha256, refused, payload in self._results() + in_process:
-            if refused:
-                raise _refused(self._sources[sha256], payload)
-            compiled[sha256] = payload
-        return compiled
+    def on_reply(self, key: str, refused: bool, payload: bytes) -> None:
+        if refused:
+            self._refusal = self._refusal or _refused(self._sources[key], payload)
+        elif self._refusal is None:  # a refused package keeps nothing more
+            self._keep(key, payload)
 
-
-def _read_replies(stream: IO[bytes]) -> list[tuple[str, bool, bytes]] | None:
-    """Every reply until end of stream; None when the stream ends inside one (the worker died)."""
-    replies = []
-    while head := stream.read(_REPLY.size):
-        if len(head) < _REPLY.size:
-            return None
-        key_len, refused, size = _REPLY.unpack(head)
-        key, payload = stream.read(key_len), stream.read(size)
-        if len(key) < key_len or len(payload) < size:
-            return None
-        replies.append((key.decode("utf-8", "surrogateescape"), bool(refused), payload))
-    return replies
+    def finish(self) -> None:
+        """Hand every source taken to ``keep`` as its pyc; PackageError names the first that does not compile."""
+        self._finish_worker()
+        for key, data in self._held:
+            self.on_reply(*_compile(key, PYC_FILENAME, data))
+        self._held.clear()
+        if self._refusal is not None:
+            raise self._refusal
 
 
 def _compile(key: str, filename: str, data: bytes) -> tuple[str, bool, bytes]:
@@ -231,16 +269,13 @@ def _compile(key: str, filename: str, data: bytes) -> tuple[str, bool, bytes]:
 
 
 def serve() -> None:
-    """The worker's loop: compile every source read from stdin, answer all at end of input."""
-    read = sys.stdin.buffer.read
-    replies = []
+    """The worker's loop: compile every source read from stdin and answer it at once."""
+    read, out = sys.stdin.buffer.read, sys.stdout.buffer
     while head := read(_REQUEST.size):
         key_len, name_len, size = _REQUEST.unpack(head)
         key = read(key_len).decode("utf-8", "surrogateescape")
         filename = read(name_len).decode("utf-8", "surrogateescape")
-        replies.append(_compile(key, filename, read(size)))
-    out = sys.stdout.buffer
-    for key, refused, payload in replies:
+        key, refused, payload = _compile(key, filename, read(size))
         encoded = key.encode("utf-8", "surrogateescape")
         out.write(_REPLY.pack(len(encoded), refused, len(payload)) + encoded + payload)
-    out.flush()
+        out.flush()

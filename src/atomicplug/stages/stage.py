@@ -72,16 +72,20 @@ def stage_tree(
     from atomicplug.intake import open_blob
 
     known = installed_pycs(config, plugin_id)
-    compiler = SourceCompiler(known=frozenset(known))
+    pycs = _PycObjects(objects)
+    compiler = SourceCompiler(pycs.keep, known=frozenset(known))
     try:
         with open_blob(config, sha256) as blob:
             extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256)
-        compiled = compiler.finish()
+        compiler.finish()
+    except BaseException:
+        objects.discard(pycs.created)  # as the extractor does with its own objects
+        raise
     finally:
         compiler.close()
     if extraction.reused:
         progress(f"staging {plugin_id}: {extraction.reused} of {len(extraction.files)} files already in the object store")
-    files = _with_pycs(extraction.files, compiled, known, objects)
+    files = _with_pycs(extraction.files, pycs.by_source, known, objects)
     staged = staging_tree(config, txid, plugin_id)
     make_dirs(staged.parent)
     remove_tree(staged)  # left by an earlier attempt of this same txid: start clean
@@ -99,8 +103,25 @@ def stage_tree(
     replace(staged, final)
 
 
+class _PycObjects:
+    """The compiler's ``keep``: each pyc stored as an object the moment it arrives, not held until the end."""
+
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+        self.by_source: dict[str, tuple[str, int]] = {}  # source sha256 -> (pyc sha256, size)
+        self.created: list[str] = []
+
+    def keep(self, source_sha256: str, pyc: bytes) -> None:
+        with self.objects.writer() as writer:
+            writer.write(pyc)
+            sha, size = writer.commit()
+        if writer.created:
+            self.created.append(sha)
+        self.by_source[source_sha256] = (sha, size)
+
+
 def _with_pycs(
-    files: tuple[RecordEntry, ...], compiled: dict[str, bytes], known: dict[str, RecordEntry], objects: ObjectStore
+    files: tuple[RecordEntry, ...], compiled: dict[str, tuple[str, int]], known: dict[str, RecordEntry], objects: ObjectStore
 ) -> list[RecordEntry]:
     """The package's files plus one pyc object per backend source (a pyc shipped in the zip is replaced)."""
     by_path = {f.path: f for f in files}
@@ -110,8 +131,8 @@ def _with_pycs(
         name = pyc_name(source.path)
         reused = known.get(source.sha256)
         if source.sha256 in compiled:
-            sha = objects.put_bytes(compiled[source.sha256])
-            by_path[name] = RecordEntry(path=name, size=len(compiled[source.sha256]), sha256=sha)
+            sha, size = compiled[source.sha256]
+            by_path[name] = RecordEntry(path=name, size=size, sha256=sha)
         elif reused is not None and objects.has(reused.sha256, reused.size):
             by_path[name] = RecordEntry(path=name, size=reused.size, sha256=reused.sha256)
         else:  # its pyc object was collected or damaged since: compile it again here
