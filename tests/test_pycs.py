@@ -225,3 +225,15 @@ def test_a_source_that_does_not_compile_is_named_by_its_first_path(source: bytes
             compiler.finish()
     finally:
         compiler.close()
+
+
+def test_the_worker_imports_only_what_compiling_needs() -> None:
+    """The worker runs beside every large install: the package (typing, pathlib, subprocess) cost it ~3 MiB."""
+    worker = Path(__file__).resolve().parent.parent / "src" / "atomicplug" / "pyc_worker.py"
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-X", "importtime", str(worker)], input=b"", capture_output=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout == b""
+    imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if line.startswith("import time:")}
+    assert "marshal" in imported or "importlib.util" in imported
+    assert not imported & {"atomicplug", "typing", "pathlib", "subprocess"}

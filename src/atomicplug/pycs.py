@@ -20,51 +20,27 @@ alone and an unchanged source is one pyc object across versions and plugins.
 from __future__ import annotations
 
 import importlib.util
-import marshal
 import os
 import select
-import struct
 import subprocess
 import sys
-import warnings
 from collections.abc import Callable, Container, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atomicplug.errors import OperationError, PackageError
+from atomicplug.pyc_worker import PYC_FILENAME, REPLY, REQUEST, build_pyc, compile_source
 
-if TYPE_CHECKING:  # the worker runs with -I -S: nothing outside the standard library at run time
+if TYPE_CHECKING:
     from atomicplug.package_record import RecordEntry
 
-__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index", "serve"]
+__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index"]
 
-#: co_filename of the pycs built for the object store: the same for every path, so a pyc
-#: depends only on its source and the interpreter (SourceLoader fixes co_filename up to
-#: the real path at import, through ``_imp._fix_co_filename``).
-PYC_FILENAME = "<atomicplug>"
-_HEADER = importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")
-_REQUEST = struct.Struct(">III")  # key length, filename length, source length
-_REPLY = struct.Struct(">IBI")  # key length, 0 compiled / 1 refused, payload length
 
 #: Up to this many bytes of source a SourceCompiler compiles in this process at finish()
 #: (compiling runs at ~10 MB/s here, so at most ~25 ms: what starting the worker costs), e.g.
 #: an upgrade changing a few modules starts no process.
 IN_PROCESS_BYTES = 256 * 1024
-
-# The worker: this module, imported from the package's own folder (no site, no user env).
-_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from atomicplug.pycs import serve; serve()"
-
-
-def build_pyc(data: bytes, filename: str = PYC_FILENAME) -> bytes:
-    """The checked-hash pyc of ``data``; raises SyntaxError/ValueError when it does not compile.
-
-    With the default ``filename`` the result is the same for the same source
-    and interpreter wherever the source lies; with the source's own path it is
-    byte-identical to ``py_compile``'s ``CHECKED_HASH`` pyc.
-    """
-    code = compile(data, filename, "exec", dont_inherit=True)
-    return _HEADER + importlib.util.source_hash(data) + marshal.dumps(code)
-
 
 def pyc_path(source: Path) -> Path:
     return Path(importlib.util.cache_from_source(str(source)))
@@ -117,9 +93,9 @@ class _Worker:
         raise NotImplementedError
 
     def _start(self) -> subprocess.Popen[bytes]:
-        package_parent = str(Path(__file__).resolve().parent.parent)
+        worker = Path(__file__).resolve().with_name("pyc_worker.py")  # a script: no site, no user env, not the package
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", _WORKER, package_parent],
+            [sys.executable, "-I", "-S", str(worker)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -133,7 +109,7 @@ class _Worker:
         if self._proc is None:
             self._proc = self._start()
         encoded_key, encoded_name = (text.encode("utf-8", "surrogateescape") for text in (key, filename))
-        request = memoryview(_REQUEST.pack(len(encoded_key), len(encoded_name), len(data)) + encoded_key + encoded_name + data)
+        request = memoryview(REQUEST.pack(len(encoded_key), len(encoded_name), len(data)) + encoded_key + encoded_name + data)
         stdin, stdout = self._proc.stdin.fileno(), self._proc.stdout.fileno()  # type: ignore[union-attr]
         while request and not self._broken:
             for fd, _ in self._poll.poll():
@@ -154,13 +130,13 @@ class _Worker:
             self._poll.unregister(stdout)
             return
         self._unread += chunk
-        while len(self._unread) >= _REPLY.size:
-            key_len, refused, size = _REPLY.unpack_from(self._unread)
-            end = _REPLY.size + key_len + size
+        while len(self._unread) >= REPLY.size:
+            key_len, refused, size = REPLY.unpack_from(self._unread)
+            end = REPLY.size + key_len + size
             if len(self._unread) < end:
                 return
-            key = self._unread[_REPLY.size : _REPLY.size + key_len].decode("utf-8", "surrogateescape")
-            payload = bytes(self._unread[_REPLY.size + key_len : end])
+            key = self._unread[REPLY.size : REPLY.size + key_len].decode("utf-8", "surrogateescape")
+            payload = bytes(self._unread[REPLY.size + key_len : end])
             del self._unread[:end]
             self.on_reply(key, bool(refused), payload)
 
@@ -245,37 +221,7 @@ class SourceCompiler(_Worker):
         """Hand every source taken to ``keep`` as its pyc; PackageError names the first that does not compile."""
         self._finish_worker()
         for key, data in self._held:
-            self.on_reply(*_compile(key, PYC_FILENAME, data))
+            self.on_reply(*compile_source(key, PYC_FILENAME, data))
         self._held.clear()
         if self._refusal is not None:
             raise self._refusal
-
-
-def _compile(key: str, filename: str, data: bytes) -> tuple[str, bool, bytes]:
-    """(key, refused, pyc or the reason it does not compile).
-
-    Compile warnings (SyntaxWarning) are dropped: in the worker they went to
-    its stderr, which nobody reads before the end, so a backend full of them
-    filled the pipe and hung the worker and the installer feeding it.
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return key, False, build_pyc(data, filename)
-    except SyntaxError as exc:
-        return key, True, f"{exc.msg} (line {exc.lineno})".encode()
-    except ValueError as exc:  # source with NUL bytes
-        return key, True, (str(exc).splitlines()[0] if str(exc) else type(exc).__name__).encode()
-
-
-def serve() -> None:
-    """The worker's loop: compile every source read from stdin and answer it at once."""
-    read, out = sys.stdin.buffer.read, sys.stdout.buffer
-    while head := read(_REQUEST.size):
-        key_len, name_len, size = _REQUEST.unpack(head)
-        key = read(key_len).decode("utf-8", "surrogateescape")
-        filename = read(name_len).decode("utf-8", "surrogateescape")
-        key, refused, payload = _compile(key, filename, read(size))
-        encoded = key.encode("utf-8", "surrogateescape")
-        out.write(_REPLY.pack(len(encoded), refused, len(payload)) + encoded + payload)
-        out.flush()
