@@ -139,4 +139,5 @@ class _Extraction:
             self.created.append(sha256)
         if sink is not None and kept is not None and not sink.known(sha256):
             sink.take(entry.name, sha256, b"".join(kept))
-        return RecordEntry(path=entry.name, size=size, sha256=sha256)
+        # its RECORD line says the same (path, size checked with the archive, sha256 above): no second copy
+        return line if line is not None else RecordEntry(path=entry.name, size=size, sha256=sha256)
