@@ -9,16 +9,20 @@ import system uses our pycs without writing, a damaged object is caught by
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import pytest
 
 from atomicplug.errors import PackageError
 from atomicplug.installer import Installer
 from atomicplug.objects import MTIME_STAMP_NS, ObjectStore
+from atomicplug.pycs import IN_PROCESS_BYTES, build_pyc
 from atomicplug.store import RECORD_NAME, read_record, sha256_file
 
 SHARED = "# one module every version and plugin ships\n" + "VALUE = 42\n" * 20
@@ -86,12 +90,24 @@ def test_the_tree_record_lists_files_and_pycs_once_and_a_shipped_pyc_is_replaced
     assert (tree / shipped).read_bytes() != b"not a pyc at all"
     for entry in listed:
         assert sha256_file(tree / entry.path) == entry.sha256
-    assert (tree / RECORD_NAME).is_file()
+    # written entry by entry (issue 14, memory), still the bytes of json.dumps(..., indent=1)
+    assert (tree / RECORD_NAME).read_text() == json.dumps({"files": [attrs.asdict(e) for e in listed]}, indent=1) + "\n"
 
 
 def test_a_backend_that_does_not_compile_is_refused_by_name(home):
     with pytest.raises(PackageError, match=r"backend/broken.py does not compile"):
         home.installer.install_file(home.package("alpha", files={"backend/broken.py": "def nope(:\n"}))
+    assert home.installer.list() == []
+
+
+def test_pycs_stored_before_a_later_source_is_refused_are_removed_again(home):
+    """Each pyc is stored as an object as the worker answers (issue 14, memory): a package refused
+    afterwards leaves none of them behind, like the extractor's own objects."""
+    good = {f"backend/big{i}.py": f"X{i} = '{'x' * (IN_PROCESS_BYTES // 2)}'\n" for i in range(4)}
+    with pytest.raises(PackageError, match=r"backend/broken.py does not compile"):
+        home.installer.install_file(home.package("alpha", files={**good, "backend/broken.py": "def nope(:\n"}))
+    pycs = [hashlib.sha256(build_pyc(source.encode())).hexdigest() for source in good.values()]
+    assert not any(_objects(home).path(sha).exists() for sha in pycs)
     assert home.installer.list() == []
 
 
