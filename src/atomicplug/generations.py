@@ -115,10 +115,11 @@ def build(config: Config, number: int, registry: Registry) -> Path:
     # What each tree holds is kept in its registry entry, probed only for a tree new to it
     # (a new install, or a registry written before): not 1000 probes every transaction.
     registry = registry.with_parts_known(config.home)
+    links = str(backend)  # strings, not pathlib: 1000 joins every transaction
     for plugin_id in sorted(registry.plugins):
         entry = registry.plugins[plugin_id]
         if entry.enabled and entry.current.backend:
-            fsutil.make_symlink(backend / plugin_id, _backend_target(config, entry.current.tree))
+            fsutil.make_symlink(f"{links}/{plugin_id}", _backend_target(config, entry.current.tree))
     fsutil.write_new_file(building / REGISTRY_NAME, registry.to_json())
     fsutil.sync_tree(building)
     fsutil.replace(building, final)
