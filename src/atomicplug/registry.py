@@ -23,6 +23,7 @@ from atomicplug.frontend.contract import CONFIG_NAMES
 __all__ = ["TreeRef", "InstalledPlugin", "Registry"]
 
 SCHEMA = 1
+_KEEP_LOADED = 4
 
 
 @attrs.frozen
@@ -116,10 +117,23 @@ class Registry:
 
     @classmethod
     def load(cls, path: Path) -> Registry:
+        """The registry at ``path``; the same bytes are parsed once per process (a transaction
+        reads the registry three times: ~5 ms of parsing each with 1000 plugins, against ~0.2 ms
+        to read and hash the bytes). Keyed by the bytes themselves, so never stale."""
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return cls()
+        loaded = _LOADED.get(raw)
+        if loaded is None:
+            loaded = cls._parse(path, raw)
+            _LOADED[raw] = loaded
+            while len(_LOADED) > _KEEP_LOADED:
+                del _LOADED[next(iter(_LOADED))]
+        return attrs.evolve(loaded, plugins=dict(loaded.plugins))  # the caller's own dict
+
+    @classmethod
+    def _parse(cls, path: Path, raw: bytes) -> Registry:
         try:
             data = json.loads(raw)
             plugins = {pid: InstalledPlugin.from_dict(pid, entry) for pid, entry in data["plugins"].items()}
@@ -171,6 +185,9 @@ class Registry:
             if entry.previous:
                 trees.add(entry.previous.tree)
         return trees
+
+
+_LOADED: dict[bytes, Registry] = {}  # by the file's bytes: see Registry.load
 
 
 def probe_parts(home: str, tree: str) -> tuple[bool, bool]:
