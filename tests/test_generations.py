@@ -159,3 +159,49 @@ def test_rollback_of_a_transaction_that_is_not_the_live_one_is_refused(home):
         home.installer.rollback(transaction=first.txid)
     with pytest.raises(UsageError, match="generation 7 is not kept"):
         home.installer.rollback(generation=7)
+
+
+def test_what_a_tree_holds_is_probed_once_then_read_from_its_registry_entry(home, monkeypatch):
+    """Issue 14: at 1000 plugins, probing every tree for backend/ and addon.config.ts cost ~2000 stats per transaction."""
+    from atomicplug import registry as registry_module
+
+    home.installer.install_file(home.package("alpha"))
+    entry = Registry.load(home.config.registry_path).plugins["alpha"]
+    assert (entry.current.backend, entry.current.frontend) == (True, True)
+    probed: list[str] = []
+    real_probe = registry_module.probe_parts
+    monkeypatch.setattr(registry_module, "probe_parts", lambda home_dir, tree: probed.append(tree) or real_probe(home_dir, tree))
+    home.installer.install_file(home.package("beta"))
+    home.installer.disable("alpha")
+    home.installer.enable("alpha")
+    assert probed and all(tree.startswith("store/beta/") for tree in probed), probed
+    view = generations.folder(home.config, generations.current_number(home.config)) / generations.BACKEND
+    assert sorted(os.listdir(view)) == ["alpha", "beta"]
+
+
+def test_a_registry_written_before_parts_were_kept_is_probed(home):
+    """A registry entry without "backend"/"frontend" (an older atomicplug's) still gets its links and its index import."""
+    home.installer.install_file(home.package("alpha"))
+    live = generations.folder(home.config, generations.current_number(home.config)) / generations.REGISTRY_NAME
+    data = json.loads(live.read_bytes())
+    for entry in data["plugins"].values():
+        del entry["backend"], entry["frontend"]
+    live.write_text(json.dumps(data, indent=2))
+    assert Registry.load(home.config.registry_path).plugins["alpha"].current.backend is None
+    home.installer.install_file(home.package("beta"))
+    number = generations.current_number(home.config)
+    assert sorted(os.listdir(generations.folder(home.config, number) / generations.BACKEND)) == ["alpha", "beta"]
+    assert Registry.load(home.config.registry_path).plugins["alpha"].current.backend is True
+    index = (home.config.frontend_addons / "index.ts").read_text()
+    assert "/alpha/" in index and "/beta/" in index
+
+
+def test_the_registry_is_read_again_when_its_bytes_change(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_bytes(Registry(generation=1).to_json())
+    assert Registry.load(path).generation == 1
+    path.write_bytes(Registry(generation=2).to_json())  # same size, same inode
+    assert Registry.load(path).generation == 2
+    path.write_bytes(b"{not json")
+    with pytest.raises(OperationError, match="damaged"):
+        Registry.load(path)

@@ -293,7 +293,7 @@ def delete_trash(path: Path) -> None:
 
 
 @named("create link")
-def make_symlink(link: Path, target: str | Path) -> None:
+def make_symlink(link: str | Path, target: str | Path) -> None:
     """Create a new symlink inside a folder being built (made durable by the builder's one sync)."""
     crash_point()
     os.symlink(target, link)

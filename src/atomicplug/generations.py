@@ -98,6 +98,9 @@ def _backend_target(config: Config, tree: str) -> str:
 def build(config: Config, number: int, registry: Registry) -> Path:
     """Make ``generations/<number>`` hold ``registry``'s view; idempotent, atomic when it appears.
 
+    Its registry.json is ``registry`` with every tree's parts known (see
+    :meth:`Registry.with_parts_known`); the trees must be in the store.
+
     Built in ``.building-<number>`` (a leftover of a crash is discarded and rebuilt),
     made durable, then renamed into place. An existing complete generation is kept.
     """
@@ -109,12 +112,14 @@ def build(config: Config, number: int, registry: Registry) -> Path:
     fsutil.remove_tree(building)
     backend = building / BACKEND
     fsutil.make_dirs(backend)
-    home = str(config.home)
+    # What each tree holds is kept in its registry entry, probed only for a tree new to it
+    # (a new install, or a registry written before): not 1000 probes every transaction.
+    registry = registry.with_parts_known(config.home)
+    links = str(backend)  # strings, not pathlib: 1000 joins every transaction
     for plugin_id in sorted(registry.plugins):
         entry = registry.plugins[plugin_id]
-        # os.path on strings: once per installed plugin, every transaction (issue 8).
-        if entry.enabled and os.path.isdir(f"{home}/{entry.current.tree}/{BACKEND}"):
-            fsutil.make_symlink(backend / plugin_id, _backend_target(config, entry.current.tree))
+        if entry.enabled and entry.current.backend:
+            fsutil.make_symlink(f"{links}/{plugin_id}", _backend_target(config, entry.current.tree))
     fsutil.write_new_file(building / REGISTRY_NAME, registry.to_json())
     fsutil.sync_tree(building)
     fsutil.replace(building, final)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from atomicplug.frontend.contract import CONFIG_NAMES, MARKER, STORE_LINK
+from atomicplug.frontend.contract import MARKER, STORE_LINK
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
@@ -111,11 +111,8 @@ def addon_imports(config: Config, registry: Registry) -> tuple[AddonImport, ...]
     result = []
     for plugin_id in sorted(registry.plugins):
         entry = registry.plugins[plugin_id]
-        if not entry.enabled:
-            continue
-        # os.path on a string: a third of pathlib's cost, once per installed plugin (issue 8)
-        folder = f"{home}/{entry.current.tree}/frontend/"
-        if any(os.path.isfile(folder + name) for name in CONFIG_NAMES):
+        # Known from the registry entry once a generation was built with it; probed otherwise.
+        if entry.enabled and entry.current.with_parts_known(home).frontend:
             result.append(AddonImport(plugin_id, entry.current.tree))
     return tuple(result)
 
