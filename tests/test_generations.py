@@ -150,6 +150,22 @@ def test_rollback_of_a_whole_transaction_is_one_switch_back(home):
     assert table_names(home.config.database_url) == {"beta_t"}
 
 
+def test_rollback_to_a_generation_brings_back_its_previous_versions_too(home):
+    """Found by the state machine: the view of generation 1 was back, but a plugin rolled back
+    since kept its later ``previous``, so `rollback alpha` then 'undid' generation 1."""
+    from atomicplug.errors import AtomicplugError
+
+    installer = home.installer
+    installer.install_file(home.package("alpha", "1.0.0"))
+    installer.install_file(home.package("alpha", "1.1.0"))
+    installer.rollback("alpha")  # 1.0.0 again, with 1.1.0 as its previous
+    installer.rollback(generation=1)  # the same tree: only `previous` differs
+    entry = Registry.load(home.config.registry_path).plugins["alpha"]
+    assert (entry.version, entry.previous) == ("1.0.0", None)
+    with pytest.raises(AtomicplugError, match="no previous version to roll back to"):
+        installer.rollback("alpha")
+
+
 def test_rollback_of_a_transaction_that_is_not_the_live_one_is_refused(home):
     from atomicplug.errors import UsageError
 

@@ -246,7 +246,9 @@ def plan_generation(
 
     Each plugin whose entry differs goes to its entry in ``target``: installed,
     upgraded, downgraded, enabled, disabled or uninstalled (tables dropped unless
-    ``keep_data``), all in one transaction; its store trees must still exist.
+    ``keep_data``), all in one transaction; its store trees must still exist. An
+    entry that differs only in its ``previous`` tree gets generation N's too, so
+    a later per-plugin ``rollback`` does what it would have done in generation N.
     """
     from atomicplug.metadata import Metadata
 
@@ -258,8 +260,8 @@ def plan_generation(
             changes.append(Change(plugin_id=pid, action="uninstall", before=before, after=None, keep_data=keep_data))
             continue
         same_tree = before is not None and before.current == wanted.current
-        if same_tree and before is not None and before.enabled == wanted.enabled:
-            continue
+        if same_tree and before is not None and (before.enabled, before.previous) == (wanted.enabled, wanted.previous):
+            continue  # a changed ``previous`` alone is still a change: a later `rollback <id>` goes where N's would
         if not (home / wanted.current.tree).is_dir():
             raise OperationError(f"{pid} {wanted.version} is no longer in the store ({wanted.current.tree}); it was collected")
         Metadata.from_json_bytes((home / wanted.current.tree / "metadata.json").read_bytes())  # still a valid tree
