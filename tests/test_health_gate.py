@@ -275,3 +275,25 @@ def test_a_process_that_runs_the_gate_again_keeps_a_fresh_interpreter_ready(home
     kept = health._spare[0]
     health.drop_spare()
     assert kept.returncode == 0 and health._spare is None  # it read EOF and exited
+
+
+def test_a_spare_left_by_another_transaction_is_kept_and_a_failing_start_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads' transactions (two homes, one process) both end: the second keeps the first's
+    spare. A spare that cannot be started (no process left) does not fail the transaction."""
+    monkeypatch.setattr(health, "KEEP_SPARE", True)
+    monkeypatch.setattr(health, "_gates_started", 2)
+    first, second = health._start_child(), health._start_child()
+    health.release(first)
+    kept = health._spare
+    assert kept is not None and kept[0].poll() is None
+    health.release(second)
+    assert health._spare is kept and first.returncode is not None and second.returncode is not None
+    health.drop_spare()
+    used = health._start_child()
+
+    def no_process() -> subprocess.Popen[bytes]:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(health, "_start_child", no_process)
+    health.release(used)  # the transaction's own end: nothing raised
+    assert health._spare is None and used.returncode is not None

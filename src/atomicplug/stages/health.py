@@ -105,7 +105,7 @@ def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
 
     It waits, importing nothing, until :func:`started` sends it the targets
     (or closes its stdin: it then exits). The caller passes it to
-    :func:`started` and calls :func:`discard` when the transaction ends.
+    :func:`started` and calls :func:`release` when the transaction ends.
     Decided before the trees are staged: a tree to stage has a backend when
     its package lists ``backend/`` entries.
     """
@@ -122,17 +122,21 @@ def release(child: subprocess.Popen[bytes] | None) -> None:
 
     A process that has started the gate twice is one that runs transactions one
     after another (a one-shot CLI command runs one): it gets an idle interpreter
-    for the next one now, off that transaction's path. It has imported nothing,
-    so it is as fresh as one started then.
+    for the next one now, booting while this transaction switches. It has
+    imported nothing, so it is as fresh as one started then. The spare is an
+    optimisation: when it cannot be started, the next gate starts its own.
     """
     discard(child)
     if child is None or not KEEP_SPARE:
         return
     global _spare
     with _spare_lock:
-        if _gates_started < 2 or (_spare is not None and _spare.poll() is None):
-            return
-        _spare = (_start_child(), os.getpid())
+        if _gates_started < 2 or (_spare is not None and _spare[1] == os.getpid() and _spare[0].poll() is None):
+            return  # a one-shot process, or another thread's transaction already left one
+        try:
+            _spare = (_start_child(), os.getpid())
+        except OSError:  # no process or descriptor to spare: never this transaction's failure
+            _spare = None
 
 
 def drop_spare() -> None:
