@@ -59,6 +59,10 @@ class TreeRef:
         backend, frontend = probe_parts(home, self.tree)
         return attrs.evolve(self, backend=backend, frontend=frontend)
 
+    def has_backend(self, home: str) -> bool:
+        """Whether the tree has a ``backend/`` folder: as kept, else probed (one ``stat``)."""
+        return self.backend if self.backend is not None else _has_backend_folder(f"{home}/{self.tree}")
+
 
 @attrs.frozen
 class InstalledPlugin:
@@ -194,4 +198,8 @@ def probe_parts(home: str, tree: str) -> tuple[bool, bool]:
     """(has ``backend/``, has ``frontend/addon.config.ts(x)``) of the store tree ``tree`` (relative to ``home``)."""
     # os.path on strings: a third of pathlib's cost (issue 8)
     folder = f"{home}/{tree}"
-    return os.path.isdir(f"{folder}/backend"), any(os.path.isfile(f"{folder}/frontend/{name}") for name in CONFIG_NAMES)
+    return _has_backend_folder(folder), any(os.path.isfile(f"{folder}/frontend/{name}") for name in CONFIG_NAMES)
+
+
+def _has_backend_folder(tree_folder: str) -> bool:
+    return os.path.isdir(f"{tree_folder}/backend")

@@ -87,16 +87,12 @@ os._exit(0)
 """
 
 
-def _has_backend(config: Config, tree: str) -> bool:
-    return (config.home / tree / "backend").is_dir()
-
-
 def backends_to_check(config: Config, plan: Plan) -> list[str]:
     """Ids of the plan's changes that end enabled with a backend (empty: nothing to import)."""
     return [
         change.plugin_id
         for change in plan.changes
-        if change.after is not None and change.after.enabled and _has_backend(config, change.after.current.tree)
+        if change.after is not None and change.after.enabled and change.after.current.has_backend(str(config.home))
     ]
 
 
@@ -190,7 +186,7 @@ def _will_have_backend(config: Config, change: Change) -> bool:
                 return any(name.startswith(f"{generations.BACKEND}/") for name in archive.namelist())
         except (OSError, zipfile.BadZipFile):
             return True  # staging will report it; start as if there were a backend
-    return _has_backend(config, change.after.current.tree)
+    return change.after.current.has_backend(str(config.home))
 
 
 def discard(child: subprocess.Popen[bytes] | None) -> None:
