@@ -107,6 +107,39 @@ def test_the_blob_is_read_only_and_is_what_extraction_reads(home, monkeypatch):
     assert seen == [(0, True)], "the blob exists, read-only, when staging opens it"
 
 
+@pytest.mark.parametrize("alongside", [False, True], ids=["checked-before", "checked-while-extracting"])
+def test_a_blob_damaged_after_intake_refuses_the_install_and_changes_nothing(home, monkeypatch, alongside):
+    """Staging hashes the blob again on the file it extracts from: before, or (large blobs) alongside."""
+    from atomicplug import intake
+    from atomicplug.errors import PackageError
+    from atomicplug.testing import snapshot
+
+    if alongside:
+        monkeypatch.setattr(intake, "_RECHECK_ALONGSIDE_BYTES", 0)
+    from atomicplug.stages.stage import objects_of
+
+    home.installer.install_file(home.package("base"))
+    before = snapshot(home.config)
+    objects_before = set(objects_of(home.config))
+    real = intake.open_blob
+
+    def damaging(config, sha256):
+        blob = intake.blob_path(config, sha256)
+        blob.chmod(0o644)
+        data = bytearray(blob.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        blob.write_bytes(bytes(data))
+        return real(config, sha256)
+
+    monkeypatch.setattr(intake, "open_blob", damaging)
+    with pytest.raises(PackageError, match="was damaged"):
+        home.installer.install_file(home.package("shop"))
+    assert snapshot(home.config) == before
+    assert not list(home.config.downloads_dir.glob("*.zip")), "the damaged blob is removed"
+    assert not (home.config.home / "store" / "shop").exists()
+    assert set(objects_of(home.config)) == objects_before, "the objects made from the damaged bytes are removed"
+
+
 def test_recovery_never_needs_the_users_file(home_factory):
     from crash_harness import find_interruption
 
@@ -167,7 +200,7 @@ def _count_validations(monkeypatch) -> list[int]:
         return real(fp, limits)
 
     monkeypatch.setattr(_archive, "_validate", counting)
-    monkeypatch.setattr(_archive, "_validated_entries", type(_archive._validated_entries)())
+    monkeypatch.setattr(_archive, "_remembered_answers", type(_archive._remembered_answers)())
     return calls
 
 
@@ -179,6 +212,19 @@ def test_an_install_validates_the_archive_once_intake_and_staging_share_it(home,
     assert [p["id"] for p in home.installer.list()] == ["shop"]
     home.installer.install_file(home.package("shop", version="1.1.0"))  # other bytes: validated on their own
     assert len(calls) == 2
+
+
+def test_an_install_parses_the_package_record_once(home, monkeypatch):
+    """Intake's parsed RECORD serves the extraction too (5000 lines of the bench plugin: ~0.05 s each parse)."""
+    from atomicplug.package_record import PackageRecord
+
+    _count_validations(monkeypatch)
+    parses: list[int] = []
+    real = PackageRecord.from_bytes.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(PackageRecord, "from_bytes", classmethod(lambda cls, data: parses.append(1) or real(cls, data)))
+    home.installer.install_file(home.package("shop"))
+    assert len(parses) == 1
+    assert [p["id"] for p in home.installer.list()] == ["shop"]
 
 
 def test_an_archive_read_without_its_sha256_or_refused_is_validated_every_time(home, tmp_path, monkeypatch):

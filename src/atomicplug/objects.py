@@ -102,17 +102,20 @@ class ObjectStore:
     # -- reading ----------------------------------------------------------------------
     def path(self, sha256: str) -> Path:
         """Where the object ``sha256`` lives (whether or not it exists)."""
+        return Path(self._name(sha256))
+
+    def _name(self, sha256: str) -> str:
+        """:meth:`path` as a string: a tree links thousands of objects, and pathlib costs more than the link."""
         _check_sha(sha256)
-        return self.root / sha256[:2] / sha256[2:]
+        return f"{self._root}/{sha256[:2]}/{sha256[2:]}"
 
     def has(self, sha256: str, size: int) -> bool:
         """True when the object exists and its stat shows it untouched (size, mtime stamp, mode).
 
         No re-hash: see the module docstring for what this catches and :meth:`verify` for the rest.
         """
-        _check_sha(sha256)
         try:  # a string path: called once per entry of every package, pathlib costs more than the lstat
-            return _stamped(os.lstat(f"{self._root}/{sha256[:2]}/{sha256[2:]}"), size)
+            return _stamped(os.lstat(self._name(sha256)), size)
         except FileNotFoundError:
             return False
 
@@ -256,7 +259,7 @@ class ObjectStore:
         holds the reason, and later calls copy without trying to link (except after
         EMLINK, which is about one object having too many links).
         """
-        source = self.path(sha256)
+        source = self._name(sha256)
         if self._linking:
             crash_point()
             try:
@@ -268,9 +271,9 @@ class ObjectStore:
                 self.link_fallback = self.link_fallback or errno.errorcode.get(exc.errno or 0, str(exc.errno))
                 if exc.errno != errno.EMLINK:
                     self._linking = False
-        self._copy(source, Path(dest))
+        self._copy(source, dest)
 
-    def _copy(self, source: Path, dest: Path) -> None:
+    def _copy(self, source: str, dest: str | os.PathLike[str]) -> None:
         crash_point()
         fd = os.open(dest, _NEW_FILE, 0o644)
         try:

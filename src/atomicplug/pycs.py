@@ -47,8 +47,12 @@ def pyc_path(source: Path) -> Path:
 
 
 def pyc_name(relative: str) -> str:
-    """Where this interpreter looks for the pyc of a tree's ``relative`` source (posix, relative)."""
-    return Path(importlib.util.cache_from_source(relative)).as_posix()
+    """Where this interpreter looks for the pyc of a tree's ``relative`` source (posix, relative).
+
+    ``cache_from_source`` works on strings with os.path, which is posixpath on the
+    systems atomicplug runs on; no Path round trip (called for every source of every tree).
+    """
+    return importlib.util.cache_from_source(relative)
 
 
 def pyc_index(files: Iterable[RecordEntry]) -> dict[str, RecordEntry]:

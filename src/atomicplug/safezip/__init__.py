@@ -9,7 +9,7 @@ Every refusal is one ``PackageError`` line naming the entry and the rule.
 from __future__ import annotations
 
 from atomicplug.safezip._archive import RATIO_FLOOR_BYTES, PackageSource
-from atomicplug.safezip._extract import ExtractedFile, ExtractResult, extract, read_entries, read_metadata
+from atomicplug.safezip._extract import ExtractedFile, ExtractResult, entry_names, extract, read_entries, read_metadata
 from atomicplug.safezip._names import METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES
 from atomicplug.safezip._objects import ObjectExtraction, SourceSink, extract_to_objects
 
@@ -20,6 +20,7 @@ __all__ = [
     "extract_to_objects",
     "read_metadata",
     "read_entries",
+    "entry_names",
     "ExtractResult",
     "ExtractedFile",
     "ObjectExtraction",

@@ -57,6 +57,16 @@ def read_metadata(source: PackageSource, limits: ExtractLimits | None = None, *,
         return metadata
 
 
+def entry_names(source: PackageSource, limits: ExtractLimits, *, sha256: str) -> tuple[str, ...]:
+    """The names of a validated package's entries (folders without their '/').
+
+    ``sha256`` as for :func:`read_metadata`: intake's validation of these bytes is
+    reused, so asking costs no second parse of a large central directory.
+    """
+    with Archive.open(source, limits, sha256=sha256) as archive:
+        return tuple(entry.name for entry in archive.entries)
+
+
 def read_entries(source: PackageSource, names: set[str], limits: ExtractLimits | None = None) -> list[tuple[str, bytes]]:
     """The bytes of the named file entries (validated, capped and CRC-checked like any extraction).
 

@@ -24,7 +24,14 @@ def metadata_of(archive: Archive) -> Metadata:
 
 
 def record_of(archive: Archive) -> PackageRecord | None:
-    """The package's RECORD, parsed and checked against the central directory; None without one."""
+    """The package's RECORD, parsed and checked against the central directory; None without one.
+
+    Once per process per package (intake's answer serves the extraction), like the validation.
+    """
+    return archive.remembered("record", lambda: _read_record(archive))
+
+
+def _read_record(archive: Archive) -> PackageRecord | None:
     entry = archive.record_entry()
     if entry is None:
         return None

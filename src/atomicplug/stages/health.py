@@ -32,7 +32,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,13 +178,15 @@ def _will_have_backend(config: Config, change: Change) -> bool:
     if change.after is None or not change.after.enabled:
         return False
     if change.stage_tree and change.package is not None and not (config.home / change.after.current.tree).exists():
+        from atomicplug import safezip
+        from atomicplug.errors import PackageError
         from atomicplug.intake import blob_path
 
-        try:
-            with zipfile.ZipFile(blob_path(config, change.package)) as archive:  # passed intake: a valid zip
-                return any(name.startswith(f"{generations.BACKEND}/") for name in archive.namelist())
-        except (OSError, zipfile.BadZipFile):
+        try:  # passed intake: its validated entries are remembered by sha256
+            names = safezip.entry_names(blob_path(config, change.package), config.limits, sha256=change.package)
+        except PackageError:
             return True  # staging will report it; start as if there were a backend
+        return any(name.startswith(f"{generations.BACKEND}/") for name in names)
     return change.after.current.has_backend(str(config.home))
 
 

@@ -74,12 +74,15 @@ def stage_tree(
     known = installed_pycs(config, plugin_id)
     pycs = _PycObjects(objects)
     compiler = SourceCompiler(pycs.keep, known=frozenset(known))
+    extraction = None
     try:
         with open_blob(config, sha256) as blob:
             extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256)
         compiler.finish()
     except BaseException:
-        objects.discard(pycs.created)  # as the extractor does with its own objects
+        objects.discard(pycs.created)  # as the extractor does with its own objects on its own failures
+        if extraction is not None:  # the blob failed its check after the extraction (open_blob), or a source its compile
+            objects.discard(extraction.created)
         raise
     finally:
         compiler.close()
