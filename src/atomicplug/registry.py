@@ -77,15 +77,20 @@ class InstalledPlugin:
     txid: str = ""
     installed_at: str = ""
     signed_by: str | None = None  # the publisher key id (hex) that signed the package
+    # This entry's JSON text in registry.json, as read or as last encoded: a transaction encodes
+    # only the entries it changed (issue 14). Not an argument, so ``attrs.evolve`` (every change
+    # of an entry) starts without it; not part of equality.
+    _json: str | None = attrs.field(init=False, default=None, eq=False, repr=False)
 
     @property
     def version(self) -> str:
         return self.current.version
 
     @classmethod
-    def from_dict(cls, plugin_id: str, data: dict[str, Any]) -> InstalledPlugin:
+    def from_dict(cls, plugin_id: str, data: dict[str, Any], text: str | None = None) -> InstalledPlugin:
+        """The entry ``data`` describes; ``text``: the JSON text it was read from (kept, see ``_json``)."""
         previous = data.get("previous")
-        return cls(
+        entry = cls(
             id=plugin_id,
             name=data.get("name", plugin_id),
             current=TreeRef.from_dict(data),
@@ -96,6 +101,17 @@ class InstalledPlugin:
             installed_at=data.get("installed_at", ""),
             signed_by=data.get("signed_by"),
         )
+        if text is not None:
+            object.__setattr__(entry, "_json", text)
+        return entry
+
+    def to_json(self) -> str:
+        """This entry as one line of JSON (sorted keys), encoded once per entry."""
+        text = self._json
+        if text is None:
+            text = json.dumps(self.to_dict(), sort_keys=True)
+            object.__setattr__(self, "_json", text)  # a cache of a frozen value: same text for the same entry
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,16 +147,14 @@ class Registry:
         loaded = _LOADED.get(raw)
         if loaded is None:
             loaded = cls._parse(path, raw)
-            _LOADED[raw] = loaded
-            while len(_LOADED) > _KEEP_LOADED:
-                del _LOADED[next(iter(_LOADED))]
+            _keep_loaded(raw, loaded)
         return attrs.evolve(loaded, plugins=dict(loaded.plugins))  # the caller's own dict
 
     @classmethod
     def _parse(cls, path: Path, raw: bytes) -> Registry:
         try:
-            data = json.loads(raw)
-            plugins = {pid: InstalledPlugin.from_dict(pid, entry) for pid, entry in data["plugins"].items()}
+            data, texts = _read_lines(raw) or (json.loads(raw), {})
+            plugins = {pid: InstalledPlugin.from_dict(pid, entry, texts.get(pid)) for pid, entry in data["plugins"].items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise OperationError(f"registry {path} is damaged ({exc}); run `atomicplug recover`") from exc
         generation = data.get("generation", 0)
@@ -150,17 +164,20 @@ class Registry:
 
     def to_json(self) -> bytes:
         """Sorted JSON, one plugin per line: ``indent`` would take the pure-Python encoder (7 ms
-        for 1000 plugins, every transaction); each line here is one call of the C encoder."""
+        for 1000 plugins, every transaction); each line is one call of the C encoder, made once
+        per entry (an entry read from a registry keeps its line: :meth:`InstalledPlugin.to_json`)."""
         head = {"generation": self.generation, "parent": self.parent, "schema": SCHEMA, "txid": self.txid}
-        lines = [json.dumps(head, sort_keys=True)[:-1] + ', "plugins": {']
-        lines += [
-            f"  {json.dumps(pid)}: {json.dumps(self.plugins[pid].to_dict(), sort_keys=True)},"
-            for pid in sorted(self.plugins)
-        ]
+        lines = [json.dumps(head, sort_keys=True)[:-1] + _PLUGINS_OPEN]
+        lines += [f"  {_json_string(pid)}: {self.plugins[pid].to_json()}," for pid in sorted(self.plugins)]
         if len(lines) > 1:
             lines[-1] = lines[-1][:-1]
-        lines.append("}}")
+        lines.append(_CLOSE)
         return ("\n".join(lines) + "\n").encode()
+
+    def remember(self, raw: bytes) -> None:
+        """Let :meth:`load` return this registry for ``raw`` (its :meth:`to_json`, just written)
+        without parsing it: the transaction that wrote a generation reads it back after the switch."""
+        _keep_loaded(raw, self)
 
     def with_parts_known(self, home: Path) -> Registry:
         """This registry with every current tree's parts known (probed only where they are not)."""
@@ -192,6 +209,49 @@ class Registry:
 
 
 _LOADED: dict[bytes, Registry] = {}  # by the file's bytes: see Registry.load
+_PLUGINS_OPEN = ', "plugins": {'
+_CLOSE = "}}"
+_json_string = json.encoder.encode_basestring_ascii  # json.dumps of one str, without its per-call set-up
+_decode = json.JSONDecoder().raw_decode
+
+
+def _keep_loaded(raw: bytes, registry: Registry) -> None:
+    _LOADED[raw] = registry
+    while len(_LOADED) > _KEEP_LOADED:
+        del _LOADED[next(iter(_LOADED))]
+
+
+def _read_lines(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """A registry in :meth:`Registry.to_json`'s layout, read line by line: its data and each
+    plugin's JSON text (kept by its entry, so an unchanged entry is not encoded again). None
+    for any other layout (an older atomicplug's, a hand edit): the caller parses it whole.
+    Accepts exactly what parsing the whole file would, each line checked to end where its value ends."""
+    try:
+        lines = raw.decode().split("\n")
+        if len(lines) < 3 or lines[-1] or lines[-2] != _CLOSE or not lines[0].endswith(_PLUGINS_OPEN):
+            return None
+        data = json.loads(lines[0][: -len(_PLUGINS_OPEN)] + "}")
+        plugins: dict[str, Any] = {}
+        texts: dict[str, str] = {}
+        middle = lines[1:-2]
+        if middle:
+            middle[-1] += ","  # every plugin's line then ends with its comma
+        for line in middle:
+            end = line.find('": ', 3) + 3
+            plugin_id = line[3 : end - 3]  # an identifier needs no escapes in JSON (anything else: parsed whole)
+            if not line.startswith('  "') or end < 3 or not plugin_id.isidentifier():
+                return None
+            entry, stop = _decode(line, end)
+            if stop != len(line) - 1 or line[-1] != ",":
+                return None
+            plugins[plugin_id] = entry
+            texts[plugin_id] = line[end:stop]
+    except ValueError:  # also UnicodeDecodeError: the whole parse says what is damaged
+        return None
+    if not isinstance(data, dict):
+        return None
+    data["plugins"] = plugins
+    return data, texts
 
 
 def probe_parts(home: str, tree: str) -> tuple[bool, bool]:
