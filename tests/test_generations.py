@@ -221,3 +221,32 @@ def test_the_registry_is_read_again_when_its_bytes_change(tmp_path):
     path.write_bytes(b"{not json")
     with pytest.raises(OperationError, match="damaged"):
         Registry.load(path)
+
+
+def test_a_generation_is_made_durable_by_fsyncs_of_its_folders_not_a_syncfs(home, monkeypatch):
+    """syncfs would also flush every other process's writes on the file system (issue 14)."""
+    from atomicplug import fsutil
+
+    home.installer.install_file(home.package("alpha"))
+    synced: list[Path] = []
+    fsynced: list[str] = []
+    real_fsync_dir = fsutil.fsync_dir
+    monkeypatch.setattr(fsutil, "sync_tree", synced.append)
+    monkeypatch.setattr(fsutil, "fsync_dir", lambda path: fsynced.append(str(path)) or real_fsync_dir(path))
+    home.installer.disable("alpha")
+    number = generations.current_number(home.config)
+    building = str(generations.root(home.config) / f".building-{number}")
+    assert synced == []
+    assert f"{building}/{generations.BACKEND}" in fsynced and building in fsynced
+    assert str(generations.root(home.config)) in fsynced  # the rename into place
+
+
+def test_a_transaction_reads_back_the_generation_it_built_without_parsing_it(home, monkeypatch):
+    home.installer.install_file(home.package("alpha"))
+    parsed: list[bytes] = []
+    real_parse = Registry._parse
+    monkeypatch.setattr(Registry, "_parse", classmethod(lambda cls, path, raw: parsed.append(raw) or real_parse(path, raw)))
+    home.installer.install_file(home.package("beta"))
+    home.installer.disable("alpha")
+    assert parsed == []  # the live registry each time is the one this process wrote
+    assert Registry.load(home.config.registry_path).plugins["alpha"].enabled is False

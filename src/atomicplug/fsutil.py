@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from atomicplug.faults import crash_point
@@ -36,7 +36,7 @@ __all__ = [
     "remove_temp_files",
     "delete_trash",
     "switch_symlink",
-    "make_symlink",
+    "make_symlinks",
     "write_new_file",
     "append_line",
 ]
@@ -292,20 +292,26 @@ def delete_trash(path: Path) -> None:
     fsync_dir(path.parent)
 
 
-@named("create link")
-def make_symlink(link: str | Path, target: str | Path) -> None:
-    """Create a new symlink inside a folder being built (made durable by the builder's one sync)."""
-    crash_point()
-    os.symlink(target, link)
+@named("create links in")
+def make_symlinks(folder: str, links: Iterable[tuple[str, str]]) -> None:
+    """Create new symlinks ``<folder>/<name> -> <target>`` in a folder being built (made durable
+    by the builder's sync of the folder); one crash point each, on strings (1000 every transaction)."""
+    for name, target in links:
+        crash_point()
+        os.symlink(target, f"{folder}/{name}")
 
 
 @named("write")
-def write_new_file(path: Path, data: bytes) -> None:
-    """Create a new file inside a folder being built (made durable by the builder's one sync)."""
+def write_new_file(path: Path, data: bytes, *, durable: bool = False) -> None:
+    """Create a new file inside a folder being built: made durable by the builder's one sync, or
+    here (``durable``: its data fsync'd; its folder's entry is the builder's to fsync)."""
     crash_point()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, data)
+        if durable:
+            crash_point()
+            os.fsync(fd)
     finally:
         os.close(fd)
 

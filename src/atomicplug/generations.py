@@ -30,7 +30,7 @@ from atomicplug.errors import OperationError
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
-    from atomicplug.registry import Registry
+    from atomicplug.registry import InstalledPlugin, Registry
 
 __all__ = [
     "CURRENT",
@@ -90,9 +90,9 @@ def next_number(config: Config) -> int:
     return max([0, *existing, *([live] if live is not None else [])]) + 1
 
 
-def _backend_target(config: Config, tree: str) -> str:
+def _backend_target(tree: str) -> str:
     """The link text from ``generations/<n>/backend/<id>`` to a store tree's backend (relative: home may move)."""
-    return os.path.join("..", "..", "..", tree, BACKEND)
+    return f"../../../{tree}/{BACKEND}"  # a string, not os.path.join: 1000 of them every transaction
 
 
 def build(config: Config, number: int, registry: Registry) -> Path:
@@ -115,15 +115,25 @@ def build(config: Config, number: int, registry: Registry) -> Path:
     # What each tree holds is kept in its registry entry, probed only for a tree new to it
     # (a new install, or a registry written before): not 1000 probes every transaction.
     registry = registry.with_parts_known(config.home)
-    links = str(backend)  # strings, not pathlib: 1000 joins every transaction
-    for plugin_id in sorted(registry.plugins):
-        entry = registry.plugins[plugin_id]
-        if entry.enabled and entry.current.backend:
-            fsutil.make_symlink(f"{links}/{plugin_id}", _backend_target(config, entry.current.tree))
-    fsutil.write_new_file(building / REGISTRY_NAME, registry.to_json())
-    fsutil.sync_tree(building)
+    entries = registry.plugins
+    fsutil.make_symlinks(
+        str(backend),
+        ((pid, _backend_target(entries[pid].current.tree)) for pid in sorted(entries) if _shows_backend(entries[pid])),
+    )
+    data = registry.to_json()
+    fsutil.write_new_file(building / REGISTRY_NAME, data, durable=True)
+    # Durable by fsyncs of its two folders, not a syncfs: a new symlink is durable with its
+    # folder's entry (what the switch of `current` relies on too), and syncfs would also flush
+    # every other process's writes on the file system (docs/design.md "Generations").
+    fsutil.fsync_dir(backend)
+    fsutil.fsync_dir(building)
     fsutil.replace(building, final)
+    registry.remember(data)  # the switch reads it back: not parsed again in this process
     return final
+
+
+def _shows_backend(entry: InstalledPlugin) -> bool:
+    return entry.enabled and bool(entry.current.backend)
 
 
 def switch(config: Config, number: int, txid: str) -> None:
