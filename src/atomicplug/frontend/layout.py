@@ -117,11 +117,12 @@ def next_index(config: Config, registry: Registry) -> AddonIndex | None:
     Stamped with the registry's generation (``<home>/generations/<n>``): numbers only grow,
     so every transaction that changes the list writes a text index.ts never had.
     """
-    imports = addon_imports(config, registry)
-    current = load_index(config.frontend_addons / INDEX_NAME)
-    if current is not None and current.imports == imports:
-        return None
-    return AddonIndex(registry.generation, imports)
+    index = AddonIndex(registry.generation, addon_imports(config, registry))
+    try:
+        current = (config.frontend_addons / INDEX_NAME).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        return index
+    return None if index.lists_the_same_as(current) else index
 
 
 def _remove_legacy_links(config: Config) -> None:
