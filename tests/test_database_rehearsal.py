@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
-from db_fixtures import make_tree, table_names, change_of
+from db_fixtures import change_of, execute, make_tree, table_names
 
 from atomicplug.config import Config
+from atomicplug.database import schema
 from atomicplug.errors import MigrationError
 from atomicplug.stages.migrate import committed, run
 
@@ -95,3 +99,113 @@ def test_rehearsal_leaves_the_applied_schema_and_data_in_place(tmp_path: Path, d
     from db_fixtures import query
 
     assert query(database_url, "SELECT id, v FROM a") == [(1, "x")]
+
+
+def _other_table(database_url: str) -> None:
+    """A table the plugin never created (another plugin's, the host's), with an index."""
+    execute(database_url, "CREATE TABLE other (id INTEGER PRIMARY KEY, name VARCHAR(20))")
+    execute(database_url, "CREATE INDEX ix_other_name ON other (name)")
+
+
+@pytest.mark.parametrize(
+    "down, found",
+    [
+        ("DROP TABLE a;\nDROP TABLE other;", "table 'other' missing"),
+        ("DROP TABLE a;\nALTER TABLE other ADD COLUMN extra INTEGER;", "column 'other.extra' left behind"),
+        ("DROP TABLE a;\nDROP INDEX ix_other_name;", "index 'ix_other_name' on 'other' missing or changed"),
+    ],
+    ids=["drops", "adds-a-column", "drops-an-index"],
+)
+def test_down_that_touches_a_table_it_never_created_is_refused(tmp_path: Path, database_url: str, down: str, found: str) -> None:
+    """Issue 14: the snapshot reads SQLite's schema texts in one query, and still covers every table."""
+    _other_table(database_url)
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    tree = make_tree(tmp_path, files={"migrations/up.sql": "CREATE TABLE a (id INTEGER);", "migrations/down.sql": down})
+    with pytest.raises(MigrationError) as info:
+        run(config, "tx-1", "install", change(tree))
+    assert str(info.value).startswith(f"plugin p1: down migrations do not restore the schema: {found}")
+    assert table_names(database_url) == {"other"}
+
+
+_V1 = {
+    "migrations/0001_a.up.sql": "CREATE TABLE a (id INTEGER PRIMARY KEY, v VARCHAR(10));\nCREATE INDEX ix_a_v ON a (v);",
+    "migrations/0001_a.down.sql": "DROP TABLE a;",
+}
+
+
+def _rebuilding_down(v_type: str) -> str:
+    """A down that rebuilds ``a`` under another name and renames it back: SQLite then keeps other texts for it."""
+    return (
+        f'CREATE TABLE a_old ("id" INTEGER PRIMARY KEY,   "v" {v_type});\n'
+        "INSERT INTO a_old (id, v) SELECT id, v FROM a;\n"
+        "DROP TABLE a;\n"
+        "ALTER TABLE a_old RENAME TO a;\n"
+        "CREATE INDEX ix_a_v ON a(v);"
+    )
+
+
+@pytest.mark.parametrize("v_type, found", [("VARCHAR(10)", None), ("TEXT", "column 'a.v' is TEXT, was ")], ids=["same", "other-type"])
+def test_a_table_rebuilt_by_a_down_is_compared_by_its_columns_not_its_text(
+    tmp_path: Path, database_url: str, v_type: str, found: str | None
+) -> None:
+    config = Config.for_directory(tmp_path, database_url=database_url)
+    v1 = make_tree(tmp_path, files=_V1)
+    run(config, "tx-1", "install", change(v1))
+    v2 = make_tree(
+        tmp_path,
+        version="2.0.0",
+        files={
+            **_V1,
+            "migrations/0002_b.up.sql": "ALTER TABLE a ADD COLUMN extra INTEGER;",
+            "migrations/0002_b.down.sql": _rebuilding_down(v_type),
+        },
+    )
+    upgrade = [change_of("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
+    if found is None:
+        run(config, "tx-2", "upgrade", upgrade)
+        assert committed(config, "tx-2")
+        return
+    with pytest.raises(MigrationError) as info:
+        run(config, "tx-2", "upgrade", upgrade)
+    assert f"do not restore the schema: {found}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "table, sql, indexes",
+    [
+        ("plain", "CREATE TABLE plain (id INTEGER PRIMARY KEY, v VARCHAR(10) UNIQUE, w)", ["CREATE INDEX ix_plain ON plain (w DESC, v)"]),
+        ("odd name", 'CREATE TABLE "odd name" ("a b" text NOT NULL, c INTEGER, PRIMARY KEY ("a b")) WITHOUT ROWID', []),
+        ("counted", "CREATE TABLE counted (id INTEGER PRIMARY KEY AUTOINCREMENT, n INT, doubled INT GENERATED ALWAYS AS (n * 2))", []),
+        ("exprs", "CREATE TABLE exprs (v TEXT, n INTEGER) STRICT", ["CREATE UNIQUE INDEX ix_exprs ON exprs (lower(v), n) WHERE n > 0"]),
+    ],
+)
+def test_a_sqlite_tables_shape_read_from_its_texts_is_the_one_the_database_describes(
+    tmp_path: Path, table: str, sql: str, indexes: list[str]
+) -> None:
+    """What the rehearsal rests on: SQLite builds a table from its texts, so describing them afresh
+    gives the columns and indexes the database itself lists."""
+    db = sqlite3.connect(tmp_path / "app.db")
+    for statement in [sql, *indexes]:
+        db.execute(statement)
+    columns = {(str(name), str(declared).upper()) for name, declared in db.execute("SELECT name, type FROM pragma_table_info(?)", [table])}
+    listed = {
+        (name, bool(unique)): tuple(str(column) for _, column in sorted(db.execute("SELECT seqno, name FROM pragma_index_info(?)", [name])))
+        for name, unique in db.execute("SELECT name, \"unique\" FROM pragma_index_list(?) WHERE origin = 'c'", [table])
+    }
+    stored = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL", [table]))
+    db.close()
+    shape = schema._sqlite_shape(table, stored.pop(table), tuple(sorted(stored.items())))
+    assert shape.columns == columns
+    assert shape.indexes == {(name, cols, unique) for (name, unique), cols in listed.items()}
+
+
+def test_a_table_whose_texts_sqlite_cannot_run_afresh_counts_as_changed() -> None:
+    """A collation only the host registers: its texts cannot be described in a scratch database,
+    so a down that changed them is refused rather than passed unchecked."""
+    text = "CREATE TABLE t (v TEXT COLLATE host_only)"
+    before = schema.Snapshot(frozenset({"t"}), frozenset(), frozenset(), {"t": (text, ())}, "sqlite")
+    assert schema.differences(before, before) == []  # equal texts: nothing to describe
+    after = attrs.evolve(before, definitions={"t": (text[:-1] + ", w INTEGER)", ())})
+    assert schema.differences(before, after) == [
+        "table 't' is defined differently and cannot be compared (no such collation sequence: host_only)"
+    ]
