@@ -81,6 +81,9 @@ def test_a_refused_transaction_leaves_no_generation_behind(home):
         home.installer.install_file(home.package("beta", files={"backend/__init__.py": "import nowhere_at_all\n"}))
     assert generations.numbers(home.config) == [1]
     assert generations.current_number(home.config) == 1
+    from atomicplug import views
+
+    assert os.listdir(views.root(home.config)) == [views.key_of(generations.folder(home.config, 1) / generations.BACKEND)]
 
 
 def test_a_legacy_backend_folder_is_converted_once(home):
@@ -123,6 +126,7 @@ def test_gc_keeps_the_live_and_previous_generations(home):
         home.installer.install_file(home.package("alpha", version, files={"backend/v.py": f"V = {version!r}\n"}))
     removed = home.installer.gc()
     assert removed["generations"] == 2 and removed["objects"] > 0  # 1.0.0's and 1.1.0's own files and pycs
+    assert removed["views"] == 2  # each version's backend view
     assert generations.numbers(home.config) == [3, 4]
     versions = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "alpha").iterdir())
     assert versions == ["1.2.0", "1.3.0"]
@@ -223,9 +227,9 @@ def test_the_registry_is_read_again_when_its_bytes_change(tmp_path):
         Registry.load(path)
 
 
-def test_a_generation_is_made_durable_by_fsyncs_of_its_folders_not_a_syncfs(home, monkeypatch):
+def test_a_generation_and_its_view_are_made_durable_by_fsyncs_of_their_folders_not_a_syncfs(home, monkeypatch):
     """syncfs would also flush every other process's writes on the file system (issue 14)."""
-    from atomicplug import fsutil
+    from atomicplug import fsutil, views
 
     home.installer.install_file(home.package("alpha"))
     synced: list[Path] = []
@@ -233,12 +237,41 @@ def test_a_generation_is_made_durable_by_fsyncs_of_its_folders_not_a_syncfs(home
     real_fsync_dir = fsutil.fsync_dir
     monkeypatch.setattr(fsutil, "sync_tree", synced.append)
     monkeypatch.setattr(fsutil, "fsync_dir", lambda path: fsynced.append(str(path)) or real_fsync_dir(path))
-    home.installer.disable("alpha")
+    home.installer.disable("alpha")  # a view never shown before: no plugin at all
     number = generations.current_number(home.config)
-    building = str(generations.root(home.config) / f".building-{number}")
+    view = views.key_of(generations.folder(home.config, number) / generations.BACKEND)
     assert synced == []
-    assert f"{building}/{generations.BACKEND}" in fsynced and building in fsynced
-    assert str(generations.root(home.config)) in fsynced  # the rename into place
+    assert str(views.root(home.config) / f".building-{view}") in fsynced
+    assert str(generations.root(home.config) / f".building-{number}") in fsynced
+    assert {str(views.root(home.config)), str(generations.root(home.config))} <= set(fsynced)  # the renames into place
+
+
+def test_a_generation_showing_a_backend_view_seen_before_shares_it(home, monkeypatch):
+    """Issue 14: 1000 links for every generation, although rollbacks and undone toggles show a view
+    an earlier generation already has; a view is made once per content (atomicplug.views)."""
+    from atomicplug import fsutil, views
+
+    home.installer.install_file(home.package("alpha"))
+    home.installer.install_file(home.package("beta"))
+    both = generations.current_number(home.config)
+    made: list[list[str]] = []
+    real = fsutil.make_symlinks
+    monkeypatch.setattr(fsutil, "make_symlinks", lambda folder, links: made.append([n for n, _ in links]) or real(folder, links))
+
+    def view(number: int) -> str | None:
+        return views.key_of(generations.folder(home.config, number) / generations.BACKEND)
+
+    home.installer.disable("beta")  # alpha alone: generation 1's view
+    assert made == [[generations.BACKEND]] and view(generations.current_number(home.config)) == view(1)
+    home.installer.rollback(generation=both)
+    assert made[1:] == [[generations.BACKEND]] and view(generations.current_number(home.config)) == view(both)
+    home.installer.install_file(home.package("gamma"))  # a view never seen: its links are made
+    assert made[2:] == [["alpha", "beta", "gamma"], [generations.BACKEND]]
+    assert sorted(os.listdir(home.config.backend_addons)) == ["alpha", "beta", "gamma"]
+    assert all(report.ok for report in home.installer.verify())
+    home.installer.gc()  # keeps the views of the two generations it keeps, removes the rest
+    assert sorted(os.listdir(views.root(home.config))) == sorted(generations.shown_views(home.config))
+    assert len(generations.shown_views(home.config)) == 2
 
 
 def test_a_transaction_reads_back_the_generation_it_built_without_parsing_it(home, monkeypatch):

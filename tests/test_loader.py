@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import attrs
 import filelock
@@ -91,6 +92,38 @@ def test_disable_unmounts_and_enable_mounts_again(home: Home, app: FastAPI) -> N
     loader.reload()
     assert client.get("/api/v1/crm/ping").status_code == 200
     assert _paths(app) == {"/own", "/api/v1/crm/ping"}
+
+
+def test_a_reload_pins_one_generation_its_view_and_its_registry_even_when_views_are_shared(
+    home: Home, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend view may be shown by several generations (docs/design.md "Generations"), so the
+    registry is not beside it: both come from one resolution of ``<home>/current``."""
+    import os
+
+    from atomicplug import generations
+
+    install_router_addon(home, "crm")
+    install_router_addon(home, "shop")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    home.installer.disable("shop")  # shows the first generation's view again
+    pinned: list[tuple[str, Path]] = []
+    real_pin = AddonLoader._pin
+
+    def pin_then_switch(self: AddonLoader) -> tuple[str, Path]:
+        pinned.append(real_pin(self))
+        home.installer.enable("shop")  # a transaction switches `current` right after the pin
+        return pinned[-1]
+
+    monkeypatch.setattr(AddonLoader, "_pin", pin_then_switch)
+    loader.reload()
+    view, registry_path = pinned[0]
+    number = int(registry_path.parent.name)
+    assert view == os.path.realpath(generations.folder(home.config, number) / generations.BACKEND)
+    assert generations.current_number(home.config) == number + 1
+    assert loader.status()["loaded"] == {"crm": "1.0.0"}  # the pinned generation's: shop disabled there
+    assert TestClient(app).get("/api/v1/shop/ping").status_code == 404
 
 
 def test_upgrade_and_rollback_serve_the_new_then_old_code(home: Home, app: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """Garbage collection: what no kept generation needs (docs/design.md "Generations", "gc").
 
 Kept: the live generation and the ``keep_generations - 1`` before it; the
-store trees they show, plus each live plugin's previous tree (so a per-plugin
+backend views they show; the store trees they show, plus each live plugin's previous tree (so a per-plugin
 rollback still works); the package blobs those trees came from; unfinished
 journals and the live generation's own; the objects those trees' records name
 (a tree's files are hard links to them, or copies where links are impossible). Everything is deleted through :mod:`atomicplug.fsutil`
@@ -36,6 +36,7 @@ class Collected:
     """What one gc removed."""
 
     generations: int = 0
+    views: int = 0  # backend views no kept generation shows (docs/design.md "Generations")
     trees: int = 0
     objects: int = 0
     journals: int = 0
@@ -70,6 +71,7 @@ def collect(config: Config) -> Collected:
         if number not in keep:
             generations.remove(config, number)
             removed_generations += 1
+    removed_views = generations.remove_unused_views(config)
     # The live generation needs each plugin's previous tree too (per-plugin rollback); an older
     # kept generation only what it shows (switching back to it).
     trees = registries[-1].referenced_trees() | {e.current.tree for r in registries[:-1] for e in r.plugins.values()}
@@ -96,6 +98,7 @@ def collect(config: Config) -> Collected:
     packages = {sha for sha in _blob_names(config) if sha[:12] in packages}
     return Collected(
         generations=removed_generations,
+        views=removed_views,
         trees=removed_trees,
         objects=_remove_unused_objects(config, trees),
         journals=removed_journals,

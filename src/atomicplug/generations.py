@@ -6,7 +6,8 @@ old and new between the first and the last switch (issue 14: 375 mixed reads in
 every transaction builds a complete view of the addons it leaves, invisible,
 and one ``os.replace`` of ``<home>/current`` makes it the live one::
 
-    <home>/generations/<n>/backend/<id>  -> ../../../store/<id>/<version>-<sha12>/backend
+    <home>/generations/<n>/backend       -> ../../views/<key>  (a backend view: a link per
+                                            plugin into the store, see atomicplug.views)
     <home>/generations/<n>/registry.json     the registry of that view
     <home>/current                        -> generations/<n>
     <home>/addon_registry.json            -> current/registry.json
@@ -25,7 +26,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atomicplug import fsutil
+from atomicplug import fsutil, views
 from atomicplug.errors import OperationError
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ __all__ = [
     "next_number",
     "folder",
     "build",
+    "shown_views",
     "switch",
     "remove",
+    "remove_unused_views",
     "check_backend_folder",
     "ensure_backend_link",
     "link_registry",
@@ -90,16 +93,14 @@ def next_number(config: Config) -> int:
     return max([0, *existing, *([live] if live is not None else [])]) + 1
 
 
-def _backend_target(tree: str) -> str:
-    """The link text from ``generations/<n>/backend/<id>`` to a store tree's backend (relative: home may move)."""
-    return f"../../../{tree}/{BACKEND}"  # a string, not os.path.join: 1000 of them every transaction
-
-
 def build(config: Config, number: int, registry: Registry) -> Path:
     """Make ``generations/<number>`` hold ``registry``'s view; idempotent, atomic when it appears.
 
     Its registry.json is ``registry`` with every tree's parts known (see
-    :meth:`Registry.with_parts_known`); the trees must be in the store.
+    :meth:`Registry.with_parts_known`); the trees must be in the store. Its
+    ``backend`` is a link to the backend view of the enabled plugins' trees
+    (:mod:`atomicplug.views`): made for this generation, or the same one an
+    earlier generation showed.
 
     Built in ``.building-<number>`` (a leftover of a crash is discarded and rebuilt),
     made durable, then renamed into place. An existing complete generation is kept.
@@ -107,26 +108,21 @@ def build(config: Config, number: int, registry: Registry) -> Path:
     final = folder(config, number)
     if final.is_dir():
         return final
-    building = root(config) / f"{_BUILDING}{number}"
-    fsutil.make_dirs(root(config))
-    fsutil.remove_tree(building)
-    backend = building / BACKEND
-    fsutil.make_dirs(backend)
     # What each tree holds is kept in its registry entry, probed only for a tree new to it
     # (a new install, or a registry written before): not 1000 probes every transaction.
     registry = registry.with_parts_known(config.home)
     entries = registry.plugins
-    fsutil.make_symlinks(
-        str(backend),
-        ((pid, _backend_target(entries[pid].current.tree)) for pid in sorted(entries) if _shows_backend(entries[pid])),
+    view = views.ensure(
+        config, [(pid, views.link_target(entries[pid].current.tree, BACKEND)) for pid in sorted(entries) if _shows_backend(entries[pid])]
     )
+    building = root(config) / f"{_BUILDING}{number}"
+    fsutil.make_dirs(root(config))
+    fsutil.remove_tree(building)
+    fsutil.make_dirs(building)
+    fsutil.make_symlinks(str(building), [(BACKEND, f"../../{views.FOLDER}/{view}")])
     data = registry.to_json()
     fsutil.write_new_file(building / REGISTRY_NAME, data, durable=True)
-    # Durable by fsyncs of its two folders, not a syncfs: a new symlink is durable with its
-    # folder's entry (what the switch of `current` relies on too), and syncfs would also flush
-    # every other process's writes on the file system (docs/design.md "Generations").
-    fsutil.fsync_dir(backend)
-    fsutil.fsync_dir(building)
+    fsutil.fsync_dir(building)  # its two entries; not a syncfs, which flushes other processes' writes too
     fsutil.replace(building, final)
     registry.remember(data)  # the switch reads it back: not parsed again in this process
     return final
@@ -134,6 +130,12 @@ def build(config: Config, number: int, registry: Registry) -> Path:
 
 def _shows_backend(entry: InstalledPlugin) -> bool:
     return entry.enabled and bool(entry.current.backend)
+
+
+def shown_views(config: Config) -> set[str]:
+    """The backend views the generations on disk show (see :mod:`atomicplug.views`)."""
+    shown = {views.key_of(folder(config, number) / BACKEND) for number in numbers(config)}
+    return {key for key in shown if key is not None}
 
 
 def switch(config: Config, number: int, txid: str) -> None:
@@ -146,9 +148,14 @@ def switch(config: Config, number: int, txid: str) -> None:
 
 
 def remove(config: Config, number: int) -> None:
-    """Delete generation ``number`` and any half-built copy of it."""
+    """Delete generation ``number`` and any half-built copy of it (its view: :func:`remove_unused_views`)."""
     fsutil.remove_tree(root(config) / f"{_BUILDING}{number}")
     fsutil.remove_tree(folder(config, number))
+
+
+def remove_unused_views(config: Config) -> int:
+    """Delete the backend views no generation on disk shows; how many went."""
+    return views.remove_unused(config, shown_views(config))
 
 
 def link_registry(config: Config, txid: str) -> None:

@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from atomicplug import generations
 from atomicplug.errors import AtomicplugError, LockBusyError
 from atomicplug.registry import Registry
 
@@ -118,7 +119,7 @@ class AddonLoader:
         self.failures: dict[str, str] = {}  # id → one-line reason its import failed
         self._failed_targets: dict[str, str] = {}
         self._mounted: list[Any] = []  # the route objects this loader added to app.router.routes
-        self._pinned: str | None = None  # the generation backend folder ``<package>.__path__`` holds
+        self._pinned: str | None = None  # the backend view ``<package>.__path__`` holds
         self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
         self._watcher: Watcher | None = None  # cluster mode: the LISTEN thread
         self._configured: dict[str, dict[str, Any]] = {}  # id → the settings its configure() got last
@@ -211,10 +212,10 @@ class AddonLoader:
             self._apply_changes()
 
     def _apply_changes(self) -> None:
-        view = self._ensure_package()
-        # The registry of the pinned generation (beside its backend view), not the live link:
-        # both must describe the same generation.
-        registry = Registry.load(self._registry_of(view))
+        view, registry_path = self._pin()
+        self._ensure_package(view)
+        # The registry of the pinned generation, not the live link: both must describe the same generation.
+        registry = Registry.load(registry_path)
         wanted = self._wanted(registry, view)
         current = {pid: a.target for pid, a in self.loaded.items()} | self._failed_targets
         stale = {pid for pid, target in current.items() if wanted.get(pid) != target}
@@ -229,21 +230,25 @@ class AddonLoader:
         self._configure(registry)
 
     # -- importing --------------------------------------------------------------
-    def _registry_of(self, view: str) -> Path:
-        """The registry beside a generation's backend view; the live link before generations exist."""
-        beside = Path(view).parent / "registry.json"
-        return beside if beside.is_file() else self.config.registry_path
+    def _pin(self) -> tuple[str, Path]:
+        """The live generation's backend view and registry, from one resolution of ``<home>/current``.
 
-    def _ensure_package(self) -> str:
-        """Make ``<package>`` a package whose ``__path__`` is the live generation's backend view.
-
-        The addon folder is a link to ``<home>/current/backend``; it is resolved
-        once per reload and the package pinned to what it resolved to, so every
-        import of this reload comes from one whole generation even if a
-        transaction switches ``current`` meanwhile (docs/design.md "Generations").
-        Returns the pinned folder.
+        The addon folder is a link to ``<home>/current/backend``; ``current`` is resolved
+        once per reload and both read inside the generation it resolved to, so every import
+        of this reload comes from one whole generation even if a transaction switches
+        ``current`` meanwhile (docs/design.md "Generations"). The view itself may be shared
+        with other generations, so the registry is not beside it. A folder from before
+        generations: itself, and the live registry.
         """
-        pinned = os.path.realpath(self.config.backend_addons)
+        live = self.config.home / generations.CURRENT
+        folder = self.config.backend_addons
+        if not (folder.is_symlink() and Path(os.readlink(folder)) == live / generations.BACKEND):
+            return os.path.realpath(folder), self.config.registry_path
+        generation = os.path.realpath(live)
+        return os.path.realpath(os.path.join(generation, generations.BACKEND)), Path(generation, generations.REGISTRY_NAME)
+
+    def _ensure_package(self, pinned: str) -> None:
+        """Make ``<package>`` a package whose ``__path__`` is ``pinned``, the live generation's backend view."""
         module = sys.modules.get(self.package)
         if module is None:
             module = types.ModuleType(self.package, "Addons loaded by atomicplug (synthetic package).")
@@ -260,7 +265,6 @@ class AddonLoader:
         self._pinned = pinned
         if module.__spec__ is not None and module.__spec__.submodule_search_locations is not None:
             module.__spec__.submodule_search_locations = list(path)
-        return pinned
 
     def _wanted(self, registry: Registry, view: str) -> dict[str, str]:
         """Enabled addons with a backend entry in the pinned view: id → the store folder it resolves to."""

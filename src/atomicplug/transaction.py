@@ -249,6 +249,7 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
     remove_tree(config.staging_dir / plan.txid)
     if plan.generation and generations.current_number(config) != plan.generation:
         generations.remove(config, plan.generation)
+        generations.remove_unused_views(config)  # its view, unless another generation shows it
     referenced = Registry.load(config.registry_path).referenced_trees()
     for change in plan.changes:
         if change.stage_tree and change.after is not None and change.after.current.tree not in referenced:

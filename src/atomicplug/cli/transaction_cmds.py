@@ -233,7 +233,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     removed = _installer(args).gc()
     print(
-        f"removed {removed['generations']} generation(s), {removed['trees']} store tree(s), {removed['objects']} object(s), "
+        f"removed {removed['generations']} generation(s), {removed['views']} view(s), {removed['trees']} store tree(s), "
+        f"{removed['objects']} object(s), "
         f"{removed['blobs']} package(s), "
         f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s)"
     )
