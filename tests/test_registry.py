@@ -107,3 +107,22 @@ def test_the_loaded_registries_kept_are_bounded(tmp_path: Path) -> None:
         path.write_bytes(Registry(generation=generation).to_json())
         Registry.load(path)
     assert len(registry_module._LOADED) <= registry_module._KEEP_LOADED
+
+
+def test_a_registry_read_after_another_decodes_only_its_lines_that_differ(tmp_path: Path, monkeypatch) -> None:
+    """`rollback --generation N` reads generation N's registry after the live one: with 1000
+    plugins the lines both share are not decoded again (issue 14)."""
+    live = _registry()
+    (tmp_path / "live.json").write_bytes(live.to_json())
+    Registry.load(tmp_path / "live.json")
+    older = live.with_entries(
+        {"p1": attrs.evolve(live.plugins["p1"], enabled=False), "p9": attrs.evolve(live.plugins["p0"], id="p9")}, generation=2, txid="t0"
+    )
+    (tmp_path / "older.json").write_bytes(older.to_json())  # p9's line holds the same text as p0's
+    decoded: list[str] = []
+    real = InstalledPlugin.from_dict
+    monkeypatch.setattr(InstalledPlugin, "from_dict", classmethod(lambda cls, pid, *a: decoded.append(pid) or real(pid, *a)))
+    loaded = Registry.load(tmp_path / "older.json")
+    assert sorted(decoded) == ["p1", "p9"]  # p0 and p2 are the live registry's entries
+    assert loaded.plugins["p9"].id == "p9" and loaded.plugins["p1"].enabled is False
+    _same(loaded, older)

@@ -153,8 +153,12 @@ class Registry:
     @classmethod
     def _parse(cls, path: Path, raw: bytes) -> Registry:
         try:
-            data, texts = _read_lines(raw) or (json.loads(raw), {})
-            plugins = {pid: InstalledPlugin.from_dict(pid, entry, texts.get(pid)) for pid, entry in data["plugins"].items()}
+            read = _read_lines(raw)
+            if read is None:
+                data = json.loads(raw)
+                plugins = {pid: InstalledPlugin.from_dict(pid, entry) for pid, entry in data["plugins"].items()}
+            else:
+                data, plugins = read
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise OperationError(f"registry {path} is damaged ({exc}); run `atomicplug recover`") from exc
         generation = data.get("generation", 0)
@@ -215,24 +219,34 @@ _json_string = json.encoder.encode_basestring_ascii  # json.dumps of one str, wi
 _decode = json.JSONDecoder().raw_decode
 
 
+#: The entries of the registry last kept in _LOADED, by (id, JSON text): a registry read next
+#: (the next generation's, the one `rollback --generation` goes back to) decodes only the lines
+#: that differ from it.
+_ENTRIES: dict[tuple[str, str], InstalledPlugin] = {}
+
+
 def _keep_loaded(raw: bytes, registry: Registry) -> None:
+    global _ENTRIES
     _LOADED[raw] = registry
     while len(_LOADED) > _KEEP_LOADED:
         del _LOADED[next(iter(_LOADED))]
+    _ENTRIES = {(pid, text): entry for pid, entry in registry.plugins.items() if (text := entry._json) is not None}
 
 
-def _read_lines(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | None:
-    """A registry in :meth:`Registry.to_json`'s layout, read line by line: its data and each
-    plugin's JSON text (kept by its entry, so an unchanged entry is not encoded again). None
-    for any other layout (an older atomicplug's, a hand edit): the caller parses it whole.
-    Accepts exactly what parsing the whole file would, each line checked to end where its value ends."""
+def _read_lines(raw: bytes) -> tuple[dict[str, Any], dict[str, InstalledPlugin]] | None:
+    """A registry in :meth:`Registry.to_json`'s layout, read line by line: its head and entries,
+    each keeping its line (so an unchanged entry is not encoded again), a line seen in the
+    registry read before decoded no more. None for any other layout (an older atomicplug's, a
+    hand edit): the caller parses it whole. Accepts exactly what parsing the whole file would:
+    each line is checked to end where its value ends, or is a line already known.
+
+    Raises KeyError, TypeError or AttributeError for an entry that is not one (damaged)."""
     try:
         lines = raw.decode().split("\n")
         if len(lines) < 3 or lines[-1] or lines[-2] != _CLOSE or not lines[0].endswith(_PLUGINS_OPEN):
             return None
-        data = json.loads(lines[0][: -len(_PLUGINS_OPEN)] + "}")
-        plugins: dict[str, Any] = {}
-        texts: dict[str, str] = {}
+        head = json.loads(lines[0][: -len(_PLUGINS_OPEN)] + "}")
+        plugins: dict[str, InstalledPlugin] = {}
         middle = lines[1:-2]
         if middle:
             middle[-1] += ","  # every plugin's line then ends with its comma
@@ -241,17 +255,19 @@ def _read_lines(raw: bytes) -> tuple[dict[str, Any], dict[str, str]] | None:
             plugin_id = line[3 : end - 3]  # an identifier needs no escapes in JSON (anything else: parsed whole)
             if not line.startswith('  "') or end < 3 or not plugin_id.isidentifier():
                 return None
-            entry, stop = _decode(line, end)
-            if stop != len(line) - 1 or line[-1] != ",":
-                return None
+            text = line[end:-1]
+            entry = _ENTRIES.get((plugin_id, text))
+            if entry is None:
+                value, stop = _decode(line, end)
+                if stop != len(line) - 1 or line[-1] != ",":
+                    return None
+                entry = InstalledPlugin.from_dict(plugin_id, value, text)
             plugins[plugin_id] = entry
-            texts[plugin_id] = line[end:stop]
     except ValueError:  # also UnicodeDecodeError: the whole parse says what is damaged
         return None
-    if not isinstance(data, dict):
+    if not isinstance(head, dict):
         return None
-    data["plugins"] = plugins
-    return data, texts
+    return head, plugins
 
 
 def probe_parts(home: str, tree: str) -> tuple[bool, bool]:
