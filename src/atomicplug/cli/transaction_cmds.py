@@ -173,7 +173,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     rows = _installer(args).list()
     if args.json:
-        print(json.dumps(rows, indent=2))
+        # One plugin per line: `indent` takes the pure-Python encoder (~5 ms for 1000 plugins, issue 14).
+        print("[\n" + ",\n".join(f"  {json.dumps(row)}" for row in rows) + "\n]" if rows else "[]")
         return 0
     if not rows:
         print("no plugins installed")
