@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from atomicplug import fsutil
 from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, remove_temp_files, remove_tree
 
 
@@ -125,3 +126,25 @@ def test_an_oserror_from_a_primitive_names_its_step_and_path(tmp_path: Path) -> 
     assert describe(failure) == f"could not write {target}: No space left on device (ENOSPC)"
     failure = fail_at(lambda: atomic_write_bytes(target, b"{}"), 3, errno.EIO)  # the rename
     assert describe(failure) == f"could not rename to {target}: Input/output error (EIO)"
+
+
+def test_links_like_an_existing_folder_are_hard_links_to_its_entries_or_new_symlinks(tmp_path, monkeypatch):
+    """Issue 14: a new symlink needs a new inode; the live view's entries are linked instead."""
+    import errno
+
+    live, new, fallback = (tmp_path / name for name in ("live", "new", "fallback"))
+    live.mkdir()
+    fsutil.make_symlinks(str(live), [("a", "../t/a"), ("b", "../t/b")])
+    new.mkdir()
+    fsutil.make_symlinks(str(new), [("a", "../t/a"), ("b", "../t/b2"), ("c", "../t/c")], like=str(live))
+    assert {name: os.readlink(new / name) for name in "abc"} == {"a": "../t/a", "b": "../t/b2", "c": "../t/c"}
+    assert os.lstat(new / "a").st_ino == os.lstat(live / "a").st_ino  # same name, same target: linked
+    assert os.lstat(new / "b").st_ino != os.lstat(live / "b").st_ino  # another target: a symlink of its own
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EMLINK, os.strerror(errno.EMLINK))
+
+    monkeypatch.setattr(os, "link", no_links)
+    fallback.mkdir()
+    fsutil.make_symlinks(str(fallback), [("a", "../t/a")], like=str(live))
+    assert os.readlink(fallback / "a") == "../t/a" and os.lstat(fallback / "a").st_nlink == 1

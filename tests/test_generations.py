@@ -256,7 +256,9 @@ def test_a_generation_showing_a_backend_view_seen_before_shares_it(home, monkeyp
     both = generations.current_number(home.config)
     made: list[list[str]] = []
     real = fsutil.make_symlinks
-    monkeypatch.setattr(fsutil, "make_symlinks", lambda folder, links: made.append([n for n, _ in links]) or real(folder, links))
+    monkeypatch.setattr(
+        fsutil, "make_symlinks", lambda folder, links, **kw: made.append([n for n, _ in links]) or real(folder, links, **kw)
+    )
 
     def view(number: int) -> str | None:
         return views.key_of(generations.folder(home.config, number) / generations.BACKEND)
@@ -267,6 +269,10 @@ def test_a_generation_showing_a_backend_view_seen_before_shares_it(home, monkeyp
     assert made[1:] == [[generations.BACKEND]] and view(generations.current_number(home.config)) == view(both)
     home.installer.install_file(home.package("gamma"))  # a view never seen: its links are made
     assert made[2:] == [["alpha", "beta", "gamma"], [generations.BACKEND]]
+    # what the live view held is hard-linked from it, not made again (no new inode)
+    new, old = (generations.folder(home.config, n) / generations.BACKEND for n in (generations.current_number(home.config), both))
+    assert all(os.lstat(new / pid).st_ino == os.lstat(old / pid).st_ino for pid in ("alpha", "beta"))
+    assert os.lstat(new / "gamma").st_nlink == 1
     assert sorted(os.listdir(home.config.backend_addons)) == ["alpha", "beta", "gamma"]
     assert all(report.ok for report in home.installer.verify())
     home.installer.gc()  # keeps the views of the two generations it keeps, removes the rest

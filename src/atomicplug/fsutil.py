@@ -293,12 +293,33 @@ def delete_trash(path: Path) -> None:
 
 
 @named("create links in")
-def make_symlinks(folder: str, links: Iterable[tuple[str, str]]) -> None:
+def make_symlinks(folder: str, links: Iterable[tuple[str, str]], *, like: str | None = None) -> None:
     """Create new symlinks ``<folder>/<name> -> <target>`` in a folder being built (made durable
-    by the builder's sync of the folder); one crash point each, on strings (1000 every transaction)."""
+    by the builder's sync of the folder); one crash point each, on strings (1000 at a time).
+
+    ``like``: a folder holding some of the same links (same name, same target); those become
+    hard links to its entries instead of new symlinks. A new symlink is a new inode, and finding
+    one took ext4 up to ten times as long as adding a name (1000 symlinks: 90-240 ms in a busy
+    block group against 12-22 ms of hard links; issue 14). Where an entry cannot be linked (a
+    file system without hard links, its link count at the maximum), a symlink is made.
+    """
     for name, target in links:
+        path = f"{folder}/{name}"
         crash_point()
-        os.symlink(target, f"{folder}/{name}")
+        if like is None or not _link_same(f"{like}/{name}", target, path):
+            os.symlink(target, path)
+
+
+def _link_same(existing: str, target: str, path: str) -> bool:
+    """Hard-link the symlink ``existing`` as ``path`` if it points at ``target``; False when it
+    does not, is missing, or cannot be linked (then nothing was made)."""
+    try:
+        if os.readlink(existing) != target:
+            return False
+        os.link(existing, path, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
 
 
 @named("write")

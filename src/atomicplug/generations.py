@@ -113,7 +113,9 @@ def build(config: Config, number: int, registry: Registry) -> Path:
     registry = registry.with_parts_known(config.home)
     entries = registry.plugins
     view = views.ensure(
-        config, [(pid, views.link_target(entries[pid].current.tree, BACKEND)) for pid in sorted(entries) if _shows_backend(entries[pid])]
+        config,
+        [(pid, views.link_target(entries[pid].current.tree, BACKEND)) for pid in sorted(entries) if _shows_backend(entries[pid])],
+        like=str(config.home / CURRENT / BACKEND),  # the live view: what it shares is hard-linked
     )
     building = root(config) / f"{_BUILDING}{number}"
     fsutil.make_dirs(root(config))

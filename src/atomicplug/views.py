@@ -12,8 +12,10 @@ dirtree objects, a view is named by what it holds and made once::
 
 A view is built under ``views/.building-<key>``, made durable (an fsync of the
 folder: a new link is durable with its folder's entry), and renamed into place, so a
-folder named ``<key>`` is always whole; it never changes afterwards. gc removes the
-views no generation on disk shows.
+folder named ``<key>`` is always whole; it never changes afterwards. A new view's
+entries that the live view holds too are hard links to the live view's (no new inode:
+see :func:`atomicplug.fsutil.make_symlinks`), so a view costs a link per plugin and an
+inode per change. gc removes the views no generation on disk shows.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def link_target(tree: str, part: str) -> str:
     return f"../../{tree}/{part}"  # a string, not os.path.join: 1000 of them for a new view
 
 
-def ensure(config: Config, links: Sequence[tuple[str, str]]) -> str:
-    """The key of the view holding exactly ``links`` (name, target), sorted by name; made if new.
+def ensure(config: Config, links: Sequence[tuple[str, str]], *, like: str | None = None) -> str:
+    """The key of the view holding exactly ``links`` (name, target), sorted by name; made if new,
+    its entries that ``like`` (a view, such as the live one) already holds hard-linked to it.
 
     Idempotent: a leftover ``.building-<key>`` of a crash is discarded and built again.
     """
@@ -57,7 +60,7 @@ def ensure(config: Config, links: Sequence[tuple[str, str]]) -> str:
     fsutil.make_dirs(root(config))
     fsutil.remove_tree(building)
     fsutil.make_dirs(building)
-    fsutil.make_symlinks(str(building), links)
+    fsutil.make_symlinks(str(building), links, like=like)
     # Not a syncfs, which would also flush every other process's writes on the file system.
     fsutil.fsync_dir(building)
     fsutil.replace(building, final)
