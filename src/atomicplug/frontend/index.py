@@ -90,8 +90,10 @@ class AddonIndex:
 
     def import_lines(self) -> list[str]:
         """One ``import addon_<id> from "<specifier>";`` line per addon, as :meth:`render` writes them."""
-        # JSON strings are JavaScript strings: whatever a version holds stays inside the quotes.
-        return [f"{_IMPORT_START}{item.plugin_id} from {json.dumps(item.specifier)};" for item in self.imports]
+        # JSON strings are JavaScript strings: whatever a version holds stays inside the quotes
+        # (json.dumps of a str, without its per-call set-up: 1000 of them every transaction).
+        quote = json.encoder.encode_basestring_ascii
+        return [f"{_IMPORT_START}{item.plugin_id} from {quote(item.specifier)};" for item in self.imports]
 
     def lists_the_same_as(self, text: str) -> bool:
         """Whether ``text`` (index.ts) is an index of ours importing exactly these addons, in order.
