@@ -37,21 +37,18 @@ def test_down_that_leaves_a_table_behind_is_refused(tmp_path: Path, database_url
     assert committed(config, "tx-1") is False
 
 
+def _installed_then_upgrade(config: Config, root: Path, v1_files: dict[str, str], up: str, down: str) -> list[Any]:
+    """Install 1.0.0 (``v1_files``); the upgrade to 2.0.0, which adds migration 0002_b (``up``, ``down``)."""
+    v1 = make_tree(root, files=v1_files)
+    run(config, "tx-1", "install", change(v1))
+    v2 = make_tree(root, version="2.0.0", files={**v1_files, "migrations/0002_b.up.sql": up, "migrations/0002_b.down.sql": down})
+    return [change_of("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
+
+
 def test_down_that_forgets_a_column_or_index_is_refused(tmp_path: Path, database_url: str) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
-    v1 = make_tree(tmp_path, files={"migrations/0001_a.up.sql": "CREATE TABLE a (id INTEGER);", "migrations/0001_a.down.sql": "DROP TABLE a;"})
-    run(config, "tx-1", "install", change(v1))
-    v2 = make_tree(
-        tmp_path,
-        version="2.0.0",
-        files={
-            "migrations/0001_a.up.sql": "CREATE TABLE a (id INTEGER);",
-            "migrations/0001_a.down.sql": "DROP TABLE a;",
-            "migrations/0002_b.up.sql": "ALTER TABLE a ADD COLUMN extra INTEGER;\nCREATE INDEX ix_a_id ON a (id);",
-            "migrations/0002_b.down.sql": "SELECT 1;",
-        },
-    )
-    upgrade = [change_of("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
+    v1 = {"migrations/0001_a.up.sql": "CREATE TABLE a (id INTEGER);", "migrations/0001_a.down.sql": "DROP TABLE a;"}
+    upgrade = _installed_then_upgrade(config, tmp_path, v1, "ALTER TABLE a ADD COLUMN extra INTEGER;\nCREATE INDEX ix_a_id ON a (id);", "SELECT 1;")
     with pytest.raises(MigrationError) as info:
         run(config, "tx-2", "upgrade", upgrade)
     assert "column 'a.extra' left behind" in str(info.value)
@@ -149,18 +146,7 @@ def test_a_table_rebuilt_by_a_down_is_compared_by_its_columns_not_its_text(
     tmp_path: Path, database_url: str, v_type: str, found: str | None
 ) -> None:
     config = Config.for_directory(tmp_path, database_url=database_url)
-    v1 = make_tree(tmp_path, files=_V1)
-    run(config, "tx-1", "install", change(v1))
-    v2 = make_tree(
-        tmp_path,
-        version="2.0.0",
-        files={
-            **_V1,
-            "migrations/0002_b.up.sql": "ALTER TABLE a ADD COLUMN extra INTEGER;",
-            "migrations/0002_b.down.sql": _rebuilding_down(v_type),
-        },
-    )
-    upgrade = [change_of("p1", "upgrade", v1, v2, "1.0.0", "2.0.0")]
+    upgrade = _installed_then_upgrade(config, tmp_path, _V1, "ALTER TABLE a ADD COLUMN extra INTEGER;", _rebuilding_down(v_type))
     if found is None:
         run(config, "tx-2", "upgrade", upgrade)
         assert committed(config, "tx-2")
