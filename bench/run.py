@@ -61,7 +61,7 @@ WARM_API = str(HERE / "warm_api.py")
 HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse", "psycopg2", "fastapi", "httpx")
 OPS = ("install", "upgrade_1pct", "upgrade", "rollback", "uninstall")
 PARTS = ("sizes", "api", "imports", "scaling", "disk")
-SCALING_OPS = ("install", "disable", "enable", "rollback_generation", "list", "recover")
+SCALING_OPS = ("install", "disable", "enable", "rollback_generation", "list", "recover", "install_new")
 
 #: Issue 14's targets (the limits; a figure at or under its limit meets it).
 TARGETS = {
@@ -315,11 +315,15 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
     the ratio (1.29×, 1.77×, 1.39× in three runs of the same code). Per level and
     run: install the small plugin, disable it, enable it, ``rollback --generation``
     to the generation where it was disabled (a switch of the whole view), list,
-    recover (nothing pending), then uninstall (untimed).
+    recover (nothing pending), uninstall (untimed), then ``install_new``: a filler
+    plugin no home had before, one per run (from the second run on, the small
+    plugin's install shows a backend view its home already has: docs/design.md
+    "Generations"; this one never does), uninstalled (untimed).
     """
     small = workloads.build_workload("small", workdir, key)
     t0 = time.perf_counter()
-    fillers = workloads.build_fillers(max(levels), workdir, key)
+    fillers = workloads.build_fillers(max(levels) + repeat, workdir, key)
+    fresh, fillers = fillers[max(levels) :], fillers[: max(levels)]
     log(f"[scaling] {len(fillers)} filler packages ready in {time.perf_counter() - t0:.1f}s")
     homes: dict[int, Path] = {}
     fill_times: dict[int, float] = {}
@@ -344,6 +348,8 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
                 raise Failed(f"list --json shows {len(rows)} plugins, expected {level + 1}")
             got["recover"].append(timed(ap(config, "recover")))
             timed(ap(config, "uninstall", small.plugin_id))
+            got["install_new"].append(timed(ap(config, "install", str(fresh[i]))))
+            timed(ap(config, "uninstall", workloads.filler_id(max(levels) + i)))
         log(f"[scaling] run {i + 1}/{repeat}: install " + ", ".join(f"{lv}: {samples[lv]['install'][-1]:.3f}s" for lv in homes))
     result: dict[str, dict] = {}
     for level, got in samples.items():

@@ -212,12 +212,17 @@ def build_workload(size: str, workdir: Path, key: KeyPair) -> Workload:
     )
 
 
+def filler_id(i: int) -> str:
+    """The id of the ``i``-th filler plugin (:func:`build_fillers`)."""
+    return f"filler_{i:04d}"
+
+
 def build_fillers(n: int, workdir: Path, key: KeyPair) -> list[Path]:
     """``n`` tiny signed plugins (one migration each) to fill an installation for the scaling runs."""
     out_dir = workdir / "packages" / "fillers"
     zips = []
     for i in range(n):
-        pid = f"filler_{i:04d}"
+        pid = filler_id(i)
         spec = PluginSpec(
             id=pid,
             migrations={"0001_init": (f"CREATE TABLE {pid}_t (id INTEGER PRIMARY KEY, v TEXT);\n", f"DROP TABLE {pid}_t;\n")},

@@ -36,7 +36,7 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
         stages = {row["stage"]: row for row in api["profile"]["stages"]}
         assert stages["whole install_file"]["calls"] == 1.0  # the profile saw every install
     assert data["imports"]["install_imports"]["modules"] > 0
-    assert set(data["scaling"]["vs_fewest"]) == {"install", "disable", "enable", "rollback_generation", "list", "recover"}
+    assert set(data["scaling"]["vs_fewest"]) == {"install", "disable", "enable", "rollback_generation", "list", "recover", "install_new"}
     for level in ("1", "2"):
         assert {"install_s", "list_s", "recover_s", "rollback_generation_s", "fill_s"} <= set(data["scaling"][level])
     disk = data["disk"]
