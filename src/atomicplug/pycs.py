@@ -203,11 +203,14 @@ class SourceCompiler(_Worker):
     :data:`PYC_FILENAME`, so an unchanged source gives the same pyc object in
     every version and plugin. Sources are held back until they exceed
     :data:`IN_PROCESS_BYTES`; below that no worker starts and :meth:`finish`
-    compiles them here.
+    compiles them here. ``before_worker`` is called once, just before the worker starts.
     """
 
-    def __init__(self, keep: Callable[[str, bytes], object], known: Container[str] = frozenset()) -> None:
+    def __init__(
+        self, keep: Callable[[str, bytes], object], known: Container[str] = frozenset(), before_worker: Callable[[], None] | None = None
+    ) -> None:
         super().__init__()
+        self._before_worker = before_worker
         self._keep = keep
         self._known = known
         self._sources: dict[str, str] = {}  # sha256 -> the first path it came from (for messages)
@@ -228,6 +231,8 @@ class SourceCompiler(_Worker):
             self._held.append((sha256, data))
             self._held_bytes += len(data)
             return
+        if self._proc is None and self._before_worker is not None:
+            self._before_worker()
         for key, held in self._held:
             self._send(key, PYC_FILENAME, held)
         self._held.clear()

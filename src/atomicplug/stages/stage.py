@@ -60,9 +60,20 @@ def installed_pycs(config: Config, plugin_id: str) -> dict[str, RecordEntry]:
 
 
 def stage_tree(
-    config: Config, txid: str, plugin_id: str, sha256: str, tree: str, objects: ObjectStore, progress: Callable[[str], None]
+    config: Config,
+    txid: str,
+    plugin_id: str,
+    sha256: str,
+    tree: str,
+    objects: ObjectStore,
+    progress: Callable[[str], None],
+    *,
+    before_worker: Callable[[], None] | None = None,
 ) -> None:
     """Make ``<home>/<tree>`` from the blob of ``sha256``: objects, pycs, links, record; durable.
+
+    ``before_worker`` is called once if the backend's compile worker is about to start
+    (the transaction stops the health gate's idle interpreter then: one helper at a time).
 
     Raises PackageError/MetadataError for a package the extractor refuses (nothing
     is left but unreferenced objects, which gc sweeps), OperationError when the
@@ -73,7 +84,7 @@ def stage_tree(
 
     known = installed_pycs(config, plugin_id)
     pycs = _PycObjects(objects)
-    compiler = SourceCompiler(pycs.keep, known=frozenset(known))
+    compiler = SourceCompiler(pycs.keep, known=frozenset(known), before_worker=before_worker)
     extraction = None
     try:
         with open_blob(config, sha256) as blob:
