@@ -34,7 +34,7 @@ from atomicplug.pyc_worker import PYC_FILENAME, REPLY, REQUEST, build_pyc, compi
 if TYPE_CHECKING:
     from atomicplug.package_record import RecordEntry
 
-__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_index"]
+__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_sources"]
 
 
 #: Up to this many bytes of source a SourceCompiler compiles in this process at finish()
@@ -53,23 +53,6 @@ def pyc_name(relative: str) -> str:
     systems atomicplug runs on; no Path round trip (called for every source of every tree).
     """
     return importlib.util.cache_from_source(relative)
-
-
-def pyc_index(files: Iterable[RecordEntry]) -> dict[str, RecordEntry]:
-    """Source sha256 → the entry of its pyc for this interpreter, from a tree's file list.
-
-    Any pyc found beside its source serves the same source anywhere else: the
-    import system fixes ``co_filename`` up at load time, and the pycs built here
-    with :data:`PYC_FILENAME` are even byte-identical across paths and plugins.
-    """
-    by_path = {f.path: f for f in files}
-    index = {}
-    for path, source in by_path.items():
-        if path.endswith(".py"):
-            pyc = by_path.get(pyc_name(path))
-            if pyc is not None:
-                index[source.sha256] = pyc
-    return index
 
 
 #: Bytes each pipe to and from the compile worker holds (Linux; the kernel's default is 64 KiB).
@@ -91,6 +74,23 @@ def _widen(fd: int) -> None:
 def wants_source(relative: str) -> bool:
     """The backend's Python sources: what gets compiled."""
     return relative.startswith("backend/") and relative.endswith(".py")
+
+
+def pyc_sources(files: Iterable[RecordEntry]) -> dict[str, str]:
+    """Pyc path → its source's sha256, for each backend source with this interpreter's pyc beside it in ``files``.
+
+    Any such pyc serves the same source anywhere else: the import system fixes
+    ``co_filename`` up at load time, and the pycs built here with
+    :data:`PYC_FILENAME` are even byte-identical across paths and plugins.
+    """
+    by_path = {f.path: f for f in files}
+    sources = {}
+    for path, source in by_path.items():
+        if wants_source(path):
+            name = pyc_name(path)
+            if name in by_path:
+                sources[name] = source.sha256
+    return sources
 
 
 class _Worker:
@@ -198,7 +198,7 @@ class SourceCompiler(_Worker):
     ``keep(source_sha256, pyc)`` receives each pyc as soon as it is compiled
     (the staging stage stores it as an object then), so only one pyc at a time
     is in this process. ``known`` holds the source sha256s whose pycs the
-    caller already has (e.g. :func:`pyc_index` of the installed trees); those
+    caller already has (e.g. those the installed trees' records list); those
     are neither kept nor read back by the extractor. The pycs use
     :data:`PYC_FILENAME`, so an unchanged source gives the same pyc object in
     every version and plugin. Sources are held back until they exceed

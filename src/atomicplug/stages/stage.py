@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 from atomicplug.fsutil import make_dirs, remove_tree, replace, sync_tree
 from atomicplug.objects import ObjectStore
 from atomicplug.package_record import RecordEntry
-from atomicplug.pycs import SourceCompiler, build_pyc, pyc_index, pyc_name, wants_source
+from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, wants_source
 from atomicplug.store import plugin_trees, read_record, write_record
+from atomicplug.tree_record import TreeRecordError, read_pyc_index
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
@@ -48,13 +49,14 @@ def installed_pycs(config: Config, plugin_id: str) -> dict[str, RecordEntry]:
     """Source sha256 → pyc entry, from the records of this plugin's trees in the store.
 
     Any such pyc serves the same source in the new tree (they are built under a
-    path-independent name), so an upgrade compiles only its changed modules.
+    path-independent name), so an upgrade compiles only its changed modules. Only
+    each record's pyc lines are read, not the package RECORD (docs/design.md "The tree record").
     """
     index: dict[str, RecordEntry] = {}
     for tree in plugin_trees(config.home, plugin_id):
         try:
-            index.update(pyc_index(read_record(tree)))
-        except (OSError, ValueError, KeyError):
+            index.update(read_pyc_index(tree))
+        except (OSError, ValueError):
             continue  # a tree without a readable record only costs a recompile
     return index
 
@@ -110,7 +112,7 @@ def stage_tree(
     _materialise(staged, files, extraction.folders, objects)
     if objects.notice:
         progress(objects.notice)
-    write_record(staged, files)
+    write_record(staged, files, extraction.files if extraction.has_record else None)
     sync_tree(staged)  # the tree, its links and (same file system) the objects they name
     objects.sync()  # a no-op unless the objects were written and not covered above
     final = config.home / tree
@@ -182,7 +184,11 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
     from atomicplug.safezip import read_entries
 
     folder = config.home / tree
-    record = {f.path: f for f in read_record(folder)}
+    try:
+        listed = read_record(folder)
+    except TreeRecordError as exc:  # its RECORD is damaged: repaired from what the tree record itself lists
+        listed = list(exc.trusted)
+    record = {f.path: f for f in listed}
     bad = [record[p] for p in damaged if p in record]
     repaired = 0
     sources = {f.path for f in bad if not f.path.endswith(".pyc")}
