@@ -312,9 +312,14 @@ def _check_collisions(entries: list[Entry]) -> None:
             raise refuse(entry.name, f"duplicates entry {show(seen[key].name)} (names compared case-folded and NFC)")
         seen[key] = entry
     files = {k for k, e in seen.items() if not e.is_dir}
+    folder_keys: dict[tuple[str, ...], str] = {}  # thousands of entries share a few folders: each folder's key once
     for entry in entries:
-        for depth in range(1, len(entry.parts)):
-            parent = collision_key(entry.parts[:depth])
+        parts = entry.parts
+        for depth in range(1, len(parts)):
+            folder = parts[:depth]
+            parent = folder_keys.get(folder)
+            if parent is None:
+                parent = folder_keys[folder] = collision_key(folder)
             if parent in files:
                 raise refuse(entry.name, f"lies inside {show(seen[parent].name)}, which is a file")
     if collision_key((METADATA_NAME,)) not in files or METADATA_NAME not in {e.name for e in entries}:
