@@ -216,9 +216,9 @@ def test_the_interpreter_starts_before_staging_and_imports_only_after(home: Home
         order.append(f"send {','.join(targets)}")
         real_send(child, scratch, search, targets)
 
-    def stage(*args: object) -> None:
+    def stage(*args: object, **kwargs: object) -> None:
         order.append("stage")
-        real_stage(*args)  # type: ignore[arg-type]
+        real_stage(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(health, "_start_child", start)
     monkeypatch.setattr(health, "_send_job", send)
@@ -241,7 +241,7 @@ def test_an_interpreter_started_for_nothing_is_stopped(home: Home, monkeypatch: 
         children.append(real())
         return children[-1]
 
-    def refuse(*_: object) -> None:
+    def refuse(*_: object, **__: object) -> None:
         raise PackageError("refused while staging")
 
     monkeypatch.setattr(health, "_start_child", keeping)
@@ -297,3 +297,39 @@ def test_a_spare_left_by_another_transaction_is_kept_and_a_failing_start_is_not_
     monkeypatch.setattr(health, "_start_child", no_process)
     health.release(used)  # the transaction's own end: nothing raised
     assert health._spare is None and used.returncode is not None
+
+
+@pytest.mark.parametrize("imports", [True, False], ids=["imports", "does-not-import"])
+def test_the_gate_interpreter_is_stopped_while_the_compile_worker_runs(home: Home, monkeypatch: pytest.MonkeyPatch, imports: bool) -> None:
+    """One helper interpreter at a time (issue 14, memory flat in size): the gate's idle child is stopped
+    when staging starts the compile worker, and a fresh one gives the verdict after staging."""
+    from atomicplug import pycs
+
+    monkeypatch.setattr(pycs, "IN_PROCESS_BYTES", 0)  # any source starts the worker
+    gates: list[subprocess.Popen[bytes]] = []
+    real_start_child = health._start_child
+
+    def gate_child() -> subprocess.Popen[bytes]:
+        gates.append(real_start_child())
+        return gates[-1]
+
+    alive_at_worker_start: list[int] = []
+    real_start = pycs._Worker._start
+
+    def worker_start(self: pycs._Worker) -> subprocess.Popen[bytes]:
+        alive_at_worker_start.append(sum(1 for g in gates if g.poll() is None))
+        return real_start(self)
+
+    monkeypatch.setattr(health, "_start_child", gate_child)
+    monkeypatch.setattr(pycs._Worker, "_start", worker_start)
+    code = "VALUE = 1\n" if imports else "import does_not_exist\n"
+    package = home.package("worker_gate", files={"backend/__init__.py": code, "backend/more.py": "X = 2\n"})
+    if imports:
+        home.installer.install_file(package)
+        assert [p["id"] for p in home.installer.list()] == ["worker_gate"]
+    else:
+        with pytest.raises(OperationError, match="does_not_exist"):
+            home.installer.install_file(package)
+        assert home.installer.list() == []
+    assert alive_at_worker_start == [0], "the compile worker started once, with no gate interpreter alive"
+    assert len(gates) == 2, "one prestarted (stopped for the worker), one for the verdict after staging"

@@ -15,7 +15,7 @@ import pytest
 
 from atomicplug.errors import OperationError, PackageError
 from atomicplug.package_record import RecordEntry
-from atomicplug.pycs import IN_PROCESS_BYTES, PYC_FILENAME, SourceCompiler, build_pyc, pyc_index, pyc_name
+from atomicplug.pycs import IN_PROCESS_BYTES, PYC_FILENAME, SourceCompiler, build_pyc, pyc_name, pyc_sources
 
 SOURCE = b'''"""A module whose code objects nest."""
 
@@ -86,15 +86,17 @@ def test_pyc_name_is_where_this_interpreter_looks() -> None:
     assert pyc_name("backend/sub/mod.py") == f"backend/sub/__pycache__/mod.{sys.implementation.cache_tag}.pyc"
 
 
-def test_pyc_index_maps_each_source_to_the_pyc_beside_it() -> None:
+def test_pyc_sources_map_each_backend_sources_pyc_to_the_source() -> None:
     source, pyc = b"x = 1\n", build_pyc(b"x = 1\n")
     files = [
         RecordEntry("backend/a.py", len(source), sha(source)),
         RecordEntry(pyc_name("backend/a.py"), len(pyc), sha(pyc)),
         RecordEntry("backend/no_pyc.py", 3, "c" * 64),
         RecordEntry("backend/__pycache__/a.cpython-0.pyc", 1, "d" * 64),  # another interpreter's
+        RecordEntry("frontend/x.py", len(source), sha(source)),  # not compiled by staging: its pyc is not ours
+        RecordEntry(pyc_name("frontend/x.py"), 1, "e" * 64),
     ]
-    assert pyc_index(files) == {sha(source): files[1]}
+    assert pyc_sources(files) == {pyc_name("backend/a.py"): sha(source)}
 
 
 def test_the_source_compiler_compiles_each_unknown_source_once() -> None:

@@ -14,15 +14,18 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import attrs
 import pytest
 
-from atomicplug.errors import PackageError
+from atomicplug.errors import OperationError, PackageError
 from atomicplug.installer import Installer
+from atomicplug.minisign import sign_file
 from atomicplug.objects import MTIME_STAMP_NS, ObjectStore
-from atomicplug.pycs import IN_PROCESS_BYTES, build_pyc
+from atomicplug.pycs import IN_PROCESS_BYTES, SourceCompiler, build_pyc, pyc_name
+from atomicplug.stages.stage import installed_pycs
 from atomicplug.store import RECORD_NAME, read_record, sha256_file
 
 SHARED = "# one module every version and plugin ships\n" + "VALUE = 42\n" * 20
@@ -90,8 +93,11 @@ def test_the_tree_record_lists_files_and_pycs_once_and_a_shipped_pyc_is_replaced
     assert (tree / shipped).read_bytes() != b"not a pyc at all"
     for entry in listed:
         assert sha256_file(tree / entry.path) == entry.sha256
-    # written entry by entry (issue 14, memory), still the bytes of json.dumps(..., indent=1)
-    assert (tree / RECORD_NAME).read_text() == json.dumps({"files": [attrs.asdict(e) for e in listed]}, indent=1) + "\n"
+    # compact: RECORD named, then only what RECORD does not say (our pycs, the shipped one replaced)
+    header, *lines = (tree / RECORD_NAME).read_text().splitlines()
+    record = next(e for e in listed if e.path == "RECORD")
+    assert json.loads(header) == {"format": 2, "package_record": ["RECORD", record.size, record.sha256]}
+    assert [json.loads(line)[0] for line in lines] == sorted(e.path for e in listed if e.path.endswith(".pyc"))
 
 
 def test_a_backend_that_does_not_compile_is_refused_by_name(home):
@@ -152,4 +158,83 @@ def test_where_hard_links_are_impossible_objects_are_copied_and_it_is_said(home,
     assert any("hard links unavailable on this file system (EXDEV), copying" in m for m in messages), messages
     target = _tree(home, "alpha") / "backend" / "shared.py"
     assert os.stat(target).st_nlink == 1 and target.read_text() == SHARED
+    assert all(r.ok for r in home.installer.verify())
+
+
+def _flip(path: Path, offset: int) -> None:
+    """A byte changed through a tree's link, as in the test above."""
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_in_the_trees_record_is_caught_by_verify_and_repaired_by_reinstalling(home):
+    """The tree record trusts the package RECORD (a file of the tree) only while it matches its named sha256."""
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    _flip(_tree(home, "alpha") / "RECORD", 40)
+    [report] = home.installer.verify()
+    assert report.changed == ("RECORD",) and not report.extra and not report.ok
+    objects_before = sorted(p.name for p in (home.config.home / "objects").rglob("*"))
+    with pytest.raises(OperationError, match=r"gc: cannot tell which objects store/alpha/\S+ uses \(.*RECORD: expected"):
+        home.installer.gc()
+    assert sorted(p.name for p in (home.config.home / "objects").rglob("*")) == objects_before
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 1 file",)
+    assert all(r.ok for r in home.installer.verify())
+    home.installer.gc()
+
+
+def test_a_tree_record_that_does_not_parse_is_reported_by_verify_not_raised(home):
+    home.installer.install_file(home.package("alpha"))
+    record = _tree(home, "alpha") / RECORD_NAME
+    os.chmod(record, 0o644)
+    record.write_text("garbage\n")
+    [report] = home.installer.verify()
+    assert report.changed == (RECORD_NAME,) and not report.ok
+
+def test_a_package_without_record_installs_with_every_file_in_the_trees_record(home):
+    """RECORD is optional (issue 14): the tree record then lists every file itself."""
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    with zipfile.ZipFile(package) as signed:
+        entries = [(info, signed.read(info)) for info in signed.infolist() if info.filename != "RECORD"]
+    with zipfile.ZipFile(package, "w") as unsigned:
+        for info, data in entries:
+            unsigned.writestr(info, data)
+    package.with_name(package.name + ".minisig").write_text(sign_file(package, home.publisher.secret))
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    header, *lines = (tree / RECORD_NAME).read_text().splitlines()
+    assert json.loads(header) == {"format": 2}
+    listed = read_record(tree)
+    assert [json.loads(line)[0] for line in lines] == [e.path for e in listed]
+    assert {e.path for e in listed} == {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()} - {RECORD_NAME}
+    assert all(r.ok for r in home.installer.verify())
+
+
+@pytest.mark.parametrize("record_format", [2, 1])
+def test_an_upgrade_reuses_the_pycs_a_compact_or_an_old_record_lists(home, record_format):
+    """installed_pycs reads a compact record's pyc lines, and an old (format 1) record's full list."""
+    many = {f"backend/m{i}.py": f"VALUE = {i}\n" for i in range(5)}
+    home.installer.install_file(home.package("alpha", "1.0.0", files=many))
+    old = _tree(home, "alpha")
+    listed = read_record(old)
+    if record_format == 1:  # as the previous atomicplug wrote it, for a home upgraded from it
+        os.chmod(old, 0o755)
+        (old / RECORD_NAME).write_text(json.dumps({"files": [attrs.asdict(e) for e in listed]}, indent=1) + "\n")
+    pycs = {e.path: e for e in listed if e.path.endswith(".pyc")}
+    sources = {e.sha256: pycs[pyc_name(e.path)] for e in listed if e.path.startswith("backend/") and e.path.endswith(".py")}
+    assert installed_pycs(home.config, "alpha") == sources
+    compiled: list[str] = []
+    real = SourceCompiler.take
+
+    def take(compiler, relative, sha256, data):
+        if not compiler.known(sha256):
+            compiled.append(relative)
+        real(compiler, relative, sha256, data)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SourceCompiler, "take", take)
+        home.installer.install_file(home.package("alpha", "1.1.0", files={**many, "backend/m3.py": "VALUE = 'new'\n"}))
+    assert compiled == ["backend/__init__.py", "backend/m3.py"]  # __init__ says the version
     assert all(r.ok for r in home.installer.verify())

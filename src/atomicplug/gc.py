@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from atomicplug import generations
+from atomicplug.errors import OperationError
 from atomicplug.fsutil import remove_file, remove_tree
 from atomicplug.registry import Registry
 
@@ -110,7 +111,7 @@ def collect(config: Config) -> Collected:
 def _remove_unused_objects(config: Config, trees: set[str]) -> int:
     """Objects no kept tree's record names (marked from the records, so copies count too)."""
     from atomicplug.stages.stage import objects_of
-    from atomicplug.store import read_record
+    from atomicplug.tree_record import TreeRecordError, read_record
 
     referenced: set[str] = set()
     for tree in trees:
@@ -118,6 +119,11 @@ def _remove_unused_objects(config: Config, trees: set[str]) -> int:
             referenced.update(entry.sha256 for entry in read_record(config.home / tree))
         except FileNotFoundError:
             continue  # a tree the registry names but that is gone: verify reports it
+        except TreeRecordError as exc:  # its objects are unknown: sweeping could remove them
+            raise OperationError(
+                f"gc: cannot tell which objects {tree} uses ({exc}); no object was removed: "
+                "`atomicplug verify` shows the damage, reinstalling the package repairs it"
+            ) from None
     return objects_of(config).sweep(referenced)
 
 

@@ -49,8 +49,8 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-#: Chunks read ahead of the BLAKE2b thread, at most (see _Digests).
-_IN_FLIGHT = 4
+#: Chunks read ahead of the BLAKE2b thread, at most (see _Digests): ~2 MiB held, not the package.
+_IN_FLIGHT = 1
 #: Blobs larger than this are checked again on another core while extraction reads them (open_blob).
 _RECHECK_ALONGSIDE_BYTES = 4 * _CHUNK
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

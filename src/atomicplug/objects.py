@@ -168,7 +168,7 @@ class ObjectStore:
             raise ValueError(f"expected data with sha256 {sha256}, got {hashlib.sha256(data).hexdigest()}")
         self._rewrite(self.path(sha256), [data])
 
-    def _rewrite(self, target: Path, chunks: Iterator[bytes] | list[bytes]) -> None:
+    def _rewrite(self, target: str | Path, chunks: Iterator[bytes] | list[bytes]) -> None:
         crash_point()
         os.chmod(target, 0o644, follow_symlinks=False)
         crash_point()
@@ -182,19 +182,20 @@ class ObjectStore:
             _seal(fd)
         finally:
             os.close(fd)
-        self.repaired.append(target.parent.name + target.name)
+        folder, name = os.path.split(target)
+        self.repaired.append(os.path.basename(folder) + name)
 
-    def _place(self, temp: Path, sha256: str, size: int) -> bool:
+    def _place(self, temp: str, sha256: str, size: int) -> bool:
         """Give a sealed temp its object name; True when a new object was created.
 
         An existing object that passes :meth:`has` is kept (the temp is dropped);
         one that fails it is repaired in place from the temp's bytes.
         """
-        target = self.path(sha256)
+        target = self._name(sha256)
         try:
             info = os.lstat(target)
         except FileNotFoundError:
-            self._make_fan_out(target.parent)
+            self._make_fan_out(sha256[:2])
             crash_point()
             os.rename(temp, target)
             self._wrote(target)
@@ -212,17 +213,19 @@ class ObjectStore:
         _drop(temp)
         return False
 
-    def _make_fan_out(self, folder: Path) -> None:
-        if folder.name in self._folders:
+    def _make_fan_out(self, fan: str) -> None:
+        """``objects/<fan>/`` (the first two hex digits of a sha256), made once."""
+        if fan in self._folders:
             return
-        if not folder.is_dir():
+        folder = f"{self._root}/{fan}"
+        if not os.path.isdir(folder):
             crash_point()
             try:
                 os.mkdir(folder, 0o755)
             except FileExistsError:
                 pass
             self._wrote(folder)
-        self._folders.add(folder.name)
+        self._folders.add(fan)
 
     def _make_root(self) -> None:
         if self._root_made:
@@ -235,19 +238,19 @@ class ObjectStore:
 
     def _claim(self, sha256: str) -> bool:
         """True when no file has the object's name yet (it may be written there directly)."""
-        return not os.path.lexists(self.path(sha256))
+        return not os.path.lexists(self._name(sha256))
 
     def _open_new(self, sha256: str) -> int:
         self._make_root()
-        target = self.path(sha256)
-        self._make_fan_out(target.parent)
+        target = self._name(sha256)
+        self._make_fan_out(sha256[:2])
         crash_point()
         return os.open(target, _NEW_FILE, OBJECT_MODE)
 
-    def _new_temp(self) -> tuple[Path, int]:
+    def _new_temp(self) -> tuple[str, int]:
         self._make_root()
         self._temps += 1
-        temp = self.root / f".incoming.{self._temp_prefix}-{self._temps}{TEMP_SUFFIX}"
+        temp = f"{self._root}/.incoming.{self._temp_prefix}-{self._temps}{TEMP_SUFFIX}"
         crash_point()
         return temp, os.open(temp, _NEW_FILE, 0o600)
 
@@ -311,10 +314,10 @@ class ObjectStore:
         self._written.clear()
         self._dirty = False
 
-    def _wrote(self, path: Path) -> None:
+    def _wrote(self, path: str | Path) -> None:
         self._dirty = True
         if not _SYNCFS:
-            self._written.add(path)
+            self._written.add(Path(path))
 
     def sweep(self, referenced: Set[str]) -> int:
         """Remove every object not in ``referenced``, and temps left by dead writers; returns how many objects went.
@@ -382,7 +385,7 @@ class ObjectWriter:
         self._direct = expected is not None and store._claim(expected)
         if self._direct:
             assert expected is not None
-            self._temp, self._fd = store.path(expected), store._open_new(expected)
+            self._temp, self._fd = store._name(expected), store._open_new(expected)
         else:
             self._temp, self._fd = store._new_temp()
         self._open = True
@@ -399,8 +402,8 @@ class ObjectWriter:
     def commit(self) -> tuple[str, int]:
         """Seal and name the object; returns (sha256, size). ``created`` tells whether it is new."""
         sha256 = self.hexdigest()
-        if self._direct and self._temp != self._store.path(sha256):
-            raise ValueError(f"object written as {self._temp.name} hashes to {sha256}")  # the caller checks first
+        if self._direct and self._temp != self._store._name(sha256):
+            raise ValueError(f"object written as {os.path.basename(self._temp)} hashes to {sha256}")  # the caller checks first
         try:
             _seal(self._fd)
         finally:
@@ -438,7 +441,7 @@ class ObjectWriter:
             pass
 
 
-def _drop(temp: Path) -> None:
+def _drop(temp: str | Path) -> None:
     crash_point()
     try:
         os.unlink(temp)

@@ -109,13 +109,13 @@ def execute(
     # so the live one does not change meanwhile (recovery recomputes it from the journal).
     after = plan.registry_after(Registry.load(config.registry_path))
     # The health gate's interpreter starts now, so its start-up overlaps staging (issue 14).
-    spare = health.prestart(config, plan)
+    gate = health.Prestarted(health.prestart(config, plan))
     what = _what(plan)
     try:
         with ioerrors.reported(what, site=config):  # at worst an empty journal: recovery drops it
             journal = Journal.begin(config.journal_dir, plan.txid, plan=plan.to_dict(), started=_now())
     except BaseException:
-        health.discard(spare)
+        health.discard(gate.child)
         raise
     sent: list[int | None] = []  # the xid journaled in `committing`: COMMIT may have been sent
 
@@ -124,12 +124,12 @@ def execute(
         sent.append(xid)
 
     try:
-        _stage_trees(config, plan, progress)
+        _stage_trees(config, plan, progress, before_worker=gate.make_room)
         generations.build(config, plan.generation, after)
         journal.append(RecordType.STAGED)
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
         # while the database step's plan-time checks run.
-        with health.started(config, plan, progress, after, spare) as health_verdict:
+        with health.started(config, plan, progress, after, gate.child) as health_verdict:
             migrate.check(config, plan.changes, ledger=plan.database)
             health_verdict()
         frontend_gate.check(config, plan, after, progress)
@@ -146,7 +146,7 @@ def execute(
         if not sent or not _committed_after_failure(config, plan.txid, sent[0], exc):
             _undo(config, plan, journal, exc)
     finally:
-        health.release(spare)
+        gate.release()
     try:
         journal.append(RecordType.COMMITTED)
         _roll_forward(config, plan, journal, progress, after)
@@ -222,14 +222,17 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
         ) from failure
 
 
-def _stage_trees(config: Config, plan: Plan, progress: Progress) -> None:
+def _stage_trees(config: Config, plan: Plan, progress: Progress, before_worker: Callable[[], None] | None = None) -> None:
     objects = objects_of(config)
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
             continue
         progress(ProgressEvent("stage", f"staging {change.plugin_id} {change.after.version}", change.plugin_id, change.after.version))
         with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
-            stage_tree(config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress)
+            stage_tree(
+                config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress,
+                before_worker=before_worker,
+            )  # fmt: skip
     remove_tree(config.staging_dir / plan.txid)
 
 

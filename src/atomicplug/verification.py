@@ -1,4 +1,9 @@
-"""``verify``: installed files against the sha256 recorded when the tree was staged."""
+"""``verify``: installed files against the sha256 recorded when the tree was staged.
+
+A tree whose record cannot be trusted (malformed, or the package RECORD it names
+differs: docs/design.md "The tree record") is reported damaged, with what the
+record still vouches for checked, not raised.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import TYPE_CHECKING
 import attrs
 
 from atomicplug.frontend.layout import frontend_entry_problems
-from atomicplug.store import RECORD_NAME, read_record, sha256_file
+from atomicplug.store import sha256_file
+from atomicplug.tree_record import RECORD_NAME, TreeRecordError, read_record
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
@@ -40,7 +46,12 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
     tree = config.home / entry.current.tree
     if not tree.is_dir():
         return VerifyReport(entry.id, entry.version, missing=(entry.current.tree,))
-    recorded = {r.path: r for r in read_record(tree)}
+    damaged: TreeRecordError | None = None
+    try:
+        listed = read_record(tree)
+    except TreeRecordError as exc:  # the record, or the package RECORD it names: check what it still vouches for
+        damaged, listed = exc, list(exc.trusted)
+    recorded = {r.path: r for r in listed}
     changed, missing = [], []
     for path, record in sorted(recorded.items()):
         file = tree / path
@@ -48,8 +59,10 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
             missing.append(path)
         elif file.stat().st_size != record.size or sha256_file(file) != record.sha256:
             changed.append(path)
+    if damaged is not None and damaged.path not in changed + missing:
+        changed.insert(0, damaged.path)  # the tree record itself
     present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
-    extra = sorted(present - set(recorded) - {RECORD_NAME})
+    extra = sorted(present - set(recorded) - {RECORD_NAME}) if damaged is None else []  # unknown without the full list
     return VerifyReport(
         entry.id, entry.version, changed=tuple(changed), missing=tuple(missing), extra=tuple(extra), bad_links=_bad_links(config, entry, tree)
     )
