@@ -85,7 +85,8 @@ class _Digests:
     the GIL while it hashes a large buffer, so on two cores the two hashes of a
     67 MB package take the time of the slower one (~0.1 s here) instead of the sum
     (bench/README.md). At most :data:`_IN_FLIGHT` chunks wait for it (memory stays flat).
-    Call :meth:`finish` before reading a digest.
+    Use as a context manager (or call :meth:`finish`) before reading a digest: the
+    thread is joined however the reading ends.
     """
 
     def __init__(self) -> None:
@@ -102,6 +103,12 @@ class _Digests:
             self._other_core().put(chunk)
         self.sha256.update(chunk)
         self.size += len(chunk)
+
+    def __enter__(self) -> _Digests:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
     def finish(self) -> _Digests:
         """Wait for the BLAKE2b thread (if one started); the digests are final after this."""
@@ -145,8 +152,7 @@ def _private_temp(config: Config) -> Iterator[tuple[Path, IO[bytes]]]:
 
 
 def _copy_hashing(source: IO[bytes], sink: IO[bytes]) -> _Digests:
-    digests = _Digests()
-    try:
+    with _Digests() as digests:
         while True:
             with ioerrors.doing("read", source.name):
                 chunk = source.read(_CHUNK)
@@ -157,19 +163,13 @@ def _copy_hashing(source: IO[bytes], sink: IO[bytes]) -> _Digests:
                 sink.write(chunk)
         with ioerrors.doing("write", sink.name):
             sink.flush()
-    finally:
-        digests.finish()
     return digests
 
 
 def _hash_file(path: Path) -> _Digests:
-    digests = _Digests()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(_CHUNK):
-                digests.update(chunk)
-    finally:
-        digests.finish()
+    with _Digests() as digests, open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digests.update(chunk)
     return digests
 
 
@@ -280,10 +280,11 @@ def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
     downloads it again). None when absent, damaged or no longer trusted.
     """
     from atomicplug import minisign, safezip
+    from atomicplug.store import sha256_file
 
     blob = blob_path(config, sha256)
     try:
-        if blob.stat().st_size != size or _hash_file(blob).sha256.hexdigest() != sha256:
+        if blob.stat().st_size != size or sha256_file(blob) != sha256:  # its name only: no BLAKE2b
             _discard(blob)
             return None
     except FileNotFoundError:
@@ -348,9 +349,8 @@ def open_blob(config: Config, sha256: str) -> Iterator[IO[bytes]]:
         check.start()
         try:
             yield handle
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                _refuse_damaged(config, check, cause=exc)
+        except Exception as exc:  # damaged bytes explain it: their refusal goes first
+            _refuse_damaged(config, check, cause=exc)
             raise
         _refuse_damaged(config, check)
 

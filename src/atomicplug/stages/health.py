@@ -141,9 +141,13 @@ def release(child: subprocess.Popen[bytes] | None, *, gated: bool | None = None)
     for the next one now, booting while this transaction switches. It has
     imported nothing, so it is as fresh as one started then. The spare is an
     optimisation: when it cannot be started, the next gate starts its own.
+    ``gated``: the transaction wanted a gate (default: it has a ``child``; a child
+    stopped for the compile worker, :meth:`Prestarted.make_room`, is None but gated).
     """
+    if gated is None:
+        gated = child is not None
     discard(child)
-    if not (child is not None if gated is None else gated) or not KEEP_SPARE:
+    if not gated or not KEEP_SPARE:
         return
     global _spare
     with _spare_lock:
