@@ -44,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +55,8 @@ import measure  # noqa: E402
 import workloads  # noqa: E402
 from measure import Failed, last_stdout, peak_rss, timed  # noqa: E402
 
+from atomicplug.resident.address import SOCKET_ENV  # noqa: E402
+from atomicplug.resident.client import OFF_ENV  # noqa: E402
 from atomicplug.testing import make_home  # noqa: E402
 
 PY = sys.executable
@@ -70,6 +74,9 @@ TARGETS = {
     "medium_install_vs_floor": 1.5,
     "small_api_install_vs_floor": 3.0,
     "small_cli_install_ms": 100.0,
+    "small_cli_install_ms_resident": 100.0,  # the same, with `atomicplug resident start` run before
+    "medium_install_vs_floor_resident": 1.5,
+    "large_upgrade_1pct_vs_install_resident": 0.1,
     "large_install_peak_largest_process_mib": 64.0,  # GNU time, as the issue measures
     "large_install_peak_tree_pss_mib": 64.0,  # every process of the tree at one moment
     "peak_rss_large_vs_small": 1.3,  # "flat in plugin size"
@@ -149,6 +156,38 @@ def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path)
     return figures
 
 
+@contextmanager
+def resident_server(workdir: Path, data: dict) -> Iterator[None]:
+    """A resident server on a socket of the bench's own; commands use it only inside :func:`through_resident`.
+
+    ``data["resident_commands_served"]``: how many commands it ran (so a figure cannot be a one-shot's in disguise).
+    """
+    from atomicplug.resident.server import query
+
+    folder = workdir / "resident"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700, parents=True)
+    os.environ[SOCKET_ENV] = str(folder / "resident.sock")
+    os.environ[OFF_ENV] = "off"
+    env = dict(os.environ, **{OFF_ENV: "on"})
+    subprocess.run([PY, "-m", "atomicplug", "resident", "start", "--idle-timeout", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        data["resident_commands_served"] = (query("status") or {}).get("served")
+        subprocess.run([PY, "-m", "atomicplug", "resident", "stop"], env=env, stdout=subprocess.DEVNULL)
+
+
+@contextmanager
+def through_resident() -> Iterator[None]:
+    """The ``atomicplug`` commands started inside go to the resident server (the CLI's client side is timed too)."""
+    os.environ[OFF_ENV] = "on"
+    try:
+        yield
+    finally:
+        os.environ[OFF_ENV] = "off"
+
+
 def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
     """Peak memory of each atomicplug command, in a pass of its own (the sampling costs CPU)."""
     config = fresh_home(scratch / "atomicplug", key)
@@ -167,15 +206,20 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
     floor: list[float] = []
     naive: dict[str, list[float]] = {op: [] for op in OPS}
     atom: dict[str, list[float]] = {op: [] for op in ops}
+    resident: dict[str, list[float]] = {op: [] for op in ops}
     for i in range(repeat):
         floor.append(run_floor(w.v1, key, scratch))
         for op, value in run_naive(w, scratch).items():
             naive[op].append(value)
         for op, value in run_atomicplug(w, key, scratch).items():
             atom[op].append(value)
+        with through_resident():
+            for op, value in run_atomicplug(w, key, scratch).items():
+                resident[op].append(value)
         log(
             f"[{size}] run {i + 1}/{repeat}: floor {floor[-1]:.3f}s naive {naive['install'][-1]:.3f}s "
-            f"atomicplug {atom['install'][-1]:.3f}s, 1 % upgrade {atom['upgrade_1pct'][-1]:.3f}s"
+            f"atomicplug {atom['install'][-1]:.3f}s (resident {resident['install'][-1]:.3f}s), "
+            f"1 % upgrade {atom['upgrade_1pct'][-1]:.3f}s (resident {resident['upgrade_1pct'][-1]:.3f}s)"
         )
     peaks = memory_pass(w, key, scratch)
     result = {
@@ -186,8 +230,14 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
         "floor_s": round(median(floor), 4),
         "naive_s": {op: round(median(v), 4) for op, v in naive.items()},
         "atomicplug_s": {op: round(median(v), 4) for op, v in atom.items()},
+        "atomicplug_resident_s": {op: round(median(v), 4) for op, v in resident.items()},
         "peak_memory_mib": peaks,
-        "samples": {"floor": floor, **{f"naive_{op}": v for op, v in naive.items()}, **{f"atomicplug_{op}": v for op, v in atom.items()}},
+        "samples": {
+            "floor": floor,
+            **{f"naive_{op}": v for op, v in naive.items()},
+            **{f"atomicplug_{op}": v for op, v in atom.items()},
+            **{f"atomicplug_resident_{op}": v for op, v in resident.items()},
+        },
     }
 
     def per_run(a: list[float], b: list[float]) -> float:
@@ -200,6 +250,9 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
         "install_vs_naive": per_run(atom["install"], naive["install"]),
         "upgrade_1pct_vs_install": per_run(atom["upgrade_1pct"], atom["install"]),
         "upgrade_1pct_vs_naive_upgrade_1pct": per_run(atom["upgrade_1pct"], naive["upgrade_1pct"]),
+        "resident_install_vs_floor": per_run(resident["install"], floor),
+        "resident_upgrade_1pct_vs_install": per_run(resident["upgrade_1pct"], resident["install"]),
+        "resident_vs_one_shot_install": per_run(resident["install"], atom["install"]),
     }
     a = result["atomicplug_s"]
     result["ratios"] = {
@@ -258,16 +311,20 @@ def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair) -> dict:
     small = workloads.build_workload("small", workdir, key)
     config = fresh_home(workdir / "scratch" / "imports", key)
     timed(ap(config, "recover"))  # creates the home
-    bare, recover, install = [], [], []
+    bare, recover, install, resident = [], [], [], []
     for _ in range(max(5, repeat)):  # interleaved
         bare.append(timed([PY, "-c", "pass"]))
         recover.append(timed(ap(config, "recover")))
         install.append(timed(ap(config, "install", str(small.v1))))
         timed(ap(config, "uninstall", small.plugin_id))
+        with through_resident():
+            resident.append(timed(ap(config, "install", str(small.v1))))
+            timed(ap(config, "uninstall", small.plugin_id))
     result = {
         "python_startup_s": round(median(bare), 4),
         "recover_nothing_pending_s": round(median(recover), 4),
         "cli_install_small_s": round(median(install), 4),
+        "cli_install_small_resident_s": round(median(resident), 4),
         "recover_vs_startup": ratio(median(recover), median(bare)),
         "recover_imports": importtime(ap(config, "recover")),
         "install_imports": importtime(ap(config, "install", str(small.v1))),
@@ -429,6 +486,8 @@ def print_tables(data: dict) -> None:
                     f"{size:7} {op:13} {fmt(fl) if fl else '-':>9} {fmt(n) if n else '-':>9} {fmt(a):>11} "
                     f"{ratio(a, fl) if fl else '-':>9} {ratio(a, n) if n else '-':>9} {m['tree_pss_mib']:>14} / {m['tree_rss_mib']} / {m['largest_process_mib']}"
                 )
+            rs = r["atomicplug_resident_s"]
+            print(f"{size:7} through the resident server: " + ", ".join(f"{op} {fmt(rs[op])}" for op in (*OPS, "recover")))
             pr = r["paired_ratios"]
             print(f"{size:7} median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in pr.items()))
     if data.get("api"):
@@ -448,7 +507,7 @@ def print_tables(data: dict) -> None:
         print()
         print(
             f"python -c pass {fmt(s['python_startup_s'])}; recover (nothing pending) {fmt(s['recover_nothing_pending_s'])}; "
-            f"CLI install small {fmt(s['cli_install_small_s'])}"
+            f"CLI install small {fmt(s['cli_install_small_s'])}; through the resident server {fmt(s['cli_install_small_resident_s'])}"
         )
         for name in ("recover_imports", "install_imports"):
             imp = s[name]
@@ -486,6 +545,7 @@ def evaluate_targets(data: dict) -> dict:
         pr = sizes["large"]["paired_ratios"]
         add("large_upgrade_1pct_vs_install", pr["upgrade_1pct_vs_install"])
         add("large_upgrade_1pct_vs_naive_upgrade_1pct", pr["upgrade_1pct_vs_naive_upgrade_1pct"])
+        add("large_upgrade_1pct_vs_install_resident", pr["resident_upgrade_1pct_vs_install"])
         m = sizes["large"]["peak_memory_mib"]["install"]
         if m["largest_process_mib"] is not None:
             add("large_install_peak_largest_process_mib", m["largest_process_mib"])
@@ -494,10 +554,12 @@ def evaluate_targets(data: dict) -> dict:
             add("peak_rss_large_vs_small", ratio(m["tree_pss_mib"], sizes["small"]["peak_memory_mib"]["install"]["tree_pss_mib"]))
     if "medium" in sizes:
         add("medium_install_vs_floor", sizes["medium"]["paired_ratios"]["install_vs_floor"])
+        add("medium_install_vs_floor_resident", sizes["medium"]["paired_ratios"]["resident_install_vs_floor"])
     if data.get("api"):
         add("small_api_install_vs_floor", data["api"]["reinstall"]["install_vs_floor_per_run"])
     if data.get("imports"):
         add("small_cli_install_ms", round(1000 * data["imports"]["cli_install_small_s"], 1))
+        add("small_cli_install_ms_resident", round(1000 * data["imports"]["cli_install_small_resident_s"], 1))
     elif "small" in sizes:
         add("small_cli_install_ms", round(1000 * sizes["small"]["atomicplug_s"]["install"], 1))
     sc = data.get("scaling") or {}
@@ -551,8 +613,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     precompile_atomicplug()
     data: dict = {"parts": parts, "load": {"start": machine_load()}}
+    stack = ExitStack()
     try:
         key = workloads.keypair(workdir)
+        stack.enter_context(resident_server(workdir, data))
         if "sizes" in parts:
             data["sizes"] = {size: bench_size(size, reps(size), workdir, key, log) for size in sizes}
         if "api" in parts:
@@ -569,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         data["load"]["end"] = machine_load()
         data["bench_wall_s"] = round(time.perf_counter() - started, 1)
     finally:
+        stack.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     print_tables(data)

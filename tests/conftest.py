@@ -18,6 +18,11 @@ from atomicplug.testing import KeyPair, PluginSpec, build_package, make_home, ma
 
 import importlib.util
 
+# A resident server a developer started would run the suite's CLI commands in its own children
+# (and a crash test's SIGKILL would hit only the client): every test runs commands alone unless it
+# starts its own server (test_resident.py).
+os.environ["ATOMICPLUG_RESIDENT"] = "off"
+
 pytest_plugins = ["db_fixtures"] if importlib.util.find_spec("db_fixtures") else []
 
 

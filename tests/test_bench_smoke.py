@@ -27,6 +27,8 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     ops = {"install", "upgrade_1pct", "upgrade", "rollback", "uninstall"}
     assert set(tiny["naive_s"]) == ops
     assert set(tiny["atomicplug_s"]) == ops | {"recover"}
+    assert set(tiny["atomicplug_resident_s"]) == ops | {"recover"}  # the same commands through the resident server
+    assert all(value > 0 for value in tiny["atomicplug_resident_s"].values())
     assert {"upgrade_1pct_vs_install", "upgrade_1pct_vs_naive_upgrade_1pct", "install_vs_floor"} <= set(tiny["paired_ratios"])
     assert set(tiny["peak_memory_mib"]["install"]) == {"largest_process_mib", "tree_rss_mib", "tree_pss_mib"}
     assert tiny["peak_memory_mib"]["install"]["tree_pss_mib"] > 0
@@ -36,6 +38,9 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
         stages = {row["stage"]: row for row in api["profile"]["stages"]}
         assert stages["whole install_file"]["calls"] == 1.0  # the profile saw every install
     assert data["imports"]["install_imports"]["modules"] > 0
+    assert data["imports"]["cli_install_small_resident_s"] > 0
+    assert data["resident_commands_served"] == 6 + 2 * 5  # sizes: six commands; imports: five install + uninstall pairs
+    assert {"small_cli_install_ms_resident", "medium_install_vs_floor_resident"} & set(data["targets"]) == {"small_cli_install_ms_resident"}
     assert set(data["scaling"]["vs_fewest"]) == {"install", "disable", "enable", "rollback_generation", "list", "recover", "install_new"}
     for level in ("1", "2"):
         assert {"install_s", "list_s", "recover_s", "rollback_generation_s", "fill_s"} <= set(data["scaling"][level])

@@ -67,7 +67,7 @@ def test_sync_tree_makes_a_tree_durable_through_syncfs_or_fsyncs(tmp_path, monke
     (tree / "g.txt").write_text("y")
     fsutil.sync_tree(tree)  # the real syncfs here
     synced: list[str] = []
-    monkeypatch.setattr(fsutil, "_syncfs", lambda: None)
+    monkeypatch.setattr(fsutil, "libc_syncfs", lambda: None)
     monkeypatch.setattr(fsutil, "fsync_file", lambda path: synced.append(f"file {path.relative_to(tmp_path)}"))
     monkeypatch.setattr(fsutil, "fsync_dir", lambda path: synced.append(f"dir {path.relative_to(tmp_path)}"))
     fsutil.sync_tree(tree)

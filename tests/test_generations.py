@@ -125,11 +125,11 @@ def test_gc_keeps_the_live_and_previous_generations(home):
     for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
         home.installer.install_file(home.package("alpha", version, files={"backend/v.py": f"V = {version!r}\n"}))
     removed = home.installer.gc()
-    assert removed["generations"] == 2 and removed["objects"] > 0  # 1.0.0's and 1.1.0's own files and pycs
+    assert removed["generations"] == 2 and removed["objects"] > 0  # 1.0.0's own files and pycs
     assert removed["views"] == 2  # each version's backend view
     assert generations.numbers(home.config) == [3, 4]
     versions = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "alpha").iterdir())
-    assert versions == ["1.2.0", "1.3.0"]
+    assert versions == ["1.1.0", "1.2.0", "1.3.0"]  # 1.1.0: generation 3's previous
     assert all(report.ok for report in home.installer.verify())
 
 
@@ -168,6 +168,21 @@ def test_rollback_to_a_generation_brings_back_its_previous_versions_too(home):
     assert (entry.version, entry.previous) == ("1.0.0", None)
     with pytest.raises(AtomicplugError, match="no previous version to roll back to"):
         installer.rollback("alpha")
+
+
+def test_a_kept_generation_switched_back_to_after_gc_still_rolls_a_plugin_back(home):
+    """Found by the state machine: gc kept only the live generation's previous trees, so after
+    `rollback --generation` to an older kept one, `rollback alpha` found its previous tree gone."""
+    installer = home.installer
+    installer.install_file(home.package("alpha", "1.0.0"))  # generation 1
+    installer.install_file(home.package("alpha", "1.1.0"))  # 2
+    installer.rollback("alpha")  # 3: 1.0.0, with 1.1.0 as its previous
+    installer.rollback(generation=1)  # 4: 1.0.0 with no previous
+    installer.gc()  # keeps 3 and 4
+    installer.rollback(generation=3)  # 5: 1.0.0 with 1.1.0 as its previous again
+    installer.rollback("alpha")
+    assert {p["id"]: p["version"] for p in installer.list()} == {"alpha": "1.1.0"}
+    assert all(report.ok for report in installer.verify())
 
 
 def test_rollback_of_a_transaction_that_is_not_the_live_one_is_refused(home):

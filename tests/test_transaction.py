@@ -189,15 +189,15 @@ def test_verify_reports_changed_missing_and_extra_files(home):
     assert report.extra == ("backend/intruder.py",)
 
 
-def test_gc_keeps_current_and_previous_trees_only(home):
-    for version in ("1.0.0", "1.1.0", "1.2.0"):
+def test_gc_keeps_the_trees_of_the_kept_generations_and_their_previous_ones_only(home):
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
         home.installer.install_file(home.package("shop", version))
     trees = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "shop").iterdir())
-    assert trees == ["1.0.0", "1.1.0", "1.2.0"]
-    removed = home.installer.gc()
+    assert trees == ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+    removed = home.installer.gc()  # kept: generations 3 (1.2.0, previous 1.1.0) and 4 (1.3.0, previous 1.2.0)
     assert removed["trees"] == 1
     trees = sorted(p.name.split("-")[0] for p in (home.config.store_dir / "shop").iterdir())
-    assert trees == ["1.1.0", "1.2.0"]
+    assert trees == ["1.1.0", "1.2.0", "1.3.0"]
     assert len(all_journals(home.config.journal_dir)) == 1
 
 

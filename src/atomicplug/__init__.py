@@ -7,9 +7,9 @@ wholly in the new one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from atomicplug.errors import AtomicplugError
+
+TYPE_CHECKING = False  # not `from typing import`: every command, and the resident client, imports this module
 
 __all__ = ["AtomicplugError", "Config", "Installer", "__version__"]
 __version__ = "0.1.0"
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from atomicplug.installer import Installer
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # Lazy: `atomicplug recover` must not pay for SQLAlchemy or requests imports.
     if name == "Config":
         from atomicplug.config import Config

@@ -1,3 +1,31 @@
-from atomicplug.cli import run
+"""``python -m atomicplug`` and the ``atomicplug`` command.
 
-run()
+A command goes to the resident server when one listens for this interpreter
+(docs/design.md "The resident server"); otherwise, or for a command the server
+does not run, it runs here. Checking costs a ``stat`` when no server was started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+__all__ = ["main"]
+
+
+def main() -> NoReturn:
+    from atomicplug.resident.client import forward
+
+    code = forward(sys.argv[1:])
+    if code is None:
+        from atomicplug.cli import run
+
+        run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

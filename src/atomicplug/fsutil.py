@@ -65,7 +65,7 @@ def fsync_file(path: Path) -> None:
 
 
 @functools.cache
-def _syncfs() -> Callable[[int], int] | None:
+def libc_syncfs() -> Callable[[int], int] | None:
     """libc's ``syncfs(2)`` (Linux), or None where there is none."""
     if not sys.platform.startswith("linux"):
         return None
@@ -93,7 +93,7 @@ def sync_tree(root: Path) -> None:
     errors since Linux 5.8).
     """
     crash_point()
-    syncfs = _syncfs()
+    syncfs = libc_syncfs()
     if syncfs is None:
         _fsync_walk(Path(root))
         return

@@ -1,8 +1,8 @@
 """Garbage collection: what no kept generation needs (docs/design.md "Generations", "gc").
 
 Kept: the live generation and the ``keep_generations - 1`` before it; the
-backend views they show; the store trees they show, plus each live plugin's previous tree (so a per-plugin
-rollback still works); the package blobs those trees came from; unfinished
+backend views they show; the store trees they show, plus each of their plugins' previous tree (so a per-plugin
+rollback still works, also after switching back to an older kept generation); the package blobs those trees came from; unfinished
 journals and the live generation's own; the objects those trees' records name
 (a tree's files are hard links to them, or copies where links are impossible). Everything is deleted through :mod:`atomicplug.fsutil`
 (rename to ``.deleting-*`` first), so a crash mid-gc leaves only leftovers the
@@ -73,9 +73,9 @@ def collect(config: Config) -> Collected:
             generations.remove(config, number)
             removed_generations += 1
     removed_views = generations.remove_unused_views(config)
-    # The live generation needs each plugin's previous tree too (per-plugin rollback); an older
-    # kept generation only what it shows (switching back to it).
-    trees = registries[-1].referenced_trees() | {e.current.tree for r in registries[:-1] for e in r.plugins.values()}
+    # Each kept generation needs what it shows and each plugin's previous tree: switched back to,
+    # a per-plugin rollback from it goes where it went before.
+    trees = set().union(*(registry.referenced_trees() for registry in registries))
     removed_trees = 0
     store = config.store_dir
     for plugin_dir in sorted(store.iterdir()) if store.is_dir() else []:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from atomicplug.errors import AtomicplugError, UsageError
+from atomicplug.resident.client import requested_command
 
 __all__ = ["main", "run", "build_parser"]
 
@@ -27,6 +28,7 @@ _COMMAND_MODULES = (
     "atomicplug.cli.repo_cmds",
     "atomicplug.cli.doctor_cmds",
     "atomicplug.cli.cluster_cmds",
+    "atomicplug.cli.resident_cmds",
 )
 
 
@@ -35,21 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
-
-
-def _requested_command(argv: Sequence[str]) -> str | None:
-    """The command word of ``argv`` (skipping the global options), or None."""
-    args = iter(argv)
-    for arg in args:
-        if arg == "--config":
-            next(args, None)
-        elif arg == "--debug" or arg.startswith("--config="):
-            continue
-        elif arg.startswith("-"):
-            return None  # --help and friends: build the whole parser
-        else:
-            return arg
-    return None
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -66,7 +53,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="PATH", help="config file (default: $ATOMICPLUG_CONFIG or ./atomicplug.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    wanted = _requested_command(argv) if argv is not None else None
+    wanted = requested_command(argv) if argv is not None else None
     for name in _COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
@@ -80,11 +67,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run one command; ``parser``: a full one built before (the resident server's children)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser(argv)
+        parser = parser or build_parser(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help(sys.stderr)

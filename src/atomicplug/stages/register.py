@@ -1,26 +1,21 @@
-"""Stage 5b, register: the registry and the frontend addon folder.
+"""Stage 5b, register: the frontend addon folder.
 
-Both are written whole with temp-then-replace and are derived from the plan
-and the registry before it, so repeating this stage after a crash is safe.
+Written whole with temp-then-replace and derived from the registry, so
+repeating this stage after a crash is safe. The registry itself is part of
+the generation (:mod:`atomicplug.generations`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from atomicplug.fsutil import make_dirs
 from atomicplug.frontend.layout import write_layout
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.registry import Registry
 
-__all__ = ["write_registry", "write_frontend_index"]
-
-
-def write_registry(config: Config, registry: Registry) -> None:
-    make_dirs(config.home)
-    registry.save(config.registry_path)
+__all__ = ["write_frontend_index"]
 
 
 def write_frontend_index(config: Config, registry: Registry) -> None:

@@ -1,0 +1,76 @@
+"""``atomicplug resident start|stop|status``: the warm server that runs commands (opt-in)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+__all__ = ["register"]
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from atomicplug.resident.address import socket_path
+    from atomicplug.resident.server import ResidentServer, query, start
+
+    path = socket_path()
+    running = query("status")
+    if running is not None:
+        print(f"atomicplug: the resident server is already running (pid {running['pid']}, {path})")
+        return 0
+    if args.foreground:
+        server = ResidentServer.listen(path, args.idle_timeout)
+        print(f"atomicplug: resident server listening at {path} (pid {server.status()['pid']})", flush=True)
+        server.serve()
+        return 0
+    pid = start(path, args.idle_timeout)
+    idle = f"stops after {args.idle_timeout:g} s without a command" if args.idle_timeout else "runs until stopped"
+    print(f"atomicplug: resident server started (pid {pid}, {path}); it {idle}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from atomicplug.resident.server import query
+
+    answer = query("stop")
+    if answer is None:
+        print("atomicplug: no resident server is running")
+        return 0
+    print(f"atomicplug: resident server stopping (pid {answer['stopping']}; commands it runs finish first)")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from atomicplug.resident.address import socket_path
+    from atomicplug.resident.server import query
+
+    status = query("status")
+    if status is None:
+        print(f"atomicplug: no resident server is running (commands run in their own process); socket {socket_path()}")
+        return 3
+    uptime = time.time() - float(status["started"])
+    print(
+        f"atomicplug: resident server pid {status['pid']} at {status['socket']}: up {uptime:.0f} s, "
+        f"{status['served']} commands served, {status['running']} running"
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from atomicplug.resident.server import DEFAULT_IDLE_TIMEOUT
+
+    p = sub.add_parser(
+        "resident",
+        help="a warm server that runs commands without starting Python each time",
+        description=(
+            "Start, stop or show the resident server. While it runs, atomicplug commands from this "
+            "Python environment are run by children forked from it (same output and exit codes), "
+            "which saves the interpreter's start-up and imports. ATOMICPLUG_RESIDENT=off bypasses it."
+        ),
+    )
+    actions = p.add_subparsers(dest="resident_action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="start it in the background (or --foreground, for a service manager)")
+    start.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS", help="stop after this long without a command (0: never; default %(default)g)")
+    start.add_argument("--foreground", action="store_true", help="stay in the foreground (systemd, supervisord)")
+    start.set_defaults(handler=cmd_start)
+    actions.add_parser("stop", help="stop it once the commands it runs have finished").set_defaults(handler=cmd_stop)
+    actions.add_parser("status", help="whether it runs (exit 3 when not)").set_defaults(handler=cmd_status)

@@ -1,0 +1,181 @@
+"""The command line's side of the resident server (standard library only).
+
+:func:`forward` runs one command in a child of the resident server when one is
+listening for this interpreter, and returns its exit code; None means "run it
+here" (no server, another user's socket, a stale server, a command it does not
+serve), and costs a failed ``connect`` at most. Once the server has forked the
+child the command is running: signals the client gets (Ctrl-C, ``kill``) are
+passed on to it, and a child killed by a signal makes the client die of the same
+signal, so a caller sees what a one-shot process would have shown.
+"""
+
+from __future__ import annotations
+
+import _socket  # the C module: socket.py builds its enums at import (~3 ms of every command)
+import array
+import marshal
+import os
+import signal
+import struct
+import sys
+from atomicplug import TYPE_CHECKING
+from atomicplug.resident.address import code_stamp, private_folder, socket_path
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+__all__ = ["OFF_ENV", "SERVED", "forward", "read_message", "requested_command", "send_message"]
+
+#: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
+OFF_ENV = "ATOMICPLUG_RESIDENT"
+#: Commands a resident child runs. Not: those that prompt for a password on the
+#: terminal (keygen, pack, repo), start a long-lived server (serve), or manage this one.
+SERVED = frozenset({
+    "install", "upgrade", "uninstall", "rollback", "enable", "disable", "configure", "settings", "list",
+    "history", "verify", "recover", "gc", "search", "available", "doctor", "sync", "cluster", "init",
+})  # fmt: skip
+#: Signals passed on to the running child.
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+_LENGTH = struct.Struct(">I")
+
+
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (skipping the global options), or None."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--config":
+            next(args, None)
+        elif arg == "--debug" or arg.startswith("--config="):
+            continue
+        elif arg.startswith("-"):
+            return None  # --help and friends
+        else:
+            return arg
+    return None
+
+
+def send_message(conn: _socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    """One length-prefixed message, with ``fds`` passed along (SCM_RIGHTS).
+
+    ``marshal``: built in (json costs ~3 ms of start-up), and both ends are the same
+    interpreter (the socket's name carries its version) of the same user (SO_PEERCRED).
+    """
+    body = marshal.dumps(message)
+    ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+    data = _LENGTH.pack(len(body)) + body
+    sent = conn.sendmsg([data], ancillary)
+    if sent < len(data):
+        conn.sendall(data[sent:])
+
+
+def read_message(conn: _socket.socket, head: bytes = b"") -> dict[str, Any] | None:
+    """The next message on ``conn`` (``head``: bytes of it already received), or None at its end."""
+    data = _read_exactly(conn, head, _LENGTH.size)
+    if data is None:
+        return None
+    body = _read_exactly(conn, data[_LENGTH.size :], _LENGTH.unpack(data[: _LENGTH.size])[0])
+    if body is None:
+        return None
+    try:
+        message = marshal.loads(body)
+    except (EOFError, ValueError, TypeError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _read_exactly(conn: _socket.socket, data: bytes, size: int) -> bytes | None:
+    while len(data) < size:
+        more = conn.recv(max(65536, size - len(data)))
+        if not more:
+            return None
+        data += more
+    return data
+
+
+def peer_uid(conn: _socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid
+
+
+def connect() -> _socket.socket | None:
+    """A connection to this interpreter's resident server, or None (no server, or not ours)."""
+    path = socket_path()
+    if not os.path.exists(path) or not private_folder(path, create=False):
+        return None
+    conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        if peer_uid(conn) == os.getuid():
+            return conn
+    except OSError:
+        pass
+    conn.close()
+    return None
+
+
+def forward(argv: Sequence[str]) -> int | None:
+    """Run ``argv`` in a resident child and return its exit code; None: run it in this process."""
+    if os.environ.get(OFF_ENV) == "off" or "ATOMICPLUG_CRASH_AT" in os.environ:
+        return None
+    if requested_command(argv) not in SERVED:
+        return None
+    conn = connect()
+    if conn is None:
+        return None
+    try:
+        try:
+            send_message(conn, _request(argv), fds=(0, 1, 2))
+        except OSError:  # a closed stdin, stdout or stderr cannot be passed on
+            return None
+        first = read_message(conn)
+        if first is None or "pid" not in first:
+            return None  # the server is stale (code changed) or refused: run here
+        return _wait(conn, int(first["pid"]))
+    finally:
+        conn.close()
+
+
+def _request(argv: Sequence[str]) -> dict[str, Any]:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    streams = [sys.stdin, sys.stdout, sys.stderr]
+    return {
+        "op": "run",
+        "stamp": code_stamp(),
+        "argv": list(argv),
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "umask": mask,
+        "encodings": [(s.encoding, s.errors) if s is not None else None for s in streams],
+    }
+
+
+def _wait(conn: _socket.socket, child: int) -> int:
+    """Pass signals on to ``child`` until the server reports how it ended."""
+
+    def pass_on(signum: int, _frame: object) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in _FORWARDED:
+        signal.signal(signum, pass_on)
+    outcome = read_message(conn)
+    for signum in _FORWARDED:
+        signal.signal(signum, signal.SIG_DFL)
+    if outcome is None:
+        print(
+            "atomicplug: error: the resident server stopped before the command ended "
+            "(see `atomicplug history`, and `atomicplug recover` if it was a transaction)",
+            file=sys.stderr,
+        )
+        return 1
+    if "signal" in outcome:
+        signum = int(outcome["signal"])
+        sys.stdout.flush()
+        os.kill(os.getpid(), signum)  # die as the child did (handlers are SIG_DFL again)
+        return 128 + signum  # a signal whose default is to go on
+    return int(outcome.get("exit", 1))

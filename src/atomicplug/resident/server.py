@@ -1,0 +1,398 @@
+"""The resident server: accept a command, fork a warm child to run it, report how it ended.
+
+The server imports every module a command may need and builds the full argument
+parser once (:func:`preload`), then waits on its socket. Each request carries the
+client's argv, working folder, environment, umask and stdin/stdout/stderr
+(SCM_RIGHTS); the forked child takes them over and runs ``cli.main`` as the
+one-shot process would. The server stays single-threaded (``fork`` copies only the
+calling thread), runs no transaction and keeps no state between commands, so a
+command run here sees what a one-shot command sees: the home on disk.
+
+It answers only its own user (SO_PEERCRED, and the socket's folder is 0700),
+refuses a client whose code stamp differs from its own (the code changed under
+it: the client runs the command itself and the server stops), and stops after
+``idle_timeout`` seconds without a command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import io
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import attrs
+
+from atomicplug.errors import OperationError
+from atomicplug.resident.address import code_stamp, private_folder
+from atomicplug.resident.client import connect, peer_uid, read_message, send_message
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "ResidentServer", "preload", "query", "start"]
+
+#: Seconds without a command after which the server exits (0: never).
+DEFAULT_IDLE_TIMEOUT = 3600.0
+#: Modules a command never imports in the server's children.
+_NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.testing")
+_FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
+
+
+def preload() -> argparse.ArgumentParser:
+    """Import every atomicplug module (optional extras when installed); the full parser."""
+    import importlib
+    import pkgutil
+
+    import atomicplug
+    from atomicplug.cli import build_parser
+
+    for module in pkgutil.walk_packages(atomicplug.__path__, "atomicplug."):
+        if module.name not in _NOT_PRELOADED:
+            try:
+                importlib.import_module(module.name)
+            except ImportError:  # an extra that is not installed: its commands fail as one-shot ones do
+                pass
+    _warm()
+    return build_parser()
+
+
+def _warm() -> None:
+    """Do once here what each child would otherwise do on its first use (~10 ms a command).
+
+    The standard-library modules the commands import where they are used, libc's
+    ``syncfs`` (ctypes), OpenSSL's Ed25519 and SQLite's library: every child
+    inherits them loaded.
+    """
+    import codecs
+    import getpass  # noqa: F401 - the actor's name (transaction_cmds)
+    import pwd  # noqa: F401 - getpass.getuser() without $USER
+    import sqlite3
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from atomicplug import fsutil
+
+    codecs.lookup("utf-8-sig")  # metadata.json may start with a BOM
+    fsutil.libc_syncfs()
+    key = Ed25519PrivateKey.generate()
+    key.public_key().verify(key.sign(b"warm"), b"warm")
+    sqlite3.connect(":memory:").close()
+
+
+@attrs.define
+class ResidentServer:
+    """One listening server and the children it runs (pid → the client's connection)."""
+
+    path: str
+    listener: socket.socket
+    parser: argparse.ArgumentParser
+    idle_timeout: float
+    stamp: str = attrs.field(factory=code_stamp)
+    started: float = attrs.field(factory=time.time)
+    served: int = 0
+    stopping: bool = False
+    running: dict[int, socket.socket] = attrs.field(factory=dict)
+    #: The socket file this server bound (device, inode): removed at exit only while it is still that file.
+    bound: tuple[int, int] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        info = os.stat(self.path)
+        self.bound = (info.st_dev, info.st_ino)
+
+    @classmethod
+    def listen(cls, path: str, idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> ResidentServer:
+        """Bind ``path`` (refusing a folder others can enter, or a live server there), preload."""
+        if not private_folder(path, create=True):
+            raise OperationError(f"{os.path.dirname(path)} is not a folder only this user can enter: not listening there")
+        live = connect()
+        if live is not None:
+            live.close()
+            raise OperationError(f"a resident server is already listening at {path}")
+        parser = preload()
+        try:
+            os.unlink(path)  # a socket file a killed server left
+        except FileNotFoundError:
+            pass
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        return cls(path=path, listener=listener, parser=parser, idle_timeout=idle_timeout)
+
+    def serve(self) -> None:
+        """Answer requests until stopped (``stop``, SIGTERM, idle, stale code) and every child ended."""
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
+        signal.signal(signal.SIGTERM, self._stop_on_signal)
+        signal.signal(signal.SIGINT, self._stop_on_signal)
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ)
+        selector.register(wake_read, selectors.EVENT_READ)
+        last = time.monotonic()
+        try:
+            while True:
+                self._reap()
+                if self.stopping and self.listener.fileno() >= 0:
+                    selector.unregister(self.listener)
+                    self._close_listener()
+                if self.stopping and not self.running:
+                    return
+                timeout = None
+                if self.idle_timeout and not self.running and not self.stopping:
+                    timeout = last + self.idle_timeout - time.monotonic()
+                    if timeout <= 0:
+                        self.stopping = True
+                        continue
+                for key, _ in selector.select(timeout):
+                    if key.fileobj is self.listener:
+                        self._accept((wake_read, wake_write))
+                        last = time.monotonic()
+                    else:
+                        _drain(wake_read)
+        finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            self._close_listener()
+            selector.close()
+            os.close(wake_read)
+            os.close(wake_write)
+
+    def _stop_on_signal(self, _signum: int, _frame: object) -> None:
+        self.stopping = True
+
+    def _close_listener(self) -> None:
+        if self.listener.fileno() < 0:
+            return
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self.bound:  # not a newer server's socket
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.listener.close()
+
+    def _accept(self, wakeup: tuple[int, int]) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        fds: list[int] = []
+        try:
+            conn.settimeout(5.0)
+            if peer_uid(conn) != os.getuid():
+                conn.close()
+                return
+            request, fds = _receive(conn)
+            self._answer(conn, request, fds, wakeup)
+        except (OSError, ValueError):
+            conn.close()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int], wakeup: tuple[int, int]) -> None:
+        op = request.get("op")
+        if op == "status":
+            send_message(conn, self.status())
+        elif op == "stop":
+            self.stopping = True
+            send_message(conn, {"stopping": os.getpid()})
+        elif op == "run" and request.get("stamp") != self.stamp:
+            self.stopping = True  # the code changed since this server imported it
+            send_message(conn, {"run_here": "the code changed since the resident server started"})
+        elif op == "run" and len(fds) == 3:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(self, conn, fds, request, wakeup)
+            self.served += 1
+            self.running[pid] = conn
+            send_message(conn, {"pid": pid})
+            return  # the connection stays open until the child's end is reported
+        else:
+            send_message(conn, {"run_here": "not a request this server runs"})
+        conn.close()
+
+    def _reap(self) -> None:
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.running.pop(pid, None)
+            if conn is None:
+                continue
+            outcome = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.waitstatus_to_exitcode(status)}
+            try:
+                send_message(conn, outcome)
+            except OSError:
+                pass  # the client went away; the command ran to its end all the same
+            conn.close()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "socket": self.path,
+            "started": self.started,
+            "served": self.served,
+            "running": len(self.running),
+            "idle_timeout": self.idle_timeout,
+            "stamp": self.stamp,
+        }
+
+
+def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """One request and the descriptors passed with it."""
+    data, ancillary, flags, _ = conn.recvmsg(65536, _FDS_SPACE)
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("too many descriptors")
+    request = read_message(conn, data)
+    if request is None:
+        raise ValueError("a truncated request")
+    return request, list(fds)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], request: dict[str, Any], wakeup: tuple[int, int]) -> None:
+    """In the forked child: become the client's command, run it, exit. Never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        server.listener.close()
+        conn.close()
+        for fd in wakeup:
+            os.close(fd)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        os.umask(int(request["umask"]))
+        os.environ.clear()
+        os.environ.update(request["env"])
+        _rebind_stdio(request.get("encodings") or [None, None, None])
+        argv = [str(arg) for arg in request["argv"]]
+        sys.argv = ["atomicplug", *argv]
+        try:
+            os.chdir(request["cwd"])
+        except OSError as exc:
+            print(f"atomicplug: error: cannot enter the working folder {request['cwd']}: {exc.strerror}", file=sys.stderr)
+            code = 1
+        else:
+            from atomicplug import cli
+
+            code = cli.main(argv, parser=server.parser)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _end_child(code)
+
+
+def _end_child(code: int) -> None:
+    """Exit as the one-shot command does: threads joined, atexit handlers run, stdio flushed."""
+    try:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+        from atomicplug.cli import exit_process
+
+        exit_process(code)
+    except SystemExit:
+        code = 120  # stdout could not be flushed (a closed pipe): what Python's own exit reports
+    finally:
+        os._exit(code)
+
+
+def _rebind_stdio(encodings: list[Any]) -> None:
+    """sys.stdin/stdout/stderr over the client's descriptors, buffered as Python would for them."""
+    for fd, name, spec in zip((0, 1, 2), ("stdin", "stdout", "stderr"), encodings):
+        encoding, errors = spec if spec else (None, None)
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        buffered: io.BufferedIOBase = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        interactive = raw.isatty()
+        stream = io.TextIOWrapper(
+            buffered,
+            encoding=encoding,
+            errors=errors,
+            line_buffering=fd != 0 and (interactive or fd == 2),
+        )
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def query(op: str) -> dict[str, Any] | None:
+    """Ask this interpreter's server (``status``, ``stop``); None when none is listening."""
+    conn = connect()
+    if conn is None:
+        return None
+    try:
+        conn.settimeout(10.0)
+        send_message(conn, {"op": op})
+        return read_message(conn)
+    finally:
+        conn.close()
+
+
+def start(path: str, idle_timeout: float) -> int:
+    """Start a server in the background (a daemon of its own session); its pid once it listens."""
+    ready_read, ready_write = os.pipe()
+    first = os.fork()
+    if first == 0:
+        os.close(ready_read)
+        report = "error: the resident server did not start"
+        try:
+            os.setsid()
+            if os.fork():
+                os._exit(0)
+            os.chdir("/")
+            null = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            server = ResidentServer.listen(path, idle_timeout)
+            report = f"ok {os.getpid()}"
+            os.write(ready_write, report.encode())
+            os.close(ready_write)
+            server.serve()
+        except BaseException as exc:
+            if not report.startswith("ok"):
+                report = f"error: {exc}"
+                try:
+                    os.write(ready_write, report.encode())
+                except OSError:
+                    pass
+        finally:
+            os._exit(0)
+    os.close(ready_write)
+    os.waitpid(first, 0)
+    with os.fdopen(ready_read, "rb") as ready:
+        report = ready.read().decode(errors="replace")
+    if not report.startswith("ok "):
+        raise OperationError(report.removeprefix("error: ") or "the resident server did not start")
+    return int(report.split()[1])

@@ -1,0 +1,203 @@
+"""The resident server: commands run by warm forked children, exactly as one-shot processes run them (issue 14)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from atomicplug.resident.address import SOCKET_ENV
+from atomicplug.resident.client import OFF_ENV, connect, read_message, send_message
+
+
+class Resident:
+    """A resident server on a socket of this test's own, and the CLI pointed at it."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(mode=0o700)
+        self.socket = folder / "resident.sock"
+        self.env = {k: v for k, v in os.environ.items() if k != OFF_ENV}
+        self.env[SOCKET_ENV] = str(self.socket)
+
+    def cli(self, *args: str, resident: bool = True, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
+        env = dict(self.env, **({} if resident else {OFF_ENV: "off"}), **kwargs.pop("env", {}))
+        return subprocess.run(
+            [sys.executable, "-m", "atomicplug", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120, **kwargs
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "atomicplug", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def status(self) -> dict:
+        old = os.environ.get(SOCKET_ENV)
+        os.environ[SOCKET_ENV] = str(self.socket)
+        try:
+            conn = connect()
+            if conn is None:
+                return {}
+            try:
+                send_message(conn, {"op": "status"})
+                return read_message(conn) or {}
+            finally:
+                conn.close()
+        finally:
+            if old is None:
+                del os.environ[SOCKET_ENV]
+            else:
+                os.environ[SOCKET_ENV] = old
+
+    def served(self) -> int:
+        return int(self.status()["served"])
+
+
+def _gone(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def resident(tmp_path: Path) -> Iterator[Resident]:
+    server = Resident(tmp_path / "run")
+    started = server.cli("resident", "start", "--idle-timeout", "120")
+    assert started.returncode == 0, started.stderr
+    pid = server.status()["pid"]
+    yield server
+    server.cli("resident", "stop")
+    assert _gone(pid), "the resident server did not stop"
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def test_commands_through_the_server_print_and_exit_as_one_shot_commands_do(resident, home):
+    package = str(home.package("shop"))
+    config = str(home.config_path)
+    installed = resident.cli("--config", config, "install", package)
+    assert installed.returncode == 0, installed.stderr
+    assert resident.served() == 1
+    for args in (("list",), ("verify",), ("uninstall", "ghost"), ("install", "/no/such.zip"), ("enable",)):
+        through = resident.cli("--config", config, *args)
+        alone = resident.cli("--config", config, *args, resident=False)
+        assert (through.returncode, through.stdout, through.stderr) == (alone.returncode, alone.stdout, alone.stderr), args
+    assert resident.served() == 1 + 5  # the one-shot runs did not go through it
+    assert "shop" in resident.cli("--config", config, "list").stdout
+
+
+def test_a_child_takes_the_clients_folder_and_environment(resident, home):
+    # A relative --config and $ATOMICPLUG_CONFIG resolve against the client's folder and environment.
+    relative = resident.cli("--config", home.config_path.name, "list", cwd=home.config_path.parent)
+    assert relative.returncode == 0, relative.stderr
+    from_env = resident.cli("list", cwd="/", env={"ATOMICPLUG_CONFIG": str(home.config_path)})
+    assert from_env.returncode == 0, from_env.stderr
+    missing = resident.cli("list", cwd="/", env={"ATOMICPLUG_CONFIG": "/nowhere.toml"})
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "atomicplug: error: ATOMICPLUG_CONFIG points at /nowhere.toml, which does not exist"
+    assert resident.served() == 3
+
+
+def test_ctrl_c_reaches_the_child(resident, home, tmp_path: Path):
+    # The child waits for the writer lock this test holds; SIGINT to the client interrupts it there.
+    from atomicplug.lock import writer_lock
+
+    package = str(home.package("shop"))
+    with writer_lock(home.config.lock_path, 5):
+        client = resident.popen("--config", str(home.config_path), "install", package)
+        deadline = time.monotonic() + 30
+        while resident.status().get("running") != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        client.send_signal(signal.SIGINT)
+        _, err = client.communicate(timeout=30)
+    assert client.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "atomicplug: interrupted"
+    assert "shop" not in resident.cli("--config", str(home.config_path), "list").stdout
+
+
+def test_a_child_killed_by_a_signal_kills_its_client_with_it(resident, home):
+    from atomicplug.lock import writer_lock
+
+    server = resident.status()["pid"]
+    with writer_lock(home.config.lock_path, 5):
+        client = resident.popen("--config", str(home.config_path), "install", str(home.package("shop")))
+        deadline = time.monotonic() + 30
+        while not _children(server) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (child,) = _children(server)
+        os.kill(child, signal.SIGKILL)
+        client.communicate(timeout=30)
+    assert client.returncode == -signal.SIGKILL
+    recovered = resident.cli("--config", str(home.config_path), "recover")
+    assert recovered.returncode == 0, recovered.stderr
+
+
+def test_a_server_whose_code_changed_sends_the_command_back_and_stops(resident):
+    pid = resident.status()["pid"]
+    os.environ[SOCKET_ENV] = str(resident.socket)
+    try:
+        conn = connect()
+        assert conn is not None
+        send_message(conn, {"op": "run", "stamp": "not this code", "argv": ["list"]})
+        assert "run_here" in read_message(conn)
+        conn.close()
+    finally:
+        del os.environ[SOCKET_ENV]
+    assert _gone(pid)
+    assert not resident.socket.exists()
+
+
+def test_commands_it_does_not_serve_run_in_their_own_process(resident, tmp_path: Path):
+    made = resident.cli("keygen", "-p", str(tmp_path / "k.pub"), "-s", str(tmp_path / "k.key"), "--no-password")
+    assert made.returncode == 0, made.stderr
+    assert resident.served() == 0
+
+
+def test_starting_twice_says_so_and_status_and_stop_report(resident):
+    again = resident.cli("resident", "start")
+    assert again.returncode == 0
+    assert "already running" in again.stdout
+    status = resident.cli("resident", "status")
+    assert status.returncode == 0 and f"pid {resident.status()['pid']}" in status.stdout
+
+
+def test_no_server_means_status_exit_3_and_commands_run_alone(tmp_path: Path, home):
+    alone = Resident(tmp_path / "run")
+    status = alone.cli("resident", "status")
+    assert status.returncode == 3
+    assert "no resident server is running" in status.stdout
+    assert alone.cli("--config", str(home.config_path), "list").returncode == 0
+
+
+def test_it_refuses_a_folder_others_can_enter(tmp_path: Path):
+    open_folder = Resident(tmp_path / "run")
+    open_folder.socket.parent.chmod(0o755)
+    started = open_folder.cli("resident", "start")
+    assert started.returncode == 1
+    assert started.stderr.strip() == f"atomicplug: error: {open_folder.socket.parent} is not a folder only this user can enter: not listening there"
+    assert not open_folder.socket.exists()
+
+
+def test_it_stops_when_idle(tmp_path: Path):
+    idle = Resident(tmp_path / "run")
+    assert idle.cli("resident", "start", "--idle-timeout", "0.3").returncode == 0
+    pid = idle.status()["pid"]
+    assert _gone(pid)
+    assert not idle.socket.exists()
+    assert idle.cli("resident", "status").returncode == 3
