@@ -104,18 +104,20 @@ def fresh_home(root: Path, key: workloads.KeyPair) -> Path:
 
 
 # -- sizes: the CLI beside the floor and the naive installer -----------------------------
-def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path) -> float:
+def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path, *, unzip: bool = True) -> float:
+    """unzip + sha256sum + minisign -V; without ``unzip``: what verifying the package alone costs."""
     target = scratch / "floor"
     if target.exists():
         shutil.rmtree(target)
     total = 0.0
     for cmd in (
-        ["unzip", "-q", str(zip_path), "-d", str(target)],
+        ["unzip", "-q", str(zip_path), "-d", str(target)] if unzip else None,
         ["sha256sum", str(zip_path)],
         ["minisign", "-V", "-q", "-m", str(zip_path), "-p", str(key.public_path)],
     ):
-        total += timed(cmd)
-    shutil.rmtree(target)
+        if cmd:
+            total += timed(cmd)
+    shutil.rmtree(target, ignore_errors=True)
     return total
 
 
@@ -207,8 +209,10 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
     naive: dict[str, list[float]] = {op: [] for op in OPS}
     atom: dict[str, list[float]] = {op: [] for op in ops}
     resident: dict[str, list[float]] = {op: [] for op in ops}
+    verify_1pct: list[float] = []  # sha256sum + minisign -V of the 1 % upgrade's zip: any verifying installer reads it all
     for i in range(repeat):
         floor.append(run_floor(w.v1, key, scratch))
+        verify_1pct.append(run_floor(w.v1_1pct, key, scratch, unzip=False))
         for op, value in run_naive(w, scratch).items():
             naive[op].append(value)
         for op, value in run_atomicplug(w, key, scratch).items():
@@ -228,12 +232,14 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
         "zip_bytes": w.v1.stat().st_size,
         "changed_files_1pct": w.changed_files,
         "floor_s": round(median(floor), 4),
+        "verify_1pct_zip_s": round(median(verify_1pct), 4),
         "naive_s": {op: round(median(v), 4) for op, v in naive.items()},
         "atomicplug_s": {op: round(median(v), 4) for op, v in atom.items()},
         "atomicplug_resident_s": {op: round(median(v), 4) for op, v in resident.items()},
         "peak_memory_mib": peaks,
         "samples": {
             "floor": floor,
+            "verify_1pct_zip": verify_1pct,
             **{f"naive_{op}": v for op, v in naive.items()},
             **{f"atomicplug_{op}": v for op, v in atom.items()},
             **{f"atomicplug_resident_{op}": v for op, v in resident.items()},
@@ -253,6 +259,8 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
         "resident_install_vs_floor": per_run(resident["install"], floor),
         "resident_upgrade_1pct_vs_install": per_run(resident["upgrade_1pct"], resident["install"]),
         "resident_vs_one_shot_install": per_run(resident["install"], atom["install"]),
+        "verify_1pct_zip_vs_install": per_run(verify_1pct, atom["install"]),
+        "upgrade_1pct_vs_verify_1pct_zip": per_run(atom["upgrade_1pct"], verify_1pct),
     }
     a = result["atomicplug_s"]
     result["ratios"] = {
@@ -488,6 +496,7 @@ def print_tables(data: dict) -> None:
                 )
             rs = r["atomicplug_resident_s"]
             print(f"{size:7} through the resident server: " + ", ".join(f"{op} {fmt(rs[op])}" for op in (*OPS, "recover")))
+            print(f"{size:7} verifying the 1 % upgrade's zip alone (sha256sum + minisign -V): {fmt(r['verify_1pct_zip_s'])}")
             pr = r["paired_ratios"]
             print(f"{size:7} median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in pr.items()))
     if data.get("api"):

@@ -23,7 +23,7 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert {"sizes", "api", "imports", "scaling", "disk", "targets", "machine", "repeat", "load"} <= set(data)
     tiny = data["sizes"]["tiny"]
-    assert {"floor_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
+    assert {"floor_s", "verify_1pct_zip_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
     ops = {"install", "upgrade_1pct", "upgrade", "rollback", "uninstall"}
     assert set(tiny["naive_s"]) == ops
     assert set(tiny["atomicplug_s"]) == ops | {"recover"}

@@ -185,6 +185,20 @@ def test_a_flipped_byte_in_the_trees_record_is_caught_by_verify_and_repaired_by_
     home.installer.gc()
 
 
+def test_gc_refuses_before_removing_anything_when_a_kept_trees_record_is_damaged(home):
+    """gc reads every kept tree's record first: it used to remove generations and trees, then refuse."""
+    from atomicplug import generations
+
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
+        home.installer.install_file(home.package("alpha", version, files={"backend/v.py": f"V = {version!r}\n"}))
+    _flip(_tree(home, "alpha") / "RECORD", 40)  # the live tree: 1.3.0
+    trees_before = sorted(p.name for p in (home.config.store_dir / "alpha").iterdir())
+    with pytest.raises(OperationError, match="gc: cannot tell which objects"):
+        home.installer.gc()
+    assert generations.numbers(home.config) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (home.config.store_dir / "alpha").iterdir()) == trees_before
+
+
 def test_a_tree_record_that_does_not_parse_is_reported_by_verify_not_raised(home):
     home.installer.install_file(home.package("alpha"))
     record = _tree(home, "alpha") / RECORD_NAME

@@ -6,7 +6,8 @@ rollback still works, also after switching back to an older kept generation); th
 journals and the live generation's own; the objects those trees' records name
 (a tree's files are hard links to them, or copies where links are impossible). Everything is deleted through :mod:`atomicplug.fsutil`
 (rename to ``.deleting-*`` first), so a crash mid-gc leaves only leftovers the
-next gc or recovery sweeps; it runs under the writer lock, after recovery.
+next gc or recovery sweeps; it runs under the writer lock, after recovery. A kept
+tree whose record cannot be read refuses gc before anything is removed.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def kept_generations(config: Config) -> list[int]:
 def collect(config: Config) -> Collected:
     """Remove what no kept generation needs; the caller holds the writer lock and has recovered."""
     from atomicplug.journal.reader import all_journals
+    from atomicplug.stages.stage import objects_of
     from atomicplug.transaction import sweep_trash
 
     leftovers = sweep_trash(config)
@@ -67,15 +69,16 @@ def collect(config: Config) -> Collected:
     registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME) for n in keep]
     if not registries:  # a home from before generations: its one registry file
         registries = [Registry.load(config.registry_path)]
+    # Each kept generation needs what it shows and each plugin's previous tree: switched back to,
+    # a per-plugin rollback from it goes where it went before.
+    trees = set().union(*(registry.referenced_trees() for registry in registries))
+    objects_in_use = _objects_in_use(config, trees)  # before removing anything: a damaged record refuses gc whole
     removed_generations = 0
     for number in generations.numbers(config):
         if number not in keep:
             generations.remove(config, number)
             removed_generations += 1
     removed_views = generations.remove_unused_views(config)
-    # Each kept generation needs what it shows and each plugin's previous tree: switched back to,
-    # a per-plugin rollback from it goes where it went before.
-    trees = set().union(*(registry.referenced_trees() for registry in registries))
     removed_trees = 0
     store = config.store_dir
     for plugin_dir in sorted(store.iterdir()) if store.is_dir() else []:
@@ -101,16 +104,15 @@ def collect(config: Config) -> Collected:
         generations=removed_generations,
         views=removed_views,
         trees=removed_trees,
-        objects=_remove_unused_objects(config, trees),
+        objects=objects_of(config).sweep(objects_in_use),
         journals=removed_journals,
         blobs=_remove_unused_blobs(config, packages),
         leftovers=leftovers,
     )
 
 
-def _remove_unused_objects(config: Config, trees: set[str]) -> int:
-    """Objects no kept tree's record names (marked from the records, so copies count too)."""
-    from atomicplug.stages.stage import objects_of
+def _objects_in_use(config: Config, trees: set[str]) -> set[str]:
+    """The objects the kept trees' records name (marked from the records, so copies count too)."""
     from atomicplug.tree_record import TreeRecordError, read_record
 
     referenced: set[str] = set()
@@ -121,10 +123,10 @@ def _remove_unused_objects(config: Config, trees: set[str]) -> int:
             continue  # a tree the registry names but that is gone: verify reports it
         except TreeRecordError as exc:  # its objects are unknown: sweeping could remove them
             raise OperationError(
-                f"gc: cannot tell which objects {tree} uses ({exc}); no object was removed: "
+                f"gc: cannot tell which objects {tree} uses ({exc}); nothing was removed: "
                 "`atomicplug verify` shows the damage, reinstalling the package repairs it"
             ) from None
-    return objects_of(config).sweep(referenced)
+    return referenced
 
 
 def _blob_names(config: Config) -> list[str]:
