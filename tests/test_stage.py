@@ -185,6 +185,18 @@ def test_a_flipped_byte_in_the_trees_record_is_caught_by_verify_and_repaired_by_
     home.installer.gc()
 
 
+def test_a_damaged_record_and_what_it_hid_are_repaired_by_one_reinstall(home):
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    _flip(tree / "RECORD", 40)
+    _flip(tree / "backend" / "shared.py", 3)
+    [report] = home.installer.verify()
+    assert report.changed == ("RECORD",)  # the rest is hidden until RECORD can be trusted again
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 2 files",)
+    assert all(r.ok for r in home.installer.verify())
+
+
 def test_gc_refuses_before_removing_anything_when_a_kept_trees_record_is_damaged(home):
     """gc reads every kept tree's record first: it used to remove generations and trees, then refuse."""
     from atomicplug import generations
@@ -206,6 +218,24 @@ def test_a_tree_record_that_does_not_parse_is_reported_by_verify_not_raised(home
     record.write_text("garbage\n")
     [report] = home.installer.verify()
     assert report.changed == (RECORD_NAME,) and not report.ok
+
+
+def test_a_tree_record_that_does_not_parse_is_made_again_by_reinstalling_and_the_rest_repaired(home):
+    """It was reported but never repaired (the identical tree was reused), and gc refused while it lasted."""
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    record = tree / RECORD_NAME
+    before = record.read_bytes()
+    os.chmod(record, 0o644)
+    record.write_text("garbage\n")
+    _flip(tree / "backend" / "shared.py", 3)  # hidden while the record cannot be read
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 2 files",)
+    assert record.read_bytes() == before  # what staging wrote
+    assert all(r.ok for r in home.installer.verify())
+    assert (tree / "backend" / "shared.py").read_text() == SHARED
+    home.installer.gc()
+
 
 def test_a_package_without_record_installs_with_every_file_in_the_trees_record(home):
     """RECORD is optional (issue 14): the tree record then lists every file itself."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.intake import Package
     from atomicplug.preview import DryRun, Preview
+    from atomicplug.registry import InstalledPlugin
     from atomicplug.settings.apply import Given
     from atomicplug.settings.schema import SettingsSchema
     from atomicplug.settings.view import SettingsView
@@ -213,23 +214,42 @@ class Installer:
 
         The tree's files are hard links to objects, so the damaged objects are
         rewritten in place from the package (docs/design.md "The object store").
+        A damaged record (the tree's own, or the package RECORD it trusts) hides
+        the rest of the tree: it is repaired first, then the tree checked again.
         """
         if self._dry is not None:
             return ()  # a repair rewrites objects: never in a dry run
-        from atomicplug.stages.stage import objects_of, repair_tree
-
         repaired = []
         for package in packages:
             entry = registry.plugins.get(package.metadata.id)
-            if entry is None or entry.current.sha256 != package.sha256:
-                continue
-            report = verify_plugin(self.config, entry)
-            damaged = [*report.changed, *report.missing]
-            if not damaged:
-                continue
-            count = repair_tree(self.config, entry.current.tree, package.sha256, damaged, objects_of(self.config))
-            repaired.append(f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''}")
+            if entry is not None and entry.current.sha256 == package.sha256:
+                count = self._repair_tree(entry, package.sha256)
+                if count is not None:
+                    repaired.append(f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''}")
         return tuple(repaired)
+
+    def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
+        """How many files of ``entry``'s tree were repaired; None when nothing was damaged."""
+        from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
+        from atomicplug.stages.stage import objects_of, remake_record, repair_tree
+        from atomicplug.store import RECORD_NAME
+
+        def damaged() -> list[str]:
+            report = verify_plugin(self.config, entry)
+            return [*report.changed, *report.missing]
+
+        found = damaged()
+        if not found:
+            return None
+        objects = objects_of(self.config)
+        count = 0
+        if RECORD_NAME in found:  # the tree's own record: made again (extracting repairs objects too)
+            remake_record(self.config, entry.current.tree, entry.id, sha256, objects)
+            found, count = damaged(), 1 + len(objects.repaired)
+        count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
+        if PACKAGE_RECORD_NAME in found:  # RECORD repaired: what it lists can be checked now
+            count += repair_tree(self.config, entry.current.tree, sha256, damaged(), objects)
+        return count
 
     def install(
         self,

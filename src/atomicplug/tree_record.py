@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from atomicplug.errors import PackageError
 from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
 from atomicplug.package_record import PackageRecord, RecordEntry
 
-__all__ = ["RECORD_NAME", "TreeRecord", "TreeRecordError", "write_record", "read_record", "read_pyc_index"]
+__all__ = ["RECORD_NAME", "TreeRecord", "TreeRecordError", "write_record", "record_lines", "read_record", "read_pyc_index"]
 
 RECORD_NAME = ".atomicplug-record.json"
 FORMAT = 2
@@ -161,6 +161,12 @@ def write_record(tree: Path, files: Iterable[RecordEntry], package: Iterable[Rec
     line: the whole record at once was ~5 MiB for the large bench plugin, the
     peak of its install (issue 14, memory).
     """
+    with open(tree / RECORD_NAME, "w", encoding="utf-8") as handle:
+        handle.writelines(record_lines(files, package))
+
+
+def record_lines(files: Iterable[RecordEntry], package: Iterable[RecordEntry] | None = None) -> Iterator[str]:
+    """The lines of the record :func:`write_record` writes (for a repair that replaces one whole)."""
     from atomicplug.pycs import pyc_sources
 
     files = sorted(files, key=lambda f: f.path)
@@ -175,13 +181,12 @@ def write_record(tree: Path, files: Iterable[RecordEntry], package: Iterable[Rec
     header: dict[str, Any] = {"format": FORMAT}
     if named is not None:
         header["package_record"] = [named.path, named.size, named.sha256]
-    with open(tree / RECORD_NAME, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(header, separators=(",", ":")) + "\n")
-        for f in files:
-            if covered.get(f.path) == f:
-                continue
-            source = sources.get(f.path)
-            handle.write(f'[{json.dumps(f.path)},{int(f.size)},"{f.sha256}"' + (f',"{source}"]\n' if source else "]\n"))
+    yield json.dumps(header, separators=(",", ":")) + "\n"
+    for f in files:
+        if covered.get(f.path) == f:
+            continue
+        source = sources.get(f.path)
+        yield f'[{json.dumps(f.path)},{int(f.size)},"{f.sha256}"' + (f',"{source}"]\n' if source else "]\n")
 
 
 def read_record(tree: Path) -> list[RecordEntry]:

@@ -14,7 +14,8 @@ Staging one package therefore costs what changed:
    rename the folder into the store.
 
 A tree damaged later (a byte flipped through any link) is repaired in place by
-:func:`repair_tree`, which rewrites the damaged objects from the blob.
+:func:`repair_tree`, which rewrites the damaged objects from the blob; a tree
+record that cannot be read is made again by :func:`remake_record`.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from atomicplug.fsutil import make_dirs, remove_tree, replace, sync_tree
 from atomicplug.objects import ObjectStore
 from atomicplug.package_record import RecordEntry
 from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, wants_source
-from atomicplug.store import plugin_trees, read_record, write_record
-from atomicplug.tree_record import TreeRecordError, read_pyc_index
+from atomicplug.store import RECORD_NAME, plugin_trees, read_record, write_record
+from atomicplug.tree_record import TreeRecordError, read_pyc_index, record_lines
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
+    from atomicplug.safezip import ObjectExtraction
 
-__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "installed_pycs"]
+__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "remake_record", "installed_pycs"]
 
 
 def objects_of(config: Config) -> ObjectStore:
@@ -81,8 +83,38 @@ def stage_tree(
     is left but unreferenced objects, which gc sweeps), OperationError when the
     store cannot be written.
     """
+    from atomicplug.intake import release
+
+    extraction, files = _package_objects(config, plugin_id, sha256, objects, before_worker)
+    if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
+        # Every file is an object now: drop the blob before the sync below, so its dirty
+        # pages (67 MB for the large bench plugin, ~40 ms of syncfs) are never written back.
+        release(config, sha256)
+    if extraction.reused:
+        progress(f"staging {plugin_id}: {extraction.reused} of {len(extraction.files)} files already in the object store")
+    staged = staging_tree(config, txid, plugin_id)
+    make_dirs(staged.parent)
+    remove_tree(staged)  # left by an earlier attempt of this same txid: start clean
+    _materialise(staged, files, extraction.folders, objects)
+    if objects.notice:
+        progress(objects.notice)
+    write_record(staged, files, extraction.files if extraction.has_record else None)
+    sync_tree(staged)  # the tree, its links and (same file system) the objects they name
+    objects.sync()  # a no-op unless the objects were written and not covered above
+    final = config.home / tree
+    make_dirs(final.parent)
+    if final.exists():
+        remove_tree(staged)  # same id, version and package: an identical tree is already there
+        return
+    replace(staged, final)
+
+
+def _package_objects(
+    config: Config, plugin_id: str, sha256: str, objects: ObjectStore, before_worker: Callable[[], None] | None = None
+) -> tuple[ObjectExtraction, list[RecordEntry]]:
+    """Every file of the package of ``sha256`` as an object, and its pycs: the extraction and the tree's files."""
     from atomicplug import safezip
-    from atomicplug.intake import open_blob, release
+    from atomicplug.intake import open_blob
 
     known = installed_pycs(config, plugin_id)
     pycs = _PycObjects(objects)
@@ -99,28 +131,21 @@ def stage_tree(
         raise
     finally:
         compiler.close()
-    if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
-        # Every file is an object now: drop the blob before the sync below, so its dirty
-        # pages (67 MB for the large bench plugin, ~40 ms of syncfs) are never written back.
-        release(config, sha256)
-    if extraction.reused:
-        progress(f"staging {plugin_id}: {extraction.reused} of {len(extraction.files)} files already in the object store")
-    files = _with_pycs(extraction.files, pycs.by_source, known, objects)
-    staged = staging_tree(config, txid, plugin_id)
-    make_dirs(staged.parent)
-    remove_tree(staged)  # left by an earlier attempt of this same txid: start clean
-    _materialise(staged, files, extraction.folders, objects)
-    if objects.notice:
-        progress(objects.notice)
-    write_record(staged, files, extraction.files if extraction.has_record else None)
-    sync_tree(staged)  # the tree, its links and (same file system) the objects they name
-    objects.sync()  # a no-op unless the objects were written and not covered above
-    final = config.home / tree
-    make_dirs(final.parent)
-    if final.exists():
-        remove_tree(staged)  # same id, version and package: an identical tree is already there
-        return
-    replace(staged, final)
+    return extraction, _with_pycs(extraction.files, pycs.by_source, known, objects)
+
+
+def remake_record(config: Config, tree: str, plugin_id: str, sha256: str, objects: ObjectStore) -> None:
+    """Write ``tree``'s record again from its package, replacing one that cannot be read.
+
+    The record is no object, so a reinstall that reuses the identical tree would
+    never rewrite it; this makes it as staging did (same files, same pycs), in one
+    atomic replace. The files it lists are checked afterwards like any others.
+    """
+    from atomicplug.fsutil import atomic_write_bytes
+
+    extraction, files = _package_objects(config, plugin_id, sha256, objects)
+    lines = record_lines(files, extraction.files if extraction.has_record else None)
+    atomic_write_bytes(config.home / tree / RECORD_NAME, "".join(lines).encode("utf-8"))
 
 
 class _PycObjects:
