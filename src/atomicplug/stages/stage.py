@@ -141,11 +141,18 @@ def remake_record(config: Config, tree: str, plugin_id: str, sha256: str, object
     never rewrite it; this makes it as staging did (same files, same pycs), in one
     atomic replace. The files it lists are checked afterwards like any others.
     """
+    import secrets
+
     from atomicplug.fsutil import atomic_write_bytes
 
     extraction, files = _package_objects(config, plugin_id, sha256, objects)
     lines = record_lines(files, extraction.files if extraction.has_record else None)
-    atomic_write_bytes(config.home / tree / RECORD_NAME, "".join(lines).encode("utf-8"))
+    # Written in staging, then renamed into the tree: a crash leaves its temp where gc sweeps, not in the tree.
+    scratch = config.staging_dir / f"record-{secrets.token_hex(6)}"
+    make_dirs(scratch)
+    atomic_write_bytes(scratch / RECORD_NAME, "".join(lines).encode("utf-8"))
+    replace(scratch / RECORD_NAME, config.home / tree / RECORD_NAME)
+    remove_tree(scratch)
 
 
 class _PycObjects:
