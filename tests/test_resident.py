@@ -148,6 +148,26 @@ def test_a_child_killed_by_a_signal_kills_its_client_with_it(resident, home):
     assert recovered.returncode == 0, recovered.stderr
 
 
+def test_stop_lets_running_commands_finish_while_new_ones_run_alone(resident, home):
+    from atomicplug.lock import writer_lock
+
+    pid = resident.status()["pid"]
+    with writer_lock(home.config.lock_path, 5):
+        client = resident.popen("--config", str(home.config_path), "install", str(home.package("shop")))
+        deadline = time.monotonic() + 30
+        while resident.status().get("running") != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stopped = resident.cli("resident", "stop")
+        assert stopped.returncode == 0 and "stopping" in stopped.stdout
+        assert not resident.socket.exists()  # no new command reaches it
+        alone = resident.cli("--config", str(home.config_path), "list")
+        assert alone.returncode == 0, alone.stderr
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert _gone(pid)
+    assert "shop" in resident.cli("--config", str(home.config_path), "list").stdout
+
+
 def test_a_server_whose_code_changed_sends_the_command_back_and_stops(resident):
     pid = resident.status()["pid"]
     os.environ[SOCKET_ENV] = str(resident.socket)

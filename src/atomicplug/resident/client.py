@@ -127,14 +127,34 @@ def forward(argv: Sequence[str]) -> int | None:
     try:
         try:
             send_message(conn, _request(argv), fds=(0, 1, 2))
-        except OSError:  # a closed stdin, stdout or stderr cannot be passed on
+        except OSError:  # a closed stdin, stdout or stderr cannot be passed on, a deleted folder
             return None
-        first = read_message(conn)
+        first = _reply(conn)
+        if first is not None and "run_here" in first:
+            return None  # the server is stale (code changed), stopping, or refused the request
         if first is None or "pid" not in first:
-            return None  # the server is stale (code changed) or refused: run here
+            # The server went away with the request: whether its child started cannot be told,
+            # and running the command here too could run it twice.
+            return _lost("the resident server closed the connection before it answered")
         return _wait(conn, int(first["pid"]))
     finally:
         conn.close()
+
+
+def _reply(conn: _socket.socket) -> dict[str, Any] | None:
+    try:
+        return read_message(conn)
+    except OSError:  # reset by a server that died
+        return None
+
+
+def _lost(what: str) -> int:
+    print(
+        f"atomicplug: error: {what} (see `atomicplug history`, `atomicplug recover` if it was a transaction; "
+        f"{OFF_ENV}=off runs commands without the server)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _request(argv: Sequence[str]) -> dict[str, Any]:
@@ -163,16 +183,11 @@ def _wait(conn: _socket.socket, child: int) -> int:
 
     for signum in _FORWARDED:
         signal.signal(signum, pass_on)
-    outcome = read_message(conn)
+    outcome = _reply(conn)
     for signum in _FORWARDED:
         signal.signal(signum, signal.SIG_DFL)
     if outcome is None:
-        print(
-            "atomicplug: error: the resident server stopped before the command ended "
-            "(see `atomicplug history`, and `atomicplug recover` if it was a transaction)",
-            file=sys.stderr,
-        )
-        return 1
+        return _lost("the resident server stopped before the command ended")
     if "signal" in outcome:
         signum = int(outcome["signal"])
         sys.stdout.flush()

@@ -143,7 +143,7 @@ class ResidentServer:
                 self._reap()
                 if self.stopping and self.listener.fileno() >= 0:
                     selector.unregister(self.listener)
-                    self._close_listener()
+                    self._close_listener((wake_read, wake_write))
                 if self.stopping and not self.running:
                     return
                 timeout = None
@@ -168,7 +168,13 @@ class ResidentServer:
     def _stop_on_signal(self, _signum: int, _frame: object) -> None:
         self.stopping = True
 
-    def _close_listener(self) -> None:
+    def _close_listener(self, wakeup: tuple[int, int] | None = None) -> None:
+        """Remove the socket's name, answer the connections already waiting, close.
+
+        Unlinked first, so no client connects after; one already in the backlog is
+        told to run its command itself (closed unanswered, it could not tell whether
+        its command ran, and would report an error instead).
+        """
         if self.listener.fileno() < 0:
             return
         try:
@@ -177,13 +183,24 @@ class ResidentServer:
                 os.unlink(self.path)
         except OSError:
             pass
+        if wakeup is not None:
+            self.listener.setblocking(False)
+            while True:
+                try:
+                    self._accept(wakeup)
+                except BlockingIOError:
+                    break
         self.listener.close()
 
     def _accept(self, wakeup: tuple[int, int]) -> None:
+        """Answer one connection (BlockingIOError when none waits on a non-blocking listener)."""
         try:
             conn, _ = self.listener.accept()
+        except BlockingIOError:
+            raise
         except OSError:
             return
+        conn.setblocking(True)
         fds: list[int] = []
         try:
             conn.settimeout(5.0)
@@ -205,6 +222,8 @@ class ResidentServer:
         elif op == "stop":
             self.stopping = True
             send_message(conn, {"stopping": os.getpid()})
+        elif op == "run" and self.stopping:
+            send_message(conn, {"run_here": "the resident server is stopping"})
         elif op == "run" and request.get("stamp") != self.stamp:
             self.stopping = True  # the code changed since this server imported it
             send_message(conn, {"run_here": "the code changed since the resident server started"})
