@@ -15,13 +15,17 @@ __all__ = ["main"]
 
 
 def main() -> NoReturn:
-    from atomicplug.resident.client import forward
+    try:
+        from atomicplug.resident.client import forward
 
-    code = forward(sys.argv[1:])
-    if code is None:
-        from atomicplug.cli import run
+        code = forward(sys.argv[1:])
+        if code is None:
+            from atomicplug.cli import run  # ~60 ms of imports: a Ctrl-C then is one line too
 
-        run()
+            run()
+    except KeyboardInterrupt:
+        print("atomicplug: interrupted", file=sys.stderr)
+        code = 130
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["OFF_ENV", "SERVED", "forward", "read_message", "requested_command", "send_message"]
+__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "forward", "read_message", "requested_command", "send_message"]
 
 #: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
 OFF_ENV = "ATOMICPLUG_RESIDENT"
@@ -36,7 +36,7 @@ SERVED = frozenset({
     "history", "verify", "recover", "gc", "search", "available", "doctor", "sync", "cluster", "init",
 })  # fmt: skip
 #: Signals passed on to the running child.
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _LENGTH = struct.Struct(">I")
 
 
@@ -124,21 +124,64 @@ def forward(argv: Sequence[str]) -> int | None:
     conn = connect()
     if conn is None:
         return None
+    relay = _Relay()  # from before the request: a Ctrl-C at any moment reaches the command
     try:
         try:
             send_message(conn, _request(argv), fds=(0, 1, 2))
         except OSError:  # a closed stdin, stdout or stderr cannot be passed on, a deleted folder
-            return None
+            return relay.run_here()
         first = _reply(conn)
         if first is not None and "run_here" in first:
-            return None  # the server is stale (code changed), stopping, or refused the request
+            return relay.run_here()  # the server is stale (code changed), stopping, or refused the request
         if first is None or "pid" not in first:
             # The server went away with the request: whether its child started cannot be told,
             # and running the command here too could run it twice.
+            relay.restore()
             return _lost("the resident server closed the connection before it answered")
-        return _wait(conn, int(first["pid"]))
+        relay.attach(int(first["pid"]))
+        outcome = _reply(conn)
+        relay.restore()
+        return _outcome(outcome)
     finally:
         conn.close()
+
+
+class _Relay:
+    """Signals the client gets, passed on to the child (held until the server names it)."""
+
+    def __init__(self) -> None:
+        self.child: int | None = None
+        self.pending: list[int] = []
+        self.previous = {signum: signal.signal(signum, self._got) for signum in FORWARDED_SIGNALS}
+
+    def _got(self, signum: int, _frame: object) -> None:
+        if self.child is None:
+            self.pending.append(signum)
+            return
+        try:
+            os.kill(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def attach(self, child: int) -> None:
+        self.child = child
+        for signum in self.pending:
+            self._got(signum, None)
+        self.pending.clear()
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+    def run_here(self) -> int | None:
+        """None (the caller runs the command), or the exit of a signal that came meanwhile."""
+        self.restore()
+        if signal.SIGINT in self.pending:
+            print("atomicplug: interrupted", file=sys.stderr)  # what the command line says for Ctrl-C
+            return 130
+        for signum in self.pending:
+            signal.raise_signal(signum)  # its own handler, or its default action
+        return None
 
 
 def _reply(conn: _socket.socket) -> dict[str, Any] | None:
@@ -172,25 +215,15 @@ def _request(argv: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _wait(conn: _socket.socket, child: int) -> int:
-    """Pass signals on to ``child`` until the server reports how it ended."""
-
-    def pass_on(signum: int, _frame: object) -> None:
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
-
-    for signum in _FORWARDED:
-        signal.signal(signum, pass_on)
-    outcome = _reply(conn)
-    for signum in _FORWARDED:
-        signal.signal(signum, signal.SIG_DFL)
+def _outcome(outcome: dict[str, Any] | None) -> int:
+    """The exit code of the child, as the server reported how it ended."""
     if outcome is None:
         return _lost("the resident server stopped before the command ended")
     if "signal" in outcome:
         signum = int(outcome["signal"])
         sys.stdout.flush()
-        os.kill(os.getpid(), signum)  # die as the child did (handlers are SIG_DFL again)
+        if signum != signal.SIGKILL:
+            signal.signal(signum, signal.SIG_DFL)  # not Python's SIGINT handler: die, as the child did
+        os.kill(os.getpid(), signum)
         return 128 + signum  # a signal whose default is to go on
     return int(outcome.get("exit", 1))

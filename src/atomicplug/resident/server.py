@@ -33,7 +33,7 @@ import attrs
 
 from atomicplug.errors import OperationError
 from atomicplug.resident.address import code_stamp, private_folder
-from atomicplug.resident.client import connect, peer_uid, read_message, send_message
+from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_uid, read_message, send_message
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "ResidentServer", "preload", "query", "start"]
 
@@ -42,6 +42,7 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 #: Modules a command never imports in the server's children.
 _NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.testing")
 _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
+
 
 
 def preload() -> argparse.ArgumentParser:
@@ -228,9 +229,13 @@ class ResidentServer:
             self.stopping = True  # the code changed since this server imported it
             send_message(conn, {"run_here": "the code changed since the resident server started"})
         elif op == "run" and len(fds) == 3:
+            # The client passes its signals on as soon as it has the pid: held until the child
+            # has its own handlers (the server's would swallow a Ctrl-C meant for the command).
+            signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
             pid = os.fork()
             if pid == 0:
                 _run_child(self, conn, fds, request, wakeup)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
             self.served += 1
             self.running[pid] = conn
             send_message(conn, {"pid": pid})
@@ -299,7 +304,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
     code = 1
     try:
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2):
+        for signum in (signal.SIGCHLD, *FORWARDED_SIGNALS):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         server.listener.close()
@@ -325,9 +330,13 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         else:
             from atomicplug import cli
 
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # what came meanwhile arrives now
             code = cli.main(argv, parser=server.parser)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:  # between the unblock and main's own handling of it
+        print("atomicplug: interrupted", file=sys.stderr)
+        code = 130
     except BaseException:
         traceback.print_exc()
     finally:
