@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -158,36 +158,45 @@ def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path)
     return figures
 
 
-@contextmanager
-def resident_server(workdir: Path, data: dict) -> Iterator[None]:
-    """A resident server on a socket of the bench's own; commands use it only inside :func:`through_resident`.
+class Resident:
+    """The bench's own resident server, on a socket of its own.
 
-    ``data["resident_commands_served"]``: how many commands it ran (so a figure cannot be a one-shot's in disguise).
+    Alive only while resident figures are taken (:meth:`running`): an idle server
+    shares the interpreter's pages with every command, which would lower the PSS
+    the memory pass measures. Commands use it only inside :meth:`used`. ``served``
+    counts what it ran (so no resident figure is a one-shot one in disguise).
     """
-    from atomicplug.resident.server import query
 
-    folder = workdir / "resident"
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700, parents=True)
-    os.environ[SOCKET_ENV] = str(folder / "resident.sock")
-    os.environ[OFF_ENV] = "off"
-    env = dict(os.environ, **{OFF_ENV: "on"})
-    subprocess.run([PY, "-m", "atomicplug", "resident", "start", "--idle-timeout", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        data["resident_commands_served"] = (query("status") or {}).get("served")
-        subprocess.run([PY, "-m", "atomicplug", "resident", "stop"], env=env, stdout=subprocess.DEVNULL)
-
-
-@contextmanager
-def through_resident() -> Iterator[None]:
-    """The ``atomicplug`` commands started inside go to the resident server (the CLI's client side is timed too)."""
-    os.environ[OFF_ENV] = "on"
-    try:
-        yield
-    finally:
+    def __init__(self, workdir: Path) -> None:
+        folder = workdir / "resident"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(mode=0o700, parents=True)
+        os.environ[SOCKET_ENV] = str(folder / "resident.sock")
         os.environ[OFF_ENV] = "off"
+        self.served = 0
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        from atomicplug.resident.server import query
+
+        env = dict(os.environ, **{OFF_ENV: "on"})
+        subprocess.run([PY, "-m", "atomicplug", "resident", "start", "--idle-timeout", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
+        # One untimed command first: the first child after the start faults in the server's pages.
+        subprocess.run([PY, "-m", "atomicplug", "--config", os.devnull, "list"], env=env, capture_output=True)
+        try:
+            yield
+        finally:
+            self.served += int((query("status") or {}).get("served") or 0) - 1
+            subprocess.run([PY, "-m", "atomicplug", "resident", "stop"], env=env, stdout=subprocess.DEVNULL)
+
+    @contextmanager
+    def used(self) -> Iterator[None]:
+        """The ``atomicplug`` commands started inside go to the server (the client's side is timed too)."""
+        os.environ[OFF_ENV] = "on"
+        try:
+            yield
+        finally:
+            os.environ[OFF_ENV] = "off"
 
 
 def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
@@ -198,7 +207,7 @@ def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) ->
     return peaks
 
 
-def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
+def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, resident_server: Resident, log) -> dict:
     t0 = time.perf_counter()
     w = workloads.build_workload(size, workdir, key)
     log(f"[{size}] packages ready in {time.perf_counter() - t0:.1f}s ({w.v1.stat().st_size / 1e6:.1f} MB zip)")
@@ -210,21 +219,22 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, lo
     atom: dict[str, list[float]] = {op: [] for op in ops}
     resident: dict[str, list[float]] = {op: [] for op in ops}
     verify_1pct: list[float] = []  # sha256sum + minisign -V of the 1 % upgrade's zip: any verifying installer reads it all
-    for i in range(repeat):
-        floor.append(run_floor(w.v1, key, scratch))
-        verify_1pct.append(run_floor(w.v1_1pct, key, scratch, unzip=False))
-        for op, value in run_naive(w, scratch).items():
-            naive[op].append(value)
-        for op, value in run_atomicplug(w, key, scratch).items():
-            atom[op].append(value)
-        with through_resident():
+    with resident_server.running():  # stopped before the memory pass
+        for i in range(repeat):
+            floor.append(run_floor(w.v1, key, scratch))
+            verify_1pct.append(run_floor(w.v1_1pct, key, scratch, unzip=False))
+            for op, value in run_naive(w, scratch).items():
+                naive[op].append(value)
             for op, value in run_atomicplug(w, key, scratch).items():
-                resident[op].append(value)
-        log(
-            f"[{size}] run {i + 1}/{repeat}: floor {floor[-1]:.3f}s naive {naive['install'][-1]:.3f}s "
-            f"atomicplug {atom['install'][-1]:.3f}s (resident {resident['install'][-1]:.3f}s), "
-            f"1 % upgrade {atom['upgrade_1pct'][-1]:.3f}s (resident {resident['upgrade_1pct'][-1]:.3f}s)"
-        )
+                atom[op].append(value)
+            with resident_server.used():
+                for op, value in run_atomicplug(w, key, scratch).items():
+                    resident[op].append(value)
+            log(
+                f"[{size}] run {i + 1}/{repeat}: floor {floor[-1]:.3f}s naive {naive['install'][-1]:.3f}s "
+                f"atomicplug {atom['install'][-1]:.3f}s (resident {resident['install'][-1]:.3f}s), "
+                f"1 % upgrade {atom['upgrade_1pct'][-1]:.3f}s (resident {resident['upgrade_1pct'][-1]:.3f}s)"
+            )
     peaks = memory_pass(w, key, scratch)
     result = {
         "files": w.files,
@@ -315,19 +325,20 @@ def importtime(cmd: list[str]) -> dict:
     }
 
 
-def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair) -> dict:
+def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_server: Resident) -> dict:
     small = workloads.build_workload("small", workdir, key)
     config = fresh_home(workdir / "scratch" / "imports", key)
     timed(ap(config, "recover"))  # creates the home
     bare, recover, install, resident = [], [], [], []
-    for _ in range(max(5, repeat)):  # interleaved
-        bare.append(timed([PY, "-c", "pass"]))
-        recover.append(timed(ap(config, "recover")))
-        install.append(timed(ap(config, "install", str(small.v1))))
-        timed(ap(config, "uninstall", small.plugin_id))
-        with through_resident():
-            resident.append(timed(ap(config, "install", str(small.v1))))
+    with resident_server.running():
+        for _ in range(max(5, repeat)):  # interleaved
+            bare.append(timed([PY, "-c", "pass"]))
+            recover.append(timed(ap(config, "recover")))
+            install.append(timed(ap(config, "install", str(small.v1))))
             timed(ap(config, "uninstall", small.plugin_id))
+            with resident_server.used():
+                resident.append(timed(ap(config, "install", str(small.v1))))
+                timed(ap(config, "uninstall", small.plugin_id))
     result = {
         "python_startup_s": round(median(bare), 4),
         "recover_nothing_pending_s": round(median(recover), 4),
@@ -622,16 +633,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     precompile_atomicplug()
     data: dict = {"parts": parts, "load": {"start": machine_load()}}
-    stack = ExitStack()
     try:
         key = workloads.keypair(workdir)
-        stack.enter_context(resident_server(workdir, data))
+        resident = Resident(workdir)
         if "sizes" in parts:
-            data["sizes"] = {size: bench_size(size, reps(size), workdir, key, log) for size in sizes}
+            data["sizes"] = {size: bench_size(size, reps(size), workdir, key, resident, log) for size in sizes}
         if "api" in parts:
             data["api"] = bench_api(2 * reps("small"), workdir, key, log)
         if "imports" in parts:
-            data["imports"] = bench_imports(reps("small"), workdir, key)
+            data["imports"] = bench_imports(reps("small"), workdir, key, resident)
         if "scaling" in parts and levels:
             data["scaling"] = bench_scaling(levels, reps("small"), workdir, key, log)
         if "disk" in parts:
@@ -641,8 +651,8 @@ def main(argv: list[str] | None = None) -> int:
         data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
         data["load"]["end"] = machine_load()
         data["bench_wall_s"] = round(time.perf_counter() - started, 1)
+        data["resident_commands_served"] = resident.served
     finally:
-        stack.close()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     print_tables(data)
