@@ -79,6 +79,7 @@ def test_doctor_reports_storage_generation_and_problems(home):
     findings = {f["check"]: f for f in json.loads(proc.stdout)}
     assert "not created yet" in findings["storage"]["detail"]
     assert findings["generation"]["detail"] == "no generation yet (nothing installed)"
+    assert findings["command line"]["detail"].startswith("one process per command")
     assert not home.config.home.exists(), "doctor changes nothing"
     assert run_cli(home, "install", str(home.package("shop"))).returncode == 0
     findings = {f["check"]: f for f in json.loads(run_cli(home, "doctor", "--json").stdout)}

@@ -183,6 +183,14 @@ def test_a_server_whose_code_changed_sends_the_command_back_and_stops(resident):
     assert not resident.socket.exists()
 
 
+def test_doctor_names_the_server_that_runs_the_commands(resident, home):
+    import json
+
+    doctor = resident.cli("--config", str(home.config_path), "doctor", "--json")
+    findings = {f["check"]: f for f in json.loads(doctor.stdout)}
+    assert findings["command line"]["detail"].startswith(f"resident server pid {resident.status()['pid']} runs the commands")
+
+
 def test_commands_it_does_not_serve_run_in_their_own_process(resident, tmp_path: Path):
     made = resident.cli("keygen", "-p", str(tmp_path / "k.pub"), "-s", str(tmp_path / "k.key"), "--no-password")
     assert made.returncode == 0, made.stderr

@@ -95,6 +95,18 @@ def examine(config: Config) -> list[Finding]:
             raise AtomicplugError(f"cannot use the database: {first_line(exc)}") from exc
         return f"{config.database_url.split('@')[-1]}: reachable"
 
+    def command_line() -> str:
+        from atomicplug.resident.address import socket_path
+        from atomicplug.resident.client import OFF_ENV
+        from atomicplug.resident.server import query
+
+        if os.environ.get(OFF_ENV) == "off":
+            return f"one process per command ({OFF_ENV}=off)"
+        status = query("status")
+        if status is None:
+            return "one process per command (`atomicplug resident start` runs them warm, ~60 ms less each)"
+        return f"resident server pid {status['pid']} runs the commands ({status['served']} so far; {socket_path()})"
+
     return [
         _check("trusted keys", keys),
         _check("storage", storage),
@@ -102,4 +114,5 @@ def examine(config: Config) -> list[Finding]:
         _check("generation", live),
         _check("journal", pending),
         _check("database", database),
+        _check("command line", command_line),
     ]
