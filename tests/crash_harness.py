@@ -87,6 +87,29 @@ class RestorableHome:
         return self.home
 
 
+def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name: str) -> Any:
+    """A home with shop 1.0.0 whose tree record no longer parses and one backend module changed.
+
+    Reinstalling shop 1.0.0 repairs it: the record is made again, the module rewritten.
+    """
+    import os
+
+    from atomicplug.store import RECORD_NAME
+
+    home = make_home(name)
+    install_all(["shop1"], packages)(home)
+    backend = os.path.realpath(home.config.backend_addons / "shop")
+    record = os.path.join(os.path.dirname(backend), RECORD_NAME)
+    os.chmod(record, 0o644)
+    with open(record, "w") as garbage:
+        garbage.write("garbage\n")
+    module = os.path.join(backend, next(p for p in sorted(os.listdir(backend)) if p.endswith(".py")))
+    os.chmod(module, 0o644)
+    with open(module, "a") as changed:
+        changed.write("# damage\n")
+    return home
+
+
 def assert_clean(config: Any) -> None:
     """No unfinished journal, no staging leftovers, verify passes."""
     assert not pending_journals(config.journal_dir)

@@ -104,35 +104,18 @@ def test_every_crash_point_of_gc_leaves_the_state_and_a_working_gc(packages, mak
 
 def test_every_crash_point_of_a_repairing_reinstall_leaves_what_the_next_reinstall_repairs(packages, make_home):
     """A reinstall that makes an unreadable tree record again and rewrites a damaged object, killed at each point."""
-    import os
+    from crash_harness import assert_clean, damaged_tree
 
-    from crash_harness import assert_clean
-
-    from atomicplug.store import RECORD_NAME
     from atomicplug.testing import count_crash_points
-
-    def damaged(name):
-        home = make_home(name)
-        install_all(["shop1"], packages)(home)
-        backend = os.path.realpath(home.config.backend_addons / "shop")
-        record = os.path.join(os.path.dirname(backend), RECORD_NAME)
-        os.chmod(record, 0o644)
-        with open(record, "w") as garbage:
-            garbage.write("garbage\n")
-        module = os.path.join(backend, next(p for p in sorted(os.listdir(backend)) if p.endswith(".py")))
-        os.chmod(module, 0o644)
-        with open(module, "a") as changed:
-            changed.write("# damage\n")
-        return home
 
     def reinstall(home):
         return Installer(home.config).install_file(packages["shop1"])
 
-    reference = damaged("repair-reference")
+    reference = damaged_tree(make_home, packages, "repair-reference")
     total = count_crash_points(lambda: reinstall(reference))
     assert reference.installer.verify()[0].ok and total > 3
     for point in range(1, total + 1):
-        home = damaged(f"repair-{point}")
+        home = damaged_tree(make_home, packages, f"repair-{point}")
         assert crash_at(lambda: reinstall(home), point)
         Installer(home.config).recover()
         reinstall(home)  # repairs what the killed one left (nothing, when it was killed after its repair)

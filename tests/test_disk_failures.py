@@ -130,6 +130,32 @@ def enumerate_failures(prepared: RestorableHome, operation: Callable[[Any], Any]
 ENABLE = (["shop1"], lambda h, p: Installer(h.config).enable("shop"))
 
 
+def test_every_step_of_a_repairing_reinstall_failing_is_one_line_and_the_next_reinstall_repairs(
+    packages: dict[str, Any], make_home: Any
+) -> None:
+    from crash_harness import damaged_tree
+
+    def reinstall(home: Any) -> Any:
+        return Installer(home.config).install_file(packages["shop1"])
+
+    reference = damaged_tree(make_home, packages, "repair-reference")
+    total = count_crash_points(lambda: reinstall(reference))
+    assert total > 3
+    for point in range(1, total + 1):
+        for way, (first, then) in FAILURES.items():
+            where = f"repair: {way} at point {point}/{total}"
+            home = damaged_tree(make_home, packages, f"repair-{point}-{first}-{then}")
+            failure = fail_at(lambda: reinstall(home), point, first, then=then)
+            if failure is not None:
+                assert isinstance(failure, StorageError), f"{where}: {type(failure).__name__}: {failure}"
+                assert "\n" not in str(failure) and errno.errorcode[first] in str(failure), f"{where}: {failure}"
+            Installer(home.config).recover()
+            reinstall(home)  # the disk repaired: the next reinstall finishes the repair
+            assert all(report.ok for report in Installer(home.config).verify()), where
+            Installer(home.config).gc()  # what a repair leaves in staging when even its cleanup failed
+            assert_clean(home.config)
+
+
 @pytest.mark.parametrize("label", [*sorted(SCENARIOS), "enable"])
 def test_every_step_failing_is_one_line_then_recovers_and_completes(label: str, packages: dict[str, Any], make_home: Any) -> None:
     prior, operation = ENABLE if label == "enable" else SCENARIOS[label]

@@ -223,7 +223,14 @@ class Installer:
         for package in packages:
             entry = registry.plugins.get(package.metadata.id)
             if entry is not None and entry.current.sha256 == package.sha256:
-                count = self._repair_tree(entry, package.sha256)
+                try:
+                    count = self._repair_tree(entry, package.sha256)
+                except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
+                    cause = ioerrors.storage_cause(exc, wrapped=True)
+                    if cause is None:
+                        raise
+                    outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
+                    raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
                 if count is not None:
                     repaired.append(f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''}")
         return tuple(repaired)

@@ -150,9 +150,14 @@ def remake_record(config: Config, tree: str, plugin_id: str, sha256: str, object
     # Written in staging, then renamed into the tree: a crash leaves its temp where gc sweeps, not in the tree.
     scratch = config.staging_dir / f"record-{secrets.token_hex(6)}"
     make_dirs(scratch)
-    atomic_write_bytes(scratch / RECORD_NAME, "".join(lines).encode("utf-8"))
-    replace(scratch / RECORD_NAME, config.home / tree / RECORD_NAME)
-    remove_tree(scratch)
+    try:
+        atomic_write_bytes(scratch / RECORD_NAME, "".join(lines).encode("utf-8"))
+        replace(scratch / RECORD_NAME, config.home / tree / RECORD_NAME)
+    finally:
+        try:
+            remove_tree(scratch)
+        except OSError:  # the disk that failed above: gc sweeps staging
+            pass
 
 
 class _PycObjects:
