@@ -77,6 +77,7 @@ TARGETS = {
     "small_cli_install_ms_resident": 100.0,  # the same, with `atomicplug resident start` run before
     "medium_install_vs_floor_resident": 1.5,
     "large_upgrade_1pct_vs_install_resident": 0.1,
+    "large_upgrade_1pct_vs_naive_upgrade_1pct_resident": 0.1,
     "large_install_peak_largest_process_mib": 64.0,  # GNU time, as the issue measures
     "large_install_peak_tree_pss_mib": 64.0,  # every process of the tree at one moment
     "peak_rss_large_vs_small": 1.3,  # "flat in plugin size"
@@ -268,6 +269,7 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
         "upgrade_1pct_vs_naive_upgrade_1pct": per_run(atom["upgrade_1pct"], naive["upgrade_1pct"]),
         "resident_install_vs_floor": per_run(resident["install"], floor),
         "resident_upgrade_1pct_vs_install": per_run(resident["upgrade_1pct"], resident["install"]),
+        "resident_upgrade_1pct_vs_naive_upgrade_1pct": per_run(resident["upgrade_1pct"], naive["upgrade_1pct"]),
         "resident_vs_one_shot_install": per_run(resident["install"], atom["install"]),
         "verify_1pct_zip_vs_install": per_run(verify_1pct, atom["install"]),
         "upgrade_1pct_vs_verify_1pct_zip": per_run(atom["upgrade_1pct"], verify_1pct),
@@ -566,6 +568,7 @@ def evaluate_targets(data: dict) -> dict:
         add("large_upgrade_1pct_vs_install", pr["upgrade_1pct_vs_install"])
         add("large_upgrade_1pct_vs_naive_upgrade_1pct", pr["upgrade_1pct_vs_naive_upgrade_1pct"])
         add("large_upgrade_1pct_vs_install_resident", pr["resident_upgrade_1pct_vs_install"])
+        add("large_upgrade_1pct_vs_naive_upgrade_1pct_resident", pr["resident_upgrade_1pct_vs_naive_upgrade_1pct"])
         m = sizes["large"]["peak_memory_mib"]["install"]
         if m["largest_process_mib"] is not None:
             add("large_install_peak_largest_process_mib", m["largest_process_mib"])
