@@ -178,7 +178,7 @@ class Resident:
 
     @contextmanager
     def running(self) -> Iterator[None]:
-        from atomicplug.resident.server import query
+        from atomicplug.resident.client import query
 
         env = dict(os.environ, **{OFF_ENV: "on"})
         subprocess.run([PY, "-m", "atomicplug", "resident", "start", "--idle-timeout", "0"], env=env, check=True, stdout=subprocess.DEVNULL)

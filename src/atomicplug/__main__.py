@@ -24,8 +24,9 @@ def main() -> NoReturn:
 
             run()
     except KeyboardInterrupt:
-        print("atomicplug: interrupted", file=sys.stderr)
-        code = 130
+        from atomicplug.errors import report_interrupt
+
+        code = report_interrupt()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -96,16 +96,14 @@ def examine(config: Config) -> list[Finding]:
         return f"{config.database_url.split('@')[-1]}: reachable"
 
     def command_line() -> str:
-        from atomicplug.resident.address import socket_path
-        from atomicplug.resident.client import OFF_ENV
-        from atomicplug.resident.server import query
+        from atomicplug.resident.client import OFF_ENV, query
 
         if os.environ.get(OFF_ENV) == "off":
             return f"one process per command ({OFF_ENV}=off)"
         status = query("status")
         if status is None:
             return "one process per command (`atomicplug resident start` runs them warm, ~60 ms less each)"
-        return f"resident server pid {status['pid']} runs the commands ({status['served']} so far; {socket_path()})"
+        return f"resident server pid {status['pid']} runs the commands ({status['served']} so far; {status['socket']})"
 
     return [
         _check("trusted keys", keys),

@@ -16,6 +16,7 @@ stays the CLI's.
 from __future__ import annotations
 
 __all__ = [
+    "report_interrupt",
     "AtomicplugError",
     "OperationError",
     "UsageError",
@@ -38,6 +39,14 @@ __all__ = [
     "TrustError",
     "NotInstalledError",
 ]
+
+
+def report_interrupt() -> int:
+    """Ctrl-C, as every command line path says it: one line on stderr, exit code 130 (128 + SIGINT)."""
+    import sys
+
+    print("atomicplug: interrupted", file=sys.stderr)
+    return 130
 
 
 class AtomicplugError(Exception):

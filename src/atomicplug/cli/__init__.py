@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from atomicplug.errors import AtomicplugError, UsageError
+from atomicplug.errors import AtomicplugError, UsageError, report_interrupt
 from atomicplug.resident.client import requested_command
 
 __all__ = ["main", "run", "build_parser"]
@@ -86,8 +86,7 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
         print(f"atomicplug: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("atomicplug: interrupted", file=sys.stderr)
-        return 130
+        return report_interrupt()
     except BrokenPipeError:
         return 0
     except OSError as exc:

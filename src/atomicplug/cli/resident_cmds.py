@@ -10,7 +10,8 @@ __all__ = ["register"]
 
 def cmd_start(args: argparse.Namespace) -> int:
     from atomicplug.resident.address import socket_path
-    from atomicplug.resident.server import ResidentServer, query, start
+    from atomicplug.resident.client import query
+    from atomicplug.resident.server import ResidentServer, start
 
     path = socket_path()
     running = query("status")
@@ -29,7 +30,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from atomicplug.resident.server import query
+    from atomicplug.resident.client import query
 
     answer = query("stop")
     if answer is None:
@@ -41,7 +42,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from atomicplug.resident.address import socket_path
-    from atomicplug.resident.server import query
+    from atomicplug.resident.client import query
 
     status = query("status")
     if status is None:

@@ -19,13 +19,14 @@ import signal
 import struct
 import sys
 from atomicplug import TYPE_CHECKING
+from atomicplug.errors import report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder, socket_path
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "forward", "read_message", "requested_command", "send_message"]
+__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "forward", "query", "read_message", "requested_command", "send_message"]
 
 #: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
 OFF_ENV = "ATOMICPLUG_RESIDENT"
@@ -115,6 +116,19 @@ def connect() -> _socket.socket | None:
     return None
 
 
+def query(op: str) -> dict[str, Any] | None:
+    """Ask this interpreter's server (``status``, ``stop``); None when none is listening."""
+    conn = connect()
+    if conn is None:
+        return None
+    try:
+        conn.settimeout(10.0)
+        send_message(conn, {"op": op})
+        return read_message(conn)
+    finally:
+        conn.close()
+
+
 def forward(argv: Sequence[str]) -> int | None:
     """Run ``argv`` in a resident child and return its exit code; None: run it in this process."""
     if os.environ.get(OFF_ENV) == "off" or "ATOMICPLUG_CRASH_AT" in os.environ:
@@ -177,8 +191,7 @@ class _Relay:
         """None (the caller runs the command), or the exit of a signal that came meanwhile."""
         self.restore()
         if signal.SIGINT in self.pending:
-            print("atomicplug: interrupted", file=sys.stderr)  # what the command line says for Ctrl-C
-            return 130
+            return report_interrupt()
         for signum in self.pending:
             signal.raise_signal(signum)  # its own handler, or its default action
         return None

@@ -31,11 +31,11 @@ from typing import Any
 
 import attrs
 
-from atomicplug.errors import OperationError
+from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
 from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_uid, read_message, send_message
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "ResidentServer", "preload", "query", "start"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "ResidentServer", "preload", "start"]
 
 #: Seconds without a command after which the server exits (0: never).
 DEFAULT_IDLE_TIMEOUT = 3600.0
@@ -101,6 +101,8 @@ class ResidentServer:
     running: dict[int, socket.socket] = attrs.field(factory=dict)
     #: The socket file this server bound (device, inode): removed at exit only while it is still that file.
     bound: tuple[int, int] = attrs.field(init=False)
+    #: The pipe signals wake :meth:`serve` through (read end, write end), while it runs; a child closes it.
+    wakeup: tuple[int, int] = attrs.field(init=False, default=(-1, -1))
 
     def __attrs_post_init__(self) -> None:
         info = os.stat(self.path)
@@ -128,7 +130,7 @@ class ResidentServer:
 
     def serve(self) -> None:
         """Answer requests until stopped (``stop``, SIGTERM, idle, stale code) and every child ended."""
-        wake_read, wake_write = os.pipe()
+        self.wakeup = wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_wakeup = signal.set_wakeup_fd(wake_write)
@@ -144,7 +146,7 @@ class ResidentServer:
                 self._reap()
                 if self.stopping and self.listener.fileno() >= 0:
                     selector.unregister(self.listener)
-                    self._close_listener((wake_read, wake_write))
+                    self._close_listener(drain=True)
                 if self.stopping and not self.running:
                     return
                 timeout = None
@@ -155,7 +157,7 @@ class ResidentServer:
                         continue
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.listener:
-                        self._accept((wake_read, wake_write))
+                        self._accept()
                         last = time.monotonic()
                     else:
                         _drain(wake_read)
@@ -165,11 +167,12 @@ class ResidentServer:
             selector.close()
             os.close(wake_read)
             os.close(wake_write)
+            self.wakeup = (-1, -1)
 
     def _stop_on_signal(self, _signum: int, _frame: object) -> None:
         self.stopping = True
 
-    def _close_listener(self, wakeup: tuple[int, int] | None = None) -> None:
+    def _close_listener(self, *, drain: bool = False) -> None:
         """Remove the socket's name, answer the connections already waiting, close.
 
         Unlinked first, so no client connects after; one already in the backlog is
@@ -184,16 +187,16 @@ class ResidentServer:
                 os.unlink(self.path)
         except OSError:
             pass
-        if wakeup is not None:
+        if drain:
             self.listener.setblocking(False)
             while True:
                 try:
-                    self._accept(wakeup)
+                    self._accept()
                 except BlockingIOError:
                     break
         self.listener.close()
 
-    def _accept(self, wakeup: tuple[int, int]) -> None:
+    def _accept(self) -> None:
         """Answer one connection (BlockingIOError when none waits on a non-blocking listener)."""
         try:
             conn, _ = self.listener.accept()
@@ -209,14 +212,14 @@ class ResidentServer:
                 conn.close()
                 return
             request, fds = _receive(conn)
-            self._answer(conn, request, fds, wakeup)
+            self._answer(conn, request, fds)
         except (OSError, ValueError):
             conn.close()
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int], wakeup: tuple[int, int]) -> None:
+    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
         if op == "status":
             send_message(conn, self.status())
@@ -234,7 +237,7 @@ class ResidentServer:
             signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
             pid = os.fork()
             if pid == 0:
-                _run_child(self, conn, fds, request, wakeup)
+                _run_child(self, conn, fds, request)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
             self.served += 1
             self.running[pid] = conn
@@ -299,7 +302,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], request: dict[str, Any], wakeup: tuple[int, int]) -> None:
+def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], request: dict[str, Any]) -> None:
     """In the forked child: become the client's command, run it, exit. Never returns."""
     code = 1
     try:
@@ -309,7 +312,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         signal.signal(signal.SIGINT, signal.default_int_handler)
         server.listener.close()
         conn.close()
-        for fd in wakeup:
+        for fd in server.wakeup:
             os.close(fd)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -335,8 +338,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:  # between the unblock and main's own handling of it
-        print("atomicplug: interrupted", file=sys.stderr)
-        code = 130
+        code = report_interrupt()
     except BaseException:
         traceback.print_exc()
     finally:
@@ -373,19 +375,6 @@ def _rebind_stdio(encodings: list[Any]) -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-
-
-def query(op: str) -> dict[str, Any] | None:
-    """Ask this interpreter's server (``status``, ``stop``); None when none is listening."""
-    conn = connect()
-    if conn is None:
-        return None
-    try:
-        conn.settimeout(10.0)
-        send_message(conn, {"op": op})
-        return read_message(conn)
-    finally:
-        conn.close()
 
 
 def start(path: str, idle_timeout: float) -> int:
