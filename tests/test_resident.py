@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -229,3 +230,40 @@ def test_it_stops_when_idle(tmp_path: Path):
     assert _gone(pid)
     assert not idle.socket.exists()
     assert idle.cli("resident", "status").returncode == 3
+
+
+def test_two_starts_at_once_leave_one_server(tmp_path: Path):
+    """Both starts succeed, one starts the server and the other finds it: no second server unlinks the first's socket."""
+    both = Resident(tmp_path / "run")
+    starts = [both.popen("resident", "start", "--idle-timeout", "120") for _ in range(2)]
+    outputs = [start.communicate(timeout=60) for start in starts]
+    named = {int(pid) for out, _ in outputs for pid in re.findall(r"\(pid (\d+),", out)}
+    try:
+        assert [start.returncode for start in starts] == [0, 0], outputs
+        said = sorted("started" if "server started" in out else "found" if "already running" in out else out for out, _ in outputs)
+        assert said == ["found", "started"], outputs
+        assert named == {both.status()["pid"]}, outputs
+    finally:
+        both.cli("resident", "stop")
+    assert all(_gone(pid) for pid in named)
+
+
+def test_a_server_whose_dependencies_changed_sends_the_command_back_and_stops(tmp_path: Path, home):
+    """An upgraded dependency (here a module every interpreter of this path imports) is stale code too."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    module = extra / "sitecustomize.py"
+    module.write_text("# imported by site at start-up\n")
+    server = Resident(tmp_path / "run")
+    server.env["PYTHONPATH"] = str(extra)
+    assert server.cli("resident", "start", "--idle-timeout", "120").returncode == 0
+    pid = server.status()["pid"]
+    try:
+        assert server.cli("--config", str(home.config_path), "list").returncode == 0
+        assert server.served() == 1
+        module.write_text("# imported by site at start-up, and upgraded since\n")
+        after = server.cli("--config", str(home.config_path), "list")
+        assert after.returncode == 0, after.stderr
+        assert _gone(pid), "the server kept serving code older than what is installed"
+    finally:
+        server.cli("resident", "stop")

@@ -8,25 +8,44 @@ import time
 __all__ = ["register"]
 
 
+#: How long ``start`` waits for a server another ``start`` is bringing up (its preload) to answer.
+_STARTING_WAIT_S = 30.0
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from atomicplug.resident.address import socket_path
-    from atomicplug.resident.client import query
-    from atomicplug.resident.server import ResidentServer, start
+    from atomicplug.resident.server import AlreadyListening, ResidentServer, start
 
     path = socket_path()
-    running = query("status")
-    if running is not None:
-        print(f"atomicplug: the resident server is already running (pid {running['pid']}, {path})")
+    if _report_running(path, wait=0.0):
         return 0
-    if args.foreground:
-        server = ResidentServer.listen(path, args.idle_timeout)
-        print(f"atomicplug: resident server listening at {path} (pid {server.status()['pid']})", flush=True)
-        server.serve()
-        return 0
-    pid = start(path, args.idle_timeout)
+    try:
+        if args.foreground:
+            server = ResidentServer.listen(path, args.idle_timeout)
+            print(f"atomicplug: resident server listening at {path} (pid {server.status()['pid']})", flush=True)
+            server.serve()
+            return 0
+        pid = start(path, args.idle_timeout)
+    except AlreadyListening:  # another start won the socket's claim: report that server once it answers
+        if _report_running(path, wait=_STARTING_WAIT_S):
+            return 0
+        raise
     idle = f"stops after {args.idle_timeout:g} s without a command" if args.idle_timeout else "runs until stopped"
     print(f"atomicplug: resident server started (pid {pid}, {path}); it {idle}")
     return 0
+
+
+def _report_running(path: str, *, wait: float) -> bool:
+    """Print the running server's line and return True, asking for up to ``wait`` seconds; False if none answers."""
+    from atomicplug.resident.client import query
+
+    deadline = time.monotonic() + wait
+    while (running := query("status")) is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    print(f"atomicplug: the resident server is already running (pid {running['pid']}, {path})")
+    return True
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import fcntl
 import io
 import os
 import selectors
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -35,13 +37,17 @@ from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
 from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_uid, read_message, send_message
 
-__all__ = ["DEFAULT_IDLE_TIMEOUT", "ResidentServer", "preload", "start"]
+__all__ = ["DEFAULT_IDLE_TIMEOUT", "AlreadyListening", "ResidentServer", "preload", "start"]
 
 #: Seconds without a command after which the server exits (0: never).
 DEFAULT_IDLE_TIMEOUT = 3600.0
 #: Modules a command never imports in the server's children.
 _NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.testing")
 _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
+
+
+class AlreadyListening(OperationError):
+    """Another server holds this socket's claim: it listens, or is about to (its preload takes a moment)."""
 
 
 
@@ -95,6 +101,8 @@ class ResidentServer:
     parser: argparse.ArgumentParser
     idle_timeout: float
     stamp: str = attrs.field(factory=code_stamp)
+    #: Every module file it has imported (atomicplug's and its dependencies'), as :func:`_loaded_files` saw them.
+    loaded: tuple[tuple[str, int, int], ...] = attrs.field(factory=lambda: _stat_files(_loaded_modules()))
     started: float = attrs.field(factory=time.time)
     served: int = 0
     stopping: bool = False
@@ -103,6 +111,8 @@ class ResidentServer:
     bound: tuple[int, int] = attrs.field(init=False)
     #: The pipe signals wake :meth:`serve` through (read end, write end), while it runs; a child closes it.
     wakeup: tuple[int, int] = attrs.field(init=False, default=(-1, -1))
+    #: The locked claim on the socket's name (:func:`_claim`), held until this process ends; a child closes it.
+    claim: int = -1
 
     def __attrs_post_init__(self) -> None:
         info = os.stat(self.path)
@@ -113,20 +123,25 @@ class ResidentServer:
         """Bind ``path`` (refusing a folder others can enter, or a live server there), preload."""
         if not private_folder(path, create=True):
             raise OperationError(f"{os.path.dirname(path)} is not a folder only this user can enter: not listening there")
-        live = connect()
-        if live is not None:
-            live.close()
-            raise OperationError(f"a resident server is already listening at {path}")
-        parser = preload()
+        claim = _claim(path)
         try:
-            os.unlink(path)  # a socket file a killed server left
-        except FileNotFoundError:
-            pass
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(path)
-        os.chmod(path, 0o600)
-        listener.listen(64)
-        return cls(path=path, listener=listener, parser=parser, idle_timeout=idle_timeout)
+            live = connect()
+            if live is not None:  # a server that took no claim (an older atomicplug's)
+                live.close()
+                raise AlreadyListening(f"a resident server is already listening at {path}")
+            parser = preload()
+            try:
+                os.unlink(path)  # a socket file a killed server left: its claim died with it
+            except FileNotFoundError:
+                pass
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            listener.listen(64)
+        except BaseException:
+            os.close(claim)
+            raise
+        return cls(path=path, listener=listener, parser=parser, idle_timeout=idle_timeout, claim=claim)
 
     def serve(self) -> None:
         """Answer requests until stopped (``stop``, SIGTERM, idle, stale code) and every child ended."""
@@ -228,8 +243,9 @@ class ResidentServer:
             send_message(conn, {"stopping": os.getpid()})
         elif op == "run" and self.stopping:
             send_message(conn, {"run_here": "the resident server is stopping"})
-        elif op == "run" and request.get("stamp") != self.stamp:
-            self.stopping = True  # the code changed since this server imported it
+        elif op == "run" and (request.get("stamp") != self.stamp or _stat_files(f for f, _, _ in self.loaded) != self.loaded):
+            # atomicplug's code (the client's stamp) or a dependency (pip upgraded it) changed since it was imported
+            self.stopping = True
             send_message(conn, {"run_here": "the code changed since the resident server started"})
         elif op == "run" and len(fds) == 3:
             # The client passes its signals on as soon as it has the pid: held until the child
@@ -277,6 +293,46 @@ class ResidentServer:
         }
 
 
+def _loaded_modules() -> list[str]:
+    """The file of every module imported so far (atomicplug's and its dependencies')."""
+    return sorted({f for m in list(sys.modules.values()) if isinstance(f := getattr(m, "__file__", None), str)})
+
+
+def _stat_files(files: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of each file: what a dependency's upgrade changes.
+
+    The client's code stamp covers atomicplug's own files only (it cannot know what
+    the server imported); the server re-stats the modules it imported at start-up,
+    ~500 stats (under a millisecond) per command.
+    """
+    seen = []
+    for path in files:
+        try:
+            info = os.stat(path)
+        except OSError:
+            seen.append((path, -1, -1))
+            continue
+        seen.append((path, info.st_size, info.st_mtime_ns))
+    return tuple(seen)
+
+
+def _claim(path: str) -> int:
+    """An exclusive lock on ``<path>.lock``, or AlreadyListening: one server per socket name.
+
+    Checking that nobody answers and then binding left a window (the preload, a few
+    hundred ms) in which a second ``start`` could bind too, unlinking the first's
+    socket and orphaning it. The lock ends with the process that holds it, so a
+    killed server leaves nothing to clean up but a stale socket file.
+    """
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyListening(f"a resident server is already listening (or starting) at {path}") from None
+    return fd
+
+
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """One request and the descriptors passed with it."""
     data, ancillary, flags, _ = conn.recvmsg(65536, _FDS_SPACE)
@@ -312,7 +368,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         signal.signal(signal.SIGINT, signal.default_int_handler)
         server.listener.close()
         conn.close()
-        for fd in server.wakeup:
+        for fd in (*server.wakeup, server.claim):
             os.close(fd)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -399,7 +455,7 @@ def start(path: str, idle_timeout: float) -> int:
             server.serve()
         except BaseException as exc:
             if not report.startswith("ok"):
-                report = f"error: {exc}"
+                report = f"{'busy' if isinstance(exc, AlreadyListening) else 'error'}: {exc}"
                 try:
                     os.write(ready_write, report.encode())
                 except OSError:
@@ -410,6 +466,8 @@ def start(path: str, idle_timeout: float) -> int:
     os.waitpid(first, 0)
     with os.fdopen(ready_read, "rb") as ready:
         report = ready.read().decode(errors="replace")
+    if report.startswith("busy: "):
+        raise AlreadyListening(report.removeprefix("busy: "))
     if not report.startswith("ok "):
         raise OperationError(report.removeprefix("error: ") or "the resident server did not start")
     return int(report.split()[1])
