@@ -32,9 +32,9 @@ class Resident:
             [sys.executable, "-m", "atomicplug", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120, **kwargs
         )
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "atomicplug", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-m", "atomicplug", *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
         )
 
     def status(self) -> dict:
@@ -267,3 +267,77 @@ def test_a_server_whose_dependencies_changed_sends_the_command_back_and_stops(tm
         assert _gone(pid), "the server kept serving code older than what is installed"
     finally:
         server.cli("resident", "stop")
+
+
+def _open_files_limit(soft: int, hard: int | None = None):  # noqa: ANN202 - a preexec_fn
+    import resource
+
+    def limit() -> None:
+        current_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, current_hard if hard is None else hard))
+
+    return limit
+
+
+def _limit_of(pid: int, name: str) -> tuple[str, str]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith(name):
+            soft, hard = line[len(name) :].split()[:2]
+            return soft, hard
+    raise AssertionError(f"no {name!r} in /proc/{pid}/limits")
+
+
+def _limits_in_child(server: Resident, home, preexec_fn) -> tuple[tuple[str, str], tuple[str, str]]:
+    """("Max open files" of the child that runs an install for a client started with ``preexec_fn``, of that client)."""
+    from atomicplug.lock import writer_lock
+
+    pid = server.status()["pid"]
+    with writer_lock(home.config.lock_path, 5):  # the child waits here while its limits are read
+        client = server.popen("--config", str(home.config_path), "install", str(home.package("shop")), preexec_fn=preexec_fn)
+        wanted = _limit_of(client.pid, "Max open files")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # from the fork until the child has set itself up
+            children = _children(pid)
+            if children and _limit_of(children[0], "Max open files") == wanted:
+                break
+            time.sleep(0.02)
+        seen = _limit_of(children[0], "Max open files") if children else ("no child", "")
+    client.communicate(timeout=60)
+    assert client.returncode == 0
+    return seen, wanted
+
+
+def test_a_child_takes_the_clients_resource_limits(resident, home):
+    """`ulimit -n 321` before a command holds for the command, as it would for a one-shot process."""
+    seen, wanted = _limits_in_child(resident, home, _open_files_limit(321))
+    assert seen == wanted and seen[0] == "321"
+
+
+def test_limits_above_the_servers_are_given_by_root_and_sent_back_otherwise(tmp_path: Path, home, monkeypatch):
+    """A server started under a lower hard limit: with CAP_SYS_RESOURCE it raises a child's, else the client runs the command itself."""
+    import resource
+
+    from atomicplug.resident import server as resident_server
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 600:
+        pytest.skip(f"this machine's hard limit on open files is {hard}")
+    own = resource.getrlimit(resource.RLIMIT_NOFILE)
+    above = [(resource.RLIMIT_NOFILE, own[0], resource.RLIM_INFINITY if own[1] == resource.RLIM_INFINITY else own[1] + 1)]
+    within = [(resource.RLIMIT_NOFILE, 10, 20)]
+    monkeypatch.setattr(resident_server, "_may_raise_hard_limits", lambda: False)
+    assert (resident_server._limits_reachable(within), resident_server._limits_reachable(above)) == (True, own[1] == resource.RLIM_INFINITY)
+    monkeypatch.undo()
+    low = Resident(tmp_path / "run")
+    assert low.cli("resident", "start", "--idle-timeout", "120", preexec_fn=_open_files_limit(300, 400)).returncode == 0
+    try:
+        if resident_server._may_raise_hard_limits():
+            seen, wanted = _limits_in_child(low, home, None)
+            assert seen == wanted and int(seen[1]) > 400
+            assert low.served() == 1
+        else:
+            listed = low.cli("--config", str(home.config_path), "list")
+            assert listed.returncode == 0, listed.stderr
+            assert low.served() == 0
+    finally:
+        low.cli("resident", "stop")

@@ -214,6 +214,8 @@ def _lost(what: str) -> int:
 
 
 def _request(argv: Sequence[str]) -> dict[str, Any]:
+    import resource  # here, not at the top: only a client that reached a server pays for it
+
     mask = os.umask(0o22)
     os.umask(mask)
     streams = [sys.stdin, sys.stdout, sys.stderr]
@@ -224,8 +226,15 @@ def _request(argv: Sequence[str]) -> dict[str, Any]:
         "cwd": os.getcwd(),
         "env": dict(os.environ),
         "umask": mask,
+        # ulimit -n, -c, -f ...: what the child must run under, as a one-shot process would have
+        "limits": [(number, *resource.getrlimit(number)) for number in _rlimits(resource)],
         "encodings": [(s.encoding, s.errors) if s is not None else None for s in streams],
     }
+
+
+def _rlimits(resource: Any) -> list[int]:
+    """Every resource limit this platform has (RLIMIT_NOFILE, RLIMIT_CORE, ...)."""
+    return sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")})
 
 
 def _outcome(outcome: dict[str, Any] | None) -> int:

@@ -21,6 +21,7 @@ import array
 import fcntl
 import io
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -44,6 +45,8 @@ DEFAULT_IDLE_TIMEOUT = 3600.0
 #: Modules a command never imports in the server's children.
 _NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.testing")
 _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
+#: linux/capability.h: what raising a hard resource limit takes.
+_CAP_SYS_RESOURCE = 24
 
 
 class AlreadyListening(OperationError):
@@ -247,6 +250,8 @@ class ResidentServer:
             # atomicplug's code (the client's stamp) or a dependency (pip upgraded it) changed since it was imported
             self.stopping = True
             send_message(conn, {"run_here": "the code changed since the resident server started"})
+        elif op == "run" and not _limits_reachable(request.get("limits") or []):
+            send_message(conn, {"run_here": "the command's resource limits are above the resident server's"})
         elif op == "run" and len(fds) == 3:
             # The client passes its signals on as soon as it has the pid: held until the child
             # has its own handlers (the server's would swallow a Ctrl-C meant for the command).
@@ -316,6 +321,39 @@ def _stat_files(files: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
     return tuple(seen)
 
 
+def _limits_reachable(limits: list[Any]) -> bool:
+    """Whether a child can take the client's resource limits: lowering is always allowed, raising a hard one needs CAP_SYS_RESOURCE."""
+    if _may_raise_hard_limits():
+        return True
+    for number, _soft, hard in limits:
+        try:
+            own_hard = resource.getrlimit(int(number))[1]
+        except (ValueError, OSError):
+            return False  # a limit this server does not know: not the same platform's client
+        if own_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > own_hard):
+            return False
+    return True
+
+
+def _may_raise_hard_limits() -> bool:
+    """CAP_SYS_RESOURCE in this process's effective set (root in a container often lacks it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            effective = next(line for line in status if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return os.geteuid() == 0
+    return bool(int(effective.split()[1], 16) & (1 << _CAP_SYS_RESOURCE))
+
+
+def _take_limits(limits: list[Any]) -> None:
+    """In the child: the client's limits, as its one-shot process would have run under (checked by :func:`_limits_reachable`)."""
+    for number, soft, hard in limits:
+        try:
+            resource.setrlimit(int(number), (int(soft), int(hard)))
+        except (ValueError, OSError):  # root asking beyond what the kernel allows: the client could not have it either
+            pass
+
+
 def _claim(path: str) -> int:
     """An exclusive lock on ``<path>.lock``, or AlreadyListening: one server per socket name.
 
@@ -376,6 +414,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
             if fd > 2:
                 os.close(fd)
         os.umask(int(request["umask"]))
+        _take_limits(request.get("limits") or [])
         os.environ.clear()
         os.environ.update(request["env"])
         _rebind_stdio(request.get("encodings") or [None, None, None])
