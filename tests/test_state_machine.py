@@ -5,14 +5,19 @@ SIGKILL at a random crash point (in a forked child) and then recovered; after
 every step the observable state (registry, addon links, tables) must equal
 the model's, and a crashed operation must have left exactly the old or the
 new model state. The model also remembers the state each generation showed:
-``rollback --generation N`` must bring exactly that back, for every
-generation gc kept, and gc must change nothing observable.
+``rollback --generation N`` and ``rollback --transaction TXID`` must bring
+exactly that back, for every generation gc kept, and gc must change nothing
+observable. Both plugins installed in one transaction change together, crashed
+or not; a flipped byte in an installed file is reported by ``verify`` and
+repaired by installing the same package again. Half the homes start with real
+addon folders, which the first operation (crashed or not) converts.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -22,7 +27,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from atomicplug.config import Config
 from atomicplug.errors import AtomicplugError
-from atomicplug.installer import Installer
+from atomicplug.installer import Installer, TransactionResult
+from atomicplug.registry import Registry
 from atomicplug.testing import PluginSpec, build_package, crash_at, make_home, make_keypair, snapshot
 
 IDS = ("alpha", "beta")
@@ -69,14 +75,19 @@ class ModelPlugin:
 class InstallerMachine(RuleBasedStateMachine):
     """The model: plugin id → (version, enabled, previous version)."""
 
-    @initialize()
-    def setup(self) -> None:
+    @initialize(existing_folders=st.booleans())
+    def setup(self, existing_folders: bool) -> None:
+        """A new home; with ``existing_folders`` its addon folders exist as real (empty) folders, converted on first use."""
         self.root = Path(tempfile.mkdtemp(prefix="atomicplug-home-"))
         config_path = make_home(self.root, [packages() and _KEYS["public"]])
         self.config = Config.load(config_path)
+        if existing_folders:
+            self.config.backend_addons.mkdir(parents=True)
+            self.config.frontend_addons.mkdir(parents=True)
         self.installer = Installer(self.config)
         self.model: dict[str, ModelPlugin] = {}
         self.shown: dict[int, dict[str, ModelPlugin]] = {}  # generation number → the model it showed
+        self.made_by: dict[str, int] = {}  # txid → the generation it made (rollback --transaction)
 
     def teardown(self) -> None:
         shutil.rmtree(getattr(self, "root", "/nonexistent"), ignore_errors=True)
@@ -110,14 +121,42 @@ class InstallerMachine(RuleBasedStateMachine):
             model[plugin_id] = attrs.evolve(current, enabled=op == "enable")
         return model
 
+    def _after_all(self, installs: list[tuple[str, str]]) -> dict[str, ModelPlugin] | None:
+        """The model after installing every (id, version) in one transaction; None when any is refused."""
+        saved = self.model
+        try:
+            for plugin_id, version in installs:
+                after = self._after("install", plugin_id, version)
+                if after is None:
+                    return None
+                self.model = after
+            return self.model
+        finally:
+            self.model = saved
+
     def _perform(self, op: str, plugin_id: str, version: str | None) -> None:
         installer = Installer(self.config)
         if op == "install":
-            installer.install_file(packages()[(plugin_id, version)])
+            self._remembering(lambda: installer.install_file(packages()[(plugin_id, version)]))
         elif op == "uninstall":
-            installer.uninstall(plugin_id)
+            self._remembering(lambda: installer.uninstall(plugin_id))
         else:
-            getattr(installer, op)(plugin_id)
+            self._remembering(lambda: getattr(installer, op)(plugin_id))
+
+    def _perform_all(self, installs: list[tuple[str, str]]) -> None:
+        installer = Installer(self.config)
+        taken = [installer.take_in(packages()[install]) for install in installs]
+        self._remembering(lambda: installer.install_packages(taken))
+
+    def _remembering(self, transaction: Callable[[], TransactionResult]) -> None:
+        """Run ``transaction``; when it switched to a new generation, remember that its txid made it."""
+        from atomicplug import generations
+
+        before = generations.current_number(self.config)
+        txid = transaction().txid
+        live = generations.current_number(self.config)
+        if live != before and live is not None:
+            self.made_by[txid] = live
 
     def _record_generation(self) -> None:
         """Remember what the live generation shows (its number is the implementation's to choose)."""
@@ -141,20 +180,79 @@ class InstallerMachine(RuleBasedStateMachine):
                 links[f"backend/{pid}"] = links[f"frontend/{pid}"] = tree.name
         return {"plugins": plugins, "tables": tables, "links": dict(sorted(links.items()))}
 
+    def _check(self, what: str, expected: dict[str, ModelPlugin] | None, perform: Callable[[], object]) -> None:
+        """``perform()`` is refused exactly when the model refuses ``what``; else the model follows it."""
+        try:
+            perform()
+        except AtomicplugError:
+            assert expected is None, f"{what} was refused but the model allows it"
+            return
+        assert expected is not None, f"{what} succeeded but the model refuses it"
+        self.model = dict(expected)
+        self._record_generation()
+
+    def _check_crash(self, what: str, expected: dict[str, ModelPlugin] | None, perform: Callable[[], object], point: int) -> None:
+        """``perform()`` killed at crash point ``point``, then recovered: exactly the old or the new model state."""
+        if expected is None:
+            return
+        crash_at(perform, point)
+        Installer(self.config).recover()
+        observed = self._observed()
+        if observed == self._expected(self.model):
+            return
+        self.model = expected
+        assert observed == self._expected(self.model), f"crash at point {point} of {what}: neither old nor new state"
+        self._record_generation()
+
     # -- rules ----------------------------------------------------------------
     ops = st.sampled_from(["install", "install", "uninstall", "rollback", "enable", "disable"])
 
     @rule(op=ops, plugin_id=st.sampled_from(IDS), version=st.sampled_from(VERSIONS))
     def operate(self, op: str, plugin_id: str, version: str) -> None:
         expected = self._after(op, plugin_id, version if op == "install" else None)
-        try:
-            self._perform(op, plugin_id, version)
-        except AtomicplugError:
-            assert expected is None, f"{op} {plugin_id} {version} was refused but the model allows it"
+        self._check(f"{op} {plugin_id} {version}", expected, lambda: self._perform(op, plugin_id, version))
+
+    @rule(first=st.sampled_from(VERSIONS), second=st.sampled_from(VERSIONS))
+    def install_both(self, first: str, second: str) -> None:
+        """alpha and beta in one transaction: both change, or neither."""
+        installs = [("alpha", first), ("beta", second)]
+        self._check(f"installing {installs} in one transaction", self._after_all(installs), lambda: self._perform_all(installs))
+
+    @rule(first=st.sampled_from(VERSIONS), second=st.sampled_from(VERSIONS), point=st.integers(1, 160))
+    def crash_installing_both(self, first: str, second: str, point: int) -> None:
+        installs = [("alpha", first), ("beta", second)]
+        self._check_crash(f"installing {installs}", self._after_all(installs), lambda: self._perform_all(installs), point)
+
+    @rule(data=st.data())
+    def rollback_transaction(self, data: st.DataObject) -> None:
+        """``rollback --transaction TXID``: only the live generation's transaction, back to the view before it."""
+        from atomicplug import generations
+
+        if not self.made_by:
             return
-        assert expected is not None, f"{op} {plugin_id} {version} succeeded but the model refuses it"
-        self.model = expected
-        self._record_generation()
+        txid = data.draw(st.sampled_from(sorted(self.made_by)), label="txid")
+        made = self.made_by[txid]
+        live = generations.current_number(self.config)
+        kept = set(generations.numbers(self.config))
+        before = max((n for n in kept if n < made), default=None)
+        expected = self.shown.get(before) if made == live and before is not None else None
+        what = f"rollback --transaction {txid} (made generation {made}, {live} live, {sorted(kept)} kept)"
+        self._check(what, expected, lambda: Installer(self.config).rollback(transaction=txid))
+
+    @rule(data=st.data())
+    def damage_and_reinstall(self, data: st.DataObject) -> None:
+        """A flipped byte in an installed file: verify names it, the same package installed again repairs it."""
+        if not self.model:
+            return
+        plugin_id = data.draw(st.sampled_from(sorted(self.model)), label="damaged plugin")
+        tree = self.config.home / Registry.load(self.config.registry_path).plugins[plugin_id].current.tree
+        files = sorted(str(f.relative_to(tree)) for f in tree.rglob("*") if f.is_file() and not f.name.startswith(".atomicplug"))
+        relative = data.draw(st.sampled_from(files), label="damaged file")
+        _flip_a_byte(tree / relative)
+        reports = {r.plugin_id: r for r in Installer(self.config).verify()}
+        assert relative in reports[plugin_id].changed, f"verify missed the flipped {relative} of {plugin_id}"
+        Installer(self.config).install_file(packages()[(plugin_id, self.model[plugin_id].version)])
+        assert all(report.ok for report in Installer(self.config).verify()), "reinstalling left damage"
 
     @rule()
     def collect(self) -> None:
@@ -175,35 +273,29 @@ class InstallerMachine(RuleBasedStateMachine):
         # Any generation kept but the live one, or one gc removed (refused).
         target = data.draw(st.sampled_from(sorted(kept - {live}) + [min(kept) - 1]), label="generation")
         expected = self.shown.get(target) if target in kept else None
-        try:
-            Installer(self.config).rollback(generation=target)
-        except AtomicplugError:
-            assert expected is None, f"rollback to kept generation {target} was refused"
-            return
-        assert expected is not None, f"rollback to generation {target} succeeded but it was not kept"
-        self.model = dict(expected)
-        self._record_generation()
+        what = f"rollback --generation {target} ({sorted(kept)} kept)"
+        self._check(what, expected, lambda: Installer(self.config).rollback(generation=target))
 
     @rule(op=ops, plugin_id=st.sampled_from(IDS), version=st.sampled_from(VERSIONS), point=st.integers(1, 120))
     def crash_and_recover(self, op: str, plugin_id: str, version: str, point: int) -> None:
         expected = self._after(op, plugin_id, version if op == "install" else None)
-        if expected is None:
-            return
-        crash_at(lambda: self._perform(op, plugin_id, version), point)
-        Installer(self.config).recover()
-        observed = self._observed()
-        old, new = self._expected(self.model), None
-        if observed == old:
-            return
-        self.model = expected
-        new = self._expected(self.model)
-        assert observed == new, f"crash at point {point} of {op} {plugin_id}: neither old nor new state"
-        self._record_generation()
+        self._check_crash(f"{op} {plugin_id}", expected, lambda: self._perform(op, plugin_id, version), point)
 
     @invariant()
     def matches_model(self) -> None:
         if hasattr(self, "config"):
             assert self._observed() == self._expected(self.model)
+
+
+def _flip_a_byte(path: Path) -> None:
+    """What an editor or a stray script does: make it writable, write into it (through the link: the object)."""
+    import os
+
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as handle:
+        byte = handle.read(1)
+        handle.seek(0)
+        handle.write(bytes([(byte[0] if byte else 0) ^ 0x01]))
 
 
 InstallerMachine.TestCase.settings = settings(
