@@ -189,9 +189,9 @@ def lying_packages(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def mutated_zip_bytes(draw: st.DrawFn) -> bytes:
-    """A valid package's bytes, then flipped, truncated, spliced or extended."""
-    data = bytearray(build_zip(valid_package()))
+def mutated_zip_bytes(draw: st.DrawFn, base: bytes | None = None) -> bytes:
+    """A valid package's bytes (``base``, else the seed package), then flipped, truncated, spliced or extended."""
+    data = bytearray(build_zip(valid_package()) if base is None else base)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.integers(0, 4))
         if op == 0 and data:

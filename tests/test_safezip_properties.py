@@ -7,8 +7,11 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
-from strategies import archives, lying_packages, recorded_packages
+from hostile_zips import RawEntry, build_zip, valid_package, with_record
+from hypothesis import strategies as st
+from strategies import archives, lying_packages, mutated_zip_bytes, recorded_packages
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError
@@ -99,6 +102,8 @@ def _check_stored_or_refused(data: bytes) -> bool:
             result = extract_to_objects(zip_path, store, _LIMITS)
         except PackageError as exc:
             event(f"refused: {type(exc).__name__}")
+            with pytest.raises(PackageError):  # the same verdict as the folder extractor's
+                extract(zip_path, root / "tree", _LIMITS)
             assert list(store) == [hashlib.sha256(b"present before").hexdigest()]
             assert _tree(root) == {"pkg.zip", "objects", *(f"objects/{p}" for p in _tree(root / "objects"))}
             assert not list((root / "objects").glob(".*"))
@@ -112,3 +117,44 @@ def _check_stored_or_refused(data: bytes) -> bool:
         folder = extract(zip_path, root / "tree", _LIMITS)
         assert folder.files == result.files
         return True
+
+
+#: A package with a RECORD and a few files, whose objects a store already holds (an upgrade's case).
+_BASE_ENTRIES = with_record(valid_package(RawEntry("backend/util.py", b"X = 1\n" * 40), RawEntry("frontend/app.css", b"a{}\n" * 30)))
+_BASE = build_zip(_BASE_ENTRIES)
+
+
+@_SETTINGS
+@given(st.one_of(mutated_zip_bytes(_BASE), st.just(_BASE)), st.data())
+def test_over_a_store_holding_its_objects_a_package_links_only_sound_objects_or_is_refused(data: bytes, draw: st.DataObject) -> None:
+    """The upgrade's path: entries whose objects exist are not inflated. Whatever the bytes, and with
+    some of those objects visibly damaged (written through a tree's link), what is accepted names
+    only objects that hash to their names, and a refusal adds nothing (an object it rewrote is repaired)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "base.zip").write_bytes(_BASE)
+        store = ObjectStore(root / "objects")
+        base = extract_to_objects(root / "base.zip", store, _LIMITS)
+        damaged = draw.draw(st.sets(st.sampled_from([f.sha256 for f in base.files])), label="damaged objects")
+        for sha in damaged:
+            path = store.path(sha)
+            os.chmod(path, 0o644)
+            with open(path, "r+b") as handle:
+                first = handle.read(1)
+                handle.seek(0)
+                handle.write(bytes([(first[0] if first else 0) ^ 1]))
+        zip_path = root / "pkg.zip"
+        zip_path.write_bytes(data)
+        before = {s: store.path(s).read_bytes() for s in store}
+        try:
+            result = extract_to_objects(zip_path, store, _LIMITS)
+        except PackageError as exc:
+            event(f"refused: {type(exc).__name__}")
+            assert set(store) == set(before)  # nothing added; an object rewritten before the refusal was repaired
+            assert all(store.path(s).read_bytes() == old or store.verify(s) for s, old in before.items())
+            assert not list((root / "objects").glob(".*"))
+            return
+        event(f"stored: {result.reused} reused, {len(damaged)} damaged")
+        assert not list((root / "objects").glob(".*"))
+        for f in result.files:
+            assert store.has(f.sha256, f.size) and store.verify(f.sha256), f"{f.path} links a damaged object"
