@@ -441,3 +441,58 @@ def _answers(base: str, server: subprocess.Popen[bytes]) -> bool:
         return httpx.get(f"{base}/api/v1/health", timeout=5).status_code == 200
     except httpx.TransportError:
         return False
+
+
+# -- gc of the cluster's package store ----------------------------------------------------------
+
+
+def _stored(url: str) -> dict[str, str]:
+    """sha256 → version of every package in the cluster's store (and each still has its chunks)."""
+    rows = query(url, "SELECT p.sha256, p.version, count(c.seq) FROM atomicplug_cluster_packages AS p "
+                      "LEFT JOIN atomicplug_cluster_package_chunks AS c ON c.sha256 = p.sha256 GROUP BY p.sha256, p.version")  # fmt: skip
+    assert all(chunks > 0 for _sha, _version, chunks in rows)
+    return {sha: version for sha, version, _chunks in rows}
+
+
+def test_gc_removes_the_packages_no_kept_cluster_generation_names_and_nodes_still_sync_and_roll_back(fleet: Fleet) -> None:
+    writer = fleet.node("a", keep_generations=2)
+    url = fleet.database_url
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):
+        writer.installer.install_file(_package(fleet, "shop", version, migrations=V1))
+    assert sorted(_stored(url).values()) == ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+    fresh = writer.cli("gc")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "removed 0 package(s) from the cluster's store" in fresh.stdout  # all younger than the grace period
+    execute(url, "UPDATE atomicplug_cluster_packages SET stored_at = stored_at - interval '2 hours'")
+    collected = writer.cli("gc")
+    assert collected.returncode == 0, collected.stderr
+    # Kept: 1.3.0 (desired) and 1.2.0 (its previous), 1.1.0 (the previous of generation 3, still kept).
+    assert sorted(_stored(url).values()) == ["1.1.0", "1.2.0", "1.3.0"]
+    assert "removed 1 package(s) from the cluster's store" in collected.stdout
+    late = fleet.node("b")  # a new node has none of them: they come from the store
+    assert late.cli("sync").returncode == 0
+    assert late.plugins() == {"shop": ("1.3.0", True)}
+    writer.installer.rollback("shop")
+    synced = late.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert late.plugins() == writer.plugins() == {"shop": ("1.2.0", True)}
+    assert _view(late) == _view(writer)
+
+
+def test_gc_waits_for_a_writers_turn_and_says_so_when_it_cannot_have_it(fleet: Fleet) -> None:
+    from atomicplug.database.engine import ADVISORY_LOCK_KEY, open_database
+
+    writer = fleet.node("a", lock_timeout=1)
+    writer.installer.install_file(_package(fleet, "shop", migrations=V1))
+    execute(fleet.database_url, "UPDATE atomicplug_cluster_packages SET stored_at = stored_at - interval '2 hours'")
+    other = open_database(fleet.database_url)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])  # another node's writer, mid-turn
+        busy = writer.cli("gc")
+    finally:
+        other.rollback_quietly()
+        other.close()
+    assert busy.returncode == 75, busy.stderr
+    assert busy.stderr.strip().splitlines()[-1].startswith("atomicplug: error: another node's atomicplug writer holds the cluster lock")
+    assert len(_stored(fleet.database_url)) == 1

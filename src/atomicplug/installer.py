@@ -412,12 +412,21 @@ class Installer:
             return self._recover_locked()
 
     def gc(self) -> dict[str, int]:
-        """Remove generations, store trees, blobs and journals that no kept generation needs."""
-        from atomicplug.gc import collect
+        """Remove generations, store trees, blobs and journals that no kept generation needs.
+
+        On a cluster node also the packages in the cluster's store that no kept
+        generation of the cluster names (``cluster_packages``, ``cluster_bytes``).
+        """
+        from atomicplug.gc import BLOB_GRACE_SECONDS, collect
 
         unchanged = "the installed plugins are unchanged; run `atomicplug gc` again"
-        with self._writing("gc", unchanged, cluster=False):  # this node's own files only
-            return collect(self.config).as_dict()
+        with self._writing("gc", unchanged, cluster=False):  # this node's own files, then the cluster's store
+            removed = collect(self.config).as_dict()
+            if self.config.cluster:
+                from atomicplug.cluster.packages import collect as collect_packages
+
+                removed["cluster_packages"], removed["cluster_bytes"] = collect_packages(self.config, BLOB_GRACE_SECONDS)
+            return removed
 
     # -- readers --------------------------------------------------------------
     def _installed_versions(self) -> dict[str, str]:

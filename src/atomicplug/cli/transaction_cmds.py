@@ -239,6 +239,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{removed['blobs']} package(s), "
         f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s)"
     )
+    if "cluster_packages" in removed:
+        print(f"removed {removed['cluster_packages']} package(s) from the cluster's store ({removed['cluster_bytes']} bytes)")
     return 0
 
 

@@ -8,7 +8,8 @@ through the ordinary intake (:mod:`atomicplug.intake`): its bytes must hash to
 the sha256 the desired state names and its signature must verify against the
 node's *own* trusted keys, so write access to the database is not enough to
 run code on a node. Chunks are read one query each, so a node never holds a
-whole package in memory.
+whole package in memory. :func:`collect` (``atomicplug gc`` on a cluster node)
+removes the packages no kept generation of the cluster names.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from atomicplug.database.engine import Database
     from atomicplug.intake import Package
 
-__all__ = ["CHUNK_BYTES", "stored", "publish", "obtain"]
+__all__ = ["CHUNK_BYTES", "stored", "publish", "obtain", "collect"]
 
 CHUNK_BYTES = 1 << 20
 
@@ -166,3 +167,59 @@ def _from_repository(config: Config, plugin: DesiredPlugin) -> Package:
             f"{plugin.sha256[:12]}: refused"
         )
     return fetch_package(config, entry)  # its signature checked against this node's keys, its sha256 the manifest's
+
+
+def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
+    """Remove the packages no kept generation of the cluster names: (how many, their bytes).
+
+    Kept: every package the desired state names (each plugin's current and
+    previous one: a node syncs to the first, ``rollback ID`` brings back the
+    second) and those of the last ``keep_generations`` committed generations (a
+    writer's ``rollback --generation`` publishes only what the store lacks).
+    Under the writers' turn, so no writer publishes meanwhile; a package stored
+    less than ``grace_seconds`` ago stays (a node seeding the cluster publishes
+    before it takes the turn). Nothing is removed before every kept generation
+    has been read: a row that cannot be read refuses the whole collection.
+    """
+    from atomicplug.cluster.desired import DesiredState, read_desired
+    from atomicplug.cluster.sync import database_errors
+    from atomicplug.cluster.turns import take_turn
+    from atomicplug.database.engine import open_database
+
+    with database_errors():
+        db = open_database(config.database_url, max(config.lock_timeout, 10.0))
+        try:
+            tables.ensure_tables(db)
+            take_turn(db, config.lock_timeout)
+            desired = read_desired(db)
+            if desired is None:  # no cluster state yet: whatever is stored belongs to a seed in progress
+                db.rollback_quietly()
+                return 0, 0
+            kept = [desired]
+            rows = db.execute(
+                f"SELECT generation, txid, plugins FROM {db.qualified(tables.GENERATIONS)} WHERE state = 'committed' "
+                "ORDER BY generation DESC LIMIT ?",
+                [max(config.keep_generations, 1)],
+            )
+            kept += [DesiredState.from_json(int(generation), str(txid), str(plugins)) for generation, txid, plugins in rows]
+            needed = {sha for state in kept for plugin in state.plugins.values() for sha in _named(plugin)}
+            old = db.execute(
+                f"SELECT sha256, size FROM {db.qualified(tables.PACKAGES)} "
+                "WHERE stored_at < pg_catalog.clock_timestamp() - pg_catalog.make_interval(secs => ?)",
+                [float(grace_seconds)],
+            )
+            doomed = [(str(sha), int(size)) for sha, size in old if str(sha) not in needed]
+            for sha, _size in doomed:  # its chunks go with it (ON DELETE CASCADE)
+                db.execute(f"DELETE FROM {db.qualified(tables.PACKAGES)} WHERE sha256 = ?", [sha])
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback_quietly()
+            raise
+        finally:
+            db.close()
+    return len(doomed), sum(size for _sha, size in doomed)
+
+
+def _named(plugin: DesiredPlugin) -> tuple[str, ...]:
+    """The packages one plugin of a generation needs: its own, and the one it replaced."""
+    return (plugin.sha256, plugin.previous[1]) if plugin.previous else (plugin.sha256,)

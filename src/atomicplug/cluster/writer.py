@@ -32,7 +32,7 @@ from atomicplug.cluster import CHANNEL, tables
 from atomicplug.cluster.desired import DesiredState, read_desired, write_desired
 from atomicplug.cluster.nodes import live_nodes, notify, report
 from atomicplug.cluster.sync import apply, database_errors
-from atomicplug.errors import LockBusyError
+from atomicplug.cluster.turns import take_turn
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
@@ -87,23 +87,8 @@ class ClusterWriter:
                 self._side.close()
 
     def _take_lock(self, db: Database) -> None:
-        """BEGIN, then the writers' advisory lock within ``lock_timeout`` (LockBusyError, exit 75)."""
-        from atomicplug.database.engine import ADVISORY_LOCK_KEY
-
-        db.execute("BEGIN")
-        ((original,),) = db.execute("SELECT pg_catalog.current_setting('lock_timeout')")
-        wait_ms = max(int(self.config.lock_timeout * 1000), 1)  # 0 would mean "wait for ever"
-        db.execute("SELECT pg_catalog.set_config('lock_timeout', ?, true)", [f"{wait_ms}ms"])
-        try:
-            db.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])
-        except Exception as exc:
-            if getattr(exc, "pgcode", None) != "55P03":  # lock_not_available
-                raise
-            raise LockBusyError(
-                f"another node's atomicplug writer holds the cluster lock (waited {self.config.lock_timeout:g}s); "
-                "try again when it has finished"
-            ) from None
-        db.execute("SELECT pg_catalog.set_config('lock_timeout', ?, true)", [original])
+        """The writers' turn (:func:`take_turn`), then this connection's session settings kept for the COMMIT."""
+        take_turn(db, self.config.lock_timeout)
         db.capture_session()
 
     def execute(self, plan: Plan, *, database_work: Callable[[Database], None] | None = None) -> None:
