@@ -496,3 +496,20 @@ def test_gc_waits_for_a_writers_turn_and_says_so_when_it_cannot_have_it(fleet: F
     assert busy.returncode == 75, busy.stderr
     assert busy.stderr.strip().splitlines()[-1].startswith("atomicplug: error: another node's atomicplug writer holds the cluster lock")
     assert len(_stored(fleet.database_url)) == 1
+
+
+def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: Fleet) -> None:
+    """Node b joined at 1.1.0: its registry names 1.0.0 as the previous version, but 1.0.0's tree was never made there."""
+    writer, late = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    assert late.cli("sync").returncode == 0
+    assert not any(t.name.startswith("1.0.0-") for t in (late.config.store_dir / "shop").iterdir())
+    rolled = late.cli("rollback", "shop")
+    assert rolled.returncode == 0, rolled.stderr
+    assert late.plugins() == {"shop": ("1.0.0", True)}
+    assert writer.cli("sync").returncode == 0
+    assert writer.plugins() == {"shop": ("1.0.0", True)}
+    assert _view(late) == _view(writer)
+    assert _ledger(fleet.database_url)[-1] == ("shop", "0002_orders", "down")
+    assert all(report.ok for report in late.installer.verify())

@@ -168,6 +168,18 @@ def test_rollback_without_previous_version_is_refused(home):
         home.installer.rollback("ghost")
 
 
+def test_rollback_to_a_tree_removed_by_hand_says_how_to_get_it_back(home):
+    import shutil
+
+    home.installer.install_file(home.package("shop", "1.0.0", migrations=ITEMS_V1))
+    home.installer.install_file(home.package("shop", "1.1.0", migrations=ITEMS_V2))
+    previous = next(t for t in (home.config.store_dir / "shop").iterdir() if t.name.startswith("1.0.0-"))
+    shutil.rmtree(previous)
+    with pytest.raises(OperationError, match=r"shop 1.0.0 is no longer in the store .*install its package again"):
+        home.installer.rollback("shop")
+    assert home.installer.list()[0]["version"] == "1.1.0"
+
+
 def test_real_folder_in_the_way_is_refused_before_anything_changes(home):
     (home.config.backend_addons / "shop").mkdir(parents=True)
     with pytest.raises(OperationError, match="holds files atomicplug did not put there"):

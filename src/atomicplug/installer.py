@@ -325,10 +325,18 @@ class Installer:
             raise UsageError("rollback takes one plugin id, or --generation N, or --transaction TXID")
         with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
-                return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home))
+                fetched = self._previous_package(registry, plugin_id)
+                return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home, fetched=fetched))
             target = self._target_generation(registry, generation, transaction)
             plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
             return self._run(plan)
+
+    def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
+        """On a cluster node that never made the tree ``rollback ID`` goes back to: its package, fetched and verified."""
+        entry = registry.plugins.get(plugin_id)
+        if self._cluster is None or entry is None or entry.previous is None or (self.config.home / entry.previous.tree).is_dir():
+            return None
+        return self._cluster.obtain(plugin_id, entry.previous.version, entry.previous.sha256)
 
     def _target_generation(self, registry: Registry, generation: int | None, transaction: str | None) -> Registry:
         from atomicplug import generations

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from atomicplug.change import Plan
     from atomicplug.config import Config
     from atomicplug.database.engine import Database
+    from atomicplug.intake import Package
 
 __all__ = ["ClusterWriter"]
 
@@ -106,6 +107,16 @@ class ClusterWriter:
             side = self._side_connection()
             report(side, self.config.node_id, generation=plan.generation, staged=plan.generation, staged_txid=plan.txid,
                    error=None, error_generation=None)  # fmt: skip
+
+    def obtain(self, plugin_id: str, version: str, sha256: str) -> Package:
+        """A package this node lacks (the version a ``rollback ID`` goes back to), as a sync would take it in."""
+        from atomicplug.cluster.desired import DesiredPlugin
+        from atomicplug.cluster.packages import obtain
+
+        assert self._db is not None, "obtain() inside the writer's turn"
+        self.progress(f"fetching {plugin_id} {version}: this node never had its tree")
+        with database_errors():
+            return obtain(self.config, self._db, DesiredPlugin(plugin_id, version, sha256, enabled=True))
 
     # -- phase one: announce and wait --------------------------------------------------------
     def _side_connection(self) -> Database:

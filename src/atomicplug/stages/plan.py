@@ -211,19 +211,29 @@ def plan_uninstall(
     return Plan(txid=txid, operation="uninstall", changes=changes)
 
 
-def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> Plan:
-    """Go back to the version the current one replaced (kept in the store)."""
+def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path, *, fetched: Package | None = None) -> Plan:
+    """Go back to the version the current one replaced: its tree in the store, else ``fetched``.
+
+    ``fetched`` is that version's package, verified (a cluster node that synced
+    past it never made its tree): the transaction stages the tree from it.
+    """
     before = registry.plugins.get(plugin_id)
     if before is None:
         raise NotInstalledError(f"{plugin_id} is not installed")
     if before.previous is None:
         raise OperationError(f"{plugin_id} {before.version} has no previous version to roll back to")
-    if not (home / before.previous.tree).is_dir():
-        raise OperationError(f"{plugin_id} {before.previous.version} is no longer in the store ({before.previous.tree})")
     target = before.previous
     from atomicplug.metadata import Metadata
 
-    meta = Metadata.from_json_bytes((home / target.tree / "metadata.json").read_bytes())
+    if (home / target.tree).is_dir():
+        meta, package = Metadata.from_json_bytes((home / target.tree / "metadata.json").read_bytes()), None
+    elif fetched is not None and fetched.sha256 == target.sha256:
+        meta, package = fetched.metadata, fetched.sha256
+    else:
+        raise OperationError(
+            f"{plugin_id} {target.version} is no longer in the store ({target.tree}); "
+            f"install its package again (atomicplug install --allow-downgrade)"
+        )
     after = attrs.evolve(
         before,
         current=target,
@@ -234,7 +244,8 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path) -> 
         installed_at=_now(),
     )
     action: Action = "downgrade" if Version(target.version) < Version(before.version) else "upgrade"
-    plan = Plan(txid=txid, operation="rollback", changes=(Change(plugin_id=plugin_id, action=action, before=before, after=after),))
+    change = Change(plugin_id=plugin_id, action=action, before=before, after=after, package=package, stage_tree=package is not None)
+    plan = Plan(txid=txid, operation="rollback", changes=(change,))
     check_dependencies(plan.registry_after(registry))
     return plan
 
