@@ -203,14 +203,21 @@ class SourceCompiler(_Worker):
     :data:`PYC_FILENAME`, so an unchanged source gives the same pyc object in
     every version and plugin. Sources are held back until they exceed
     :data:`IN_PROCESS_BYTES`; below that no worker starts and :meth:`finish`
-    compiles them here. ``before_worker`` is called once, just before the worker starts.
+    compiles them here. ``before_worker`` is called once, just before the worker starts;
+    ``after_worker`` once it has answered everything and exited (so the caller's other
+    helper can start again while staging goes on).
     """
 
     def __init__(
-        self, keep: Callable[[str, bytes], object], known: Container[str] = frozenset(), before_worker: Callable[[], None] | None = None
+        self,
+        keep: Callable[[str, bytes], object],
+        known: Container[str] = frozenset(),
+        before_worker: Callable[[], None] | None = None,
+        after_worker: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._before_worker = before_worker
+        self._after_worker = after_worker
         self._keep = keep
         self._known = known
         self._sources: dict[str, str] = {}  # sha256 -> the first path it came from (for messages)
@@ -247,6 +254,8 @@ class SourceCompiler(_Worker):
     def finish(self) -> None:
         """Hand every source taken to ``keep`` as its pyc; PackageError names the first that does not compile."""
         self._finish_worker()
+        if self._proc is not None and self._after_worker is not None:
+            self._after_worker()
         for key, data in self._held:
             self.on_reply(*compile_source(key, PYC_FILENAME, data))
         self._held.clear()

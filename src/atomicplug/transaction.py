@@ -124,7 +124,7 @@ def execute(
         sent.append(xid)
 
     try:
-        _stage_trees(config, plan, progress, before_worker=gate.make_room)
+        _stage_trees(config, plan, progress, gate)
         generations.build(config, plan.generation, after)
         journal.append(RecordType.STAGED)
         # Before COMMIT: a backend that does not import is refused. Its interpreter imports
@@ -222,7 +222,8 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
         ) from failure
 
 
-def _stage_trees(config: Config, plan: Plan, progress: Progress, before_worker: Callable[[], None] | None = None) -> None:
+def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Prestarted | None = None) -> None:
+    """Each tree the plan makes; the compile worker and ``gate``'s interpreter take turns (one helper at a time)."""
     objects = objects_of(config)
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
@@ -231,7 +232,7 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress, before_worker: 
         with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
             stage_tree(
                 config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress,
-                before_worker=before_worker,
+                before_worker=gate.make_room if gate else None, after_worker=gate.refill if gate else None,
             )  # fmt: skip
     remove_tree(config.staging_dir / plan.txid)
 

@@ -73,11 +73,14 @@ def stage_tree(
     progress: Callable[[str], None],
     *,
     before_worker: Callable[[], None] | None = None,
+    after_worker: Callable[[], None] | None = None,
 ) -> None:
     """Make ``<home>/<tree>`` from the blob of ``sha256``: objects, pycs, links, record; durable.
 
     ``before_worker`` is called once if the backend's compile worker is about to start
-    (the transaction stops the health gate's idle interpreter then: one helper at a time).
+    (the transaction stops the health gate's idle interpreter then: one helper at a time),
+    ``after_worker`` once that worker has exited (the gate's interpreter starts again
+    while the links, the record and the sync are made).
 
     Raises PackageError/MetadataError for a package the extractor refuses (nothing
     is left but unreferenced objects, which gc sweeps), OperationError when the
@@ -85,7 +88,7 @@ def stage_tree(
     """
     from atomicplug.intake import release
 
-    extraction, files = _package_objects(config, plugin_id, sha256, objects, before_worker)
+    extraction, files = _package_objects(config, plugin_id, sha256, objects, before_worker, after_worker)
     if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
         # Every file is an object now: drop the blob before the sync below, so its dirty
         # pages (67 MB for the large bench plugin, ~40 ms of syncfs) are never written back.
@@ -110,7 +113,12 @@ def stage_tree(
 
 
 def _package_objects(
-    config: Config, plugin_id: str, sha256: str, objects: ObjectStore, before_worker: Callable[[], None] | None = None
+    config: Config,
+    plugin_id: str,
+    sha256: str,
+    objects: ObjectStore,
+    before_worker: Callable[[], None] | None = None,
+    after_worker: Callable[[], None] | None = None,
 ) -> tuple[ObjectExtraction, list[RecordEntry]]:
     """Every file of the package of ``sha256`` as an object, and its pycs: the extraction and the tree's files."""
     from atomicplug import safezip
@@ -118,7 +126,7 @@ def _package_objects(
 
     known = installed_pycs(config, plugin_id)
     pycs = _PycObjects(objects)
-    compiler = SourceCompiler(pycs.keep, known=frozenset(known), before_worker=before_worker)
+    compiler = SourceCompiler(pycs.keep, known=frozenset(known), before_worker=before_worker, after_worker=after_worker)
     extraction = None
     try:
         with open_blob(config, sha256) as blob:
