@@ -106,7 +106,7 @@ class Fleet:
             "SELECT extract(epoch FROM c.committed_at - g.announced_at), extract(epoch FROM max(n.last_seen) - c.committed_at), "
             "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM n.last_seen - c.committed_at)) "
             "FROM atomicplug_cluster c JOIN atomicplug_cluster_generations g ON g.generation = c.generation "
-            f"JOIN atomicplug_cluster_nodes n ON n.generation = c.generation AND n.node_id <> 'writer' "
+            "JOIN atomicplug_cluster_nodes n ON n.generation = c.generation AND n.node_id <> 'writer' "
             "GROUP BY c.committed_at, g.announced_at",
         )
         return {"commit_to_last_switch_s": float(last_s), "commit_to_median_switch_s": float(median_s),

@@ -10,7 +10,6 @@ constraint trigger, and a database server killed with ``synchronous_commit = off
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from atomicplug.journal.reader import all_journals, pending_journals
 from atomicplug.journal.records import RecordType
 from atomicplug.registry import Registry
 from atomicplug.stages import migrate
-from atomicplug.testing import count_crash_points, crash_at
+from atomicplug.testing import crash_at
 
 PG = [pytest.param("postgresql", marks=pytest.mark.postgres)]
 

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import attrs
 import pytest
 from misbehaving_server import MisbehavingServer, Silent, TrickleBody, TrickleHeaders
 

@@ -20,7 +20,6 @@ import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import attrs

@@ -182,11 +182,10 @@ def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
     has been read: a row that cannot be read refuses the whole collection.
     """
     from atomicplug.cluster.desired import DesiredState, read_desired
-    from atomicplug.cluster.sync import database_errors
     from atomicplug.cluster.turns import take_turn
     from atomicplug.database.engine import open_database
 
-    with database_errors():
+    with tables.database_errors():
         db = open_database(config.database_url, max(config.lock_timeout, 10.0))
         try:
             tables.ensure_tables(db)

@@ -29,7 +29,8 @@ from atomicplug import generations
 from atomicplug.change import Action, Change, Plan
 from atomicplug.cluster.desired import DesiredPlugin, DesiredState, desired_number, read_desired, read_generation, write_desired
 from atomicplug.cluster.nodes import notify, report
-from atomicplug.errors import AtomicplugError, DatabaseError, LockBusyError, OperationError
+from atomicplug.cluster.tables import database_errors
+from atomicplug.errors import AtomicplugError, LockBusyError, OperationError
 from atomicplug.registry import InstalledPlugin, Registry
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.database.engine import Database
 
-__all__ = ["SyncResult", "Reporter", "GenerationWithdrawn", "plan_sync", "apply", "sync", "converge", "prepare", "database_errors"]
+__all__ = ["SyncResult", "Reporter", "GenerationWithdrawn", "plan_sync", "apply", "sync", "converge", "prepare"]
 
 Progress = Callable[[str], None]
 
@@ -78,21 +79,6 @@ class Reporter:
             return
         report(db, self.node_id, **fields)
         self._written.update(fields)
-
-
-@contextmanager
-def database_errors() -> Iterator[None]:
-    """The driver's errors (a lost connection, a restarted server) as one-line DatabaseErrors."""
-    from atomicplug.database.engine import first_line
-
-    try:
-        yield
-    except AtomicplugError:
-        raise
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] != "psycopg2":
-            raise
-        raise DatabaseError(f"cluster database: {first_line(exc)}") from exc
 
 
 def _action(before: InstalledPlugin | None, after: InstalledPlugin) -> Action:

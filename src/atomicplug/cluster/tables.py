@@ -35,6 +35,7 @@ __all__ = [
     "LISTENER_PREFIX",
     "ensure_tables",
     "cluster_database",
+    "database_errors",
     "listener_url",
 ]
 
@@ -158,3 +159,19 @@ def cluster_database(config: Config, *, listening: bool = False) -> Iterator[Dat
         except Exception as exc:
             raise DatabaseError(f"cannot create the cluster tables: {first_line(exc)}") from exc
         yield db
+
+
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """The driver's errors (a lost connection, a restarted server) as one-line DatabaseErrors."""
+    from atomicplug.database.engine import first_line
+    from atomicplug.errors import AtomicplugError, DatabaseError
+
+    try:
+        yield
+    except AtomicplugError:
+        raise
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "psycopg2":
+            raise
+        raise DatabaseError(f"cluster database: {first_line(exc)}") from exc

@@ -31,7 +31,8 @@ from atomicplug import generations
 from atomicplug.cluster import CHANNEL, tables
 from atomicplug.cluster.desired import DesiredState, read_desired, write_desired
 from atomicplug.cluster.nodes import live_nodes, notify, report
-from atomicplug.cluster.sync import apply, database_errors
+from atomicplug.cluster.sync import apply
+from atomicplug.cluster.tables import database_errors
 from atomicplug.cluster.turns import take_turn
 from atomicplug.registry import Registry
 
