@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import array
 import fcntl
+import functools
 import io
 import os
 import resource
@@ -104,7 +105,7 @@ class ResidentServer:
     parser: argparse.ArgumentParser
     idle_timeout: float
     stamp: str = attrs.field(factory=code_stamp)
-    #: Every module file it has imported (atomicplug's and its dependencies'), as :func:`_loaded_files` saw them.
+    #: Every module file it has imported (atomicplug's and its dependencies'), as :func:`_stat_files` saw them at start-up.
     loaded: tuple[tuple[str, int, int], ...] = attrs.field(factory=lambda: _stat_files(_loaded_modules()))
     started: float = attrs.field(factory=time.time)
     served: int = 0
@@ -335,8 +336,9 @@ def _limits_reachable(limits: list[Any]) -> bool:
     return True
 
 
+@functools.cache
 def _may_raise_hard_limits() -> bool:
-    """CAP_SYS_RESOURCE in this process's effective set (root in a container often lacks it)."""
+    """CAP_SYS_RESOURCE in this process's effective set (root in a container often lacks it); read once."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             effective = next(line for line in status if line.startswith("CapEff:"))
