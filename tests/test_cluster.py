@@ -513,3 +513,23 @@ def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: F
     assert _view(late) == _view(writer)
     assert _ledger(fleet.database_url)[-1] == ("shop", "0002_orders", "down")
     assert all(report.ok for report in late.installer.verify())
+
+
+def test_a_writer_refused_after_announcing_withdraws_and_the_nodes_that_staged_roll_back(fleet: Fleet) -> None:
+    """The writer announces before its own staging and checks (so the nodes stage alongside it): a refusal
+    after that withdraws the generation, and every node stays on, or comes back to, the one before."""
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    node.watch()
+    fleet.wait_for(1, ["b"])
+    bad = _package(fleet, "shop", "1.1.0", migrations=dict(V1, **{"0002_bad": ("CREATE TABLE shop_bad (;", "DROP TABLE shop_bad;")}))
+    refused = writer.cli("install", str(bad))
+    assert refused.returncode != 0 and "0002_bad" in refused.stderr, refused.stderr
+    assert query(fleet.database_url, "SELECT generation, state FROM atomicplug_cluster_generations ORDER BY generation")[-1] == (2, "withdrawn")
+    good = _package(fleet, "shop", "1.2.0", migrations=V2)  # another version: the bad one's sources share its folder
+    writer.installer.install_file(good)
+    status = fleet.wait_for(2, ["b"])
+    assert all(row["error"] is None for row in status["nodes"]), status
+    assert node.plugins() == writer.plugins() == {"shop": ("1.2.0", True)}
+    assert _view(node) == _view(writer)
+    assert _ledger(fleet.database_url) == [("shop", "0001_items", "up"), ("shop", "0002_orders", "up")]

@@ -49,9 +49,11 @@ __all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress", 
 class Coordination:
     """Cluster mode's seam in a transaction (docs/design.md "Beyond one machine"); empty on one machine.
 
-    ``prepared(plan, after)`` runs once the plan's trees and generation are staged
-    and the gates passed, before the database step: a writer announces the
-    generation and waits (bounded) for the live nodes to stage it; a node's sync
+    ``starting(plan, after)`` runs once the journal has begun, before the trees
+    are staged: a writer announces the generation then, so the nodes stage it
+    while it stages its own. ``prepared(plan, after)`` runs once the plan's trees
+    and generation are staged and the gates passed, before the database step: a
+    writer waits (bounded) for the live nodes to have staged it; a node's sync
     reports it staged and waits for the writer's COMMIT (raising rolls back).
     ``database`` is the transaction the writer began when it planned (BEGIN and
     ``pg_advisory_xact_lock`` on that connection); ``in_transaction(db, plan,
@@ -60,6 +62,7 @@ class Coordination:
 
     prepared: Callable[[Plan, Registry], None] | None = None
     database: Database | None = None
+    starting: Callable[[Plan, Registry], None] | None = None
     in_transaction: Callable[[Database, Plan, Registry], None] | None = None
 
 
@@ -123,6 +126,8 @@ def execute(
         sent.append(xid)
 
     try:
+        if coordination.starting is not None:
+            coordination.starting(plan, after)
         _stage_trees(config, plan, progress, gate)
         generations.build(config, plan.generation, after)
         journal.append(RecordType.STAGED)

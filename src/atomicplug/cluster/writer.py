@@ -7,11 +7,14 @@ docs/design.md "Beyond one machine". Any node's writer (CLI, API, marketplace):
    on every node take turns from here until their COMMIT;
 2. reads the desired state and, when this node does not show it yet, syncs
    its own files to it first, so the plan is made against the desired state;
-3. (the caller plans; the transaction runner stages the trees, builds the
-   generation and runs the gates, then calls :meth:`ClusterWriter._announce`)
-   publishes the packages, announces the generation as *staged* (committed on
-   a second connection, ``NOTIFY atomicplug``) and waits up to
-   ``cluster_stage_wait`` seconds for every live node to stage it;
+3. (the caller plans; the transaction runner begins its journal and calls
+   :meth:`ClusterWriter._announce`) publishes the packages and announces the
+   generation as *staged* (committed on a second connection, ``NOTIFY
+   atomicplug``), so the nodes stage it while this node stages its own trees,
+   builds the generation and runs the gates; then (:meth:`ClusterWriter._wait_for_nodes`)
+   it reports itself staged and waits up to ``cluster_stage_wait`` seconds for
+   every live node to have staged it (a writer whose own staging or gates fail
+   withdraws the generation: the nodes roll theirs back);
 4. runs the migrations, the ledger and the new desired state in the one
    transaction, ``NOTIFY`` included, and commits: migrations run once for the
    cluster, and nodes hear of it only if it committed;
@@ -102,7 +105,9 @@ class ClusterWriter:
             return
         base = self.desired.generation if self.desired is not None else 0
         plan = attrs.evolve(plan, generation=max(base + 1, generations.next_number(self.config)))
-        coordination = Coordination(prepared=self._announce, database=self._db, in_transaction=self._commit_desired)
+        coordination = Coordination(
+            starting=self._announce, prepared=self._wait_for_nodes, database=self._db, in_transaction=self._commit_desired
+        )
         with database_errors():
             execute(self.config, plan, self.progress, coordination=coordination, database_work=database_work)
             side = self._side_connection()
@@ -147,11 +152,12 @@ class ClusterWriter:
         )
         self._announced = (plan.generation, plan.txid, int(xid))
         notify(side, "staged", generation=plan.generation, txid=plan.txid)
-        report(side, self.config.node_id, staged=plan.generation, staged_txid=plan.txid)
-        self._wait_for_nodes(side, plan.generation, plan.txid)
 
-    def _wait_for_nodes(self, side: Database, number: int, txid: str) -> None:
-        """Until every live node staged generation ``number`` (or said it cannot), at most ``cluster_stage_wait`` s."""
+    def _wait_for_nodes(self, plan: Plan, _after: Registry) -> None:
+        """This node staged ``plan``: say so, then wait until every live node has (or said it cannot), at most ``cluster_stage_wait`` s."""
+        side = self._side_connection()
+        number, txid = plan.generation, plan.txid
+        report(side, self.config.node_id, staged=number, staged_txid=txid)
         wait = self.config.cluster_stage_wait
         deadline = time.monotonic() + wait
         while True:
