@@ -283,3 +283,15 @@ def test_pack_asks_for_the_key_only_after_the_tree_is_valid(tree: Path, tmp_path
 
     with pytest.raises(PackageError, match="cannot pack junk.txt"):
         pack(tree, load_key, tmp_path / "out.zip")
+
+
+def test_build_package_twice_for_one_id_and_version_does_not_carry_files_over(tmp_path: Path) -> None:
+    """The test helper: a second spec of the same id and version in the same folder is packed alone."""
+    from atomicplug.testing import PluginSpec, build_package
+
+    first = build_package(PluginSpec(id="shop", files={"backend/extra.py": "X = 1\n"}), tmp_path, None)
+    with zipfile.ZipFile(first) as packed:
+        assert "backend/extra.py" in packed.namelist()
+    second = build_package(PluginSpec(id="shop"), tmp_path, None)
+    with zipfile.ZipFile(second) as packed:
+        assert "backend/extra.py" not in packed.namelist()

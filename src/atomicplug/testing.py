@@ -115,10 +115,18 @@ def write_plugin_source(spec: PluginSpec, folder: Path) -> Path:
 
 
 def build_package(spec: PluginSpec, out_dir: Path, key: SecretKey | None) -> Path:
-    """Write, pack and sign ``spec``; returns the zip (``.minisig`` beside it when ``key``)."""
+    """Write, pack and sign ``spec``; returns the zip (``.minisig`` beside it when ``key``).
+
+    Its source folder is emptied first: a second spec of the same id and version must not
+    carry the first one's files.
+    """
+    import shutil
+
     from atomicplug.packing import pack
 
-    source = write_plugin_source(spec, out_dir / "src" / f"{spec.id}-{spec.version}")
+    folder = out_dir / "src" / f"{spec.id}-{spec.version}"
+    shutil.rmtree(folder, ignore_errors=True)
+    source = write_plugin_source(spec, folder)
     out_dir.mkdir(parents=True, exist_ok=True)
     return pack(source, key, out_dir / f"{spec.id}-{spec.version}.zip").zip_path
 
