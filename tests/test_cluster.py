@@ -410,7 +410,8 @@ def test_two_nextpanel_backends_install_through_one_routes_answer_on_the_other(f
             port = _free_port()
             env = dict(_env(), ATOMICPLUG_CONFIG=str(node.config_path), NEXTPANEL_ADMIN_TOKEN=TOKEN)
             command = [sys.executable, "-m", "uvicorn", "examples.nextpanel.app:app", "--host", "127.0.0.1", "--port", str(port)]
-            servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(node.root / "uvicorn.log", "wb")))
+            with open(node.root / "uvicorn.log", "wb") as log:  # the server keeps its own descriptor
+                servers.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log))
             bases.append(f"http://127.0.0.1:{port}")
         for base, server in zip(bases, servers):
             _wait_until(lambda base=base, server=server: _answers(base, server))
