@@ -20,6 +20,7 @@ import argparse
 import array
 import fcntl
 import functools
+import gc
 import io
 import os
 import resource
@@ -52,7 +53,6 @@ _CAP_SYS_RESOURCE = 24
 
 class AlreadyListening(OperationError):
     """Another server holds this socket's claim: it listens, or is about to (its preload takes a moment)."""
-
 
 
 def preload() -> argparse.ArgumentParser:
@@ -149,6 +149,10 @@ class ResidentServer:
 
     def serve(self) -> None:
         """Answer requests until stopped (``stop``, SIGTERM, idle, stale code) and every child ended."""
+        # What preload built stays put: the children's garbage collections skip it, so they do not
+        # write to (and copy) every page of the heap they share with this process.
+        gc.collect()
+        gc.freeze()
         self.wakeup = wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
