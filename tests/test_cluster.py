@@ -534,3 +534,37 @@ def test_a_writer_refused_after_announcing_withdraws_and_the_nodes_that_staged_r
     assert node.plugins() == writer.plugins() == {"shop": ("1.1.0", True)}
     assert _view(node) == _view(writer)
     assert _ledger(fleet.database_url) == [("shop", "0001_items", "up"), ("shop", "0002_orders", "up")]
+
+
+def test_a_writer_killed_after_announcing_leaves_every_node_on_the_generation_before(fleet: Fleet) -> None:
+    """SIGKILL while the writer stages its own trees, the nodes staging the same generation alongside:
+    its connection dies, the generation never commits, the nodes roll theirs back, and the writer's
+    next install (after recovering) converges everywhere."""
+    from atomicplug.testing import crash_at
+
+    writer, node = fleet.node("a", health_check=False), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    node.watch()
+    fleet.wait_for(1, ["b"])
+    upgrade = _package(fleet, "shop", "1.1.0", migrations=V2)
+
+    def announced() -> bool:
+        return query(fleet.database_url, "SELECT count(*) FROM atomicplug_cluster_generations WHERE generation = 2")[0][0] == 1
+
+    point = 0
+    while not announced():  # the first crash point after the announcement: the writer is staging
+        point += 1
+        assert point < 80, "the writer never announced generation 2 before it finished"
+        assert crash_at(lambda: writer.installer.install_file(upgrade), point), f"the install finished before crash point {point}"
+    assert query(fleet.database_url, "SELECT generation FROM atomicplug_cluster")[0][0] == 1
+    writer.installer.recover()
+    # The node staged generation 2 alongside the writer, then hears (txid_status) that it never committed.
+    _wait_until(lambda: "generation 2 was not committed by its writer" in node.log())
+    assert "staged generation 2; waiting for its writer's COMMIT" in node.log()
+    assert node.plugins() == writer.plugins() == {"shop": ("1.0.0", True)}
+    assert fleet.status()["generation"] == 1
+    writer.installer.install_file(upgrade)
+    fleet.wait_for(2, ["b"])
+    assert node.plugins() == writer.plugins() == {"shop": ("1.1.0", True)}
+    assert _view(node) == _view(writer)
+    assert _ledger(fleet.database_url) == [("shop", "0001_items", "up"), ("shop", "0002_orders", "up")]
