@@ -226,7 +226,7 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
         ) from failure
 
 
-def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Prestarted | None = None) -> None:
+def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Prestarted) -> None:
     """Each tree the plan makes; the compile worker and ``gate``'s interpreter take turns (one helper at a time)."""
     objects = objects_of(config)
     for change in plan.changes:
@@ -236,7 +236,7 @@ def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Pr
         with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
             stage_tree(
                 config, plan.txid, change.plugin_id, change.package, change.after.current.tree, objects, progress,
-                before_worker=gate.make_room if gate else None, after_worker=gate.refill if gate else None,
+                before_worker=gate.make_room, after_worker=gate.refill,
             )  # fmt: skip
     remove_tree(config.staging_dir / plan.txid)
 

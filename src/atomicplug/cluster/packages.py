@@ -183,12 +183,9 @@ def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
     """
     from atomicplug.cluster.desired import DesiredState, read_desired
     from atomicplug.cluster.turns import take_turn
-    from atomicplug.database.engine import open_database
 
-    with tables.database_errors():
-        db = open_database(config.database_url, max(config.lock_timeout, 10.0))
+    with tables.database_errors(), tables.cluster_database(config) as db:
         try:
-            tables.ensure_tables(db)
             take_turn(db, config.lock_timeout)
             desired = read_desired(db)
             if desired is None:  # no cluster state yet: whatever is stored belongs to a seed in progress
@@ -214,8 +211,6 @@ def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
         except BaseException:
             db.rollback_quietly()
             raise
-        finally:
-            db.close()
     return len(doomed), sum(size for _sha, size in doomed)
 
 

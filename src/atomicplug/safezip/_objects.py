@@ -60,6 +60,11 @@ class ObjectExtraction:
     reused: int
     created: tuple[str, ...]
 
+    @property
+    def recorded(self) -> tuple[RecordEntry, ...] | None:
+        """The files as the package's RECORD lists them (what the tree record keeps); None without a RECORD."""
+        return self.files if self.has_record else None
+
 
 def extract_to_objects(
     source: PackageSource,

@@ -136,7 +136,7 @@ class Prestarted:
             try:
                 self.child = _start_child()
             except OSError:  # no process to spare now: started() starts its own (or reports why not)
-                self.child = None
+                pass
 
     def release(self) -> None:
         release(self.child, gated=self.gated)

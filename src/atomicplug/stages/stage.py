@@ -101,7 +101,7 @@ def stage_tree(
     _materialise(staged, files, extraction.folders, objects)
     if objects.notice:
         progress(objects.notice)
-    write_record(staged, files, extraction.files if extraction.has_record else None)
+    write_record(staged, files, extraction.recorded)
     sync_tree(staged)  # the tree, its links and (same file system) the objects they name
     objects.sync()  # a no-op unless the objects were written and not covered above
     final = config.home / tree
@@ -154,7 +154,7 @@ def remake_record(config: Config, tree: str, plugin_id: str, sha256: str, object
     from atomicplug.fsutil import atomic_write_bytes
 
     extraction, files = _package_objects(config, plugin_id, sha256, objects)
-    lines = record_lines(files, extraction.files if extraction.has_record else None)
+    lines = record_lines(files, extraction.recorded)
     # Written in staging, then renamed into the tree: a crash leaves its temp where gc sweeps, not in the tree.
     scratch = config.staging_dir / f"record-{secrets.token_hex(6)}"
     make_dirs(scratch)
