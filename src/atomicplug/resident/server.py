@@ -204,12 +204,7 @@ class ResidentServer:
         """
         if self.listener.fileno() < 0:
             return
-        try:
-            info = os.stat(self.path)
-            if (info.st_dev, info.st_ino) == self.bound:  # not a newer server's socket
-                os.unlink(self.path)
-        except OSError:
-            pass
+        self._release_name()
         if drain:
             self.listener.setblocking(False)
             while True:
@@ -218,6 +213,15 @@ class ResidentServer:
                 except BlockingIOError:
                     break
         self.listener.close()
+
+    def _release_name(self) -> None:
+        """Unlink the socket's name (unless a newer server's socket took it): no client connects after."""
+        try:
+            info = os.stat(self.path)
+            if (info.st_dev, info.st_ino) == self.bound:
+                os.unlink(self.path)
+        except OSError:
+            pass
 
     def _accept(self) -> None:
         """Answer one connection (BlockingIOError when none waits on a non-blocking listener)."""
@@ -248,6 +252,7 @@ class ResidentServer:
             send_message(conn, self.status())
         elif op == "stop":
             self.stopping = True
+            self._release_name()  # before answering: once `resident stop` returns, no new command reaches this server
             send_message(conn, {"stopping": os.getpid()})
         elif op == "run" and self.stopping:
             send_message(conn, {"run_here": "the resident server is stopping"})
