@@ -60,7 +60,7 @@ def test_a_package_swapped_while_the_install_waits_for_the_lock_is_not_what_gets
     try:
         # The install has verified the package and now waits for the lock (or, on code that
         # says nothing while it waits, has had ample time to get there).
-        waiting.wait(timeout=3)
+        waiting.wait(timeout=30)  # set within milliseconds; generous for a loaded machine
         signed.write_bytes(evil.read_bytes())
     finally:
         assert holder.stdin is not None

@@ -307,6 +307,17 @@ def _limits_in_child(server: Resident, home, preexec_fn) -> tuple[tuple[str, str
     return seen, wanted
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting a client with other groups needs root")
+@pytest.mark.parametrize("groups", [{"extra_groups": [4242]}, {"group": 4242}], ids=["supplementary", "primary"])
+def test_a_client_with_other_groups_runs_its_command_itself(resident, home, groups):
+    """After `newgrp`, `sg` or a group added since the server started, a child with the server's groups would be wrong."""
+    other = resident.cli("--config", str(home.config_path), "install", str(home.package("shop")), **groups)
+    assert other.returncode == 0, other.stderr
+    assert resident.served() == 0
+    same = resident.cli("--config", str(home.config_path), "list")
+    assert "shop" in same.stdout and resident.served() == 1
+
+
 def test_a_child_takes_the_clients_resource_limits(resident, home):
     """`ulimit -n 321` before a command holds for the command, as it would for a one-shot process."""
     seen, wanted = _limits_in_child(resident, home, _open_files_limit(321))

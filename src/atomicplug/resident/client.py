@@ -94,10 +94,15 @@ def _read_exactly(conn: _socket.socket, data: bytes, size: int) -> bytes | None:
     return data
 
 
+def peer_credentials(conn: _socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix socket (SO_PEERCRED), as it was at connect."""
+    pid, uid, gid = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")))
+    return pid, uid, gid
+
+
 def peer_uid(conn: _socket.socket) -> int:
-    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
-    _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid
+    """The user id of the process at the other end of a Unix socket."""
+    return peer_credentials(conn)[1]
 
 
 def connect() -> _socket.socket | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import array
+import errno
 import fcntl
 import functools
 import gc
@@ -38,7 +39,7 @@ import attrs
 
 from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
-from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_uid, read_message, send_message
+from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_credentials, peer_uid, read_message, send_message
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "AlreadyListening", "ResidentServer", "preload", "start"]
 
@@ -49,6 +50,8 @@ _NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.te
 _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
 #: linux/capability.h: what raising a hard resource limit takes.
 _CAP_SYS_RESOURCE = 24
+#: SO_PEERGROUPS (Linux 4.13): the socket option Python names no constant for.
+_SO_PEERGROUPS: int | None = getattr(socket, "SO_PEERGROUPS", 59 if sys.platform.startswith("linux") else None)
 
 
 class AlreadyListening(OperationError):
@@ -117,6 +120,8 @@ class ResidentServer:
     wakeup: tuple[int, int] = attrs.field(init=False, default=(-1, -1))
     #: The locked claim on the socket's name (:func:`_claim`), held until this process ends; a child closes it.
     claim: int = -1
+    #: (effective gid, supplementary groups) every child inherits: a client with other groups runs its command itself.
+    groups: tuple[int, frozenset[int]] = attrs.field(factory=lambda: (os.getegid(), frozenset(os.getgroups())))
 
     def __attrs_post_init__(self) -> None:
         info = os.stat(self.path)
@@ -262,6 +267,8 @@ class ResidentServer:
             send_message(conn, {"run_here": "the code changed since the resident server started"})
         elif op == "run" and not _limits_reachable(request.get("limits") or []):
             send_message(conn, {"run_here": "the command's resource limits are above the resident server's"})
+        elif op == "run" and not _same_groups(conn, self.groups):
+            send_message(conn, {"run_here": "the command's groups differ from the resident server's"})
         elif op == "run" and len(fds) == 3:
             # The client passes its signals on as soon as it has the pid: held until the child
             # has its own handlers (the server's would swallow a Ctrl-C meant for the command).
@@ -343,6 +350,33 @@ def _limits_reachable(limits: list[Any]) -> bool:
         if own_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > own_hard):
             return False
     return True
+
+
+def _same_groups(conn: socket.socket, own: tuple[int, frozenset[int]]) -> bool:
+    """Whether the client has the groups a child would run with (after ``newgrp``, ``sg`` or a change to
+    /etc/group since the server started, it does not: the command then needs the client's own process).
+
+    Read from the kernel, not the request: a client cannot claim groups it lacks.
+    """
+    gid = peer_credentials(conn)[2]
+    groups = _peer_groups(conn)
+    return gid == own[0] and (groups is None or groups == own[1])
+
+
+def _peer_groups(conn: socket.socket) -> frozenset[int] | None:
+    """The peer's supplementary groups as they were at connect (SO_PEERGROUPS); None where the kernel cannot tell."""
+    if _SO_PEERGROUPS is None:
+        return None
+    size = 4 * 64
+    while True:
+        try:
+            raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE and size < 4 * 65536:  # more groups than the buffer holds
+                size *= 16
+                continue
+            return None  # ENOPROTOOPT: a kernel before 4.13
+        return frozenset(array.array("I", raw))
 
 
 @functools.cache
