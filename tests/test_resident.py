@@ -70,6 +70,19 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def test_two_messages_sent_back_to_back_are_read_one_at_a_time():
+    """The child's pid and, for a command that ends at once, its outcome can arrive in one read:
+    the first message's read must not swallow the second (the client then reported the server gone)."""
+    import socket
+
+    server, client = socket.socketpair()
+    with server, client:
+        send_message(server, {"pid": 4242})
+        send_message(server, {"signal": 9})
+        server.shutdown(socket.SHUT_WR)
+        assert [read_message(client), read_message(client), read_message(client)] == [{"pid": 4242}, {"signal": 9}, None]
+
+
 @pytest.fixture
 def resident(tmp_path: Path) -> Iterator[Resident]:
     server = Resident(tmp_path / "run")
@@ -143,8 +156,8 @@ def test_a_child_killed_by_a_signal_kills_its_client_with_it(resident, home):
             time.sleep(0.02)
         (child,) = _children(server)
         os.kill(child, signal.SIGKILL)
-        client.communicate(timeout=30)
-    assert client.returncode == -signal.SIGKILL
+        _, err = client.communicate(timeout=30)
+    assert client.returncode == -signal.SIGKILL, err
     recovered = resident.cli("--config", str(home.config_path), "recover")
     assert recovered.returncode == 0, recovered.stderr
 

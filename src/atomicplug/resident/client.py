@@ -86,8 +86,9 @@ def read_message(conn: _socket.socket, head: bytes = b"") -> dict[str, Any] | No
 
 
 def _read_exactly(conn: _socket.socket, data: bytes, size: int) -> bytes | None:
+    """``size`` bytes, never more: the next message may already be waiting behind this one."""
     while len(data) < size:
-        more = conn.recv(max(65536, size - len(data)))
+        more = conn.recv(size - len(data))
         if not more:
             return None
         data += more
