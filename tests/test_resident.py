@@ -331,6 +331,38 @@ def test_a_client_with_other_groups_runs_its_command_itself(resident, home, grou
     assert "shop" in same.stdout and resident.served() == 1
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="taking other groups needs root")
+def test_groups_past_the_first_buffer_are_read_whole():
+    """More supplementary groups than Python's getsockopt can take (256): read from the client's /proc."""
+    import socket
+
+    from atomicplug.resident import server as resident_server
+
+    many = set(range(5000, 5300))
+    pid = os.fork()
+    if pid == 0:  # a process of its own: setgroups changes this one
+        try:
+            os.setgroups(sorted(many))
+            ours, theirs = socket.socketpair()  # the peer's credentials: this process's, at creation
+            os._exit(0 if resident_server._peer_groups(ours) == many else 1)
+        finally:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def test_a_kernel_that_cannot_tell_the_groups_leaves_the_gid_to_decide(monkeypatch):
+    import socket
+
+    from atomicplug.resident import server as resident_server
+
+    monkeypatch.setattr(resident_server, "_SO_PEERGROUPS", 0x7FFF)  # an option no kernel has: ENOPROTOOPT
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert resident_server._peer_groups(ours) is None
+        assert resident_server._same_groups(ours, (os.getegid(), frozenset({4242})))
+        assert not resident_server._same_groups(ours, (os.getegid() + 1, frozenset(os.getgroups())))
+
+
 def test_a_child_takes_the_clients_resource_limits(resident, home):
     """`ulimit -n 321` before a command holds for the command, as it would for a one-shot process."""
     seen, wanted = _limits_in_child(resident, home, _open_files_limit(321))

@@ -52,6 +52,8 @@ _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
 _CAP_SYS_RESOURCE = 24
 #: SO_PEERGROUPS (Linux 4.13): the socket option Python names no constant for.
 _SO_PEERGROUPS: int | None = getattr(socket, "SO_PEERGROUPS", 59 if sys.platform.startswith("linux") else None)
+#: The largest buffer Python's getsockopt takes (1024 bytes): 256 groups.
+_GROUPS_BUFFER = 1024
 
 
 class AlreadyListening(OperationError):
@@ -364,19 +366,28 @@ def _same_groups(conn: socket.socket, own: tuple[int, frozenset[int]]) -> bool:
 
 
 def _peer_groups(conn: socket.socket) -> frozenset[int] | None:
-    """The peer's supplementary groups as they were at connect (SO_PEERGROUPS); None where the kernel cannot tell."""
+    """The peer's supplementary groups (SO_PEERGROUPS, as they were at connect); None where the kernel cannot tell."""
     if _SO_PEERGROUPS is None:
         return None
-    size = 4 * 64
-    while True:
-        try:
-            raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, size)
-        except OSError as exc:
-            if exc.errno == errno.ERANGE and size < 4 * 65536:  # more groups than the buffer holds
-                size *= 16
-                continue
-            return None  # ENOPROTOOPT: a kernel before 4.13
-        return frozenset(array.array("I", raw))
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, _GROUPS_BUFFER)
+    except OSError as exc:
+        if exc.errno == errno.ERANGE:  # more groups than Python's getsockopt can take: the peer's /proc
+            return _process_groups(peer_credentials(conn)[0])
+        return None  # ENOPROTOOPT: a kernel before 4.13
+    return frozenset(array.array("I", raw))
+
+
+def _process_groups(pid: int) -> frozenset[int] | None:
+    """A process's supplementary groups from /proc (the client waits for the answer, so it is still there)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return frozenset(int(group) for group in line.split()[1:])
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 @functools.cache
