@@ -332,7 +332,7 @@ def test_a_client_with_other_groups_runs_its_command_itself(resident, home, grou
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="taking other groups needs root")
-def test_groups_past_the_first_buffer_are_read_whole():
+def test_groups_past_what_getsockopt_takes_are_read_from_the_clients_proc():
     """More supplementary groups than Python's getsockopt can take (256): read from the client's /proc."""
     import socket
 
