@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from atomicplug.resident.address import SOCKET_ENV
-from atomicplug.resident.client import OFF_ENV, connect, read_message, send_message
+from atomicplug.resident.client import OFF_ENV, connect, peer_credentials, read_message, send_message
 
 
 class Resident:
@@ -344,7 +344,7 @@ def test_groups_past_what_getsockopt_takes_are_read_from_the_clients_proc():
         try:
             os.setgroups(sorted(many))
             ours, theirs = socket.socketpair()  # the peer's credentials: this process's, at creation
-            os._exit(0 if resident_server._peer_groups(ours) == many else 1)
+            os._exit(0 if resident_server._peer_groups(ours, os.getpid()) == many else 1)
         finally:
             os._exit(2)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
@@ -358,9 +358,10 @@ def test_a_kernel_that_cannot_tell_the_groups_leaves_the_gid_to_decide(monkeypat
     monkeypatch.setattr(resident_server, "_SO_PEERGROUPS", 0x7FFF)  # an option no kernel has: ENOPROTOOPT
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        assert resident_server._peer_groups(ours) is None
-        assert resident_server._same_groups(ours, (os.getegid(), frozenset({4242})))
-        assert not resident_server._same_groups(ours, (os.getegid() + 1, frozenset(os.getgroups())))
+        peer = peer_credentials(ours)
+        assert resident_server._peer_groups(ours, peer[0]) is None
+        assert resident_server._same_groups(ours, peer, (os.getegid(), frozenset({4242})))
+        assert not resident_server._same_groups(ours, peer, (os.getegid() + 1, frozenset(os.getgroups())))
 
 
 def test_a_child_takes_the_clients_resource_limits(resident, home):

@@ -64,8 +64,7 @@ def _watch(config: Any, progress: Any) -> int:
 
 def cmd_cluster_status(args: argparse.Namespace) -> int:
     from atomicplug.cluster.nodes import read_status
-    from atomicplug.cluster.tables import database_errors
-    from atomicplug.cluster.tables import cluster_database
+    from atomicplug.cluster.tables import cluster_database, database_errors
 
     config = _cluster_config(args)
     with database_errors(), cluster_database(config) as db:

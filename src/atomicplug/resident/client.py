@@ -101,11 +101,6 @@ def peer_credentials(conn: _socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def peer_uid(conn: _socket.socket) -> int:
-    """The user id of the process at the other end of a Unix socket."""
-    return peer_credentials(conn)[1]
-
-
 def connect() -> _socket.socket | None:
     """A connection to this interpreter's resident server, or None (no server, or not ours)."""
     path = socket_path()
@@ -114,7 +109,7 @@ def connect() -> _socket.socket | None:
     conn = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        if peer_uid(conn) == os.getuid():
+        if peer_credentials(conn)[1] == os.getuid():  # the server's uid
             return conn
     except OSError:
         pass

@@ -39,7 +39,7 @@ import attrs
 
 from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
-from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_credentials, peer_uid, read_message, send_message
+from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_credentials, read_message, send_message
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "AlreadyListening", "ResidentServer", "preload", "start"]
 
@@ -242,18 +242,19 @@ class ResidentServer:
         fds: list[int] = []
         try:
             conn.settimeout(5.0)
-            if peer_uid(conn) != os.getuid():
+            peer = peer_credentials(conn)  # (pid, uid, gid), read once: who may ask, and with which groups
+            if peer[1] != os.getuid():
                 conn.close()
                 return
             request, fds = _receive(conn)
-            self._answer(conn, request, fds)
+            self._answer(conn, peer, request, fds)
         except (OSError, ValueError):
             conn.close()
         finally:
             for fd in fds:
                 os.close(fd)
 
-    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
+    def _answer(self, conn: socket.socket, peer: tuple[int, int, int], request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
         if op == "status":
             send_message(conn, self.status())
@@ -269,7 +270,7 @@ class ResidentServer:
             send_message(conn, {"run_here": "the code changed since the resident server started"})
         elif op == "run" and not _limits_reachable(request.get("limits") or []):
             send_message(conn, {"run_here": "the command's resource limits are above the resident server's"})
-        elif op == "run" and not _same_groups(conn, self.groups):
+        elif op == "run" and not _same_groups(conn, peer, self.groups):
             send_message(conn, {"run_here": "the command's groups differ from the resident server's"})
         elif op == "run" and len(fds) == 3:
             # The client passes its signals on as soon as it has the pid: held until the child
@@ -354,18 +355,19 @@ def _limits_reachable(limits: list[Any]) -> bool:
     return True
 
 
-def _same_groups(conn: socket.socket, own: tuple[int, frozenset[int]]) -> bool:
+def _same_groups(conn: socket.socket, peer: tuple[int, int, int], own: tuple[int, frozenset[int]]) -> bool:
     """Whether the client has the groups a child would run with (after ``newgrp``, ``sg`` or a change to
     /etc/group since the server started, it does not: the command then needs the client's own process).
 
-    Read from the kernel, not the request: a client cannot claim groups it lacks.
+    Read from the kernel (``peer``: SO_PEERCRED's pid, uid, gid), not the request: a client
+    cannot claim groups it lacks.
     """
-    gid = peer_credentials(conn)[2]
-    groups = _peer_groups(conn)
+    pid, _uid, gid = peer
+    groups = _peer_groups(conn, pid)
     return gid == own[0] and (groups is None or groups == own[1])
 
 
-def _peer_groups(conn: socket.socket) -> frozenset[int] | None:
+def _peer_groups(conn: socket.socket, pid: int) -> frozenset[int] | None:
     """The peer's supplementary groups (SO_PEERGROUPS, as they were at connect); None where the kernel cannot tell."""
     if _SO_PEERGROUPS is None:
         return None
@@ -373,7 +375,7 @@ def _peer_groups(conn: socket.socket) -> frozenset[int] | None:
         raw = conn.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, _GROUPS_BUFFER)
     except OSError as exc:
         if exc.errno == errno.ERANGE:  # more groups than Python's getsockopt can take: the peer's /proc
-            return _process_groups(peer_credentials(conn)[0])
+            return _process_groups(pid)
         return None  # ENOPROTOOPT: a kernel before 4.13
     return frozenset(array.array("I", raw))
 
