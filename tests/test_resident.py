@@ -182,6 +182,73 @@ def test_stop_lets_running_commands_finish_while_new_ones_run_alone(resident, ho
     assert "shop" in resident.cli("--config", str(home.config_path), "list").stdout
 
 
+def _unanswered_and_open(conn) -> bool:
+    """Nothing came on ``conn`` and the server has not closed it."""
+    import socket
+
+    try:
+        conn.recv(1, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_a_client_that_sends_nothing_holds_up_no_other_command(resident, home):
+    """Requests are read as their bytes arrive, beside each other: a client stopped (Ctrl-Z) between
+    connecting and sending, or one that sends half a request, does not make the next command wait."""
+    import socket
+
+    silent, half = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
+    with silent, half:
+        silent.connect(str(resident.socket))
+        half.connect(str(resident.socket))
+        half.sendall(b"\x00\x00\x01\x00{")  # a length, and one byte of 256
+        listed = resident.cli("--config", str(home.config_path), "list")
+        assert listed.returncode == 0, listed.stderr
+        assert resident.served() == 1  # run by the server, not sent back
+        # Both still wait for their requests: the command did not wait for them to time out.
+        assert _unanswered_and_open(silent) and _unanswered_and_open(half)
+
+
+def test_a_connection_that_never_sends_its_request_is_closed_even_while_a_child_runs(resident, home_factory):
+    """Closed unanswered after REQUEST_TIMEOUT, and by then by the server alone: a child forked
+    meanwhile does not keep another client's connection (or its descriptors) open."""
+    import socket
+
+    from atomicplug.lock import writer_lock
+
+    home = home_factory(lock_timeout=120)  # the install's child waits for the lock until this test lets go
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent, writer_lock(home.config.lock_path, 5):
+        silent.connect(str(resident.socket))
+        client = resident.popen("--config", str(home.config_path), "install", str(home.package("shop")))
+        deadline = time.monotonic() + 30
+        while resident.status().get("running") != 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert resident.status()["running"] == 1  # the install's child waits for the lock
+        silent.settimeout(30)
+        assert silent.recv(1) == b""
+        assert resident.status()["running"] == 1
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+
+
+def test_a_request_is_whole_when_its_last_byte_is_in_and_one_request_is_all_a_connection_sends():
+    from atomicplug.resident.client import MAX_MESSAGE, complete_message
+
+    import socket
+
+    server, client = socket.socketpair()
+    with server, client:
+        send_message(server, {"op": "status"})
+        data = client.recv(1024)
+    assert [complete_message(data[:cut]) for cut in (0, 3, 4, len(data) - 1)] == [None] * 4
+    assert complete_message(data) == {"op": "status"}
+    for bad in (data + data[:1], data[:4] + b"\xff" * (len(data) - 4), (MAX_MESSAGE).to_bytes(4, "big")):
+        with pytest.raises(ValueError):
+            complete_message(bad)
+
+
 def test_a_server_whose_code_changed_sends_the_command_back_and_stops(resident):
     pid = resident.status()["pid"]
     os.environ[SOCKET_ENV] = str(resident.socket)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "forward", "query", "read_message", "requested_command", "send_message"]
+__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "complete_message", "forward", "query", "read_message", "requested_command", "send_message"]
 
 #: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
 OFF_ENV = "ATOMICPLUG_RESIDENT"
@@ -39,6 +39,8 @@ SERVED = frozenset({
 #: Signals passed on to the running child.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _LENGTH = struct.Struct(">I")
+#: Bytes a request may take: its environment and arguments are bounded by the kernel's ARG_MAX (2 MiB here).
+MAX_MESSAGE = 16 << 20
 
 
 def requested_command(argv: Sequence[str]) -> str | None:
@@ -70,14 +72,36 @@ def send_message(conn: _socket.socket, message: dict[str, Any], fds: Sequence[in
         conn.sendall(data[sent:])
 
 
-def read_message(conn: _socket.socket, head: bytes = b"") -> dict[str, Any] | None:
-    """The next message on ``conn`` (``head``: bytes of it already received), or None at its end."""
-    data = _read_exactly(conn, head, _LENGTH.size)
+def read_message(conn: _socket.socket) -> dict[str, Any] | None:
+    """The next message on ``conn`` (a blocking socket), or None at its end."""
+    data = _read_exactly(conn, b"", _LENGTH.size)
     if data is None:
         return None
-    body = _read_exactly(conn, data[_LENGTH.size :], _LENGTH.unpack(data[: _LENGTH.size])[0])
-    if body is None:
+    body = _read_exactly(conn, b"", _LENGTH.unpack(data)[0])
+    return None if body is None else _decode(body)
+
+
+def complete_message(data: bytes | bytearray) -> dict[str, Any] | None:
+    """The one message ``data`` holds, once all its bytes are in; None before.
+
+    For a reader that takes bytes as they come (the server, which reads every
+    client's request beside the others'). ValueError: not one message, or larger
+    than any request (``MAX_MESSAGE``).
+    """
+    if len(data) < _LENGTH.size:
         return None
+    end = _LENGTH.size + _LENGTH.unpack_from(data)[0]
+    if end > MAX_MESSAGE:
+        raise ValueError("a request larger than any command sends")
+    if len(data) < end:
+        return None
+    message = _decode(data[_LENGTH.size :]) if len(data) == end else None
+    if message is None:
+        raise ValueError("not one request")
+    return message
+
+
+def _decode(body: bytes | bytearray) -> dict[str, Any] | None:
     try:
         message = marshal.loads(body)
     except (EOFError, ValueError, TypeError):

@@ -39,12 +39,14 @@ import attrs
 
 from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
-from atomicplug.resident.client import FORWARDED_SIGNALS, connect, peer_credentials, read_message, send_message
+from atomicplug.resident.client import FORWARDED_SIGNALS, complete_message, connect, peer_credentials, send_message
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "AlreadyListening", "ResidentServer", "preload", "start"]
 
 #: Seconds without a command after which the server exits (0: never).
 DEFAULT_IDLE_TIMEOUT = 3600.0
+#: Seconds a connection has to send its whole request; then it is closed unanswered.
+REQUEST_TIMEOUT = 5.0
 #: Modules a command never imports in the server's children.
 _NOT_PRELOADED = ("atomicplug.__main__", "atomicplug.pyc_worker", "atomicplug.testing")
 _FDS_SPACE = socket.CMSG_SPACE(3 * array.array("i").itemsize)
@@ -102,6 +104,21 @@ def _warm() -> None:
 
 
 @attrs.define
+class _Incoming:
+    """A connection whose request is still arriving: its bytes so far and the descriptors passed with them."""
+
+    conn: socket.socket
+    peer: tuple[int, int, int]
+    deadline: float
+    data: bytearray = attrs.field(factory=bytearray)
+    fds: list[int] = attrs.field(factory=list)
+
+    def close(self) -> None:
+        _close_all(self.fds)
+        self.conn.close()
+
+
+@attrs.define
 class ResidentServer:
     """One listening server and the children it runs (pid → the client's connection)."""
 
@@ -116,6 +133,10 @@ class ResidentServer:
     served: int = 0
     stopping: bool = False
     running: dict[int, socket.socket] = attrs.field(factory=dict)
+    #: Connections whose requests are still arriving, by descriptor: each is read as its bytes come,
+    #: so a client stopped (Ctrl-Z) between connecting and sending holds up no other command.
+    incoming: dict[int, _Incoming] = attrs.field(factory=dict)
+    selector: selectors.BaseSelector = attrs.field(factory=selectors.DefaultSelector)
     #: The socket file this server bound (device, inode): removed at exit only while it is still that file.
     bound: tuple[int, int] = attrs.field(init=False)
     #: The pipe signals wake :meth:`serve` through (read end, write end), while it runs; a child closes it.
@@ -167,33 +188,39 @@ class ResidentServer:
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select through the wakeup fd
         signal.signal(signal.SIGTERM, self._stop_on_signal)
         signal.signal(signal.SIGINT, self._stop_on_signal)
-        selector = selectors.DefaultSelector()
+        selector = self.selector
         selector.register(self.listener, selectors.EVENT_READ)
         selector.register(wake_read, selectors.EVENT_READ)
         last = time.monotonic()
         try:
             while True:
                 self._reap()
+                self._expire()
                 if self.stopping and self.listener.fileno() >= 0:
                     selector.unregister(self.listener)
                     self._close_listener(drain=True)
-                if self.stopping and not self.running:
+                if self.stopping and not self.running and not self.incoming:
                     return
-                timeout = None
+                deadlines = [incoming.deadline for incoming in self.incoming.values()]
                 if self.idle_timeout and not self.running and not self.stopping:
-                    timeout = last + self.idle_timeout - time.monotonic()
-                    if timeout <= 0:
+                    if last + self.idle_timeout <= time.monotonic():
                         self.stopping = True
                         continue
+                    deadlines.append(last + self.idle_timeout)
+                timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
                 for key, _ in selector.select(timeout):
                     if key.fileobj is self.listener:
                         self._accept()
                         last = time.monotonic()
+                    elif isinstance(key.data, _Incoming):
+                        self._read_request(key.data)
                     else:
                         _drain(wake_read)
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             self._close_listener()
+            for incoming in list(self.incoming.values()):
+                self._forget(incoming).close()
             selector.close()
             os.close(wake_read)
             os.close(wake_write)
@@ -231,28 +258,75 @@ class ResidentServer:
             pass
 
     def _accept(self) -> None:
-        """Answer one connection (BlockingIOError when none waits on a non-blocking listener)."""
+        """Take one connection; its request is read as it arrives (BlockingIOError when none waits on a non-blocking listener)."""
         try:
             conn, _ = self.listener.accept()
         except BlockingIOError:
             raise
         except OSError:
             return
-        conn.setblocking(True)
-        fds: list[int] = []
         try:
-            conn.settimeout(5.0)
             peer = peer_credentials(conn)  # (pid, uid, gid), read once: who may ask, and with which groups
             if peer[1] != os.getuid():
                 conn.close()
                 return
-            request, fds = _receive(conn)
-            self._answer(conn, peer, request, fds)
+            conn.setblocking(False)
+            incoming = _Incoming(conn=conn, peer=peer, deadline=time.monotonic() + REQUEST_TIMEOUT)
+            self.selector.register(conn, selectors.EVENT_READ, incoming)
+        except (OSError, ValueError):
+            conn.close()
+            return
+        self.incoming[conn.fileno()] = incoming
+
+    def _read_request(self, incoming: _Incoming) -> None:
+        """Take the bytes (and descriptors) that arrived on a connection; answer once its request is whole."""
+        try:
+            data, ancillary, flags, _ = incoming.conn.recvmsg(65536, _FDS_SPACE)
+            incoming.fds += _passed_fds(ancillary)
+            if not data or flags & socket.MSG_CTRUNC:
+                raise ValueError("a truncated request, or too many descriptors")
+            incoming.data += data
+            request = complete_message(incoming.data)
+        except BlockingIOError:
+            return
+        except (OSError, ValueError):
+            self._forget(incoming).close()
+            return
+        if request is None:
+            return
+        conn = self._forget(incoming).conn
+        try:
+            conn.settimeout(5.0)  # answers and the outcome are small: a client that stops reading is dropped
+            self._answer(conn, incoming.peer, request, incoming.fds)
         except (OSError, ValueError):
             conn.close()
         finally:
-            for fd in fds:
-                os.close(fd)
+            _close_all(incoming.fds)
+
+    def _forget(self, incoming: _Incoming) -> _Incoming:
+        """Stop waiting on a connection's request (it is answered or dropped next)."""
+        self.incoming.pop(incoming.conn.fileno(), None)
+        try:
+            self.selector.unregister(incoming.conn)
+        except (KeyError, ValueError):
+            pass
+        return incoming
+
+    def _expire(self) -> None:
+        """Close, unanswered, the connections whose requests did not arrive in time."""
+        now = time.monotonic()
+        for incoming in [i for i in self.incoming.values() if i.deadline <= now]:
+            self._forget(incoming).close()
+
+    def close_in_child(self) -> None:
+        """In a forked child: close what is the server's (its socket, other clients' connections and descriptors)."""
+        self.listener.close()
+        for incoming in self.incoming.values():
+            incoming.close()
+        for conn in self.running.values():
+            conn.close()
+        self.selector.close()  # the child's copy: the server's registrations stay as they are
+        _close_all([*self.wakeup, self.claim])
 
     def _answer(self, conn: socket.socket, peer: tuple[int, int, int], request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
@@ -429,21 +503,21 @@ def _claim(path: str) -> int:
     return fd
 
 
-def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """One request and the descriptors passed with it."""
-    data, ancillary, flags, _ = conn.recvmsg(65536, _FDS_SPACE)
+def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors a message brought (SCM_RIGHTS): now this process's, to close."""
     fds = array.array("i")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
-    if flags & socket.MSG_CTRUNC:
-        for fd in fds:
+    return list(fds)
+
+
+def _close_all(fds: Iterable[int]) -> None:
+    for fd in fds:
+        try:
             os.close(fd)
-        raise ValueError("too many descriptors")
-    request = read_message(conn, data)
-    if request is None:
-        raise ValueError("a truncated request")
-    return request, list(fds)
+        except OSError:
+            pass
 
 
 def _drain(fd: int) -> None:
@@ -462,10 +536,8 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         for signum in (signal.SIGCHLD, *FORWARDED_SIGNALS):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        server.listener.close()
+        server.close_in_child()
         conn.close()
-        for fd in (*server.wakeup, server.claim):
-            os.close(fd)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
         for fd in fds:
