@@ -499,6 +499,92 @@ def test_gc_waits_for_a_writers_turn_and_says_so_when_it_cannot_have_it(fleet: F
     assert len(_stored(fleet.database_url)) == 1
 
 
+def _ran_alone(fleet: Fleet, name: str, *packages: Path, **overrides: Any) -> Node:
+    """A node whose home installed ``packages`` before cluster mode was turned on (its zips not kept)."""
+    from atomicplug.installer import Installer
+    from atomicplug.testing import make_home
+
+    alone = make_home(fleet.root / f"node-{name}", [fleet.publisher.public_path], database_url=fleet.database_url)
+    for package in packages:
+        Installer(Config.load(alone)).install_file(package)
+    return fleet.node(name, **overrides)  # the same home, now a cluster node
+
+
+def test_a_machine_that_ran_alone_is_given_its_zips_again_and_its_plugins_become_the_clusters_first_generation(fleet: Fleet) -> None:
+    """Running alone it kept the installed files, not the zips: its first sync names every package
+    it cannot publish (before publishing any), and one install of those zips seeds the cluster."""
+    shop, blog = _package(fleet, "shop", migrations=V1), _package(fleet, "blog")
+    first = _ran_alone(fleet, "a", shop, blog)
+    before = _view(first)
+    refused = first.cli("sync")
+    assert refused.returncode == 1, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line.startswith("atomicplug: error: cannot publish blog 1.0.0, shop 1.0.0 to the cluster: their packages are not in "), line
+    assert line.endswith("give this machine the zip again (`atomicplug install A.zip B.zip` takes zips in and keeps the installed versions as they are), then try again")
+    assert "generation 0" not in line
+    assert _stored(fleet.database_url) == {}
+    with cluster_database(first.config) as db:
+        assert read_desired(db) is None
+    assert _view(first) == before
+    again = first.cli("install", str(shop), str(blog))
+    assert (again.returncode, again.stdout.strip()) == (0, "nothing to do: already installed"), again.stderr
+    seeded = first.cli("sync", "--verbose")
+    assert seeded.returncode == 0, seeded.stderr
+    assert "published this node's generation as the cluster's first (2 plugin(s))" in seeded.stderr
+    joined = fleet.node("b")
+    synced = joined.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert joined.plugins() == first.plugins() == {"blog": ("1.0.0", True), "shop": ("1.0.0", True)}
+    assert _view(joined) == _view(first)
+
+
+def test_a_first_writer_publishes_every_plugin_its_generation_names(fleet: Fleet) -> None:
+    """The first generation names all of the node's plugins: a writer that changes one must publish
+    the others too, or refuse before announcing (here: blog's zip is gone), not leave nodes unable to sync."""
+    shop, blog = _package(fleet, "shop", migrations=V1), _package(fleet, "blog")
+    first = _ran_alone(fleet, "a", shop, blog)
+    before = _view(first)
+    refused = first.cli("install", str(_package(fleet, "shop", "1.1.0", migrations=V2)))
+    assert refused.returncode == 1, refused.stderr
+    assert "cannot publish blog 1.0.0 to the cluster: its package is not in " in refused.stderr.strip().splitlines()[-1]
+    with cluster_database(first.config) as db:
+        assert read_desired(db) is None
+    assert _view(first) == before
+    assert first.cli("install", str(blog)).returncode == 0  # takes blog's zip in
+    upgraded = first.cli("install", str(_package(fleet, "shop", "1.1.0", migrations=V2)))
+    assert upgraded.returncode == 0, upgraded.stderr
+    joined = fleet.node("b")
+    assert joined.cli("sync").returncode == 0, joined.cli("sync").stderr
+    assert joined.plugins() == first.plugins() == {"blog": ("1.0.0", True), "shop": ("1.1.0", True)}
+
+
+def test_seeding_waits_for_a_writers_turn_no_longer_than_lock_timeout(fleet: Fleet) -> None:
+    from atomicplug.database.engine import ADVISORY_LOCK_KEY, open_database
+    from atomicplug.intake import take_in_file
+
+    shop = _package(fleet, "shop", migrations=V1)
+    first = _ran_alone(fleet, "a", shop, lock_timeout=1)
+    take_in_file(first.config, shop)  # its zip is on this machine again (in downloads/)
+    other = open_database(fleet.database_url)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])  # another node's writer, mid-turn
+        busy = first.cli("sync", timeout=60)
+    finally:
+        other.rollback_quietly()
+        other.close()
+    assert busy.returncode == 75, busy.stderr
+    assert busy.stderr.strip().splitlines()[-1].startswith("atomicplug: error: another node's atomicplug writer holds the cluster lock")
+    with cluster_database(first.config) as db:
+        assert read_desired(db) is None
+    seeded = first.cli("sync", "--verbose")
+    assert seeded.returncode == 0, seeded.stderr
+    assert "published this node's generation as the cluster's first (1 plugin(s))" in seeded.stderr
+    joined = fleet.node("b")
+    assert joined.cli("sync").returncode == 0
+    assert joined.plugins() == first.plugins() == {"shop": ("1.0.0", True)}
+
+
 def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: Fleet) -> None:
     """Node b joined at 1.1.0: its registry names 1.0.0 as the previous version, but 1.0.0's tree was never made there."""
     writer, late = fleet.node("a"), fleet.node("b")

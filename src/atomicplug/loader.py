@@ -150,7 +150,7 @@ class AddonLoader:
             log.warning("cluster sync skipped: %s", exc)
             return
         if result.error is not None:
-            log.error("cannot apply generation %s: %s", result.generation, result.error)
+            log.error("%s", result.failure)
 
     def watch(self, schedule: Callable[[Callable[[], None]], None]) -> None:
         """Cluster mode: LISTEN in a thread and sync on every notification; after each switch

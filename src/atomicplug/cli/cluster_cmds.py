@@ -40,7 +40,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for line in result.changes:
         print(line)
     if result.error is not None:
-        print(f"atomicplug: error: cannot apply generation {result.generation}: {result.error}", file=sys.stderr)
+        print(f"atomicplug: error: {result.failure}", file=sys.stderr)
         return 1
     print(f"node {config.node_id} is at generation {result.generation}")
     return 0

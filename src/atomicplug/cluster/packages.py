@@ -59,21 +59,28 @@ def publish(config: Config, db: Database, plugins: list[DesiredPlugin], progress
     """Store the packages of ``plugins`` that neither the database nor the repository has.
 
     ``db`` is an autocommit connection: each package is committed on its own,
-    before the generation that needs it is announced. Raises OperationError
-    when a package is no longer in this node's ``downloads/``.
+    before the generation that needs it is announced. Raises OperationError,
+    naming every one and before any is stored, when packages are not in this
+    node's ``downloads/`` either: a machine running alone keeps a package's
+    files, not its zip, so one that joins a cluster must be given its zips again.
     """
     from atomicplug.intake import blob_path, signature_path_for
 
     have = stored(db, [p.sha256 for p in plugins])
-    for plugin in plugins:
-        if plugin.sha256 in have or _in_repository(config, plugin):
+    needed = [p for p in plugins if p.sha256 not in have and not _in_repository(config, p)]
+    missing = [p for p in needed if not blob_path(config, p.sha256).is_file()]
+    if missing:
+        names = ", ".join(f"{p.plugin_id} {p.version}" for p in missing)
+        raise OperationError(
+            f"cannot publish {names} to the cluster: {'its package is' if len(missing) == 1 else 'their packages are'} not in "
+            f"the cluster's package store, the repository or {config.downloads_dir} (a machine running alone "
+            "keeps the installed files, not the zip); give this machine the zip again (`atomicplug install A.zip B.zip` "
+            "takes zips in and keeps the installed versions as they are), then try again"
+        )
+    for plugin in needed:
+        if plugin.sha256 in have:  # the same package listed twice
             continue
         blob = blob_path(config, plugin.sha256)
-        if not blob.is_file():
-            raise OperationError(
-                f"cannot publish {plugin.plugin_id} {plugin.version} to the cluster: its package is no longer in "
-                f"{config.downloads_dir} (gc ran?); install it again from its zip"
-            )
         signature = signature_path_for(blob)
         progress(f"publishing {plugin.plugin_id} {plugin.version} to the cluster's package store")
         _store(db, plugin, blob, signature.read_text(encoding="utf-8", errors="surrogateescape") if signature.is_file() else None)

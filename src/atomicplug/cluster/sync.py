@@ -66,6 +66,13 @@ class SyncResult:
     def converged(self) -> bool:
         return self.error is None
 
+    @property
+    def failure(self) -> str | None:
+        """The error as one line: which generation could not be applied (none yet: the seed was refused)."""
+        if self.error is None:
+            return None
+        return f"cannot apply generation {self.generation}: {self.error}" if self.generation else str(self.error)
+
 
 class Reporter:
     """Writes this node's row, skipping a write that would change nothing it wrote before."""
@@ -199,7 +206,7 @@ def _seed(config: Config, db: Database, progress: Progress) -> DesiredState | No
     needs them, under the writers' lock.
     """
     from atomicplug.cluster.packages import publish
-    from atomicplug.database.engine import ADVISORY_LOCK_KEY
+    from atomicplug.cluster.turns import take_turn
     from atomicplug.transaction import new_txid
 
     local = Registry.load(config.registry_path)
@@ -207,9 +214,8 @@ def _seed(config: Config, db: Database, progress: Progress) -> DesiredState | No
         return None
     seed = DesiredState.from_registry(local, generation=max(local.generation, 1), txid=local.txid or new_txid())
     publish(config, db, list(seed.plugins.values()), progress)
-    db.execute("BEGIN")
+    take_turn(db, config.lock_timeout)  # as long as any writer waits (LockBusyError), not for ever
     try:
-        db.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])
         found = read_desired(db)
         if found is None:
             write_desired(db, seed)

@@ -126,7 +126,7 @@ class Watcher:
 
     def _done(self, result: SyncResult) -> None:
         if result.error is not None:
-            self.progress(f"cannot apply generation {result.generation}: {result.error}; this node stays on its last good generation")
+            self.progress(f"{result.failure}; this node stays on its last good generation")
         else:
             self.applied = max(self.applied, result.generation)
         if self.on_result is not None:

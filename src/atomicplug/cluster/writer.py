@@ -140,7 +140,10 @@ class ClusterWriter:
         assert self._db is not None
         side = self._side_connection()
         desired = DesiredState.from_registry(after, generation=plan.generation, txid=plan.txid)
-        changed = [desired.plugins[c.plugin_id] for c in plan.changes if c.after is not None]
+        if self.desired is None:  # the cluster's first generation: it names every plugin of this node, not only the changed ones
+            changed = list(desired.plugins.values())
+        else:
+            changed = [desired.plugins[c.plugin_id] for c in plan.changes if c.after is not None]
         publish(self.config, side, changed, self.progress)
         ((xid,),) = self._db.execute("SELECT pg_catalog.txid_current()")
         side.execute(
