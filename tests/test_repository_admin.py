@@ -64,7 +64,7 @@ def test_add_copies_packages_and_bumps_version(tmp_path: Path, keys: dict[str, P
     assert manifest.version == 2
     entry = manifest.find("crm", "2.0.0")
     assert entry is not None
-    assert entry.download_url == "/download/crm/2.0.0"
+    assert entry.download_url == "/plugins/crm/v2.0.0.zip"
     assert entry.requires == ("email_core>=1.0",)
     assert entry.size == crm.stat().st_size
     assert (repo / "plugins" / "crm" / "v2.0.0.zip").read_bytes() == crm.read_bytes()

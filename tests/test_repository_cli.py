@@ -85,3 +85,33 @@ def test_available_without_repository_is_config_error(tmp_path: Path, capsys: py
     config.write_text('home = "state"\n')
     assert main(["--config", str(config), "available"]) == 2
     assert "no repository configured" in capsys.readouterr().err
+
+
+def test_a_repository_folder_served_by_a_plain_static_web_server_installs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/design.md "Repository": a static folder any web server or CDN can serve. Python's own
+    file server knows nothing of atomicplug: every URL the manifest names must be a file of the folder."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from atomicplug.registry import Registry
+    from atomicplug.testing import make_home
+
+    pub, key = make_key(tmp_path / "keys", "repo")
+    repo = tmp_path / "repo"
+    init_repository(repo, key)
+    pkgs = tmp_path / "pkgs"
+    add_packages(repo, [build_plugin(pkgs, key, "email_core", "1.0.0"), build_plugin(pkgs, key, "crm", "1.0.0", requires=["email_core"])], key)
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(repo)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        config = make_home(tmp_path / "site", [pub], repository=f"http://127.0.0.1:{server.server_address[1]}", download_timeout=10)
+        assert main(["--config", str(config), "install", "crm"]) == 0, capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+    state = Registry.load(tmp_path / "site" / "state" / "addon_registry.json")
+    assert {pid: p.version for pid, p in state.plugins.items()} == {"crm": "1.0.0", "email_core": "1.0.0"}

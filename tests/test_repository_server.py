@@ -57,6 +57,9 @@ def test_serves_manifest_signature_and_packages(served: tuple[str, Path]) -> Non
     assert response.headers["Content-Length"] == str(256 * 40)
     assert response.headers["Accept-Ranges"] == "bytes"
     assert requests.get(url + "/download/crm/1.0.0.minisig", timeout=5).content == b"pkgsig"
+    # The files at their own paths too (what `repo add` names, so a static server serves the same).
+    assert requests.get(url + "/plugins/crm/v1.0.0.zip", timeout=5).content == response.content
+    assert requests.get(url + "/plugins/crm/v1.0.0.zip.minisig", timeout=5).content == b"pkgsig"
 
 
 def test_head_has_length_and_no_body(served: tuple[str, Path]) -> None:
@@ -103,7 +106,11 @@ def test_malformed_range_serves_whole_file(served: tuple[str, Path]) -> None:
         "/download/%2e%2e/%2e%2e/secret.txt",
         "/download/crm/%2e%2e%2f%2e%2e%2fsecret.txt",
         "/download/crm/..%2F..%2Fsecret.txt",
-        "/plugins/crm/v1.0.0.zip",
+        "/plugins/crm/1.0.0.zip",
+        "/plugins/crm/v1.0.0",
+        "/plugins/crm/v1.0.0.tar",
+        "/plugins/crm/v..%2F..%2Fsecret.txt.zip",
+        "/plugins/../secret.txt",
         "/keys/repo.pub",
         "/download/CRM/1.0.0",
         "/download/crm/1.0.0/extra",

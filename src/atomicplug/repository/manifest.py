@@ -40,6 +40,7 @@ __all__ = [
     "load_trusted_keys",
     "verify_bytes",
     "valid_version",
+    "download_path",
 ]
 
 SCHEMA = 1
@@ -81,6 +82,12 @@ def valid_version(value: str) -> bool:
     return True
 
 
+def download_path(plugin_id: str, version: str) -> str:
+    """Where a package lies in the repository folder, and so its ``download_url``: the file's own
+    path, which any static web server or CDN serves (docs/design.md "Repository")."""
+    return f"/plugins/{plugin_id}/v{version}.zip"
+
+
 @attrs.frozen
 class ManifestEntry:
     """One package the repository offers (one id at one version)."""
@@ -115,7 +122,7 @@ class ManifestEntry:
         version = data.get("version")
         if not isinstance(version, str) or not valid_version(version):
             raise TrustError(f"manifest entry {pid}: 'version' must be PEP 440 (got {version!r})")
-        url = data.get("download_url", f"/download/{pid}/{version}")
+        url = data.get("download_url", download_path(pid, version))
         if not isinstance(url, str) or not (url.startswith(("/", "http://", "https://"))) or "\\" in url:
             raise TrustError(f"manifest entry {pid}: 'download_url' must be a path or http(s) URL (got {url!r})")
         sha = data.get("sha256")

@@ -31,7 +31,7 @@ from atomicplug import fsutil
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import OperationError, SignatureError, UsageError
 from atomicplug.store import sha256_file
-from atomicplug.repository.manifest import Manifest, ManifestEntry, format_time, utcnow, verify_bytes
+from atomicplug.repository.manifest import Manifest, ManifestEntry, download_path, format_time, utcnow, verify_bytes
 
 __all__ = [
     "DEFAULT_EXPIRES_DAYS",
@@ -57,7 +57,7 @@ class AddResult:
 
 
 def package_path(repo: Path, plugin_id: str, version: str) -> Path:
-    return Path(repo) / "plugins" / plugin_id / f"v{version}.zip"
+    return Path(repo) / download_path(plugin_id, version).lstrip("/")
 
 
 def repository_keys(repo: Path) -> list[Any]:
@@ -157,7 +157,7 @@ def _inspect(zip_path: Path, keys: Sequence[Any], limits: ExtractLimits) -> tupl
     entry = ManifestEntry(
         id=meta.id,
         version=meta.version,
-        download_url=f"/download/{meta.id}/{meta.version}",
+        download_url=download_path(meta.id, meta.version),
         sha256=sha,
         size=size,
         requires=tuple(str(r) for r in meta.requires),

@@ -3,7 +3,8 @@
 Routes (docs/design.md "Repository")::
 
     /manifest.json, /manifest.json.minisig
-    /download/<id>/<version>[.minisig]   ->  plugins/<id>/v<version>.zip[.minisig]
+    /plugins/<id>/v<version>.zip[.minisig]   the files themselves (what ``repo add`` writes)
+    /download/<id>/<version>[.minisig]       the same files (the URLs of manifests made before)
 
 Nothing else is reachable: ids and versions are validated before they become
 a path, and the resolved path must still lie inside the repository. Bodies
@@ -14,7 +15,8 @@ without it, ``If-Modified-Since``) gets 304, so a client revalidates its cached
 manifest cheaply. Each answer leaves in one write where it fits 64 KiB
 (headers and body buffered together, TCP_NODELAY), and the listen backlog is
 1024, not socketserver's 5 (docs/design.md "Development server"). Any static
-web server or CDN works as well when it maps /download/ the same way.
+web server or CDN serves the folder as well (manifests made before named
+/download/ URLs: those need it mapped the same way).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from atomicplug.repository.manifest import ID_RE, valid_version
+from atomicplug.repository.manifest import ID_RE, download_path, valid_version
 
 __all__ = ["RepositoryServer", "make_server", "serve", "parse_range"]
 
@@ -124,15 +126,19 @@ class _Handler(BaseHTTPRequestHandler):
         if path in _STATIC:
             return root / path.lstrip("/"), _STATIC[path]
         parts = path.split("/")
-        if len(parts) != 4 or parts[:2] != ["", "download"]:
+        if len(parts) != 4 or parts[:2] not in (["", "download"], ["", "plugins"]):
             return HTTPStatus.NOT_FOUND
         plugin_id, version = parts[2], parts[3]
         suffix = ""
         if version.endswith(".minisig"):
             version, suffix = version[: -len(".minisig")], ".minisig"
+        if parts[1] == "plugins":  # the file's own name, v<version>.zip
+            if not (version.startswith("v") and version.endswith(".zip")):
+                return HTTPStatus.NOT_FOUND
+            version = version[1 : -len(".zip")]
         if not ID_RE.match(plugin_id) or not valid_version(version):
             return HTTPStatus.NOT_FOUND
-        target = root / "plugins" / plugin_id / f"v{version}.zip{suffix}"
+        target = root / (download_path(plugin_id, version).lstrip("/") + suffix)
         return target, ("text/plain; charset=utf-8" if suffix else "application/zip")
 
     def _error(self, status: int) -> None:
