@@ -585,6 +585,24 @@ def test_seeding_waits_for_a_writers_turn_no_longer_than_lock_timeout(fleet: Fle
     assert joined.plugins() == first.plugins() == {"shop": ("1.0.0", True)}
 
 
+def test_a_node_takes_a_package_from_its_own_downloads_before_the_store_and_the_repository(fleet: Fleet) -> None:
+    """docs/design.md "Beyond one machine": from downloads/, else the package store, else the repository.
+    A zip given to the node is enough when the store has lost the package and there is no repository."""
+    from atomicplug.intake import take_in_file
+
+    writer, late = fleet.node("a"), fleet.node("b")
+    shop = _package(fleet, "shop", migrations=V1)
+    writer.installer.install_file(shop)
+    execute(fleet.database_url, "DELETE FROM atomicplug_cluster_packages")
+    lost = late.cli("sync")
+    assert lost.returncode == 1
+    assert "is not in the cluster's package store and no repository is configured" in lost.stderr
+    take_in_file(late.config, shop)  # its zip given to this node
+    synced = late.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert late.plugins() == writer.plugins() == {"shop": ("1.0.0", True)}
+
+
 def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: Fleet) -> None:
     """Node b joined at 1.1.0: its registry names 1.0.0 as the previous version, but 1.0.0's tree was never made there."""
     writer, late = fleet.node("a"), fleet.node("b")

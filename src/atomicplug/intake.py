@@ -272,19 +272,20 @@ def take_in_download(
         return _adopt(config, temp, digests, sig_text, name)
 
 
-def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
+def take_in_cached(config: Config, sha256: str, size: int | None = None) -> Package | None:
     """A blob already taken in, when its bytes still hash to its name and its signer is still trusted.
 
     Its signature was verified at intake; only the key is asked again (it may have
     been removed from trusted_keys since). A damaged blob is removed (the caller
     downloads it again). None when absent, damaged or no longer trusted.
+    ``size``: what the source that names the package says it weighs (a cheap check first).
     """
     from atomicplug import minisign, safezip
     from atomicplug.store import sha256_file
 
     blob = blob_path(config, sha256)
     try:
-        if blob.stat().st_size != size or sha256_file(blob) != sha256:  # its name only: no BLAKE2b
+        if size not in (None, blob.stat().st_size) or sha256_file(blob) != sha256:  # its name only: no BLAKE2b
             _discard(blob)
             return None
     except FileNotFoundError:
@@ -301,7 +302,7 @@ def take_in_cached(config: Config, sha256: str, size: int) -> Package | None:
         signed_by = signature.key_id_hex
     elif not config.allow_unsigned:
         return None
-    return Package(sha256=sha256, size=size, metadata=safezip.read_metadata(blob, config.limits, sha256=sha256), signed_by=signed_by)
+    return Package(sha256=sha256, size=blob.stat().st_size, metadata=safezip.read_metadata(blob, config.limits, sha256=sha256), signed_by=signed_by)
 
 
 def release(config: Config, sha256: str) -> None:

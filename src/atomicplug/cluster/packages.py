@@ -125,17 +125,17 @@ def obtain(config: Config, db: Database, plugin: DesiredPlugin) -> Package:
     from atomicplug.intake import take_in_cached, take_in_download
 
     label = f"{plugin.plugin_id} {plugin.version}"
+    package = take_in_cached(config, plugin.sha256)  # a zip given to this node, or one it took in before
+    if package is not None:
+        return package
     rows = db.execute(f"SELECT size, signature FROM {db.qualified(tables.PACKAGES)} WHERE sha256 = ?", [plugin.sha256])
     if rows:
         size, signature = int(rows[0][0]), rows[0][1]
-        package = take_in_cached(config, plugin.sha256, size)
-        if package is None:
 
-            def fill(temp: Path) -> None:
-                _read_chunks(db, plugin.sha256, size, temp)
+        def fill(temp: Path) -> None:
+            _read_chunks(db, plugin.sha256, size, temp)
 
-            package = take_in_download(config, fill, signature, sha256=plugin.sha256, name=label)
-        return package
+        return take_in_download(config, fill, signature, sha256=plugin.sha256, name=label)
     if config.repository:
         return _from_repository(config, plugin)
     raise OperationError(
