@@ -212,7 +212,12 @@ def test_a_node_whose_keys_reject_a_package_refuses_it_reports_it_and_keeps_its_
     writer.installer.install_file(_package(fleet, "shop", migrations=V1))
     strict.watch()
     fleet.wait_for(1, ["e"])
-    writer.installer.install_file(_package(fleet, "foreign", key=other))
+    installed = writer.cli("install", "--verbose", str(_package(fleet, "foreign", key=other)))
+    assert installed.returncode == 0, installed.stderr
+    # The writer says which node cannot follow, and commits anyway: one node's policy does not block the fleet.
+    assert "node node-e cannot stage generation 2 (" in installed.stderr
+    assert "); it stays on generation 1" in installed.stderr
+    assert "did not stage" not in installed.stderr  # it said so while the writer waited: no waiting out cluster_stage_wait
     # The node says why, keeps generation 1 whole, and sync exits 1.
     deadline_status = _wait_for_error(fleet, "node-e")
     assert deadline_status["generation"] == 1 and deadline_status["error_generation"] == 2

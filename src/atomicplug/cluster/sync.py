@@ -87,6 +87,16 @@ class Reporter:
         report(db, self.node_id, **fields)
         self._written.update(fields)
 
+    def reached(self, db: Database, desired: DesiredState) -> None:
+        """This node shows ``desired``: its row says so, and an error about that generation or an
+        earlier one is over. One about a later generation stands: that generation is announced and
+        not committed, and its writer is waiting to read that this node cannot stage it."""
+        fields: dict[str, Any] = {"generation": desired.generation, "staged": desired.generation, "staged_txid": desired.txid}
+        later = self._written.get("error_generation")
+        if not (isinstance(later, int) and later > desired.generation):
+            fields.update(error=None, error_generation=None)
+        self(db, **fields)
+
 
 def _action(before: InstalledPlugin | None, after: InstalledPlugin) -> Action:
     if before is None:
@@ -185,7 +195,7 @@ def converge(config: Config, db: Database, reporter: Reporter, progress: Progres
             number = desired_number(db)
             reporter(db, error=str(exc), error_generation=number)
             return SyncResult(generation=number, error=exc)
-        reporter(db, generation=desired.generation, staged=desired.generation, staged_txid=desired.txid, error=None, error_generation=None)
+        reporter.reached(db, desired)
         return SyncResult(generation=desired.generation, changes=changes)
 
 
@@ -263,7 +273,7 @@ def prepare(config: Config, listener: Listener, number: int, reporter: Reporter,
             except AtomicplugError as exc:
                 reporter(db, error=str(exc), error_generation=number)
                 return SyncResult(generation=number, error=exc)
-            reporter(db, generation=number, staged=number, staged_txid=announced.txid, error=None, error_generation=None)
+            reporter.reached(db, announced)
             return SyncResult(generation=number, changes=changes)
 
 
