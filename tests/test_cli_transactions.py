@@ -89,3 +89,34 @@ def test_init_writes_a_config_that_loads(tmp_path: Path):
     config = Config.load(tmp_path / "atomicplug.toml")
     assert config.home == tmp_path / "state"
     assert config.database_url == f"sqlite:///{tmp_path / 'state' / 'app.db'}"
+
+
+def test_rollback_of_a_whole_transaction_or_generation_refused_on_the_command_line_changes_nothing(home):
+    from atomicplug.registry import Registry
+    from atomicplug.testing import snapshot
+
+    assert run_cli(home, "install", str(home.package("alpha"))).returncode == 0
+    first = Registry.load(home.config.registry_path).txid
+    before = snapshot(home.config)
+    assert_one_line_error(run_cli(home, "rollback", "--transaction", first), 2, f"transaction {first} made the first generation; there is nothing before it")
+    assert_one_line_error(run_cli(home, "rollback", "--generation", "1"), 2, "generation 1 is already the live one")
+    assert_one_line_error(run_cli(home, "rollback", "--generation", "9"), 2, "generation 9 is not kept (kept: 1; see keep_generations)")
+    assert snapshot(home.config) == before
+    assert run_cli(home, "install", str(home.package("beta"))).returncode == 0
+    assert_one_line_error(run_cli(home, "rollback", "--transaction", first), 2, f"transaction {first} made generation 1, but generation 2 is live")
+    back = run_cli(home, "rollback", "--generation", "1")
+    assert back.returncode == 0, back.stderr
+    assert [p["id"] for p in json.loads(run_cli(home, "list", "--json").stdout)] == ["alpha"]
+
+
+def test_the_same_version_from_another_package_is_refused_and_changes_nothing(home, tmp_path: Path):
+    """Two different zips cannot both be alpha 1.0.0: the second is refused, naming what to do."""
+    from atomicplug.testing import PluginSpec, build_package, snapshot
+
+    assert run_cli(home, "install", str(home.package("alpha"))).returncode == 0
+    before = snapshot(home.config)
+    other = build_package(PluginSpec(id="alpha", version="1.0.0", metadata_extra={"description": "rebuilt"}), tmp_path / "other", home.publisher.secret)
+    refused = run_cli(home, "install", str(other))
+    assert_one_line_error(refused, 1, "alpha 1.0.0 is installed from a different package (sha256 ")
+    assert refused.stderr.strip().endswith("uninstall it first or publish a new version")
+    assert snapshot(home.config) == before

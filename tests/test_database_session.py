@@ -111,3 +111,21 @@ def test_psql_meta_commands_other_than_pg_dumps_are_refused_naming_the_line(tmp_
     )
     with pytest.raises(MigrationError, match=r"^plugin p1: migrations/up\.sql is not valid PostgreSQL: psql meta-command \\connect on line 2 is not SQL"):
         check(config, [change_of("p1", "install", new_tree=tree, new_version="1.0.0")])
+
+
+@pytest.mark.postgres
+def test_a_search_path_naming_no_existing_schema_is_one_line_and_nothing_is_installed(home_factory, database_factory) -> None:
+    """docs/design.md "A migration's session is its own": the tables would land nowhere expected."""
+    import json
+
+    from test_cli_transactions import assert_one_line_error, run_cli
+
+    url = database_factory()
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's search_path")
+    home = home_factory(database_url=url + "?options=-csearch_path%3Dnosuch")
+    migrations = {"0001_t": ("CREATE TABLE shop_t (id INTEGER);", "DROP TABLE shop_t;")}
+    refused = run_cli(home, "install", str(home.package("shop", migrations=migrations)))
+    assert_one_line_error(refused, 1, "the database user's search_path ('nosuch') names no existing schema")
+    assert json.loads(run_cli(home, "list", "--json").stdout) == []
+    assert table_names(url) == set()

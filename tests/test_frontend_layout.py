@@ -238,3 +238,18 @@ def test_verify_reports_an_index_that_does_not_show_the_registry(home):
     path.write_text(AddonIndex(99).render())
     [report] = home.installer.verify()
     assert report.bad_links == (str(path),)
+
+
+def test_frontend_index_false_leaves_the_frontend_folder_alone(home_factory):
+    """docs/design.md "Frontend contract": a host that wires addons itself turns the index off;
+    atomicplug then neither writes into that folder nor refuses what the host keeps there."""
+    home = home_factory(frontend_index=False)
+    folder = home.config.frontend_addons
+    folder.mkdir(parents=True)
+    (folder / "Dashboard.tsx").write_text("export {};\n")
+    installed = run_cli(home, "install", str(home.package("shop", files={"frontend/addon.config.ts": "export default {};\n"})))
+    assert installed.returncode == 0, installed.stderr
+    assert os.listdir(folder) == ["Dashboard.tsx"]
+    assert run_cli(home, "verify").returncode == 0
+    assert run_cli(home, "uninstall", "shop").returncode == 0
+    assert os.listdir(folder) == ["Dashboard.tsx"]

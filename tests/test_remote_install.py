@@ -88,3 +88,21 @@ def test_tampered_package_in_the_repository_is_refused_and_nothing_changes(remot
 def test_unknown_plugin_is_refused(remote):
     with pytest.raises(DependencyError):
         remote.install("nosuchplugin")
+
+
+def test_upgrade_on_the_command_line_takes_ids_or_all(remote, home):
+    """`upgrade --all` upgrades everything; ids and --all together would silently drop the ids: refused."""
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), *args], capture_output=True, text=True, timeout=120)
+
+    remote.install("crm==1.0.0")
+    for args, message in ((("upgrade",), "upgrade needs plugin ids or --all"), (("upgrade", "crm", "--all"), "upgrade takes plugin ids or --all, not both")):
+        refused = cli(*args)
+        assert (refused.returncode, refused.stderr.strip()) == (2, f"atomicplug: error: {message}")
+    done = cli("upgrade", "--all")
+    assert done.returncode == 0, done.stderr
+    assert {p["id"]: p["version"] for p in json.loads(cli("list", "--json").stdout)} == {"core": "1.5.0", "crm": "1.1.0"}

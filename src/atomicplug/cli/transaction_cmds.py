@@ -114,8 +114,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from atomicplug.errors import UsageError
 
-    if not args.all and not args.ids:
-        raise UsageError("upgrade needs plugin ids or --all")
+    if args.all == bool(args.ids):
+        raise UsageError("upgrade needs plugin ids or --all" if not args.all else "upgrade takes plugin ids or --all, not both")
     return _perform(
         args, _installer(args), "upgrade", None if args.all else args.ids, quiet_text="nothing to do: everything is up to date",
         rehearse=not args.no_rehearse,
