@@ -504,14 +504,19 @@ def test_gc_waits_for_a_writers_turn_and_says_so_when_it_cannot_have_it(fleet: F
     assert len(_stored(fleet.database_url)) == 1
 
 
-def _ran_alone(fleet: Fleet, name: str, *packages: Path, **overrides: Any) -> Node:
-    """A node whose home installed ``packages`` before cluster mode was turned on (its zips not kept)."""
+def _alone(fleet: Fleet, name: str) -> Any:
+    """The Installer of node ``name``'s home before cluster mode is turned on (``fleet.node(name)`` does)."""
     from atomicplug.installer import Installer
     from atomicplug.testing import make_home
 
-    alone = make_home(fleet.root / f"node-{name}", [fleet.publisher.public_path], database_url=fleet.database_url)
+    return Installer(Config.load(make_home(fleet.root / f"node-{name}", [fleet.publisher.public_path], database_url=fleet.database_url)))
+
+
+def _ran_alone(fleet: Fleet, name: str, *packages: Path, **overrides: Any) -> Node:
+    """A node whose home installed ``packages`` before cluster mode was turned on (its zips not kept)."""
+    alone = _alone(fleet, name)
     for package in packages:
-        Installer(Config.load(alone)).install_file(package)
+        alone.install_file(package)
     return fleet.node(name, **overrides)  # the same home, now a cluster node
 
 
@@ -606,6 +611,30 @@ def test_a_node_takes_a_package_from_its_own_downloads_before_the_store_and_the_
     synced = late.cli("sync")
     assert synced.returncode == 0, synced.stderr
     assert late.plugins() == writer.plugins() == {"shop": ("1.0.0", True)}
+
+
+def test_a_node_whose_own_generation_numbers_are_higher_keeps_counting_upwards(fleet: Fleet) -> None:
+    """docs/design.md "Beyond one machine": local numbers only grow (a rollback --generation N names
+    a local one), while the node's row shows the cluster's generation."""
+    from atomicplug import generations
+
+    shop = _package(fleet, "shop", migrations=V1)
+    alone = _alone(fleet, "c")
+    for _ in range(2):  # four generations of its own while running alone, ending with nothing installed
+        alone.install_file(_package(fleet, "blog"))
+        alone.uninstall("blog")
+    busy = fleet.node("c")  # the same home, now a cluster node
+    writer = fleet.node("a")
+    writer.installer.install_file(shop)  # the cluster's generation 1
+    synced = busy.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert synced.stdout.strip().splitlines()[-1] == "node node-c is at generation 1"
+    assert generations.current_number(busy.config) == 5
+    assert busy.plugins() == {"shop": ("1.0.0", True)}
+    rows = {row["node_id"]: row for row in fleet.status()["nodes"]}
+    assert (rows["node-c"]["generation"], rows["node-c"]["lag"]) == (1, 0)
+    assert busy.cli("rollback", "--generation", "4").returncode == 0  # its own number 4: nothing installed
+    assert busy.plugins() == {}
 
 
 def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: Fleet) -> None:
