@@ -88,9 +88,9 @@ class RestorableHome:
 
 
 def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name: str) -> Any:
-    """A home with shop 1.0.0 whose tree record no longer parses and one backend module changed.
+    """A home with shop 1.0.0 whose tree record no longer parses, one backend module changed and one added.
 
-    Reinstalling shop 1.0.0 repairs it: the record is made again, the module rewritten.
+    Reinstalling shop 1.0.0 repairs it: the record is made again, the module rewritten, the added one removed.
     """
     import os
 
@@ -107,6 +107,8 @@ def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name
     os.chmod(module, 0o644)
     with open(module, "a") as changed:
         changed.write("# damage\n")
+    with open(os.path.join(backend, "injected.py"), "w") as added:
+        added.write("X = 1\n")
     return home
 
 

@@ -141,14 +141,19 @@ def test_every_step_of_a_repairing_reinstall_failing_is_one_line_and_the_next_re
     reference = damaged_tree(make_home, packages, "repair-reference")
     total = count_crash_points(lambda: reinstall(reference))
     assert total > 3
+    tolerated: set[int] = set()
     for point in range(1, total + 1):
         for way, (first, then) in FAILURES.items():
             where = f"repair: {way} at point {point}/{total}"
             home = damaged_tree(make_home, packages, f"repair-{point}-{first}-{then}")
             failure = fail_at(lambda: reinstall(home), point, first, then=then)
-            if failure is not None:
+            if failure is None:  # a failure the repair can ignore (its scratch folder's removal: gc sweeps it)
+                tolerated.add(point)
+            else:
+                # Where the first failure did not matter, the next one is what stopped the repair.
+                named = then if point in tolerated and then else first
                 assert isinstance(failure, StorageError), f"{where}: {type(failure).__name__}: {failure}"
-                assert "\n" not in str(failure) and errno.errorcode[first] in str(failure), f"{where}: {failure}"
+                assert "\n" not in str(failure) and errno.errorcode[named] in str(failure), f"{where}: {failure}"
             Installer(home.config).recover()
             reinstall(home)  # the disk repaired: the next reinstall finishes the repair
             assert all(report.ok for report in Installer(home.config).verify()), where

@@ -197,6 +197,22 @@ def test_a_damaged_record_and_what_it_hid_are_repaired_by_one_reinstall(home):
     assert all(r.ok for r in home.installer.verify())
 
 
+def test_files_added_to_a_tree_are_named_by_verify_and_removed_by_reinstalling(home):
+    """README: installing the same package again repairs what verify finds. An extra module in a
+    store tree is code nobody signed that the backend would import: it goes too."""
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    (tree / "backend" / "injected.py").write_text("import os\n")
+    (tree / "extra.txt").write_text("x")
+    os.symlink("/etc", tree / "backend" / "etc")
+    [report] = home.installer.verify()
+    assert report.extra == ("backend/etc", "backend/injected.py", "extra.txt")
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 3 files",)
+    assert all(r.ok for r in home.installer.verify())
+    assert not os.path.lexists(tree / "backend" / "etc") and os.path.isdir("/etc")
+
+
 def test_gc_refuses_before_removing_anything_when_a_kept_trees_record_is_damaged(home):
     """gc reads every kept tree's record first: it used to remove generations and trees, then refuse."""
     from atomicplug import generations

@@ -238,24 +238,29 @@ class Installer:
     def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
         """How many files of ``entry``'s tree were repaired; None when nothing was damaged."""
         from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
-        from atomicplug.stages.stage import objects_of, remake_record, repair_tree
+        from atomicplug.stages.stage import objects_of, remake_record, remove_extra, repair_tree
         from atomicplug.store import RECORD_NAME
 
-        def damaged() -> list[str]:
+        def damaged() -> tuple[list[str], list[str]]:
+            """(changed or missing paths, extra paths) as ``verify`` finds them now."""
             report = verify_plugin(self.config, entry)
-            return [*report.changed, *report.missing]
+            return [*report.changed, *report.missing], list(report.extra)
 
-        found = damaged()
-        if not found:
+        found, extra = damaged()
+        if not found and not extra:
             return None
         objects = objects_of(self.config)
-        count = 0
+        count = remove_extra(self.config, entry.current.tree, extra)
         if RECORD_NAME in found:  # the tree's own record: made again (extracting repairs objects too)
             remake_record(self.config, entry.current.tree, entry.id, sha256, objects)
-            found, count = damaged(), 1 + len(objects.repaired)
+            count += 1 + len(objects.repaired)
+            found, extra = damaged()  # what the damaged record hid
+            count += remove_extra(self.config, entry.current.tree, extra)
         count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
-        if PACKAGE_RECORD_NAME in found:  # RECORD repaired: what it lists can be checked now
-            count += repair_tree(self.config, entry.current.tree, sha256, damaged(), objects)
+        if PACKAGE_RECORD_NAME in found:  # RECORD repaired: what it lists (and what it does not) can be checked now
+            found, extra = damaged()
+            count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
+            count += remove_extra(self.config, entry.current.tree, extra)
         return count
 
     def install(

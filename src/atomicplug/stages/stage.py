@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atomicplug.fsutil import make_dirs, remove_tree, replace, sync_tree
+from atomicplug.fsutil import make_dirs, remove_file, remove_tree, replace, sync_tree
 from atomicplug.objects import ObjectStore
 from atomicplug.package_record import RecordEntry
 from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, wants_source
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.safezip import ObjectExtraction
 
-__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "remake_record", "installed_pycs"]
+__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "remove_extra", "remake_record", "installed_pycs"]
 
 
 def objects_of(config: Config) -> ObjectStore:
@@ -255,6 +255,21 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
     if repaired or bad:
         sync_tree(folder)
     return repaired
+
+
+def remove_extra(config: Config, tree: str, extra: list[str]) -> int:
+    """Remove what ``tree`` holds beyond its record; returns how many went.
+
+    Nobody signed those files, and an extra module in a backend tree would be
+    imported. Idempotent: a crash half-way leaves the rest for ``verify`` to name
+    and the next reinstall to remove.
+    """
+    folder = config.home / tree
+    for path in extra:
+        remove_file(folder / path, durable=False)  # a symlink itself, never what it points at
+    if extra:
+        sync_tree(folder)
+    return len(extra)
 
 
 def _repair_object(objects: ObjectStore, entry: RecordEntry, data: bytes) -> None:
