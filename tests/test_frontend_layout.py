@@ -188,7 +188,10 @@ def test_anything_atomicplug_did_not_put_in_the_frontend_folder_is_refused_and_n
     before = snapshot(home.config)
     index_before = (home.config.frontend_addons / "index.ts").read_bytes()
     proc = run_cli(home, "install", str(home.package("blog")))
-    assert_one_line_error(proc, 1, f"{foreign} was not put there by atomicplug; move it out of {home.config.frontend_addons}")
+    if make is _store_link_elsewhere:  # atomicplug's own name: the line says where it points, and how to mend it
+        assert_one_line_error(proc, 1, f"{foreign} points at {tmp_path}, not at this home's store {home.config.store_dir}")
+    else:
+        assert_one_line_error(proc, 1, f"{foreign} was not put there by atomicplug; move it out of {home.config.frontend_addons}")
     assert snapshot(home.config) == before
     assert (home.config.frontend_addons / "index.ts").read_bytes() == index_before
 
@@ -253,3 +256,23 @@ def test_frontend_index_false_leaves_the_frontend_folder_alone(home_factory):
     assert run_cli(home, "verify").returncode == 0
     assert run_cli(home, "uninstall", "shop").returncode == 0
     assert os.listdir(folder) == ["Dashboard.tsx"]
+
+
+def test_a_store_link_left_by_another_home_is_named_by_doctor_and_the_line_says_how_to_mend_it(home, tmp_path):
+    """A copied project: its frontend folder's .store still points at the old home's store.
+    doctor passed it, and the next install failed calling .store 'not put there by atomicplug'."""
+    frontend = {"frontend/addon.config.ts": "export default {};\n"}
+    assert run_cli(home, "install", str(home.package("shop", files=frontend))).returncode == 0
+    link = home.config.frontend_addons / ".store"
+    link.unlink()
+    link.symlink_to(tmp_path / "old-copy" / "state" / "store")
+    doctor = run_cli(home, "doctor")
+    assert doctor.returncode == 1
+    assert "BAD  frontend addons" in doctor.stdout and f"{link} points at {tmp_path / 'old-copy'}" in doctor.stdout
+    line = f"{link} points at {tmp_path / 'old-copy' / 'state' / 'store'}, not at this home's store {home.config.store_dir}"
+    assert_one_line_error(run_cli(home, "install", str(home.package("blog", files=frontend))), 1, line)
+    link.unlink()  # as the line says
+    assert run_cli(home, "install", str(home.package("blog", files=frontend))).returncode == 0
+    assert os.readlink(link) == str(home.config.store_dir)
+    assert run_cli(home, "doctor").returncode == 0
+    assert run_cli(home, "verify").returncode == 0

@@ -70,6 +70,17 @@ def examine(config: Config) -> list[Finding]:
             return f"{config.backend_addons} -> {os.readlink(config.backend_addons)}"
         return f"{config.backend_addons}: will become a link to the live generation at the next transaction"
 
+    def frontend() -> str:
+        from atomicplug.frontend.layout import check_layout
+
+        folder = config.frontend_addons
+        if not config.frontend_index:
+            return f"{folder}: left alone (frontend_index = false)"
+        check_layout(config)
+        if not folder.is_dir():
+            return f"{folder}: not created yet (`atomicplug init` or the first transaction writes it)"
+        return f"{folder}: index.ts and types.ts, .store -> {config.store_dir}"
+
     def live() -> str:
         number = generations.current_number(config)
         kept = ", ".join(map(str, generations.numbers(config))) or "none"
@@ -109,6 +120,7 @@ def examine(config: Config) -> list[Finding]:
         _check("trusted keys", keys),
         _check("storage", storage),
         _check("backend addons", backend),
+        _check("frontend addons", frontend),
         _check("generation", live),
         _check("journal", pending),
         _check("database", database),

@@ -52,6 +52,12 @@ def check_layout(config: Config) -> None:
         raise OperationError(f"frontend_addons {folder} must be a folder atomicplug owns (got a file)")
     with os.scandir(folder) as entries:
         for entry in entries:
+            if entry.name == STORE_LINK and entry.is_symlink() and not _ours(config, entry):
+                raise OperationError(
+                    f"{entry.path} points at {os.readlink(entry.path)}, not at this home's store {config.store_dir} "
+                    f"(another home's, or a project copied or moved?); if no other home uses {folder}, remove the "
+                    "link: the next transaction makes it again"
+                )
             if not _ours(config, entry):
                 raise OperationError(
                     f"{entry.path} was not put there by atomicplug; move it out of {folder}, which atomicplug "
