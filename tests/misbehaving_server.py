@@ -341,6 +341,6 @@ def publish_repo_folder(server: MisbehavingServer, repo: Path) -> None:
     server.put("/manifest.json", (repo / "manifest.json").read_bytes())
     server.put("/manifest.json.minisig", (repo / "manifest.json.minisig").read_bytes())
     for zip_path in (repo / "plugins").glob("*/v*.zip"):
-        plugin_id, version = zip_path.parent.name, zip_path.name[1:-4]
-        server.put(f"/download/{plugin_id}/{version}", zip_path.read_bytes())
-        server.put(f"/download/{plugin_id}/{version}.minisig", zip_path.with_name(zip_path.name + ".minisig").read_bytes())
+        url = "/" + zip_path.relative_to(repo).as_posix()  # the manifest's download_url: the file's own path
+        server.put(url, zip_path.read_bytes())
+        server.put(f"{url}.minisig", zip_path.with_name(zip_path.name + ".minisig").read_bytes())

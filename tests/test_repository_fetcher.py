@@ -39,8 +39,8 @@ from atomicplug.repository import remote
 from atomicplug.repository.fetcher import Fetcher, Timeouts
 from atomicplug.repository.repo_admin import add_packages, init_repository
 
-CRM = "/download/crm/1.0.0"
-CORE = "/download/email_core/1.0.0"
+CRM = "/plugins/crm/v1.0.0.zip"
+CORE = "/plugins/email_core/v1.0.0.zip"
 FAST = Timeouts(connect=2.0, read=0.5, deadline=10.0, attempts=3, backoff=0.01, max_backoff=0.05)
 
 
