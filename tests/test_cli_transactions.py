@@ -120,3 +120,11 @@ def test_the_same_version_from_another_package_is_refused_and_changes_nothing(ho
     assert_one_line_error(refused, 1, "alpha 1.0.0 is installed from a different package (sha256 ")
     assert refused.stderr.strip().endswith("uninstall it first or publish a new version")
     assert snapshot(home.config) == before
+
+
+def test_a_signature_named_with_signature_that_does_not_exist_is_named_in_the_line(home, tmp_path: Path):
+    package = home.package("alpha")
+    missing = tmp_path / "nowhere" / "alpha.sig"
+    refused = run_cli(home, "install", "--signature", str(missing), str(package))
+    assert_one_line_error(refused, 2, f"signature {missing} does not exist")
+    assert json.loads(run_cli(home, "list", "--json").stdout) == []

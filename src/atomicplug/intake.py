@@ -232,6 +232,8 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
         raise UsageError(f"{path} is a folder, not a package (pack it first: atomicplug pack {path} --key KEY)")
     sig_path = Path(signature_path) if signature_path else signature_path_for(path)
     sig_text = _read_signature(sig_path)
+    if sig_text is None and signature_path:  # the one named, not the default beside the zip
+        raise UsageError(f"signature {sig_path} does not exist")
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
