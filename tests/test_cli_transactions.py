@@ -128,3 +128,13 @@ def test_a_signature_named_with_signature_that_does_not_exist_is_named_in_the_li
     refused = run_cli(home, "install", "--signature", str(missing), str(package))
     assert_one_line_error(refused, 2, f"signature {missing} does not exist")
     assert json.loads(run_cli(home, "list", "--json").stdout) == []
+
+
+def test_history_lines_say_what_each_command_printed(home):
+    assert run_cli(home, "install", str(home.package("alpha"))).returncode == 0
+    assert run_cli(home, "install", str(home.package("alpha", "1.1.0"))).returncode == 0
+    assert run_cli(home, "disable", "alpha").returncode == 0
+    assert run_cli(home, "enable", "alpha").returncode == 0
+    lines = run_cli(home, "history").stdout.splitlines()
+    said = [line.split(maxsplit=3)[3] for line in lines]  # after the time, the operation and the outcome
+    assert said == ["install alpha 1.0.0", "upgrade alpha 1.0.0 -> 1.1.0", "disable alpha", "enable alpha"]

@@ -207,6 +207,7 @@ def test_configure_from_the_command_line_reads_values_as_the_schema_types_them(h
 
     done = cli("configure", "chat", "history=7", "ratio=0.5", "enabled=no", "model=large")
     assert done.returncode == 0 and done.stdout == "configure chat: enabled, history, model, ratio\n"
+    assert cli("history").stdout.splitlines()[-1].endswith("configure done     configure chat: enabled, history, model, ratio")
     assert json.loads(stored(home)[0][1]) == {"api_key": "k", "enabled": False, "history": 7, "model": "large", "ratio": 0.5}
     bad = cli("configure", "chat", "history=lots")
     assert bad.returncode == 2 and bad.stderr.strip() == "atomicplug: error: chat: setting 'history' expected an integer, got 'lots'"

@@ -11,6 +11,7 @@ and recovery finishes or undoes the transaction from it alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,7 +19,7 @@ import attrs
 
 from atomicplug.registry import InstalledPlugin, Registry
 
-__all__ = ["Action", "Change", "Plan"]
+__all__ = ["Action", "Change", "Plan", "describe_step"]
 
 #: What a change does to the database: ``none`` (enable/disable) touches no table.
 Action = Literal["install", "upgrade", "downgrade", "uninstall", "none"]
@@ -61,12 +62,7 @@ class Change:
 
     def describe(self) -> str:
         """One line, as the CLI prints it: ``upgrade shop 1.0.0 -> 1.1.0``."""
-        old, new = self.old_version, self.new_version
-        if self.action == "none":
-            return f"{'enable' if self.after and self.after.enabled else 'disable'} {self.plugin_id}"
-        if old and new:
-            return f"{self.action} {self.plugin_id} {old} -> {new}"
-        return f"{self.action} {self.plugin_id} {new or old}"
+        return describe_step(self.summary())
 
     def summary(self) -> dict[str, Any]:
         """What history and the database ledger record of this change."""
@@ -147,3 +143,17 @@ class Plan:
 
     def describe(self) -> tuple[str, ...]:
         return tuple(change.describe() for change in self.changes)
+
+
+def describe_step(step: Mapping[str, Any]) -> str:
+    """One line for a change as history records it (:meth:`Change.summary`, a configure's entry):
+    what the CLI printed when it ran (``upgrade shop 1.0.0 -> 1.1.0``, ``disable shop``,
+    ``configure shop: api_key, limit``)."""
+    plugin_id, action, old, new = step["id"], step["action"], step.get("from"), step.get("to")
+    if action == "configure":
+        return f"configure {plugin_id}: {', '.join(step.get('settings') or ()) or 'nothing'}"
+    if action == "none":
+        return f"{'enable' if step.get('enabled') else 'disable'} {plugin_id}"
+    if old and new:
+        return f"{action} {plugin_id} {old} -> {new}"
+    return f"{action} {plugin_id} {new or old}"

@@ -186,6 +186,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from atomicplug.change import describe_step
+
     entries = _installer(args).history()
     if args.json:
         print(json.dumps(entries, indent=2))
@@ -193,10 +195,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     if not entries:
         print("no transactions yet")
     for entry in entries:
-        steps = "; ".join(
-            f"{s['action']} {s['id']} {s['from'] or ''}{' -> ' if s['from'] and s['to'] else ''}{s['to'] or ''}".strip()
-            for s in entry["steps"]
-        )
+        steps = "; ".join(describe_step(step) for step in entry["steps"])
         reason = f" ({entry['reason']})" if entry.get("reason") else ""
         print(f"{entry['finished']}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}")
     return 0
