@@ -53,7 +53,8 @@ def test_tampered_package_exits_3_with_one_line(home):
 
 
 def test_unknown_plugin_and_usage_errors(home):
-    assert_one_line_error(run_cli(home, "uninstall", "ghost"), 1, "ghost is not installed")
+    for command in ("uninstall", "verify", "enable", "disable", "rollback", "settings"):
+        assert_one_line_error(run_cli(home, command, "ghost"), 1, "ghost is not installed")
     assert_one_line_error(run_cli(home, "install"), 2, "arguments are required")
 
 

@@ -18,7 +18,7 @@ import attrs
 
 from atomicplug import ioerrors
 from atomicplug.config import Config
-from atomicplug.errors import UsageError
+from atomicplug.errors import NotInstalledError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
@@ -481,7 +481,7 @@ class Installer:
 
         registry = Registry.load(self.config.registry_path)
         if plugin_id is not None and plugin_id not in registry.plugins:
-            raise UsageError(f"{plugin_id} is not installed")
+            raise NotInstalledError(f"{plugin_id} is not installed")  # exit 1, as for uninstall, enable, ...
         entries = [registry.plugins[plugin_id]] if plugin_id else [registry.plugins[p] for p in sorted(registry.plugins)]
         return [verify_plugin(self.config, entry) for entry in entries]
 
