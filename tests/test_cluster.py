@@ -613,6 +613,48 @@ def test_a_node_takes_a_package_from_its_own_downloads_before_the_store_and_the_
     assert late.plugins() == writer.plugins() == {"shop": ("1.0.0", True)}
 
 
+def test_two_machines_that_ran_alone_seeding_at_once_leave_one_first_generation(fleet: Fleet) -> None:
+    """Both publish, then take the writers' turn: the second finds the first's desired state and
+    takes it instead of its own (docs/design.md "Beyond one machine"), so both show the same plugins."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from cluster_fleet import DEADLINE, SRC
+
+    from atomicplug.database.engine import ADVISORY_LOCK_KEY, open_database
+    from atomicplug.intake import take_in_file
+
+    shop, blog = _package(fleet, "shop", migrations=V1), _package(fleet, "blog")
+    first, second = _ran_alone(fleet, "a", shop), _ran_alone(fleet, "b", blog)
+    take_in_file(first.config, shop)  # their zips given back
+    take_in_file(second.config, blog)
+    other = open_database(fleet.database_url)
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])  # both seeds wait for it
+        env = dict(os.environ, PYTHONPATH=str(SRC))
+        syncs = [
+            subprocess.Popen([sys.executable, "-m", "atomicplug", "--config", str(node.config_path), "sync"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for node in (first, second)
+        ]  # fmt: skip
+        deadline = time.monotonic() + DEADLINE
+        while other.execute("SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND NOT granted")[0][0] < 2:
+            assert time.monotonic() < deadline and all(sync.poll() is None for sync in syncs), "both seeds should wait for the turn"
+            time.sleep(0.05)
+    finally:
+        other.rollback_quietly()
+        other.close()
+    outputs = [sync.communicate(timeout=DEADLINE) for sync in syncs]
+    assert [sync.returncode for sync in syncs] == [0, 0], outputs
+    with cluster_database(first.config) as db:
+        desired = read_desired(db)
+    assert desired is not None and sorted(desired.plugins) in (["blog"], ["shop"])
+    assert first.plugins() == second.plugins() == {pid: ("1.0.0", True) for pid in desired.plugins}
+
+
 def test_a_node_whose_own_generation_numbers_are_higher_keeps_counting_upwards(fleet: Fleet) -> None:
     """docs/design.md "Beyond one machine": local numbers only grow (a rollback --generation N names
     a local one), while the node's row shows the cluster's generation."""
