@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_cli_transactions import assert_one_line_error, run_cli
 
 from atomicplug.testing import PluginSpec, write_plugin_source
@@ -91,3 +94,121 @@ def test_doctor_reports_storage_generation_and_problems(home):
     proc = run_cli(home, "doctor")
     assert proc.returncode == 1
     assert "BAD  backend addons" in proc.stdout and "not atomicplug's link" in proc.stdout
+
+
+# -- the README walked through as a new user: each refusal one line, with the README's exit code --
+
+
+def _atomicplug(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m atomicplug ARGS`` with no --config added."""
+    return subprocess.run(
+        [sys.executable, "-m", "atomicplug", *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=60
+    )
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then closed again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_on_a_port_outside_0_to_65535_is_a_usage_error(tmp_path, port):
+    assert_one_line_error(_atomicplug("serve", str(tmp_path), "--port", port), 2, f"serve: argument --port: expected a port number 0-65535, got '{port}'")
+
+
+def test_serve_that_cannot_listen_names_the_host_and_port(home, tmp_path):
+    repo = tmp_path / "repo"
+    assert _atomicplug("repo", "init", str(repo), "--key", str(home.publisher.secret_path)).returncode == 0
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _atomicplug("serve", str(repo), "--port", str(port))
+    assert_one_line_error(proc, 1, f"cannot listen on 127.0.0.1:{port}: address already in use")
+    proc = _atomicplug("serve", str(repo), "--host", "no-such-host.invalid", "--port", "8002")
+    assert_one_line_error(proc, 1, "cannot listen on no-such-host.invalid:8002: ")
+
+
+@pytest.mark.parametrize("group", ["repo", "cluster", "resident"])
+def test_a_command_group_without_its_subcommand_prints_its_own_help(group):
+    proc = _atomicplug(group)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"usage: atomicplug {group} "), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_atomicplug_alone_prints_the_help_of_every_command():
+    proc = _atomicplug()
+    assert proc.returncode == 2 and proc.stderr.startswith("usage: atomicplug ")
+    assert all(f"    {name} " in proc.stderr for name in ("init", "repo", "cluster", "resident")), proc.stderr
+
+
+def _wrote_config_in(folder: Path, proc: subprocess.CompletedProcess[str]) -> None:
+    from atomicplug.config import Config
+
+    assert proc.returncode == 0, proc.stderr
+    assert (folder / "atomicplug.toml").is_file()
+    config = Config.load(folder / "atomicplug.toml")
+    assert config.home == folder.resolve() / "state" and (config.frontend_addons / "index.ts").is_file()
+
+
+@pytest.mark.parametrize("given", ["w6", "w6/", "nested/w6"])
+def test_init_of_a_new_path_not_ending_in_toml_makes_that_folder_with_atomicplug_toml_in_it(tmp_path, given):
+    _wrote_config_in(tmp_path / given, _atomicplug("init", given, cwd=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [given.split("/")[0]], "nothing written beside it"
+
+
+def test_init_of_an_existing_folder_writes_atomicplug_toml_in_it_and_force_replaces_only_that(tmp_path):
+    (tmp_path / "w8").mkdir()
+    _wrote_config_in(tmp_path / "w8", _atomicplug("init", "w8", cwd=tmp_path))
+    assert_one_line_error(_atomicplug("init", "w8", cwd=tmp_path), 2, "w8/atomicplug.toml exists; use --force to overwrite it")
+    _wrote_config_in(tmp_path / "w8", _atomicplug("init", "w8", "--force", cwd=tmp_path))
+
+
+def test_init_of_a_toml_path_writes_that_file(tmp_path):
+    proc = _atomicplug("init", "site/custom.toml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "site" / "custom.toml").is_file() and (tmp_path / "site" / "web" / "src" / "addons" / "index.ts").is_file()
+
+
+def test_config_that_is_a_folder_is_said_to_be_a_folder(home):
+    folder = str(home.config_path.parent)
+    assert_one_line_error(_atomicplug("--config", folder, "list"), 2, f"config file {folder} is a folder, not a file")
+    proc = _atomicplug("list", env={"ATOMICPLUG_CONFIG": folder})
+    assert_one_line_error(proc, 2, f"ATOMICPLUG_CONFIG points at {folder}, which is a folder, not a file")
+
+
+def test_a_repository_that_is_not_a_url_is_a_config_error(home):
+    home.config_path.write_text(home.config_path.read_text() + 'repository = "not a url"\n')
+    proc = run_cli(home, "available")
+    assert_one_line_error(proc, 2, "config 'repository' must be an http:// or https:// URL")
+    assert "(got 'not a url')" in proc.stderr
+
+
+def test_a_refused_connection_names_the_repository_not_the_http_librarys_classes(home_factory):
+    port = _closed_port()
+    proc = run_cli(home_factory(repository=f"http://127.0.0.1:{port}"), "available")
+    assert_one_line_error(proc, 1, f"cannot connect to the repository at http://127.0.0.1:{port}: connection refused")
+    assert "_Watched" not in proc.stderr and "Pool" not in proc.stderr
+
+
+def test_the_config_template_describes_backend_addons_as_atomicplug_does_it(home, tmp_path):
+    from atomicplug.config import CONFIG_TEMPLATE
+
+    assert "one symlink per plugin" not in CONFIG_TEMPLATE
+    assert "backend_addons is made a link to <home>/current/backend" in " ".join(CONFIG_TEMPLATE.replace("#", "").split())
+    assert run_cli(home, "install", str(home.package("shop"))).returncode == 0
+    link = home.config.backend_addons
+    assert Path(os.path.normpath(link.parent / os.readlink(link))) == home.config.home / "current" / "backend"
+
+
+def test_an_argparse_error_says_atomicplug_once():
+    assert _atomicplug("rollback", "--generation", "x").stderr == "atomicplug: error: rollback: argument --generation: invalid int value: 'x'\n"
+    assert _atomicplug("--bogus").stderr == "atomicplug: error: unrecognized arguments: --bogus\n"
+
+
+@pytest.mark.parametrize("argv", [["install", "X", "--debug"], ["--debug", "install", "X", "--bogus"]])
+def test_a_usage_error_never_prints_a_traceback_even_with_debug(argv):
+    assert_one_line_error(_atomicplug(*argv), 2, "unrecognized arguments: ")

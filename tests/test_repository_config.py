@@ -50,3 +50,15 @@ def test_template_documents_the_keys(tmp_path: Path) -> None:
         path = tmp_path / f"{key}.toml"
         path.write_text(line.removeprefix("# ") + "\n")
         assert getattr(Config.load(path), key) == getattr(Config.for_directory(tmp_path), key)  # the default, as written
+
+
+@pytest.mark.parametrize("value", ["not a url", "127.0.0.1:8002", "ftp://example.com/repo", "file:///srv/repo", "http://", "https://:8002", "http://h:99999"])
+def test_a_repository_other_than_an_http_url_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="^config 'repository' must be an http:// or https:// URL") as refused:
+        Config.for_directory(tmp_path, repository=value)
+    assert f"(got {value!r})" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["http://127.0.0.1:8002", "https://cdn.example.com/plugins/", "http://[::1]:8002"])
+def test_http_and_https_repositories_are_accepted(tmp_path: Path, value: str) -> None:
+    assert Config.for_directory(tmp_path, repository=value).repository == value

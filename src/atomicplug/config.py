@@ -13,6 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -81,11 +82,13 @@ class ExtractLimits:
 CONFIG_TEMPLATE = """\
 # atomicplug configuration. Relative paths resolve from this file's folder.
 
-# Where atomicplug keeps its journal, store, downloads, lock and registry.
+# Where atomicplug keeps its journal, downloads, objects, store, generations, lock and registry.
 home = "{home}"
 
-# The application's addon folders: atomicplug puts one symlink per plugin in the
-# backend's; the frontend's it owns whole (index.ts, types.ts, a .store link).
+# The application's addon folders. backend_addons is made a link to <home>/current/backend,
+# the live generation (one folder per installed plugin), so a transaction switches every
+# plugin at once (a folder already there must hold nothing of yours). frontend_addons
+# atomicplug owns whole (index.ts, types.ts, a .store link).
 backend_addons = "{backend_addons}"
 frontend_addons = "{frontend_addons}"
 
@@ -154,18 +157,25 @@ def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} {_not_a_file(path)}")
         return path.resolve()
     env = os.environ.get("ATOMICPLUG_CONFIG")
     if env:
         path = Path(env)
         if not path.is_file():
-            raise ConfigError(f"ATOMICPLUG_CONFIG points at {path}, which does not exist")
+            raise ConfigError(f"ATOMICPLUG_CONFIG points at {path}, which {_not_a_file(path)}")
         return path.resolve()
     path = Path("atomicplug.toml")
     if path.is_file():
         return path.resolve()
     raise ConfigError("no config: pass --config PATH, set ATOMICPLUG_CONFIG, or run `atomicplug init` here")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as the config file (it is not a file)."""
+    if path.is_dir():
+        return f"is a folder, not a file (expected the config file itself, such as {path / 'atomicplug.toml'})"
+    return "does not exist"
 
 
 _KNOWN_KEYS = {
@@ -287,9 +297,7 @@ class Config:
         frontend_host = data.get("frontend_host")
         if frontend_host is not None and not isinstance(frontend_host, str):
             raise ConfigError(f"config 'frontend_host' must be a folder path (got {frontend_host!r})")
-        repository = data.get("repository")
-        if repository is not None and not isinstance(repository, str):
-            raise ConfigError(f"config 'repository' must be a URL string (got {repository!r})")
+        repository = _repository(data)
         cluster = _expect(data, "cluster", bool, False)
         if cluster:
             from atomicplug.database.engine import backend_name
@@ -357,6 +365,25 @@ class Config:
     @property
     def registry_path(self) -> Path:
         return self.home / "addon_registry.json"
+
+
+def _repository(data: dict[str, Any]) -> str | None:
+    """``repository``: an http:// or https:// URL with a host (an empty string: none, as when unset)."""
+    value = data.get("repository")
+    if value is None or value == "":
+        return value
+    if not (isinstance(value, str) and _is_http_url(value)):
+        raise ConfigError(f"config 'repository' must be an http:// or https:// URL, such as \"http://127.0.0.1:8002\" (got {value!r})")
+    return value
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0-65535
+    except ValueError:  # that port, or an unclosed "[" of an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in text)
 
 
 #: A node id is shown in status and sent as part of the PostgreSQL application_name (63 bytes at most).

@@ -3,8 +3,9 @@
 Each command group lives in its own module with a ``register(subparsers)``
 function; handlers take the parsed arguments and return an exit code. Every
 expected failure is an :class:`~atomicplug.errors.AtomicplugError` and is
-printed as one line on stderr with its exit code (``--debug`` adds the
-traceback); so is an OSError that escapes anyway (exit 1).
+printed as one line on stderr with its exit code (``--debug``, a global option
+given before the command, adds the traceback); so is an OSError that escapes
+anyway (exit 1). A usage error is one line without a traceback, ``--debug`` or not.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import NoReturn
 from atomicplug.errors import AtomicplugError, UsageError, report_interrupt
 from atomicplug.resident.client import requested_command
 
-__all__ = ["main", "run", "build_parser"]
+__all__ = ["main", "run", "build_parser", "add_command_group"]
 
 #: Command modules, imported lazily so start-up stays cheap.
 _COMMAND_MODULES = (
@@ -32,11 +33,28 @@ _COMMAND_MODULES = (
 )
 
 
+#: The program's name: the top-level parser's prog, and what every usage error line starts with.
+_PROG = "atomicplug"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors as our one-line UsageError (exit 2)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prints "atomicplug: error: " before it: name only the command ("rollback: ...").
+        command = self.prog.removeprefix(_PROG).strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
+def add_command_group(parser: argparse.ArgumentParser, dest: str, metavar: str = "COMMAND") -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    """The subcommands of ``parser``; the command alone prints its own help on stderr, exit 2 (as ``atomicplug`` alone does)."""
+
+    def usage(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(handler=usage)
+    return parser.add_subparsers(dest=dest, metavar=metavar)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -49,10 +67,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """
     import importlib
 
-    parser = _Parser(prog="atomicplug", description="Transactional plugin installer.")
+    parser = _Parser(prog=_PROG, description="Transactional plugin installer.")
     parser.add_argument("--config", metavar="PATH", help="config file (default: $ATOMICPLUG_CONFIG or ./atomicplug.toml)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for failures")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = add_command_group(parser, "command")
     wanted = requested_command(argv) if argv is not None else None
     for name in _COMMAND_MODULES:
         try:
@@ -70,13 +88,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
     """Run one command; ``parser``: a full one built before (the resident server's children)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = False  # until parsed: a usage error never shows a traceback
     try:
         parser = parser or build_parser(argv)
         args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
-            parser.print_help(sys.stderr)
-            return 2
+        debug = args.debug
         return int(args.handler(args) or 0)
     except AtomicplugError as exc:
         if debug:

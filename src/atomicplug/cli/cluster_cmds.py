@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any
 
-from atomicplug.cli import load_config
+from atomicplug.cli import add_command_group, load_config
 
 __all__ = ["register"]
 
@@ -96,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="print each stage on stderr")
     p.set_defaults(handler=cmd_sync)
 
-    p = sub.add_parser("cluster", help="the cluster's desired generation and its nodes", description="cluster commands")
-    cluster_sub = p.add_subparsers(dest="cluster_command", metavar="COMMAND")
+    p = sub.add_parser("cluster", help="the cluster's desired generation and its nodes", description="The cluster's desired generation and its nodes (cluster mode).")
+    cluster_sub = add_command_group(p, "cluster_command")
     status = cluster_sub.add_parser("status", help="desired generation; per node applied and staged generation, lag, last seen, last error")
     status.add_argument("--json", action="store_true", help='print {"generation": N, "nodes": [...]}')
     status.set_defaults(handler=cmd_cluster_status)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from atomicplug.cli import add_command_group
 from atomicplug.errors import UsageError
 
 __all__ = ["register"]
@@ -89,6 +90,13 @@ def _repo_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """``--port``: a TCP port number (0 picks a free one)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return int(text)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from atomicplug.repository.repo_admin import read_manifest
     from atomicplug.repository.server import serve
@@ -135,8 +143,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     key_help = "secret key (atomicplug keygen or minisign -G); password from $ATOMICPLUG_KEY_PASSWORD, a prompt, or stdin"
     repo = subparsers.add_parser("repo", help="publish a signed plugin repository", description="Manage a repository folder.")
-    repo_sub = repo.add_subparsers(dest="repo_command", metavar="SUBCOMMAND", parser_class=type(repo))
-    repo.set_defaults(handler=lambda args: (repo.print_help(sys.stderr), 2)[1])
+    repo_sub = add_command_group(repo, "repo_command", "SUBCOMMAND")
 
     p = repo_sub.add_parser("init", help="create an empty signed repository")
     p.add_argument("repo", metavar="REPO")
@@ -166,7 +173,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("serve", help="serve a repository folder over HTTP (development)")
     p.add_argument("repo", metavar="REPO")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8002)
+    p.add_argument("--port", type=_port, default=8002, help="0-65535; 0 picks a free one (default %(default)s)")
     p.set_defaults(handler=_serve)
 
     for name, handler, text in (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from atomicplug.cli import add_command_group
+
 __all__ = ["register"]
 
 
@@ -87,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             "which saves the interpreter's start-up and imports. ATOMICPLUG_RESIDENT=off bypasses it."
         ),
     )
-    actions = p.add_subparsers(dest="resident_action", metavar="ACTION", required=True)
+    actions = add_command_group(p, "resident_action", "ACTION")
     start = actions.add_parser("start", help="start it in the background (or --foreground, for a service manager)")
     start.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS", help="stop after this long without a command (0: never; default %(default)g)")
     start.add_argument("--foreground", action="store_true", help="stay in the foreground (systemd, supervisord)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     from atomicplug.errors import UsageError
     from atomicplug.frontend.layout import check_layout
 
-    path = Path(args.path)
+    path = _config_path(args.path)
     if path.exists() and not args.force:
         raise UsageError(f"{path} exists; use --force to overwrite it")
     keys = ", ".join(f'"{k}"' for k in args.trusted_key)
@@ -38,6 +39,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     _write_frontend_folder(config)
     print(f"wrote {config.frontend_addons} (index.ts, types.ts, .store)")
     return 0
+
+
+def _config_path(given: str) -> Path:
+    """The file ``init PATH`` writes: PATH, or PATH/atomicplug.toml when PATH names a folder.
+
+    A folder: an existing one, a PATH ending in '/', or a new PATH not ending in '.toml'
+    (``init site`` makes site/atomicplug.toml, not a config file named "site").
+    """
+    path = Path(given)
+    if path.is_dir() or given.endswith("/") or (not os.path.lexists(path) and path.suffix != ".toml"):
+        return path / "atomicplug.toml"
+    return path
 
 
 def _write_frontend_folder(config: Config) -> None:
@@ -65,7 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write a commented atomicplug.toml and the frontend addon folder",
         description="Write a commented atomicplug.toml, and the frontend addon folder (index.ts, types.ts, .store).",
     )
-    p.add_argument("path", nargs="?", default="atomicplug.toml")
+    p.add_argument(
+        "path",
+        nargs="?",
+        default="atomicplug.toml",
+        metavar="PATH",
+        help="the config file (default %(default)s), or a folder to write atomicplug.toml in: "
+        "an existing one, one ending in /, or a new PATH not ending in .toml",
+    )
     p.add_argument("--home", default="state")
     p.add_argument("--backend-addons", default="app/addons")
     p.add_argument("--frontend-addons", default="web/src/addons")

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
+from urllib.parse import urlsplit
 
 import attrs
 import requests
@@ -280,7 +281,10 @@ class Fetcher:
         if broken is not None:
             raise failure(f"{url}: {broken}")
         cause = last_error if isinstance(last_error, BaseException) else None
-        raise failure(f"{url}: failed after {attempts} attempts: {last_error}") from cause
+        reason = _reason(last_error)
+        if not reached:
+            raise failure(f"cannot connect to the repository at {_origin(url)}: {reason} ({attempts} attempts)") from cause
+        raise failure(f"{url}: failed after {attempts} attempts: {reason}") from cause
 
     def _attempt(
         self,
@@ -351,6 +355,34 @@ def _read_some(raw: urllib3.BaseHTTPResponse) -> bytes:
         return raw.read1(_CHUNK, decode_content=True)
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
         raise _Retry(exc) from exc
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` of ``url``: what a connection goes to."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _reason(error: BaseException | str) -> str:
+    """What went wrong, in the system's words ("connection refused"), not the HTTP library's classes.
+
+    requests wraps urllib3's pool errors, which wrap the OSError the socket raised: the
+    innermost OSError that has a message is the reason; anything else is shown as it is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error if isinstance(error, BaseException) else None
+    found: str | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            found = current.strerror
+        elif isinstance(current, (TimeoutError, urllib3.exceptions.TimeoutError)):
+            found = "timed out"
+        reason = getattr(current, "reason", None)
+        current = current.__cause__ or current.__context__ or (reason if isinstance(reason, BaseException) else None)
+    if found is None:
+        return str(error)
+    return found[:1].lower() + found[1:]
 
 
 def _restart(sink: BinaryIO) -> None:

@@ -32,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from atomicplug.errors import OperationError
 from atomicplug.repository.manifest import ID_RE, download_path, valid_version
 
 __all__ = ["RepositoryServer", "make_server", "serve", "parse_range"]
@@ -246,8 +247,14 @@ def make_server(repo: Path, host: str = "127.0.0.1", port: int = 8002, quiet: bo
 
 
 def serve(repo: Path, host: str = "127.0.0.1", port: int = 8002) -> None:
-    """Serve ``repo`` until interrupted."""
-    with make_server(repo, host, port) as server:
+    """Serve ``repo`` until interrupted. Raises OperationError when it cannot listen on host:port."""
+    try:
+        bound = make_server(repo, host, port)
+    except OSError as exc:  # in use, not an address of this machine, a host name that does not resolve
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        reason = exc.strerror or str(exc)
+        raise OperationError(f"cannot listen on {address}: {reason[:1].lower()}{reason[1:]}") from exc
+    with bound as server:
         print(f"serving {server.root} at {server.url} (Ctrl-C to stop)", file=sys.stderr)
         try:
             server.serve_forever()
