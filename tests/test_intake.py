@@ -241,3 +241,41 @@ def test_an_archive_read_without_its_sha256_or_refused_is_validated_every_time(h
         with pytest.raises(PackageError):
             safezip.read_metadata(broken, sha256="0" * 64)
     assert len(calls) == 4
+
+
+def test_what_an_intake_killed_half_way_leaves_in_downloads_is_removed_by_gc(home, tmp_path):
+    """Intake runs before the journal's begin, so no recovery ever saw its temp file: gc removes the
+    temp files of writers that died in downloads/ and manifest_cache/ (a live writer's stay)."""
+    import os
+    import signal
+    import time
+
+    from atomicplug.fsutil import TEMP_SUFFIX
+
+    pipe = tmp_path / "slow.zip"  # a package that arrives slowly: the install reads it as it comes
+    os.mkfifo(pipe)
+    (tmp_path / "slow.zip.minisig").write_text(home.package("alpha").with_name("alpha-1.0.0.zip.minisig").read_text())
+    install = subprocess.Popen([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "install", str(pipe)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    with open(pipe, "wb") as writer:
+        writer.write(b"PK\x03\x04" + b"\0" * 65536)
+        writer.flush()
+        downloads = home.config.downloads_dir
+        deadline = time.monotonic() + 60
+        while not (downloads.is_dir() and any(p.name.startswith(".intake.") for p in downloads.iterdir())):
+            assert time.monotonic() < deadline, "the install should be taking the package in"
+            time.sleep(0.02)
+        install.send_signal(signal.SIGKILL)
+        install.wait()
+    left = [p for p in downloads.iterdir() if p.name.endswith(TEMP_SUFFIX)]
+    assert left, "the kill should leave the intake's temp file"
+    cache = home.config.home / "manifest_cache"
+    cache.mkdir()
+    dead = cache / f".0123456789abcdef.json.{install.pid}-abcd{TEMP_SUFFIX}"
+    live = cache / f".0123456789abcdef.json.{os.getpid()}-abcd{TEMP_SUFFIX}"
+    dead.write_bytes(b"{")
+    live.write_bytes(b"{")
+    collected = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "gc"], capture_output=True, text=True)
+    assert collected.returncode == 0, collected.stderr
+    assert not any(p.exists() for p in (*left, dead))
+    assert live.exists()

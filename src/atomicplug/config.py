@@ -363,6 +363,10 @@ class Config:
         return self.home / "downloads"
 
     @property
+    def manifest_cache_dir(self) -> Path:
+        return self.home / "manifest_cache"
+
+    @property
     def registry_path(self) -> Path:
         return self.home / "addon_registry.json"
 

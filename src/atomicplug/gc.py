@@ -62,8 +62,9 @@ def collect(config: Config) -> Collected:
     """Remove what no kept generation needs; the caller holds the writer lock and has recovered."""
     from atomicplug.journal.reader import all_journals
     from atomicplug.stages.stage import objects_of
-    from atomicplug.transaction import sweep_trash
+    from atomicplug.transaction import sweep_temp_files, sweep_trash
 
+    sweep_temp_files(config)
     leftovers = sweep_trash(config)
     keep = kept_generations(config)
     registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME) for n in keep]

@@ -43,7 +43,7 @@ from atomicplug.stages.switch import check_addon_entries, remove_temp_links
 if TYPE_CHECKING:
     from atomicplug.database.engine import Database
 
-__all__ = ["new_txid", "execute", "recover_pending", "sweep_trash", "Progress", "Coordination"]
+__all__ = ["new_txid", "execute", "recover_pending", "sweep_temp_files", "sweep_trash", "Progress", "Coordination"]
 
 @attrs.frozen
 class Coordination:
@@ -315,8 +315,7 @@ def recover_pending(config: Config, progress: Progress = _quiet) -> list[tuple[s
 
 def _recover_one(config: Config, state: JournalState, progress: Progress) -> str:
     journal = Journal.reopen(state.path)
-    for folder in (config.home, config.frontend_addons):
-        remove_temp_files(folder)
+    sweep_temp_files(config)
     sweep_trash(config)
     begin = state.begin
     if begin is None:
@@ -350,6 +349,14 @@ def _committed_strict(config: Config, state: JournalState) -> bool:
     if committing is None:
         return False
     return migrate.committed(config, state.txid, committing.get("xid"))
+
+
+def sweep_temp_files(config: Config) -> None:
+    """Remove the temp files of writers that died, in every folder atomicplug writes them
+    (docs/design.md "Deletion and temporary files"): an intake killed half-way, before any
+    journal, leaves one in downloads/ that no recovery would otherwise see."""
+    for folder in (config.home, config.downloads_dir, config.manifest_cache_dir, config.frontend_addons):
+        remove_temp_files(folder)
 
 
 def sweep_trash(config: Config) -> int:

@@ -54,7 +54,7 @@ def state_path(config: Config) -> Path:
 
 def cache_path(config: Config, url: str) -> Path:
     """``<home>/manifest_cache/<sha256(url)[:16]>.json``: the last verified copy of ``url``'s manifest."""
-    return config.home / "manifest_cache" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
+    return config.manifest_cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}.json"
 
 
 def load_manifest(
