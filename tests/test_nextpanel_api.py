@@ -250,6 +250,9 @@ def test_busy_lock_is_409_and_nothing_changes(site: Site) -> None:
     [
         ("post", f"{MARKET}/install-remote", {"addon_id": "Bad-Id"}),
         ("post", f"{MARKET}/install-remote", {"addon_id": "crm", "version": "1.0; rm -rf /"}),
+        ("post", f"{MARKET}/install-remote", {"addon_id": "crm", "version": "abc"}),  # PEP 440's characters, no version
+        ("post", f"{MARKET}/preview", {"operation": "install", "addon_id": "crm", "version": "1..0"}),
+        ("get", f"{MARKET}/plugins/crm?version=abc", None),
         ("post", f"{MARKET}/install-remote", {"addon_id": "crm", "surprise": 1}),
         ("post", f"{MARKET}/install-remote", {}),
         ("post", f"{MARKET}/Not_Valid/enable", None),
@@ -258,7 +261,8 @@ def test_busy_lock_is_409_and_nothing_changes(site: Site) -> None:
 )
 def test_bad_input_is_422(site: Site, method: str, path: str, payload: dict[str, Any] | None) -> None:
     with site.client() as client:
-        assert getattr(client, method)(path, json=payload).status_code == 422
+        response = client.get(path) if method == "get" else getattr(client, method)(path, json=payload)
+        assert response.status_code == 422, response.text
     assert site.installed() == {}
 
 

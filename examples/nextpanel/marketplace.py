@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from packaging.version import Version
+from pydantic import AfterValidator
 
 from atomicplug.installer import Installer
 
@@ -23,6 +24,7 @@ from .calls import Call, install_call
 from .fleet import fleet_status
 from .models import (
     ADDON_ID_PATTERN,
+    VERSION_PATTERN,
     AddonInstallRequest,
     AuthErrorBody,
     Catalogue,
@@ -38,6 +40,7 @@ from .models import (
     SettingFieldBody,
     SettingsUpdate,
     Uninstall,
+    pep440,
 )
 from .panel import Panel
 from .preview import PlanPreview
@@ -88,7 +91,7 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
 
     @router.get("/plugins/{addon_id}", response_model=PluginDetail, responses={**_READ, 400: {"model": ErrorBody}})
     async def plugin_detail(
-        addon_id: AddonId, version: Annotated[str | None, Query(pattern=r"^[0-9A-Za-z.!+_-]{1,64}$")] = None
+        addon_id: AddonId, version: Annotated[str | None, Query(pattern=VERSION_PATTERN), AfterValidator(pep440)] = None
     ) -> PluginDetail:
         """README and CHANGELOG, permissions in words, requires and required-by, versions, publisher key id."""
         from atomicplug.repository.remote import fetch_package

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
     "ADDON_ID_PATTERN",
@@ -29,7 +30,21 @@ __all__ = [
 ]
 
 ADDON_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"  # docs/design.md "Package format": it becomes a Python package name
-VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters; the resolver checks the rest
+VERSION_PATTERN = r"^[0-9A-Za-z.!+_-]{1,64}$"  # PEP 440 characters (a first, cheap filter)
+
+
+def pep440(value: str | None) -> str | None:
+    """A version the resolver can compare: anything else is the client's mistake (422), never a 500."""
+    if value is not None:
+        try:
+            Version(value)
+        except InvalidVersion:
+            raise ValueError(f"expected a PEP 440 version such as 1.2.0, got {value!r}") from None
+    return value
+
+
+#: A plugin version in a request body or query.
+PluginVersion = Annotated[str, Field(pattern=VERSION_PATTERN), AfterValidator(pep440)]
 
 OperationKind = Literal["install", "upgrade", "downgrade", "update-all", "uninstall", "rollback", "enable", "disable"]
 #: A setting's value: what the plugin's settings schema types it as (string, number, integer, boolean).
@@ -45,7 +60,7 @@ class AddonInstallRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     addon_id: str = Field(pattern=ADDON_ID_PATTERN)
-    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    version: PluginVersion | None = None
     allow_downgrade: bool = Field(default=False, description="confirm installing a version older than the installed one")
     settings: dict[str, SettingValue] | None = Field(
         default=None, description="values for the plugin's settings schema, stored with the install in its database transaction"
@@ -74,7 +89,7 @@ class PreviewRequest(BaseModel):
 
     operation: OperationKind
     addon_id: str | None = Field(default=None, pattern=ADDON_ID_PATTERN)
-    version: str | None = Field(default=None, pattern=VERSION_PATTERN)
+    version: PluginVersion | None = None
     cascade: bool = False
     keep_data: bool = False
 
