@@ -377,6 +377,39 @@ def test_backend_serves_for_real_under_uvicorn(site: Site) -> None:
         server.wait(timeout=10)
 
 
+def test_the_config_given_to_the_backend_is_the_one_its_addons_use(home: Home, tmp_path: Path) -> None:
+    """examples/nextpanel README: `python -m examples.nextpanel --config X`; the addons find the database
+    through the same config, so a --config outside the working folder must reach them too."""
+    from atomicplug.packing import pack
+
+    chatbot = pack(ROOT / "examples" / "plugins" / "ai_chatbot" / "1.0.0", home.publisher.secret, tmp_path / "ai_chatbot-1.0.0.zip")
+    home.installer.install_file(chatbot.zip_path)
+    elsewhere = tmp_path / "elsewhere"  # no atomicplug.toml here, and no ATOMICPLUG_CONFIG
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("ATOMICPLUG_CONFIG", "ATOMICPLUG_DATABASE_URL")}
+    env.update(NEXTPANEL_ADMIN_TOKEN=TOKEN, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "src")]))
+    port = _free_port()
+    command = [sys.executable, "-m", "examples.nextpanel", "--port", str(port), "--config", str(home.config_path), "--no-access-log"]
+    server = subprocess.Popen(command, cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{base}/api/v1/health", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the backend exited"
+                assert time.monotonic() < deadline, "the backend did not start within 30s"
+                time.sleep(0.1)
+        created = httpx.post(f"{base}/api/v1/chat/sessions", json={"user_id": "u1"}, timeout=10)
+        assert created.status_code == 201, created.text
+        assert [s["user_id"] for s in httpx.get(f"{base}/api/v1/chat/sessions", timeout=10).json()] == ["u1"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
 # -- issue 16: written for admins, recorded, usable without the repository ------------------------
 
 

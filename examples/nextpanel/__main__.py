@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from atomicplug.errors import AtomicplugError
 
@@ -15,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="atomicplug.toml (default: $ATOMICPLUG_CONFIG, else ./atomicplug.toml)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log each request (a reverse proxy's log has them)")
     args = parser.parse_args(argv)
+    if args.config:
+        # The addons read the config themselves (ATOMICPLUG_CONFIG, else ./atomicplug.toml): the one given here.
+        os.environ["ATOMICPLUG_CONFIG"] = str(Path(args.config).resolve())
     import uvicorn
 
     from .app import create_app
