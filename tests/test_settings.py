@@ -232,3 +232,26 @@ def test_the_loader_hands_the_settings_to_the_addon_and_again_when_they_change(h
     loader.reload()
     assert sys.modules["addons.chat"].SEEN == [{"api_key": "sk-1", "model": "large", "history": 20, "enabled": True}]
     loader.shutdown()
+
+
+def test_a_rollback_to_a_version_whose_required_setting_was_dropped_takes_it_again(home: Any) -> None:
+    """2.0.0 no longer declares api_key, so the upgrade dropped it (docs/design.md "Plugin settings");
+    rolling back to 1.0.0, which requires it, was refused with no way to give it. It takes --setting now."""
+    home.installer.install_file(chat(home), settings={"chat": {"api_key": "sk-1"}})
+    home.installer.install_file(chat(home, "2.0.0", schema={"type": "object", "properties": {"model": {"type": "string"}}}))
+    assert json.loads(stored(home)[0][1]) == {}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), *args],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    refused = cli("rollback", "chat")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == "atomicplug: error: chat: setting 'api_key' is required (give it with --setting chat.api_key=VALUE)"
+    assert [p["version"] for p in home.installer.list()] == ["2.0.0"]
+    back = cli("rollback", "chat", "--setting", "chat.api_key=sk-2")
+    assert back.returncode == 0, back.stderr
+    assert [p["version"] for p in home.installer.list()] == ["1.0.0"]
+    assert json.loads(stored(home)[0][1]) == {"api_key": "sk-2"}
+    home.installer.rollback(generation=2, settings={"chat": {"model": "large"}})  # the API takes them too
+    assert json.loads(stored(home)[0][1]) == {"model": "large"}

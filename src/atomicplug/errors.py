@@ -111,15 +111,20 @@ class SettingsError(UsageError):
     """Plugin settings do not match the plugin's settings schema (exit 2).
 
     ``problems`` lists one line per field (the message shows the first);
-    ``fields`` names those fields, ``plugins`` the plugin.
+    ``fields`` names those fields, ``plugins`` the plugin; ``missing`` the
+    required ones that have no value (the caller may say how to give them).
     """
 
     title = "Settings not valid"
 
-    def __init__(self, message: str, problems: list[str] | None = None, *, plugins: tuple[str, ...] = (), fields: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, message: str, problems: list[str] | None = None, *, plugins: tuple[str, ...] = (), fields: tuple[str, ...] = (),
+        missing: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message, plugins=plugins)
         self.problems: list[str] = list(problems or [message])
         self.fields = tuple(fields)
+        self.missing = tuple(missing)
 
 
 class SignatureError(SecurityError):

@@ -314,13 +314,17 @@ class Installer:
         generation: int | None = None,
         transaction: str | None = None,
         keep_data: bool = False,
+        settings: Given | None = None,
+        by: str | None = None,
     ) -> TransactionResult:
         """Roll back one plugin to the version it replaced, or the whole view to an earlier generation.
 
         ``generation``: the view of that (kept) generation comes back, every plugin
         in one transaction. ``transaction``: the generation before the one that
         transaction made (which must be the live one). ``keep_data``: tables of
-        plugins the rollback uninstalls stay.
+        plugins the rollback uninstalls stay. ``settings``, ``by``: as for an
+        install, for what the rollback installs again (a setting the version it
+        goes back to requires may have been dropped by the upgrade it undoes).
         """
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
@@ -331,10 +335,11 @@ class Installer:
         with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
                 fetched = self._previous_package(registry, plugin_id)
-                return self._run(planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home, fetched=fetched))
+                plan = planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home, fetched=fetched)
+                return self._run(plan, settings, by)
             target = self._target_generation(registry, generation, transaction)
             plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
-            return self._run(plan)
+            return self._run(plan, settings, by)
 
     def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
         """On a cluster node that never made the tree ``rollback ID`` goes back to: its package, fetched and verified."""

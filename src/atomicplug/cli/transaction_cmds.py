@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +107,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         operation, target = "install_packages", packages
     else:
         operation, target = "install", specs
-    return _perform(
-        args, installer, operation, target, quiet_text="nothing to do: already installed", allow_downgrade=args.allow_downgrade,
-        rehearse=rehearse, with_requirements=args.with_requirements, settings=_settings_option(args.setting), by=_who(),
-    )
+    with _saying_how_to_give_settings():
+        return _perform(
+            args, installer, operation, target, quiet_text="nothing to do: already installed", allow_downgrade=args.allow_downgrade,
+            rehearse=rehearse, with_requirements=args.with_requirements, settings=_settings_option(args.setting), by=_who(),
+        )
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -127,10 +130,28 @@ def cmd_uninstall(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    return _perform(
-        args, _installer(args), "rollback", args.id, quiet_text="nothing to do", generation=args.generation,
-        transaction=args.transaction, keep_data=args.keep_data,
-    )
+    with _saying_how_to_give_settings():
+        return _perform(
+            args, _installer(args), "rollback", args.id, quiet_text="nothing to do", generation=args.generation,
+            transaction=args.transaction, keep_data=args.keep_data, settings=_settings_option(args.setting), by=_who(),
+        )
+
+
+@contextmanager
+def _saying_how_to_give_settings() -> Iterator[None]:
+    """A required setting without a value: the line says which option gives it."""
+    from atomicplug.errors import SettingsError
+
+    try:
+        yield
+    except SettingsError as exc:
+        if not (exc.missing and exc.plugins):
+            raise
+        options = " ".join(f"--setting {exc.plugins[0]}.{field}=VALUE" for field in exc.missing)
+        raise SettingsError(
+            f"{exc} (give {'it' if len(exc.missing) == 1 else 'them'} with {options})", exc.problems,
+            plugins=exc.plugins, fields=exc.fields, missing=exc.missing,
+        ) from None
 
 
 def cmd_enable(args: argparse.Namespace) -> int:
@@ -275,6 +296,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generation", type=int, metavar="N", help="every plugin back to kept generation N, in one transaction")
     p.add_argument("--transaction", metavar="TXID", help="undo the live generation's transaction (back to its parent)")
     p.add_argument("--keep-data", action="store_true", help="keep the tables of plugins the rollback uninstalls")
+    p.add_argument("--setting", action="append", metavar="ID.FIELD=VALUE", help="a setting of a plugin the rollback installs again (repeatable)")
     p = add("enable", cmd_enable, "put a disabled plugin's addon entries back", writer=True)
     p.add_argument("id")
     p.add_argument("--with-requirements", action="store_true", help="also enable its disabled requirements")

@@ -182,6 +182,7 @@ class SettingsSchema:
         """
         problems: list[str] = []
         fields: list[str] = []
+        missing: list[str] = []
 
         def add(name: str, text: str) -> None:
             problems.append(f"{plugin_id}: setting '{name}' {text}")
@@ -194,6 +195,7 @@ class SettingsSchema:
             if field.name not in values:
                 if field.required and field.default is None:
                     add(field.name, "is required")
+                    missing.append(field.name)
                 continue
             value = values[field.name]
             value = _from_text(field.type, value) if isinstance(value, TextValue) else value
@@ -204,7 +206,7 @@ class SettingsSchema:
                 normal[field.name] = _normal(field.type, value)
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise SettingsError(problems[0] + more, problems, plugins=(plugin_id,), fields=tuple(fields))
+            raise SettingsError(problems[0] + more, problems, plugins=(plugin_id,), fields=tuple(fields), missing=tuple(missing))
         return normal
 
 
