@@ -397,11 +397,13 @@ class AddonLoader:
         own = [r for r in routes if id(r) not in mine]
         routes[:] = own
         saved = _RouterHooks.save(app_router)
+        # A copy taken in one step: cluster mode's watcher may be changing ``loaded`` in its thread
+        # (its own remount, scheduled after, mounts what it ends with).
+        loaded = sorted(list(self.loaded.items()), key=lambda item: item[0])
         try:
-            for pid in sorted(self.loaded):
-                router = self.loaded[pid].router
-                if router is not None:
-                    self.app.include_router(router)
+            for _pid, addon in loaded:
+                if addon.router is not None:
+                    self.app.include_router(addon.router)
         finally:
             saved.restore(app_router)
         self._mounted = routes[len(own) :]
