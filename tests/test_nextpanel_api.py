@@ -345,6 +345,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _first_answer(server: subprocess.Popen[bytes], ask: Callable[[], httpx.Response]) -> httpx.Response:
+    """``ask()``'s answer once the backend ``server`` listens (it must not exit first; 30 s at most)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return ask()
+        except httpx.TransportError:
+            assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the backend exited"
+            assert time.monotonic() < deadline, "the backend did not start within 30s"
+            time.sleep(0.1)
+
+
 def test_backend_serves_for_real_under_uvicorn(site: Site) -> None:
     site.home.installer.install_file(build_package(_crm("1.0.0"), site.home.root / "pkgs", site.home.publisher.secret))
     port = _free_port()
@@ -353,15 +365,7 @@ def test_backend_serves_for_real_under_uvicorn(site: Site) -> None:
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"{base}{MARKET}/plugins", headers=AUTH, timeout=5)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "uvicorn exited"
-                assert time.monotonic() < deadline, "uvicorn did not start within 30s"
-                time.sleep(0.1)
+        response = _first_answer(server, lambda: httpx.get(f"{base}{MARKET}/plugins", headers=AUTH, timeout=5))
         assert response.status_code == 200
         assert {c["id"]: c["installed_version"] for c in response.json()["plugins"]}["crm"] == "1.0.0"
         assert httpx.get(f"{base}/api/v1/crm/ping", timeout=5).json() == {"plugin": "crm", "version": "1.0.0"}
@@ -393,15 +397,7 @@ def test_the_config_given_to_the_backend_is_the_one_its_addons_use(home: Home, t
     server = subprocess.Popen(command, cwd=elsewhere, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/health", timeout=5)
-                break
-            except httpx.TransportError:
-                assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the backend exited"
-                assert time.monotonic() < deadline, "the backend did not start within 30s"
-                time.sleep(0.1)
+        _first_answer(server, lambda: httpx.get(f"{base}/api/v1/health", timeout=5))
         created = httpx.post(f"{base}/api/v1/chat/sessions", json={"user_id": "u1"}, timeout=10)
         assert created.status_code == 201, created.text
         assert [s["user_id"] for s in httpx.get(f"{base}/api/v1/chat/sessions", timeout=10).json()] == ["u1"]
