@@ -521,6 +521,24 @@ def test_settings_at_install_reach_the_backend_and_a_secret_is_never_shown(site:
     assert "sk-12345" not in (site.home.config.home / "nextpanel-audit.jsonl").read_text()
 
 
+def test_a_rollback_gives_again_a_setting_the_undone_upgrade_dropped(site: Site) -> None:
+    """bot 2.0.0 no longer declares api_key, so its upgrade dropped the key; rolling back to 1.0.0,
+    which requires it, takes it in the request (as install-remote does), and says so when it is missing."""
+    without_key = {"properties": {"model": BOT_SETTINGS["properties"]["model"]}}
+    spec = PluginSpec(id="bot", version="2.0.0", files=BOT_BACKEND, metadata_extra={"name": "Bot", "settings": without_key})
+    with site.client() as client:
+        assert client.post(f"{MARKET}/install-remote", json={"addon_id": "bot", "settings": {"api_key": "sk-12345"}}).status_code == 200
+        site.home.installer.install_file(build_package(spec, site.home.root / "pkgs", site.home.publisher.secret))
+        refused = client.post(f"{MARKET}/bot/rollback")
+        assert refused.status_code == 400 and refused.json()["fields"] == ["api_key"], refused.text
+        preview = client.post(f"{MARKET}/preview", json={"operation": "rollback", "addon_id": "bot", "settings": {"api_key": "sk-67890"}})
+        assert preview.status_code == 200 and preview.json()["refusal"] is None, preview.text
+        back = client.post(f"{MARKET}/bot/rollback", json={"settings": {"api_key": "sk-67890"}})
+        assert back.status_code == 200, back.text
+        assert site.installed()["bot"] == ("1.0.0", True)
+        assert client.get("/api/v1/bot/settings").json() == {"key_set": True, "key_length": 8, "model": "small"}
+
+
 def test_an_operation_reports_its_stages_and_download_bytes_from_the_librarys_events(site: Site) -> None:
     with site.client() as client:
         client.get(f"{MARKET}/plugins")  # as the page does first: the names come from the listed manifest

@@ -15,7 +15,7 @@ import attrs
 from atomicplug.installer import Installer, TransactionResult
 from atomicplug.preview import Preview
 
-__all__ = ["Call", "install_call"]
+__all__ = ["Call", "install_call", "rollback_call"]
 
 
 @attrs.frozen
@@ -34,7 +34,7 @@ class Call:
 
     def by(self, who: str) -> Call:
         """The same call naming who asked (installs and settings changes record it)."""
-        if self.writer not in ("install", "configure"):
+        if self.writer not in ("install", "configure", "rollback"):
             return self
         return attrs.evolve(self, options={**self.options, "by": who})
 
@@ -44,7 +44,17 @@ def install_call(
     settings: Mapping[str, Any] | None = None,
 ) -> Call:
     """The newest version (an installed plugin: upgraded), or ``version`` (older: with ``allow_downgrade``)."""
-    options: dict[str, Any] = {"settings": {addon_id: dict(settings)}} if settings else {}
+    options = _given(addon_id, settings)
     if version is not None:
         return Call("install", (f"{addon_id}=={version}",), {**options, "allow_downgrade": allow_downgrade})
     return Call("install", (addon_id,), {**options, "upgrade": installed is not None})
+
+
+def rollback_call(addon_id: str, settings: Mapping[str, Any] | None = None) -> Call:
+    """Back to the version ``addon_id`` replaced, with ``settings`` that version requires and no longer has."""
+    return Call("rollback", (addon_id,), _given(addon_id, settings))
+
+
+def _given(addon_id: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The Installer's ``settings=`` option for one plugin's values (none: no option)."""
+    return {"settings": {addon_id: dict(settings)}} if settings else {}

@@ -20,7 +20,7 @@ from pydantic import AfterValidator
 
 from atomicplug.installer import Installer
 
-from .calls import Call, install_call
+from .calls import Call, install_call, rollback_call
 from .fleet import fleet_status
 from .models import (
     ADDON_ID_PATTERN,
@@ -37,6 +37,7 @@ from .models import (
     PluginSettings,
     PreviewBody,
     PreviewRequest,
+    Rollback,
     SettingFieldBody,
     SettingsUpdate,
     Uninstall,
@@ -153,9 +154,12 @@ def marketplace_router(panel: Panel, require_admin: Callable[..., Any]) -> APIRo
         return await panel.operate(request, response, "uninstall", addon_id, call, wait=wait, keep_data=options.keep_data)
 
     @router.post("/{addon_id}/rollback", response_model=OperationBody, responses=_WRITE)
-    async def rollback(request: Request, response: Response, addon_id: AddonId, wait: Wait = True) -> OperationBody:
-        """Switch back to the version the current one replaced."""
-        return await panel.operate(request, response, "rollback", addon_id, Call("rollback", (addon_id,)), wait=wait)
+    async def rollback(
+        request: Request, response: Response, addon_id: AddonId, body: Annotated[Rollback | None, Body()] = None, wait: Wait = True
+    ) -> OperationBody:
+        """Switch back to the version the current one replaced (with ``settings`` it requires that the upgrade dropped)."""
+        call = rollback_call(addon_id, body.settings if body else None)
+        return await panel.operate(request, response, "rollback", addon_id, call, wait=wait)
 
     @router.post("/{addon_id}/enable", response_model=OperationBody, responses=_WRITE)
     async def enable(request: Request, response: Response, addon_id: AddonId, wait: Wait = True) -> OperationBody:

@@ -24,6 +24,7 @@ __all__ = [
     "PreviewChange",
     "PreviewRequest",
     "RepositoryStatus",
+    "Rollback",
     "SettingFieldBody",
     "SettingsUpdate",
     "Uninstall",
@@ -82,6 +83,14 @@ class Uninstall(BaseModel):
     cascade: bool = Field(default=False, description="also uninstall the installed plugins that require this one")
 
 
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    settings: dict[str, SettingValue] | None = Field(
+        default=None, description="settings the version it goes back to requires and no longer has (the upgrade it undoes dropped them)"
+    )
+
+
 class PreviewRequest(BaseModel):
     """What a POST would do, asked before doing it."""
 
@@ -92,6 +101,7 @@ class PreviewRequest(BaseModel):
     version: PluginVersion | None = None
     cascade: bool = False
     keep_data: bool = False
+    settings: dict[str, SettingValue] | None = Field(default=None, description="as the install or rollback would be given them")
 
 
 # -- errors --------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from atomicplug.errors import AtomicplugError, UsageError
 from atomicplug.installer import Installer
 from atomicplug.preview import PluginPreview
 
-from .calls import Call, install_call
+from .calls import Call, install_call, rollback_call
 from .errors import describe
 from .models import PreviewBody, PreviewChange, PreviewRequest, SettingFieldBody
 
@@ -39,9 +39,11 @@ def call_for(request: PreviewRequest, installed: str | None) -> Call:
     if not request.addon_id:
         raise UsageError(f"{kind} needs addon_id")
     if kind in ("install", "upgrade", "downgrade"):
-        return install_call(request.addon_id, request.version, installed)
+        return install_call(request.addon_id, request.version, installed, settings=request.settings)
     if kind == "uninstall":
         return Call("uninstall", (request.addon_id,), {"keep_data": request.keep_data, "cascade": request.cascade})
+    if kind == "rollback":
+        return rollback_call(request.addon_id, request.settings)
     return Call(kind, (request.addon_id,))
 
 
