@@ -161,6 +161,22 @@ def test_where_hard_links_are_impossible_objects_are_copied_and_it_is_said(home,
     assert all(r.ok for r in home.installer.verify())
 
 
+def test_where_objects_are_copied_a_damaged_copy_is_repaired_by_reinstalling(home, monkeypatch):
+    """Without hard links a tree holds copies: rewriting the object repairs no copy, so the copy is made again."""
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    _flip(_tree(home, "alpha") / "backend" / "shared.py", 3)
+    assert home.installer.verify()[0].changed == ("backend/shared.py",)
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 1 file",)
+    assert all(r.ok for r in home.installer.verify())
+    assert (_tree(home, "alpha") / "backend" / "shared.py").read_text() == SHARED
+
+
 def _flip(path: Path, offset: int) -> None:
     """A byte changed through a tree's link, as in the test above."""
     os.chmod(path, 0o644)

@@ -249,12 +249,22 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
             repaired += 1
     for entry in bad:
         target = folder / entry.path
+        if _a_copy(target, objects.path(entry.sha256)):
+            remove_file(target, durable=False)  # no hard links here: the object's repair did not reach it
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             objects.link(entry.sha256, target)
     if repaired or bad:
         sync_tree(folder)
     return repaired
+
+
+def _a_copy(target: Path, obj: Path) -> bool:
+    """``target`` exists and is not a hard link to the object ``obj`` (a copy, where links are impossible)."""
+    try:
+        return not os.path.samefile(target, obj)
+    except FileNotFoundError:
+        return False
 
 
 def remove_extra(config: Config, tree: str, extra: list[str]) -> int:
