@@ -312,6 +312,24 @@ def test_it_stops_when_idle(tmp_path: Path):
     assert idle.cli("resident", "status").returncode == 3
 
 
+def test_idle_time_counts_from_the_end_of_the_last_command(tmp_path: Path, home_factory):
+    """A command that ran longer than --idle-timeout (a long install, `sync --watch`) does not leave
+    the server stopping the moment it ends: idle starts then."""
+    from atomicplug.lock import writer_lock
+
+    home = home_factory(lock_timeout=60)
+    idle = Resident(tmp_path / "run")
+    assert idle.cli("resident", "start", "--idle-timeout", "3").returncode == 0
+    pid = idle.status()["pid"]
+    with writer_lock(home.config.lock_path, 5):
+        client = idle.popen("--config", str(home.config_path), "install", str(home.package("shop")))
+        time.sleep(4)  # the install waits for the lock longer than the idle timeout
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert idle.status().get("pid") == pid  # still serving once the command ended
+    assert _gone(pid)  # and idle from then on
+
+
 def test_two_starts_at_once_leave_one_server(tmp_path: Path):
     """Both starts succeed, one starts the server and the other finds it: no second server unlinks the first's socket."""
     both = Resident(tmp_path / "run")

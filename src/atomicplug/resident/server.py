@@ -194,7 +194,8 @@ class ResidentServer:
         last = time.monotonic()
         try:
             while True:
-                self._reap()
+                if self._reap():
+                    last = time.monotonic()  # idle counts from the end of the last command, not its start
                 self._expire()
                 if self.stopping and self.listener.fileno() >= 0:
                     selector.unregister(self.listener)
@@ -362,23 +363,27 @@ class ResidentServer:
             send_message(conn, {"run_here": "not a request this server runs"})
         conn.close()
 
-    def _reap(self) -> None:
+    def _reap(self) -> int:
+        """Report how each child that ended ended; how many did."""
+        ended = 0
         while self.running:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             conn = self.running.pop(pid, None)
             if conn is None:
                 continue
+            ended += 1
             outcome = {"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status) else {"exit": os.waitstatus_to_exitcode(status)}
             try:
                 send_message(conn, outcome)
             except OSError:
                 pass  # the client went away; the command ran to its end all the same
             conn.close()
+        return ended
 
     def status(self) -> dict[str, Any]:
         return {
