@@ -244,3 +244,45 @@ def test_installing_a_plugin_whose_requirement_is_disabled_is_refused(home):
     assert [p["id"] for p in home.installer.list()] == ["email"]
     home.installer.install_file(sms, with_requirements=True)
     assert {p["id"]: p["enabled"] for p in home.installer.list()} == {"email": True, "sms": True}
+
+
+# -- dependencies first (docs/design.md "One transaction", step 2) -----------------------------
+#: zeta's table, which alpha's migration writes into: alpha's must run after zeta's.
+ZETA = {"0001_zeta": ("CREATE TABLE zeta_t (id INTEGER);", "DROP TABLE zeta_t;")}
+ALPHA = {"0001_alpha": ("INSERT INTO zeta_t (id) VALUES (1);", "DELETE FROM zeta_t;")}
+
+
+def test_zips_given_dependents_first_are_installed_dependencies_first(home):
+    alpha = home.package("alpha", requires=("zeta",), migrations=ALPHA)
+    result = home.installer.install_packages([home.installer.take_in(alpha), home.installer.take_in(home.package("zeta", migrations=ZETA))])
+    assert result.changes == ("install zeta 1.0.0", "install alpha 1.0.0")
+    assert table_names(home.config.database_url) == {"zeta_t"}
+
+
+def test_a_generation_rollback_installs_dependencies_first_and_uninstalls_dependents_first(home):
+    """Changes ran in id order: alpha's migration wrote into zeta's table before zeta made it, and
+    zeta's down dropped the table alpha's down still empties."""
+    home.installer.install_file(home.package("other"))  # generation 1
+    home.installer.install_file(home.package("zeta", migrations=ZETA))  # 2
+    home.installer.install_file(home.package("alpha", requires=("zeta",), migrations=ALPHA))  # 3
+    undone = home.installer.rollback(generation=1)
+    assert undone.changes == ("uninstall alpha 1.0.0", "uninstall zeta 1.0.0")
+    assert table_names(home.config.database_url) == set()
+    redone = home.installer.rollback(generation=3)
+    assert redone.changes == ("install zeta 1.0.0", "install alpha 1.0.0")
+    assert {p["id"] for p in home.installer.list()} == {"alpha", "other", "zeta"}
+
+
+def test_with_requirements_enables_a_requirement_the_same_install_upgrades(home):
+    home.installer.install_file(home.package("base"))
+    home.installer.disable("base")
+    shop, base = home.package("shop", requires=("base>=1.1",)), home.package("base", "1.1.0")
+    home.installer.install_packages([home.installer.take_in(shop), home.installer.take_in(base)], with_requirements=True)
+    assert {p["id"]: (p["version"], p["enabled"]) for p in home.installer.list()} == {"base": ("1.1.0", True), "shop": ("1.0.0", True)}
+
+
+def test_zips_that_require_each_other_are_refused(home):
+    first, second = home.package("ping", requires=("pong",)), home.package("pong", requires=("ping",))
+    with pytest.raises(DependencyError, match="dependency cycle: p[io]ng -> p[io]ng -> p[io]ng"):
+        home.installer.install_packages([home.installer.take_in(first), home.installer.take_in(second)])
+    assert home.installer.list() == []

@@ -8,7 +8,7 @@ while planning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +102,64 @@ def _enable_changes(registry: Registry, plugin_ids: Iterable[str], txid: str) ->
     ]
 
 
+def _with_requirements_enabled(changes: list[Change], enabling: list[Change]) -> list[Change]:
+    """``enabling`` (``--with-requirements``) merged into ``changes``: a requirement the plan also
+    installs or upgrades comes enabled by that change, not by a second change for the same id."""
+    changing = {change.plugin_id for change in changes}
+    enabled = {change.plugin_id for change in enabling}
+    merged = [
+        attrs.evolve(change, after=attrs.evolve(change.after, enabled=True)) if change.plugin_id in enabled and change.after else change
+        for change in changes
+    ]
+    return [change for change in enabling if change.plugin_id not in changing] + merged
+
+
+def in_dependency_order(changes: Sequence[Change], *, refuse_cycles: bool = False) -> list[Change]:
+    """``changes`` in the order their migrations and hooks run: what comes (install, upgrade,
+    downgrade, enable) after the plugins it requires; then what goes (uninstall), dependents first.
+
+    Otherwise the given order holds (the resolver's, the user's). A cycle among what comes is
+    refused with ``refuse_cycles`` (DependencyError), else left in the given order: a home whose
+    plugins already require each other can still be rolled back.
+    """
+    coming = [change for change in changes if change.action != "uninstall"]
+    going = [change for change in changes if change.action == "uninstall"]
+
+    def requires(change: Change, entry_of: Callable[[Change], InstalledPlugin | None]) -> set[str]:
+        entry = entry_of(change)
+        return {_parse_requirement(text).id for text in entry.requires} if entry is not None else set()
+
+    def ordered(group: list[Change], edges: Callable[[Change], set[str]], cycles: bool) -> list[Change]:
+        by_id: dict[str, list[Change]] = {}
+        for change in group:
+            by_id.setdefault(change.plugin_id, []).append(change)
+        result: list[Change] = []
+        done: set[str] = set()
+
+        def visit(pid: str, chain: tuple[str, ...]) -> None:
+            if pid in done:
+                return
+            if pid in chain:
+                if cycles:
+                    raise DependencyError(f"dependency cycle: {' -> '.join((*chain[chain.index(pid):], pid))}")
+                return
+            for change in by_id[pid]:
+                for dep in sorted(edges(change) & set(by_id)):
+                    visit(dep, (*chain, pid))
+            done.add(pid)
+            result.extend(by_id[pid])
+
+        for change in group:
+            visit(change.plugin_id, ())
+        return result
+
+    first = ordered(coming, lambda c: requires(c, lambda c: c.after), refuse_cycles)
+    # What goes: a plugin after those that require it (their downs may still use its tables).
+    dependents = {c.plugin_id: {d.plugin_id for d in going if c.plugin_id in requires(d, lambda d: d.before)} for c in going}
+    last = ordered(going, lambda c: dependents[c.plugin_id], False)
+    return first + last
+
+
 def _dependents(registry: Registry, plugin_id: str) -> list[str]:
     return sorted(e.id for e in registry.plugins.values() if any(_parse_requirement(r).id == plugin_id for r in e.requires))
 
@@ -176,7 +234,8 @@ def plan_install(
     operation = "upgrade" if changes and all(change.action == "upgrade" for change in changes) else "install"
     if changes and with_requirements:
         staged = Plan(txid=txid, operation=operation, changes=tuple(changes)).registry_after(registry)
-        changes = _enable_changes(staged, [s.plugin_id for s in changes], txid) + changes
+        changes = _with_requirements_enabled(changes, _enable_changes(staged, [s.plugin_id for s in changes], txid))
+    changes = in_dependency_order(changes, refuse_cycles=True)
     plan = Plan(txid=txid, operation=operation, changes=tuple(changes), rehearse=rehearse)
     if changes:
         check_dependencies(plan.registry_after(registry))
@@ -285,8 +344,7 @@ def plan_generation(
             action = "downgrade" if Version(wanted.version) < Version(before.version) else "upgrade"
         changes.append(Change(plugin_id=pid, action=action, before=before, after=after))
     # Dependencies first for what comes, dependents first for what goes (uninstall order).
-    changes.sort(key=lambda change: change.action == "uninstall")
-    plan = Plan(txid=txid, operation="rollback", changes=tuple(changes))
+    plan = Plan(txid=txid, operation="rollback", changes=tuple(in_dependency_order(changes)))
     check_dependencies(plan.registry_after(registry))
     return plan
 
