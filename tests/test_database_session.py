@@ -129,3 +129,18 @@ def test_a_search_path_naming_no_existing_schema_is_one_line_and_nothing_is_inst
     assert_one_line_error(refused, 1, "the database user's search_path ('nosuch') names no existing schema")
     assert json.loads(run_cli(home, "list", "--json").stdout) == []
     assert table_names(url) == set()
+
+
+@pytest.mark.postgres
+def test_a_setting_one_plugins_migration_changes_does_not_reach_the_next_plugins(home_factory, database_factory) -> None:
+    """docs/design.md "A migration's session is its own": each file gets the session it would get in a
+    transaction of its own. Only search_path was put back: a pg_dump file's settings carried over."""
+    url = database_factory()
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's session settings")
+    home = home_factory(database_url=url)
+    legacy = {"0001_legacy": ("SET standard_conforming_strings = off;\nCREATE TABLE alpha_t (v TEXT);", "DROP TABLE alpha_t;")}
+    literal = {"0001_text": ("CREATE TABLE beta_t (v TEXT);\nINSERT INTO beta_t VALUES ('x\\\\y');", "DROP TABLE beta_t;")}
+    installer = home.installer
+    installer.install_packages([installer.take_in(home.package("alpha", migrations=legacy)), installer.take_in(home.package("beta", migrations=literal))])
+    assert query(url, "SELECT v FROM beta_t") == [("x\\\\y",)]  # the backslash kept, as with the server's default

@@ -169,10 +169,15 @@ class Database:
         return f"{quote_identifier(self.schema)}.{quote_identifier(name)}"
 
     def restore_session(self) -> None:
-        """Put back the captured ``search_path`` (a migration may have changed it): before each
-        migration file, hook and our own statements, so each starts from the same session."""
+        """Put the session back as the connection started it (a migration may have changed any
+        setting, its role included) and the captured ``search_path``: before each migration file,
+        hook and our own statements, so each starts from the same session (docs/design.md
+        "A migration's session is its own"). ``RESET ALL`` leaves the role alone, hence its own RESETs."""
         if self.backend == "postgresql" and self._search_path is not None:
-            self.execute("SELECT pg_catalog.set_config('search_path', ?, false)", [self._search_path])
+            self.execute(
+                "RESET ALL; RESET ROLE; RESET SESSION AUTHORIZATION; SELECT pg_catalog.set_config('search_path', ?, false)",
+                [self._search_path],
+            )
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; returns its rows (empty for statements that return none).
