@@ -111,6 +111,18 @@ def test_upgrade_to_a_broken_backend_keeps_the_old_version(home: Home) -> None:
     assert snapshot(home.config) == before
 
 
+def test_an_upgrade_that_breaks_an_unchanged_dependents_import_is_refused(home: Home) -> None:
+    """The gate imported only what the plan changes: newsletter's `from addons.email_core import send`
+    broke after the switch. The enabled plugins requiring a changed one are imported too."""
+    home.installer.install_file(home.package("email_core", files=_backend("def send(to):\n    return to\n")))
+    home.installer.install_file(home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import send\n")))
+    before = snapshot(home.config)
+    renamed = home.package("email_core", "2.0.0", files=_backend("def deliver(to):\n    return to\n"))
+    with pytest.raises(OperationError, match="newsletter 1.0.0: backend does not import: ImportError: cannot import name 'send'"):
+        home.installer.install_file(renamed)
+    assert snapshot(home.config) == before
+
+
 def test_good_backend_is_installed_and_store_gets_no_new_bytecode(home: Home) -> None:
     package = home.package("fine", files={"backend/__init__.py": "from .helpers import VALUE\n", "backend/helpers.py": "VALUE = 1\n"})
     home.installer.install_file(package)

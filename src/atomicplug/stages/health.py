@@ -86,13 +86,36 @@ os._exit(0)
 """
 
 
-def backends_to_check(config: Config, plan: Plan) -> list[str]:
-    """Ids of the plan's changes that end enabled with a backend (empty: nothing to import)."""
-    return [
+def backends_to_check(config: Config, plan: Plan, after: Registry) -> list[str]:
+    """The backends the plan's generation must import (empty: nothing to import): each change that
+    ends enabled with a backend, then each enabled plugin of ``after`` (the registry the plan
+    leaves) that requires a changed one, directly or not: an upgrade can break a dependent's
+    ``from addons.<id> import …`` without changing the dependent."""
+    home = str(config.home)
+    changed = {change.plugin_id for change in plan.changes}
+    targets = [
         change.plugin_id
         for change in plan.changes
-        if change.after is not None and change.after.enabled and change.after.current.has_backend(str(config.home))
+        if change.after is not None and change.after.enabled and change.after.current.has_backend(home)
     ]
+    reached = set(changed)
+    while True:
+        more = sorted(
+            entry.id
+            for entry in after.plugins.values()
+            if entry.id not in reached and entry.enabled and any(_required_id(text) in reached for text in entry.requires)
+        )
+        if not more:
+            break
+        reached.update(more)
+        targets += [pid for pid in more if after.plugins[pid].current.has_backend(home)]
+    return targets
+
+
+def _required_id(requirement: str) -> str:
+    from atomicplug.metadata import PluginRequirement
+
+    return PluginRequirement.parse(requirement).id
 
 
 def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
@@ -259,15 +282,15 @@ def started(
     :func:`prestart`, used (or stopped, with nothing to check) instead of
     starting one.
     """
-    targets = backends_to_check(config, plan) if config.health_check else []
+    if after is None:
+        after = plan.registry_after(Registry.load(config.registry_path))
+    targets = backends_to_check(config, plan, after) if config.health_check else []
     if not targets:
         discard(spare)
         yield _nothing_to_check
         return
     if progress is not None:
         progress(ProgressEvent("health", f"health check: importing {', '.join(targets)} in a fresh interpreter", plugins=tuple(targets)))
-    if after is None:
-        after = plan.registry_after(Registry.load(config.registry_path))
     # Inside the transaction's staging folder, which every end of the transaction (done,
     # aborted, recovered after a kill) deletes: a system temp folder would outlive a SIGKILL.
     scratch = config.staging_dir / plan.txid / "health-check"
