@@ -587,6 +587,20 @@ def test_seeding_waits_for_a_writers_turn_no_longer_than_lock_timeout(fleet: Fle
     assert busy.stderr.strip().splitlines()[-1].startswith("atomicplug: error: another node's atomicplug writer holds the cluster lock")
     with cluster_database(first.config) as db:
         assert read_desired(db) is None
+    # A watching node keeps its connection: a seed that could not have the turn leaves it usable.
+    from atomicplug.errors import LockBusyError
+
+    with cluster_database(first.config) as kept:
+        other = open_database(fleet.database_url)
+        try:
+            other.execute("BEGIN")
+            other.execute("SELECT pg_catalog.pg_advisory_xact_lock(?)", [ADVISORY_LOCK_KEY])
+            with pytest.raises(LockBusyError):
+                converge(first.config, kept, Reporter(first.config.node_id))
+        finally:
+            other.rollback_quietly()
+            other.close()
+        assert kept.execute("SELECT 1") == [(1,)]
     seeded = first.cli("sync", "--verbose")
     assert seeded.returncode == 0, seeded.stderr
     assert "published this node's generation as the cluster's first (1 plugin(s))" in seeded.stderr

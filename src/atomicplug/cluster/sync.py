@@ -224,8 +224,8 @@ def _seed(config: Config, db: Database, progress: Progress) -> DesiredState | No
         return None
     seed = DesiredState.from_registry(local, generation=max(local.generation, 1), txid=local.txid or new_txid())
     publish(config, db, list(seed.plugins.values()), progress)
-    take_turn(db, config.lock_timeout)  # as long as any writer waits (LockBusyError), not for ever
     try:
+        take_turn(db, config.lock_timeout)  # as long as any writer waits (LockBusyError), not for ever
         found = read_desired(db)
         if found is None:
             write_desired(db, seed)
