@@ -304,3 +304,16 @@ def test_a_transaction_reads_back_the_generation_it_built_without_parsing_it(hom
     home.installer.disable("alpha")
     assert parsed == []  # the live registry each time is the one this process wrote
     assert Registry.load(home.config.registry_path).plugins["alpha"].enabled is False
+
+
+def test_doctor_names_a_live_generation_link_removed_by_hand(home):
+    """`list` then says "no plugins installed" while generations are kept: doctor must not pass it."""
+    import json as _json
+
+    home.installer.install_file(home.package("alpha"))
+    os.unlink(home.config.home / generations.CURRENT)
+    doctor = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "doctor", "--json"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    finding = {f["check"]: f for f in _json.loads(doctor.stdout)}["generation"]
+    assert not finding["ok"] and finding["detail"].startswith(f"no live generation: {home.config.home / 'current'} is missing")

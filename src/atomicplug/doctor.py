@@ -84,6 +84,11 @@ def examine(config: Config) -> list[Finding]:
     def live() -> str:
         number = generations.current_number(config)
         kept = ", ".join(map(str, generations.numbers(config))) or "none"
+        if number is None and generations.numbers(config):  # `list` would say "no plugins installed"
+            raise AtomicplugError(
+                f"no live generation: {config.home / generations.CURRENT} is missing (removed by hand?) while generations "
+                f"{kept} are kept; the addon folders show no plugin"
+            )
         return f"generation {number} (kept: {kept})" if number is not None else "no generation yet (nothing installed)"
 
     def pending() -> str:

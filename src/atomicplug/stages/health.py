@@ -307,10 +307,12 @@ def started(
 
         def verdict() -> None:
             errors = _errors_of(child, scratch, targets)
+            changed = {change.plugin_id for change in plan.changes}
             for plugin_id in targets:  # plan order: dependencies first
                 if plugin_id in errors:
                     version = after.plugins[plugin_id].version
-                    raise OperationError(f"{plugin_id} {version}: backend does not import: {errors[plugin_id]}")
+                    why = "" if plugin_id in changed else " (unchanged, but it requires a plugin this transaction changes)"
+                    raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}")
 
         yield verdict
     finally:
