@@ -82,9 +82,9 @@ def examine(config: Config) -> list[Finding]:
         return f"{folder}: index.ts and types.ts, .store -> {config.store_dir}"
 
     def live() -> str:
-        number = generations.current_number(config)
-        kept = ", ".join(map(str, generations.numbers(config))) or "none"
-        if number is None and generations.numbers(config):  # `list` would say "no plugins installed"
+        number, numbers = generations.current_number(config), generations.numbers(config)
+        kept = ", ".join(map(str, numbers)) or "none"
+        if number is None and numbers:  # `list` would say "no plugins installed"
             raise AtomicplugError(
                 f"no live generation: {config.home / generations.CURRENT} is missing (removed by hand?) while generations "
                 f"{kept} are kept; the addon folders show no plugin"

@@ -277,21 +277,7 @@ class AddonLoader:
 
     def _dependents(self, registry: Registry, changed: set[str]) -> set[str]:
         """Loaded addons that (transitively) require a changed one hold stale references: reload them too."""
-        from atomicplug.metadata import PluginRequirement
-
-        result: set[str] = set()
-        frontier = set(changed)
-        while frontier:
-            found = {
-                pid
-                for pid in self.loaded
-                if pid not in changed | result
-                and pid in registry.plugins
-                and any(PluginRequirement.parse(r).id in frontier for r in registry.plugins[pid].requires)
-            }
-            result |= found
-            frontier = found
-        return result
+        return set(registry.dependents(changed, self.loaded))
 
     def _load(self, pid: str, version: str, target: str) -> None:
         """Import ``<package>.<id>`` afresh: a module someone else left may come from another tree.

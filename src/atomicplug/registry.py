@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,27 @@ class Registry:
             else:
                 plugins[plugin_id] = entry
         return Registry(plugins=plugins, generation=generation, txid=txid, parent=self.generation or None)
+
+    def dependents(self, changed: Iterable[str], within: Iterable[str]) -> list[str]:
+        """The plugins of ``within`` that require one of ``changed``, directly or through others of
+        ``within``: nearest first, each step in id order (what the loader re-imports, what the
+        health gate imports after an upgrade)."""
+        from atomicplug.metadata import PluginRequirement
+
+        reached = set(changed)
+        candidates = set(within) & set(self.plugins)
+        result: list[str] = []
+        frontier = set(reached)
+        while frontier:
+            found = sorted(
+                pid
+                for pid in candidates - reached
+                if any(PluginRequirement.parse(text).id in frontier for text in self.plugins[pid].requires)
+            )
+            result += found
+            reached.update(found)
+            frontier = set(found)
+        return result
 
     def referenced_trees(self) -> set[str]:
         """Store trees the current and previous generation need (gc keeps them)."""

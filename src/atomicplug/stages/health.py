@@ -98,24 +98,8 @@ def backends_to_check(config: Config, plan: Plan, after: Registry) -> list[str]:
         for change in plan.changes
         if change.after is not None and change.after.enabled and change.after.current.has_backend(home)
     ]
-    reached = set(changed)
-    while True:
-        more = sorted(
-            entry.id
-            for entry in after.plugins.values()
-            if entry.id not in reached and entry.enabled and any(_required_id(text) in reached for text in entry.requires)
-        )
-        if not more:
-            break
-        reached.update(more)
-        targets += [pid for pid in more if after.plugins[pid].current.has_backend(home)]
-    return targets
-
-
-def _required_id(requirement: str) -> str:
-    from atomicplug.metadata import PluginRequirement
-
-    return PluginRequirement.parse(requirement).id
+    enabled = [entry.id for entry in after.plugins.values() if entry.enabled]
+    return targets + [pid for pid in after.dependents(changed, enabled) if after.plugins[pid].current.has_backend(home)]
 
 
 def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
