@@ -57,6 +57,9 @@ MARKET = "/api/v1/marketplace"
 TAMPERED = ("sms_notifications", "1.1.0")
 CHAT_TABLES = {"chat_sessions", "chat_messages"}
 SECRET = "sk-browser-test-key"
+#: A plugin whose 1.0.0 requires a setting its 2.0.0 no longer declares: rolling back asks for it again.
+KEYED = "keyed_tool"
+KEYED_SETTINGS = {"properties": {"region": {"type": "string", "title": "Region"}}, "required": ["region"]}
 
 @attrs.frozen
 class Backend:
@@ -106,6 +109,9 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
     for n in range(GENERATED):
         spec = PluginSpec(id=f"gen_{n:03d}", metadata_extra={"name": f"Generated {n:03d}", "category": ("billing", "reports", "tools")[n % 3]})
         packages.append(build_package(spec, tmp_path / "generated", key.secret))
+    for version, settings in (("1.0.0", KEYED_SETTINGS), ("2.0.0", {"properties": {}})):
+        extra = {"name": "Keyed Tool", "category": "tools", "settings": settings}
+        packages.append(build_package(PluginSpec(id=KEYED, version=version, metadata_extra=extra), tmp_path / "keyed", key.secret))
     repo = build_repository(tmp_path / "repo", packages, key.secret)
     manifest = json.loads((repo / "manifest.json").read_text())
     entry = next(e for e in manifest["plugins"] if (e["id"], e["version"]) == TAMPERED)
@@ -322,7 +328,7 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         )
         field = _by_css(driver, "#token")
         field.send_keys(TOKEN, Keys.ENTER)
-        total = GENERATED + 3
+        total = GENERATED + 4  # the three examples and the keyed tool
         wait_until(driver, lambda d: len(d.find_elements("css selector", "#plugins .card")) == total, 30, f"{total} plugin cards")
         assert _by_css(driver, "#repository-info").text == f"{total} plugins from {backend.config.repository}"
         assert driver.execute_script("return window.__shift") < 0.1
@@ -463,6 +469,25 @@ def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, sh
         tampered = backend.post(f"{MARKET}/install-remote", json={"addon_id": "sms_notifications"})  # an API client without a preview
         assert tampered.status_code == 403 and tampered.json()["title"] == "Repository data not trusted"
         assert backend.installed() == {"ai_chatbot": ("1.0.0", True)}
+
+        # 8b. Rolling back to a version whose required setting the upgrade dropped: the preview asks for it.
+        assert backend.post(f"{MARKET}/install-remote", json={"addon_id": KEYED, "version": "1.0.0", "settings": {"region": "eu"}}).status_code == 200
+        assert backend.post(f"{MARKET}/install-remote", json={"addon_id": KEYED}).status_code == 200
+        _by_css(driver, "#refresh").click()
+        wait_until(driver, lambda d: d.find_elements("css selector", f'#plugin-{KEYED}[data-installed="2.0.0"]'), 20, "the keyed tool at 2.0.0")
+        _button(driver, "rollback", KEYED).click()
+        dialog = _confirm(driver)
+        region = wait_until(driver, _visible("#install-setting-region"), 10, "the rollback's settings form")
+        assert "Keyed Tool 2.0.0 → 1.0.0" in dialog.text, dialog.text
+        region.send_keys("us")
+        _axe(driver, "rollback preview with the settings form")
+        shots(driver, "rollback-settings")
+        _by_css(driver, "#confirm-ok").click()
+        assert _wait_finished(driver, "the rollback") == "done", _by_css(driver, "#status").text
+        assert backend.installed()[KEYED] == ("1.0.0", True)
+        form = backend.get(f"{MARKET}/plugins/{KEYED}/settings", headers=AUTH).json()
+        assert {f["name"]: f["value"] for f in form["fields"]} == {"region": "us"}
+        assert backend.post(f"{MARKET}/{KEYED}/uninstall", json={}).status_code == 200
 
         # 9. The repository goes away: installed plugins keep their facts, the page says so plainly.
         backend.repository.__exit__(None, None, None)

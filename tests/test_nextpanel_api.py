@@ -531,6 +531,8 @@ def test_a_rollback_gives_again_a_setting_the_undone_upgrade_dropped(site: Site)
         site.home.installer.install_file(build_package(spec, site.home.root / "pkgs", site.home.publisher.secret))
         refused = client.post(f"{MARKET}/bot/rollback")
         assert refused.status_code == 400 and refused.json()["fields"] == ["api_key"], refused.text
+        asked = client.post(f"{MARKET}/preview", json={"operation": "rollback", "addon_id": "bot"}).json()
+        assert asked["refusal"]["error"] == "SettingsError" and [f["name"] for f in asked["settings"]] == ["api_key"], asked  # the page's form: the missing one only
         preview = client.post(f"{MARKET}/preview", json={"operation": "rollback", "addon_id": "bot", "settings": {"api_key": "sk-67890"}})
         assert preview.status_code == 200 and preview.json()["refusal"] is None, preview.text
         back = client.post(f"{MARKET}/bot/rollback", json={"settings": {"api_key": "sk-67890"}})

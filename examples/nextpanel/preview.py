@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from atomicplug.errors import AtomicplugError, UsageError
+from atomicplug.errors import AtomicplugError, SettingsError, UsageError
 from atomicplug.installer import Installer
 from atomicplug.preview import PluginPreview
 
@@ -52,6 +52,19 @@ def setting_fields(schema: SettingsSchema | None) -> list[SettingFieldBody]:
     return [SettingFieldBody(**f.to_dict(), name=f.name, required=f.required) for f in schema.fields] if schema else []
 
 
+def _asked_settings(mine: PluginPreview | None, cause: BaseException | None) -> list[SettingFieldBody]:
+    """The settings form the page shows: every field for a first install; for an upgrade or a
+    rollback, only the required fields its refusal says have no value (a setting the version it
+    goes to requires and the installed one lacks), which the confirmed operation then sends."""
+    if mine is None or mine.settings is None:
+        return []
+    if mine.change.action == "install":
+        return setting_fields(mine.settings)
+    if isinstance(cause, SettingsError) and cause.missing:
+        return [f for f in setting_fields(mine.settings) if f.name in cause.missing]
+    return []
+
+
 class PlanPreview:
     """Preview requests answered with the library's dry run."""
 
@@ -82,7 +95,7 @@ class PlanPreview:
             needs_confirmation=confirm,
             refusal=describe(refusal.cause, name=self.name, repository=self.config.repository) if refusal and refusal.cause else None,
             database=_database_summary(changes),
-            settings=setting_fields(mine.settings) if mine and mine.change.action == "install" else [],
+            settings=_asked_settings(mine, refusal.cause if refusal else None),
         )
 
     def _change(self, plugin: PluginPreview, request: PreviewRequest, name: Names) -> PreviewChange:

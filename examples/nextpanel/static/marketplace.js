@@ -618,7 +618,8 @@
       case "uninstall":
         return previewThenRun({ operation: "uninstall", addon_id: p.id }, opener, (o) => runOperation("uninstall", p.id, `/${p.id}/uninstall`, { keep_data: o.keep_data, cascade: o.cascade }));
       case "rollback":
-        return previewThenRun({ operation: "rollback", addon_id: p.id }, opener, () => runOperation("rollback", p.id, `/${p.id}/rollback`));
+        return previewThenRun({ operation: "rollback", addon_id: p.id }, opener, (o) =>
+          runOperation("rollback", p.id, `/${p.id}/rollback`, o.settings ? { settings: o.settings } : undefined));
       default:
         return runOperation(kind, p.id, `/${p.id}/${kind}`);
     }
