@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -411,6 +412,18 @@ def test_the_config_given_to_the_backend_is_the_one_its_addons_use(home: Home, t
 
 def _history(client: TestClient) -> list[tuple[str, str, list[str]]]:
     return [(h["operation"], h["outcome"], [p["name"] for p in h["plugins"]]) for h in client.get(f"{MARKET}/history").json()["history"]]
+
+
+def test_history_orders_the_panels_and_the_installers_entries_within_one_second(site: Site) -> None:
+    """A change made in the panel a moment after one made outside it is listed first: both times have
+    microseconds (the installer's had whole seconds, which sorted after every panel entry of that second)."""
+    with site.client() as client:
+        _install(client, "crm")
+        site.home.installer.disable("crm")
+        assert client.post(f"{MARKET}/crm/enable").status_code == 200
+        history = client.get(f"{MARKET}/history").json()["history"]
+        assert [(h["who"], h["operation"]) for h in history[:2]] == [("admin (testclient)", "enable"), ("outside the panel", "disable")], history
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", history[1]["time"]), history[1]
 
 
 def test_unreachable_repository_keeps_installed_facts_and_is_said_plainly(site: Site) -> None:

@@ -271,8 +271,14 @@ class Panel:
             ))
             if len(entries) >= 2 * limit:
                 break
-        entries.sort(key=lambda e: e.time, reverse=True)
+        entries.sort(key=lambda e: _instant(e.time), reverse=True)
         return entries[:limit]
+
+
+def _instant(time: str) -> str:
+    """A time that sorts with the others: an entry written before the installer's had microseconds
+    (``…:05Z``) counts as the start of its second (``…:05.000000Z``), not after every entry in it."""
+    return time if "." in time or not time.endswith("Z") else f"{time[:-1]}.000000Z"
 
 
 def _manifest_key(snapshot: ManifestSnapshot | None) -> Any:

@@ -8,14 +8,27 @@ Journals can then be garbage-collected without losing the history.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from atomicplug.fsutil import append_line
 
-__all__ = ["append_history", "read_history"]
+__all__ = ["append_history", "read_history", "finished_now", "shown_time"]
 
 FILE_NAME = "history.jsonl"
+
+
+def finished_now() -> str:
+    """An entry's ``finished`` time, to the microsecond: a panel merging these with its own
+    entries (which have microseconds) orders two made within one second as they happened."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def shown_time(finished: str) -> str:
+    """``finished`` to the second, as ``atomicplug history`` prints it (older entries have no fraction)."""
+    whole, dot, _fraction = finished.partition(".")
+    return f"{whole}Z" if dot else finished
 
 
 def append_history(home: Path, entry: dict[str, Any]) -> None:

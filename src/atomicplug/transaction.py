@@ -30,7 +30,7 @@ from atomicplug.config import Config
 from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationError
 from atomicplug.frontend import gate as frontend_gate
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
-from atomicplug.history import append_history
+from atomicplug.history import append_history, finished_now
 from atomicplug.intake import release
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
 from atomicplug.progress import Progress, ProgressEvent
@@ -247,7 +247,7 @@ def _history_entry(plan: Plan, outcome: str, reason: str | None = None) -> dict[
         "operation": plan.operation,
         "outcome": outcome,
         "reason": reason,
-        "finished": _now(),
+        "finished": finished_now(),
         "steps": [change.summary() for change in plan.changes],
     }
 

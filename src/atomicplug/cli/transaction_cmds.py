@@ -208,6 +208,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     from atomicplug.change import describe_step
+    from atomicplug.history import shown_time
 
     entries = _installer(args).history()
     if args.json:
@@ -218,7 +219,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for entry in entries:
         steps = "; ".join(describe_step(step) for step in entry["steps"])
         reason = f" ({entry['reason']})" if entry.get("reason") else ""
-        print(f"{entry['finished']}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}")
+        print(f"{shown_time(entry['finished'])}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}")
     return 0
 
 

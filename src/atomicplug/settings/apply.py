@@ -216,11 +216,8 @@ def configure(config: Config, registry: Registry, plugin_id: str, values: Mappin
 
 
 def _record_history(config: Config, txid: str, summary: dict[str, Any]) -> None:
-    from atomicplug.history import append_history
+    from atomicplug.history import append_history, finished_now
 
     step = {k: summary[k] for k in ("id", "action", "from", "to", "enabled", "keep_data", "settings")}
-    from datetime import UTC, datetime
-
-    finished = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # as the transactions' entries say it
     append_history(config.home, {"txid": txid, "operation": "configure", "outcome": "done", "reason": None, "by": summary["by"],
-                                 "finished": finished, "steps": [step]})
+                                 "finished": finished_now(), "steps": [step]})
