@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from atomicplug.config import Config
@@ -106,3 +108,18 @@ def test_upgrade_on_the_command_line_takes_ids_or_all(remote, home):
     done = cli("upgrade", "--all")
     assert done.returncode == 0, done.stderr
     assert {p["id"]: p["version"] for p in json.loads(cli("list", "--json").stdout)} == {"core": "1.5.0", "crm": "1.1.0"}
+
+
+def test_install_by_id_of_the_installed_version_repairs_a_damaged_tree_from_the_repository(remote):
+    """As reinstalling the zip does: the admin of a panel has no zip, only the repository."""
+    remote.install("crm==1.0.0")
+    [tree] = (remote.config.home / "store" / "crm").iterdir()
+    damaged = next(p for p in tree.rglob("*.py") if p.is_file())
+    os.chmod(damaged, 0o644)
+    damaged.write_text(damaged.read_text() + "# changed by hand\n")
+    (tree / "backend" / "added.py").write_text("raise SystemExit('nobody signed this')\n")
+    assert not remote.verify("crm")[0].ok
+    result = remote.install("crm")  # its installed 1.0.0 satisfies it: repaired, not upgraded to 1.1.0
+    assert result.changes == ("repair crm 1.0.0: 2 files",), result.changes
+    assert remote.verify("crm")[0].ok and versions(remote) == {"core": "1.5.0", "crm": "1.0.0"}
+    assert not remote.install("crm").changed  # intact: nothing to do, nothing downloaded

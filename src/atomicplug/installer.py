@@ -276,17 +276,24 @@ class Installer:
     ) -> TransactionResult:
         """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies).
 
-        Downloads report ``download`` progress events with their bytes.
+        Downloads report ``download`` progress events with their bytes. A requested
+        plugin installed at a version the request accepts is left as it is, unless
+        ``verify`` finds its tree damaged: then that version's package is downloaded
+        and repairs it, as reinstalling its zip does (docs/design.md "The object store").
         """
         from atomicplug.repository import remote
+        from atomicplug.repository.resolver import parse_request
 
         if isinstance(specs, str):
             specs = [specs]
         installed = self._installed_versions()
+        damaged = {} if upgrade else self._damaged_requested(specs)
+        specs = [f"{pid}=={damaged[pid]}" if (pid := parse_request(s).id) in damaged else s for s in specs]
         with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(
-                self.config, list(specs), installed, upgrade=upgrade, record=self._dry is None, progress=self.progress
-            )
+                self.config, list(specs), {k: v for k, v in installed.items() if k not in damaged}, upgrade=upgrade,
+                record=self._dry is None, progress=self.progress,
+            )  # fmt: skip
         return self.install_packages(
             packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements,
             settings=settings, by=by,
@@ -447,6 +454,24 @@ class Installer:
             return removed
 
     # -- readers --------------------------------------------------------------
+    def _damaged_requested(self, specs: Sequence[str]) -> dict[str, str]:
+        """Requested ids installed at a version their request accepts whose tree ``verify`` finds damaged → that version.
+
+        Read without the lock: it only decides what to download; the repair itself
+        checks the tree again under the lock (:meth:`_repair_damaged`). Never in a dry run.
+        """
+        from atomicplug.repository.resolver import parse_request
+
+        if self._dry is not None:
+            return {}
+        registry = Registry.load(self.config.registry_path)
+        damaged = {}
+        for request in map(parse_request, specs):
+            entry = registry.plugins.get(request.id)
+            if entry is not None and request.specifier.contains(entry.version, prereleases=True) and not verify_plugin(self.config, entry).ok:
+                damaged[request.id] = entry.version
+        return damaged
+
     def _installed_versions(self) -> dict[str, str]:
         return {pid: e.version for pid, e in Registry.load(self.config.registry_path).plugins.items()}
 
