@@ -279,7 +279,7 @@ class Installer:
         Downloads report ``download`` progress events with their bytes. A requested
         plugin installed at a version the request accepts is left as it is, unless
         ``verify`` finds its tree damaged: then that version's package is downloaded
-        and repairs it, as reinstalling its zip does (docs/design.md "The object store").
+        and repairs it, as reinstalling its zip does (docs/design.md "The tree record").
         """
         from atomicplug.repository import remote
         from atomicplug.repository.resolver import parse_request
