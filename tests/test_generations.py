@@ -317,3 +317,36 @@ def test_doctor_names_a_live_generation_link_removed_by_hand(home):
     assert doctor.returncode == 1, doctor.stdout + doctor.stderr
     finding = {f["check"]: f for f in _json.loads(doctor.stdout)}["generation"]
     assert not finding["ok"] and finding["detail"].startswith(f"no live generation: {home.config.home / 'current'} is missing")
+    assert finding["detail"].endswith("`atomicplug recover` (or the next change) points it at generation 1 again"), finding
+
+
+def _cli(home, *args):
+    return subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), *args],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_recover_puts_back_a_live_generation_link_removed_by_hand(home):
+    """Every transaction makes a higher-numbered generation (a rollback too), so the live one is the highest kept."""
+    installer = home.installer
+    installer.install_file(home.package("alpha", "1.0.0"))  # generation 1
+    installer.install_file(home.package("alpha", "1.1.0"))  # 2
+    installer.rollback(generation=1)  # 3: alpha 1.0.0 again
+    os.unlink(home.config.home / generations.CURRENT)
+    assert installer.list() == []
+    done = _cli(home, "recover")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{home.config.home / 'current'} was missing (removed by hand?): it points at generation 3 again"]
+    assert generations.current_number(home.config) == 3
+    assert {p["id"]: p["version"] for p in installer.list()} == {"alpha": "1.0.0"}
+    assert _cli(home, "doctor").returncode == 0
+    assert _cli(home, "recover").stdout.strip() == "nothing to recover"
+
+
+def test_a_transaction_after_the_live_link_was_removed_starts_from_the_live_generation(home):
+    """Without the link the registry read empty: the next install made a generation showing only its own plugin."""
+    installer = home.installer
+    installer.install_file(home.package("alpha"))
+    os.unlink(home.config.home / generations.CURRENT)
+    installer.install_file(home.package("beta"))
+    assert {p["id"] for p in installer.list()} == {"alpha", "beta"}
+    assert all(report.ok for report in installer.verify())

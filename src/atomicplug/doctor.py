@@ -87,7 +87,8 @@ def examine(config: Config) -> list[Finding]:
         if number is None and numbers:  # `list` would say "no plugins installed"
             raise AtomicplugError(
                 f"no live generation: {config.home / generations.CURRENT} is missing (removed by hand?) while generations "
-                f"{kept} are kept; the addon folders show no plugin"
+                f"{kept} are kept; the addon folders show no plugin: `atomicplug recover` (or the next change) points it at "
+                f"generation {numbers[-1]} again"
             )
         return f"generation {number} (kept: {kept})" if number is not None else "no generation yet (nothing installed)"
 

@@ -38,6 +38,7 @@ __all__ = [
     "REGISTRY_NAME",
     "BACKEND",
     "current_number",
+    "restore_live_link",
     "numbers",
     "next_number",
     "folder",
@@ -147,6 +148,23 @@ def switch(config: Config, number: int, txid: str) -> None:
     if not folder(config, number).is_dir():
         raise OperationError(f"generation {number} is not complete in {root(config)}; run `atomicplug recover`")
     fsutil.switch_symlink(config.home / CURRENT, Path("generations") / str(number), txid)
+
+
+def restore_live_link(config: Config) -> int | None:
+    """Point a ``<home>/current`` removed by hand at the live generation again; its number, or None.
+
+    Every transaction builds a generation numbered above all others (a rollback too), and
+    one that did not commit is removed (recovery runs first), so the live generation is
+    the highest complete one. Without the link the registry reads empty, and the next
+    transaction would build a generation showing only its own plugins.
+    """
+    if os.path.lexists(config.home / CURRENT):
+        return None
+    kept = numbers(config)
+    if not kept:
+        return None
+    fsutil.switch_symlink(config.home / CURRENT, Path("generations") / str(kept[-1]), "relink")  # under the writer lock: one name
+    return kept[-1]
 
 
 def remove(config: Config, number: int) -> None:

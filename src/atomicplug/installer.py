@@ -110,11 +110,22 @@ class Installer:
     def _recover_locked(self) -> list[tuple[str, str]]:
         from atomicplug.journal.reader import pending_journals
 
-        if not pending_journals(self.config.journal_dir):
-            return []  # what recover_pending would return, without importing the engine
-        from atomicplug.transaction import recover_pending
+        outcomes = []
+        if pending_journals(self.config.journal_dir):  # else nothing to import the engine for
+            from atomicplug.transaction import recover_pending
 
-        return recover_pending(self.config, self.progress)
+            outcomes = recover_pending(self.config, self.progress)
+        self._restore_live_link()
+        return outcomes
+
+    def _restore_live_link(self) -> None:
+        """Before any change: a live-generation link removed by hand is put back (docs/design.md "Generations")."""
+        from atomicplug import generations
+
+        number = generations.restore_live_link(self.config)
+        if number is not None:
+            text = f"{self.config.home / generations.CURRENT} was missing (removed by hand?): it points at generation {number} again"
+            self.progress(ProgressEvent("relink", text))
 
     def _run(
         self, plan: Plan, settings: Given | None = None, by: str | None = None,

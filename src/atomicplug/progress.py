@@ -20,9 +20,10 @@ __all__ = ["Progress", "ProgressEvent", "Stage", "accepting_lines"]
 
 #: Where an operation is, in the order a transaction passes them (``lock`` and ``recover`` when
 #: they happen, ``plan`` once per plugin change, ``done`` last). ``note``: a line from a part of the
-#: library that says only text (cluster mode, the object store's notices).
+#: library that says only text (cluster mode, the object store's notices). ``relink``: recovery put
+#: back a live-generation link removed by hand (docs/design.md "Generations").
 Stage = Literal[
-    "lock", "recover", "verify", "download", "plan", "stage", "health", "frontend", "database", "switch", "done", "note"
+    "lock", "recover", "relink", "verify", "download", "plan", "stage", "health", "frontend", "database", "switch", "done", "note"
 ]
 
 

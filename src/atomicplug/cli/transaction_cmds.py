@@ -20,12 +20,16 @@ from atomicplug.cli import load_config
 __all__ = ["register"]
 
 
-def _installer(args: argparse.Namespace):  # noqa: ANN202 - lazy import keeps start-up cheap
+def _installer(args: argparse.Namespace, relinked: list[str] | None = None):  # noqa: ANN202 - lazy import keeps start-up cheap
+    """The Installer of ``--config``, its progress on stderr when a person watches (or ``--verbose``);
+    ``relinked`` keeps the line of a live-generation link put back, which ``recover`` reports."""
     from atomicplug.installer import Installer
 
     def progress(event: object) -> None:
         line = str(event)  # a ProgressEvent; "" for events without a line (download bytes, done)
-        if line and (sys.stderr.isatty() or getattr(args, "verbose", False)):
+        if relinked is not None and getattr(event, "stage", None) == "relink":
+            relinked.append(line)
+        elif line and (sys.stderr.isatty() or getattr(args, "verbose", False)):
             print(f"  {line}", file=sys.stderr)
 
     return Installer(load_config(args), progress=progress)
@@ -244,11 +248,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    outcomes = _installer(args).recover()
-    if not outcomes:
+    relinked: list[str] = []
+    outcomes = _installer(args, relinked).recover()
+    if not outcomes and not relinked:
         print("nothing to recover")
     for txid, direction in outcomes:
         print(f"{txid}: rolled {direction}")
+    for line in relinked:
+        print(line)
     return 0
 
 
