@@ -125,8 +125,13 @@ def enumerate_crash_points(
     setup: Callable[[Any], None],
     operation: Callable[[Any], None],
     label: str,
+    *,
+    after_crash: Callable[[Any], None] | None = None,
 ) -> int:
-    """Crash ``operation`` at each of its crash points in turn; all must recover to old or new."""
+    """Crash ``operation`` at each of its crash points in turn; all must recover to old or new.
+
+    ``after_crash(home)`` runs between the crash and the recovery (what a person may do then).
+    """
     reference = make_home(f"{label}-reference")
     setup(reference)
     old = snapshot(reference.config)
@@ -138,6 +143,8 @@ def enumerate_crash_points(
         home = make_home(f"{label}-{point}")
         setup(home)
         assert crash_at(lambda: operation(home), point), f"{label}: no crash at point {point} of {total}"
+        if after_crash is not None:
+            after_crash(home)
         Installer(home.config).recover()
         state = snapshot(home.config)
         assert state in (old, new), f"{label}: crash point {point}/{total} left a mixed state: {state}"

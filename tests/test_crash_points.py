@@ -57,6 +57,21 @@ def test_every_crash_point_recovers_on_each_database(label, packages, make_any_d
     enumerate_crash_points(make_any_db_home, setup, lambda h: operation(h, packages), f"{label} ({database})")
 
 
+def test_every_crash_point_then_the_live_link_removed_by_hand_recovers_to_old_or_new(packages, make_home):
+    """Recovery puts a removed ``current`` back at the highest generation only once nothing is pending:
+    at no crash point of an upgrade may that be a generation the database never committed."""
+    from atomicplug import generations
+
+    def remove_live_link(home):
+        (home.config.home / generations.CURRENT).unlink(missing_ok=True)
+
+    prior, operation = SCENARIOS["upgrade"]
+    checked = enumerate_crash_points(
+        make_home, install_all(prior, packages), lambda h: operation(h, packages), "upgrade, live link removed", after_crash=remove_live_link
+    )
+    assert checked >= 5
+
+
 @pytest.mark.parametrize("direction", ["forward", "back"])
 def test_every_crash_point_of_recover_itself(direction, packages, make_home):
     """Kill an upgrade so recovery must roll forward (or back), then kill recovery at each point."""

@@ -115,6 +115,8 @@ class Installer:
             from atomicplug.transaction import recover_pending
 
             outcomes = recover_pending(self.config, self.progress)
+            if pending_journals(self.config.journal_dir):
+                return outcomes  # still undecided: the highest generation may be its own, not the live one
         self._restore_live_link()
         return outcomes
 
