@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -350,3 +351,31 @@ def test_a_transaction_after_the_live_link_was_removed_starts_from_the_live_gene
     installer.install_file(home.package("beta"))
     assert {p["id"] for p in installer.list()} == {"alpha", "beta"}
     assert all(report.ok for report in installer.verify())
+
+
+def test_generations_lists_the_kept_ones_with_what_each_shows_and_the_transaction_that_made_it(home):
+    """What `rollback --generation N` needs: which N shows what (as `nix-env --list-generations`, `ostree admin status`)."""
+    installer = home.installer
+    installer.install_file(home.package("alpha", "1.0.0"))  # generation 1
+    installer.install_file(home.package("beta"))  # 2
+    installer.install_file(home.package("alpha", "1.1.0"))  # 3
+    installer.disable("beta")  # 4
+    installer.gc()  # keeps 3 and 4
+    listed = _cli(home, "generations")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.fullmatch(rf"generation 4 \(live\)  {stamp}  disable beta", lines[0]), lines
+    assert lines[1] == "  alpha 1.1.0, beta 1.0.0 (disabled)"
+    assert re.fullmatch(rf"generation 3  {stamp}  upgrade alpha 1.0.0 -> 1.1.0", lines[2]), lines
+    assert lines[3] == "  alpha 1.1.0, beta 1.0.0" and len(lines) == 4
+    rows = json.loads(_cli(home, "generations", "--json").stdout)
+    assert [(r["generation"], r["live"], r["operation"], r["parent"]) for r in rows] == [(4, True, "disable", 3), (3, False, "upgrade", 2)]
+    assert rows[1]["plugins"] == [{"id": "alpha", "version": "1.1.0", "enabled": True}, {"id": "beta", "version": "1.0.0", "enabled": True}]
+    installer.rollback(generation=3)  # 5, showing 3's view: made by the rollback
+    assert re.fullmatch(rf"generation 5 \(live\)  {stamp}  rollback: enable beta", _cli(home, "generations").stdout.splitlines()[0])
+
+
+def test_generations_before_the_first_install(home):
+    listed = _cli(home, "generations")
+    assert (listed.returncode, listed.stdout) == (0, "no generations yet (nothing installed)\n")

@@ -388,7 +388,7 @@ class Installer:
             raise UsageError(f"generation {generation} is already the live one")
         if generation not in generations.numbers(self.config):
             kept = ", ".join(map(str, generations.numbers(self.config))) or "none"
-            raise UsageError(f"generation {generation} is not kept (kept: {kept}; see keep_generations)")
+            raise UsageError(f"generation {generation} is not kept (kept: {kept}, listed by `atomicplug generations`; see keep_generations)")
         return self._generation_registry(generation)
 
     def _generation_registry(self, number: int) -> Registry:
@@ -512,6 +512,32 @@ class Installer:
         from atomicplug.settings.apply import view
 
         return view(self.config, Registry.load(self.config.registry_path), plugin_id)
+
+    def generations(self) -> list[dict[str, Any]]:
+        """The kept generations, newest first, as plain dicts: what ``rollback --generation N`` chooses from.
+
+        Each: ``generation``, ``live``, ``plugins`` it shows (id, version, enabled), and the
+        transaction that made it: ``txid``, ``parent`` (the generation live before it) and,
+        from history, ``operation``, ``finished`` and its ``changes`` (None/[] when history
+        has no line for it).
+        """
+        from atomicplug import generations
+        from atomicplug.change import describe_step
+        from atomicplug.history import read_history
+
+        made = {entry["txid"]: entry for entry in read_history(self.config.home)}
+        live = generations.current_number(self.config)
+        rows = []
+        for number in reversed(generations.numbers(self.config)):
+            registry = self._generation_registry(number)
+            entry = made.get(registry.txid, {})
+            rows.append({
+                "generation": number, "live": number == live, "txid": registry.txid or None, "parent": registry.parent,
+                "operation": entry.get("operation"), "finished": entry.get("finished"),
+                "changes": [describe_step(step) for step in entry.get("steps", [])],
+                "plugins": [{"id": e.id, "version": e.version, "enabled": e.enabled} for e in sorted(registry.plugins.values(), key=lambda e: e.id)],
+            })  # fmt: skip
+        return rows
 
     def history(self) -> list[dict[str, Any]]:
         """Finished transactions, oldest first."""

@@ -227,6 +227,31 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generations(args: argparse.Namespace) -> int:
+    rows = _installer(args).generations()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no generations yet (nothing installed)")
+    for row in rows:
+        print(f"generation {row['generation']}{' (live)' if row['live'] else ''}  {_made_by(row)}")
+        shown = ", ".join(f"{p['id']} {p['version']}{'' if p['enabled'] else ' (disabled)'}" for p in row["plugins"])
+        print(f"  {shown or 'no plugins'}")
+    return 0
+
+
+def _made_by(row: dict[str, Any]) -> str:
+    """When and by what a generation was made, as `history` says it (``rollback: enable beta``)."""
+    from atomicplug.history import shown_time
+
+    if not row["operation"]:  # history has no line for it
+        return f"transaction {row['txid']}" if row["txid"] else ""
+    changes = "; ".join(row["changes"])
+    said = changes if changes.startswith(row["operation"]) else f"{row['operation']}: {changes}"
+    return f"{shown_time(row['finished'])}  {said}"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     reports = _installer(args).verify(args.id)
     if args.json:
@@ -321,6 +346,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("list", cmd_list, "list installed plugins")
     p.add_argument("--json", action="store_true", help="print a JSON array (id, version, enabled, ...)")
     p = add("history", cmd_history, "list finished transactions")
+    p.add_argument("--json", action="store_true")
+    p = add("generations", cmd_generations, "list the kept generations (newest first): what each shows, what made it, which is live")
     p.add_argument("--json", action="store_true")
     p = add("verify", cmd_verify, "check installed files against the hashes recorded at install (exit 1 when modified)")
     p.add_argument("id", nargs="?")
