@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from atomicplug.resident.address import SOCKET_ENV
-from atomicplug.resident.client import OFF_ENV, connect, peer_credentials, read_message, send_message
+from atomicplug.resident.client import NOT_SERVED, OFF_ENV, SERVED, connect, peer_credentials, read_message, send_message
 
 
 class Resident:
@@ -483,3 +483,11 @@ def test_limits_above_the_servers_are_given_by_root_and_sent_back_otherwise(tmp_
             assert low.served() == 0
     finally:
         low.cli("resident", "stop")
+
+
+def test_every_command_is_either_served_or_named_as_not_served():
+    """A new command (`generations`) left out of SERVED silently ran one-shot, at full start-up cost."""
+    from atomicplug.cli import build_parser
+
+    commands = set(next(a for a in build_parser()._subparsers._group_actions).choices)  # type: ignore[union-attr]
+    assert SERVED | NOT_SERVED == commands and not SERVED & NOT_SERVED, (commands - SERVED - NOT_SERVED, (SERVED | NOT_SERVED) - commands)

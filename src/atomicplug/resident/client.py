@@ -26,16 +26,18 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["FORWARDED_SIGNALS", "OFF_ENV", "SERVED", "complete_message", "forward", "query", "read_message", "requested_command", "send_message"]
+__all__ = ["FORWARDED_SIGNALS", "NOT_SERVED", "OFF_ENV", "SERVED", "complete_message", "forward", "query", "read_message", "requested_command", "send_message"]
 
 #: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
 OFF_ENV = "ATOMICPLUG_RESIDENT"
-#: Commands a resident child runs. Not: those that prompt for a password on the
-#: terminal (keygen, pack, repo), start a long-lived server (serve), or manage this one.
+#: Commands a resident child runs: every command but NOT_SERVED.
 SERVED = frozenset({
     "install", "upgrade", "uninstall", "rollback", "enable", "disable", "configure", "settings", "list",
-    "history", "verify", "recover", "gc", "search", "available", "doctor", "sync", "cluster", "init",
+    "history", "generations", "verify", "recover", "gc", "search", "available", "doctor", "sync", "cluster", "init",
 })  # fmt: skip
+#: Those that prompt for a password on the terminal (keygen, pack, repo), start a long-lived
+#: server (serve), or manage this one: they always run in the client's own process.
+NOT_SERVED = frozenset({"keygen", "pack", "repo", "serve", "resident"})
 #: Signals passed on to the running child.
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 _LENGTH = struct.Struct(">I")
