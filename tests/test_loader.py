@@ -380,6 +380,8 @@ def test_a_failing_teardown_is_logged_and_the_addon_is_still_unloaded(home: Home
     assert TestClient(app).get("/api/v1/crm/ping").status_code == 404
 
 
+# The plugin uses FastAPI's deprecated on_event on purpose: addons written that way must not leak handlers.
+@pytest.mark.filterwarnings(r"ignore:\s*on_event is deprecated:DeprecationWarning")
 def test_remount_leaves_the_app_lifespan_and_event_handlers_as_they_were(home: Home, app: FastAPI) -> None:
     files = router_backend("crm")
     files["backend/__init__.py"] = str(files["backend/__init__.py"]) + "@router.on_event('startup')\ndef started() -> None:\n    pass\n"
