@@ -379,3 +379,24 @@ def test_generations_lists_the_kept_ones_with_what_each_shows_and_the_transactio
 def test_generations_before_the_first_install(home):
     listed = _cli(home, "generations")
     assert (listed.returncode, listed.stdout) == (0, "no generations yet (nothing installed)\n")
+
+
+def _files_of(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def test_gc_dry_run_says_what_gc_would_remove_and_free_and_removes_nothing(home):
+    for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):  # gc keeps 3 and 4, and 1.1.0: generation 3's previous
+        home.installer.install_file(home.package("alpha", version, files={"backend/v.py": f"V = {version!r}\n" * 2000}))
+    before = _files_of(home.config.home)
+    dry = _cli(home, "gc", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert _files_of(home.config.home) == before
+    said = re.fullmatch(r"would remove 2 generation\(s\), 2 view\(s\), 1 store tree\(s\), (\d+) object\(s\), 0 package\(s\), "
+                        r"(\d+) journal\(s\), 0 leftover\(s\), freeing (\d+) bytes\n", dry.stdout)  # fmt: skip
+    assert said, dry.stdout
+    done = _cli(home, "gc")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == dry.stdout.replace("would remove", "removed").replace(", freeing", ", freed"), (dry.stdout, done.stdout)
+    assert int(said[3]) >= len("V = '1.0.0'\n") * 2000  # 1.0.0's own v.py object at least
+    assert _cli(home, "gc", "--dry-run").stdout.startswith("would remove 0 generation(s), 0 view(s), 0 store tree(s), 0 object(s)")

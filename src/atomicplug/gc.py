@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 
-from atomicplug import generations
+from atomicplug import generations, views
 from atomicplug.errors import OperationError
-from atomicplug.fsutil import remove_file, remove_tree
+from atomicplug.fsutil import TRASH_PREFIX, remove_file, remove_tree
 from atomicplug.registry import Registry
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
 
-__all__ = ["Collected", "collect", "BLOB_GRACE_SECONDS"]
+__all__ = ["Collected", "collect", "survey", "BLOB_GRACE_SECONDS"]
 
 #: A package blob younger than this is kept although no generation uses it yet: another
 #: process may have taken it in and be waiting for the lock to install it.
@@ -35,7 +36,7 @@ BLOB_GRACE_SECONDS = 3600
 
 @attrs.frozen
 class Collected:
-    """What one gc removed."""
+    """What one gc removed (or, in a dry run, would remove), and the bytes of its objects and packages."""
 
     generations: int = 0
     views: int = 0  # backend views no kept generation shows (docs/design.md "Generations")
@@ -44,6 +45,7 @@ class Collected:
     journals: int = 0
     blobs: int = 0
     leftovers: int = 0
+    bytes: int = 0  # the unused objects' and packages' sizes: what their removal frees
 
     def as_dict(self) -> dict[str, int]:
         return attrs.asdict(self)
@@ -58,14 +60,22 @@ def kept_generations(config: Config) -> list[int]:
     return [*older[len(older) - (config.keep_generations - 1) :], live] if config.keep_generations > 1 else [live]
 
 
-def collect(config: Config) -> Collected:
-    """Remove what no kept generation needs; the caller holds the writer lock and has recovered."""
-    from atomicplug.journal.reader import all_journals
-    from atomicplug.stages.stage import objects_of
-    from atomicplug.transaction import sweep_temp_files, sweep_trash
+@attrs.frozen
+class _Unused:
+    """What no kept generation needs, decided before anything is removed (gc and its dry run share it)."""
 
-    sweep_temp_files(config)
-    leftovers = sweep_trash(config)
+    generations: tuple[int, ...]
+    views: tuple[str, ...]
+    trees: tuple[Path, ...]
+    objects_in_use: frozenset[str]
+    journals: tuple[Path, ...]
+    blobs: tuple[Path, ...]
+
+
+def _unused(config: Config) -> _Unused:
+    """Raises OperationError when a kept tree's record cannot be read (its objects are unknown)."""
+    from atomicplug.journal.reader import all_journals
+
     keep = kept_generations(config)
     registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME) for n in keep]
     if not registries:  # a home from before generations: its one registry file
@@ -73,43 +83,91 @@ def collect(config: Config) -> Collected:
     # Each kept generation needs what it shows and each plugin's previous tree: switched back to,
     # a per-plugin rollback from it goes where it went before.
     trees = set().union(*(registry.referenced_trees() for registry in registries))
-    objects_in_use = _objects_in_use(config, trees)  # before removing anything: a damaged record refuses gc whole
-    removed_generations = 0
-    for number in generations.numbers(config):
-        if number not in keep:
-            generations.remove(config, number)
-            removed_generations += 1
-    removed_views = generations.remove_unused_views(config)
-    removed_trees = 0
+    shown = {views.key_of(generations.folder(config, n) / generations.BACKEND) for n in keep}
     store = config.store_dir
-    for plugin_dir in sorted(store.iterdir()) if store.is_dir() else []:
-        for tree in sorted(plugin_dir.iterdir()):
-            if f"store/{plugin_dir.name}/{tree.name}" not in trees:
-                remove_tree(tree)
-                removed_trees += 1
+    stored = [
+        tree for plugin_dir in (sorted(store.iterdir()) if store.is_dir() else []) for tree in sorted(plugin_dir.iterdir())
+        if not tree.name.startswith(TRASH_PREFIX)
+    ]
+    live_txid = registries[-1].txid
+    packages = {tree.split("-")[-1] for tree in trees}  # the sha12 each kept tree came from
+    return _Unused(
+        generations=tuple(n for n in generations.numbers(config) if n not in keep),
+        views=tuple(name for name in views.names(config) if name not in shown),
+        trees=tuple(tree for tree in stored if f"store/{tree.parent.name}/{tree.name}" not in trees),
+        objects_in_use=frozenset(_objects_in_use(config, trees)),
+        journals=tuple(j.path for j in all_journals(config.journal_dir) if j.finished and j.txid != live_txid),
+        blobs=tuple(_unused_blobs(config, packages)),
+    )
+
+
+def survey(config: Config) -> Collected:
+    """What :func:`collect` would remove now, and the bytes it would free; nothing is removed (``gc --dry-run``)."""
+    from atomicplug.stages.stage import objects_of
+
+    unused = _unused(config)
+    objects = objects_of(config)
+    unreferenced = [sha for sha in objects if sha not in unused.objects_in_use]
+    leftovers = [*config.home.glob(f"staging/{TRASH_PREFIX}*"), *config.home.glob(f"store/*/{TRASH_PREFIX}*")]
+    staging = config.staging_dir
+    leftovers += [p for p in staging.iterdir() if not p.name.startswith(TRASH_PREFIX)] if staging.is_dir() else []
+    return Collected(
+        generations=len(unused.generations),
+        views=len(unused.views),
+        trees=len(unused.trees),
+        objects=len(unreferenced),
+        journals=len(unused.journals),
+        blobs=len(unused.blobs),
+        leftovers=len(leftovers),
+        bytes=sum(_size(objects.path(sha)) for sha in unreferenced) + sum(_size(blob) for blob in unused.blobs),
+    )
+
+
+def collect(config: Config) -> Collected:
+    """Remove what no kept generation needs; the caller holds the writer lock and has recovered."""
+    from atomicplug.stages.stage import objects_of
+    from atomicplug.transaction import sweep_temp_files, sweep_trash
+
+    sweep_temp_files(config)
+    leftovers = sweep_trash(config)
+    unused = _unused(config)  # before removing anything: a damaged record refuses gc whole
+    objects = objects_of(config)
+    freed = sum(_size(objects.path(sha)) for sha in objects if sha not in unused.objects_in_use)
+    freed += sum(_size(blob) for blob in unused.blobs)
+    for number in unused.generations:
+        generations.remove(config, number)
+    removed_views = generations.remove_unused_views(config)
+    for tree in unused.trees:
+        remove_tree(tree)
+    for plugin_dir in sorted(config.store_dir.iterdir()) if config.store_dir.is_dir() else []:
         if not any(plugin_dir.iterdir()):
             plugin_dir.rmdir()
-    live_txid = registries[-1].txid
-    removed_journals = 0
-    for journal in all_journals(config.journal_dir):
-        if journal.finished and journal.txid != live_txid:
-            remove_file(journal.path)
-            removed_journals += 1
+    for journal in unused.journals:
+        remove_file(journal)
     staging = config.staging_dir
     for leftover in sorted(staging.iterdir()) if staging.is_dir() else []:
         remove_tree(leftover)
         leftovers += 1
-    packages = {tree.split("-")[-1] for tree in trees}  # the sha12 each kept tree came from
-    packages = {sha for sha in _blob_names(config) if sha[:12] in packages}
+    for blob in unused.blobs:
+        remove_file(blob.with_name(blob.name + ".minisig"))
+        remove_file(blob)
     return Collected(
-        generations=removed_generations,
+        generations=len(unused.generations),
         views=removed_views,
-        trees=removed_trees,
-        objects=objects_of(config).sweep(objects_in_use),
-        journals=removed_journals,
-        blobs=_remove_unused_blobs(config, packages),
+        trees=len(unused.trees),
+        objects=objects.sweep(unused.objects_in_use),
+        journals=len(unused.journals),
+        blobs=len(unused.blobs),
         leftovers=leftovers,
+        bytes=freed,
     )
+
+
+def _size(path: Path) -> int:
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _objects_in_use(config: Config, trees: set[str]) -> set[str]:
@@ -130,25 +188,18 @@ def _objects_in_use(config: Config, trees: set[str]) -> set[str]:
     return referenced
 
 
-def _blob_names(config: Config) -> list[str]:
+def _unused_blobs(config: Config, packages: set[str]) -> list[Path]:
+    """Package blobs no kept tree came from (``packages``: their sha12s), past the grace period."""
     folder = config.downloads_dir
-    return [p.name[:-4] for p in folder.glob("*.zip")] if folder.is_dir() else []
-
-
-def _remove_unused_blobs(config: Config, packages: set[str]) -> int:
-    """Package blobs (and their signatures) no kept tree came from, past the grace period."""
-    folder = config.downloads_dir
-    removed = 0
     cutoff = time.time() - BLOB_GRACE_SECONDS
+    unused = []
     for blob in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
-        if blob.name[:-4] in packages:
+        if blob.name[:12] in packages:
             continue
         try:
             if os.stat(blob).st_mtime > cutoff:
                 continue
         except FileNotFoundError:
             continue
-        remove_file(blob.with_name(blob.name + ".minisig"))
-        remove_file(blob)
-        removed += 1
-    return removed
+        unused.append(blob)
+    return unused

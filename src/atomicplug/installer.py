@@ -449,14 +449,19 @@ class Installer:
         with ioerrors.reported("recover", site=self.config), self._locked():
             return self._recover_locked()
 
-    def gc(self) -> dict[str, int]:
+    def gc(self, *, dry_run: bool = False) -> dict[str, int]:
         """Remove generations, store trees, blobs and journals that no kept generation needs.
 
         On a cluster node also the packages in the cluster's store that no kept
         generation of the cluster names (``cluster_packages``, ``cluster_bytes``).
+        ``dry_run``: what it would remove and the ``bytes`` that would free, nothing
+        removed and nothing recovered (under the lock, so no transaction runs meanwhile).
         """
-        from atomicplug.gc import BLOB_GRACE_SECONDS, collect
+        from atomicplug.gc import BLOB_GRACE_SECONDS, collect, survey
 
+        if dry_run:
+            with ioerrors.reported("gc --dry-run", site=self.config), self._locked():
+                return survey(self.config).as_dict()
         unchanged = "the installed plugins are unchanged; run `atomicplug gc` again"
         with self._writing("gc", unchanged, cluster=False):  # this node's own files, then the cluster's store
             removed = collect(self.config).as_dict()

@@ -31,7 +31,7 @@ from atomicplug import fsutil
 if TYPE_CHECKING:
     from atomicplug.config import Config
 
-__all__ = ["FOLDER", "root", "link_target", "ensure", "remove_unused"]
+__all__ = ["FOLDER", "root", "link_target", "ensure", "names", "remove_unused"]
 
 FOLDER = "views"
 _BUILDING = ".building-"
@@ -74,6 +74,14 @@ def key_of(link: Path) -> str | None:
     except OSError:
         return None
     return Path(target).name if Path(target).parent.name == FOLDER else None
+
+
+def names(config: Config) -> list[str]:
+    """Every complete view (not a build or delete leftover)."""
+    try:
+        return sorted(name for name in os.listdir(root(config)) if not name.startswith("."))
+    except FileNotFoundError:
+        return []
 
 
 def remove_unused(config: Config, shown: Collection[str]) -> int:

@@ -285,12 +285,13 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    removed = _installer(args).gc()
+    removed = _installer(args).gc(dry_run=args.dry_run)
+    verb, freeing = ("would remove", "freeing") if args.dry_run else ("removed", "freed")
     print(
-        f"removed {removed['generations']} generation(s), {removed['views']} view(s), {removed['trees']} store tree(s), "
+        f"{verb} {removed['generations']} generation(s), {removed['views']} view(s), {removed['trees']} store tree(s), "
         f"{removed['objects']} object(s), "
         f"{removed['blobs']} package(s), "
-        f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s)"
+        f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s), {freeing} {removed['bytes']} bytes"
     )
     if "cluster_packages" in removed:
         print(f"removed {removed['cluster_packages']} package(s) from the cluster's store ({removed['cluster_bytes']} bytes)")
@@ -353,4 +354,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id", nargs="?")
     p.add_argument("--json", action="store_true")
     add("recover", cmd_recover, "finish or undo transactions a crash interrupted")
-    add("gc", cmd_gc, "remove store trees and journals no longer needed")
+    p = add("gc", cmd_gc, "remove what no kept generation needs: generations, views, store trees, objects, packages, journals")
+    p.add_argument("--dry-run", action="store_true", help="say what it would remove and the bytes that would free; remove nothing")
