@@ -102,7 +102,7 @@ def test_rollback_of_a_whole_transaction_or_generation_refused_on_the_command_li
     before = snapshot(home.config)
     assert_one_line_error(run_cli(home, "rollback", "--transaction", first), 2, f"transaction {first} made the first generation; there is nothing before it")
     assert_one_line_error(run_cli(home, "rollback", "--generation", "1"), 2, "generation 1 is already the live one")
-    assert_one_line_error(run_cli(home, "rollback", "--generation", "9"), 2, "generation 9 is not kept (kept: 1; see keep_generations)")
+    assert_one_line_error(run_cli(home, "rollback", "--generation", "9"), 2, "generation 9 is not kept (kept: 1, listed by `atomicplug generations`; see keep_generations)")
     assert snapshot(home.config) == before
     assert run_cli(home, "install", str(home.package("beta"))).returncode == 0
     assert_one_line_error(run_cli(home, "rollback", "--transaction", first), 2, f"transaction {first} made generation 1, but generation 2 is live")

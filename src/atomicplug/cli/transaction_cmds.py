@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -210,35 +210,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    from atomicplug.change import describe_step
-    from atomicplug.history import shown_time
-
-    entries = _installer(args).history()
-    if args.json:
-        print(json.dumps(entries, indent=2))
-        return 0
-    if not entries:
-        print("no transactions yet")
-    for entry in entries:
-        steps = "; ".join(describe_step(step) for step in entry["steps"])
-        reason = f" ({entry['reason']})" if entry.get("reason") else ""
-        print(f"{shown_time(entry['finished'])}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}")
-    return 0
-
-
-def cmd_generations(args: argparse.Namespace) -> int:
-    rows = _installer(args).generations()
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], empty: str, lines: Callable[[dict[str, Any]], list[str]]) -> int:
+    """``rows`` as indented JSON with ``--json``; else each row's ``lines``, or ``empty`` when there is none."""
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print("no generations yet (nothing installed)")
+        print(empty)
     for row in rows:
-        print(f"generation {row['generation']}{' (live)' if row['live'] else ''}  {_made_by(row)}")
-        shown = ", ".join(f"{p['id']} {p['version']}{'' if p['enabled'] else ' (disabled)'}" for p in row["plugins"])
-        print(f"  {shown or 'no plugins'}")
+        for line in lines(row):
+            print(line)
     return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from atomicplug.change import describe_step
+    from atomicplug.history import shown_time
+
+    def lines(entry: dict[str, Any]) -> list[str]:
+        steps = "; ".join(describe_step(step) for step in entry["steps"])
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        return [f"{shown_time(entry['finished'])}  {entry['operation']:9} {entry['outcome']:8} {steps}{reason}"]
+
+    return _print_rows(args, _installer(args).history(), "no transactions yet", lines)
+
+
+def cmd_generations(args: argparse.Namespace) -> int:
+    def lines(row: dict[str, Any]) -> list[str]:
+        shown = ", ".join(f"{p['id']} {p['version']}{'' if p['enabled'] else ' (disabled)'}" for p in row["plugins"])
+        return [f"generation {row['generation']}{' (live)' if row['live'] else ''}  {_made_by(row)}", f"  {shown or 'no plugins'}"]
+
+    return _print_rows(args, _installer(args).generations(), "no generations yet (nothing installed)", lines)
 
 
 def _made_by(row: dict[str, Any]) -> str:
