@@ -470,6 +470,9 @@ def test_gc_removes_the_packages_no_kept_cluster_generation_names_and_nodes_stil
     assert fresh.returncode == 0, fresh.stderr
     assert "removed 0 package(s) from the cluster's store" in fresh.stdout  # all younger than the grace period
     execute(url, "UPDATE atomicplug_cluster_packages SET stored_at = stored_at - interval '2 hours'")
+    dry = writer.cli("gc", "--dry-run")
+    assert dry.returncode == 0 and "would remove 1 package(s) from the cluster's store" in dry.stdout, dry.stdout + dry.stderr
+    assert sorted(_stored(url).values()) == ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]  # nothing removed
     collected = writer.cli("gc")
     assert collected.returncode == 0, collected.stderr
     # Kept: 1.3.0 (desired) and 1.2.0 (its previous), 1.1.0 (the previous of generation 3, still kept).

@@ -400,3 +400,28 @@ def test_gc_dry_run_says_what_gc_would_remove_and_free_and_removes_nothing(home)
     assert done.stdout == dry.stdout.replace("would remove", "removed").replace(", freeing", ", freed"), (dry.stdout, done.stdout)
     assert int(said[3]) >= len("V = '1.0.0'\n") * 2000  # 1.0.0's own v.py object at least
     assert _cli(home, "gc", "--dry-run").stdout.startswith("would remove 0 generation(s), 0 view(s), 0 store tree(s), 0 object(s)")
+
+
+def test_gc_dry_run_with_the_live_link_removed_counts_what_gc_would_after_putting_it_back(home):
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        home.installer.install_file(home.package("alpha", version))
+    os.unlink(home.config.home / generations.CURRENT)
+    dry = _cli(home, "gc", "--dry-run")
+    assert not (home.config.home / generations.CURRENT).exists()  # a dry run does not relink either
+    done = _cli(home, "gc")
+    assert dry.stdout.startswith("would remove 1 generation(s), 1 view(s), 0 store tree(s), 0 object(s)"), dry.stdout
+    assert done.stdout == dry.stdout.replace("would remove", "removed").replace(", freeing", ", freed"), (dry.stdout, done.stdout)
+
+
+def test_gc_dry_run_refuses_while_a_transaction_is_unfinished(home_factory):
+    from atomicplug.installer import Installer
+    from atomicplug.testing import count_crash_points, crash_at
+
+    reference, home = home_factory(name="reference"), home_factory(name="crashed")
+    total = count_crash_points(lambda: Installer(reference.config).install_file(reference.package("alpha")))
+    assert crash_at(lambda: Installer(home.config).install_file(home.package("alpha")), total - 2)
+    before = _files_of(home.config.home)
+    dry = _cli(home, "gc", "--dry-run")
+    assert (dry.returncode, dry.stdout) == (1, ""), dry
+    assert dry.stderr.strip().endswith("run `atomicplug recover`, then `atomicplug gc --dry-run` again"), dry.stderr
+    assert len(dry.stderr.strip().splitlines()) == 1 and _files_of(home.config.home) == before

@@ -564,6 +564,20 @@ def test_an_operation_reports_its_stages_and_download_bytes_from_the_librarys_ev
         assert "install crm 2.0.0" in body["messages"] and "" not in body["messages"]
 
 
+def test_install_remote_of_an_installed_plugin_at_its_newest_version_repairs_a_damaged_tree(site: Site) -> None:
+    """The panel's Install/Upgrade asks for the newest version; with nothing newer, a damaged tree is repaired from it."""
+    with site.client() as client:
+        _install(client, "crm")
+        [tree] = (site.home.config.home / "store" / "crm").iterdir()
+        damaged = tree / "backend" / "__init__.py"
+        os.chmod(damaged, 0o644)
+        damaged.write_text(damaged.read_text() + "# changed by hand\n")
+        assert not site.home.installer.verify("crm")[0].ok
+        body = _install(client, "crm")
+        assert body["changes"] == ["repair crm 2.0.0: 1 file"], body
+        assert site.home.installer.verify("crm")[0].ok and site.installed()["crm"] == ("2.0.0", True)
+
+
 def test_downgrade_needs_allow_downgrade(site: Site) -> None:
     with site.client() as client:
         _install(client, "crm")

@@ -122,4 +122,50 @@ def test_install_by_id_of_the_installed_version_repairs_a_damaged_tree_from_the_
     result = remote.install("crm")  # its installed 1.0.0 satisfies it: repaired, not upgraded to 1.1.0
     assert result.changes == ("repair crm 1.0.0: 2 files",), result.changes
     assert remote.verify("crm")[0].ok and versions(remote) == {"core": "1.5.0", "crm": "1.0.0"}
-    assert not remote.install("crm").changed  # intact: nothing to do, nothing downloaded
+    events: list = []
+    assert not Installer(remote.config, progress=events.append).install("crm").changed  # intact: nothing to do
+    assert not [e for e in events if e.stage == "download"], events  # and nothing downloaded
+
+
+def _damage(installer, plugin_id):
+    [tree] = (installer.config.home / "store" / plugin_id).iterdir()
+    target = tree / "backend" / "__init__.py"
+    os.chmod(target, 0o644)
+    target.write_text(target.read_text() + "# changed by hand\n")
+
+
+def test_a_repair_by_id_is_dropped_when_another_writer_changed_the_plugin_during_the_download(remote, home):
+    """Found in review: the repair was planned without the lock; an upgrade made meanwhile became a downgrade."""
+    remote.install("crm==1.0.0")
+    _damage(remote, "crm")
+    other = Installer(remote.config)
+
+    def meanwhile(event):
+        if event.stage == "download" and versions(other)["crm"] == "1.0.0":
+            other.install_file(home.package("crm", "1.1.0", requires=("core>=1.0,<2",)))
+
+    result = Installer(remote.config, progress=meanwhile).install("crm", allow_downgrade=True)
+    assert not result.changed, result.changes
+    assert versions(remote)["crm"] == "1.1.0" and remote.verify("crm")[0].ok
+
+
+def test_a_damaged_plugin_the_repository_has_no_package_for_is_left_and_said(remote, home):
+    """Installed from a zip the repository does not list: the install by id is not refused (it was, naming
+    `crm==0.9.0`, which nobody asked for); a note says how to repair it."""
+    remote.install("core==1.0.0")
+    remote.install_file(home.package("crm", "0.9.0", requires=("core>=1.0,<2",)))
+    _damage(remote, "crm")
+    notes: list = []
+    result = Installer(remote.config, progress=lambda e: notes.append(str(e)) if e.stage == "note" else None).install(["crm", "core"])
+    assert not result.changed, result.changes
+    assert versions(remote) == {"core": "1.0.0", "crm": "0.9.0"} and not remote.verify("crm")[0].ok
+    assert any("crm 0.9.0 is damaged" in n and "installing its zip again repairs it" in n for n in notes), notes
+
+
+def test_a_wrong_addon_link_alone_downloads_nothing(remote):
+    remote.install("crm")
+    link = remote.config.backend_addons
+    link.unlink()
+    events: list = []
+    assert not Installer(remote.config, progress=events.append).install("crm").changed
+    assert not [e for e in events if e.stage == "download"], events

@@ -60,7 +60,7 @@ def _asked_settings(mine: PluginPreview | None, cause: BaseException | None) -> 
         return []
     if mine.change.action == "install":
         return setting_fields(mine.settings)
-    if isinstance(cause, SettingsError) and cause.missing:
+    if isinstance(cause, SettingsError) and cause.missing and mine.plugin_id in (cause.plugins or (mine.plugin_id,)):
         return [f for f in setting_fields(mine.settings) if f.name in cause.missing]
     return []
 

@@ -88,7 +88,8 @@ def examine(config: Config) -> list[Finding]:
             raise AtomicplugError(
                 f"no live generation: {config.home / generations.CURRENT} is missing (removed by hand?) while generations "
                 f"{kept} are kept; the addon folders show no plugin: `atomicplug recover` (or the next change) points it at "
-                f"generation {numbers[-1]} again"
+                + ("the live generation again, once it has finished the unfinished transaction" if pending_journals(config.journal_dir)
+                   else f"generation {numbers[-1]} again")
             )
         return f"generation {number} (kept: {kept})" if number is not None else "no generation yet (nothing installed)"
 

@@ -52,8 +52,14 @@ class Collected:
 
 
 def kept_generations(config: Config) -> list[int]:
-    """The live generation and the ones before it that ``keep_generations`` keeps, oldest first."""
+    """The live generation and the ones before it that ``keep_generations`` keeps, oldest first.
+
+    With ``<home>/current`` removed by hand, the live one is the highest complete generation
+    (what recovery points it at again: ``generations.restore_live_link``).
+    """
     live = generations.current_number(config)
+    if live is None:
+        live = max(generations.numbers(config), default=None)
     if live is None:
         return []
     older = [n for n in generations.numbers(config) if n < live]
@@ -102,9 +108,19 @@ def _unused(config: Config) -> _Unused:
 
 
 def survey(config: Config) -> Collected:
-    """What :func:`collect` would remove now, and the bytes it would free; nothing is removed (``gc --dry-run``)."""
+    """What :func:`collect` would remove now, and the bytes it would free; nothing is removed (``gc --dry-run``).
+
+    Refused (OperationError) while a transaction is unfinished: gc finishes or undoes it first,
+    which changes what is live, and a dry run changes nothing.
+    """
+    from atomicplug.journal.reader import pending_journals
     from atomicplug.stages.stage import objects_of
 
+    if pending := pending_journals(config.journal_dir):
+        raise OperationError(
+            f"{len(pending)} unfinished transaction(s): gc finishes them first, which changes what it would remove; "
+            "run `atomicplug recover`, then `atomicplug gc --dry-run` again"
+        )
     unused = _unused(config)
     objects = objects_of(config)
     unreferenced = [sha for sha in objects if sha not in unused.objects_in_use]

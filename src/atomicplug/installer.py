@@ -9,7 +9,7 @@ writer would, without the lock, and runs nothing (docs/design.md "Dry run").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from atomicplug.verification import VerifyReport, verify_plugin
 if TYPE_CHECKING:
     from atomicplug.change import Plan
     from atomicplug.cluster.writer import ClusterWriter
+    from atomicplug.gc import Collected
     from atomicplug.intake import Package
     from atomicplug.preview import DryRun, Preview
     from atomicplug.registry import InstalledPlugin
@@ -191,6 +192,7 @@ class Installer:
         with_requirements: bool = False,
         settings: Given | None = None,
         by: str | None = None,
+        repairing: frozenset[str] = frozenset(),
     ) -> TransactionResult:
         """Install packages that passed intake (dependencies first) in one transaction.
 
@@ -200,12 +202,16 @@ class Installer:
         the transaction and stored in its database transaction; ``by`` names who
         installs (docs/design.md "Plugin settings"). Raises SettingsError for
         values the schema refuses or a required setting left without a value.
+        ``repairing``: sha256s of packages fetched only to repair the tree installed
+        from them; one whose plugin another writer changed meanwhile is dropped (it
+        would now be a downgrade or a refusal nobody asked for).
         """
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
         _check_python_dependencies(packages)
         with self._writing("install") as registry:
+            packages = [p for p in packages if p.sha256 not in repairing or _installed_from(registry, p)]
             txid = new_txid()
             repairs = self._repair_damaged(registry, packages)
             plan = planning.plan_install(
@@ -286,38 +292,43 @@ class Installer:
         with_requirements: bool = False,
         settings: Given | None = None,
         by: str | None = None,
+        repair: bool = True,
     ) -> TransactionResult:
         """Install from the configured repository: ``id``, ``id==1.2``, ``id>=1.0`` (with dependencies).
 
-        Downloads report ``download`` progress events with their bytes. A requested
-        plugin installed at a version the request accepts is left as it is, unless
-        ``verify`` finds its tree damaged: then that version's package is downloaded
-        and repairs it, as reinstalling its zip does (docs/design.md "The tree record").
+        Downloads report ``download`` progress events with their bytes. ``repair``: a
+        requested plugin that stays at its installed version but whose tree ``verify``
+        finds damaged is repaired from that version's package, as reinstalling its zip
+        does (docs/design.md "The tree record"); when the repository has not that very
+        package, a ``note`` says so and the plugin is left as it is.
         """
         from atomicplug.repository import remote
-        from atomicplug.repository.resolver import parse_request
 
         if isinstance(specs, str):
             specs = [specs]
-        installed = self._installed_versions()
-        damaged = {} if upgrade else self._damaged_requested(specs)
-        specs = [f"{pid}=={damaged[pid]}" if (pid := parse_request(s).id) in damaged else s for s in specs]
+        damaged = self._damaged_requested(specs) if repair else {}
         with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(
-                self.config, list(specs), {k: v for k, v in installed.items() if k not in damaged}, upgrade=upgrade,
-                record=self._dry is None, progress=self.progress,
+                self.config, list(specs), self._installed_versions(), upgrade=upgrade, record=self._dry is None,
+                progress=self.progress, repair={pid: (e.version, e.current.sha256) for pid, e in damaged.items()},
             )  # fmt: skip
+        fetched = {p.sha256 for p in packages}
+        for pid, entry in sorted(damaged.items()):
+            if entry.current.sha256 not in fetched and pid not in {p.metadata.id for p in packages}:
+                self.progress(ProgressEvent("note", f"{pid} {entry.version} is damaged (`atomicplug verify {pid}`), and the "
+                                            "repository has not its package: installing its zip again repairs it"))  # fmt: skip
         return self.install_packages(
             packages, rehearse=rehearse, allow_downgrade=allow_downgrade, with_requirements=with_requirements,
-            settings=settings, by=by,
+            settings=settings, by=by, repairing=frozenset(e.current.sha256 for e in damaged.values()) & fetched,
         )
 
     def upgrade(self, plugin_ids: Sequence[str] | None = None, *, rehearse: bool = True) -> TransactionResult:
-        """Upgrade the named plugins (None: all installed) to the repository's highest versions."""
+        """Upgrade the named plugins (None: all installed) to the repository's highest versions (no repairs:
+        ``upgrade --all`` would otherwise hash every installed tree)."""
         ids = list(plugin_ids) if plugin_ids else sorted(self._installed_versions())
         if not ids:
             return TransactionResult(txid="", operation="install", changes=())
-        return self.install(ids, upgrade=True, rehearse=rehearse)
+        return self.install(ids, upgrade=True, rehearse=rehearse, repair=False)
 
     def uninstall(self, plugin_id: str, *, keep_data: bool = False, cascade: bool = False) -> TransactionResult:
         from atomicplug.stages import plan as planning
@@ -457,26 +468,34 @@ class Installer:
         ``dry_run``: what it would remove and the ``bytes`` that would free, nothing
         removed and nothing recovered (under the lock, so no transaction runs meanwhile).
         """
-        from atomicplug.gc import BLOB_GRACE_SECONDS, collect, survey
+        from atomicplug.gc import collect, survey
 
         if dry_run:
-            with ioerrors.reported("gc --dry-run", site=self.config), self._locked():
-                return survey(self.config).as_dict()
-        unchanged = "the installed plugins are unchanged; run `atomicplug gc` again"
-        with self._writing("gc", unchanged, cluster=False):  # this node's own files, then the cluster's store
-            removed = collect(self.config).as_dict()
-            if self.config.cluster:
-                from atomicplug.cluster.packages import collect as collect_packages
+            with ioerrors.reported("gc --dry-run", site=self.config), self._locked():  # neither recovers nor relinks
+                return self._collect(survey, dry_run=True)
+        with self._writing("gc", "the installed plugins are unchanged; run `atomicplug gc` again", cluster=False):
+            return self._collect(collect, dry_run=False)
 
-                removed["cluster_packages"], removed["cluster_bytes"] = collect_packages(self.config, BLOB_GRACE_SECONDS)
-            return removed
+    def _collect(self, local: Callable[[Config], Collected], *, dry_run: bool) -> dict[str, int]:
+        """``local`` (``gc.collect``, or ``gc.survey`` in a dry run) on this node's own files; then on a
+        cluster node the cluster's store (``cluster_packages``, ``cluster_bytes``)."""
+        from atomicplug.gc import BLOB_GRACE_SECONDS
+
+        removed = local(self.config).as_dict()
+        if self.config.cluster:
+            from atomicplug.cluster.packages import collect as collect_packages
+
+            removed["cluster_packages"], removed["cluster_bytes"] = collect_packages(self.config, BLOB_GRACE_SECONDS, dry_run=dry_run)
+        return removed
 
     # -- readers --------------------------------------------------------------
-    def _damaged_requested(self, specs: Sequence[str]) -> dict[str, str]:
-        """Requested ids installed at a version their request accepts whose tree ``verify`` finds damaged → that version.
+    def _damaged_requested(self, specs: Sequence[str]) -> dict[str, InstalledPlugin]:
+        """Requested plugins installed at a version their request accepts whose files ``verify``
+        finds changed, missing or added (a wrong addon link is no damage a package repairs).
 
-        Read without the lock: it only decides what to download; the repair itself
-        checks the tree again under the lock (:meth:`_repair_damaged`). Never in a dry run.
+        Read without the lock: it only decides what to download; under the lock the
+        package repairs only a tree still installed from it (:meth:`install_packages`).
+        Never in a dry run.
         """
         from atomicplug.repository.resolver import parse_request
 
@@ -486,8 +505,11 @@ class Installer:
         damaged = {}
         for request in map(parse_request, specs):
             entry = registry.plugins.get(request.id)
-            if entry is not None and request.specifier.contains(entry.version, prereleases=True) and not verify_plugin(self.config, entry).ok:
-                damaged[request.id] = entry.version
+            if entry is None or not request.specifier.contains(entry.version, prereleases=True):
+                continue
+            report = verify_plugin(self.config, entry)
+            if report.changed or report.missing or report.extra:
+                damaged[request.id] = entry
         return damaged
 
     def _installed_versions(self) -> dict[str, str]:
@@ -558,6 +580,12 @@ class Installer:
             raise NotInstalledError(f"{plugin_id} is not installed")  # exit 1, as for uninstall, enable, ...
         entries = [registry.plugins[plugin_id]] if plugin_id else [registry.plugins[p] for p in sorted(registry.plugins)]
         return [verify_plugin(self.config, entry) for entry in entries]
+
+
+def _installed_from(registry: Registry, package: Package) -> bool:
+    """The plugin of ``package`` is installed, and its current tree came from that very package."""
+    entry = registry.plugins.get(package.metadata.id)
+    return entry is not None and entry.current.sha256 == package.sha256
 
 
 def _check_python_dependencies(packages: Sequence[Package]) -> None:

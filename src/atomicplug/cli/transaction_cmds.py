@@ -296,7 +296,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{removed['journals']} journal(s), {removed['leftovers']} leftover(s), {freeing} {removed['bytes']} bytes"
     )
     if "cluster_packages" in removed:
-        print(f"removed {removed['cluster_packages']} package(s) from the cluster's store ({removed['cluster_bytes']} bytes)")
+        print(f"{verb} {removed['cluster_packages']} package(s) from the cluster's store ({removed['cluster_bytes']} bytes)")
     return 0
 
 

@@ -176,8 +176,9 @@ def _from_repository(config: Config, plugin: DesiredPlugin) -> Package:
     return fetch_package(config, entry)  # its signature checked against this node's keys, its sha256 the manifest's
 
 
-def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
+def collect(config: Config, grace_seconds: float, *, dry_run: bool = False) -> tuple[int, int]:
     """Remove the packages no kept generation of the cluster names: (how many, their bytes).
+    ``dry_run``: only count them (``gc --dry-run``); the writers' turn is taken and given back.
 
     Kept: every package the desired state names (each plugin's current and
     previous one: a node syncs to the first, ``rollback ID`` brings back the
@@ -212,6 +213,9 @@ def collect(config: Config, grace_seconds: float) -> tuple[int, int]:
                 [float(grace_seconds)],
             )
             doomed = [(str(sha), int(size)) for sha, size in old if str(sha) not in needed]
+            if dry_run:
+                db.rollback_quietly()
+                return len(doomed), sum(size for _sha, size in doomed)
             for sha, _size in doomed:  # its chunks go with it (ON DELETE CASCADE)
                 db.execute(f"DELETE FROM {db.qualified(tables.PACKAGES)} WHERE sha256 = ?", [sha])
             db.execute("COMMIT")

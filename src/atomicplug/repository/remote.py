@@ -106,18 +106,26 @@ def plan_remote(
     fetcher: Fetcher | None = None,
     record: bool = True,
     progress: Progress | None = None,
+    repair: Mapping[str, tuple[str, str]] | None = None,
 ) -> list[Package]:
     """Manifest, resolve and fetch in one call; packages in install order (dependencies first).
 
     ``record=False`` leaves the trust state unwritten (a dry run). ``progress``
     gets a ``download`` event per package as its bytes arrive (the first with
     0, the last with the size, also for a package already downloaded) and a
-    ``verify`` event once it passed intake.
+    ``verify`` event once it passed intake. ``repair``: id → (version, sha256)
+    of installed trees to repair; each that the resolution leaves at that version
+    is fetched too, when the manifest lists that very package (else left out).
     Raises ConfigError, DownloadError, TrustError, DependencyError, UsageError.
     """
     fetcher = fetcher or make_fetcher(config)
     manifest = load_manifest(config, fetcher=fetcher, record=record)
     entries = resolve(manifest, specs, installed, upgrade=upgrade)
+    chosen = {entry.id for entry in entries}
+    for pid, (version, sha256) in sorted((repair or {}).items()):
+        listed = manifest.find(pid, version)
+        if pid not in chosen and listed is not None and listed.sha256 == sha256:
+            entries.append(listed)  # its requirements are installed: it is installed
     if progress is None:
         return [fetch_package(config, entry, fetcher=fetcher) for entry in entries]
     return [_fetch_reporting(config, entry, fetcher, progress) for entry in entries]
