@@ -124,6 +124,24 @@ def test_an_upgrade_that_breaks_an_unchanged_dependents_import_is_refused(home: 
     assert snapshot(home.config) == before
 
 
+def test_a_dependent_that_did_not_import_before_either_does_not_block_an_upgrade_of_what_it_requires(home: Home) -> None:
+    """Left alone in stops 24: importing unchanged dependents made a plugin broken for its own reasons block every
+    upgrade of what it requires. It is imported in the live generation too: failing there as well, it is only said."""
+    import attrs
+
+    from atomicplug.installer import Installer
+
+    home.installer.install_file(home.package("email_core", files=_backend("def send(to):\n    return to\n")))
+    broken = home.package("newsletter", requires=("email_core",), files=_backend("import a_module_nobody_installed\n"))
+    Installer(attrs.evolve(home.config, health_check=False)).install_file(broken)  # as an admin may have, gate off
+    notes: list[str] = []
+    upgraded = Installer(home.config, progress=lambda e: notes.append(str(e)) if e.stage == "health" else None)
+    upgraded.install_file(home.package("email_core", "1.1.0", files=_backend("def send(to):\n    return to.strip()\n")))
+    assert {p["id"]: p["version"] for p in home.installer.list()} == {"email_core": "1.1.0", "newsletter": "1.0.0"}
+    said = "newsletter 1.0.0 (unchanged) did not import before this change either (ModuleNotFoundError: No module named 'a_module_nobody_installed'): not blocking it"
+    assert said in notes, notes
+
+
 def test_good_backend_is_installed_and_store_gets_no_new_bytecode(home: Home) -> None:
     package = home.package("fine", files={"backend/__init__.py": "from .helpers import VALUE\n", "backend/helpers.py": "VALUE = 1\n"})
     home.installer.install_file(package)

@@ -292,11 +292,18 @@ def started(
         def verdict() -> None:
             errors = _errors_of(child, scratch, targets)
             changed = {change.plugin_id for change in plan.changes}
+            before = _failing_before(config, scratch, [pid for pid in targets if pid in errors and pid not in changed])
             for plugin_id in targets:  # plan order: dependencies first
-                if plugin_id in errors:
-                    version = after.plugins[plugin_id].version
-                    why = "" if plugin_id in changed else " (unchanged, but it requires a plugin this transaction changes)"
-                    raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}")
+                if plugin_id not in errors:
+                    continue
+                version = after.plugins[plugin_id].version
+                if plugin_id in before:  # broken for its own reasons: this change does not make it worse
+                    if progress is not None:
+                        text = f"{plugin_id} {version} (unchanged) did not import before this change either ({before[plugin_id]}): not blocking it"
+                        progress(ProgressEvent("health", text, plugins=(plugin_id,)))
+                    continue
+                why = "" if plugin_id in changed else " (unchanged, but it requires a plugin this transaction changes)"
+                raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}")
 
         yield verdict
     finally:
@@ -304,6 +311,30 @@ def started(
             child.kill()
             child.communicate()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _failing_before(config: Config, scratch: Path, unchanged: list[str]) -> dict[str, str]:
+    """Which of the ``unchanged`` plugins (that fail in the new generation) fail in the live one too.
+
+    Imported in another fresh interpreter, only when an unchanged dependent failed (docs/design.md
+    "Health gate"). An answer that cannot be had (no live generation, the interpreter died or
+    timed out) is no answer: those plugins still block, as before.
+    """
+    live = (config.home / generations.CURRENT / generations.BACKEND).resolve()
+    if not unchanged or not live.is_dir():
+        return {}
+    folder = scratch / "before"
+    folder.mkdir()
+    child = _start_child()
+    try:
+        _send_job(child, folder, [live], unchanged)
+        return {pid: error for pid, error in _errors_of(child, folder, unchanged).items() if pid in unchanged}
+    except OperationError:
+        return {}
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
 
 
 def _nothing_to_check() -> None:
