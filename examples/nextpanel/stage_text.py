@@ -65,6 +65,6 @@ def stage_text(event: ProgressEvent, context: StageContext) -> str | None:
         return "Waiting for another operation to finish"
     if stage == "recover":
         return "Finishing an interrupted operation first"
-    if stage == "note":
-        return event.text or None  # cluster mode and the object store say these in words already
+    if stage in ("note", "relink"):
+        return event.text or None  # cluster mode, the object store, the gate and recovery say these in words already
     return None  # plan lines (the preview showed them) and done (the summary says it)

@@ -300,7 +300,7 @@ def started(
                 if plugin_id in before:  # broken for its own reasons: this change does not make it worse
                     if progress is not None:
                         text = f"{plugin_id} {version} (unchanged) did not import before this change either ({before[plugin_id]}): not blocking it"
-                        progress(ProgressEvent("health", text, plugins=(plugin_id,)))
+                        progress(ProgressEvent("note", text, plugin_id, version))
                     continue
                 why = "" if plugin_id in changed else " (unchanged, but it requires a plugin this transaction changes)"
                 raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}")
