@@ -169,3 +169,16 @@ def test_a_wrong_addon_link_alone_downloads_nothing(remote):
     events: list = []
     assert not Installer(remote.config, progress=events.append).install("crm").changed
     assert not [e for e in events if e.stage == "download"], events
+
+
+def test_an_install_that_upgrades_a_plugin_does_not_hash_the_tree_it_replaces(remote, monkeypatch):
+    """Only a plugin the resolution leaves as it is may need a repair: NextPanel's Upgrade must not pay a verify first."""
+    import atomicplug.installer as installer_module
+
+    remote.install("crm==1.0.0")
+    checked: list[str] = []
+    real = installer_module.verify_plugin
+    monkeypatch.setattr(installer_module, "verify_plugin", lambda config, entry: checked.append(entry.id) or real(config, entry))
+    assert remote.install("crm", upgrade=True).changes == ("upgrade crm 1.0.0 -> 1.1.0",)
+    assert checked == []
+    assert not remote.install("crm", upgrade=True).changed and checked == ["crm"]  # nothing newer: checked, intact

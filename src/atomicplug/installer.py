@@ -306,11 +306,20 @@ class Installer:
 
         if isinstance(specs, str):
             specs = [specs]
-        damaged = self._damaged_requested(specs) if repair else {}
+        damaged: dict[str, InstalledPlugin] = {}
+
+        def damaged_tree(plugin_id: str) -> tuple[str, str] | None:
+            """(version, sha256) of a requested plugin the resolution leaves as it is, when its tree is damaged."""
+            entry = self._damaged(plugin_id)
+            if entry is None:
+                return None
+            damaged[plugin_id] = entry
+            return entry.version, entry.current.sha256
+
         with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(
                 self.config, list(specs), self._installed_versions(), upgrade=upgrade, record=self._dry is None,
-                progress=self.progress, repair={pid: (e.version, e.current.sha256) for pid, e in damaged.items()},
+                progress=self.progress, repair=damaged_tree if repair and self._dry is None else None,
             )  # fmt: skip
         fetched = {p.sha256 for p in packages}
         for pid, entry in sorted(damaged.items()):
@@ -489,28 +498,18 @@ class Installer:
         return removed
 
     # -- readers --------------------------------------------------------------
-    def _damaged_requested(self, specs: Sequence[str]) -> dict[str, InstalledPlugin]:
-        """Requested plugins installed at a version their request accepts whose files ``verify``
-        finds changed, missing or added (a wrong addon link is no damage a package repairs).
+    def _damaged(self, plugin_id: str) -> InstalledPlugin | None:
+        """The installed entry of ``plugin_id`` when ``verify`` finds its files changed, missing
+        or added (a wrong addon link is no damage a package repairs); else None.
 
         Read without the lock: it only decides what to download; under the lock the
         package repairs only a tree still installed from it (:meth:`install_packages`).
-        Never in a dry run.
         """
-        from atomicplug.repository.resolver import parse_request
-
-        if self._dry is not None:
-            return {}
-        registry = Registry.load(self.config.registry_path)
-        damaged = {}
-        for request in map(parse_request, specs):
-            entry = registry.plugins.get(request.id)
-            if entry is None or not request.specifier.contains(entry.version, prereleases=True):
-                continue
-            report = verify_plugin(self.config, entry)
-            if report.changed or report.missing or report.extra:
-                damaged[request.id] = entry
-        return damaged
+        entry = Registry.load(self.config.registry_path).plugins.get(plugin_id)
+        if entry is None:
+            return None
+        report = verify_plugin(self.config, entry)
+        return entry if report.changed or report.missing or report.extra else None
 
     def _installed_versions(self) -> dict[str, str]:
         return {pid: e.version for pid, e in Registry.load(self.config.registry_path).plugins.items()}

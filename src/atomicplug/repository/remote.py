@@ -12,7 +12,7 @@ intake as a local file (:mod:`atomicplug.intake`): verified once, kept as
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +29,7 @@ from atomicplug.repository.manifest_cache import (  # load_manifest and state_pa
     load_manifest,
     state_path,
 )
-from atomicplug.repository.resolver import resolve
+from atomicplug.repository.resolver import parse_request, resolve
 
 if TYPE_CHECKING:
     from atomicplug.progress import Progress
@@ -106,26 +106,29 @@ def plan_remote(
     fetcher: Fetcher | None = None,
     record: bool = True,
     progress: Progress | None = None,
-    repair: Mapping[str, tuple[str, str]] | None = None,
+    repair: Callable[[str], tuple[str, str] | None] | None = None,
 ) -> list[Package]:
     """Manifest, resolve and fetch in one call; packages in install order (dependencies first).
 
     ``record=False`` leaves the trust state unwritten (a dry run). ``progress``
     gets a ``download`` event per package as its bytes arrive (the first with
     0, the last with the size, also for a package already downloaded) and a
-    ``verify`` event once it passed intake. ``repair``: id → (version, sha256)
-    of installed trees to repair; each that the resolution leaves at that version
-    is fetched too, when the manifest lists that very package (else left out).
+    ``verify`` event once it passed intake. ``repair(id)``: asked for each requested
+    installed id the resolution leaves as it is, gives (version, sha256) of a damaged
+    tree to repair (None: intact); that very package is fetched too when the manifest
+    lists it (else nothing is).
     Raises ConfigError, DownloadError, TrustError, DependencyError, UsageError.
     """
     fetcher = fetcher or make_fetcher(config)
     manifest = load_manifest(config, fetcher=fetcher, record=record)
     entries = resolve(manifest, specs, installed, upgrade=upgrade)
-    chosen = {entry.id for entry in entries}
-    for pid, (version, sha256) in sorted((repair or {}).items()):
-        listed = manifest.find(pid, version)
-        if pid not in chosen and listed is not None and listed.sha256 == sha256:
-            entries.append(listed)  # its requirements are installed: it is installed
+    if repair is not None:
+        chosen = {entry.id for entry in entries}
+        for pid in dict.fromkeys(parse_request(spec).id for spec in specs):
+            damaged = repair(pid) if pid in installed and pid not in chosen else None
+            listed = manifest.find(pid, damaged[0]) if damaged else None
+            if damaged and listed is not None and listed.sha256 == damaged[1]:
+                entries.append(listed)  # its requirements are installed: it is installed
     if progress is None:
         return [fetch_package(config, entry, fetcher=fetcher) for entry in entries]
     return [_fetch_reporting(config, entry, fetcher, progress) for entry in entries]
