@@ -142,6 +142,25 @@ def test_a_dependent_that_did_not_import_before_either_does_not_block_an_upgrade
     assert said in notes, notes
 
 
+def test_a_dependent_broken_before_but_broken_anew_by_the_upgrade_still_blocks_it(home: Home) -> None:
+    """Found in review: failing before for one reason must not hide a new failure this change adds
+    (the missing module installed later, newsletter would still not import)."""
+    import attrs
+
+    from atomicplug.installer import Installer
+
+    home.installer.install_file(home.package("email_core", files=_backend("def send(to):\n    return to\n")))
+    broken = home.package("newsletter", requires=("email_core",), files=_backend("from addons.email_core import send\nimport a_module_nobody_installed\n"))
+    Installer(attrs.evolve(home.config, health_check=False)).install_file(broken)
+    before = snapshot(home.config)
+    renamed = home.package("email_core", "2.0.0", files=_backend("def deliver(to):\n    return to\n"))
+    said = (r"newsletter 1.0.0 \(unchanged, but it requires a plugin this transaction changes\): backend does not import: "
+            r"ImportError: cannot import name 'send' .*\(before this change: ModuleNotFoundError: No module named 'a_module_nobody_installed'\)")
+    with pytest.raises(OperationError, match=said):
+        home.installer.install_file(renamed)
+    assert snapshot(home.config) == before
+
+
 def test_good_backend_is_installed_and_store_gets_no_new_bytecode(home: Home) -> None:
     package = home.package("fine", files={"backend/__init__.py": "from .helpers import VALUE\n", "backend/helpers.py": "VALUE = 1\n"})
     home.installer.install_file(package)

@@ -292,18 +292,19 @@ def started(
         def verdict() -> None:
             errors = _errors_of(child, scratch, targets)
             changed = {change.plugin_id for change in plan.changes}
-            before = _failing_before(config, scratch, [pid for pid in targets if pid in errors and pid not in changed])
-            for plugin_id in targets:  # plan order: dependencies first
-                if plugin_id not in errors:
-                    continue
+            failed = [pid for pid in targets if pid in errors]  # plan order: dependencies first
+            # Only when every failure is an unchanged dependent's is the live generation asked.
+            before = _failing_before(config, scratch, failed) if not changed.intersection(failed) else {}
+            for plugin_id in failed:
                 version = after.plugins[plugin_id].version
-                if plugin_id in before:  # broken for its own reasons: this change does not make it worse
+                if before.get(plugin_id) == errors[plugin_id]:  # broken the same way before: this change does not make it worse
                     if progress is not None:
-                        text = f"{plugin_id} {version} (unchanged) did not import before this change either ({before[plugin_id]}): not blocking it"
+                        text = f"{plugin_id} {version} (unchanged) did not import before this change either ({errors[plugin_id]}): not blocking it"
                         progress(ProgressEvent("note", text, plugin_id, version))
                     continue
                 why = "" if plugin_id in changed else " (unchanged, but it requires a plugin this transaction changes)"
-                raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}")
+                earlier = f" (before this change: {before[plugin_id]})" if plugin_id in before else ""
+                raise OperationError(f"{plugin_id} {version}{why}: backend does not import: {errors[plugin_id]}{earlier}")
 
         yield verdict
     finally:
@@ -314,7 +315,8 @@ def started(
 
 
 def _failing_before(config: Config, scratch: Path, unchanged: list[str]) -> dict[str, str]:
-    """Which of the ``unchanged`` plugins (that fail in the new generation) fail in the live one too.
+    """Which of the ``unchanged`` plugins (that fail in the new generation) fail in the live one
+    too, and how: a plugin that fails there the same way is not made worse by this change.
 
     Imported in another fresh interpreter, only when an unchanged dependent failed (docs/design.md
     "Health gate"). An answer that cannot be had (no live generation, the interpreter died or
@@ -324,8 +326,11 @@ def _failing_before(config: Config, scratch: Path, unchanged: list[str]) -> dict
     if not unchanged or not live.is_dir():
         return {}
     folder = scratch / "before"
-    folder.mkdir()
-    child = _start_child()
+    try:
+        folder.mkdir()
+        child = _start_child()
+    except OSError:
+        return {}
     try:
         _send_job(child, folder, [live], unchanged)
         return {pid: error for pid, error in _errors_of(child, folder, unchanged).items() if pid in unchanged}
