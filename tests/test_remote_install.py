@@ -182,3 +182,33 @@ def test_an_install_that_upgrades_a_plugin_does_not_hash_the_tree_it_replaces(re
     assert remote.install("crm", upgrade=True).changes == ("upgrade crm 1.0.0 -> 1.1.0",)
     assert checked == []
     assert not remote.install("crm", upgrade=True).changed and checked == ["crm"]  # nothing newer: checked, intact
+
+
+def test_an_install_refused_at_plan_time_repairs_nothing(remote):
+    """Found in review: the repair ran before the plan-time checks, so a refused install had changed the tree."""
+    from atomicplug.errors import SettingsError
+
+    remote.install("crm==1.0.0")
+    _damage(remote, "crm")
+    before = snapshot(remote.config)
+    with pytest.raises(SettingsError):
+        remote.install(["crm", "report"], settings={"report": {"colour": "red"}})  # report declares no settings
+    assert snapshot(remote.config) == before and not remote.verify("crm")[0].ok
+    assert remote.install(["crm", "report"]).changes[0] == "repair crm 1.0.0: 1 file"  # once it is not refused
+
+
+def test_a_store_tree_removed_whole_is_made_again_by_a_repair(remote, home):
+    """Found in review: verify names the missing tree, but the repair failed on its missing record, and its
+    advice ("installing the package again finishes the repair") failed the same way every time."""
+    import shutil
+
+    remote.install("crm==1.0.0")
+    [tree] = (remote.config.home / "store" / "crm").iterdir()
+    shutil.rmtree(tree)
+    assert remote.verify("crm")[0].missing
+    result = remote.install("crm")
+    assert len(result.changes) == 1 and result.changes[0].startswith("repair crm 1.0.0: "), result.changes
+    assert remote.verify("crm")[0].ok and tree.is_dir()
+    shutil.rmtree(tree)  # and by the zip, as reinstalling always repaired
+    assert remote.install_file(home.package("crm", "1.0.0", requires=("core>=1.0,<2",))).changes[0].startswith("repair crm 1.0.0: ")
+    assert remote.verify("crm")[0].ok

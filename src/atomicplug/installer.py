@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.gc import Collected
     from atomicplug.intake import Package
+    from atomicplug.objects import ObjectStore
     from atomicplug.preview import DryRun, Preview
     from atomicplug.registry import InstalledPlugin
     from atomicplug.settings.apply import Given
@@ -132,9 +133,12 @@ class Installer:
 
     def _run(
         self, plan: Plan, settings: Given | None = None, by: str | None = None,
-        schemas: Mapping[str, SettingsSchema | None] | None = None,
+        schemas: Mapping[str, SettingsSchema | None] | None = None, *, checked: Callable[[], None] | None = None,
     ) -> TransactionResult:
-        """Check the settings the plan brings, then run it (settings in its database transaction)."""
+        """Check the settings the plan brings, then run it (settings in its database transaction).
+
+        ``checked`` runs once every plan-time check passed, before the transaction starts.
+        """
         if self._dry is not None:
             self._dry.keep(self.config, plan, settings, by, schemas)
             return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
@@ -142,6 +146,8 @@ class Installer:
         from atomicplug.transaction import execute
 
         work = prepare(self.config, plan, settings, by, schemas) if plan.changes or settings else None
+        if checked is not None:
+            checked()
         for change in plan.changes:
             version = change.new_version or change.old_version
             self.progress(ProgressEvent("plan", change.describe(), change.plugin_id, version, operation=plan.operation))
@@ -213,7 +219,6 @@ class Installer:
         with self._writing("install") as registry:
             packages = [p for p in packages if p.sha256 not in repairing or _installed_from(registry, p)]
             txid = new_txid()
-            repairs = self._repair_damaged(registry, packages)
             plan = planning.plan_install(
                 registry,
                 packages,
@@ -223,10 +228,21 @@ class Installer:
                 rehearse=rehearse,
                 with_requirements=with_requirements,
             )
-            if repairs and not plan.changes:
-                return TransactionResult(txid=txid, operation="repair", changes=repairs)
-            result = self._run(plan, settings, by, {p.metadata.id: p.metadata.settings for p in packages})
-            return attrs.evolve(result, changes=repairs + result.changes)
+            repairs: list[str] = []
+
+            def repair() -> None:
+                """After the plan-time checks (a refused install repairs nothing), before the
+                transaction, whose health gate imports the repaired trees."""
+                repairs.extend(self._repair_damaged(registry, packages))
+
+            schemas = {p.metadata.id: p.metadata.settings for p in packages}
+            if plan.changes or settings:
+                result = self._run(plan, settings, by, schemas, checked=repair)
+                return attrs.evolve(result, changes=(*repairs, *result.changes))
+            repair()
+            if repairs:
+                return TransactionResult(txid=txid, operation="repair", changes=tuple(repairs))
+            return self._run(plan, settings, by, schemas)
 
     def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
         """Reinstalling the installed package repairs its tree when ``verify`` finds it damaged.
@@ -269,6 +285,8 @@ class Installer:
         if not found and not extra:
             return None
         objects = objects_of(self.config)
+        if not (self.config.home / entry.current.tree).is_dir():
+            return self._stage_again(entry, sha256, objects)
         count = remove_extra(self.config, entry.current.tree, extra)
         if RECORD_NAME in found:  # the tree's own record: made again (extracting repairs objects too)
             remake_record(self.config, entry.current.tree, entry.id, sha256, objects)
@@ -281,6 +299,21 @@ class Installer:
             count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
             count += remove_extra(self.config, entry.current.tree, extra)
         return count
+
+    def _stage_again(self, entry: InstalledPlugin, sha256: str, objects: ObjectStore) -> int:
+        """A store tree removed whole is staged again from its package (as its first install did,
+        in ``staging/`` then renamed into place); how many files it holds."""
+        from atomicplug.fsutil import remove_tree
+        from atomicplug.stages.stage import stage_tree
+        from atomicplug.transaction import new_txid
+        from atomicplug.tree_record import read_record
+
+        txid = new_txid()
+        try:
+            stage_tree(self.config, txid, entry.id, sha256, entry.current.tree, objects, self.progress)
+        finally:
+            remove_tree(self.config.staging_dir / txid)
+        return len(read_record(self.config.home / entry.current.tree))
 
     def install(
         self,
