@@ -314,3 +314,46 @@ def test_an_upgrade_reuses_the_pycs_a_compact_or_an_old_record_lists(home, recor
         home.installer.install_file(home.package("alpha", "1.1.0", files={**many, "backend/m3.py": "VALUE = 'new'\n"}))
     assert compiled == ["backend/__init__.py", "backend/m3.py"]  # __init__ says the version
     assert all(r.ok for r in home.installer.verify())
+
+
+def _failing_writes_to(inode: int, monkeypatch) -> None:
+    """ENOSPC for every write into the file ``inode`` (an object every linked tree shares)."""
+    real_write = os.write
+
+    def write(fd, data):
+        if os.fstat(fd).st_ino == inode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_an_intact_object_with_only_its_mtime_changed_is_sealed_again_not_rewritten(home, monkeypatch):
+    """Found by an adversarial review: a `touch` (or a restore without times) failed the stat check, and the next
+    package shipping the file rewrote the object with O_TRUNC; a failing write then emptied the file of a
+    plugin the refused transaction never touched."""
+    home.installer.install_file(home.package("alpha", files={"backend/shared.py": SHARED}))
+    live = _tree(home, "alpha") / "backend" / "shared.py"
+    os.utime(live)  # content intact: only the mtime differs
+    _failing_writes_to(os.stat(live).st_ino, monkeypatch)
+    home.installer.install_file(home.package("beta", files={"backend/shared.py": SHARED}))  # no write into it at all
+    monkeypatch.undo()
+    assert live.read_text() == SHARED and os.stat(live).st_mtime_ns == MTIME_STAMP_NS
+    assert all(r.ok for r in home.installer.verify())
+
+
+def test_repairing_one_plugin_never_rewrites_an_intact_object_another_plugin_shares(home, monkeypatch):
+    """An editor saved alpha's copy by rename (the object and beta intact); the repair of alpha rewrote the
+    shared object in place anyway, and a failing write emptied beta, "the installed plugins unchanged"."""
+    alpha = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(alpha)
+    home.installer.install_file(home.package("beta", files={"backend/shared.py": SHARED}))
+    a_file, b_file = (_tree(home, pid) / "backend" / "shared.py" for pid in ("alpha", "beta"))
+    edited = a_file.with_name("shared.py.tmp")
+    edited.write_text(SHARED.replace("42", "43", 1))
+    os.replace(edited, a_file)  # what sed -i does
+    _failing_writes_to(os.stat(b_file).st_ino, monkeypatch)
+    assert home.installer.install_file(alpha).changes == ("repair alpha 1.0.0: 1 file",)
+    monkeypatch.undo()
+    assert a_file.read_text() == b_file.read_text() == SHARED and os.path.samefile(a_file, b_file)
+    assert all(r.ok for r in home.installer.verify())

@@ -166,24 +166,57 @@ class ObjectStore:
         """
         if hashlib.sha256(data).hexdigest() != _check_sha(sha256):
             raise ValueError(f"expected data with sha256 {sha256}, got {hashlib.sha256(data).hexdigest()}")
-        self._rewrite(self.path(sha256), [data])
+        self._mend(self.path(sha256), sha256, [data])
+
+    def _mend(self, target: str | Path, sha256: str, chunks: Iterator[bytes] | list[bytes]) -> None:
+        """Put right an object whose stat check fails (docs/design.md "The object store").
+
+        Its bytes are every linked tree's file: when they still hash to its name (only its
+        mode or mtime changed: a ``touch``, a restore without times), it is only sealed
+        again, and nothing a live tree reads is rewritten; otherwise ``chunks`` are written
+        over it in place (the trees are already damaged then).
+        """
+        if self._holds(target, sha256):
+            crash_point()
+            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            try:
+                _seal(fd)
+            finally:
+                os.close(fd)
+        else:
+            self._rewrite(target, chunks)
+        folder, name = os.path.split(target)
+        self.repaired.append(os.path.basename(folder) + name)
+
+    @staticmethod
+    def _holds(target: str | Path, sha256: str) -> bool:
+        """The file at ``target`` (not followed if a link) has the content named ``sha256``."""
+        try:
+            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return False
+        with open(fd, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
     def _rewrite(self, target: str | Path, chunks: Iterator[bytes] | list[bytes]) -> None:
+        """Write ``chunks`` over ``target`` in place and seal it; truncated to their size last, so a
+        failure half-way never leaves a shorter file than the damaged one it was mending."""
         crash_point()
         os.chmod(target, 0o644, follow_symlinks=False)
         crash_point()
-        fd = os.open(target, os.O_WRONLY | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(target, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
         try:
+            size = 0
             for chunk in chunks:
                 _write_all(fd, chunk)
+                size += len(chunk)
+            os.ftruncate(fd, size)
             crash_point()
             os.fsync(fd)  # the data first: the stamp below is what makes has() trust it again
             crash_point()
             _seal(fd)
         finally:
             os.close(fd)
-        folder, name = os.path.split(target)
-        self.repaired.append(os.path.basename(folder) + name)
 
     def _place(self, temp: str, sha256: str, size: int) -> bool:
         """Give a sealed temp its object name; True when a new object was created.
@@ -209,7 +242,7 @@ class ObjectStore:
             self._wrote(target)
             return True
         with open(temp, "rb") as source:
-            self._rewrite(target, iter(lambda: source.read(_CHUNK), b""))
+            self._mend(target, sha256, iter(lambda: source.read(_CHUNK), b""))
         _drop(temp)
         return False
 
