@@ -357,3 +357,19 @@ def test_repairing_one_plugin_never_rewrites_an_intact_object_another_plugin_sha
     monkeypatch.undo()
     assert a_file.read_text() == b_file.read_text() == SHARED and os.path.samefile(a_file, b_file)
     assert all(r.ok for r in home.installer.verify())
+
+
+def test_a_tree_record_removed_by_hand_is_named_by_verify_made_again_by_reinstalling_and_refuses_gc(home):
+    """Found by an adversarial review: verify failed with a storage error, every reinstall failed the same way,
+    and gc took the tree for gone and swept all of its objects from under the live tree."""
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    record = _tree(home, "alpha") / RECORD_NAME
+    record.unlink()
+    assert home.installer.verify()[0].missing == (RECORD_NAME,)
+    objects = set(_objects(home))
+    with pytest.raises(OperationError, match="gc: cannot tell which objects .* uses .*is missing.*nothing was removed"):
+        home.installer.gc()
+    assert set(_objects(home)) == objects
+    assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
+    assert record.is_file() and all(r.ok for r in home.installer.verify())

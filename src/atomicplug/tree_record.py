@@ -72,8 +72,15 @@ class TreeRecord:
 
     @classmethod
     def read(cls, tree: Path) -> TreeRecord:
-        """Parse ``tree``'s record (RECORD is not read); TreeRecordError when it is malformed, OSError when unreadable."""
-        text = (tree / RECORD_NAME).read_bytes()
+        """Parse ``tree``'s record (RECORD is not read); TreeRecordError when it is malformed or missing
+        from a tree that is there (removed by hand: its files are unknown, not none), OSError when
+        unreadable (FileNotFoundError: the tree itself is gone)."""
+        try:
+            text = (tree / RECORD_NAME).read_bytes()
+        except FileNotFoundError:
+            if not tree.is_dir():
+                raise
+            raise TreeRecordError(RECORD_NAME, f"{tree / RECORD_NAME} is missing") from None
         try:
             first, _, rest = text.decode("utf-8").partition("\n")
             if first == "{":

@@ -60,7 +60,7 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
         elif file.stat().st_size != record.size or sha256_file(file) != record.sha256:
             changed.append(path)
     if damaged is not None and damaged.path not in changed + missing:
-        changed.insert(0, damaged.path)  # the tree record itself
+        (changed if (tree / damaged.path).exists() else missing).insert(0, damaged.path)  # the tree record itself
     present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
     extra = sorted(present - set(recorded) - {RECORD_NAME}) if damaged is None else []  # unknown without the full list
     return VerifyReport(
