@@ -373,3 +373,31 @@ def test_a_tree_record_removed_by_hand_is_named_by_verify_made_again_by_reinstal
     assert set(_objects(home)) == objects
     assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
     assert record.is_file() and all(r.ok for r in home.installer.verify())
+
+
+def _list_in_tree_record(tree: Path, path: str, data: bytes) -> None:
+    """Add a line for ``path`` to the tree's own (unsigned) record, as a hand could."""
+    record = tree / RECORD_NAME
+    os.chmod(record, 0o644)
+    header, *lines = record.read_text().splitlines()
+    lines.append(json.dumps([path, len(data), hashlib.sha256(data).hexdigest()], separators=(",", ":")))
+    record.write_text("\n".join([header, *sorted(lines)]) + "\n")
+
+
+def test_a_hand_edited_tree_record_does_not_vouch_for_a_patched_or_added_file(home):
+    """Found by an adversarial review: a line of the tree record overrode the signed RECORD's for any path, so a
+    patched module with its line "fixed", or an added one listed, passed verify and survived reinstalling."""
+    package = home.package("alpha", files={"backend/routes.py": "def answer():\n    return 42\n"})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    target = tree / "backend" / "routes.py"
+    target.unlink()
+    target.write_bytes(b"def answer():\n    return 'patched'\n")
+    _list_in_tree_record(tree, "backend/routes.py", target.read_bytes())
+    (tree / "backend" / "evil.py").write_bytes(b"import os\n")
+    _list_in_tree_record(tree, "backend/evil.py", b"import os\n")
+    [report] = home.installer.verify()
+    assert RECORD_NAME in report.changed and not report.ok, report
+    assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
+    assert target.read_text() == "def answer():\n    return 42\n" and not (tree / "backend" / "evil.py").exists()
+    assert all(r.ok for r in home.installer.verify())

@@ -140,6 +140,13 @@ class TreeRecord:
             by_path = dict(PackageRecord.from_bytes(data).files)
         except PackageError as exc:  # pragma: no cover - it was parsed before this record named its sha256
             raise TreeRecordError(named.path, f"{tree / named.path}: {exc}", trusted) from None
+        # Beside a signed RECORD, staging lists only the pycs it built (each with its source): any
+        # other line was written by hand, and must not vouch for a file the package does not ship.
+        foreign = [f for f in self.listed if f.path not in self.sources]
+        if foreign:
+            pycs = tuple(f for f in self.listed if f.path in self.sources)
+            message = f"{tree / RECORD_NAME}: lists {foreign[0].path!r} beside the package RECORD (only the pycs staging built may be)"
+            raise TreeRecordError(RECORD_NAME, message, (named, *pycs))
         by_path.update((f.path, f) for f in trusted)  # a listed file differs from its RECORD line (a replaced pyc)
         return sorted(by_path.values(), key=lambda f: f.path)
 
