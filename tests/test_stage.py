@@ -401,3 +401,42 @@ def test_a_hand_edited_tree_record_does_not_vouch_for_a_patched_or_added_file(ho
     assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
     assert target.read_text() == "def answer():\n    return 42\n" and not (tree / "backend" / "evil.py").exists()
     assert all(r.ok for r in home.installer.verify())
+
+
+def _repacked(home, package: Path, extra: dict[str, bytes], *, record: bool) -> Path:
+    """``package``'s files and ``extra`` in a zip signed again, with a RECORD of them all or none (as other tools make)."""
+    from atomicplug.package_record import PackageRecord, RecordEntry
+
+    with zipfile.ZipFile(package) as signed:
+        files = {i.filename: signed.read(i) for i in signed.infolist() if i.filename != "RECORD" and not i.is_dir()}
+    files.update(extra)
+    out = package.with_name(f"{package.stem}-repacked.zip")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            archive.writestr(name, data)
+        if record:
+            lines = [RecordEntry(path=n, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for n, d in sorted(files.items())]
+            archive.writestr("RECORD", PackageRecord.from_entries(lines).to_bytes())
+    out.with_name(out.name + ".minisig").write_text(sign_file(out, home.publisher.secret))
+    return out
+
+
+@pytest.mark.parametrize("record", [True, False], ids=["with RECORD", "without RECORD"])
+def test_a_pyc_the_package_ships_is_repaired_from_the_package_not_compiled(home, record):
+    """Found by an adversarial review: every damaged `.pyc` was compiled again from a source found by name; a
+    shipped pyc with none ("repair … 0 files", still damaged) or beside a frontend source (a traceback) was not
+    repaired. Only the pycs staging built are compiled again; any other file comes from the package."""
+    foreign = b"\x55\x0d\x0d\x0a" + b"\0" * 12 + b"another interpreter's code object" * 4
+    frontend_pyc = build_pyc(b"Y = 2\n")
+    shipped = {"backend/__pycache__/mod.cpython-312.pyc": foreign, "frontend/helper.py": b"Y = 2\n",
+               pyc_name("frontend/helper.py"): frontend_pyc}  # fmt: skip
+    package = _repacked(home, home.package("alpha", files={"backend/mod.py": "X = 1\n"}), shipped, record=record)
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    for path in shipped:
+        if path.endswith(".pyc"):
+            _flip(tree / path, 20)
+    assert set(home.installer.verify()[0].changed) == {p for p in shipped if p.endswith(".pyc")}
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 2 files",)
+    assert all((tree / path).read_bytes() == data for path, data in shipped.items())
+    assert all(r.ok for r in home.installer.verify())

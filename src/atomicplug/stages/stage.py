@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from atomicplug.fsutil import make_dirs, remove_file, remove_tree, replace, sync_tree
 from atomicplug.objects import ObjectStore
 from atomicplug.package_record import RecordEntry
-from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, wants_source
+from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, pyc_sources, wants_source
 from atomicplug.store import RECORD_NAME, plugin_trees, read_record, write_record
 from atomicplug.tree_record import TreeRecordError, read_pyc_index, record_lines
 
@@ -236,17 +236,14 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
     record = {f.path: f for f in listed}
     bad = [record[p] for p in damaged if p in record]
     repaired = 0
-    sources = {f.path for f in bad if not f.path.endswith(".pyc")}
-    pycs = [f for f in bad if f.path.endswith(".pyc")]
-    with open_blob(config, sha256) as blob:
-        for path, data in read_entries(blob, sources, config.limits):
+    built = pyc_sources(listed)  # pyc path -> its source's sha256: the pycs staging built
+    with open_blob(config, sha256) as blob:  # every other file, a pyc the package ships too, from the package
+        for path, data in read_entries(blob, {f.path for f in bad if f.path not in built}, config.limits):
             _repair_object(objects, record[path], data)
             repaired += 1
-    for pyc in pycs:
-        source = next((f for f in record.values() if f.path.endswith(".py") and pyc_name(f.path) == pyc.path), None)
-        if source is not None:
-            _repair_object(objects, pyc, build_pyc(objects.read_bytes(source.sha256)))
-            repaired += 1
+    for pyc in (f for f in bad if f.path in built):
+        _repair_object(objects, pyc, build_pyc(objects.read_bytes(built[pyc.path])))
+        repaired += 1
     for entry in bad:
         target = folder / entry.path
         if _a_copy(target, objects.path(entry.sha256)):
