@@ -74,13 +74,16 @@ class _Unused:
     views: tuple[str, ...]
     trees: tuple[Path, ...]
     objects_in_use: frozenset[str]
+    unreferenced: tuple[str, ...]  # the objects no kept tree's record names
     journals: tuple[Path, ...]
     blobs: tuple[Path, ...]
+    bytes: int  # the unreferenced objects' and the blobs' sizes: what removing them frees
 
 
 def _unused(config: Config) -> _Unused:
     """Raises OperationError when a kept tree's record cannot be read (its objects are unknown)."""
     from atomicplug.journal.reader import all_journals
+    from atomicplug.stages.stage import objects_of
 
     keep = kept_generations(config)
     registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME) for n in keep]
@@ -97,13 +100,19 @@ def _unused(config: Config) -> _Unused:
     ]
     live_txid = registries[-1].txid
     packages = {tree.split("-")[-1] for tree in trees}  # the sha12 each kept tree came from
+    in_use = frozenset(_objects_in_use(config, trees))
+    objects = objects_of(config)
+    unreferenced = tuple(sha for sha in objects if sha not in in_use)
+    blobs = tuple(_unused_blobs(config, packages))
     return _Unused(
         generations=tuple(n for n in generations.numbers(config) if n not in keep),
         views=tuple(name for name in views.names(config) if name not in shown),
         trees=tuple(tree for tree in stored if f"store/{tree.parent.name}/{tree.name}" not in trees),
-        objects_in_use=frozenset(_objects_in_use(config, trees)),
+        objects_in_use=in_use,
+        unreferenced=unreferenced,
         journals=tuple(j.path for j in all_journals(config.journal_dir) if j.finished and j.txid != live_txid),
-        blobs=tuple(_unused_blobs(config, packages)),
+        blobs=blobs,
+        bytes=sum(_size(objects.path(sha)) for sha in unreferenced) + sum(_size(blob) for blob in blobs),
     )
 
 
@@ -114,7 +123,6 @@ def survey(config: Config) -> Collected:
     which changes what is live, and a dry run changes nothing.
     """
     from atomicplug.journal.reader import pending_journals
-    from atomicplug.stages.stage import objects_of
 
     if pending := pending_journals(config.journal_dir):
         raise OperationError(
@@ -122,8 +130,6 @@ def survey(config: Config) -> Collected:
             "run `atomicplug recover`, then `atomicplug gc --dry-run` again"
         )
     unused = _unused(config)
-    objects = objects_of(config)
-    unreferenced = [sha for sha in objects if sha not in unused.objects_in_use]
     leftovers = [*config.home.glob(f"staging/{TRASH_PREFIX}*"), *config.home.glob(f"store/*/{TRASH_PREFIX}*")]
     staging = config.staging_dir
     leftovers += [p for p in staging.iterdir() if not p.name.startswith(TRASH_PREFIX)] if staging.is_dir() else []
@@ -131,11 +137,11 @@ def survey(config: Config) -> Collected:
         generations=len(unused.generations),
         views=len(unused.views),
         trees=len(unused.trees),
-        objects=len(unreferenced),
+        objects=len(unused.unreferenced),
         journals=len(unused.journals),
         blobs=len(unused.blobs),
         leftovers=len(leftovers),
-        bytes=sum(_size(objects.path(sha)) for sha in unreferenced) + sum(_size(blob) for blob in unused.blobs),
+        bytes=unused.bytes,
     )
 
 
@@ -147,9 +153,6 @@ def collect(config: Config) -> Collected:
     sweep_temp_files(config)
     leftovers = sweep_trash(config)
     unused = _unused(config)  # before removing anything: a damaged record refuses gc whole
-    objects = objects_of(config)
-    freed = sum(_size(objects.path(sha)) for sha in objects if sha not in unused.objects_in_use)
-    freed += sum(_size(blob) for blob in unused.blobs)
     for number in unused.generations:
         generations.remove(config, number)
     removed_views = generations.remove_unused_views(config)
@@ -171,11 +174,11 @@ def collect(config: Config) -> Collected:
         generations=len(unused.generations),
         views=removed_views,
         trees=len(unused.trees),
-        objects=objects.sweep(unused.objects_in_use),
+        objects=objects_of(config).sweep(unused.objects_in_use),
         journals=len(unused.journals),
         blobs=len(unused.blobs),
         leftovers=leftovers,
-        bytes=freed,
+        bytes=unused.bytes,
     )
 
 

@@ -256,8 +256,8 @@ class Installer:
             return ()  # a repair rewrites objects: never in a dry run
         repaired = []
         for package in packages:
-            entry = registry.plugins.get(package.metadata.id)
-            if entry is not None and entry.current.sha256 == package.sha256:
+            if _installed_from(registry, package):
+                entry = registry.plugins[package.metadata.id]
                 try:
                     count = self._repair_tree(entry, package.sha256)
                 except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
@@ -354,9 +354,9 @@ class Installer:
                 self.config, list(specs), self._installed_versions(), upgrade=upgrade, record=self._dry is None,
                 progress=self.progress, repair=damaged_tree if repair and self._dry is None else None,
             )  # fmt: skip
-        fetched = {p.sha256 for p in packages}
+        fetched, changed = {p.sha256 for p in packages}, {p.metadata.id for p in packages}
         for pid, entry in sorted(damaged.items()):
-            if entry.current.sha256 not in fetched and pid not in {p.metadata.id for p in packages}:
+            if entry.current.sha256 not in fetched and pid not in changed:
                 self.progress(ProgressEvent("note", f"{pid} {entry.version} is damaged (`atomicplug verify {pid}`), and the "
                                             "repository has not its package: installing its zip again repairs it"))  # fmt: skip
         return self.install_packages(
@@ -541,8 +541,7 @@ class Installer:
         entry = Registry.load(self.config.registry_path).plugins.get(plugin_id)
         if entry is None:
             return None
-        report = verify_plugin(self.config, entry)
-        return entry if report.changed or report.missing or report.extra else None
+        return entry if verify_plugin(self.config, entry).files_damaged else None
 
     def _installed_versions(self) -> dict[str, str]:
         return {pid: e.version for pid, e in Registry.load(self.config.registry_path).plugins.items()}

@@ -43,6 +43,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FAN_OUT = re.compile(r"[0-9a-f]{2}")
 _REST = re.compile(r"[0-9a-f]{62}")
 _CHUNK = 1 << 20
+#: How an object is opened to read it: a symlink in its place is never followed.
+_READ_OBJECT = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 #: errnos of os.link meaning "no hard link possible here"; the object is copied instead.
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
@@ -120,13 +122,16 @@ class ObjectStore:
             return False
 
     def verify(self, sha256: str) -> bool:
-        """Re-hash the object: True when its content still has its name's sha256 (catches bit rot)."""
+        """Re-hash the object: True when its content still has its name's sha256 (catches bit rot).
+
+        A name that is missing, unreadable or a symlink (never followed) holds no object.
+        """
         try:
-            with open(self.path(sha256), "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256")
-        except FileNotFoundError:
+            fd = os.open(self._name(sha256), _READ_OBJECT)
+        except OSError:
             return False
-        return digest.hexdigest() == sha256
+        with open(fd, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
     def read_bytes(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
@@ -166,9 +171,9 @@ class ObjectStore:
         """
         if hashlib.sha256(data).hexdigest() != _check_sha(sha256):
             raise ValueError(f"expected data with sha256 {sha256}, got {hashlib.sha256(data).hexdigest()}")
-        self._mend(self.path(sha256), sha256, [data])
+        self._mend(sha256, [data])
 
-    def _mend(self, target: str | Path, sha256: str, chunks: Iterator[bytes] | list[bytes]) -> None:
+    def _mend(self, sha256: str, chunks: Iterator[bytes] | list[bytes]) -> None:
         """Put right an object whose stat check fails (docs/design.md "The object store").
 
         Its bytes are every linked tree's file: when they still hash to its name (only its
@@ -176,9 +181,10 @@ class ObjectStore:
         again, and nothing a live tree reads is rewritten; otherwise ``chunks`` are written
         over it in place (the trees are already damaged then).
         """
-        if self._holds(target, sha256):
+        target = self._name(sha256)
+        if self.verify(sha256):
             crash_point()
-            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(target, _READ_OBJECT)
             try:
                 _seal(fd)
             finally:
@@ -187,16 +193,6 @@ class ObjectStore:
             self._rewrite(target, chunks)
         folder, name = os.path.split(target)
         self.repaired.append(os.path.basename(folder) + name)
-
-    @staticmethod
-    def _holds(target: str | Path, sha256: str) -> bool:
-        """The file at ``target`` (not followed if a link) has the content named ``sha256``."""
-        try:
-            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
-            return False
-        with open(fd, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
     def _rewrite(self, target: str | Path, chunks: Iterator[bytes] | list[bytes]) -> None:
         """Write ``chunks`` over ``target`` in place and seal it; truncated to their size last, so a
@@ -242,7 +238,7 @@ class ObjectStore:
             self._wrote(target)
             return True
         with open(temp, "rb") as source:
-            self._mend(target, sha256, iter(lambda: source.read(_CHUNK), b""))
+            self._mend(sha256, iter(lambda: source.read(_CHUNK), b""))
         _drop(temp)
         return False
 

@@ -36,8 +36,13 @@ class VerifyReport:
     bad_links: tuple[str, ...] = ()
 
     @property
+    def files_damaged(self) -> bool:
+        """Files changed, missing or added: what installing the package again repairs (a wrong link is not)."""
+        return bool(self.changed or self.missing or self.extra)
+
+    @property
     def ok(self) -> bool:
-        return not (self.changed or self.missing or self.extra or self.bad_links)
+        return not (self.files_damaged or self.bad_links)
 
 
 

@@ -214,11 +214,11 @@ def collect(config: Config, grace_seconds: float, *, dry_run: bool = False) -> t
             )
             doomed = [(str(sha), int(size)) for sha, size in old if str(sha) not in needed]
             if dry_run:
-                db.rollback_quietly()
-                return len(doomed), sum(size for _sha, size in doomed)
-            for sha, _size in doomed:  # its chunks go with it (ON DELETE CASCADE)
-                db.execute(f"DELETE FROM {db.qualified(tables.PACKAGES)} WHERE sha256 = ?", [sha])
-            db.execute("COMMIT")
+                db.rollback_quietly()  # gives the turn back, nothing deleted
+            else:
+                for sha, _size in doomed:  # its chunks go with it (ON DELETE CASCADE)
+                    db.execute(f"DELETE FROM {db.qualified(tables.PACKAGES)} WHERE sha256 = ?", [sha])
+                db.execute("COMMIT")
         except BaseException:
             db.rollback_quietly()
             raise
