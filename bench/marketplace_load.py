@@ -25,6 +25,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -214,6 +215,7 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=10)
+    shutil.rmtree(work, ignore_errors=True)
     reads = sum(result[k]["requests"] for k in ("list", "search", "poll"))  # type: ignore[index]
     fast = [name for name in ("httptools", "uvloop") if importlib.util.find_spec(name)]
     result |= {"clients": args.clients, "seconds": args.seconds, "plugins": len(packages), "writer": not args.no_writer, "client": args.client,

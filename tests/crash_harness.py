@@ -113,11 +113,26 @@ def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name
 
 
 def assert_clean(config: Any) -> None:
-    """No unfinished journal, no staging leftovers, verify passes."""
+    """No unfinished journal, no staging leftovers, no object left in the earlier fan-out layout, verify passes."""
     assert not pending_journals(config.journal_dir)
     staging = config.staging_dir
     assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
+    objects = config.home / "objects"
+    assert not objects.is_dir() or not [p for p in objects.iterdir() if p.is_dir()], "objects left in fan-out folders"
     assert all(report.ok for report in Installer(config).verify())
+
+
+def fan_out_objects(config: Any) -> int:
+    """Put the home's objects back in the earlier layout, git's fan-out (``objects/ab/cdef…``): a home
+    written before the store became flat. Returns how many objects moved."""
+    objects = config.home / "objects"
+    moved = 0
+    for path in sorted(objects.iterdir()):
+        if len(path.name) == 64 and path.is_file():
+            (objects / path.name[:2]).mkdir(exist_ok=True)
+            path.rename(objects / path.name[:2] / path.name[2:])
+            moved += 1
+    return moved
 
 
 def enumerate_crash_points(

@@ -171,6 +171,18 @@ def test_every_step_failing_is_one_line_then_recovers_and_completes(label: str, 
     assert enumerate_failures(RestorableHome(home), lambda h: operation(h, packages), label) >= 5
 
 
+def test_every_step_of_an_upgrade_flattening_the_earlier_fan_out_layout_failing_is_one_line_then_completes(
+    packages: dict[str, Any], make_home: Any
+) -> None:
+    from crash_harness import fan_out_objects
+
+    prior, operation = SCENARIOS["upgrade"]
+    home = make_home("fan-out")
+    install_all(prior, packages)(home)
+    assert fan_out_objects(home.config) > 0
+    assert enumerate_failures(RestorableHome(home), lambda h: operation(h, packages), "upgrade, fan-out objects") >= 5
+
+
 def test_every_step_of_gc_failing_is_one_line_and_gc_finishes_later(packages: dict[str, Any], make_home: Any) -> None:
     home = make_home("gc")
     install_all(["shop1", "base", "shop2"], packages)(home)

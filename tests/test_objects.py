@@ -46,9 +46,9 @@ def flip_a_byte(path: Path, offset: int = 0) -> None:
 # -- storing --------------------------------------------------------------------------
 
 
-def test_put_bytes_names_the_object_by_sha256_fanned_out_read_only_and_stamped(store: ObjectStore) -> None:
+def test_put_bytes_names_the_object_by_sha256_in_one_flat_folder_read_only_and_stamped(store: ObjectStore) -> None:
     assert store.put_bytes(DATA) == SHA
-    path = store.root / SHA[:2] / SHA[2:]
+    path = store.root / SHA
     assert store.path(SHA) == path
     assert path.read_bytes() == DATA
     info = path.stat()
@@ -332,9 +332,9 @@ def test_without_syncfs_sync_fsyncs_each_object_and_folder_written(store: Object
     monkeypatch.setattr(objects_module, "fsync_dir", synced.append)
     store.put_bytes(DATA)
     store.sync()
-    assert synced == [store.path(SHA), store.path(SHA).parent, store.root, store.root.parent]
+    assert synced == [store.path(SHA), store.root, store.root.parent]
     store.sync()
-    assert len(synced) == 4
+    assert len(synced) == 3
 
 
 # -- crashes ------------------------------------------------------------------------------
@@ -378,6 +378,67 @@ def test_a_kill_at_any_step_of_storing_and_linking_leaves_good_objects_or_none(t
         assert temps(store.root) == [], f"crash point {point}: sweep left a temp"
 
     assert _crash_everywhere(setup, operation, check) >= 10
+
+
+# -- the earlier fan-out layout -----------------------------------------------------------
+
+
+def _fanned_out(root: Path, payloads: list[bytes]) -> list[str]:
+    """A store written in git's fan-out layout (``objects/ab/cdef…``), as homes were before it became flat."""
+    store = ObjectStore(root)
+    shas = [store.put_bytes(payload) for payload in payloads]
+    for sha in shas:
+        (root / sha[:2]).mkdir(exist_ok=True)
+        (root / sha).rename(root / sha[:2] / sha[2:])
+    return shas
+
+
+def test_flatten_moves_fan_out_objects_to_their_flat_names_and_keeps_their_inodes(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    payloads = [DATA, b"two" * 1000, os.urandom(70_000)]
+    shas = _fanned_out(root, payloads)
+    tree_file = tmp_path / "tree-file"
+    os.link(root / shas[2][:2] / shas[2][2:], tree_file)  # a store tree's hard link
+    store = ObjectStore(root)
+    assert list(store) == [] and not store.has(shas[0], len(DATA))
+    assert store.flatten() == 3
+    assert sorted(store) == sorted(shas)
+    assert all(store.has(sha, len(p)) and store.verify(sha) for sha, p in zip(shas, payloads))
+    assert store.path(shas[2]).stat().st_ino == tree_file.stat().st_ino
+    assert [p.name for p in root.iterdir() if p.is_dir()] == []
+    assert store.flatten() == 0  # done once
+
+
+def test_flatten_prefers_an_untouched_object_and_leaves_a_folder_holding_anything_else(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    one, two, three = _fanned_out(root, [b"one", b"two", b"three"])
+    store = ObjectStore(root)
+    (root / one).write_bytes(b"a leftover of an interrupted write")  # flat but not sealed: the fanned object wins
+    store.put_bytes(b"two")  # flat and sealed: the fanned copy is dropped
+    (root / three[:2] / "notes.txt").write_text("someone's file")
+    assert store.flatten() == 2
+    assert all(store.has(sha, n) and store.verify(sha) for sha, n in ((one, 3), (two, 3), (three, 5)))
+    assert not (root / two[:2]).exists() and not (root / one[:2]).exists()
+    assert sorted(p.name for p in (root / three[:2]).iterdir()) == ["notes.txt"]
+
+
+def test_a_kill_at_any_step_of_flattening_loses_no_object(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    payloads = [b"one", b"two" * 50_000, b"three", b"four"]
+
+    def setup() -> None:
+        shutil.rmtree(root, ignore_errors=True)
+        _fanned_out(root, payloads)
+
+    def check(point: int) -> None:
+        store = ObjectStore(root)
+        store.flatten()  # what the next writer does
+        for payload in payloads:
+            sha = hashlib.sha256(payload).hexdigest()
+            assert store.has(sha, len(payload)) and store.verify(sha), f"crash point {point}: object {sha} lost"
+        assert [p for p in root.iterdir() if p.is_dir()] == [], f"crash point {point}: a fan-out folder stayed"
+
+    assert _crash_everywhere(setup, lambda: ObjectStore(root).flatten(), check) >= len(payloads)
 
 
 def test_a_kill_at_any_step_of_a_repair_leaves_it_refused_by_the_stat_check_or_repaired(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ addon folders, which the first operation (crashed or not) converts.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -56,6 +57,7 @@ def packages() -> dict[tuple[str, str], Path]:
     """Build every (id, version) package once per test session."""
     if not _PACKAGES:
         root = Path(tempfile.mkdtemp(prefix="atomicplug-sm-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)  # it outlives every test of the session
         keys = make_keypair(root / "keys")
         _KEYS["public"] = keys.public_path
         for plugin_id in IDS:

@@ -54,12 +54,12 @@ def examine(config: Config) -> list[Finding]:
         return ", ".join(k.key_id_hex for k in loaded) or "none (allow_unsigned = true)"
 
     def storage() -> str:
-        from atomicplug.stages.stage import objects_of
+        from atomicplug.objects import ObjectStore
 
         if not config.home.is_dir():
             return f"{config.home}: not created yet (the first transaction creates it)"
         into = config.store_dir if config.store_dir.is_dir() else config.home
-        why = objects_of(config).probe_hardlinks(into)
+        why = ObjectStore(config.home / "objects").probe_hardlinks(into)  # no lock taken: not objects_of
         if why is None:
             return f"{config.home}: hard links work (store trees share their objects)"
         return f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"

@@ -111,7 +111,9 @@ class Installer:
 
     def _recover_locked(self) -> list[tuple[str, str]]:
         from atomicplug.journal.reader import pending_journals
+        from atomicplug.objects import ObjectStore
 
+        ObjectStore(self.config.home / "objects").flatten()  # a home from before the flat store (docs/design.md "The object store")
         outcomes = []
         if pending_journals(self.config.journal_dir):  # else nothing to import the engine for
             from atomicplug.transaction import recover_pending

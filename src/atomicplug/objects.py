@@ -1,7 +1,8 @@
 """The content-addressed object store ``<home>/objects/`` (docs/design.md "The object store").
 
-Every installed file is stored once, named by its sha256 and fanned out by the
-first two hex digits like git (``objects/ab/cdef…``); store trees are made of
+Every installed file is stored once, named by its sha256, in one flat folder
+(``objects/abcdef…``, as in the Nix store: see docs/design.md "Performance
+decisions" for why not git's fan-out); store trees are made of
 hard links to these objects, so identical files across versions and plugins
 cost one inode, and an upgrade writes only what changed.
 
@@ -40,7 +41,8 @@ __all__ = ["MTIME_STAMP_NS", "OBJECT_MODE", "ObjectStore", "ObjectWriter", "prob
 MTIME_STAMP_NS = 1_000_000_000
 OBJECT_MODE = 0o444
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_FAN_OUT = re.compile(r"[0-9a-f]{2}")
+#: The earlier layout, git's fan-out ``objects/ab/cdef…`` (see :meth:`ObjectStore.flatten`).
+_FAN_OUTS = tuple(f"{n:02x}" for n in range(256))
 _REST = re.compile(r"[0-9a-f]{62}")
 _CHUNK = 1 << 20
 #: How an object is opened to read it: a symlink in its place is never followed.
@@ -96,7 +98,6 @@ class ObjectStore:
         self._linking = True
         self._dirty = False  # written since the last sync()
         self._written: set[Path] = set()  # what was written, where sync() must fsync one by one (not Linux)
-        self._folders: set[str] = set()  # fan-out folders known to exist (saves a stat per object)
         self._root_made = False
         self._temps = 0
         self._temp_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -109,7 +110,7 @@ class ObjectStore:
     def _name(self, sha256: str) -> str:
         """:meth:`path` as a string: a tree links thousands of objects, and pathlib costs more than the link."""
         _check_sha(sha256)
-        return f"{self._root}/{sha256[:2]}/{sha256[2:]}"
+        return f"{self._root}/{sha256}"
 
     def has(self, sha256: str, size: int) -> bool:
         """True when the object exists and its stat shows it untouched (size, mtime stamp, mode).
@@ -138,10 +139,11 @@ class ObjectStore:
 
     def __iter__(self) -> Iterator[str]:
         """The sha256 of every object present (names only; nothing is checked)."""
-        for fan in sorted(self._fan_outs()):
-            for child in sorted(os.listdir(fan)):
-                if _REST.fullmatch(child):
-                    yield fan.name + child
+        try:
+            names = os.listdir(self._root)
+        except FileNotFoundError:
+            return
+        yield from sorted(name for name in names if _SHA256.fullmatch(name))
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, expected: str | None = None) -> ObjectWriter:
@@ -191,8 +193,7 @@ class ObjectStore:
                 os.close(fd)
         else:
             self._rewrite(target, chunks)
-        folder, name = os.path.split(target)
-        self.repaired.append(os.path.basename(folder) + name)
+        self.repaired.append(sha256)
 
     def _rewrite(self, target: str | Path, chunks: Iterator[bytes] | list[bytes]) -> None:
         """Write ``chunks`` over ``target`` in place and seal it; truncated to their size last, so a
@@ -224,7 +225,6 @@ class ObjectStore:
         try:
             info = os.lstat(target)
         except FileNotFoundError:
-            self._make_fan_out(sha256[:2])
             crash_point()
             os.rename(temp, target)
             self._wrote(target)
@@ -242,20 +242,6 @@ class ObjectStore:
         _drop(temp)
         return False
 
-    def _make_fan_out(self, fan: str) -> None:
-        """``objects/<fan>/`` (the first two hex digits of a sha256), made once."""
-        if fan in self._folders:
-            return
-        folder = f"{self._root}/{fan}"
-        if not os.path.isdir(folder):
-            crash_point()
-            try:
-                os.mkdir(folder, 0o755)
-            except FileExistsError:
-                pass
-            self._wrote(folder)
-        self._folders.add(fan)
-
     def _make_root(self) -> None:
         if self._root_made:
             return
@@ -272,7 +258,6 @@ class ObjectStore:
     def _open_new(self, sha256: str) -> int:
         self._make_root()
         target = self._name(sha256)
-        self._make_fan_out(sha256[:2])
         crash_point()
         return os.open(target, _NEW_FILE, OBJECT_MODE)
 
@@ -353,25 +338,22 @@ class ObjectStore:
 
         Crash safe in any order: each unlink is atomic, and an object is only ever
         removed when unreferenced (the caller, holding the lock, says which are).
-        Each fan-out folder is fsync'd once after its removals.
+        The folder is fsync'd once after the removals.
         """
-        removed = 0
         if not self.root.is_dir():
             return 0
         remove_temp_files(self.root)
-        for fan in sorted(self._fan_outs()):
-            gone = 0
-            for child in sorted(os.listdir(fan)):
-                if _REST.fullmatch(child) and fan.name + child not in referenced:
-                    crash_point()
-                    try:
-                        os.unlink(fan / child)
-                    except FileNotFoundError:
-                        continue
-                    gone += 1
-            if gone:
-                fsync_dir(fan)
-                removed += gone
+        removed = 0
+        for sha256 in self:
+            if sha256 not in referenced:
+                crash_point()
+                try:
+                    os.unlink(self._name(sha256))
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        if removed:
+            fsync_dir(self.root)
         return removed
 
     def discard(self, shas: list[str]) -> None:
@@ -383,14 +365,48 @@ class ObjectStore:
             except OSError:
                 continue
 
-    def _fan_outs(self) -> Iterator[Path]:
+    # -- the earlier fan-out layout ----------------------------------------------------
+    def flatten(self) -> int:
+        """Move the objects of git's fan-out layout (``objects/ab/cdef…``) to their flat names; returns how many.
+
+        Called under the writer lock before any change (docs/design.md "The object store").
+        A home written since has no fan-out folder, which 256 ``lstat`` calls tell without
+        listing the store. Crash safe at every step: each move is one rename, a name already
+        flat and untouched wins (the fan-out duplicate is dropped), and a flat name that
+        fails the stat check is replaced by the fanned-out object; the folder is removed
+        once empty (one holding anything else is left, and moved from again next time).
+        """
+        fan_outs = [fan for fan in _FAN_OUTS if os.path.isdir(f"{self._root}/{fan}")]
+        moved = 0
+        for fan in fan_outs:
+            folder = f"{self._root}/{fan}"
+            for rest in sorted(os.listdir(folder)):
+                if not _REST.fullmatch(rest):
+                    continue
+                source, target = f"{folder}/{rest}", self._name(fan + rest)
+                crash_point()
+                if self._stamped_file(target):
+                    os.unlink(source)
+                else:
+                    os.rename(source, target)
+                    moved += 1
+            crash_point()
+            try:
+                os.rmdir(folder)
+            except OSError as exc:
+                if exc.errno != errno.ENOTEMPTY:
+                    raise
+        if fan_outs:
+            fsync_dir(self.root)
+        return moved
+
+    def _stamped_file(self, name: str) -> bool:
+        """A sealed object is there (size unknown: any size it was sealed at)."""
         try:
-            names = os.listdir(self.root)
+            info = os.lstat(name)
         except FileNotFoundError:
-            return
-        for name in names:
-            if _FAN_OUT.fullmatch(name) and (self.root / name).is_dir():
-                yield self.root / name
+            return False
+        return _stamped(info, info.st_size)
 
     def probe_hardlinks(self, dest_dir: str | os.PathLike[str]) -> str | None:
         """None when objects can be hard-linked into ``dest_dir``; else the errno name (for ``doctor``)."""

@@ -40,7 +40,11 @@ __all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "remove_ex
 
 
 def objects_of(config: Config) -> ObjectStore:
-    return ObjectStore(config.home / "objects")
+    """The home's object store, for a caller holding the writer lock: a store still in the earlier
+    fan-out layout is flattened first (:meth:`ObjectStore.flatten`, docs/design.md "The object store")."""
+    objects = ObjectStore(config.home / "objects")
+    objects.flatten()
+    return objects
 
 
 def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
