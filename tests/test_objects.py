@@ -76,6 +76,32 @@ def test_storing_the_same_bytes_twice_keeps_one_object(store: ObjectStore) -> No
     assert list(store) == [SHA] and temps(store.root) == []
 
 
+def test_a_writer_told_the_sha256_writes_a_new_object_under_its_name_directly(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(store, "_new_temp", lambda: made.append("temp"))  # never asked for one
+    with store.writer(SHA) as writer:
+        writer.write(DATA)
+        assert writer.commit() == (SHA, len(DATA))
+    assert writer.created and made == [] and store.has(SHA, len(DATA))
+
+
+@pytest.mark.parametrize("there", ["sealed object", "interrupted write", "symlink"])
+def test_a_writer_told_the_sha256_of_a_name_already_taken_writes_a_temp_and_keeps_or_mends(store: ObjectStore, there: str) -> None:
+    store.put_bytes(b"other")
+    if there == "sealed object":
+        store.put_bytes(DATA)
+    elif there == "interrupted write":
+        store.path(SHA).write_bytes(DATA[:5])  # what a kill during a direct write leaves: not sealed
+    else:
+        store.path(SHA).symlink_to(store.path(hashlib.sha256(b"other").hexdigest()))
+    inode = store.path(SHA).lstat().st_ino
+    with store.writer(SHA) as writer:
+        writer.write(DATA)
+        writer.commit()
+    assert store.has(SHA, len(DATA)) and store.verify(SHA) and temps(store.root) == []
+    assert (store.path(SHA).lstat().st_ino == inode) == (there != "symlink"), "kept or mended in place; a symlink is replaced"
+
+
 def test_writer_streams_chunks_and_hashes_them(store: ObjectStore) -> None:
     chunks = [os.urandom(70_000) for _ in range(5)]
     with store.writer() as writer:

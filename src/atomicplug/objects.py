@@ -251,10 +251,6 @@ class ObjectStore:
             self._wrote(self.root)
         self._root_made = True
 
-    def _claim(self, sha256: str) -> bool:
-        """True when no file has the object's name yet (it may be written there directly)."""
-        return not os.path.lexists(self._name(sha256))
-
     def _open_new(self, sha256: str) -> int:
         self._make_root()
         target = self._name(sha256)
@@ -427,11 +423,14 @@ class ObjectWriter:
         self._digest = hashlib.sha256()
         self.size = 0
         self.created = False
-        self._direct = expected is not None and store._claim(expected)
-        if self._direct:
-            assert expected is not None
-            self._temp, self._fd = store._name(expected), store._open_new(expected)
-        else:
+        self._direct = False
+        if expected is not None:
+            try:  # no file has the object's name yet: written there directly (O_EXCL says so, no lstat first)
+                self._temp, self._fd = store._name(expected), store._open_new(expected)
+                self._direct = True
+            except FileExistsError:
+                pass
+        if not self._direct:
             self._temp, self._fd = store._new_temp()
         self._open = True
 
