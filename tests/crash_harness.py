@@ -113,13 +113,17 @@ def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name
 
 
 def assert_clean(config: Any) -> None:
-    """No unfinished journal, no staging leftovers, no object left in the earlier fan-out layout, verify passes."""
+    """No unfinished journal, no staging leftovers, verify passes."""
     assert not pending_journals(config.journal_dir)
     staging = config.staging_dir
     assert not staging.exists() or not any(staging.iterdir()), list(staging.iterdir())
-    objects = config.home / "objects"
-    assert not objects.is_dir() or not [p for p in objects.iterdir() if p.is_dir()], "objects left in fan-out folders"
     assert all(report.ok for report in Installer(config).verify())
+
+
+def assert_flat(config: Any) -> None:
+    """Nothing left of the earlier fan-out layout in the home's object store."""
+    objects = config.home / "objects"
+    assert not [p.name for p in objects.iterdir() if p.is_dir()], "objects left in fan-out folders"
 
 
 def fan_out_objects(config: Any) -> int:

@@ -143,3 +143,36 @@ def test_history_lines_say_what_each_command_printed(home):
     # Kept to the microsecond (docs/design.md, history.jsonl), shown to the second.
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line.split()[0]) for line in lines), lines
     assert all("." in entry["finished"] for entry in json.loads(run_cli(home, "history", "--json").stdout))
+
+
+def test_a_home_in_the_earlier_fan_out_layout_works_with_every_command_and_flattens_what_it_can(home, tmp_path):
+    """docs/design.md "The object store": objects in fan-out folders are read in place and moved by the
+    next install as far as they can be; a folder holding someone's file stays, a symlink named like a
+    folder is never followed, and neither is in any command's way."""
+    from crash_harness import fan_out_objects
+
+    files = {f"backend/m{i}.py": f"X = {i}\n" for i in range(12)}
+    assert run_cli(home, "install", str(home.package("shop", files=files))).returncode == 0
+    assert fan_out_objects(home.config) > 0
+    objects = home.config.home / "objects"
+    kept_folder = sorted(p for p in objects.iterdir() if p.is_dir())[0]
+    (kept_folder / "notes.txt").write_text("an admin's note")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / ("b" * 62)).write_text("not an object")
+    free = next(f"{n:02x}" for n in range(256) if not (objects / f"{n:02x}").exists())
+    (objects / free).symlink_to(outside)
+    doctor = run_cli(home, "doctor")
+    assert doctor.returncode == 0
+    assert "folder(s) of the earlier fan-out layout left in objects/" in doctor.stdout, doctor.stdout
+    for args in (("disable", "shop"), ("enable", "shop"), ("gc", "--dry-run"), ("recover",), ("verify",)):
+        proc = run_cli(home, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert run_cli(home, "install", str(home.package("other"))).returncode == 0
+    assert sorted(p.name for p in objects.iterdir() if p.is_dir() and not p.is_symlink()) == [kept_folder.name]
+    assert sorted(p.name for p in kept_folder.iterdir()) == ["notes.txt"]
+    assert (outside / ("b" * 62)).read_text() == "not an object" and (objects / free).is_symlink()
+    assert "1 folder(s) of the earlier fan-out layout left" in run_cli(home, "doctor").stdout
+    assert run_cli(home, "uninstall", "shop").returncode == 0
+    assert run_cli(home, "gc").returncode == 0
+    assert run_cli(home, "verify").returncode == 0

@@ -74,8 +74,8 @@ def test_every_crash_point_then_the_live_link_removed_by_hand_recovers_to_old_or
 
 def test_every_crash_point_of_an_upgrade_of_a_home_in_the_earlier_fan_out_layout(packages, make_home):
     """The upgrade flattens the object store first (docs/design.md "The object store"): killed anywhere,
-    old or new, and once it completes no object is left in a fan-out folder (``assert_clean``)."""
-    from crash_harness import fan_out_objects
+    old or new, and once it completes no object is left in a fan-out folder."""
+    from crash_harness import assert_flat, fan_out_objects
 
     prior, operation = SCENARIOS["upgrade"]
 
@@ -83,7 +83,11 @@ def test_every_crash_point_of_an_upgrade_of_a_home_in_the_earlier_fan_out_layout
         install_all(prior, packages)(home)
         assert fan_out_objects(home.config) > 0
 
-    assert enumerate_crash_points(make_home, setup, lambda h: operation(h, packages), "upgrade, fan-out objects") >= 5
+    def upgrade(home):
+        operation(home, packages)
+        assert_flat(home.config)
+
+    assert enumerate_crash_points(make_home, setup, upgrade, "upgrade, fan-out objects") >= 5
 
 
 @pytest.mark.parametrize("direction", ["forward", "back"])

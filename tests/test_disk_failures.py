@@ -87,9 +87,18 @@ def check_failure(label: str, failure: BaseException, home: Any, code: int) -> r
     return match
 
 
-def enumerate_failures(prepared: RestorableHome, operation: Callable[[Any], Any], label: str, *, recovering: bool = False) -> int:
-    """Fail ``operation`` at each of its crash points, each way of :data:`FAILURES`; all must
-    report one line, recover to old or new, and then complete."""
+def enumerate_failures(
+    prepared: RestorableHome,
+    operation: Callable[[Any], Any],
+    label: str,
+    *,
+    recovering: bool = False,
+    ways: dict[str, tuple[int, int | None]] = FAILURES,
+    tolerable: int = 1,
+) -> int:
+    """Fail ``operation`` at each of its crash points, each of ``ways``; all must report one line,
+    recover to old or new, and then complete. At most ``tolerable`` points may fail without
+    stopping it (the operation then finishes: the state is new)."""
     home = prepared.restore()
     old, visible_old = observe(home.config), snapshot(home.config)
     total = count_crash_points(lambda: operation(home))
@@ -97,7 +106,7 @@ def enumerate_failures(prepared: RestorableHome, operation: Callable[[Any], Any]
     assert total > 0 and (old != new or recovering)  # recovery rolling back shows what was there
     tolerated: set[int] = set()
     for point in range(1, total + 1):
-        for way, (first, then) in FAILURES.items():
+        for way, (first, then) in ways.items():
             where = f"{label}: {way} at point {point}/{total}"
             home = prepared.restore()
             failure = fail_at(lambda: operation(home), point, first, then=then)
@@ -122,8 +131,8 @@ def enumerate_failures(prepared: RestorableHome, operation: Callable[[Any], Any]
                 operation(home)  # space is back, the disk repaired: the same operation succeeds
             assert observe(home.config) == new, f"{where}: the operation did not complete afterwards"
             assert_clean(home.config)
-    assert len(tolerated) <= 1, f"{label}: failures ignored at points {sorted(tolerated)}"
-    FAILURES_CHECKED[label] = total * len(FAILURES)
+    assert len(tolerated) <= tolerable, f"{label}: failures ignored at points {sorted(tolerated)}"
+    FAILURES_CHECKED[label] = total * len(ways)
     return total
 
 
@@ -174,13 +183,22 @@ def test_every_step_failing_is_one_line_then_recovers_and_completes(label: str, 
 def test_every_step_of_an_upgrade_flattening_the_earlier_fan_out_layout_failing_is_one_line_then_completes(
     packages: dict[str, Any], make_home: Any
 ) -> None:
+    """Flattening is best effort (docs/design.md "The object store"): a failure while it moves objects
+    is not in the way, the upgrade goes on, reading what was not moved in place. Only the ways in
+    which the first failure can be the one reported: when flattening passed over an ENOSPC, the EIO
+    after it is what stops the upgrade."""
     from crash_harness import fan_out_objects
 
     prior, operation = SCENARIOS["upgrade"]
     home = make_home("fan-out")
     install_all(prior, packages)(home)
-    assert fan_out_objects(home.config) > 0
-    assert enumerate_failures(RestorableHome(home), lambda h: operation(h, packages), "upgrade, fan-out objects") >= 5
+    moved = fan_out_objects(home.config)
+    assert moved > 0
+    ways = {way: FAILURES[way] for way in ("ENOSPC once", "EIO from then on")}
+    folders = len([p for p in (home.config.home / "objects").iterdir() if p.is_dir()])
+    flattening = moved + folders + 1  # a move each, an rmdir each, the folder's fsync
+    checked = enumerate_failures(RestorableHome(home), lambda h: operation(h, packages), "upgrade, fan-out objects", ways=ways, tolerable=flattening + 1)
+    assert checked >= 5
 
 
 def test_every_step_of_gc_failing_is_one_line_and_gc_finishes_later(packages: dict[str, Any], make_home: Any) -> None:

@@ -385,9 +385,15 @@ def _files_of(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")}
 
 
-def test_gc_dry_run_says_what_gc_would_remove_and_free_and_removes_nothing(home):
+@pytest.mark.parametrize("layout", ["flat", "fan-out"])
+def test_gc_dry_run_says_what_gc_would_remove_and_free_and_removes_nothing(home, layout):
+    """Also in a home whose objects are in the earlier fan-out layout: read in place, nothing moved."""
+    from crash_harness import fan_out_objects
+
     for version in ("1.0.0", "1.1.0", "1.2.0", "1.3.0"):  # gc keeps 3 and 4, and 1.1.0: generation 3's previous
         home.installer.install_file(home.package("alpha", version, files={"backend/v.py": f"V = {version!r}\n" * 2000}))
+    if layout == "fan-out":
+        assert fan_out_objects(home.config) > 0
     before = _files_of(home.config.home)
     dry = _cli(home, "gc", "--dry-run")
     assert dry.returncode == 0, dry.stderr

@@ -17,7 +17,7 @@ import pytest
 from atomicplug import objects as objects_module
 from atomicplug.fsutil import TEMP_SUFFIX
 from atomicplug.objects import MTIME_STAMP_NS, ObjectStore, probe_hardlinks
-from atomicplug.testing import count_crash_points, crash_at
+from atomicplug.testing import count_crash_points, crash_at, fail_at
 
 DATA = b"def answer():\n    return 42\n"
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -426,7 +426,7 @@ def test_flatten_moves_fan_out_objects_to_their_flat_names_and_keeps_their_inode
     tree_file = tmp_path / "tree-file"
     os.link(root / shas[2][:2] / shas[2][2:], tree_file)  # a store tree's hard link
     store = ObjectStore(root)
-    assert list(store) == [] and not store.has(shas[0], len(DATA))
+    assert list(store) == sorted(shas) and store.path(shas[0]) == root / shas[0][:2] / shas[0][2:]  # read in place
     assert store.flatten() == 3
     assert sorted(store) == sorted(shas)
     assert all(store.has(sha, len(p)) and store.verify(sha) for sha, p in zip(shas, payloads))
@@ -440,12 +440,73 @@ def test_flatten_prefers_an_untouched_object_and_leaves_a_folder_holding_anythin
     one, two, three = _fanned_out(root, [b"one", b"two", b"three"])
     store = ObjectStore(root)
     (root / one).write_bytes(b"a leftover of an interrupted write")  # flat but not sealed: the fanned object wins
-    store.put_bytes(b"two")  # flat and sealed: the fanned copy is dropped
+    shutil.copy2(root / two[:2] / two[2:], root / two)  # flat and sealed as well: the fanned copy is dropped
     (root / three[:2] / "notes.txt").write_text("someone's file")
     assert store.flatten() == 2
     assert all(store.has(sha, n) and store.verify(sha) for sha, n in ((one, 3), (two, 3), (three, 5)))
     assert not (root / two[:2]).exists() and not (root / one[:2]).exists()
     assert sorted(p.name for p in (root / three[:2]).iterdir()) == ["notes.txt"]
+
+
+def test_flatten_never_follows_a_symlink_named_like_a_fan_out_folder(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    _fanned_out(root, [b"one"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("a" * 62)).write_bytes(b"someone's file")
+    (root / "00").symlink_to(outside)
+    store = ObjectStore(root)
+    assert store.flatten() == 1
+    assert (outside / ("a" * 62)).read_bytes() == b"someone's file" and not (root / ("00" + "a" * 62)).exists()
+    assert list(store) == [hashlib.sha256(b"one").hexdigest()] and store.fan_outs_left() == frozenset()
+
+
+def _objects_work(store: ObjectStore, payloads: list[bytes], tree: Path) -> None:
+    """Each object passes the stat check and a re-hash, is listed, and links into a tree."""
+    tree.mkdir(exist_ok=True)
+    for index, payload in enumerate(payloads):
+        sha = hashlib.sha256(payload).hexdigest()
+        assert store.has(sha, len(payload)) and store.verify(sha) and sha in set(store), sha
+        store.link(sha, tree / str(index))
+        assert (tree / str(index)).read_bytes() == payload
+
+
+def test_a_disk_failing_at_any_step_of_flattening_is_not_in_the_way(tmp_path: Path) -> None:
+    """A full disk (the renames into the flat folder grow it): objects not moved are read in place,
+    and once space is back the next flatten finishes."""
+    root = tmp_path / "objects"
+    payloads = [b"one", b"two" * 50_000, b"three", b"four"]
+    _fanned_out(root, payloads)
+    points = count_crash_points(lambda: ObjectStore(root).flatten())
+    for point in range(1, points + 1):
+        shutil.rmtree(root)
+        _fanned_out(root, payloads)
+        store = ObjectStore(root)
+        assert fail_at(store.flatten, point, errno.ENOSPC, then=errno.ENOSPC) is None, f"point {point}: flatten raised"
+        if point == 1:
+            assert len(store.fan_outs_left()) == len(payloads), "full from the first move on: every folder is left"
+        _objects_work(store, payloads, tmp_path / f"tree-{point}")
+        ObjectStore(root).flatten()
+        assert [p for p in root.iterdir() if p.is_dir()] == [], f"point {point}: a fan-out folder stayed"
+        _objects_work(ObjectStore(root), payloads, tmp_path / f"tree-{point}-after")
+
+
+def test_objects_left_in_a_fan_out_folder_are_read_mended_and_swept_in_place(tmp_path: Path) -> None:
+    """What a store not yet flattened (or a folder flatten had to leave) offers: every operation, in place."""
+    root = tmp_path / "objects"
+    payloads = [b"kept", b"damaged" * 1000, b"unused"]
+    kept, damaged, unused = _fanned_out(root, payloads)
+    store = ObjectStore(root)
+    _objects_work(store, payloads, tmp_path / "tree")
+    flip_a_byte(root / damaged[:2] / damaged[2:])
+    assert not store.has(damaged, 7000)
+    with store.writer(damaged) as writer:  # what staging does when the stat check fails: the trees' inode is mended
+        writer.write(payloads[1])
+        writer.commit()
+    assert (tmp_path / "tree" / "1").read_bytes() == payloads[1] and store.has(damaged, 7000)
+    assert not (root / damaged).exists(), "mended where it is, not written again under its flat name"
+    assert store.sweep({kept, damaged}) == 1
+    assert sorted(store) == sorted([kept, damaged]) and not (root / unused[:2]).exists()
 
 
 def test_a_kill_at_any_step_of_flattening_loses_no_object(tmp_path: Path) -> None:

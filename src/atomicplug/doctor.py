@@ -54,15 +54,21 @@ def examine(config: Config) -> list[Finding]:
         return ", ".join(k.key_id_hex for k in loaded) or "none (allow_unsigned = true)"
 
     def storage() -> str:
-        from atomicplug.objects import ObjectStore
+        from atomicplug.stages.stage import objects_of
 
         if not config.home.is_dir():
             return f"{config.home}: not created yet (the first transaction creates it)"
         into = config.store_dir if config.store_dir.is_dir() else config.home
-        why = ObjectStore(config.home / "objects").probe_hardlinks(into)  # no lock taken: not objects_of
+        objects = objects_of(config)
+        why = objects.probe_hardlinks(into)
         if why is None:
-            return f"{config.home}: hard links work (store trees share their objects)"
-        return f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"
+            line = f"{config.home}: hard links work (store trees share their objects)"
+        else:
+            line = f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"
+        left = objects.fan_outs_left()
+        if left:
+            line += f"; {len(left)} folder(s) of the earlier fan-out layout left in objects/, read in place (the next install moves what it can)"
+        return line
 
     def backend() -> str:
         generations.check_backend_folder(config)

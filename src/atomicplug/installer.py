@@ -111,9 +111,7 @@ class Installer:
 
     def _recover_locked(self) -> list[tuple[str, str]]:
         from atomicplug.journal.reader import pending_journals
-        from atomicplug.objects import ObjectStore
 
-        ObjectStore(self.config.home / "objects").flatten()  # a home from before the flat store (docs/design.md "The object store")
         outcomes = []
         if pending_journals(self.config.journal_dir):  # else nothing to import the engine for
             from atomicplug.transaction import recover_pending
@@ -275,7 +273,7 @@ class Installer:
     def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
         """How many files of ``entry``'s tree were repaired; None when nothing was damaged."""
         from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
-        from atomicplug.stages.stage import objects_of, remake_record, remove_extra, repair_tree
+        from atomicplug.stages.stage import objects_for_staging, remake_record, remove_extra, repair_tree
         from atomicplug.store import RECORD_NAME
 
         def damaged() -> tuple[list[str], list[str]]:
@@ -286,7 +284,7 @@ class Installer:
         found, extra = damaged()
         if not found and not extra:
             return None
-        objects = objects_of(self.config)
+        objects = objects_for_staging(self.config)
         if not (self.config.home / entry.current.tree).is_dir():
             return self._stage_again(entry, sha256, objects)
         count = remove_extra(self.config, entry.current.tree, extra)

@@ -99,6 +99,7 @@ class ObjectStore:
         self._dirty = False  # written since the last sync()
         self._written: set[Path] = set()  # what was written, where sync() must fsync one by one (not Linux)
         self._root_made = False
+        self._left: frozenset[str] | None = None  # fan-out folders still there (see flatten); None: not looked yet
         self._temps = 0
         self._temp_prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -107,10 +108,23 @@ class ObjectStore:
         """Where the object ``sha256`` lives (whether or not it exists)."""
         return Path(self._name(sha256))
 
-    def _name(self, sha256: str) -> str:
-        """:meth:`path` as a string: a tree links thousands of objects, and pathlib costs more than the link."""
+    def _flat(self, sha256: str) -> str:
+        """The object's name in the flat layout, where every new object is written; a string, not a
+        Path: a tree links thousands of objects, and pathlib costs more than the link."""
         _check_sha(sha256)
         return f"{self._root}/{sha256}"
+
+    def _fanned(self, sha256: str) -> str:
+        return f"{self._root}/{sha256[:2]}/{sha256[2:]}"
+
+    def _name(self, sha256: str) -> str:
+        """Where the object is: its flat name; in a store not wholly flattened (:meth:`flatten`), its
+        fan-out name when only that exists."""
+        flat = self._flat(sha256)
+        if sha256[:2] not in self.fan_outs_left() or os.path.lexists(flat):
+            return flat
+        fanned = self._fanned(sha256)
+        return fanned if os.path.lexists(fanned) else flat
 
     def has(self, sha256: str, size: int) -> bool:
         """True when the object exists and its stat shows it untouched (size, mtime stamp, mode).
@@ -118,7 +132,12 @@ class ObjectStore:
         No re-hash: see the module docstring for what this catches and :meth:`verify` for the rest.
         """
         try:  # a string path: called once per entry of every package, pathlib costs more than the lstat
-            return _stamped(os.lstat(self._name(sha256)), size)
+            return _stamped(os.lstat(self._flat(sha256)), size)
+        except FileNotFoundError:
+            if sha256[:2] not in self.fan_outs_left():
+                return False
+        try:
+            return _stamped(os.lstat(self._fanned(sha256)), size)
         except FileNotFoundError:
             return False
 
@@ -143,7 +162,10 @@ class ObjectStore:
             names = os.listdir(self._root)
         except FileNotFoundError:
             return
-        yield from sorted(name for name in names if _SHA256.fullmatch(name))
+        found = {name for name in names if _SHA256.fullmatch(name)}
+        for fan in self.fan_outs_left():
+            found.update(fan + rest for rest in os.listdir(f"{self._root}/{fan}") if _REST.fullmatch(rest))
+        yield from sorted(found)
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, expected: str | None = None) -> ObjectWriter:
@@ -253,7 +275,7 @@ class ObjectStore:
 
     def _open_new(self, sha256: str) -> int:
         self._make_root()
-        target = self._name(sha256)
+        target = self._flat(sha256)
         crash_point()
         return os.open(target, _NEW_FILE, OBJECT_MODE)
 
@@ -334,22 +356,37 @@ class ObjectStore:
 
         Crash safe in any order: each unlink is atomic, and an object is only ever
         removed when unreferenced (the caller, holding the lock, says which are).
-        The folder is fsync'd once after the removals.
+        Each folder is fsync'd once after its removals; a fan-out folder left empty
+        (:meth:`flatten`) is removed.
         """
         if not self.root.is_dir():
             return 0
         remove_temp_files(self.root)
         removed = 0
+        touched: set[str] = set()
         for sha256 in self:
-            if sha256 not in referenced:
+            if sha256 in referenced:
+                continue
+            names = [self._flat(sha256)] + ([self._fanned(sha256)] if sha256[:2] in self.fan_outs_left() else [])
+            gone = False
+            for name in names:
                 crash_point()
                 try:
-                    os.unlink(self._name(sha256))
+                    os.unlink(name)
                 except FileNotFoundError:
                     continue
-                removed += 1
-        if removed:
-            fsync_dir(self.root)
+                gone = True
+                touched.add(os.path.dirname(name))
+            removed += gone
+        for folder in sorted(touched):
+            if folder != self._root and not os.listdir(folder):
+                crash_point()
+                os.rmdir(folder)
+                touched.add(self._root)
+                self._left = self.fan_outs_left() - {os.path.basename(folder)}
+        for folder in sorted(touched):
+            if os.path.isdir(folder):
+                fsync_dir(Path(folder))
         return removed
 
     def discard(self, shas: list[str]) -> None:
@@ -362,38 +399,49 @@ class ObjectStore:
                 continue
 
     # -- the earlier fan-out layout ----------------------------------------------------
+    def fan_outs_left(self) -> frozenset[str]:
+        """The fan-out folders of the earlier layout still in the store (real folders: a symlink is
+        never followed); found once per instance by 256 ``lstat`` calls, not by listing the store."""
+        if self._left is None:
+            self._left = frozenset(fan for fan in _FAN_OUTS if _is_folder(f"{self._root}/{fan}"))
+        return self._left
+
     def flatten(self) -> int:
         """Move the objects of git's fan-out layout (``objects/ab/cdef…``) to their flat names; returns how many.
 
-        Called under the writer lock before any change (docs/design.md "The object store").
-        A home written since has no fan-out folder, which 256 ``lstat`` calls tell without
-        listing the store. Crash safe at every step: each move is one rename, a name already
-        flat and untouched wins (the fan-out duplicate is dropped), and a flat name that
-        fails the stat check is replaced by the fanned-out object; the folder is removed
-        once empty (one holding anything else is left, and moved from again next time).
+        Best effort, never in the way (docs/design.md "The object store"): a folder that cannot be
+        emptied (a full disk, a read-only or immutable folder, something else in it) is left as it
+        is, and its objects are read where they are until a later call moves them. Crash safe at
+        every step: each move is one rename (same inode, so no tree changes); a flat name already
+        sealed wins, and the fanned-out duplicate is dropped; a flat name that fails the stat check
+        is replaced by the fanned-out object; only regular files with an object's name are moved.
         """
-        fan_outs = [fan for fan in _FAN_OUTS if os.path.isdir(f"{self._root}/{fan}")]
         moved = 0
-        for fan in fan_outs:
+        left: set[str] = set()
+        for fan in sorted(self.fan_outs_left()):
             folder = f"{self._root}/{fan}"
-            for rest in sorted(os.listdir(folder)):
-                if not _REST.fullmatch(rest):
-                    continue
-                source, target = f"{folder}/{rest}", self._name(fan + rest)
-                crash_point()
-                if self._stamped_file(target):
-                    os.unlink(source)
-                else:
-                    os.rename(source, target)
-                    moved += 1
-            crash_point()
             try:
+                for rest in sorted(os.listdir(folder)):
+                    source = f"{folder}/{rest}"
+                    if not _REST.fullmatch(rest) or not _is_file(source):
+                        continue  # not an object: left, and so is its folder
+                    target = self._flat(fan + rest)
+                    crash_point()
+                    if self._stamped_file(target):
+                        os.unlink(source)
+                    else:
+                        os.rename(source, target)
+                        moved += 1
+                crash_point()
                 os.rmdir(folder)
-            except OSError as exc:
-                if exc.errno != errno.ENOTEMPTY:
-                    raise
-        if fan_outs:
-            fsync_dir(self.root)
+            except OSError:  # left as it is: read in place (see the docstring)
+                left.add(fan)
+        self._left = frozenset(left)
+        if moved:
+            try:
+                fsync_dir(self.root)
+            except OSError:  # a move lost to a power cut is read in place, and made again
+                pass
         return moved
 
     def _stamped_file(self, name: str) -> bool:
@@ -410,6 +458,20 @@ class ObjectStore:
         return probe_hardlinks(self.root, Path(dest_dir))
 
 
+def _is_folder(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 class ObjectWriter:
     """Streams one object into a temp file in ``objects/``, hashing as it goes; use as a context manager.
 
@@ -424,9 +486,11 @@ class ObjectWriter:
         self.size = 0
         self.created = False
         self._direct = False
-        if expected is not None:
-            try:  # no file has the object's name yet: written there directly (O_EXCL says so, no lstat first)
-                self._temp, self._fd = store._name(expected), store._open_new(expected)
+        # No file has the object's name yet: written there directly (O_EXCL says so, no lstat first). An
+        # object only in a fan-out folder goes through a temp, so _place mends it where the trees link it.
+        if expected is not None and store._name(expected) == store._flat(expected):
+            try:
+                self._temp, self._fd = store._flat(expected), store._open_new(expected)
                 self._direct = True
             except FileExistsError:
                 pass
@@ -446,7 +510,7 @@ class ObjectWriter:
     def commit(self) -> tuple[str, int]:
         """Seal and name the object; returns (sha256, size). ``created`` tells whether it is new."""
         sha256 = self.hexdigest()
-        if self._direct and self._temp != self._store._name(sha256):
+        if self._direct and self._temp != self._store._flat(sha256):
             raise ValueError(f"object written as {os.path.basename(self._temp)} hashes to {sha256}")  # the caller checks first
         try:
             _seal(self._fd)

@@ -37,7 +37,7 @@ from atomicplug.progress import Progress, ProgressEvent
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.register import write_frontend_index
-from atomicplug.stages.stage import objects_of, stage_tree, staging_tree
+from atomicplug.stages.stage import objects_for_staging, stage_tree, staging_tree
 from atomicplug.stages.switch import check_addon_entries, remove_temp_links
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
 
 def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Prestarted) -> None:
     """Each tree the plan makes; the compile worker and ``gate``'s interpreter take turns (one helper at a time)."""
-    objects = objects_of(config)
+    objects = objects_for_staging(config)
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
             continue

@@ -36,13 +36,19 @@ if TYPE_CHECKING:
     from atomicplug.config import Config
     from atomicplug.safezip import ObjectExtraction
 
-__all__ = ["objects_of", "staging_tree", "stage_tree", "repair_tree", "remove_extra", "remake_record", "installed_pycs"]
+__all__ = ["objects_of", "objects_for_staging", "staging_tree", "stage_tree", "repair_tree", "remove_extra", "remake_record", "installed_pycs"]
 
 
 def objects_of(config: Config) -> ObjectStore:
-    """The home's object store, for a caller holding the writer lock: a store still in the earlier
-    fan-out layout is flattened first (:meth:`ObjectStore.flatten`, docs/design.md "The object store")."""
-    objects = ObjectStore(config.home / "objects")
+    """The home's object store, as it is (objects left in the earlier fan-out layout are read in place)."""
+    return ObjectStore(config.home / "objects")
+
+
+def objects_for_staging(config: Config) -> ObjectStore:
+    """The object store for a caller holding the writer lock that is about to add objects: what is left
+    of the earlier fan-out layout is flattened first, as far as it can be (:meth:`ObjectStore.flatten`,
+    docs/design.md "The object store")."""
+    objects = objects_of(config)
     objects.flatten()
     return objects
 
