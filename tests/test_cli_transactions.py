@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 
 def run_cli(home, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -164,7 +166,8 @@ def test_a_home_in_the_earlier_fan_out_layout_works_with_every_command_and_flatt
     (objects / free).symlink_to(outside)
     doctor = run_cli(home, "doctor")
     assert doctor.returncode == 0
-    assert "folder(s) of the earlier fan-out layout left in objects/" in doctor.stdout, doctor.stdout
+    assert "folder(s) of the earlier fan-out layout read in place" in doctor.stdout, doctor.stdout
+    assert f"objects/{free} is a symlink, never followed: what it holds is neither used nor freed" in doctor.stdout
     for args in (("disable", "shop"), ("enable", "shop"), ("gc", "--dry-run"), ("recover",), ("verify",)):
         proc = run_cli(home, *args)
         assert proc.returncode == 0, (args, proc.stderr)
@@ -172,7 +175,90 @@ def test_a_home_in_the_earlier_fan_out_layout_works_with_every_command_and_flatt
     assert sorted(p.name for p in objects.iterdir() if p.is_dir() and not p.is_symlink()) == [kept_folder.name]
     assert sorted(p.name for p in kept_folder.iterdir()) == ["notes.txt"]
     assert (outside / ("b" * 62)).read_text() == "not an object" and (objects / free).is_symlink()
-    assert "1 folder(s) of the earlier fan-out layout left" in run_cli(home, "doctor").stdout
+    assert f"1 folder(s) of the earlier fan-out layout read in place: {kept_folder.name} " in run_cli(home, "doctor").stdout
     assert run_cli(home, "uninstall", "shop").returncode == 0
     assert run_cli(home, "gc").returncode == 0
     assert run_cli(home, "verify").returncode == 0
+
+
+def _fanned_out_home(home) -> dict[str, str]:
+    """shop 1.0.0 (12 modules) installed, its objects then put back in the earlier fan-out layout."""
+    from crash_harness import fan_out_objects
+
+    files = {f"backend/m{i}.py": f"X = {i}\n" for i in range(12)}
+    assert run_cli(home, "install", str(home.package("shop", files=files))).returncode == 0
+    assert fan_out_objects(home.config) > 0
+    return files
+
+
+def _fan_out_folders(home) -> list[str]:
+    return sorted(p.name for p in (home.config.home / "objects").iterdir() if p.is_dir() and not p.is_symlink())
+
+
+def test_a_transaction_that_stages_no_tree_moves_no_object(home):
+    """Found by an adversarial review: a disable moved every object of a fanned-out home, where the
+    design says only a transaction that stages objects does."""
+    _fanned_out_home(home)
+    before = _fan_out_folders(home)
+    for args in (("disable", "shop"), ("enable", "shop"), ("rollback", "--generation", "1")):
+        proc = run_cli(home, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert _fan_out_folders(home) == before
+
+
+def _chattr(flag: str, folders: list[Path]) -> bool:
+    """True when the file system took the flag (ext4, XFS as root); tmpfs and overlays do not."""
+    import shutil as _shutil
+
+    if _shutil.which("chattr") is None:
+        return False
+    return all(subprocess.run(["chattr", flag, str(f)], capture_output=True).returncode == 0 for f in folders)
+
+
+def test_gc_leaves_an_unused_object_in_a_fan_out_folder_that_refuses_changes(home):
+    """Found by an adversarial review: an immutable fan-out folder holding an unused object made every
+    gc fail with EPERM and advice to run gc again; now that object stays with its folder."""
+    from atomicplug.objects import ObjectStore
+
+    _fanned_out_home(home)
+    objects = home.config.home / "objects"
+    sha = ObjectStore(objects).put_bytes(b"no kept tree needs me")
+    (objects / sha[:2]).mkdir(exist_ok=True)
+    (objects / sha).rename(objects / sha[:2] / sha[2:])
+    folders = [objects / name for name in _fan_out_folders(home)]
+    if not _chattr("+i", folders):
+        _chattr("-i", folders)
+        pytest.skip("this file system has no immutable flag")
+    try:
+        for args in (("install", str(home.package("other"))), ("uninstall", "shop"), ("gc",), ("verify",)):
+            proc = run_cli(home, *args)
+            assert proc.returncode == 0, (args, proc.stderr)
+        assert (objects / sha[:2] / sha[2:]).exists()
+    finally:
+        _chattr("-i", folders)
+
+
+def test_a_fan_out_folder_the_service_account_may_not_read_is_not_in_the_way(home):
+    """Found by an adversarial review: one fan-out folder of another owner (an old atomicplug run once
+    under sudo, umask 077) made installs, gc and its dry run fail with EACCES. Run as root without the
+    capabilities that skip permission bits, as a service account would be."""
+    import shutil as _shutil
+
+    if os.geteuid() != 0 or _shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the CLI without CAP_DAC_OVERRIDE")
+    files = _fanned_out_home(home)
+    blocked = home.config.home / "objects" / _fan_out_folders(home)[0]
+    os.chown(blocked, 65534, 65534)
+    os.chmod(blocked, 0o700)
+    upgrade = home.package("shop", "1.1.0", files=dict(files, **{"backend/extra.py": "Y = 1\n"}))
+    try:
+        for args in (("gc", "--dry-run"), ("gc",), ("install", str(upgrade)), ("verify",), ("doctor",)):
+            proc = subprocess.run(
+                ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", sys.executable, "-m", "atomicplug",
+                 "--config", str(home.config_path), *args],
+                capture_output=True, text=True, timeout=120, env=os.environ,
+            )  # fmt: skip
+            assert proc.returncode == 0, (args, proc.stderr)
+        assert f"objects/{blocked.name} is a folder this user may not read" in proc.stdout, proc.stdout
+    finally:
+        os.chmod(blocked, 0o755)

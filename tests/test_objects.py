@@ -509,6 +509,33 @@ def test_objects_left_in_a_fan_out_folder_are_read_mended_and_swept_in_place(tmp
     assert sorted(store) == sorted([kept, damaged]) and not (root / unused[:2]).exists()
 
 
+def test_footprint_counts_each_name_of_an_object_once_per_inode(tmp_path: Path) -> None:
+    """gc's freed bytes: a copy in both layouts is two files, a hard link between them one (found by a review)."""
+    root = tmp_path / "objects"
+    (sha,) = _fanned_out(root, [b"z" * 100_000])
+    store = ObjectStore(root)
+    assert store.footprint(sha) == 100_000
+    shutil.copy2(root / sha[:2] / sha[2:], root / sha)
+    assert ObjectStore(root).footprint(sha) == 200_000
+    (root / sha).unlink()
+    os.link(root / sha[:2] / sha[2:], root / sha)
+    assert ObjectStore(root).footprint(sha) == 100_000
+    assert ObjectStore(root).sweep(set()) == 1 and ObjectStore(root).footprint(sha) == 0 and not (root / sha[:2]).exists()
+
+
+def test_flatten_keeps_the_fanned_out_object_when_the_sealed_flat_copy_has_other_bytes(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    (sha,) = _fanned_out(root, [b"the right bytes"])
+    shutil.copy2(root / sha[:2] / sha[2:], root / sha)
+    os.chmod(root / sha, 0o644)
+    (root / sha).write_bytes(b"the wrong bytes")  # same size; sealed again below, as bit rot keeping the stamp would be
+    os.chmod(root / sha, 0o444)
+    os.utime(root / sha, ns=(MTIME_STAMP_NS, MTIME_STAMP_NS))
+    store = ObjectStore(root)
+    assert store.flatten() == 1
+    assert store.verify(sha) and (root / sha).read_bytes() == b"the right bytes"
+
+
 def test_a_kill_at_any_step_of_flattening_loses_no_object(tmp_path: Path) -> None:
     root = tmp_path / "objects"
     payloads = [b"one", b"two" * 50_000, b"three", b"four"]

@@ -59,15 +59,23 @@ def examine(config: Config) -> list[Finding]:
         if not config.home.is_dir():
             return f"{config.home}: not created yet (the first transaction creates it)"
         into = config.store_dir if config.store_dir.is_dir() else config.home
-        objects = objects_of(config)
-        why = objects.probe_hardlinks(into)
+        why = objects_of(config).probe_hardlinks(into)
         if why is None:
-            line = f"{config.home}: hard links work (store trees share their objects)"
-        else:
-            line = f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"
-        left = objects.fan_outs_left()
+            return f"{config.home}: hard links work (store trees share their objects)"
+        return f"{config.home}: hard links unavailable on this file system ({why}), objects are copied into each tree"
+
+    def object_layout() -> str:
+        from atomicplug.stages.stage import objects_of
+
+        objects = objects_of(config)
+        left, ignored = sorted(objects.fan_outs_left()), objects.fan_outs_ignored()
+        line = "one flat folder"
         if left:
-            line += f"; {len(left)} folder(s) of the earlier fan-out layout left in objects/, read in place (the next install moves what it can)"
+            shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
+            line += (f"; {len(left)} folder(s) of the earlier fan-out layout read in place: {shown} (the next install moves "
+                     "their objects; a folder holding anything else stays)")
+        for name, why in sorted(ignored.items()):
+            line += f"; objects/{name} is {why}: what it holds is neither used nor freed"
         return line
 
     def backend() -> str:
@@ -132,6 +140,7 @@ def examine(config: Config) -> list[Finding]:
     return [
         _check("trusted keys", keys),
         _check("storage", storage),
+        _check("object store", object_layout),
         _check("backend addons", backend),
         _check("frontend addons", frontend),
         _check("generation", live),

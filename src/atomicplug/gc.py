@@ -112,7 +112,7 @@ def _unused(config: Config) -> _Unused:
         unreferenced=unreferenced,
         journals=tuple(j.path for j in all_journals(config.journal_dir) if j.finished and j.txid != live_txid),
         blobs=blobs,
-        bytes=sum(_size(objects.path(sha)) for sha in unreferenced) + sum(_size(blob) for blob in blobs),
+        bytes=sum(objects.footprint(sha) for sha in unreferenced) + sum(_size(blob) for blob in blobs),
     )
 
 

@@ -13,7 +13,8 @@ tells a tampered object from a good one by one ``lstat`` (size, mtime, mode),
 without reading it. Its limit: a change that keeps the mtime (silent bit rot,
 or a writer that restores it on purpose) needs a re-hash, :meth:`ObjectStore.verify`.
 
-Writes are temp-then-rename inside ``objects/`` and not fsync'd one by one: the
+Writes are temp-then-rename inside ``objects/`` (or, when the sha256 is known, straight under the
+object's own name, sealed last: :meth:`ObjectStore.writer`) and not fsync'd one by one: the
 caller makes them durable with one sync (:meth:`ObjectStore.sync`, a ``syncfs``
 on Linux, see docs/design.md "Performance decisions") before anything durable
 refers to them. Every mutation passes a :func:`atomicplug.faults.crash_point`.
@@ -138,7 +139,7 @@ class ObjectStore:
                 return False
         try:
             return _stamped(os.lstat(self._fanned(sha256)), size)
-        except FileNotFoundError:
+        except OSError:  # a folder left as it is may refuse more than that: read as not there
             return False
 
     def verify(self, sha256: str) -> bool:
@@ -146,12 +147,7 @@ class ObjectStore:
 
         A name that is missing, unreadable or a symlink (never followed) holds no object.
         """
-        try:
-            fd = os.open(self._name(sha256), _READ_OBJECT)
-        except OSError:
-            return False
-        with open(fd, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+        return _hashes_to(self._name(sha256), sha256)
 
     def read_bytes(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()
@@ -164,8 +160,26 @@ class ObjectStore:
             return
         found = {name for name in names if _SHA256.fullmatch(name)}
         for fan in self.fan_outs_left():
-            found.update(fan + rest for rest in os.listdir(f"{self._root}/{fan}") if _REST.fullmatch(rest))
+            try:
+                found.update(fan + rest for rest in os.listdir(f"{self._root}/{fan}") if _REST.fullmatch(rest))
+            except OSError:  # a folder left as it is (see fan_outs_left)
+                continue
         yield from sorted(found)
+
+    def footprint(self, sha256: str) -> int:
+        """The bytes the object's names hold (flat, and fanned out while that folder is left; each inode once)."""
+        sizes: dict[tuple[int, int], int] = {}
+        for name in self._names(sha256):
+            try:
+                info = os.lstat(name)
+            except OSError:
+                continue
+            sizes[(info.st_dev, info.st_ino)] = info.st_size
+        return sum(sizes.values())
+
+    def _names(self, sha256: str) -> list[str]:
+        """Every name the object may have: flat, and fanned out while that folder is left."""
+        return [self._flat(sha256)] + ([self._fanned(sha256)] if sha256[:2] in self.fan_outs_left() else [])
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, expected: str | None = None) -> ObjectWriter:
@@ -367,14 +381,17 @@ class ObjectStore:
         for sha256 in self:
             if sha256 in referenced:
                 continue
-            names = [self._flat(sha256)] + ([self._fanned(sha256)] if sha256[:2] in self.fan_outs_left() else [])
             gone = False
-            for name in names:
+            for name in self._names(sha256):
                 crash_point()
                 try:
                     os.unlink(name)
                 except FileNotFoundError:
                     continue
+                except OSError as exc:
+                    if name == self._flat(sha256) or exc.errno not in _LEFT_AS_IT_IS:
+                        raise
+                    continue  # in a fan-out folder that refuses changes (doctor names it): left with it
                 gone = True
                 touched.add(os.path.dirname(name))
             removed += gone
@@ -403,8 +420,26 @@ class ObjectStore:
         """The fan-out folders of the earlier layout still in the store (real folders: a symlink is
         never followed); found once per instance by 256 ``lstat`` calls, not by listing the store."""
         if self._left is None:
-            self._left = frozenset(fan for fan in _FAN_OUTS if _is_folder(f"{self._root}/{fan}"))
+            self._left = frozenset(fan for fan in _FAN_OUTS if _usable_folder(f"{self._root}/{fan}"))
         return self._left
+
+    def fan_outs_ignored(self) -> dict[str, str]:
+        """Names of the fan-out layout that are not folders this process may read (a symlink, a file,
+        a folder it may not search), each with why: what they hold is neither used nor freed."""
+        ignored = {}
+        for fan in _FAN_OUTS:
+            path = f"{self._root}/{fan}"
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                ignored[fan] = "a symlink, never followed"
+            elif not stat.S_ISDIR(info.st_mode):
+                ignored[fan] = "not a folder"
+            elif not _usable_folder(path):
+                ignored[fan] = "a folder this user may not read"
+        return ignored
 
     def flatten(self) -> int:
         """Move the objects of git's fan-out layout (``objects/ab/cdef…``) to their flat names; returns how many.
@@ -427,7 +462,7 @@ class ObjectStore:
                         continue  # not an object: left, and so is its folder
                     target = self._flat(fan + rest)
                     crash_point()
-                    if self._stamped_file(target):
+                    if self._stamped_file(target) and _hashes_to(target, fan + rest):  # a sealed flat copy wins when right
                         os.unlink(source)
                     else:
                         os.rename(source, target)
@@ -458,9 +493,24 @@ class ObjectStore:
         return probe_hardlinks(self.root, Path(dest_dir))
 
 
-def _is_folder(path: str) -> bool:
+#: errnos of a fan-out folder that refuses changes (immutable, read-only, another owner): left as it is.
+_LEFT_AS_IT_IS = frozenset({errno.EPERM, errno.EACCES, errno.EROFS})
+
+
+def _hashes_to(name: str, sha256: str) -> bool:
+    """The file ``name`` (a symlink is never followed) holds bytes with that sha256."""
     try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
+        fd = os.open(name, _READ_OBJECT)
+    except OSError:
+        return False
+    with open(fd, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+
+
+def _usable_folder(path: str) -> bool:
+    """A real folder (never through a symlink) this process may list and search."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode) and os.access(path, os.R_OK | os.X_OK)
     except OSError:
         return False
 

@@ -228,10 +228,11 @@ def _committed_after_failure(config: Config, txid: str, xid: int | None, failure
 
 def _stage_trees(config: Config, plan: Plan, progress: Progress, gate: health.Prestarted) -> None:
     """Each tree the plan makes; the compile worker and ``gate``'s interpreter take turns (one helper at a time)."""
-    objects = objects_for_staging(config)
+    objects = None  # made (and flattened) for the first tree: a disable or a rollback moves no object
     for change in plan.changes:
         if not change.stage_tree or change.after is None or change.package is None:
             continue
+        objects = objects or objects_for_staging(config)
         progress(ProgressEvent("stage", f"staging {change.plugin_id} {change.after.version}", change.plugin_id, change.after.version))
         with ioerrors.doing("stage", staging_tree(config, plan.txid, change.plugin_id)):  # e.g. the compiler's pipe: no path
             stage_tree(
