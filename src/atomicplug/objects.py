@@ -417,8 +417,9 @@ class ObjectStore:
 
     # -- the earlier fan-out layout ----------------------------------------------------
     def fan_outs_left(self) -> frozenset[str]:
-        """The fan-out folders of the earlier layout still in the store (real folders: a symlink is
-        never followed); found once per instance by 256 ``lstat`` calls, not by listing the store."""
+        """The fan-out folders of the earlier layout still in the store: real folders (a symlink is never
+        followed) this process may list and search (:meth:`fan_outs_ignored` names the others); found
+        once per instance by 256 ``lstat`` calls, not by listing the store."""
         if self._left is None:
             self._left = frozenset(fan for fan in _FAN_OUTS if _usable_folder(f"{self._root}/{fan}"))
         return self._left
@@ -448,8 +449,8 @@ class ObjectStore:
         emptied (a full disk, a read-only or immutable folder, something else in it) is left as it
         is, and its objects are read where they are until a later call moves them. Crash safe at
         every step: each move is one rename (same inode, so no tree changes); a flat name already
-        sealed wins, and the fanned-out duplicate is dropped; a flat name that fails the stat check
-        is replaced by the fanned-out object; only regular files with an object's name are moved.
+        sealed whose bytes hash right wins, and the fanned-out duplicate is dropped; any other flat
+        name is replaced by the fanned-out object; only regular files with an object's name are moved.
         """
         moved = 0
         left: set[str] = set()
