@@ -7,6 +7,7 @@ scenario definitions. Counts are collected for the terminal summary.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from atomicplug.installer import Installer
@@ -129,7 +130,11 @@ def assert_flat(config: Any) -> None:
 def fan_out_objects(config: Any) -> int:
     """Put the home's objects back in the earlier layout, git's fan-out (``objects/ab/cdef…``): a home
     written before the store became flat. Returns how many objects moved."""
-    objects = config.home / "objects"
+    return fan_out_store(config.home / "objects")
+
+
+def fan_out_store(objects: Path) -> int:
+    """:func:`fan_out_objects` for the object store folder ``objects``."""
     moved = 0
     for path in sorted(objects.iterdir()):
         if len(path.name) == 64 and path.is_file():

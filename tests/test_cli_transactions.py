@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -151,13 +152,9 @@ def test_a_home_in_the_earlier_fan_out_layout_works_with_every_command_and_flatt
     """docs/design.md "The object store": objects in fan-out folders are read in place and moved by the
     next install as far as they can be; a folder holding someone's file stays, a symlink named like a
     folder is never followed, and neither is in any command's way."""
-    from crash_harness import fan_out_objects
-
-    files = {f"backend/m{i}.py": f"X = {i}\n" for i in range(12)}
-    assert run_cli(home, "install", str(home.package("shop", files=files))).returncode == 0
-    assert fan_out_objects(home.config) > 0
+    _fanned_out_home(home)
     objects = home.config.home / "objects"
-    kept_folder = sorted(p for p in objects.iterdir() if p.is_dir())[0]
+    kept_folder = objects / _fan_out_folders(home)[0]
     (kept_folder / "notes.txt").write_text("an admin's note")
     outside = tmp_path / "elsewhere"
     outside.mkdir()
@@ -172,7 +169,7 @@ def test_a_home_in_the_earlier_fan_out_layout_works_with_every_command_and_flatt
         proc = run_cli(home, *args)
         assert proc.returncode == 0, (args, proc.stderr)
     assert run_cli(home, "install", str(home.package("other"))).returncode == 0
-    assert sorted(p.name for p in objects.iterdir() if p.is_dir() and not p.is_symlink()) == [kept_folder.name]
+    assert _fan_out_folders(home) == [kept_folder.name]
     assert sorted(p.name for p in kept_folder.iterdir()) == ["notes.txt"]
     assert (outside / ("b" * 62)).read_text() == "not an object" and (objects / free).is_symlink()
     assert f"1 folder(s) of the earlier fan-out layout read in place: {kept_folder.name} " in run_cli(home, "doctor").stdout
@@ -208,9 +205,7 @@ def test_a_transaction_that_stages_no_tree_moves_no_object(home):
 
 def _chattr(flag: str, folders: list[Path]) -> bool:
     """True when the file system took the flag (ext4, XFS as root); tmpfs and overlays do not."""
-    import shutil as _shutil
-
-    if _shutil.which("chattr") is None:
+    if shutil.which("chattr") is None:
         return False
     return all(subprocess.run(["chattr", flag, str(f)], capture_output=True).returncode == 0 for f in folders)
 
@@ -242,9 +237,7 @@ def test_a_fan_out_folder_the_service_account_may_not_read_is_not_in_the_way(hom
     """Found by an adversarial review: one fan-out folder of another owner (an old atomicplug run once
     under sudo, umask 077) made installs, gc and its dry run fail with EACCES. Run as root without the
     capabilities that skip permission bits, as a service account would be."""
-    import shutil as _shutil
-
-    if os.geteuid() != 0 or _shutil.which("setpriv") is None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to run the CLI without CAP_DAC_OVERRIDE")
     files = _fanned_out_home(home)
     blocked = home.config.home / "objects" / _fan_out_folders(home)[0]
