@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,23 @@ def test_temp_files_of_dead_writers_go_and_of_live_writers_stay(tmp_path: Path) 
     remove_temp_files(tmp_path)
     assert not dead.exists()
     assert live.exists()
+
+
+def test_the_temp_file_of_a_killed_writer_not_yet_reaped_goes(tmp_path: Path) -> None:
+    """A writer SIGKILLed whose parent has not yet waited for it is a zombie: dead, though its pid still answers."""
+    pid = os.fork()
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.001)
+        os.kill(pid, 0)  # the pid still answers
+        leftover = tmp_path / f".index.ts.{pid}-abcd{TEMP_SUFFIX}"
+        leftover.write_bytes(b"x")
+        remove_temp_files(tmp_path)
+        assert not leftover.exists()
+    finally:
+        os.waitpid(pid, 0)
 
 
 def test_remove_tree_renames_before_deleting(tmp_path: Path) -> None:

@@ -252,13 +252,24 @@ def remove_temp_files(folder: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` may still write: it exists and has not died.
+
+    A writer killed while its parent has not yet waited for it (a zombie) still
+    answers ``kill(pid, 0)``, but it writes nothing more: dead, by /proc.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return not Path("/proc/self/stat").exists()  # reaped just now, unless there is no /proc
+    except (OSError, IndexError):
         return True
-    return True
+    return state not in ("Z", "X")
 
 
 @named("remove")
