@@ -93,6 +93,12 @@ def any_db_home(home_factory: Callable[..., Home], database_url: str) -> Home:
     return home_factory(database_url=database_url)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first, each in collection order: with ``--maxschedchunk 1`` (.ci/run) the two
+    workers then take the longest work first and the short tests fill in, so neither waits at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest hook signature
     """Say how many crash points the crash suites enumerated (and the disk-failure suites failed)."""
     from crash_harness import CHECKED, FAILURES_CHECKED

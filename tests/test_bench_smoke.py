@@ -16,6 +16,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     proc, data = run_bench(
         "run.py", "--sizes", "tiny", "--repeat", "1", "--scale", "1,2", "--disk-size", "tiny", "--disk-versions", "3",

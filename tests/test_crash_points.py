@@ -22,6 +22,10 @@ from crash_harness import (
 from atomicplug.installer import Installer
 from atomicplug.testing import crash_at
 
+#: Each test enumerates crash points or failing steps: seconds each, so they are scheduled first.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture
 def packages(home_factory):
     return build_crash_packages(home_factory(name="builder"))

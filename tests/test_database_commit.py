@@ -85,6 +85,7 @@ def test_committing_record_with_the_xid_comes_before_committed(any_db_home: Any)
         assert committing["xid"] is None
 
 
+@pytest.mark.slow
 def test_recovery_of_a_transaction_that_never_sent_commit_needs_no_database(
     home_factory: Callable[..., Any], database_factory: Callable[[], str]
 ) -> None:

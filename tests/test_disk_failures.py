@@ -43,6 +43,9 @@ from atomicplug.installer import Installer
 from atomicplug.stages import migrate
 from atomicplug.testing import count_crash_points, crash_at, fail_at, snapshot
 
+#: Each test enumerates crash points or failing steps: seconds each, so they are scheduled first.
+pytestmark = pytest.mark.slow
+
 #: How the disk fails at the chosen point: (errno there, errno at every later point). The last
 #: one checks that the first failure is the one reported when cleaning up fails as well.
 FAILURES = {

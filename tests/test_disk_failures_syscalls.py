@@ -10,7 +10,8 @@ write calls, whose lasting failure would also swallow the error line itself
 (strace fails every write, stderr's too, where a real broken disk would not). Each time: exit 1 with exactly one line on
 stderr and no traceback (or exit 0 when the failure did not matter, the state
 then new); ``recover`` then leaves the state old or new, and the operation
-completes. Only the CLI process is traced, as in the SIGKILL suite.
+completes. Only the CLI's own calls fail, as in the SIGKILL suite (whose
+docstring says how strace runs).
 
 Two homes on a memory file system, each restored from its own copy before each
 run (at its own path, so absolute links stay valid), run the failing CLIs side
@@ -87,11 +88,12 @@ def test_every_mutating_syscall_failing_is_one_line_then_recovers_and_completes(
     in_process = threading.Lock()  # the CLIs run side by side; recover and the checks take turns
 
     def fail_each(slot: RestorableHome, share: list[tuple[str, int, str]]) -> None:
+        trace = memory_tmp_path / f"{slot.home.root.name}.trace"
         for call, n, way in share:
             where = f"{label}: {way} at {call}#{n}"
             action, when = WAYS[way]
             home = slot.restore()
-            proc = run_injected(home, args, call, when.format(n=n), action)
+            proc = run_injected(home, args, call, when.format(n=n), action, trace)
             with in_process:
                 if proc.returncode == 0:  # the failed call did not matter (a cache, a leftover's delete)
                     assert snapshot(home.config) == new and not proc.stderr, f"{where}: {proc.stderr}"

@@ -186,6 +186,7 @@ def page_plugin(home: Any, plugin_id: str, version: str = "1.0.0", config: str |
 # -- builds after every kind of transaction -----------------------------------------------
 
 
+@pytest.mark.slow
 def test_each_transaction_leaves_a_host_that_type_checks_and_bundles_exactly_the_enabled_addons(host, example):
     installer = host.home.installer
     dist = host.folder / "dist"

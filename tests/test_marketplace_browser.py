@@ -301,6 +301,7 @@ def _confirm(driver: Any) -> Any:
 # -- the test ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_marketplace_page_in_a_real_browser(backend: Backend, tmp_path: Path, shots: Any, capsys: pytest.CaptureFixture[str]) -> None:
     require_browser()
     from selenium.webdriver.common.keys import Keys

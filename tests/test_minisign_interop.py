@@ -49,6 +49,7 @@ def test_minisign_signature_without_password_verifies(zip_file: Path, minisign_k
     assert sig.trusted_comment == "release 1.0.0"
 
 
+@pytest.mark.slow
 def test_minisign_encrypted_key_signs_and_loads_in_atomicplug(
     zip_file: Path, minisign_keys: dict[str, tuple[Path, Path]], tmp_path: Path
 ) -> None:
@@ -65,6 +66,7 @@ def test_minisign_encrypted_key_signs_and_loads_in_atomicplug(
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_minisign_encrypted_key_refuses_wrong_password(minisign_keys: dict[str, tuple[Path, Path]]) -> None:
     _, sec = minisign_keys["locked"]
     with pytest.raises(SignatureError, match="wrong password or corrupted secret key"):

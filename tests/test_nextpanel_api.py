@@ -426,6 +426,7 @@ def test_history_orders_the_panels_and_the_installers_entries_within_one_second(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", history[1]["time"]), history[1]
 
 
+@pytest.mark.slow
 def test_unreachable_repository_keeps_installed_facts_and_is_said_plainly(site: Site) -> None:
     with site.client() as client:
         _install(client, "reports")  # and crm, which it requires

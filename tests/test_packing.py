@@ -216,6 +216,7 @@ def test_cli_keygen_refuses_to_overwrite_without_force(tmp_path: Path, capsys: p
     SecretKey.load(sec)
 
 
+@pytest.mark.slow
 def test_cli_keygen_and_pack_with_password_from_env(tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATOMICPLUG_KEY_PASSWORD", "from-env")
     pub, sec = tmp_path / "k.pub", tmp_path / "k.key"

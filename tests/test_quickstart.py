@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quickstart_runs_every_step_and_cleans_up(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     proc = subprocess.run(

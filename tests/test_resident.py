@@ -210,6 +210,7 @@ def test_a_client_that_sends_nothing_holds_up_no_other_command(resident, home):
         assert _unanswered_and_open(silent) and _unanswered_and_open(half)
 
 
+@pytest.mark.slow
 def test_a_connection_that_never_sends_its_request_is_closed_even_while_a_child_runs(resident, home_factory):
     """Closed unanswered after REQUEST_TIMEOUT, and by then by the server alone: a child forked
     meanwhile does not keep another client's connection (or its descriptors) open."""
@@ -312,6 +313,7 @@ def test_it_stops_when_idle(tmp_path: Path):
     assert idle.cli("resident", "status").returncode == 3
 
 
+@pytest.mark.slow
 def test_idle_time_counts_from_the_end_of_the_last_command(tmp_path: Path, home_factory):
     """A command that ran longer than --idle-timeout (a long install, `sync --watch`) does not leave
     the server stopping the moment it ends: idle starts then."""

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -306,4 +307,4 @@ InstallerMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_installer_state_machine = InstallerMachine.TestCase
+test_installer_state_machine = pytest.mark.slow(InstallerMachine.TestCase)
