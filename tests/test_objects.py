@@ -435,6 +435,56 @@ def test_flatten_moves_fan_out_objects_to_their_flat_names_and_keeps_their_inode
     assert store.flatten() == 0  # done once
 
 
+def _counting_lstats(monkeypatch: pytest.MonkeyPatch, root: Path, nlink: int | None = None) -> list[str]:
+    """The lstat calls under ``root`` from now on; ``nlink`` given: ``root`` reports that link
+    count, as on a file system that does not count a folder's subfolders (btrfs says 1)."""
+    calls: list[str] = []
+    real = os.lstat
+
+    def lstat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if str(path).startswith(str(root)):
+            calls.append(str(path))
+        info = real(path, *args, **kwargs)
+        if nlink is not None and str(path) == str(root):
+            return os.stat_result((*info[:3], nlink, *info[4:]))
+        return info
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    return calls
+
+
+def test_bytes_in_hand_are_written_under_their_name_with_no_temp_and_no_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pyc arrives whole: its sha256 is known before a byte is written (one open, no lookup, no rename)."""
+    store = ObjectStore(tmp_path / "objects")
+    store.put_bytes(b"warm")  # the store's folder made
+    renamed: list[str] = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renamed.append(str(b)), real_rename(a, b)))
+    calls = _counting_lstats(monkeypatch, tmp_path / "objects")
+    sha, created = store.put(DATA)
+    assert created and renamed == [] and [c for c in calls if c.endswith(sha)] == []
+    assert store.has(sha, len(DATA)) and store.verify(sha)
+    assert store.put(DATA) == (sha, False)  # there already: looked up, kept
+
+
+def test_a_store_without_subfolders_knows_it_holds_no_fan_out_folder_from_one_lstat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder's link count is 2 plus its subfolders (ext4, tmpfs, xfs): a flat store needs no 256 probes."""
+    root = tmp_path / "objects"
+    ObjectStore(root).put_bytes(DATA)
+    calls = _counting_lstats(monkeypatch, root)
+    assert ObjectStore(root).fan_outs_left() == frozenset() and calls == [str(root)]
+    (root / "ab").mkdir()
+    assert ObjectStore(root).fan_outs_left() == frozenset({"ab"})  # one folder: probed for
+
+
+def test_where_folders_count_no_links_the_fan_out_folders_are_probed_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "objects"
+    _fanned_out(root, [b"one"])
+    calls = _counting_lstats(monkeypatch, root, nlink=1)
+    assert ObjectStore(root).fan_outs_left() == frozenset({hashlib.sha256(b"one").hexdigest()[:2]})
+    assert len(calls) > 256
+
+
 def test_flatten_prefers_an_untouched_object_and_leaves_a_folder_holding_anything_else(tmp_path: Path) -> None:
     root = tmp_path / "objects"
     one, two, three = _fanned_out(root, [b"one", b"two", b"three"])

@@ -90,13 +90,16 @@ def test_a_package_with_record_lists_record_as_a_file_too(ws: Workspace) -> None
     assert ws.store.read_bytes(next(f.sha256 for f in result.files if f.path == "RECORD")) == record_bytes(valid_package())
 
 
-def test_identical_files_of_two_packages_are_one_object(ws: Workspace) -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["looking-first", "creating-first"])
+def test_identical_files_of_two_packages_are_one_object(ws: Workspace, fresh: bool) -> None:
     shared = b"export const shared = 1;\n" * 10
-    first = extract_to_objects(ws.zip(valid_package(RawEntry("frontend/shared.ts", shared)), "a.zip"), ws.store)
-    second = extract_to_objects(
-        ws.zip(valid_package(RawEntry("frontend/lib/same.ts", shared), metadata=valid_metadata(id="other")), "b.zip"), ws.store
-    )
+    first = extract_to_objects(ws.zip(with_record(valid_package(RawEntry("frontend/shared.ts", shared))), "a.zip"), ws.store)
+    other = valid_package(RawEntry("frontend/lib/same.ts", shared), metadata=valid_metadata(id="other"))
+    second = extract_to_objects(ws.zip(with_record(other), "b.zip"), ws.store, fresh=fresh)
     assert sha(shared) in first.created and sha(shared) not in second.created
+    made_first = [d for p, d in files_of(with_record(other)).items() if p != "RECORD" and sha(d) in first.created]
+    assert second.reused == len(made_first)
+    assert second.inflated_bytes == sum(len(d) for d in files_of(with_record(other)).values()) - sum(map(len, made_first))
     assert sum(1 for s in ws.store if s == sha(shared)) == 1
     assert {f.sha256 for f in first.files if f.path == "frontend/shared.ts"} == {f.sha256 for f in second.files if f.path == "frontend/lib/same.ts"}
 
@@ -136,6 +139,28 @@ def test_an_upgrade_inflates_only_the_changed_files(ws: Workspace) -> None:
     assert result.created == (sha(v2[-1].data), sha(record_bytes(v2)))
 
 
+@pytest.mark.parametrize("fresh", [False, True], ids=["looking-first", "creating-first"])
+def test_a_plugins_first_install_creates_its_objects_without_looking_first(ws: Workspace, monkeypatch: pytest.MonkeyPatch, fresh: bool) -> None:
+    """Files most likely new here (``fresh``: no tree of the plugin yet) cost one open each, not an lstat and an open."""
+    entries = with_record(valid_package(*[RawEntry(f"frontend/assets/{i}.txt", b"asset %d\n" % i) for i in range(10)]))
+    looked: list[str] = []
+    real_lstat = os.lstat
+
+    def counting_lstat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if os.path.dirname(path) == str(ws.store.root) and len(os.path.basename(path)) == 64:  # an object's name
+            looked.append(str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", counting_lstat)
+    result = extract_to_objects(ws.zip(entries), ws.store, fresh=fresh)
+    monkeypatch.undo()
+    assert set(result.created) == {sha(d) for p, d in files_of(entries).items()}
+    assert ws.objects() == {sha(d): d for d in files_of(entries).values()}
+    # Each file with a RECORD line is looked up first, or not; RECORD, which no line names, is
+    # written to a temp and placed after a look at its name either way.
+    assert len(looked) == (1 if fresh else len(files_of(entries)))
+
+
 def test_a_skipped_entry_is_trusted_on_the_signed_records_word(ws: Workspace) -> None:
     """Not inflated means not read: even data that would fail its CRC goes unnoticed when its object exists.
     What gets installed is exactly the content the signed RECORD names (the object is that sha256)."""
@@ -159,7 +184,8 @@ def test_without_record_every_entry_is_inflated_but_existing_objects_are_kept(ws
     assert {s: ws.store.path(s).stat().st_ino for s in ws.store} == inodes
 
 
-def test_a_corrupt_object_is_reinflated_and_repaired_in_place_never_reused(ws: Workspace) -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["looking-first", "creating-first"])
+def test_a_corrupt_object_is_reinflated_and_repaired_in_place_never_reused(ws: Workspace, fresh: bool) -> None:
     entries = with_record(valid_package())
     extract_to_objects(ws.zip(entries), ws.store)
     routes = sha(b"router = None\n")
@@ -169,7 +195,7 @@ def test_a_corrupt_object_is_reinflated_and_repaired_in_place_never_reused(ws: W
     os.chmod(tree_file, 0o644)
     tree_file.write_bytes(b"router = 666\n")  # same size, written through a tree's link
     assert not ws.store.has(routes, 14)
-    result = extract_to_objects(ws.zip(entries), ws.store)
+    result = extract_to_objects(ws.zip(entries), ws.store, fresh=fresh)
     assert result.reused == len(files_of(entries)) - 2  # all but RECORD and the corrupt one
     assert ws.store.has(routes, 14) and ws.store.verify(routes)
     assert ws.store.path(routes).stat().st_ino == inode

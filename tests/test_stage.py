@@ -26,7 +26,7 @@ from atomicplug.minisign import sign_file
 from atomicplug.objects import MTIME_STAMP_NS, ObjectStore
 from atomicplug.pycs import IN_PROCESS_BYTES, SourceCompiler, build_pyc, pyc_name
 from atomicplug.stages.stage import installed_pycs
-from atomicplug.store import RECORD_NAME, read_record, sha256_file
+from atomicplug.store import RECORD_NAME, plugin_trees, read_record, sha256_file
 
 SHARED = "# one module every version and plugin ships\n" + "VALUE = 42\n" * 20
 
@@ -300,7 +300,7 @@ def test_an_upgrade_reuses_the_pycs_a_compact_or_an_old_record_lists(home, recor
         (old / RECORD_NAME).write_text(json.dumps({"files": [attrs.asdict(e) for e in listed]}, indent=1) + "\n")
     pycs = {e.path: e for e in listed if e.path.endswith(".pyc")}
     sources = {e.sha256: pycs[pyc_name(e.path)] for e in listed if e.path.startswith("backend/") and e.path.endswith(".py")}
-    assert installed_pycs(home.config, "alpha") == sources
+    assert installed_pycs(plugin_trees(home.config.home, "alpha")) == sources
     compiled: list[str] = []
     real = SourceCompiler.take
 

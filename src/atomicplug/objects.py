@@ -182,6 +182,14 @@ class ObjectStore:
         return [self._flat(sha256)] + ([self._fanned(sha256)] if sha256[:2] in self.fan_outs_left() else [])
 
     # -- writing ----------------------------------------------------------------------
+    def new_object(self, sha256: str) -> ObjectWriter | None:
+        """A writer straight into the object's own name, None when that name is taken: one open and
+        no lookup, for a file most likely new here (see :meth:`writer` for what a crash leaves)."""
+        try:
+            return ObjectWriter(self, sha256, or_temp=False)
+        except FileExistsError:
+            return None
+
     def writer(self, expected: str | None = None) -> ObjectWriter:
         """A file in ``objects/`` that becomes an object on :meth:`ObjectWriter.commit`.
 
@@ -195,9 +203,25 @@ class ObjectStore:
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data``; returns its sha256 (an existing, untouched object is kept)."""
-        with self.writer() as writer:
+        return self.put(data)[0]
+
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data``; returns (its sha256, whether this made the object).
+
+        The bytes are in hand, so the name is known before one is written: the
+        object is created under it (no temp, no rename) and looked up only when
+        that name is taken; a damaged object there is mended by :meth:`writer`.
+        """
+        sha256 = hashlib.sha256(data).hexdigest()
+        writer = self.new_object(sha256)
+        if writer is None:
+            if self.has(sha256, len(data)):
+                return sha256, False
+            writer = self.writer(sha256)
+        with writer:
             writer.write(data)
-            return writer.commit()[0]
+            writer.commit()
+        return sha256, writer.created
 
     def repair(self, sha256: str, data: bytes) -> None:
         """Rewrite a damaged object's content in place, so every tree linked to it is repaired too.
@@ -419,9 +443,13 @@ class ObjectStore:
     def fan_outs_left(self) -> frozenset[str]:
         """The fan-out folders of the earlier layout still in the store: real folders (a symlink is never
         followed) this process may list and search (:meth:`fan_outs_ignored` names the others); found
-        once per instance by 256 ``lstat`` calls, not by listing the store."""
+        once per instance by 256 ``lstat`` calls, not by listing the store, or by one when the store's
+        link count says it holds no folder at all (a flat store, on ext4, tmpfs, xfs)."""
         if self._left is None:
-            self._left = frozenset(fan for fan in _FAN_OUTS if _usable_folder(f"{self._root}/{fan}"))
+            if _holds_no_folder(self._root):
+                self._left = frozenset()
+            else:
+                self._left = frozenset(fan for fan in _FAN_OUTS if _usable_folder(f"{self._root}/{fan}"))
         return self._left
 
     def fan_outs_ignored(self) -> dict[str, str]:
@@ -508,6 +536,17 @@ def _hashes_to(name: str, sha256: str) -> bool:
         return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
 
+def _holds_no_folder(path: str) -> bool:
+    """True when the folder's link count (2 plus one per subfolder) says it has no subfolder, or it is
+    missing. Where folders count no links (btrfs: always 1) it says nothing: False."""
+    try:
+        return os.lstat(path).st_nlink == 2
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
 def _usable_folder(path: str) -> bool:
     """A real folder (never through a symlink) this process may list and search."""
     try:
@@ -531,7 +570,8 @@ class ObjectWriter:
     leaving the ``with`` block without committing drops the temp.
     """
 
-    def __init__(self, store: ObjectStore, expected: str | None = None) -> None:
+    def __init__(self, store: ObjectStore, expected: str | None = None, *, or_temp: bool = True) -> None:
+        """``or_temp=False``: raise FileExistsError, not fall back to a temp, when the name is taken."""
         self._store = store
         self._digest = hashlib.sha256()
         self.size = 0
@@ -544,8 +584,11 @@ class ObjectWriter:
                 self._temp, self._fd = store._flat(expected), store._open_new(expected)
                 self._direct = True
             except FileExistsError:
-                pass
+                if not or_temp:
+                    raise
         if not self._direct:
+            if not or_temp:
+                raise FileExistsError(expected)  # only in a fan-out folder: taken as well
             self._temp, self._fd = store._new_temp()
         self._open = True
 

@@ -73,6 +73,7 @@ def extract_to_objects(
     *,
     sink: SourceSink | None = None,
     sha256: str | None = None,
+    fresh: bool = False,
 ) -> ObjectExtraction:
     """Put every file of a zip (a path, or an open binary file left open) into ``objects``.
 
@@ -84,6 +85,10 @@ def extract_to_objects(
     (:meth:`ObjectStore.sync`) before anything durable refers to the objects.
 
     ``sha256``: the caller has just hashed ``source`` to it (see ``Archive.open``).
+    ``fresh``: the files are most likely not in the store (the plugin has no tree
+    here yet), so each object is created under its name first and looked up only
+    when that name is taken: one open per new file, where looking first costs an
+    lstat more (docs/design.md "Performance decisions").
 
     Raises PackageError/MetadataError for a bad archive (a security refusal),
     OperationError when the store cannot be written. On any failure the objects
@@ -91,7 +96,7 @@ def extract_to_objects(
     at most unreferenced objects and one temp, which :meth:`ObjectStore.sweep` removes).
     """
     limits = limits or ExtractLimits()
-    extraction = _Extraction(objects, sink)
+    extraction = _Extraction(objects, sink, fresh)
     try:
         with Archive.open(source, limits, sha256=sha256) as archive:
             metadata = metadata_of(archive)
@@ -118,22 +123,24 @@ def extract_to_objects(
 class _Extraction:
     """The running state of one extraction: what was created (to undo) and reused."""
 
-    def __init__(self, objects: ObjectStore, sink: SourceSink | None) -> None:
+    def __init__(self, objects: ObjectStore, sink: SourceSink | None, fresh: bool) -> None:
         self.objects = objects
         self.sink = sink
+        self.fresh = fresh
         self.created: list[str] = []
         self.reused = 0
 
     def store(self, archive: Archive, entry: Entry, budget: Budget, record: PackageRecord | None) -> RecordEntry:
         line = record.files.get(entry.name) if record is not None else None
         sink = self.sink if self.sink is not None and self.sink.wants(entry.name) else None
-        if line is not None and self.objects.has(line.sha256, line.size):
+        new = self.objects.new_object(line.sha256) if line is not None and self.fresh else None
+        if line is not None and new is None and self.objects.has(line.sha256, line.size):
             self.reused += 1
             if sink is not None and not sink.known(line.sha256):  # read back, not inflated
                 sink.take(entry.name, line.sha256, self.objects.read_bytes(line.sha256))
             return line
         kept: list[bytes] | None = [] if sink is not None else None
-        with self.objects.writer(line.sha256 if line is not None else None) as writer:
+        with new or self.objects.writer(line.sha256 if line is not None else None) as writer:
             for chunk in archive.stream(entry, budget):
                 writer.write(chunk)
                 if kept is not None:

@@ -57,15 +57,15 @@ def staging_tree(config: Config, txid: str, plugin_id: str) -> Path:
     return config.staging_dir / txid / plugin_id
 
 
-def installed_pycs(config: Config, plugin_id: str) -> dict[str, RecordEntry]:
-    """Source sha256 → pyc entry, from the records of this plugin's trees in the store.
+def installed_pycs(trees: tuple[Path, ...]) -> dict[str, RecordEntry]:
+    """Source sha256 → pyc entry, from the records of a plugin's ``trees`` in the store.
 
     Any such pyc serves the same source in the new tree (they are built under a
     path-independent name), so an upgrade compiles only its changed modules. Only
     each record's pyc lines are read, not the package RECORD (docs/design.md "The tree record").
     """
     index: dict[str, RecordEntry] = {}
-    for tree in plugin_trees(config.home, plugin_id):
+    for tree in trees:
         try:
             index.update(read_pyc_index(tree))
         except (OSError, ValueError):
@@ -134,13 +134,15 @@ def _package_objects(
     from atomicplug import safezip
     from atomicplug.intake import open_blob
 
-    known = installed_pycs(config, plugin_id)
+    trees = plugin_trees(config.home, plugin_id)
+    known = installed_pycs(trees)
     pycs = _PycObjects(objects)
     compiler = SourceCompiler(pycs.keep, known=frozenset(known), before_worker=before_worker, after_worker=after_worker)
     extraction = None
     try:
         with open_blob(config, sha256) as blob:
-            extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256)
+            # No tree of the plugin yet: its files are most likely new here, created without a look first.
+            extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256, fresh=not trees)
         compiler.finish()
     except BaseException:
         objects.discard(pycs.created)  # as the extractor does with its own objects on its own failures
@@ -187,12 +189,10 @@ class _PycObjects:
         self.created: list[str] = []
 
     def keep(self, source_sha256: str, pyc: bytes) -> None:
-        with self.objects.writer() as writer:
-            writer.write(pyc)
-            sha, size = writer.commit()
-        if writer.created:
+        sha, created = self.objects.put(pyc)
+        if created:
             self.created.append(sha)
-        self.by_source[source_sha256] = (sha, size)
+        self.by_source[source_sha256] = (sha, len(pyc))
 
 
 def _with_pycs(
