@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from atomicplug.fsutil import alive
+
 __all__ = ["Cluster", "throwaway_cluster", "server_bin"]
 
 
@@ -116,7 +118,7 @@ class Cluster:
             os.kill(pid, signal.SIGKILL)
         os.kill(postmaster, signal.SIGKILL)
         for pid in [postmaster, *children]:
-            while _alive(pid):
+            while alive(pid):
                 time.sleep(0.01)
         # Dead, but perhaps not yet reaped by whoever adopted it: a zombie's pid still
         # answers kill(pid, 0), and the next postmaster would take it for a live one.
@@ -134,13 +136,6 @@ def _parent(pid: int) -> int | None:
         return None
     return int(stat.rsplit(")", 1)[1].split()[1])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @contextmanager

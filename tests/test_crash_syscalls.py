@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from crash_harness import assert_clean, build_crash_packages, find_interruption, install_all
+from atomicplug.fsutil import alive
 from atomicplug.testing import crash_at
 from atomicplug.installer import Installer
 from atomicplug.testing import snapshot
@@ -109,21 +110,10 @@ def kill_at(home, args: list[str], syscall: str, n: int, trace: Path) -> None:
     finally:
         strace.kill()
         strace.wait(timeout=120)
-    _wait_for_exit(int(cli))
-
-
-def _wait_for_exit(pid: int) -> None:
-    """Until ``pid`` has exited (a zombie or gone): its descriptors and locks are released then."""
-    stat = Path(f"/proc/{pid}/stat")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if stat.read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return
-        except (FileNotFoundError, ProcessLookupError):
-            return
+    while alive(int(cli)):  # its descriptors and its lock are released once it is a zombie
+        assert time.monotonic() < deadline, f"process {cli} still runs a minute after SIGKILL"
         time.sleep(0.002)
-    raise AssertionError(f"process {pid} still runs a minute after SIGKILL")
 
 
 def _strace(trace: Path, calls: str, inject: list[str], home, args: list[str]) -> list[str]:

@@ -34,6 +34,7 @@ __all__ = [
     "TRASH_PREFIX",
     "TEMP_SUFFIX",
     "remove_temp_files",
+    "alive",
     "delete_trash",
     "switch_symlink",
     "make_symlinks",
@@ -246,12 +247,12 @@ def remove_temp_files(folder: Path) -> None:
         return
     for leftover in folder.glob(f".*{TEMP_SUFFIX}"):
         pid = leftover.name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[-1].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and alive(int(pid)):
             continue
         remove_file(leftover)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     """Whether process ``pid`` may still write: it exists and has not died.
 
     A writer killed while its parent has not yet waited for it (a zombie) still

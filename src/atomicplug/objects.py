@@ -210,14 +210,15 @@ class ObjectStore:
 
         The bytes are in hand, so the name is known before one is written: the
         object is created under it (no temp, no rename) and looked up only when
-        that name is taken; a damaged object there is mended by :meth:`writer`.
+        that name is taken; a damaged object there is mended through a temp
+        (:meth:`writer`, with no second try at the name).
         """
         sha256 = hashlib.sha256(data).hexdigest()
         writer = self.new_object(sha256)
         if writer is None:
             if self.has(sha256, len(data)):
                 return sha256, False
-            writer = self.writer(sha256)
+            writer = self.writer()
         with writer:
             writer.write(data)
             writer.commit()
