@@ -467,6 +467,18 @@ def test_bytes_in_hand_are_written_under_their_name_with_no_temp_and_no_rename(t
     assert store.put(DATA) == (sha, False)  # there already: looked up, kept
 
 
+@pytest.mark.parametrize("there", ["interrupted write", "symlink"])
+def test_bytes_in_hand_mend_a_name_taken_by_something_that_is_not_the_object(store: ObjectStore, there: str) -> None:
+    other = store.put_bytes(b"other")
+    if there == "interrupted write":
+        store.path(SHA).write_bytes(DATA[:5])  # what a kill during a direct write leaves: not sealed
+    else:
+        store.path(SHA).symlink_to(store.path(other))
+    assert store.put(DATA) == (SHA, there == "symlink")  # a file is mended in place, a symlink replaced
+    assert store.has(SHA, len(DATA)) and store.verify(SHA) and not store.path(SHA).is_symlink()
+    assert store.read_bytes(other) == b"other" and temps(store.root) == []
+
+
 def test_a_store_without_subfolders_knows_it_holds_no_fan_out_folder_from_one_lstat(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder's link count is 2 plus its subfolders (ext4, tmpfs, xfs): a flat store needs no 256 probes."""
     root = tmp_path / "objects"
