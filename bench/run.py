@@ -11,8 +11,9 @@ through the Python API in a warm process, bench/warm_api.py, with a cProfile
 of where an install's time goes), ``imports`` (``python -X importtime`` of a
 CLI install of the small plugin, and ``recover``'s start-up), ``scaling``
 (install, disable, enable, ``rollback --generation``, list, recover with 1, 100,
-1000 plugins installed) and ``disk`` (10 versions of the large plugin, each 1 %
-different from the one before, against one).
+1000 plugins installed), ``history`` (a CLI install with 1 and 1000 finished
+transactions behind the home) and ``disk`` (10 versions of the large plugin,
+each 1 % different from the one before, against one).
 
 Every contender is a subprocess working on the same signed zip:
 
@@ -64,7 +65,7 @@ NAIVE = str(HERE / "naive_installer.py")
 WARM_API = str(HERE / "warm_api.py")
 HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse", "psycopg2", "fastapi", "httpx")
 OPS = ("install", "upgrade_1pct", "upgrade", "rollback", "uninstall")
-PARTS = ("sizes", "api", "imports", "scaling", "disk")
+PARTS = ("sizes", "api", "imports", "scaling", "history", "disk")
 SCALING_OPS = ("install", "disable", "enable", "rollback_generation", "list", "recover", "install_new")
 
 #: Issue 14's targets (the limits; a figure at or under its limit meets it).
@@ -447,6 +448,47 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
     return result
 
 
+# -- history --------------------------------------------------------------------------------
+def bench_history(counts: list[int], repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
+    """One home per count of finished transactions behind it, then a CLI install in each, in turn.
+
+    Each home gets the small plugin installed and then disabled and enabled, one
+    transaction each, in-process and with no ``gc`` between, until ``count``
+    transactions are behind it: a panel's history since its last ``gc``. Each run
+    then installs a filler plugin (one per run, new to every home) through the CLI
+    in each home and uninstalls it (untimed). Every writer first looks for
+    unfinished journals (docs/design.md "Journal records and crash points"): this
+    shows whether that look, or anything else, grows with the history.
+    """
+    from atomicplug.config import Config
+    from atomicplug.installer import Installer
+
+    small = workloads.build_workload("small", workdir, key)
+    fillers = workloads.build_fillers(repeat, workdir, key)
+    homes: dict[int, Path] = {}
+    for count in sorted(counts):
+        homes[count] = fresh_home(workdir / "scratch" / f"history-{count}", key)
+        installer = Installer(Config.load(homes[count]))
+        t0 = time.perf_counter()
+        installer.install_file(small.v1)
+        for done in range(1, count):
+            (installer.disable if done % 2 else installer.enable)(small.plugin_id)
+        log(f"[history] home with {count} transactions behind it, made in-process in {time.perf_counter() - t0:.1f}s")
+    samples: dict[int, list[float]] = {count: [] for count in homes}
+    for i in range(repeat):
+        for count, config in homes.items():
+            samples[count].append(timed(ap(config, "install", str(fillers[i]))))
+            timed(ap(config, "uninstall", workloads.filler_id(i)))
+        log(f"[history] run {i + 1}/{repeat}: install " + ", ".join(f"{c}: {samples[c][-1]:.3f}s" for c in homes))
+    low, high = min(counts), max(counts)
+    result: dict[str, object] = {str(count): {"install_s": round(median(got), 4), "samples": got} for count, got in samples.items()}
+    result["vs_fewest"] = round(median([h / lo for h, lo in zip(samples[high], samples[low])]), 3)
+    result["vs_fewest_counts"] = [low, high]
+    for config in homes.values():
+        shutil.rmtree(config.parent)
+    return result
+
+
 # -- disk -----------------------------------------------------------------------------------
 def bench_disk(size: str, versions: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
     """du of <home> after installing ``versions`` versions (each 1 % different from the one before), no gc, against one."""
@@ -543,6 +585,14 @@ def print_tables(data: dict) -> None:
             if level.isdigit():
                 print(f"{level:>9} " + " ".join(f"{fmt(r[op + '_s']):>20}" for op in SCALING_OPS) + f" {r['fill_s']:>7.1f}s")
         print(f"{'ratio':>9} " + " ".join(f"{sc['vs_fewest'][op]:>20}" for op in SCALING_OPS))
+    if data.get("history"):
+        h = data["history"]
+        low, high = h["vs_fewest_counts"]
+        print()
+        print(
+            f"CLI install with {low} transaction(s) behind the home {fmt(h[str(low)]['install_s'])}, "
+            f"with {high} {fmt(h[str(high)]['install_s'])}: {h['vs_fewest']}x"
+        )
     if data.get("disk"):
         d = data["disk"]
         print()
@@ -603,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="small,medium,large", help="comma-separated: tiny, small, medium, large")
     parser.add_argument("--repeat", type=int, default=None, help="runs per figure (default 5; 3 for large)")
     parser.add_argument("--scale", default="1,100,1000", help="installed-plugin counts for the scaling part")
+    parser.add_argument("--history", default="1,1000", help="finished-transaction counts for the history part")
     parser.add_argument("--disk-size", default="large", help="the plugin whose versions the disk part installs")
     parser.add_argument("--disk-versions", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=None, help="keep packages here between runs (default: a temp folder)")
@@ -647,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
             data["imports"] = bench_imports(reps("small"), workdir, key, resident)
         if "scaling" in parts and levels:
             data["scaling"] = bench_scaling(levels, reps("small"), workdir, key, log)
+        if "history" in parts:
+            data["history"] = bench_history(sorted({int(x) for x in args.history.split(",") if x}), reps("small"), workdir, key, log)
         if "disk" in parts:
             data["disk"] = bench_disk(args.disk_size, args.disk_versions, workdir, key, log)
         data["targets"] = evaluate_targets(data)

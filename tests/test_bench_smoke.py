@@ -19,10 +19,10 @@ pytestmark = pytest.mark.skipif(
 @pytest.mark.slow
 def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     proc, data = run_bench(
-        "run.py", "--sizes", "tiny", "--repeat", "1", "--scale", "1,2", "--disk-size", "tiny", "--disk-versions", "3",
-        "--workdir", str(tmp_path),
+        "run.py", "--sizes", "tiny", "--repeat", "1", "--scale", "1,2", "--history", "1,3", "--disk-size", "tiny",
+        "--disk-versions", "3", "--workdir", str(tmp_path),
     )  # fmt: skip
-    assert {"sizes", "api", "imports", "scaling", "disk", "targets", "machine", "repeat", "load"} <= set(data)
+    assert {"sizes", "api", "imports", "scaling", "history", "disk", "targets", "machine", "repeat", "load"} <= set(data)
     tiny = data["sizes"]["tiny"]
     assert {"floor_s", "verify_1pct_zip_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
     ops = {"install", "upgrade_1pct", "upgrade", "rollback", "uninstall"}
@@ -45,6 +45,7 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     assert set(data["scaling"]["vs_fewest"]) == {"install", "disable", "enable", "rollback_generation", "list", "recover", "install_new"}
     for level in ("1", "2"):
         assert {"install_s", "list_s", "recover_s", "rollback_generation_s", "fill_s"} <= set(data["scaling"][level])
+    assert data["history"]["vs_fewest_counts"] == [1, 3] and data["history"]["3"]["install_s"] > 0
     disk = data["disk"]
     assert disk["versions"] == 3 and disk["du_bytes"]["all_versions"]["total"] > disk["du_bytes"]["one_version"]["total"] > 0
     assert {"small_api_install_vs_floor", "small_cli_install_ms", "recover_lazy_imports"} <= set(data["targets"])

@@ -176,7 +176,7 @@ def test_no_api_returns_a_secret(home: Any) -> None:
         capture_output=True, text=True, timeout=60,
     )
     text = json.dumps(view.to_dict()) + cli.stdout + json.dumps(home.installer.history()) + json.dumps(home.installer.list())
-    text += (home.config.home / "history.jsonl").read_text() + "".join(p.read_text() for p in home.config.journal_dir.glob("*"))
+    text += (home.config.home / "history.jsonl").read_text() + "".join(p.read_text() for p in home.config.journal_dir.rglob("*.jsonl"))
     assert cli.returncode == 0 and json.loads(cli.stdout)["fields"][0]["is_set"] is True
     assert "sk-very-secret" not in text and "sk-rotated" not in text
 

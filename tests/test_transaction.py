@@ -139,6 +139,14 @@ def test_failed_migration_rolls_back_everything_and_is_recorded(home):
     assert all(j.finished for j in all_journals(home.config.journal_dir))
 
 
+def test_finished_transactions_leave_no_journal_where_the_next_writer_looks(home):
+    home.installer.install_file(home.package("shop"))
+    with pytest.raises(OperationError):
+        home.installer.install_file(home.package("shop", "1.1.0", migrations={"0001_x": ("CREATE TABLE shop_b (nonsense", "")}))
+    assert list(home.config.journal_dir.glob("*.jsonl")) == []
+    assert [j.outcome for j in all_journals(home.config.journal_dir)] == ["done", "aborted"]
+
+
 def test_backend_syntax_error_is_refused_before_commit(home):
     package = home.package("shop", files={"backend/broken.py": "def nope(:\n"})
     with pytest.raises(Exception, match="broken.py does not compile"):

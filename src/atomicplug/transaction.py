@@ -269,7 +269,7 @@ def _roll_back(config: Config, plan: Plan, journal: Journal, reason: str) -> Non
     remove_temp_links(config, plan.txid)
     frontend_gate.remove_leftovers(config)
     append_history(config.home, _history_entry(plan, "aborted", reason))
-    journal.append(RecordType.ABORTED, reason=reason)
+    journal.finish(RecordType.ABORTED, reason=reason)
 
 
 def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progress, after: Registry | None = None) -> None:
@@ -298,7 +298,7 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
             if change.stage_tree and change.package is not None:
                 release(config, change.package)  # its files are objects now (docs/design.md "Intake")
     append_history(config.home, _history_entry(plan, "done"))
-    journal.append(RecordType.DONE)
+    journal.finish(RecordType.DONE)
 
 
 def recover_pending(config: Config, progress: Progress = _quiet) -> list[tuple[str, str]]:

@@ -10,7 +10,11 @@ import attrs
 from atomicplug.errors import JournalCorruptError
 from atomicplug.journal.records import RecordDecodeError, RecordType, decode
 
-__all__ = ["JournalState", "read_journal", "pending_journals", "all_journals", "intact_length"]
+__all__ = ["FINISHED", "JournalState", "read_journal", "pending_journals", "all_journals", "intact_length"]
+
+#: The subfolder of the journal folder a journal moves to once its last record is written
+#: (docs/design.md "The journal"): writers look for unfinished work only in the folder itself.
+FINISHED = "finished"
 
 
 @attrs.frozen
@@ -90,18 +94,18 @@ def intact_length(data: bytes) -> int:
 
 
 def all_journals(journal_dir: Path) -> list[JournalState]:
-    """Every journal, oldest first (txids sort by time)."""
-    if not journal_dir.is_dir():
-        return []
-    return [read_journal(p) for p in sorted(journal_dir.glob("*.jsonl"))]
+    """Every journal, finished or not, oldest first (txids sort by time)."""
+    paths = [*journal_dir.glob("*.jsonl"), *(journal_dir / FINISHED).glob("*.jsonl")]
+    return [read_journal(p) for p in sorted(paths, key=lambda p: p.name)]
 
 
 def pending_journals(journal_dir: Path) -> list[JournalState]:
     """Journals without ``done`` or ``aborted``: the work recovery must finish.
 
-    Every writer calls this first, and finished journals pile up until ``gc``,
-    so a journal whose last record is ``done``/``aborted`` is recognised from
-    its tail without reading or checking the rest.
+    Every writer calls this first. A finished journal has moved to ``finished/``
+    (:meth:`Journal.finish`), so the look costs the unfinished work, not the
+    home's history; one a crash left here between its last record and that move
+    is recognised from its tail without reading or checking the rest.
     """
     if not journal_dir.is_dir():
         return []

@@ -13,7 +13,7 @@ from typing import Any
 from atomicplug.faults import crash_point
 from atomicplug.fsutil import append_line, fsync_dir, make_dirs
 from atomicplug.ioerrors import doing
-from atomicplug.journal.reader import intact_length
+from atomicplug.journal.reader import FINISHED, intact_length
 from atomicplug.journal.records import RecordType, encode
 
 __all__ = ["Journal"]
@@ -28,8 +28,8 @@ class Journal:
 
     @classmethod
     def begin(cls, journal_dir: Path, txid: str, **plan: Any) -> Journal:
-        """Create ``<txid>.jsonl`` with its ``begin`` record, durably."""
-        make_dirs(journal_dir)
+        """Create ``<txid>.jsonl`` with its ``begin`` record, durably (and ``finished/``, for :meth:`finish`)."""
+        make_dirs(journal_dir / FINISHED)
         path = journal_dir / f"{txid}.jsonl"
         with doing("create", path):
             crash_point()
@@ -66,3 +66,20 @@ class Journal:
     def append(self, record_type: RecordType, **fields: Any) -> None:
         """Append one record and fsync it."""
         append_line(self.path, encode(record_type, txid=self.txid, **fields))
+
+    def finish(self, record_type: RecordType, **fields: Any) -> None:
+        """Append the last record (``done`` or ``aborted``), then move the journal to ``finished/``.
+
+        The move is only an index for the next writer's look for unfinished work: a
+        crash or a failing disk before it leaves a finished journal where it was,
+        which that look recognises from its tail, so its failure is not the
+        transaction's. No fsync: a move lost with the power is the same case.
+        """
+        self.append(record_type, **fields)
+        moved = self.path.parent / FINISHED / self.path.name
+        try:
+            crash_point()
+            os.rename(self.path, moved)
+        except OSError:
+            return
+        self.path = moved
