@@ -54,13 +54,21 @@ def test_a_same_length_change_is_caught_by_the_checksum(tmp_path):
         read_journal(journal.path)
 
 
-def test_pending_journals_are_those_without_done_or_aborted(tmp_path):
-    finished = _journal(tmp_path, "20260101T000000000000-aaaaaa")
-    finished.append(RecordType.DONE)
+def _done_aborted_open(tmp_path: Path, *, moved: bool) -> tuple[Journal, Journal, Journal]:
+    """Three journals: done, aborted, unfinished; the first two ended by ``finish`` (``moved``) or by
+    appending their last record only (left in place, as by a crash before the move)."""
+    done = _journal(tmp_path, "20260101T000000000000-aaaaaa")
     aborted = _journal(tmp_path, "20260101T000000000001-bbbbbb")
-    aborted.append(RecordType.ABORTED, reason="test")
+    (done.finish if moved else done.append)(RecordType.DONE)
+    (aborted.finish if moved else aborted.append)(RecordType.ABORTED, reason="test")
     open_one = _journal(tmp_path, "20260101T000000000002-cccccc")
     open_one.append(RecordType.STAGED)
+    return done, aborted, open_one
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_pending_journals_are_those_without_done_or_aborted(tmp_path, moved):
+    _, _, open_one = _done_aborted_open(tmp_path, moved=moved)
     assert [j.txid for j in pending_journals(tmp_path / "journal")] == [open_one.txid]
 
 
@@ -90,12 +98,7 @@ def test_a_torn_tail_is_cut_off_before_the_next_append(tmp_path):
 def test_a_finished_journal_leaves_the_folder_writers_scan(tmp_path):
     """Every writer looks for unfinished journals first; finished ones piling up there until
     ``gc`` made every change slower the longer a home lived (1000 of them: ~17 ms per look)."""
-    done = _journal(tmp_path, "20260101T000000000000-aaaaaa")
-    done.finish(RecordType.DONE)
-    aborted = _journal(tmp_path, "20260101T000000000001-bbbbbb")
-    aborted.finish(RecordType.ABORTED, reason="test")
-    open_one = _journal(tmp_path, "20260101T000000000002-cccccc")
-    open_one.append(RecordType.STAGED)
+    done, aborted, open_one = _done_aborted_open(tmp_path, moved=True)
     folder = tmp_path / "journal"
     assert [p.name for p in folder.glob("*.jsonl")] == [open_one.path.name]
     assert done.path == folder / FINISHED / "20260101T000000000000-aaaaaa.jsonl"
@@ -103,12 +106,10 @@ def test_a_finished_journal_leaves_the_folder_writers_scan(tmp_path):
     assert [(j.txid, j.outcome) for j in all_journals(folder)] == [
         (done.txid, "done"), (aborted.txid, "aborted"), (open_one.txid, "pending"),
     ]  # fmt: skip
-    assert [j.txid for j in pending_journals(folder)] == [open_one.txid]
 
 
-def test_a_journal_finished_but_not_moved_yet_is_not_pending(tmp_path):
-    """A crash between the last record and the move leaves it where writers look: read from its tail."""
-    journal = _journal(tmp_path)
-    journal.append(RecordType.DONE)
-    assert pending_journals(tmp_path / "journal") == []
-    assert [j.outcome for j in all_journals(tmp_path / "journal")] == ["done"]
+def test_a_journal_finished_but_not_moved_yet_is_still_found_by_gc(tmp_path):
+    """A crash between the last record and the move leaves it where writers look (not pending:
+    read from its tail, above); gc, which reads both folders, still finds it to remove."""
+    _done_aborted_open(tmp_path, moved=False)
+    assert [j.outcome for j in all_journals(tmp_path / "journal")] == ["done", "aborted", "pending"]
