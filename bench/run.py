@@ -455,34 +455,47 @@ def bench_history(counts: list[int], repeat: int, workdir: Path, key: workloads.
     Each home gets the small plugin installed and then disabled and enabled, one
     transaction each, in-process and with no ``gc`` between, until ``count``
     transactions are behind it: a panel's history since its last ``gc``. Each run
-    then installs a filler plugin (one per run, new to every home) through the CLI
-    in each home and uninstalls it (untimed). Every writer first looks for
-    unfinished journals (docs/design.md "Journal records and crash points"): this
-    shows whether that look, or anything else, grows with the history.
+    then installs a filler plugin (one per run, new to every home) in each home and
+    uninstalls it (untimed): through the CLI, and through the Python API in this
+    warm process (how the billing backend calls it; a second filler per run).
+    Every writer first looks for unfinished journals (docs/design.md "Journal
+    records and crash points"): this shows whether that look, or anything else,
+    grows with the history.
     """
     from atomicplug.config import Config
     from atomicplug.installer import Installer
 
     small = workloads.build_workload("small", workdir, key)
-    fillers = workloads.build_fillers(repeat, workdir, key)
+    fillers = workloads.build_fillers(2 * repeat, workdir, key)
     homes: dict[int, Path] = {}
+    installers = {}
     for count in sorted(counts):
         homes[count] = fresh_home(workdir / "scratch" / f"history-{count}", key)
-        installer = Installer(Config.load(homes[count]))
+        installer = installers[count] = Installer(Config.load(homes[count]))
         t0 = time.perf_counter()
         installer.install_file(small.v1)
         for done in range(1, count):
             (installer.disable if done % 2 else installer.enable)(small.plugin_id)
         log(f"[history] home with {count} transactions behind it, made in-process in {time.perf_counter() - t0:.1f}s")
     samples: dict[int, list[float]] = {count: [] for count in homes}
+    api: dict[int, list[float]] = {count: [] for count in homes}
     for i in range(repeat):
         for count, config in homes.items():
             samples[count].append(timed(ap(config, "install", str(fillers[i]))))
             timed(ap(config, "uninstall", workloads.filler_id(i)))
-        log(f"[history] run {i + 1}/{repeat}: install " + ", ".join(f"{c}: {samples[c][-1]:.3f}s" for c in homes))
+            os.sync()  # as before each CLI command (measure.timed)
+            t0 = time.perf_counter()
+            installers[count].install_file(fillers[repeat + i])
+            api[count].append(time.perf_counter() - t0)
+            installers[count].uninstall(workloads.filler_id(repeat + i))
+        log(f"[history] run {i + 1}/{repeat}: install " + ", ".join(f"{c}: {samples[c][-1]:.3f}s (API {api[c][-1]:.3f}s)" for c in homes))
     low, high = min(counts), max(counts)
-    result: dict[str, object] = {str(count): {"install_s": round(median(got), 4), "samples": got} for count, got in samples.items()}
+    result: dict[str, object] = {
+        str(count): {"install_s": round(median(got), 4), "api_install_s": round(median(api[count]), 4), "samples": got, "api_samples": api[count]}
+        for count, got in samples.items()
+    }
     result["vs_fewest"] = round(median([h / lo for h, lo in zip(samples[high], samples[low])]), 3)
+    result["api_vs_fewest"] = round(median([h / lo for h, lo in zip(api[high], api[low])]), 3)
     result["vs_fewest_counts"] = [low, high]
     for config in homes.values():
         shutil.rmtree(config.parent)
@@ -591,7 +604,8 @@ def print_tables(data: dict) -> None:
         print()
         print(
             f"CLI install with {low} transaction(s) behind the home {fmt(h[str(low)]['install_s'])}, "
-            f"with {high} {fmt(h[str(high)]['install_s'])}: {h['vs_fewest']}x"
+            f"with {high} {fmt(h[str(high)]['install_s'])}: {h['vs_fewest']}x; through the Python API "
+            f"{fmt(h[str(low)]['api_install_s'])} and {fmt(h[str(high)]['api_install_s'])}: {h['api_vs_fewest']}x"
         )
     if data.get("disk"):
         d = data["disk"]

@@ -46,6 +46,7 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     for level in ("1", "2"):
         assert {"install_s", "list_s", "recover_s", "rollback_generation_s", "fill_s"} <= set(data["scaling"][level])
     assert data["history"]["vs_fewest_counts"] == [1, 3] and data["history"]["3"]["install_s"] > 0
+    assert data["history"]["3"]["api_install_s"] > 0 and data["history"]["api_vs_fewest"] > 0
     disk = data["disk"]
     assert disk["versions"] == 3 and disk["du_bytes"]["all_versions"]["total"] > disk["du_bytes"]["one_version"]["total"] > 0
     assert {"small_api_install_vs_floor", "small_cli_install_ms", "recover_lazy_imports"} <= set(data["targets"])
