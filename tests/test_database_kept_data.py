@@ -68,17 +68,70 @@ def test_allow_downgrade_runs_the_kept_down_from_the_store_and_a_plain_uninstall
     assert table_names(home.config.database_url) == LEDGER
 
 
-def test_allow_downgrade_refuses_clearly_when_no_store_tree_has_the_down(any_db_home: Any) -> None:
+def test_gc_keeps_the_store_tree_whose_downs_the_kept_data_needs(any_db_home: Any) -> None:
+    """gc removed 1.1's tree once no kept generation showed it, although the database still held
+    1.1's tables: the downgrade that needs 0002_b's down was then refused. The ledger says whose
+    tables stay, so gc keeps those plugins' trees (and their objects) until the data goes."""
     home = any_db_home
     v10, _ = kept_1_1(home)
-    # One more generation, so the one that still showed 1.1 is no longer kept: gc removes 1.1's tree.
+    # Two more generations: none that gc keeps shows kd any more.
     home.installer.install_file(home.package("other"))
+    home.installer.install_file(home.package("other", "1.1.0"))
+    trees = sorted(p.name for p in (home.config.store_dir / "kd").iterdir())
+    assert home.installer.gc()["generations"] >= 1  # the ones that showed kd go; its trees stay
+    assert sorted(p.name for p in (home.config.store_dir / "kd").iterdir()) == trees
+    assert all(report.ok for report in home.installer.verify())
+    home.installer.install_file(v10, allow_downgrade=True)
+    assert installed(home) == {"kd": "1.0.0", "other": "1.1.0"}
+    assert {name for name in table_names(home.config.database_url) if name.startswith("kd")} == {"kd_a"}
+    assert ledger(home)[-1] == ("0002_b", "down")
+    # Once no table is kept any more, gc removes the trees no kept generation shows.
+    home.installer.uninstall("kd")
+    for version in ("1.2.0", "1.3.0"):
+        home.installer.install_file(home.package("other", version))
     home.installer.gc()
+    assert not (home.config.store_dir / "kd").exists()
+
+
+def test_gc_that_cannot_read_the_ledger_removes_nothing_and_says_why(home: Any) -> None:
+    from atomicplug.errors import OperationError
+    from atomicplug.testing import snapshot
+
+    v10, _ = kept_1_1(home)
+    home.installer.install_file(home.package("other"))
+    home.installer.install_file(home.package("other", "1.1.0"))
+    database = Path(home.config.database_url.removeprefix("sqlite:///"))
+    good = database.read_bytes()
+    database.write_bytes(b"not a database" * 100)
+    files = sorted(p.relative_to(home.config.home) for p in home.config.home.rglob("*"))
+    for dry_run in (True, False):
+        with pytest.raises(OperationError) as info:
+            home.installer.gc(dry_run=dry_run)
+        message = str(info.value)
+        assert message.startswith("gc: cannot read the migration ledger: ") and message.endswith("nothing was removed")
+        assert "\n" not in message
+    assert sorted(p.relative_to(home.config.home) for p in home.config.home.rglob("*")) == files
+    database.write_bytes(good)  # the database back: gc goes on, and keeps kd's trees
+    before = snapshot(home.config)
+    home.installer.gc()
+    assert snapshot(home.config) == before and (home.config.store_dir / "kd").is_dir()
+    home.installer.install_file(v10, allow_downgrade=True)
+
+
+def test_allow_downgrade_refuses_clearly_when_no_store_tree_has_the_down(any_db_home: Any) -> None:
+    import shutil
+
+    home = any_db_home
+    v10, _ = kept_1_1(home)
+    home.installer.install_file(home.package("other"))
+    home.installer.install_file(home.package("other", "1.1.0"))
+    for tree in (home.config.store_dir / "kd").iterdir():
+        shutil.rmtree(tree)  # gone by hand (gc keeps it while the database keeps its tables)
     with pytest.raises(MigrationError, match=r"^plugin kd: no store tree of kd has the down of applied migration 0002_b") as info:
         home.installer.install_file(v10, allow_downgrade=True)
     assert "install a version that has it" in str(info.value)
-    assert installed(home) == {"other": "1.0.0"}
-    assert table_names(home.config.database_url) == {"kd_a", "kd_b"} | LEDGER
+    assert installed(home) == {"other": "1.1.0"}
+    assert {"kd_a", "kd_b"} <= table_names(home.config.database_url)
 
 
 def test_reinstalling_the_kept_version_or_a_newer_one_is_no_downgrade(any_db_home: Any) -> None:

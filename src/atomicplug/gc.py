@@ -2,7 +2,9 @@
 
 Kept: the live generation and the ``keep_generations - 1`` before it; the
 backend views they show; the store trees they show, plus each of their plugins' previous tree (so a per-plugin
-rollback still works, also after switching back to an older kept generation); the package blobs those trees came from; unfinished
+rollback still works, also after switching back to an older kept generation); the trees of
+plugins none of them shows whose tables the database keeps (``uninstall --keep-data``: a later
+downgrade takes their downs from those trees); the package blobs those trees came from; unfinished
 journals and the live generation's own; the objects those trees' records name
 (a tree's files are hard links to them, or copies where links are impossible). Everything is deleted through :mod:`atomicplug.fsutil`
 (rename to ``.deleting-*`` first), so a crash mid-gc leaves only leftovers the
@@ -98,6 +100,7 @@ def _unused(config: Config) -> _Unused:
         tree for plugin_dir in (sorted(store.iterdir()) if store.is_dir() else []) for tree in sorted(plugin_dir.iterdir())
         if not tree.name.startswith(TRASH_PREFIX)
     ]
+    trees |= _kept_data_trees(config, stored, registries)
     live_txid = registries[-1].txid
     packages = {tree.split("-")[-1] for tree in trees}  # the sha12 each kept tree came from
     in_use = frozenset(_objects_in_use(config, trees))
@@ -205,6 +208,28 @@ def _objects_in_use(config: Config, trees: set[str]) -> set[str]:
                 "`atomicplug verify` shows the damage, reinstalling the package repairs it"
             ) from None
     return referenced
+
+
+def _kept_data_trees(config: Config, stored: list[Path], registries: list[Registry]) -> set[str]:
+    """The stored trees of the plugins no kept generation has whose tables the database keeps.
+
+    Only a plugin that has trees here but is in none of ``registries`` is asked about (one
+    ledger query each; none at all in the usual home). Raises OperationError (nothing removed)
+    when the ledger cannot be read: gc cannot tell which trees the kept data needs.
+    """
+    from atomicplug.errors import DatabaseError
+    from atomicplug.stages.migrate import keeping_data
+
+    shown = set().union(*(registry.plugins for registry in registries))
+    absent = {tree.parent.name for tree in stored} - shown
+    try:
+        keeping = keeping_data(config, absent)
+    except DatabaseError as exc:
+        raise OperationError(
+            f"gc: {exc}, so it cannot tell which uninstalled plugins' tables are kept and need their store trees; "
+            "nothing was removed"
+        ) from None
+    return {f"store/{tree.parent.name}/{tree.name}" for tree in stored if tree.parent.name in keeping}
 
 
 def _unused_blobs(config: Config, packages: set[str]) -> list[Path]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from atomicplug.database.engine import Database
     from atomicplug.database.hooks import HookContext
 
-__all__ = ["BeforeCommit", "InTransaction", "check", "run", "committed"]
+__all__ = ["BeforeCommit", "InTransaction", "check", "run", "committed", "keeping_data"]
 
 #: Called with the transaction's xid (None on SQLite) after the last statement and before
 #: COMMIT is sent; the transaction runner journals it (``committing``). If it raises, the
@@ -260,6 +260,28 @@ def committed(config: Config, txid: str, xid: int | None = None) -> bool:
             return transaction_committed(db, txid)
         except Exception as exc:
             raise DatabaseError(f"cannot read the transaction ledger: {first_line(exc)}") from exc
+
+
+def keeping_data(config: Config, plugin_ids: Collection[str]) -> set[str]:
+    """Which of ``plugin_ids`` the database still holds applied migrations of: tables an
+    ``uninstall --keep-data`` left, whose downs a later install of an older version takes
+    from the plugin's store trees (docs/design.md "Kept data and downgrades").
+
+    Raises DatabaseError when the ledger cannot be read.
+    """
+    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
+    from atomicplug.database.ledger import applied_migrations
+
+    check_url(config.database_url)
+    if not plugin_ids or sqlite_file_missing(config.database_url):
+        return set()  # never create the database file just to ask
+    try:
+        with connect(config.database_url, _busy_timeout(config)) as db:
+            return {pid for pid in sorted(plugin_ids) if applied_migrations(db, pid)}
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
 
 
 def _xid_status(config: Config, txid: str, xid: int) -> str | None:
