@@ -13,7 +13,8 @@ from atomicplug.journal.records import RecordDecodeError, RecordType, decode
 __all__ = ["FINISHED", "JournalState", "read_journal", "pending_journals", "all_journals", "intact_length"]
 
 #: The subfolder of the journal folder a journal moves to once its last record is written
-#: (docs/design.md "The journal"): writers look for unfinished work only in the folder itself.
+#: (docs/design.md "Journal records and crash points"): writers look for unfinished work only
+#: in the folder itself.
 FINISHED = "finished"
 
 

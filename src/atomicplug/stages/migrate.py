@@ -272,8 +272,10 @@ def keeping_data(config: Config, plugin_ids: Collection[str]) -> set[str]:
     from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
 
+    if not plugin_ids:
+        return set()  # the usual case: no connection at all
     check_url(config.database_url)
-    if not plugin_ids or sqlite_file_missing(config.database_url):
+    if sqlite_file_missing(config.database_url):
         return set()  # never create the database file just to ask
     try:
         with connect(config.database_url, _busy_timeout(config)) as db:
