@@ -113,3 +113,20 @@ def test_a_journal_finished_but_not_moved_yet_is_still_found_by_gc(tmp_path):
     read from its tail, above); gc, which reads both folders, still finds it to remove."""
     _done_aborted_open(tmp_path, moved=False)
     assert [j.outcome for j in all_journals(tmp_path / "journal")] == ["done", "aborted", "pending"]
+
+
+def test_a_journal_moved_away_while_it_is_looked_at_is_not_pending(tmp_path, monkeypatch):
+    """doctor looks without the writer lock: a transaction finishing meanwhile moves its journal
+    to finished/ between the listing of the folder and the read of the file."""
+    from atomicplug.journal import reader
+
+    journal = _journal(tmp_path)
+    journal.append(RecordType.DONE)  # the last record written, the move not yet made
+    real = reader._ends_finished
+
+    def moved_first(path):
+        path.rename(path.parent / FINISHED / path.name)  # the finishing writer's move
+        return real(path)
+
+    monkeypatch.setattr(reader, "_ends_finished", moved_first)
+    assert pending_journals(tmp_path / "journal") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +111,19 @@ def pending_journals(journal_dir: Path) -> list[JournalState]:
     """
     if not journal_dir.is_dir():
         return []
-    states = (read_journal(p) for p in sorted(journal_dir.glob("*.jsonl")) if not _ends_finished(p))
-    return [state for state in states if not state.finished]
+    pending = []
+    for path in sorted(journal_dir.glob("*.jsonl")):
+        if _ends_finished(path):
+            continue
+        try:
+            state = read_journal(path)
+        except JournalCorruptError:
+            if not os.path.lexists(path):
+                continue  # finished and moved away (or removed by gc) since the listing: a reader without the lock
+            raise
+        if not state.finished:
+            pending.append(state)
+    return pending
 
 
 _TAIL_BYTES = 4096
