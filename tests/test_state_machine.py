@@ -11,6 +11,13 @@ observable. Both plugins installed in one transaction change together, crashed
 or not; a flipped byte in an installed file is reported by ``verify`` and
 repaired by installing the same package again. Half the homes start with real
 addon folders, which the first operation (crashed or not) converts.
+
+Kept data (docs/design.md "Kept data and downgrades"): ``uninstall --keep-data``
+leaves the plugin's tables; installing an older version over them is refused
+unless ``--allow-downgrade``, which also downgrades an installed plugin, and
+must find the downs it needs whatever gc removed meanwhile. While any plugin's
+data is kept, the two whole-view rollbacks are not drawn: what they do with
+kept data is not modelled.
 """
 
 from __future__ import annotations
@@ -75,6 +82,10 @@ class ModelPlugin:
     previous: str | None
 
 
+#: The model's state: plugin id → its entry, and plugin id → the version whose tables are kept.
+Model = tuple[dict[str, ModelPlugin], dict[str, str]]
+
+
 class InstallerMachine(RuleBasedStateMachine):
     """The model: plugin id → (version, enabled, previous version)."""
 
@@ -89,6 +100,7 @@ class InstallerMachine(RuleBasedStateMachine):
             self.config.frontend_addons.mkdir(parents=True)
         self.installer = Installer(self.config)
         self.model: dict[str, ModelPlugin] = {}
+        self.kept: dict[str, str] = {}  # plugin id → the version whose tables an uninstall --keep-data left
         self.shown: dict[int, dict[str, ModelPlugin]] = {}  # generation number → the model it showed
         self.made_by: dict[str, int] = {}  # txid → the generation it made (rollback --transaction)
 
@@ -96,24 +108,30 @@ class InstallerMachine(RuleBasedStateMachine):
         shutil.rmtree(getattr(self, "root", "/nonexistent"), ignore_errors=True)
 
     # -- the model's view of each operation -----------------------------------
-    def _after(self, op: str, plugin_id: str, version: str | None) -> dict[str, ModelPlugin] | None:
-        """The model state after ``op``, or None when the operation must be refused."""
-        model = dict(self.model)
+    def _after(self, op: str, plugin_id: str, version: str | None) -> Model | None:
+        """The model state (plugins, kept data) after ``op``, or None when the operation must be refused."""
+        model, kept = dict(self.model), dict(self.kept)
         current = model.get(plugin_id)
-        if op == "install":
+        if op in ("install", "install --allow-downgrade"):
             assert version is not None
+            allowed = op != "install"
             if current is None:
+                if plugin_id in kept and VERSIONS.index(version) < VERSIONS.index(kept[plugin_id]) and not allowed:
+                    return None  # a downgrade of the kept data
+                kept.pop(plugin_id, None)
                 model[plugin_id] = ModelPlugin(version, True, None)
-            elif VERSIONS.index(version) > VERSIONS.index(current.version):
-                model[plugin_id] = ModelPlugin(version, current.enabled, current.version)
             elif version == current.version:
-                return model
+                return model, kept
+            elif VERSIONS.index(version) > VERSIONS.index(current.version) or allowed:
+                model[plugin_id] = ModelPlugin(version, current.enabled, current.version)
             else:
                 return None  # downgrade without --allow-downgrade
-        elif op == "uninstall":
+        elif op in ("uninstall", "uninstall --keep-data"):
             if current is None:
                 return None
             del model[plugin_id]
+            if op != "uninstall":
+                kept[plugin_id] = current.version
         elif op == "rollback":
             if current is None or current.previous is None:
                 return None
@@ -122,27 +140,28 @@ class InstallerMachine(RuleBasedStateMachine):
             if current is None:
                 return None
             model[plugin_id] = attrs.evolve(current, enabled=op == "enable")
-        return model
+        return model, kept
 
-    def _after_all(self, installs: list[tuple[str, str]]) -> dict[str, ModelPlugin] | None:
+    def _after_all(self, installs: list[tuple[str, str]]) -> Model | None:
         """The model after installing every (id, version) in one transaction; None when any is refused."""
-        saved = self.model
+        saved = self.model, self.kept
         try:
             for plugin_id, version in installs:
                 after = self._after("install", plugin_id, version)
                 if after is None:
                     return None
-                self.model = after
-            return self.model
+                self.model, self.kept = after
+            return self.model, self.kept
         finally:
-            self.model = saved
+            self.model, self.kept = saved
 
     def _perform(self, op: str, plugin_id: str, version: str | None) -> None:
         installer = Installer(self.config)
-        if op == "install":
-            self._remembering(lambda: installer.install_file(packages()[(plugin_id, version)]))
-        elif op == "uninstall":
-            self._remembering(lambda: installer.uninstall(plugin_id))
+        if op.startswith("install"):
+            allowed = op == "install --allow-downgrade"
+            self._remembering(lambda: installer.install_file(packages()[(plugin_id, version)], allow_downgrade=allowed))
+        elif op.startswith("uninstall"):
+            self._remembering(lambda: installer.uninstall(plugin_id, keep_data=op == "uninstall --keep-data"))
         else:
             self._remembering(lambda: getattr(installer, op)(plugin_id))
 
@@ -173,9 +192,10 @@ class InstallerMachine(RuleBasedStateMachine):
         state = snapshot(self.config)
         return {"plugins": state["plugins"], "tables": set(state["tables"]), "links": state["links"]}
 
-    def _expected(self, model: dict[str, ModelPlugin]) -> dict[str, object]:
+    def _expected(self, model: dict[str, ModelPlugin], kept: dict[str, str]) -> dict[str, object]:
         plugins = {pid: (p.version, p.enabled) for pid, p in sorted(model.items())}
-        tables = set().union(*(_tables(pid, p.version) for pid, p in model.items())) if model else set()
+        versions = [*((pid, p.version) for pid, p in model.items()), *kept.items()]
+        tables = set().union(*(_tables(pid, version) for pid, version in versions)) if versions else set()
         links = {}
         for pid, p in model.items():
             if p.enabled:
@@ -183,36 +203,38 @@ class InstallerMachine(RuleBasedStateMachine):
                 links[f"backend/{pid}"] = links[f"frontend/{pid}"] = tree.name
         return {"plugins": plugins, "tables": tables, "links": dict(sorted(links.items()))}
 
-    def _check(self, what: str, expected: dict[str, ModelPlugin] | None, perform: Callable[[], object]) -> None:
+    def _check(self, what: str, expected: Model | None, perform: Callable[[], object]) -> None:
         """``perform()`` is refused exactly when the model refuses ``what``; else the model follows it."""
         try:
             perform()
-        except AtomicplugError:
-            assert expected is None, f"{what} was refused but the model allows it"
+        except AtomicplugError as exc:
+            assert expected is None, f"{what} was refused but the model allows it: {exc}"
             return
         assert expected is not None, f"{what} succeeded but the model refuses it"
-        self.model = dict(expected)
+        self.model, self.kept = dict(expected[0]), dict(expected[1])
         self._record_generation()
 
-    def _check_crash(self, what: str, expected: dict[str, ModelPlugin] | None, perform: Callable[[], object], point: int) -> None:
+    def _check_crash(self, what: str, expected: Model | None, perform: Callable[[], object], point: int) -> None:
         """``perform()`` killed at crash point ``point``, then recovered: exactly the old or the new model state."""
         if expected is None:
             return
         crash_at(perform, point)
         Installer(self.config).recover()
         observed = self._observed()
-        if observed == self._expected(self.model):
+        if observed == self._expected(self.model, self.kept):
             return
-        self.model = expected
-        assert observed == self._expected(self.model), f"crash at point {point} of {what}: neither old nor new state"
+        self.model, self.kept = dict(expected[0]), dict(expected[1])
+        assert observed == self._expected(self.model, self.kept), f"crash at point {point} of {what}: neither old nor new state"
         self._record_generation()
 
     # -- rules ----------------------------------------------------------------
-    ops = st.sampled_from(["install", "install", "uninstall", "rollback", "enable", "disable"])
+    ops = st.sampled_from(
+        ["install", "install", "install --allow-downgrade", "uninstall", "uninstall --keep-data", "rollback", "enable", "disable"]
+    )
 
     @rule(op=ops, plugin_id=st.sampled_from(IDS), version=st.sampled_from(VERSIONS))
     def operate(self, op: str, plugin_id: str, version: str) -> None:
-        expected = self._after(op, plugin_id, version if op == "install" else None)
+        expected = self._after(op, plugin_id, version if op.startswith("install") else None)
         self._check(f"{op} {plugin_id} {version}", expected, lambda: self._perform(op, plugin_id, version))
 
     @rule(first=st.sampled_from(VERSIONS), second=st.sampled_from(VERSIONS))
@@ -231,14 +253,15 @@ class InstallerMachine(RuleBasedStateMachine):
         """``rollback --transaction TXID``: only the live generation's transaction, back to the view before it."""
         from atomicplug import generations
 
-        if not self.made_by:
+        if not self.made_by or self.kept:
             return
         txid = data.draw(st.sampled_from(sorted(self.made_by)), label="txid")
         made = self.made_by[txid]
         live = generations.current_number(self.config)
         kept = set(generations.numbers(self.config))
         before = max((n for n in kept if n < made), default=None)
-        expected = self.shown.get(before) if made == live and before is not None else None
+        shown = self.shown.get(before) if made == live and before is not None else None
+        expected = (shown, {}) if shown is not None else None
         what = f"rollback --transaction {txid} (made generation {made}, {live} live, {sorted(kept)} kept)"
         self._check(what, expected, lambda: Installer(self.config).rollback(transaction=txid))
 
@@ -259,11 +282,15 @@ class InstallerMachine(RuleBasedStateMachine):
 
     @rule()
     def collect(self) -> None:
-        """gc: nothing observable changes; generations it removes can no longer be rolled back to."""
+        """gc: nothing observable changes; generations it removes can no longer be rolled back to; a
+        plugin whose tables are kept keeps its store trees (a later downgrade takes their downs)."""
         before = self._observed()
         Installer(self.config).gc()
         assert self._observed() == before
         assert all(report.ok for report in Installer(self.config).verify())
+        for plugin_id, version in self.kept.items():
+            trees = [t.name for t in (self.config.store_dir / plugin_id).iterdir()] if (self.config.store_dir / plugin_id).is_dir() else []
+            assert any(name.startswith(f"{version}-") for name in trees), f"gc removed {plugin_id} {version}'s tree; its tables are kept"
 
     @rule(data=st.data())
     def rollback_generation(self, data: st.DataObject) -> None:
@@ -271,23 +298,24 @@ class InstallerMachine(RuleBasedStateMachine):
 
         live = generations.current_number(self.config)
         kept = set(generations.numbers(self.config))
-        if live is None or kept == {live}:
+        if live is None or kept == {live} or self.kept:
             return
         # Any generation kept but the live one, or one gc removed (refused).
         target = data.draw(st.sampled_from(sorted(kept - {live}) + [min(kept) - 1]), label="generation")
-        expected = self.shown.get(target) if target in kept else None
+        shown = self.shown.get(target) if target in kept else None
+        expected = (shown, {}) if shown is not None else None
         what = f"rollback --generation {target} ({sorted(kept)} kept)"
         self._check(what, expected, lambda: Installer(self.config).rollback(generation=target))
 
     @rule(op=ops, plugin_id=st.sampled_from(IDS), version=st.sampled_from(VERSIONS), point=st.integers(1, 120))
     def crash_and_recover(self, op: str, plugin_id: str, version: str, point: int) -> None:
-        expected = self._after(op, plugin_id, version if op == "install" else None)
+        expected = self._after(op, plugin_id, version if op.startswith("install") else None)
         self._check_crash(f"{op} {plugin_id}", expected, lambda: self._perform(op, plugin_id, version), point)
 
     @invariant()
     def matches_model(self) -> None:
         if hasattr(self, "config"):
-            assert self._observed() == self._expected(self.model)
+            assert self._observed() == self._expected(self.model, self.kept)
 
 
 def _flip_a_byte(path: Path) -> None:
@@ -302,8 +330,8 @@ def _flip_a_byte(path: Path) -> None:
 
 
 InstallerMachine.TestCase.settings = settings(
-    max_examples=80,
-    stateful_step_count=20,
+    max_examples=200,
+    stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
