@@ -260,7 +260,9 @@ class Panel:
         audited = self.audit.read(limit)
         seen = {e.get("txid") for e in audited if e.get("txid")}
         entries = [_audit_entry(e) for e in audited]
-        for item in reversed(Installer(self.config).history()):
+        # Enough of the installer's newest entries for the loop below: each is either one of the
+        # audited (skipped) or one more entry; not the whole file, which grows with every change.
+        for item in reversed(Installer(self.config).history(newest=len(audited) + 2 * limit)):
             if item["txid"] in seen:
                 continue
             entries.append(HistoryEntry(

@@ -8,9 +8,11 @@ Journals can then be garbage-collected without losing the history.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from atomicplug.fsutil import append_line
 
@@ -35,19 +37,49 @@ def append_history(home: Path, entry: dict[str, Any]) -> None:
     append_line(home / FILE_NAME, (json.dumps(entry, sort_keys=True) + "\n").encode(), create=True)
 
 
-def read_history(home: Path) -> list[dict[str, Any]]:
-    """Entries oldest first, one per txid; a torn last line is skipped."""
+def read_history(home: Path, newest: int | None = None) -> list[dict[str, Any]]:
+    """Entries oldest first, one per txid (its last line); a torn last line is skipped.
+
+    ``newest``: only the newest N, read from the end of the file, so a page of history
+    costs what it shows however long the home has lived (gc never trims this file). Lines
+    are appended under the writer lock, the txid made under it too: the file's order is
+    the txids' order.
+    """
     path = home / FILE_NAME
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return []
     by_txid: dict[str, dict[str, Any]] = {}
-    for line in raw.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and "txid" in entry:
-            by_txid[entry["txid"]] = entry
+    with handle:
+        if newest is None:
+            for entry in filter(None, map(_entry, handle.read().splitlines())):
+                by_txid[entry["txid"]] = entry  # the last line of a txid wins
+        else:
+            for entry in filter(None, map(_entry, _lines_from_end(handle))):
+                if len(by_txid) >= newest:
+                    break
+                by_txid.setdefault(entry["txid"], entry)  # read backwards: the first seen is the last
     return sorted(by_txid.values(), key=lambda e: e["txid"])
+
+
+def _entry(line: bytes) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None  # a torn line
+    return entry if isinstance(entry, dict) and "txid" in entry else None
+
+
+def _lines_from_end(handle: BinaryIO, block: int = 64 * 1024) -> Iterator[bytes]:
+    """The file's lines, last first, reading it backwards ``block`` bytes at a time."""
+    end = handle.seek(0, os.SEEK_END)
+    partial = b""
+    while end > 0:
+        start = max(0, end - block)
+        handle.seek(start)
+        lines = (handle.read(end - start) + partial).split(b"\n")
+        partial = lines.pop(0)  # the start of a line the block before holds the rest of
+        end = start
+        yield from reversed(lines)
+    yield partial

@@ -597,11 +597,11 @@ class Installer:
             })  # fmt: skip
         return rows
 
-    def history(self) -> list[dict[str, Any]]:
-        """Finished transactions, oldest first."""
+    def history(self, newest: int | None = None) -> list[dict[str, Any]]:
+        """Finished transactions, oldest first; ``newest``: only the last N (read from the end of the file)."""
         from atomicplug.history import read_history
 
-        return read_history(self.config.home)
+        return read_history(self.config.home, newest)
 
     def verify(self, plugin_id: str | None = None) -> list[VerifyReport]:
         """Compare installed trees with the sha256 recorded when they were staged."""
