@@ -15,7 +15,7 @@ from atomicplug.errors import (
     SignatureError,
     UsageError,
 )
-from atomicplug.journal.reader import all_journals
+from atomicplug.journal.reader import all_journals, pending_journals
 from atomicplug.testing import snapshot, table_names
 
 ITEMS_V1 = {"0001_items": ("CREATE TABLE shop_items (id INTEGER PRIMARY KEY, name TEXT);", "DROP TABLE shop_items;")}
@@ -145,6 +145,20 @@ def test_finished_transactions_leave_no_journal_where_the_next_writer_looks(home
         home.installer.install_file(home.package("shop", "1.1.0", migrations={"0001_x": ("CREATE TABLE shop_b (nonsense", "")}))
     assert list(home.config.journal_dir.glob("*.jsonl")) == []
     assert [j.outcome for j in all_journals(home.config.journal_dir)] == ["done", "aborted"]
+
+
+def test_finished_journals_left_where_writers_look_are_put_aside_by_the_next_writer(home):
+    """A home from before journals moved (or a crash between a journal's last record and its move)
+    has finished journals where every writer looks; the next writer moves them, once."""
+    from atomicplug.journal import Journal, RecordType
+
+    home.installer.install_file(home.package("shop"))
+    for n in range(3):  # as an earlier atomicplug left them: the last record, no move
+        Journal.begin(home.config.journal_dir, f"20200101T00000000000{n}-aaaaaa", plan={}).append(RecordType.DONE)
+    assert len(list(home.config.journal_dir.glob("*.jsonl"))) == 3
+    home.installer.disable("shop")
+    assert list(home.config.journal_dir.glob("*.jsonl")) == []
+    assert len(all_journals(home.config.journal_dir)) == 5 and not pending_journals(home.config.journal_dir)
 
 
 def test_backend_syntax_error_is_refused_before_commit(home):

@@ -110,10 +110,15 @@ class Installer:
         return writer_lock(self.config.lock_path, self.config.lock_timeout, self.progress)
 
     def _recover_locked(self) -> list[tuple[str, str]]:
-        from atomicplug.journal.reader import pending_journals
+        from atomicplug.journal.reader import look, pending_journals
 
         outcomes = []
-        if pending_journals(self.config.journal_dir):  # else nothing to import the engine for
+        pending, finished = look(self.config.journal_dir)
+        if finished:  # left where writers look (a crash before their move, an earlier atomicplug)
+            from atomicplug.journal.writer import put_aside
+
+            put_aside(self.config.journal_dir, finished)
+        if pending:  # else nothing to import the engine for
             from atomicplug.transaction import recover_pending
 
             outcomes = recover_pending(self.config, self.progress)

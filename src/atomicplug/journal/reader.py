@@ -11,7 +11,7 @@ import attrs
 from atomicplug.errors import JournalCorruptError
 from atomicplug.journal.records import RecordDecodeError, RecordType, decode
 
-__all__ = ["FINISHED", "JournalState", "read_journal", "pending_journals", "all_journals", "intact_length"]
+__all__ = ["FINISHED", "JournalState", "read_journal", "look", "pending_journals", "all_journals", "intact_length"]
 
 #: The subfolder of the journal folder a journal moves to once its last record is written
 #: (docs/design.md "Journal records and crash points"): writers look for unfinished work only
@@ -102,18 +102,25 @@ def all_journals(journal_dir: Path) -> list[JournalState]:
 
 
 def pending_journals(journal_dir: Path) -> list[JournalState]:
-    """Journals without ``done`` or ``aborted``: the work recovery must finish.
+    """Journals without ``done`` or ``aborted``: the work recovery must finish (see :func:`look`)."""
+    return look(journal_dir)[0]
 
-    Every writer calls this first. A finished journal has moved to ``finished/``
+
+def look(journal_dir: Path) -> tuple[list[JournalState], list[Path]]:
+    """The unfinished journals, and the finished ones still in the folder itself.
+
+    Every writer looks first. A finished journal has moved to ``finished/``
     (:meth:`Journal.finish`), so the look costs the unfinished work, not the
-    home's history; one a crash left here between its last record and that move
-    is recognised from its tail without reading or checking the rest.
+    home's history. One still here (a crash between its last record and that
+    move, or a home from before journals moved) is recognised from its tail
+    without reading or checking the rest; the writer then moves it too.
     """
     if not journal_dir.is_dir():
-        return []
-    pending = []
+        return [], []
+    pending, finished = [], []
     for path in sorted(journal_dir.glob("*.jsonl")):
         if _ends_finished(path):
+            finished.append(path)
             continue
         try:
             state = read_journal(path)
@@ -121,9 +128,11 @@ def pending_journals(journal_dir: Path) -> list[JournalState]:
             if not os.path.lexists(path):
                 continue  # finished and moved away (or removed by gc) since the listing: a reader without the lock
             raise
-        if not state.finished:
+        if state.finished:
+            finished.append(path)
+        else:
             pending.append(state)
-    return pending
+    return pending, finished
 
 
 _TAIL_BYTES = 4096

@@ -16,7 +16,7 @@ from atomicplug.ioerrors import doing
 from atomicplug.journal.reader import FINISHED, intact_length
 from atomicplug.journal.records import RecordType, encode
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "put_aside"]
 
 
 class Journal:
@@ -76,10 +76,29 @@ class Journal:
         transaction's. No fsync: a move lost with the power is the same case.
         """
         self.append(record_type, **fields)
-        moved = self.path.parent / FINISHED / self.path.name
-        try:
-            crash_point()
-            os.rename(self.path, moved)
-        except OSError:
-            return
-        self.path = moved
+        self.path = _move_to_finished(self.path)
+
+
+def put_aside(journal_dir: Path, finished: list[Path]) -> None:
+    """Move finished journals found where writers look into ``finished/`` (under the writer lock).
+
+    Best effort, like the move in :meth:`Journal.finish`: one that stays is recognised
+    from its tail again by the next writer.
+    """
+    try:
+        make_dirs(journal_dir / FINISHED)  # a home from before journals moved has none
+    except OSError:
+        return
+    for path in finished:
+        _move_to_finished(path)
+
+
+def _move_to_finished(path: Path) -> Path:
+    """``path`` moved into ``finished/`` beside it: where it is now (where it was, if the move failed)."""
+    moved = path.parent / FINISHED / path.name
+    try:
+        crash_point()
+        os.rename(path, moved)
+    except OSError:
+        return path
+    return moved
