@@ -127,26 +127,34 @@ def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
 
 
 def _check_against_ledger(config: Config, changes: Sequence[Change]) -> None:
-    from atomicplug.database.engine import backend_name, connect, sqlite_file_missing
-    from atomicplug.database.ledger import applied_migrations
+    from atomicplug.database.engine import backend_name
     from atomicplug.database.plan import plan_change, refuse_non_transactional
 
-    if sqlite_file_missing(config.database_url):
-        for change in changes:
-            plan_change(change, {}, config.home)
-        return
-    with connect(config.database_url, _busy_timeout(config)) as db:
-        try:
-            ledgers = {c.plugin_id: applied_migrations(db, c.plugin_id) for c in changes}
-        except Exception as exc:
-            from atomicplug.database.engine import first_line
-
-            raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
+    ledgers = _applied_ledgers(config, [c.plugin_id for c in changes])
     # The plan is decided per plugin against the ledger as it is now; run() decides
     # again under the database lock, so a concurrent change cannot slip through.
     for change in changes:
         plan = plan_change(change, ledgers[change.plugin_id], config.home)
         refuse_non_transactional(change.plugin_id, plan.reverts, backend_name(config.database_url))  # kept downs
+
+
+def _applied_ledgers(config: Config, plugin_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each plugin's applied migrations (name → checksum) as the ledger says now; all empty
+    while the SQLite file does not exist (it is never created just to ask).
+
+    Raises DatabaseError when the database cannot be reached or the ledger read.
+    """
+    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
+    from atomicplug.database.ledger import applied_migrations
+
+    check_url(config.database_url)
+    if sqlite_file_missing(config.database_url):
+        return {pid: {} for pid in plugin_ids}
+    with connect(config.database_url, _busy_timeout(config)) as db:
+        try:
+            return {pid: applied_migrations(db, pid) for pid in plugin_ids}
+        except Exception as exc:
+            raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
 
 
 def run(
@@ -269,21 +277,9 @@ def keeping_data(config: Config, plugin_ids: Collection[str]) -> set[str]:
 
     Raises DatabaseError when the ledger cannot be read.
     """
-    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
-    from atomicplug.database.ledger import applied_migrations
-
     if not plugin_ids:
         return set()  # the usual case: no connection at all
-    check_url(config.database_url)
-    if sqlite_file_missing(config.database_url):
-        return set()  # never create the database file just to ask
-    try:
-        with connect(config.database_url, _busy_timeout(config)) as db:
-            return {pid for pid in sorted(plugin_ids) if applied_migrations(db, pid)}
-    except DatabaseError:
-        raise
-    except Exception as exc:
-        raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
+    return {pid for pid, applied in _applied_ledgers(config, sorted(plugin_ids)).items() if applied}
 
 
 def _xid_status(config: Config, txid: str, xid: int) -> str | None:
