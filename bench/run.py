@@ -99,6 +99,11 @@ def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else float("nan")
 
 
+def per_run(a: list[float], b: list[float]) -> float:
+    """The median of the runs' own ratios a/b (samples of one run share its moment's load)."""
+    return round(median([x / y for x, y in zip(a, b)]), 3)
+
+
 def fresh_home(root: Path, key: workloads.KeyPair) -> Path:
     if root.exists():
         shutil.rmtree(root)
@@ -257,9 +262,6 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
             **{f"atomicplug_resident_{op}": v for op, v in resident.items()},
         },
     }
-
-    def per_run(a: list[float], b: list[float]) -> float:
-        return round(median([x / y for x, y in zip(a, b)]), 3)
 
     # Per-run ratios: the contenders of one run share the machine's momentary load, so
     # their ratio varies less than a ratio of medians taken over a drifting background.
@@ -440,7 +442,7 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
         }
     low, high = str(min(levels)), str(max(levels))
     result["vs_fewest"] = {
-        op: round(median([h / lo for h, lo in zip(samples[max(levels)][op], samples[min(levels)][op])]), 3) for op in SCALING_OPS
+        op: per_run(samples[max(levels)][op], samples[min(levels)][op]) for op in SCALING_OPS
     }
     result["vs_fewest_levels"] = [int(low), int(high)]
     for config in homes.values():
@@ -494,8 +496,8 @@ def bench_history(counts: list[int], repeat: int, workdir: Path, key: workloads.
         str(count): {"install_s": round(median(got), 4), "api_install_s": round(median(api[count]), 4), "samples": got, "api_samples": api[count]}
         for count, got in samples.items()
     }
-    result["vs_fewest"] = round(median([h / lo for h, lo in zip(samples[high], samples[low])]), 3)
-    result["api_vs_fewest"] = round(median([h / lo for h, lo in zip(api[high], api[low])]), 3)
+    result["vs_fewest"] = per_run(samples[high], samples[low])
+    result["api_vs_fewest"] = per_run(api[high], api[low])
     result["vs_fewest_counts"] = [low, high]
     for config in homes.values():
         shutil.rmtree(config.parent)
