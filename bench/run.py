@@ -8,7 +8,8 @@ Parts (``--parts``, default all): ``sizes`` (install, 1 %-changed upgrade,
 upgrade, rollback, uninstall, recover through the CLI beside the floor and the
 naive installer, and each command's peak memory), ``api`` (the small plugin
 through the Python API in a warm process, bench/warm_api.py, with a cProfile
-of where an install's time goes), ``imports`` (``python -X importtime`` of a
+of where an install's time goes; then the medium one installed each time into
+a new home, a first install, in a warm process), ``imports`` (``python -X importtime`` of a
 CLI install of the small plugin, and ``recover``'s start-up), ``scaling``
 (install, disable, enable, ``rollback --generation``, list, recover with 1, 100,
 1000 plugins installed), ``history`` (a CLI install with 1 and 1000 finished
@@ -287,16 +288,25 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
     return result
 
 
-# -- api: the small plugin in a warm process ------------------------------------------------
-def bench_api(repeat: int, workdir: Path, key: workloads.KeyPair, log) -> dict:
-    """bench/warm_api.py in a subprocess of its own (this process holds packages in memory)."""
-    small = workloads.build_workload("small", workdir, key)
+# -- api: installs in a warm process ----------------------------------------------------------
+def bench_api(repeat: int, workdir: Path, key: workloads.KeyPair, log, first_install_size: str) -> dict:
+    """bench/warm_api.py in a subprocess of its own (this process holds packages in memory).
+
+    The small plugin installed again (its tree reused, and staged anew), then
+    ``first_install_size``'s installed each time into a new home: a first install.
+    """
     result: dict = {}
-    for label, extra in (("reinstall", []), ("fresh_tree", ["--fresh-tree"])):
+    runs = (
+        ("reinstall", "small", []),
+        ("fresh_tree", "small", ["--fresh-tree"]),
+        (f"fresh_home_{first_install_size}", first_install_size, ["--fresh-home"]),
+    )
+    for label, size, extra in runs:
+        w = workloads.build_workload(size, workdir, key)
         config = fresh_home(workdir / "scratch" / "api", key)
-        cmd = [PY, WARM_API, "--config", str(config), "--zip", str(small.v1), "--pubkey", str(key.public_path)]
+        cmd = [PY, WARM_API, "--config", str(config), "--zip", str(w.v1), "--pubkey", str(key.public_path)]
         timed([*cmd, "--repeat", str(repeat), "--profile", str(max(5, repeat)), *extra])
-        result[label] = json.loads(last_stdout().decode().strip().splitlines()[-1])
+        result[label] = json.loads(last_stdout().decode().strip().splitlines()[-1]) | {"size": size}
         shutil.rmtree(config.parent)
         r = result[label]
         log(f"[api] {label}: install {1000 * r['install_s']:.1f} ms, floor {1000 * r['floor_s']:.1f} ms ({r['install_vs_floor_per_run']}x per run)")
@@ -573,7 +583,7 @@ def print_tables(data: dict) -> None:
         print()
         for label, r in data["api"].items():
             print(
-                f"API, warm process, small ({label}): install {fmt(r['install_s'])}, uninstall {fmt(r['uninstall_s'])}, "
+                f"API, warm process, {r['size']} ({label}): install {fmt(r['install_s'])}, uninstall {fmt(r['uninstall_s'])}, "
                 f"floor {fmt(r['floor_s'])}: {r['install_vs_floor']}x (per run {r['install_vs_floor_per_run']}x)"
             )
         profile = data["api"]["reinstall"].get("profile")
@@ -646,6 +656,8 @@ def evaluate_targets(data: dict) -> dict:
         add("medium_install_vs_floor_resident", sizes["medium"]["paired_ratios"]["resident_install_vs_floor"])
     if data.get("api"):
         add("small_api_install_vs_floor", data["api"]["reinstall"]["install_vs_floor_per_run"])
+        if "fresh_home_medium" in data["api"]:
+            add("medium_api_install_vs_floor", data["api"]["fresh_home_medium"]["install_vs_floor_per_run"], "medium_install_vs_floor")
     if data.get("imports"):
         add("small_cli_install_ms", round(1000 * data["imports"]["cli_install_small_s"], 1))
         add("small_cli_install_ms_resident", round(1000 * data["imports"]["cli_install_small_resident_s"], 1))
@@ -709,7 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         if "sizes" in parts:
             data["sizes"] = {size: bench_size(size, reps(size), workdir, key, resident, log) for size in sizes}
         if "api" in parts:
-            data["api"] = bench_api(2 * reps("small"), workdir, key, log)
+            first_install = "medium" if "medium" in sizes else min(sizes, key=list(workloads.SIZES).index)
+            data["api"] = bench_api(2 * reps("small"), workdir, key, log, first_install)
         if "imports" in parts:
             data["imports"] = bench_imports(reps("small"), workdir, key, resident)
         if "scaling" in parts and levels:

@@ -1,4 +1,4 @@
-"""The small plugin through the Python API in a warm process, as the billing backend calls it.
+"""A plugin through the Python API in a warm process, as the billing backend calls it.
 
     python bench/warm_api.py --config atomicplug.toml --zip small.zip --pubkey publisher.pub --repeat 10
 
@@ -13,13 +13,18 @@ functions that spend it. Prints one line of JSON.
 The store tree of the package is staged by the first install and reused by the
 next ones (uninstall leaves it to gc), as it is for a plugin that is installed,
 removed and installed again; ``--fresh-tree`` deletes it before each install
-(the cost of staging a new 20-file tree).
+(the cost of staging a new 20-file tree). ``--fresh-home`` installs each time
+into a new home beside ``--config``'s (which takes the untimed first install):
+nothing of the package is on disk, so every object and pyc is written, as in a
+first install. The floor unpacks into that run's folder, beside the home, and
+the homes are removed at the end, so that no removal runs between the timings.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import json
 import pstats
 import shutil
@@ -107,15 +112,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--profile", type=int, default=10, help="installs under cProfile (0: none)")
     parser.add_argument("--fresh-tree", action="store_true")
+    parser.add_argument("--fresh-home", action="store_true", help="each install into a new home: a first install")
     args = parser.parse_args(argv)
 
     from atomicplug.config import Config
     from atomicplug.installer import Installer
     from atomicplug.registry import Registry
 
+    from atomicplug.testing import make_home
+
     installer = Installer(Config.load(args.config))
     scratch = args.config.parent / "scratch"
     scratch.mkdir(exist_ok=True)
+    homes = itertools.count()
+
+    def next_run() -> Path:
+        """Where this run's floor unpacks; with --fresh-home, a new home there for the install."""
+        nonlocal installer
+        if not args.fresh_home:
+            return scratch
+        root = scratch / f"run-{next(homes)}"
+        installer = Installer(Config.load(make_home(root / "home", keys=[args.pubkey], lock_timeout=60)))
+        return root
 
     def install() -> None:
         if args.fresh_tree:
@@ -130,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     installer.uninstall(pid)
     floors, installs, uninstalls = [], [], []
     for _ in range(args.repeat):
-        floors.append(floor(args.zip, args.pubkey, scratch))
+        floors.append(floor(args.zip, args.pubkey, next_run()))
         start = time.perf_counter()
         install()
         installs.append(time.perf_counter() - start)
@@ -148,12 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         profiler = cProfile.Profile()
         for _ in range(args.profile):
+            next_run()
             profiler.enable()
             install()
             profiler.disable()
             installer.uninstall(pid)
         stats = pstats.Stats(profiler)
         result["profile"] = {"installs": args.profile, "stages": stage_table(stats, args.profile), "top_self": top_functions(stats, args.profile)}
+    if args.fresh_home:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -33,7 +33,8 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     assert {"upgrade_1pct_vs_install", "upgrade_1pct_vs_naive_upgrade_1pct", "install_vs_floor"} <= set(tiny["paired_ratios"])
     assert set(tiny["peak_memory_mib"]["install"]) == {"largest_process_mib", "tree_rss_mib", "tree_pss_mib"}
     assert tiny["peak_memory_mib"]["install"]["tree_pss_mib"] > 0
-    for label in ("reinstall", "fresh_tree"):
+    assert data["api"]["fresh_home_tiny"]["size"] == "tiny"  # a first install in a warm process, at the smallest size chosen
+    for label in ("reinstall", "fresh_tree", "fresh_home_tiny"):
         api = data["api"][label]
         assert {"install_s", "uninstall_s", "floor_s", "install_vs_floor_per_run"} <= set(api)
         stages = {row["stage"]: row for row in api["profile"]["stages"]}
