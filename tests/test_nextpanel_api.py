@@ -574,6 +574,9 @@ def test_install_remote_of_an_installed_plugin_at_its_newest_version_repairs_a_d
         os.chmod(damaged, 0o644)
         damaged.write_text(damaged.read_text() + "# changed by hand\n")
         assert not site.home.installer.verify("crm")[0].ok
+        preview = client.post(f"{MARKET}/preview", json={"operation": "install", "addon_id": "crm"}).json()
+        assert (preview["changes"], preview["repairs"], preview["refusal"]) == ([], ["repair crm 2.0.0: 1 file damaged"], None)
+        assert not site.home.installer.verify("crm")[0].ok  # the preview repaired nothing
         body = _install(client, "crm")
         assert body["changes"] == ["repair crm 2.0.0: 1 file"], body
         assert site.home.installer.verify("crm")[0].ok and site.installed()["crm"] == ("2.0.0", True)

@@ -10,6 +10,8 @@ on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from typing import Any
@@ -209,6 +211,46 @@ def test_preview_takes_the_writers_arguments_only(home: Any) -> None:
         home.installer.preview("uninstall", "crm", cascades=True)
 
 
+# -- repairs ----------------------------------------------------------------------------------
+
+
+def damage(home: Any, plugin_id: str) -> None:
+    """A file of the installed tree changed by hand and one added: what reinstalling repairs."""
+    [tree] = (home.config.home / "store" / plugin_id).iterdir()
+    changed = next(p for p in sorted(tree.rglob("*.py")) if p.is_file())
+    os.chmod(changed, 0o644)
+    changed.write_text(changed.read_text() + "# changed by hand\n")
+    (tree / "backend" / "added.py").write_text("raise SystemExit('nobody signed this')\n")
+
+
+def test_a_preview_of_reinstalling_a_damaged_plugin_names_the_repair_and_repairs_nothing(home: Any) -> None:
+    """Left open since stop 25: the dry run said "nothing to do" where the install repairs files."""
+    crm = home.package("crm", migrations=CONTACTS)
+    home.installer.install_file(crm)
+    damage(home, "crm")
+    preview = previewed(home, "install_file", crm)
+    assert (preview.refusal, preview.plugins, preview.repairs) == (None, (), ("repair crm 1.0.0: 2 files damaged",))
+    assert preview.lines() == ["repair crm 1.0.0: 2 files damaged"]
+    assert preview.to_dict()["repairs"] == ["repair crm 1.0.0: 2 files damaged"]
+    assert len(home.installer.verify("crm")[0].changed + home.installer.verify("crm")[0].extra) == 2  # still damaged
+    assert home.installer.install_file(crm).changes == ("repair crm 1.0.0: 2 files",)
+    assert home.installer.preview("install_file", crm).lines() == ["nothing to do"]
+    [tree] = (home.config.home / "store" / "crm").iterdir()
+    shutil.rmtree(tree)  # removed whole: staged again from the package
+    assert previewed(home, "install_file", crm).lines() == ["repair crm 1.0.0: its store tree is missing"]
+    assert not tree.exists()
+
+
+def test_a_preview_shows_the_repair_before_the_changes_of_the_same_transaction(home: Any) -> None:
+    crm = home.package("crm", migrations=CONTACTS)
+    home.installer.install_file(crm)
+    damage(home, "crm")
+    [tree] = (home.config.home / "store" / "crm").iterdir()
+    both = previewed(home, "install_packages", [home.installer.take_in(crm), home.installer.take_in(home.package("reports"))])
+    assert both.lines() == ["repair crm 1.0.0: 2 files damaged", "install reports 1.0.0"]
+    assert (tree / "backend" / "added.py").exists()  # nothing repaired
+
+
 # -- the command line ---------------------------------------------------------------------
 
 
@@ -239,6 +281,10 @@ def test_dry_run_on_the_command_line_prints_the_preview_and_exits_with_the_refus
     assert run_cli(home, "enable", "crm", "--dry-run").stdout.startswith("nothing to do")
     assert observable(home) == before
     assert json.loads(run_cli(home, "list", "--json").stdout)[0]["id"] == "crm"
+    damage(home, "crm")
+    repair = run_cli(home, "install", str(crm), "--dry-run")
+    assert (repair.returncode, repair.stdout.splitlines()) == (0, ["repair crm 1.0.0: 2 files damaged", "(dry run: nothing was changed)"])
+    assert not home.installer.verify("crm")[0].ok
 
 
 def test_settings_the_install_lacks_are_a_refusal_that_still_shows_the_plan(home: Any) -> None:

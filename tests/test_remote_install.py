@@ -127,6 +127,16 @@ def test_install_by_id_of_the_installed_version_repairs_a_damaged_tree_from_the_
     assert not [e for e in events if e.stage == "download"], events  # and nothing downloaded
 
 
+def test_a_dry_run_of_install_by_id_names_the_repair_from_the_repository_and_repairs_nothing(remote):
+    remote.install("crm==1.0.0")
+    _damage(remote, "crm")
+    before = snapshot(remote.config)
+    preview = remote.preview("install", "crm")
+    assert (preview.refusal, preview.lines()) == (None, ["repair crm 1.0.0: 1 file damaged"])
+    assert snapshot(remote.config) == before and not remote.verify("crm")[0].ok
+    assert remote.install("crm").changes == ("repair crm 1.0.0: 1 file",)
+
+
 def _damage(installer, plugin_id):
     [tree] = (installer.config.home / "store" / plugin_id).iterdir()
     target = tree / "backend" / "__init__.py"
@@ -194,6 +204,9 @@ def test_an_install_refused_at_plan_time_repairs_nothing(remote):
     with pytest.raises(SettingsError):
         remote.install(["crm", "report"], settings={"report": {"colour": "red"}})  # report declares no settings
     assert snapshot(remote.config) == before and not remote.verify("crm")[0].ok
+    refused = remote.preview("install", ["crm", "report"], settings={"report": {"colour": "red"}})
+    assert refused.refusal is not None and refused.repairs == ()  # and its preview names no repair
+    assert remote.preview("install", ["crm", "report"]).lines()[0] == "repair crm 1.0.0: 1 file damaged"
     assert remote.install(["crm", "report"]).changes[0] == "repair crm 1.0.0: 1 file"  # once it is not refused
 
 

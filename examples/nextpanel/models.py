@@ -331,3 +331,6 @@ class PreviewBody(BaseModel):
     settings: list[SettingFieldBody] = Field(
         default_factory=list, description="the requested plugin's settings form, when it would be installed (send values as 'settings')"
     )
+    repairs: list[str] = Field(
+        default_factory=list, description="installed files the operation would repair, as verify finds them damaged ('repair crm 2.0.0: 1 file damaged')"
+    )

@@ -96,6 +96,7 @@ class PlanPreview:
             refusal=describe(refusal.cause, name=self.name, repository=self.config.repository) if refusal and refusal.cause else None,
             database=_database_summary(changes),
             settings=_asked_settings(mine, refusal.cause if refusal else None),
+            repairs=list(shown.repairs),
         )
 
     def _change(self, plugin: PluginPreview, request: PreviewRequest, name: Names) -> PreviewChange:

@@ -241,6 +241,9 @@ class Installer:
                 repairs.extend(self._repair_damaged(registry, packages))
 
             schemas = {p.metadata.id: p.metadata.settings for p in packages}
+            if self._dry is not None:
+                self._dry.repairs = self._repair_damaged(registry, packages)
+                return self._run(plan, settings, by, schemas)
             if plan.changes or settings:
                 result = self._run(plan, settings, by, schemas, checked=repair)
                 return attrs.evolve(result, changes=(*repairs, *result.changes))
@@ -256,13 +259,15 @@ class Installer:
         rewritten in place from the package (docs/design.md "The object store").
         A damaged record (the tree's own, or the package RECORD it trusts) hides
         the rest of the tree: it is repaired first, then the tree checked again.
+        A dry run repairs nothing: it names what ``verify`` finds damaged.
         """
-        if self._dry is not None:
-            return ()  # a repair rewrites objects: never in a dry run
         repaired = []
         for package in packages:
             if _installed_from(registry, package):
                 entry = registry.plugins[package.metadata.id]
+                if self._dry is not None:
+                    repaired.extend(_would_repair(entry, verify_plugin(self.config, entry)))
+                    continue
                 try:
                     count = self._repair_tree(entry, package.sha256)
                 except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
@@ -357,7 +362,7 @@ class Installer:
         with ioerrors.reported("install", site=self.config):  # the repository's caches
             packages = remote.plan_remote(
                 self.config, list(specs), self._installed_versions(), upgrade=upgrade, record=self._dry is None,
-                progress=self.progress, repair=damaged_tree if repair and self._dry is None else None,
+                progress=self.progress, repair=damaged_tree if repair else None,
             )  # fmt: skip
         fetched, changed = {p.sha256 for p in packages}, {p.metadata.id for p in packages}
         for pid, entry in sorted(damaged.items()):
@@ -622,6 +627,16 @@ def _installed_from(registry: Registry, package: Package) -> bool:
     """The plugin of ``package`` is installed, and its current tree came from that very package."""
     entry = registry.plugins.get(package.metadata.id)
     return entry is not None and entry.current.sha256 == package.sha256
+
+
+def _would_repair(entry: InstalledPlugin, report: VerifyReport) -> list[str]:
+    """A dry run's line for the repair reinstalling would make (none for an intact tree)."""
+    if not report.files_damaged:
+        return []
+    if report.missing == (entry.current.tree,):  # removed whole: staged again (Installer._stage_again)
+        return [f"repair {entry.id} {entry.version}: its store tree is missing"]
+    count = len(report.changed) + len(report.missing) + len(report.extra)
+    return [f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''} damaged"]
 
 
 def _check_python_dependencies(packages: Sequence[Package]) -> None:

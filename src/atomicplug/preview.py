@@ -20,8 +20,10 @@ A package not yet in the store is unpacked (safely, as staging would) into a
 temporary folder for that, then removed. A refusal is data (:class:`Refusal`),
 with the preview of the same call plus the option that resolves it
 (``cascade``, ``allow_downgrade``, ``with_requirements``) when there is one.
-What only running can tell is not previewed: the health gate, the frontend
-gate, and the migrations themselves.
+Reinstalling an installed package names the files of its tree that ``verify``
+finds damaged (the repair it would make, :attr:`Preview.repairs`). What only
+running can tell is not previewed: the health gate, the frontend gate, and the
+migrations themselves.
 """
 
 from __future__ import annotations
@@ -152,19 +154,24 @@ class Preview:
 
     ``resolved``: when ``refusal.option`` would resolve the refusal, the preview
     of the same call with that option set (an uninstall of a required plugin:
-    the cascade, and which dependents it removes).
+    the cascade, and which dependents it removes). ``repairs``: the installed
+    trees reinstalling their own package would repair, as ``verify`` finds them
+    ("repair crm 1.0.0: 2 files damaged"; none with a refusal, as a refused install
+    repairs nothing); the run itself also repairs what a damaged record hides, so it
+    may name more files.
     """
 
     operation: str
     plugins: tuple[PluginPreview, ...] = ()
     refusal: Refusal | None = None
     resolved: Preview | None = None
+    repairs: tuple[str, ...] = ()
     # ``plugins`` with a refusal: the plan was made and a later check refused it (settings, a
     # permission, a statement); empty when planning itself refused (dependencies, downgrade).
 
     @property
     def changed(self) -> bool:
-        return bool(self.plugins)
+        return bool(self.plugins or self.repairs)
 
     @property
     def exit_code(self) -> int:
@@ -174,7 +181,7 @@ class Preview:
         """The CLI's text: each change with its migrations and tables ("nothing to do" when none)."""
         if self.refusal is not None:
             return []
-        return [line for plugin in self.plugins for line in plugin.lines()] or ["nothing to do"]
+        return [*self.repairs, *(line for plugin in self.plugins for line in plugin.lines())] or ["nothing to do"]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -182,15 +189,18 @@ class Preview:
             "plugins": [p.to_dict() for p in self.plugins],
             "refusal": self.refusal.to_dict() if self.refusal else None,
             "resolved": self.resolved.to_dict() if self.resolved else None,
+            "repairs": list(self.repairs),
         }
 
 
 @attrs.define
 class DryRun:
-    """Where an Installer made with ``dry_run=`` leaves the plan its writer made, instead of running it."""
+    """Where an Installer made with ``dry_run=`` leaves the plan its writer made, instead of running it,
+    and the repairs it would make (:attr:`Preview.repairs`)."""
 
     planned: Plan | None = None
     schemas: Mapping[str, SettingsSchema | None] = attrs.field(factory=dict)
+    repairs: tuple[str, ...] = ()
 
     def keep(
         self, config: Config, plan: Plan, settings: Given | None, by: str | None,
@@ -237,10 +247,11 @@ def preview(
             plugins = tuple(PluginPreview(change=c, settings=dry.schemas.get(c.plugin_id) if c.after else None) for c in plan.changes)
     if refused is None:
         assert plan is None or not plan.changes or plugins
-        return Preview(operation=operation if plan is None else plan.operation, plugins=plugins)
+        return Preview(operation=operation if plan is None else plan.operation, plugins=plugins, repairs=dry.repairs)
     resolved = None
     if refused.option and refused.option in parameters and not options.get(refused.option):
         resolved = preview(config, dry_installer, operation, args, {**options, refused.option: True})
+    # No repairs: a refused install repairs nothing (they run once the plan-time checks pass).
     return Preview(operation=operation if plan is None else plan.operation, plugins=plugins, refusal=Refusal.from_error(refused), resolved=resolved)
 
 

@@ -563,7 +563,9 @@
     const body = [];
     if (final) body.push(el("div", { class: "notice notice-error" }, ...errorParts(preview.refusal)));
     if (needsCascade) body.push(el("p", { class: "notice notice-warn", text: `${preview.refusal ? preview.refusal.detail : ""} Check the box below to uninstall them together.` }));
-    body.push(preview.changes.length ? el("ul", { class: "changes", "aria-label": "Changes" }, ...preview.changes.map(changeLine)) : el("p", { text: "Nothing to change." }));
+    if (preview.repairs.length) body.push(el("ul", { class: "changes", "aria-label": "Repairs" }, ...preview.repairs.map((line) => el("li", { text: line }))));
+    if (preview.changes.length) body.push(el("ul", { class: "changes", "aria-label": "Changes" }, ...preview.changes.map(changeLine)));
+    else if (!preview.repairs.length) body.push(el("p", { text: "Nothing to change." }));
     body.push(el("p", { class: "muted", id: "database-summary", text: `Database: ${preview.database}` }));
     const form = preview.settings.length ? settingsForm(preview.settings, "install-setting", true) : null;
     if (form) body.push(form.node);
