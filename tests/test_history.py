@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from atomicplug import history
-from atomicplug.history import FILE_NAME, append_history, read_history
+from atomicplug.history import FILE_NAME, append_history, entries_of, read_history
 
 
 def _entry(n: int, outcome: str = "done") -> dict[str, object]:
@@ -57,3 +57,28 @@ class _Counting(io.BytesIO):
 
 def test_no_history_file_is_no_entries(tmp_path: Path) -> None:
     assert read_history(tmp_path) == [] and read_history(tmp_path, newest=3) == []
+
+
+@pytest.mark.parametrize("asked", [[], [39], [37, 39], [0], [0, 20, 39], [5, 12]])
+def test_the_entries_of_some_txids_are_those_of_the_whole_read(home: Path, asked: list[int]) -> None:
+    whole = {e["txid"]: e for e in read_history(home)}
+    txids = [_entry(n)["txid"] for n in asked]
+    assert entries_of(home, [*txids, "20261130T000000000040-gone00"]) == {t: whole[t] for t in txids}  # one without a line
+
+
+def test_the_entries_of_recent_txids_are_read_from_the_end_only(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``atomicplug generations`` describes the kept generations: it no longer reads the whole history."""
+    seen: list[str] = []
+    real = history._entry
+
+    def counting(line: bytes) -> dict[str, object] | None:
+        entry = real(line)
+        seen.append(entry["txid"] if entry else "torn")
+        return entry
+
+    monkeypatch.setattr(history, "_entry", counting)
+    assert set(entries_of(home, [_entry(38)["txid"], _entry(36)["txid"]])) == {_entry(38)["txid"], _entry(36)["txid"]}
+    assert len(seen) == 6, seen  # the torn line, 39, 38, 37 (twice), 36
+    seen.clear()
+    assert entries_of(home, ["20261130T000000000036-nope00"]) == {}  # no line: stops at the first older txid
+    assert len(seen) <= 6, seen

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from atomicplug.fsutil import append_line
 
-__all__ = ["append_history", "read_history", "finished_now", "shown_time"]
+__all__ = ["append_history", "entries_of", "read_history", "finished_now", "shown_time"]
 
 FILE_NAME = "history.jsonl"
 
@@ -45,22 +45,50 @@ def read_history(home: Path, newest: int | None = None) -> list[dict[str, Any]]:
     are appended under the writer lock, the txid made under it too: the file's order is
     the txids' order.
     """
-    path = home / FILE_NAME
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return []
     by_txid: dict[str, dict[str, Any]] = {}
-    with handle:
-        if newest is None:
-            for entry in filter(None, map(_entry, handle.read().splitlines())):
-                by_txid[entry["txid"]] = entry  # the last line of a txid wins
-        else:
-            for entry in filter(None, map(_entry, _lines_from_end(handle))):
-                if len(by_txid) >= newest:
-                    break
-                by_txid.setdefault(entry["txid"], entry)  # read backwards: the first seen is the last
+    if newest is None:
+        try:
+            data = (home / FILE_NAME).read_bytes()
+        except FileNotFoundError:
+            return []
+        for entry in filter(None, map(_entry, data.splitlines())):
+            by_txid[entry["txid"]] = entry  # the last line of a txid wins
+    else:
+        for entry in _entries_from_end(home):
+            if len(by_txid) >= newest:
+                break
+            by_txid.setdefault(entry["txid"], entry)  # read backwards: the first seen is the last
     return sorted(by_txid.values(), key=lambda e: e["txid"])
+
+
+def entries_of(home: Path, txids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """The entries of ``txids`` that have a line, by txid: read from the end of the file and no
+    further back than the oldest of them (the file's order is the txids'), so describing the
+    kept generations costs what they are, not the home's whole history."""
+    wanted = set(txids)
+    found: dict[str, dict[str, Any]] = {}
+    if not wanted:
+        return found
+    oldest = min(wanted)
+    for entry in _entries_from_end(home):
+        txid = entry["txid"]
+        if txid < oldest:
+            break
+        if txid in wanted:
+            found.setdefault(txid, entry)  # read backwards: the first seen is the last
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def _entries_from_end(home: Path) -> Iterator[dict[str, Any]]:
+    """The file's entries, last first (none when there is no file; a torn line skipped)."""
+    try:
+        handle = open(home / FILE_NAME, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return
+    with handle:
+        yield from filter(None, map(_entry, _lines_from_end(handle)))
 
 
 def _entry(line: bytes) -> dict[str, Any] | None:

@@ -591,13 +591,13 @@ class Installer:
         """
         from atomicplug import generations
         from atomicplug.change import describe_step
-        from atomicplug.history import read_history
+        from atomicplug.history import entries_of
 
-        made = {entry["txid"]: entry for entry in read_history(self.config.home)}
         live = generations.current_number(self.config)
+        registries = {number: self._generation_registry(number) for number in reversed(generations.numbers(self.config))}
+        made = entries_of(self.config.home, [r.txid for r in registries.values() if r.txid])
         rows = []
-        for number in reversed(generations.numbers(self.config)):
-            registry = self._generation_registry(number)
+        for number, registry in registries.items():
             entry = made.get(registry.txid, {})
             rows.append({
                 "generation": number, "live": number == live, "txid": registry.txid or None, "parent": registry.parent,
