@@ -118,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     from atomicplug.config import Config
     from atomicplug.installer import Installer
     from atomicplug.registry import Registry
-
     from atomicplug.testing import make_home
 
     installer = Installer(Config.load(args.config))
