@@ -282,6 +282,11 @@ def test_dry_run_on_the_command_line_prints_the_preview_and_exits_with_the_refus
     assert observable(home) == before
     assert json.loads(run_cli(home, "list", "--json").stdout)[0]["id"] == "crm"
     damage(home, "crm")
+    verified = run_cli(home, "verify", "crm")
+    assert verified.returncode == 1 and verified.stdout.splitlines()[0] == "crm 1.0.0: MODIFIED"
+    assert verified.stdout.splitlines()[-1] == (  # what to do about it, with the dry run that shows it first
+        "  repair: install its package again (its zip, or `atomicplug install crm` from the repository; --dry-run shows the repair)"
+    )
     repair = run_cli(home, "install", str(crm), "--dry-run")
     assert (repair.returncode, repair.stdout.splitlines()) == (0, ["repair crm 1.0.0: 2 files damaged", "(dry run: nothing was changed)"])
     assert not home.installer.verify("crm")[0].ok

@@ -269,6 +269,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for label, paths in (("changed", report.changed), ("missing", report.missing), ("extra", report.extra), ("bad link", report.bad_links)):
             for path in paths:
                 print(f"  {label}: {path}")
+        if report.files_damaged:
+            print(f"  repair: install its package again (its zip, or `atomicplug install {report.plugin_id}` from the repository; --dry-run shows the repair)")
     if not reports:
         print("no plugins installed")
     return 0 if all(r.ok for r in reports) else 1
