@@ -188,7 +188,7 @@ def test_an_install_that_upgrades_a_plugin_does_not_hash_the_tree_it_replaces(re
     remote.install("crm==1.0.0")
     checked: list[str] = []
     real = installer_module.verify_plugin
-    monkeypatch.setattr(installer_module, "verify_plugin", lambda config, entry: checked.append(entry.id) or real(config, entry))
+    monkeypatch.setattr(installer_module, "verify_plugin", lambda config, entry, **how: checked.append(entry.id) or real(config, entry, **how))
     assert remote.install("crm", upgrade=True).changes == ("upgrade crm 1.0.0 -> 1.1.0",)
     assert checked == []
     assert not remote.install("crm", upgrade=True).changed and checked == ["crm"]  # nothing newer: checked, intact

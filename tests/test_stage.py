@@ -440,3 +440,63 @@ def test_a_pyc_the_package_ships_is_repaired_from_the_package_not_compiled(home,
     assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 2 files",)
     assert all((tree / path).read_bytes() == data for path, data in shipped.items())
     assert all(r.ok for r in home.installer.verify())
+
+
+def _doctor_pyc(tree: Path, source: str, evil: bytes, *, in_place: bool) -> str:
+    """A staging pyc replaced by other code, and its tree record line rewritten to match it (size, sha256;
+    its source's sha256 kept): what plain ``verify`` cannot see, as the record vouches for the new bytes."""
+    pyc = pyc_name(source)
+    target = tree / pyc
+    if in_place:  # through the link: the object itself, its stat put back as the store seals it
+        os.chmod(target, 0o644)
+        target.write_bytes(evil)
+        os.chmod(target, 0o444)
+        os.utime(target, ns=(MTIME_STAMP_NS, MTIME_STAMP_NS))
+    else:  # a new file in the tree: the object stays intact
+        target.unlink()
+        target.write_bytes(evil)
+    record = tree / RECORD_NAME
+    lines = record.read_text().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith(f'["{pyc}",'):
+            fields = json.loads(line)
+            fields[1:3] = [len(evil), hashlib.sha256(evil).hexdigest()]
+            lines[i] = json.dumps(fields, separators=(",", ":")) + "\n"
+    os.chmod(record, 0o644)
+    record.write_text("".join(lines))
+    return pyc
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["a new file", "the object in place"])
+def test_a_pyc_edited_with_its_record_line_is_caught_by_deep_verify_and_repaired_by_reinstalling(home, in_place):
+    """Left open since stop 25: a pyc is what Python runs, and it is built here, so no signature covers it;
+    the tree record's line was its only check. ``verify --deep`` compiles each source again and compares."""
+    source = b"def charge(amount):\n    return amount\n"
+    package = home.package("alpha", files={"backend/billing.py": source.decode()})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    pyc = _doctor_pyc(tree, "backend/billing.py", build_pyc(b"def charge(amount):\n    return amount * 100\n"), in_place=in_place)
+    assert all(r.ok for r in home.installer.verify())  # the record vouches for the doctored bytes
+    [deep] = home.installer.verify(deep=True)
+    assert (deep.changed, deep.missing, deep.extra) == ((RECORD_NAME, pyc), (), ())
+    cli = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "verify", "--deep"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 1 and cli.stdout.splitlines()[:3] == ["alpha 1.0.0: MODIFIED", f"  changed: {RECORD_NAME}", f"  changed: {pyc}"]
+    assert home.installer.preview("install_file", package).repairs == ("repair alpha 1.0.0: 2 files damaged",)
+    assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
+    assert all(r.ok for r in home.installer.verify(deep=True))
+    assert (tree / pyc).read_bytes() == build_pyc(source)
+
+
+def test_deep_verify_leaves_the_pycs_of_another_interpreter_alone(home):
+    """A tree staged by another Python keeps its pycs under that interpreter's tag: this one cannot build them."""
+    package = home.package("alpha", files={"backend/billing.py": "X = 1\n"})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    pyc = pyc_name("backend/billing.py")
+    other = pyc.replace(sys.implementation.cache_tag, "cpython-299")
+    os.rename(tree / pyc, tree / other)
+    record = tree / RECORD_NAME
+    os.chmod(record, 0o644)
+    record.write_text(record.read_text().replace(f'["{pyc}",', f'["{other}",'))
+    assert all(r.ok for r in home.installer.verify(deep=True))

@@ -266,7 +266,7 @@ class Installer:
             if _installed_from(registry, package):
                 entry = registry.plugins[package.metadata.id]
                 if self._dry is not None:
-                    repaired.extend(_would_repair(entry, verify_plugin(self.config, entry)))
+                    repaired.extend(_would_repair(entry, verify_plugin(self.config, entry, deep=True)))
                     continue
                 try:
                     count = self._repair_tree(entry, package.sha256)
@@ -287,8 +287,8 @@ class Installer:
         from atomicplug.store import RECORD_NAME
 
         def damaged() -> tuple[list[str], list[str]]:
-            """(changed or missing paths, extra paths) as ``verify`` finds them now."""
-            report = verify_plugin(self.config, entry)
+            """(changed or missing paths, extra paths) as ``verify --deep`` finds them now."""
+            report = verify_plugin(self.config, entry, deep=True)
             return [*report.changed, *report.missing], list(report.extra)
 
         found, extra = damaged()
@@ -551,7 +551,7 @@ class Installer:
         entry = Registry.load(self.config.registry_path).plugins.get(plugin_id)
         if entry is None:
             return None
-        return entry if verify_plugin(self.config, entry).files_damaged else None
+        return entry if verify_plugin(self.config, entry, deep=True).files_damaged else None
 
     def _installed_versions(self) -> dict[str, str]:
         return {pid: e.version for pid, e in Registry.load(self.config.registry_path).plugins.items()}
@@ -613,14 +613,14 @@ class Installer:
 
         return read_history(self.config.home, newest)
 
-    def verify(self, plugin_id: str | None = None) -> list[VerifyReport]:
-        """Compare installed trees with the sha256 recorded when they were staged."""
-
+    def verify(self, plugin_id: str | None = None, *, deep: bool = False) -> list[VerifyReport]:
+        """Compare installed trees with the sha256 recorded when they were staged; ``deep``: also
+        compile each pyc's source again and compare (what reinstalling checks before it repairs)."""
         registry = Registry.load(self.config.registry_path)
         if plugin_id is not None and plugin_id not in registry.plugins:
             raise NotInstalledError(f"{plugin_id} is not installed")  # exit 1, as for uninstall, enable, ...
         entries = [registry.plugins[plugin_id]] if plugin_id else [registry.plugins[p] for p in sorted(registry.plugins)]
-        return [verify_plugin(self.config, entry) for entry in entries]
+        return [verify_plugin(self.config, entry, deep=deep) for entry in entries]
 
 
 def _installed_from(registry: Registry, package: Package) -> bool:

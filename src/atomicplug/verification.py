@@ -3,11 +3,18 @@
 A tree whose record cannot be trusted (malformed, or the package RECORD it names
 differs: docs/design.md "The tree record") is reported damaged, with what the
 record still vouches for checked, not raised.
+
+The pycs staging built are checked against their record lines like any file,
+but no signature covers those lines: ``deep`` also compiles each one's source
+again and compares, so a pyc rewritten together with its line is found.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +22,11 @@ import attrs
 
 from atomicplug.frontend.layout import frontend_entry_problems
 from atomicplug.store import sha256_file
-from atomicplug.tree_record import RECORD_NAME, TreeRecordError, read_record
+from atomicplug.tree_record import RECORD_NAME, TreeRecord, TreeRecordError
 
 if TYPE_CHECKING:
     from atomicplug.config import Config
+    from atomicplug.package_record import RecordEntry
     from atomicplug.registry import InstalledPlugin
 
 __all__ = ["VerifyReport", "verify_plugin"]
@@ -47,23 +55,31 @@ class VerifyReport:
 
 
 
-def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
+def verify_plugin(config: Config, entry: InstalledPlugin, *, deep: bool = False) -> VerifyReport:
+    """``entry``'s tree against its record; ``deep``: its pycs against their sources compiled again."""
     tree = config.home / entry.current.tree
     if not tree.is_dir():
         return VerifyReport(entry.id, entry.version, missing=(entry.current.tree,))
     damaged: TreeRecordError | None = None
+    sources: Mapping[str, str] = {}
     try:
-        listed = read_record(tree)
+        record = TreeRecord.read(tree)
+        listed, sources = record.files(tree), record.sources
     except TreeRecordError as exc:  # the record, or the package RECORD it names: check what it still vouches for
         damaged, listed = exc, list(exc.trusted)
     recorded = {r.path: r for r in listed}
     changed, missing = [], []
-    for path, record in sorted(recorded.items()):
+    for path, file_record in sorted(recorded.items()):
         file = tree / path
         if not file.is_file():
             missing.append(path)
-        elif file.stat().st_size != record.size or sha256_file(file) != record.sha256:
+        elif file.stat().st_size != file_record.size or sha256_file(file) != file_record.sha256:
             changed.append(path)
+    if deep and damaged is None:
+        rebuilt_differ = _pycs_not_of_their_source(tree, sources, recorded, {*changed, *missing})
+        if rebuilt_differ:  # the record vouches for bytes its sources do not compile to: it is damaged too
+            damaged = TreeRecordError(RECORD_NAME, f"{tree / RECORD_NAME} vouches for pycs of other code: {rebuilt_differ[0]}")
+            changed = sorted({*changed, *rebuilt_differ})
     if damaged is not None and damaged.path not in changed + missing:
         (changed if (tree / damaged.path).exists() else missing).insert(0, damaged.path)  # the tree record itself
     present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
@@ -71,6 +87,30 @@ def verify_plugin(config: Config, entry: InstalledPlugin) -> VerifyReport:
     return VerifyReport(
         entry.id, entry.version, changed=tuple(changed), missing=tuple(missing), extra=tuple(extra), bad_links=_bad_links(config, entry, tree)
     )
+
+
+def _pycs_not_of_their_source(tree: Path, sources: Mapping[str, str], recorded: Mapping[str, RecordEntry], damaged: Collection[str]) -> list[str]:
+    """The pycs staging built (``sources``: pyc → its source's sha256) whose source, compiled again by
+    this interpreter, gives other bytes than the record says, or whose line names another source.
+
+    A pyc of another interpreter (another cache tag) is left alone: this one cannot build it.
+    Damaged pycs and sources (already reported) are skipped.
+    """
+    from atomicplug.pyc_worker import PYC_FILENAME, compile_source
+
+    wrong = []
+    for pyc, source_sha256 in sorted(sources.items()):
+        try:
+            source = importlib.util.source_from_cache(pyc)
+        except ValueError:
+            continue
+        entry = recorded.get(source)
+        if pyc in damaged or source in damaged or pyc not in recorded or entry is None:
+            continue
+        _, refused, rebuilt = compile_source(pyc, PYC_FILENAME, (tree / source).read_bytes())  # as staging compiles it
+        if entry.sha256 != source_sha256 or refused or hashlib.sha256(rebuilt).hexdigest() != recorded[pyc].sha256:
+            wrong.append(pyc)
+    return wrong
 
 
 def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:

@@ -255,7 +255,7 @@ def _made_by(row: dict[str, Any]) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    reports = _installer(args).verify(args.id)
+    reports = _installer(args).verify(args.id, deep=args.deep)
     if args.json:
         import attrs
 
@@ -357,6 +357,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add("verify", cmd_verify, "check installed files against the hashes recorded at install (exit 1 when modified)")
     p.add_argument("id", nargs="?")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--deep", action="store_true", help="also compile each backend source again and compare it with the pyc Python runs")
     add("recover", cmd_recover, "finish or undo transactions a crash interrupted")
     p = add("gc", cmd_gc, "remove what no kept generation needs: generations, views, store trees, objects, packages, journals")
     p.add_argument("--dry-run", action="store_true", help="say what it would remove and the bytes that would free; remove nothing")
