@@ -479,10 +479,14 @@ def test_a_pyc_edited_with_its_record_line_is_caught_by_deep_verify_and_repaired
     assert all(r.ok for r in home.installer.verify())  # the record vouches for the doctored bytes
     [deep] = home.installer.verify(deep=True)
     assert (deep.changed, deep.missing, deep.extra) == ((RECORD_NAME, pyc), (), ())
+    (tree / "backend" / "added.py").write_text("X = 1\n")
+    assert home.installer.verify(deep=True)[0].extra == ("backend/added.py",)  # the record's list is still whole
     cli = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "verify", "--deep"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert cli.returncode == 1 and cli.stdout.splitlines()[:3] == ["alpha 1.0.0: MODIFIED", f"  changed: {RECORD_NAME}", f"  changed: {pyc}"]
-    assert home.installer.preview("install_file", package).repairs == ("repair alpha 1.0.0: 2 files damaged",)
+    assert cli.returncode == 1 and cli.stdout.splitlines()[:4] == [
+        "alpha 1.0.0: MODIFIED", f"  changed: {RECORD_NAME}", f"  changed: {pyc}", "  extra: backend/added.py"
+    ]
+    assert home.installer.preview("install_file", package).repairs == ("repair alpha 1.0.0: 3 files damaged",)
     assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
     assert all(r.ok for r in home.installer.verify(deep=True))
     assert (tree / pyc).read_bytes() == build_pyc(source)

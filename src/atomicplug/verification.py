@@ -78,8 +78,7 @@ def verify_plugin(config: Config, entry: InstalledPlugin, *, deep: bool = False)
     if deep and damaged is None:
         rebuilt_differ = _pycs_not_of_their_source(tree, sources, recorded, {*changed, *missing})
         if rebuilt_differ:  # the record vouches for bytes its sources do not compile to: it is damaged too
-            damaged = TreeRecordError(RECORD_NAME, f"{tree / RECORD_NAME} vouches for pycs of other code: {rebuilt_differ[0]}")
-            changed = sorted({*changed, *rebuilt_differ})
+            changed = [RECORD_NAME, *sorted({*changed, *rebuilt_differ})]
     if damaged is not None and damaged.path not in changed + missing:
         (changed if (tree / damaged.path).exists() else missing).insert(0, damaged.path)  # the tree record itself
     present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
