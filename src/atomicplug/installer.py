@@ -253,13 +253,13 @@ class Installer:
             return self._run(plan, settings, by, schemas)
 
     def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
-        """Reinstalling the installed package repairs its tree when ``verify`` finds it damaged.
+        """Reinstalling the installed package repairs its tree when ``verify --deep`` finds it damaged.
 
         The tree's files are hard links to objects, so the damaged objects are
         rewritten in place from the package (docs/design.md "The object store").
         A damaged record (the tree's own, or the package RECORD it trusts) hides
         the rest of the tree: it is repaired first, then the tree checked again.
-        A dry run repairs nothing: it names what ``verify`` finds damaged.
+        A dry run repairs nothing: it names what ``verify --deep`` finds damaged.
         """
         repaired = []
         for package in packages:
@@ -542,7 +542,7 @@ class Installer:
 
     # -- readers --------------------------------------------------------------
     def _damaged(self, plugin_id: str) -> InstalledPlugin | None:
-        """The installed entry of ``plugin_id`` when ``verify`` finds its files changed, missing
+        """The installed entry of ``plugin_id`` when ``verify --deep`` finds its files changed, missing
         or added (a wrong addon link is no damage a package repairs); else None.
 
         Read without the lock: it only decides what to download; under the lock the

@@ -155,7 +155,7 @@ class Preview:
     ``resolved``: when ``refusal.option`` would resolve the refusal, the preview
     of the same call with that option set (an uninstall of a required plugin:
     the cascade, and which dependents it removes). ``repairs``: the installed
-    trees reinstalling their own package would repair, as ``verify`` finds them
+    trees reinstalling their own package would repair, as ``verify --deep`` finds them
     ("repair crm 1.0.0: 2 files damaged"; none with a refusal, as a refused install
     repairs nothing); the run itself also repairs what a damaged record hides, so it
     may name more files.
