@@ -277,7 +277,7 @@ class Installer:
                     outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
                     raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
                 if count is not None:
-                    repaired.append(f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''}")
+                    repaired.append(_repair_line(entry, count))
         return tuple(repaired)
 
     def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
@@ -635,8 +635,12 @@ def _would_repair(entry: InstalledPlugin, report: VerifyReport) -> list[str]:
         return []
     if report.missing == (entry.current.tree,):  # removed whole: staged again (Installer._stage_again)
         return [f"repair {entry.id} {entry.version}: its store tree is missing"]
-    count = len(report.changed) + len(report.missing) + len(report.extra)
-    return [f"repair {entry.id} {entry.version}: {count} file{'s' if count != 1 else ''} damaged"]
+    return [_repair_line(entry, len(report.changed) + len(report.missing) + len(report.extra), " damaged")]
+
+
+def _repair_line(entry: InstalledPlugin, files: int, what: str = "") -> str:
+    """The line of a repair ("repair crm 1.0.0: 2 files"); with ``what`` " damaged", its dry run's."""
+    return f"repair {entry.id} {entry.version}: {files} file{'s' if files != 1 else ''}{what}"
 
 
 def _check_python_dependencies(packages: Sequence[Package]) -> None:
