@@ -158,15 +158,19 @@ def test_rollback_of_a_whole_transaction_is_one_switch_back(home):
 def test_rollback_to_a_generation_brings_back_its_previous_versions_too(home):
     """Found by the state machine: the view of generation 1 was back, but a plugin rolled back
     since kept its later ``previous``, so `rollback alpha` then 'undid' generation 1."""
+    from atomicplug.change import describe_step
     from atomicplug.errors import AtomicplugError
 
     installer = home.installer
     installer.install_file(home.package("alpha", "1.0.0"))
     installer.install_file(home.package("alpha", "1.1.0"))
     installer.rollback("alpha")  # 1.0.0 again, with 1.1.0 as its previous
-    installer.rollback(generation=1)  # the same tree: only `previous` differs
+    result = installer.rollback(generation=1)  # the same tree: only `previous` differs
     entry = Registry.load(home.config.registry_path).plugins["alpha"]
     assert (entry.version, entry.previous) == ("1.0.0", None)
+    # said as what it is, not as "enable alpha" (alpha was enabled all along), and history says the same
+    assert result.changes == ("keep alpha 1.0.0 (rollback target: 1.1.0 -> none)",)
+    assert [describe_step(step) for step in installer.history()[-1]["steps"]] == list(result.changes)
     with pytest.raises(AtomicplugError, match="no previous version to roll back to"):
         installer.rollback("alpha")
 

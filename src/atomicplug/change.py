@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import attrs
 
-from atomicplug.registry import InstalledPlugin, Registry
+from atomicplug.registry import InstalledPlugin, Registry, TreeRef
 
 __all__ = ["Action", "Change", "Plan", "describe_step"]
 
@@ -65,8 +65,13 @@ class Change:
         return describe_step(self.summary())
 
     def summary(self) -> dict[str, Any]:
-        """What history and the database ledger record of this change."""
-        return {
+        """What history and the database ledger record of this change.
+
+        A change of neither version nor tables (``none``) also records whether the
+        plugin was enabled before and its rollback target before and after: a
+        generation rollback may change only that target (``plan_generation``).
+        """
+        summary = {
             "id": self.plugin_id,
             "action": self.action,
             "from": self.old_version,
@@ -74,6 +79,10 @@ class Change:
             "enabled": self.after.enabled if self.after else None,
             "keep_data": self.keep_data,
         }
+        if self.action == "none" and self.before is not None and self.after is not None:
+            summary["was_enabled"] = self.before.enabled
+            summary["rollback_target"] = [_version_of(self.before.previous), _version_of(self.after.previous)]
+        return summary
 
     # -- journal form ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +162,14 @@ def describe_step(step: Mapping[str, Any]) -> str:
     if action == "configure":
         return f"configure {plugin_id}: {', '.join(step.get('settings') or ()) or 'nothing'}"
     if action == "none":
-        return f"{'enable' if step.get('enabled') else 'disable'} {plugin_id}"
+        enabled, target = step.get("enabled"), step.get("rollback_target")
+        if step.get("was_enabled") == enabled and target:  # neither enabled nor disabled: its rollback target changed
+            return f"keep {plugin_id} {new} (rollback target: {target[0] or 'none'} -> {target[1] or 'none'})"
+        return f"{'enable' if enabled else 'disable'} {plugin_id}"
     if old and new:
         return f"{action} {plugin_id} {old} -> {new}"
     return f"{action} {plugin_id} {new or old}"
+
+
+def _version_of(tree: TreeRef | None) -> str | None:
+    return tree.version if tree is not None else None
