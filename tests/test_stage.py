@@ -148,6 +148,48 @@ def test_a_flipped_byte_is_caught_by_verify_repaired_by_reinstalling_and_not_spr
     assert obj.read_text() == SHARED
 
 
+@pytest.mark.parametrize(("how", "damage"), [("upgrade", "changed"), ("downgrade", "changed"), ("upgrade", "added")])
+def test_a_damaged_tree_already_in_the_store_is_repaired_before_a_package_makes_it_live(home, how, damage):
+    """Found from outside: a tree the store still holds (the version rolled back from, or the one
+    upgraded from) was made live by installing its package again without a look: a file changed in
+    it, or a module added to it, went live, where the package's own bytes were asked for."""
+    old, new = home.package("alpha", "1.0.0"), home.package("alpha", "1.1.0", files={"backend/extra.py": SHARED})
+    home.installer.install_file(old)
+    home.installer.install_file(new)
+    home.installer.rollback("alpha")  # 1.0.0 live; 1.1.0's tree stays in the store (its rollback target)
+    if how == "downgrade":  # 1.1.0 live, 1.0.0's tree the one kept
+        home.installer.rollback("alpha")
+    kept = next(t for t in plugin_trees(home.config.home, "alpha") if t != _tree(home, "alpha"))
+    target = kept / "backend" / ("__init__.py" if damage == "changed" else "added.py")
+    if damage == "changed":
+        os.chmod(target, 0o644)
+    target.write_text("BROKEN = True\n")
+    version = "1.1.0" if how == "upgrade" else "1.0.0"
+    preview = home.installer.preview("install_file", new if how == "upgrade" else old, allow_downgrade=True)
+    assert preview.repairs == (f"repair alpha {version}: 1 file damaged",)  # the dry run names it, repairs nothing
+    assert "BROKEN" in target.read_text()
+    result = home.installer.install_file(new if how == "upgrade" else old, allow_downgrade=True)
+    assert result.changes[0] == f"repair alpha {version}: 1 file"
+    assert _tree(home, "alpha") == kept
+    assert "BROKEN" not in (kept / "backend" / "__init__.py").read_text() and not (kept / "backend" / "added.py").exists()
+    assert all(r.ok for r in home.installer.verify())
+
+
+def test_an_intact_tree_already_in_the_store_is_made_live_after_an_lstat_of_each_file(home, monkeypatch):
+    """The check of a tree the store holds is the one a tree staged again would get (each object's
+    stat), not a hash of every file: an upgrade back after a rollback stays a switch."""
+    import atomicplug.verification as verification
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    new = home.package("alpha", "1.1.0", files={"backend/extra.py": SHARED})
+    home.installer.install_file(new)
+    home.installer.rollback("alpha")
+    hashed: list[Path] = []
+    monkeypatch.setattr(verification, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
+    assert home.installer.install_file(new).changes == ("upgrade alpha 1.0.0 -> 1.1.0",)
+    assert hashed == []
+
+
 def test_where_hard_links_are_impossible_objects_are_copied_and_it_is_said(home, monkeypatch):
     def no_links(*args, **kwargs):
         raise OSError(errno.EXDEV, "Invalid cross-device link")

@@ -22,7 +22,7 @@ from atomicplug.errors import NotInstalledError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
-from atomicplug.verification import VerifyReport, verify_plugin
+from atomicplug.verification import VerifyReport, tree_sealed, verify_plugin
 
 if TYPE_CHECKING:
     from atomicplug.change import Plan
@@ -238,11 +238,11 @@ class Installer:
             def repair() -> None:
                 """After the plan-time checks (a refused install repairs nothing), before the
                 transaction, whose health gate imports the repaired trees."""
-                repairs.extend(self._repair_damaged(registry, packages))
+                repairs.extend(self._repair_damaged(_trees_to_check(self.config, registry, packages, plan)))
 
             schemas = {p.metadata.id: p.metadata.settings for p in packages}
             if self._dry is not None:
-                self._dry.repairs = self._repair_damaged(registry, packages)
+                self._dry.repairs = self._repair_damaged(_trees_to_check(self.config, registry, packages, plan))
                 return self._run(plan, settings, by, schemas)
             if plan.changes or settings:
                 result = self._run(plan, settings, by, schemas, checked=repair)
@@ -252,8 +252,9 @@ class Installer:
                 return TransactionResult(txid=txid, operation="repair", changes=tuple(repairs))
             return self._run(plan, settings, by, schemas)
 
-    def _repair_damaged(self, registry: Registry, packages: Sequence[Package]) -> tuple[str, ...]:
-        """Reinstalling the installed package repairs its tree when ``verify --deep`` finds it damaged.
+    def _repair_damaged(self, trees: Sequence[tuple[InstalledPlugin, str]]) -> tuple[str, ...]:
+        """Each tree a package was given for (``_trees_to_check``: entry, package sha256) is repaired
+        from that package when ``verify --deep`` finds it damaged.
 
         The tree's files are hard links to objects, so the damaged objects are
         rewritten in place from the package (docs/design.md "The object store").
@@ -262,22 +263,20 @@ class Installer:
         A dry run repairs nothing: it names what ``verify --deep`` finds damaged.
         """
         repaired = []
-        for package in packages:
-            if _installed_from(registry, package):
-                entry = registry.plugins[package.metadata.id]
-                if self._dry is not None:
-                    repaired.extend(_would_repair(entry, verify_plugin(self.config, entry, deep=True)))
-                    continue
-                try:
-                    count = self._repair_tree(entry, package.sha256)
-                except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
-                    cause = ioerrors.storage_cause(exc, wrapped=True)
-                    if cause is None:
-                        raise
-                    outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
-                    raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
-                if count is not None:
-                    repaired.append(_repair_line(entry, count))
+        for entry, sha256 in trees:
+            if self._dry is not None:
+                repaired.extend(_would_repair(entry, verify_plugin(self.config, entry, deep=True)))
+                continue
+            try:
+                count = self._repair_tree(entry, sha256)
+            except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
+                cause = ioerrors.storage_cause(exc, wrapped=True)
+                if cause is None:
+                    raise
+                outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
+                raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
+            if count is not None:
+                repaired.append(_repair_line(entry, count))
         return tuple(repaired)
 
     def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
@@ -621,6 +620,24 @@ class Installer:
             raise NotInstalledError(f"{plugin_id} is not installed")  # exit 1, as for uninstall, enable, ...
         entries = [registry.plugins[plugin_id]] if plugin_id else [registry.plugins[p] for p in sorted(registry.plugins)]
         return [verify_plugin(self.config, entry, deep=deep) for entry in entries]
+
+
+def _trees_to_check(config: Config, registry: Registry, packages: Sequence[Package], plan: Plan) -> list[tuple[InstalledPlugin, str]]:
+    """(entry, package sha256) of each store tree these packages are installed as without being
+    staged, to check as ``verify --deep`` does and repair from its package (docs/design.md "The
+    tree record"): the installed tree of the very package (a reinstall: asked to repair), and a
+    tree the store still holds that the plan makes live again (an upgrade back after a rollback,
+    a downgrade to the version upgraded from) unless it passes the check a tree staged again
+    would get (``tree_sealed``)."""
+    trees = {registry.plugins[p.metadata.id].current.tree: (registry.plugins[p.metadata.id], p.sha256) for p in packages if _installed_from(registry, p)}
+    given = {p.sha256 for p in packages}
+    for change in plan.changes:
+        after, package = change.after, change.package
+        if after is None or package is None or package not in given or change.stage_tree or after.current.tree in trees:
+            continue
+        if not tree_sealed(config, after):
+            trees[after.current.tree] = (after, package)
+    return list(trees.values())
 
 
 def _installed_from(registry: Registry, package: Package) -> bool:

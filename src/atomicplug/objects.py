@@ -36,7 +36,7 @@ from atomicplug.errors import OperationError
 from atomicplug.faults import crash_point
 from atomicplug.fsutil import TEMP_SUFFIX, fsync_dir, fsync_file, remove_temp_files, sync_tree
 
-__all__ = ["MTIME_STAMP_NS", "OBJECT_MODE", "ObjectStore", "ObjectWriter", "probe_hardlinks"]
+__all__ = ["MTIME_STAMP_NS", "OBJECT_MODE", "ObjectStore", "ObjectWriter", "probe_hardlinks", "sealed"]
 
 #: Every object's mtime (1 s after the epoch, as in the Nix store); a write changes it.
 MTIME_STAMP_NS = 1_000_000_000
@@ -61,7 +61,9 @@ def _check_sha(sha256: str) -> str:
     return sha256
 
 
-def _stamped(info: os.stat_result, size: int) -> bool:
+def sealed(info: os.stat_result, size: int) -> bool:
+    """The stat of an object as the store left it: a regular file of ``size`` bytes, mode 0444 and
+    the mtime stamp (a write changes the mtime; see the module docstring for what this catches)."""
     return (
         stat.S_ISREG(info.st_mode)
         and info.st_size == size
@@ -133,12 +135,12 @@ class ObjectStore:
         No re-hash: see the module docstring for what this catches and :meth:`verify` for the rest.
         """
         try:  # a string path: called once per entry of every package, pathlib costs more than the lstat
-            return _stamped(os.lstat(self._flat(sha256)), size)
+            return sealed(os.lstat(self._flat(sha256)), size)
         except FileNotFoundError:
             if sha256[:2] not in self.fan_outs_left():
                 return False
         try:
-            return _stamped(os.lstat(self._fanned(sha256)), size)
+            return sealed(os.lstat(self._fanned(sha256)), size)
         except OSError:  # a folder left as it is may refuse more than that: read as not there
             return False
 
@@ -290,7 +292,7 @@ class ObjectStore:
             os.rename(temp, target)
             self._wrote(target)
             return True
-        if _stamped(info, size):
+        if sealed(info, size):
             _drop(temp)
             return False
         if not stat.S_ISREG(info.st_mode):  # not a file (a symlink?): replace the name
@@ -515,7 +517,7 @@ class ObjectStore:
             info = os.lstat(name)
         except FileNotFoundError:
             return False
-        return _stamped(info, info.st_size)
+        return sealed(info, info.st_size)
 
     def probe_hardlinks(self, dest_dir: str | os.PathLike[str]) -> str | None:
         """None when objects can be hard-linked into ``dest_dir``; else the errno name (for ``doctor``)."""

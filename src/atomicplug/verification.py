@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from atomicplug.package_record import RecordEntry
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["VerifyReport", "verify_plugin"]
+__all__ = ["VerifyReport", "tree_sealed", "verify_plugin"]
 
 
 @attrs.frozen
@@ -81,11 +81,43 @@ def verify_plugin(config: Config, entry: InstalledPlugin, *, deep: bool = False)
             changed = [RECORD_NAME, *sorted({*changed, *rebuilt_differ})]
     if damaged is not None and damaged.path not in changed + missing:
         (changed if (tree / damaged.path).exists() else missing).insert(0, damaged.path)  # the tree record itself
-    present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file() or p.is_symlink()}
-    extra = sorted(present - set(recorded) - {RECORD_NAME}) if damaged is None else []  # unknown without the full list
+    extra = sorted(_present(tree) - set(recorded) - {RECORD_NAME}) if damaged is None else []  # unknown without the full list
     return VerifyReport(
         entry.id, entry.version, changed=tuple(changed), missing=tuple(missing), extra=tuple(extra), bad_links=_bad_links(config, entry, tree)
     )
+
+
+def tree_sealed(config: Config, entry: InstalledPlugin) -> bool:
+    """``entry``'s tree passes the check staging makes of each object it links into a new tree
+    (size, mode and mtime stamp: ``objects.sealed``), its record reads, and it holds no file beyond it.
+
+    What an install checks of a tree the store already holds before it makes that tree live
+    (docs/design.md "The tree record"): as much as a tree staged again would be checked, at
+    the cost of an ``lstat`` per file. False asks for the full check, ``verify_plugin(deep=True)``.
+    """
+    from atomicplug.objects import sealed
+
+    tree = config.home / entry.current.tree
+    try:
+        files = TreeRecord.read(tree).files(tree)
+        root = os.fspath(tree)
+        if not all(sealed(os.lstat(f"{root}/{f.path}"), f.size) for f in files):
+            return False
+    except (TreeRecordError, OSError):
+        return False
+    return not _present(tree) - {f.path for f in files} - {RECORD_NAME}
+
+
+def _present(tree: Path) -> set[str]:
+    """Everything under ``tree`` but its folders, relative to it: a symlink to a folder is an entry
+    (never followed). ``os.walk``, where ``Path.rglob`` took ~6x as long for the large bench plugin."""
+    root = os.fspath(tree)
+    found: set[str] = set()
+    for folder, folders, files in os.walk(root):
+        prefix = folder[len(root) + 1 :] + "/" if folder != root else ""
+        found.update(prefix + name for name in files)
+        found.update(prefix + name for name in folders if os.path.islink(f"{folder}/{name}"))
+    return found
 
 
 def _pycs_not_of_their_source(tree: Path, sources: Mapping[str, str], recorded: Mapping[str, RecordEntry], damaged: Collection[str]) -> list[str]:
