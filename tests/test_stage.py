@@ -175,6 +175,33 @@ def test_a_damaged_tree_already_in_the_store_is_repaired_before_a_package_makes_
     assert all(r.ok for r in home.installer.verify())
 
 
+@pytest.mark.parametrize("how", ["plugin", "generation"])
+def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repairs_it(home, how):
+    """A rollback has no package to repair from: a tree it would make live that a file was changed
+    in is refused, naming what repairs it, and nothing changes."""
+    from atomicplug.errors import OperationError
+    from atomicplug.testing import snapshot
+
+    old = home.package("alpha", "1.0.0")
+    home.installer.install_file(old)
+    home.installer.install_file(home.package("alpha", "1.1.0", files={"backend/extra.py": SHARED}))
+    kept = next(t for t in plugin_trees(home.config.home, "alpha") if t != _tree(home, "alpha"))
+    target = kept / "backend" / "__init__.py"
+    os.chmod(target, 0o644)
+    target.write_text("BROKEN = True\n")
+    before = snapshot(home.config)
+    with pytest.raises(OperationError) as refused:
+        home.installer.rollback("alpha") if how == "plugin" else home.installer.rollback(generation=1)
+    assert str(refused.value) == (
+        "rollback refused: the store tree of alpha 1.0.0 is damaged (changed: backend/__init__.py); install alpha 1.0.0 "
+        "from its package instead, which repairs it (its zip, or `atomicplug install alpha==1.0.0`; --allow-downgrade to go back)"
+    )
+    assert snapshot(home.config) == before
+    result = home.installer.install_file(old, allow_downgrade=True)
+    assert result.changes == ("repair alpha 1.0.0: 1 file", "downgrade alpha 1.1.0 -> 1.0.0")
+    assert _tree(home, "alpha") == kept and all(r.ok for r in home.installer.verify())
+
+
 def test_an_intact_tree_already_in_the_store_is_made_live_after_an_lstat_of_each_file(home, monkeypatch):
     """The check of a tree the store holds is the one a tree staged again would get (each object's
     stat), not a hash of every file: an upgrade back after a rollback stays a switch."""

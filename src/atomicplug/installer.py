@@ -18,7 +18,7 @@ import attrs
 
 from atomicplug import ioerrors
 from atomicplug.config import Config
-from atomicplug.errors import NotInstalledError, UsageError
+from atomicplug.errors import NotInstalledError, OperationError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
@@ -418,9 +418,10 @@ class Installer:
             if plugin_id is not None:
                 fetched = self._previous_package(registry, plugin_id)
                 plan = planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home, fetched=fetched)
-                return self._run(plan, settings, by)
-            target = self._target_generation(registry, generation, transaction)
-            plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
+            else:
+                target = self._target_generation(registry, generation, transaction)
+                plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
+            _refuse_damaged_trees(self.config, plan)
             return self._run(plan, settings, by)
 
     def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
@@ -638,6 +639,26 @@ def _trees_to_check(config: Config, registry: Registry, packages: Sequence[Packa
         if not tree_sealed(config, after):
             trees[after.current.tree] = (after, package)
     return list(trees.values())
+
+
+def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
+    """A rollback makes trees the store holds live again with no package to repair them from: one
+    that fails ``tree_sealed`` and then ``verify --deep`` refuses it, naming what repairs it."""
+    for change in plan.changes:
+        after = change.after
+        if after is None or change.stage_tree or (change.before is not None and change.before.current == after.current):
+            continue
+        if tree_sealed(config, after):
+            continue
+        report = verify_plugin(config, after, deep=True)
+        if report.files_damaged:
+            found = "; ".join(f"{kind}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for kind, paths in (
+                ("changed", report.changed), ("missing", report.missing), ("added", report.extra)) if paths)
+            plugin = f"{after.id} {after.version}"
+            raise OperationError(
+                f"rollback refused: the store tree of {plugin} is damaged ({found}); install {plugin} from its package "
+                f"instead, which repairs it (its zip, or `atomicplug install {after.id}=={after.version}`; --allow-downgrade to go back)"
+            )
 
 
 def _installed_from(registry: Registry, package: Package) -> bool:
