@@ -60,6 +60,17 @@ def test_the_pyc_depends_only_on_the_source_not_on_its_path_or_the_process(tmp_p
     assert PYC_FILENAME.encode() in here and b"mod.py" not in here
 
 
+def test_the_pyc_of_one_character_strings_does_not_depend_on_what_the_process_interned(tmp_path: Path) -> None:
+    """Found from outside: a one-character string (or the empty one) is a singleton, and marshal marks it
+    interned when anything in the process interned it, so the same source gave other pyc bytes in the
+    billing backend than in the CLI, and `verify --deep` reported the backend's pycs as changed."""
+    source = tmp_path / "mod.py"
+    source.write_bytes(b'SEP = " "\nLINE = "-" * 20 + "\\n" + "\\xa7"\nNONE = ""\n')
+    here = build_pyc(source.read_bytes())
+    assert compile_in_a_fresh_process(source) == here
+    assert compile_in_a_fresh_process(source, "sys.intern(' '); sys.intern('-'); sys.intern(chr(0xa7)); sys.intern('')") == here
+
+
 def test_a_pyc_compiled_under_another_name_shows_the_real_path_in_tracebacks(tmp_path: Path) -> None:
     """SourceLoader fixes co_filename up to the real path at load time (``_imp._fix_co_filename``),
     nested code objects included; ``-v`` proves the code came from our pyc, not from the source."""

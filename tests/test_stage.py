@@ -561,6 +561,36 @@ def test_a_pyc_edited_with_its_record_line_is_caught_by_deep_verify_and_repaired
     assert (tree / pyc).read_bytes() == build_pyc(source)
 
 
+_LEGACY_PYC = """
+import importlib.util, marshal, sys
+data = open(sys.argv[1], 'rb').read()
+code = compile(data, '<atomicplug>', 'exec', dont_inherit=True)
+header = importlib.util.MAGIC_NUMBER + (3).to_bytes(4, 'little') + importlib.util.source_hash(data)
+sys.stdout.buffer.write(header + marshal.dumps(code))
+"""
+
+
+def test_a_pyc_staged_before_its_bytes_were_fixed_passes_deep_verify_and_is_repaired_when_damaged(home, tmp_path):
+    """A pyc an earlier atomicplug staged in a process where no one-character string was interned has
+    other bytes than this one builds (the strings marked otherwise), for the same code: `verify --deep`
+    compares the code, not the marks, and a repair of such a pyc records the pyc built now."""
+    source = b'SEP = " "\nMARK = "\\xa7"\n'
+    package = home.package("alpha", files={"backend/billing.py": source.decode()})
+    home.installer.install_file(package)
+    tree = _tree(home, "alpha")
+    (tmp_path / "billing.py").write_bytes(source)
+    legacy = subprocess.run([sys.executable, "-I", "-c", _LEGACY_PYC, str(tmp_path / "billing.py")], capture_output=True, check=True).stdout
+    assert legacy != build_pyc(source)  # what an earlier atomicplug left: the same code, other bytes
+    pyc = _doctor_pyc(tree, "backend/billing.py", legacy, in_place=False)
+    assert all(r.ok for r in home.installer.verify(deep=True))
+    assert home.installer.install_file(package).changes == ()  # nothing to repair
+    _flip(tree / pyc, len(legacy) - 3)
+    assert home.installer.verify()[0].changed == (pyc,)
+    assert home.installer.install_file(package).changes[0].startswith("repair alpha 1.0.0: ")
+    assert all(r.ok for r in home.installer.verify(deep=True))
+    assert (tree / pyc).read_bytes() == build_pyc(source)
+
+
 def test_deep_verify_leaves_the_pycs_of_another_interpreter_alone(home):
     """A tree staged by another Python keeps its pycs under that interpreter's tag: this one cannot build them."""
     package = home.package("alpha", files={"backend/billing.py": "X = 1\n"})

@@ -282,7 +282,7 @@ class Installer:
     def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
         """How many files of ``entry``'s tree were repaired; None when nothing was damaged."""
         from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
-        from atomicplug.stages.stage import objects_for_staging, remake_record, remove_extra, repair_tree
+        from atomicplug.stages.stage import objects_for_staging, pycs_built_otherwise, remake_record, remove_extra, repair_tree
         from atomicplug.store import RECORD_NAME
 
         def damaged() -> tuple[list[str], list[str]]:
@@ -297,7 +297,9 @@ class Installer:
         if not (self.config.home / entry.current.tree).is_dir():
             return self._stage_again(entry, sha256, objects)
         count = remove_extra(self.config, entry.current.tree, extra)
-        if RECORD_NAME in found:  # the tree's own record: made again (extracting repairs objects too)
+        # The tree's own record, or a line of it a damaged pyc is not built to here (an earlier atomicplug's
+        # pyc): made again (extracting repairs objects too).
+        if RECORD_NAME in found or pycs_built_otherwise(self.config, entry.current.tree, found, objects):
             remake_record(self.config, entry.current.tree, entry.id, sha256, objects)
             count += 1 + len(objects.repaired)
             found, extra = damaged()  # what the damaged record hid

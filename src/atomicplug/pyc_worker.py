@@ -25,6 +25,23 @@ REQUEST = struct.Struct(">III")  # key length, filename length, source length
 REPLY = struct.Struct(">IBI")  # key length, 0 compiled / 1 refused, payload length
 
 
+def _intern_the_shared_strings() -> None:
+    """Intern the empty string and every one-character Latin-1 string, in every process that builds pycs.
+
+    Each of them is one shared object, and marshal writes it as interned when anything in the
+    process has interned it (a module, a pyc loaded with it interned), so the same source gave
+    other pyc bytes in the billing backend than in the CLI. Interned in every process alike,
+    they make a pyc depend only on its source and the interpreter again, as ``verify --deep``
+    and a repair need (docs/design.md "Portable pycs").
+    """
+    for code in range(256):
+        sys.intern(chr(code))
+    sys.intern("")
+
+
+_intern_the_shared_strings()
+
+
 def build_pyc(data: bytes, filename: str = PYC_FILENAME) -> bytes:
     """The checked-hash pyc of ``data``; raises SyntaxError/ValueError when it does not compile.
 

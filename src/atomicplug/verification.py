@@ -139,9 +139,29 @@ def _pycs_not_of_their_source(tree: Path, sources: Mapping[str, str], recorded: 
         if pyc in damaged or source in damaged or pyc not in recorded or entry is None:
             continue
         _, refused, rebuilt = compile_source(pyc, PYC_FILENAME, (tree / source).read_bytes())  # as staging compiles it
-        if entry.sha256 != source_sha256 or refused or hashlib.sha256(rebuilt).hexdigest() != recorded[pyc].sha256:
+        if entry.sha256 != source_sha256 or refused:
+            wrong.append(pyc)
+        elif hashlib.sha256(rebuilt).hexdigest() != recorded[pyc].sha256 and not same_code(rebuilt, (tree / pyc).read_bytes()):
             wrong.append(pyc)
     return wrong
+
+
+def same_code(pyc: bytes, other: bytes) -> bool:
+    """Two pycs hold the same code, written alike but for which strings are marked interned.
+
+    An earlier atomicplug built pycs whose one-character strings were marked interned or
+    not as the building process had them (``pyc_worker._intern_the_shared_strings``):
+    read back and written again here, both carry this process's marks. The header (flags,
+    source hash) must be the very same bytes.
+    """
+    import marshal
+
+    if pyc[:16] != other[:16]:
+        return False
+    try:
+        return marshal.dumps(marshal.loads(pyc[16:])) == marshal.dumps(marshal.loads(other[16:]))
+    except (EOFError, ValueError, TypeError):  # not a marshalled object: not the same code
+        return False
 
 
 def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:

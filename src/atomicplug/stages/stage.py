@@ -20,6 +20,7 @@ record that cannot be read is made again by :func:`remake_record`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -239,10 +240,7 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
     from atomicplug.safezip import read_entries
 
     folder = config.home / tree
-    try:
-        listed = read_record(folder)
-    except TreeRecordError as exc:  # its RECORD is damaged: repaired from what the tree record itself lists
-        listed = list(exc.trusted)
+    listed = _trusted_files(folder)  # with its RECORD damaged: what the tree record itself lists
     record = {f.path: f for f in listed}
     bad = [record[p] for p in damaged if p in record]
     repaired = 0
@@ -287,6 +285,32 @@ def remove_extra(config: Config, tree: str, extra: list[str]) -> int:
     if extra:
         sync_tree(folder)
     return len(extra)
+
+
+def pycs_built_otherwise(config: Config, tree: str, damaged: list[str], objects: ObjectStore) -> bool:
+    """A damaged pyc staging built that this process builds to other bytes than its record line
+    names: repairing it needs a new line (``remake_record``). An earlier atomicplug built pycs
+    whose shared strings were marked as its process had them (``pyc_worker._intern_the_shared_strings``)."""
+    listed = _trusted_files(config.home / tree)
+    built = {path: source for path, source in pyc_sources(listed).items() if path in damaged}
+    if not built:
+        return False
+    recorded = {f.path: f.sha256 for f in listed}
+    for path, source in built.items():
+        try:
+            if hashlib.sha256(build_pyc(objects.read_bytes(source))).hexdigest() != recorded[path]:
+                return True
+        except (OSError, SyntaxError, ValueError):  # its source is damaged or gone too: the record's way repairs both
+            return True
+    return False
+
+
+def _trusted_files(folder: Path) -> list[RecordEntry]:
+    """What ``folder``'s record lists, or, when it is damaged, what it still vouches for."""
+    try:
+        return read_record(folder)
+    except TreeRecordError as exc:
+        return list(exc.trusted)
 
 
 def _repair_object(objects: ObjectStore, entry: RecordEntry, data: bytes) -> None:
