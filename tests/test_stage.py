@@ -202,11 +202,15 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     assert _tree(home, "alpha") == kept and all(r.ok for r in home.installer.verify())
 
 
-def test_an_intact_tree_already_in_the_store_is_made_live_after_an_lstat_of_each_file(home, monkeypatch):
+@pytest.mark.parametrize("files", ["links", "copies"])
+def test_an_intact_tree_already_in_the_store_is_made_live_after_an_lstat_of_each_file(home, monkeypatch, files):
     """The check of a tree the store holds is the one a tree staged again would get (each object's
-    stat), not a hash of every file: an upgrade back after a rollback stays a switch."""
+    stat), not a hash of every file: an upgrade back after a rollback stays a switch, and so does
+    the rollback itself. Where objects are copied, the copies are sealed as the objects are."""
     import atomicplug.verification as verification
 
+    if files == "copies":
+        monkeypatch.setattr(os, "link", lambda *args, **kwargs: (_ for _ in ()).throw(OSError(errno.EXDEV, "Invalid cross-device link")))
     home.installer.install_file(home.package("alpha", "1.0.0"))
     new = home.package("alpha", "1.1.0", files={"backend/extra.py": SHARED})
     home.installer.install_file(new)
@@ -214,6 +218,7 @@ def test_an_intact_tree_already_in_the_store_is_made_live_after_an_lstat_of_each
     hashed: list[Path] = []
     monkeypatch.setattr(verification, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
     assert home.installer.install_file(new).changes == ("upgrade alpha 1.0.0 -> 1.1.0",)
+    assert home.installer.rollback("alpha").changes == ("downgrade alpha 1.1.0 -> 1.0.0",)
     assert hashed == []
 
 

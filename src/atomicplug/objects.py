@@ -356,7 +356,7 @@ class ObjectStore:
             with open(source, "rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     _write_all(fd, chunk)
-            os.fchmod(fd, OBJECT_MODE)
+            _seal(fd)  # as its object: a tree of copies passes the check a reused tree gets (verification.tree_sealed)
         finally:
             os.close(fd)
         self.copied += 1
