@@ -9,8 +9,11 @@ new model state. The model also remembers the state each generation showed:
 exactly that back, for every generation gc kept, and gc must change nothing
 observable. Both plugins installed in one transaction change together, crashed
 or not; a flipped byte in an installed file is reported by ``verify`` and
-repaired by installing the same package again. Half the homes start with real
-addon folders, which the first operation (crashed or not) converts.
+repaired by installing the same package again. A module planted in a store
+tree that is not live (a rollback target, an uninstalled version's) never goes
+live: a rollback to that tree is refused, and installing its package repairs
+it first. Half the homes start with real addon folders, which the first
+operation (crashed or not) converts.
 
 Kept data (docs/design.md "Kept data and downgrades"): ``uninstall --keep-data``
 leaves the plugin's tables; installing an older version over them is refused
@@ -42,6 +45,8 @@ from atomicplug.testing import PluginSpec, build_package, crash_at, make_home, m
 
 IDS = ("alpha", "beta")
 VERSIONS = ("1.0.0", "1.1.0", "2.0.0")
+#: A module nobody signed, put into a store tree that is not live.
+PLANTED = "backend/planted.py"
 
 
 def _migrations(plugin_id: str, version: str) -> dict[str, tuple[str, str]]:
@@ -133,7 +138,7 @@ class InstallerMachine(RuleBasedStateMachine):
             if op != "uninstall":
                 kept[plugin_id] = current.version
         elif op == "rollback":
-            if current is None or current.previous is None:
+            if current is None or current.previous is None or self._planted(plugin_id, current.previous):
                 return None
             model[plugin_id] = ModelPlugin(current.previous, current.enabled, current.version)
         elif op in ("enable", "disable"):
@@ -141,6 +146,18 @@ class InstallerMachine(RuleBasedStateMachine):
                 return None
             model[plugin_id] = attrs.evolve(current, enabled=op == "enable")
         return model, kept
+
+    def _tree(self, plugin_id: str, version: str) -> Path | None:
+        folder = self.config.store_dir / plugin_id
+        return next((t for t in folder.iterdir() if t.name.startswith(f"{version}-")), None) if folder.is_dir() else None
+
+    def _planted(self, plugin_id: str, version: str) -> bool:
+        tree = self._tree(plugin_id, version)
+        return tree is not None and (tree / PLANTED).exists()
+
+    def _view_refused(self, shown: dict[str, ModelPlugin]) -> bool:
+        """A whole-view rollback to ``shown`` would make a tree with a planted module live."""
+        return any(self._planted(pid, p.version) for pid, p in shown.items() if pid not in self.model or self.model[pid].version != p.version)
 
     def _after_all(self, installs: list[tuple[str, str]]) -> Model | None:
         """The model after installing every (id, version) in one transaction; None when any is refused."""
@@ -261,7 +278,7 @@ class InstallerMachine(RuleBasedStateMachine):
         kept = set(generations.numbers(self.config))
         before = max((n for n in kept if n < made), default=None)
         shown = self.shown.get(before) if made == live and before is not None else None
-        expected = (shown, {}) if shown is not None else None
+        expected = (shown, {}) if shown is not None and not self._view_refused(shown) else None
         what = f"rollback --transaction {txid} (made generation {made}, {live} live, {sorted(kept)} kept)"
         self._check(what, expected, lambda: Installer(self.config).rollback(transaction=txid))
 
@@ -279,6 +296,20 @@ class InstallerMachine(RuleBasedStateMachine):
         assert relative in reports[plugin_id].changed, f"verify missed the flipped {relative} of {plugin_id}"
         Installer(self.config).install_file(packages()[(plugin_id, self.model[plugin_id].version)])
         assert all(report.ok for report in Installer(self.config).verify()), "reinstalling left damage"
+
+    @rule(data=st.data())
+    def plant_a_module_in_a_tree_that_is_not_live(self, data: st.DataObject) -> None:
+        """An added module in a store tree no installed plugin uses now: verify does not look there."""
+        trees = [
+            tree
+            for plugin_id in IDS
+            if (self.config.store_dir / plugin_id).is_dir()
+            for tree in sorted((self.config.store_dir / plugin_id).iterdir())
+            if plugin_id not in self.model or not tree.name.startswith(f"{self.model[plugin_id].version}-")
+        ]
+        if trees:
+            tree = data.draw(st.sampled_from(trees), label="tree planted in")
+            (tree / PLANTED).write_text("PLANTED = True\n")
 
     @rule()
     def collect(self) -> None:
@@ -303,7 +334,7 @@ class InstallerMachine(RuleBasedStateMachine):
         # Any generation kept but the live one, or one gc removed (refused).
         target = data.draw(st.sampled_from(sorted(kept - {live}) + [min(kept) - 1]), label="generation")
         shown = self.shown.get(target) if target in kept else None
-        expected = (shown, {}) if shown is not None else None
+        expected = (shown, {}) if shown is not None and not self._view_refused(shown) else None
         what = f"rollback --generation {target} ({sorted(kept)} kept)"
         self._check(what, expected, lambda: Installer(self.config).rollback(generation=target))
 
@@ -316,6 +347,12 @@ class InstallerMachine(RuleBasedStateMachine):
     def matches_model(self) -> None:
         if hasattr(self, "config"):
             assert self._observed() == self._expected(self.model, self.kept)
+
+    @invariant()
+    def no_planted_module_is_live(self) -> None:
+        if hasattr(self, "config"):
+            live = Registry.load(self.config.registry_path).plugins.values() if self.config.registry_path.exists() else ()
+            assert not [p.id for p in live if (self.config.home / p.current.tree / PLANTED).exists()]
 
 
 def _flip_a_byte(path: Path) -> None:
