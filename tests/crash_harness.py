@@ -95,11 +95,33 @@ def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name
     """
     import os
 
-    from atomicplug.store import RECORD_NAME
-
     home = make_home(name)
     install_all(["shop1"], packages)(home)
-    backend = os.path.realpath(home.config.backend_addons / "shop")
+    _damage(os.path.realpath(home.config.backend_addons / "shop"))
+    return home
+
+
+def damaged_kept_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name: str) -> Any:
+    """A home with shop 1.0.0 rolled back to from 1.1.0, whose tree (kept in the store) is damaged as above.
+
+    Installing shop 1.1.0 again repairs that tree, then upgrades to it.
+    """
+    import os
+
+    home = make_home(name)
+    install_all(["shop1", "shop2"], packages)(home)
+    Installer(home.config).rollback("shop")
+    [kept] = [t for t in (home.config.store_dir / "shop").iterdir() if t.name.startswith("1.1.0-")]
+    _damage(os.path.join(kept, "backend"))
+    return home
+
+
+def _damage(backend: str) -> None:
+    """The tree record of the tree holding ``backend`` garbled, a module of it changed, one added."""
+    import os
+
+    from atomicplug.store import RECORD_NAME
+
     record = os.path.join(os.path.dirname(backend), RECORD_NAME)
     os.chmod(record, 0o644)
     with open(record, "w") as garbage:
@@ -110,7 +132,6 @@ def damaged_tree(make_home: Callable[[str], Any], packages: dict[str, Any], name
         changed.write("# damage\n")
     with open(os.path.join(backend, "injected.py"), "w") as added:
         added.write("X = 1\n")
-    return home
 
 
 def assert_clean(config: Any) -> None:

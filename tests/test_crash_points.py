@@ -139,24 +139,29 @@ def test_every_crash_point_of_gc_leaves_the_state_and_a_working_gc(packages, mak
     CHECKED["gc"] = total
 
 
-def test_every_crash_point_of_a_repairing_reinstall_leaves_what_the_next_reinstall_repairs(packages, make_home):
-    """A reinstall that makes an unreadable tree record again and rewrites a damaged object, killed at each point."""
-    from crash_harness import assert_clean, damaged_tree
+@pytest.mark.parametrize("tree", ["installed", "kept"])
+def test_every_crash_point_of_a_repairing_reinstall_leaves_what_the_next_reinstall_repairs(packages, make_home, tree):
+    """A reinstall that makes an unreadable tree record again and rewrites a damaged object, killed at each point;
+    and the same repair of a tree the store kept, before the upgrade that makes it live again."""
+    from crash_harness import assert_clean, damaged_kept_tree, damaged_tree
 
     from atomicplug.testing import count_crash_points
 
-    def reinstall(home):
-        return Installer(home.config).install_file(packages["shop1"])
+    damaged, package = (damaged_tree, "shop1") if tree == "installed" else (damaged_kept_tree, "shop2")
 
-    reference = damaged_tree(make_home, packages, "repair-reference")
+    def reinstall(home):
+        return Installer(home.config).install_file(packages[package])
+
+    reference = damaged(make_home, packages, f"repair-{tree}-reference")
     total = count_crash_points(lambda: reinstall(reference))
     assert reference.installer.verify()[0].ok and total > 3
     for point in range(1, total + 1):
-        home = damaged_tree(make_home, packages, f"repair-{point}")
+        home = damaged(make_home, packages, f"repair-{tree}-{point}")
         assert crash_at(lambda: reinstall(home), point)
         Installer(home.config).recover()
         reinstall(home)  # repairs what the killed one left (nothing, when it was killed after its repair)
-        assert all(report.ok for report in Installer(home.config).verify()), (point, Installer(home.config).verify())
+        assert [(p["id"], p["version"]) for p in Installer(home.config).list()] == [("shop", "1.1.0" if tree == "kept" else "1.0.0")]
+        assert all(report.ok for report in Installer(home.config).verify(deep=True)), (point, Installer(home.config).verify())
         Installer(home.config).gc()
         assert_clean(home.config)
 
