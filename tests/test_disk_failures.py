@@ -152,22 +152,27 @@ def enumerate_failures(
 ENABLE = (["shop1"], lambda h, p: Installer(h.config).enable("shop"))
 
 
+@pytest.mark.parametrize("tree", ["installed", "kept"])
 def test_every_step_of_a_repairing_reinstall_failing_is_one_line_and_the_next_reinstall_repairs(
-    packages: dict[str, Any], make_home: Any
+    packages: dict[str, Any], make_home: Any, tree: str
 ) -> None:
-    from crash_harness import damaged_tree
+    """The repair of the installed tree by its reinstall; and of a tree the store kept, before the upgrade
+    that makes it live again (a failure in that upgrade's transaction is one line too)."""
+    from crash_harness import damaged_kept_tree, damaged_tree
+
+    damaged, package = (damaged_tree, "shop1") if tree == "installed" else (damaged_kept_tree, "shop2")
 
     def reinstall(home: Any) -> Any:
-        return Installer(home.config).install_file(packages["shop1"])
+        return Installer(home.config).install_file(packages[package])
 
-    reference = damaged_tree(make_home, packages, "repair-reference")
+    reference = damaged(make_home, packages, f"repair-{tree}-reference")
     total = count_crash_points(lambda: reinstall(reference))
     assert total > 3
     tolerated: set[int] = set()
     for point in range(1, total + 1):
         for way, (first, then) in FAILURES.items():
             where = f"repair: {way} at point {point}/{total}"
-            home = damaged_tree(make_home, packages, f"repair-{point}-{first}-{then}")
+            home = damaged(make_home, packages, f"repair-{tree}-{point}-{first}-{then}")
             failure = fail_at(lambda: reinstall(home), point, first, then=then)
             if failure is None:  # a failure the repair can ignore (its scratch folder's removal: gc sweeps it)
                 tolerated.add(point)
@@ -178,7 +183,8 @@ def test_every_step_of_a_repairing_reinstall_failing_is_one_line_and_the_next_re
                 assert "\n" not in str(failure) and errno.errorcode[named] in str(failure), f"{where}: {failure}"
             Installer(home.config).recover()
             reinstall(home)  # the disk repaired: the next reinstall finishes the repair
-            assert all(report.ok for report in Installer(home.config).verify()), where
+            assert [(p["id"], p["version"]) for p in Installer(home.config).list()] == [("shop", "1.1.0" if tree == "kept" else "1.0.0")]
+            assert all(report.ok for report in Installer(home.config).verify(deep=True)), where
             Installer(home.config).gc()  # what a repair leaves in staging when even its cleanup failed
             assert_clean(home.config)
 
