@@ -22,6 +22,7 @@ from atomicplug.errors import NotInstalledError, OperationError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
+from atomicplug.stages.repair import repair_from_package, repair_line
 from atomicplug.verification import VerifyReport, tree_sealed, verify_plugin
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     from atomicplug.cluster.writer import ClusterWriter
     from atomicplug.gc import Collected
     from atomicplug.intake import Package
-    from atomicplug.objects import ObjectStore
     from atomicplug.preview import DryRun, Preview
     from atomicplug.registry import InstalledPlugin
     from atomicplug.settings.apply import Given
@@ -268,7 +268,7 @@ class Installer:
                 repaired.extend(_would_repair(entry, verify_plugin(self.config, entry, deep=True)))
                 continue
             try:
-                count = self._repair_tree(entry, sha256)
+                count = repair_from_package(self.config, entry, sha256, self.progress)
             except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
                 cause = ioerrors.storage_cause(exc, wrapped=True)
                 if cause is None:
@@ -276,55 +276,8 @@ class Installer:
                 outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
                 raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
             if count is not None:
-                repaired.append(_repair_line(entry, count))
+                repaired.append(repair_line(entry, count))
         return tuple(repaired)
-
-    def _repair_tree(self, entry: InstalledPlugin, sha256: str) -> int | None:
-        """How many files of ``entry``'s tree were repaired; None when nothing was damaged."""
-        from atomicplug.layout import RECORD_NAME as PACKAGE_RECORD_NAME
-        from atomicplug.stages.stage import objects_for_staging, pycs_built_otherwise, remake_record, remove_extra, repair_tree
-        from atomicplug.store import RECORD_NAME
-
-        def damaged() -> tuple[list[str], list[str]]:
-            """(changed or missing paths, extra paths) as ``verify --deep`` finds them now."""
-            report = verify_plugin(self.config, entry, deep=True)
-            return [*report.changed, *report.missing], list(report.extra)
-
-        found, extra = damaged()
-        if not found and not extra:
-            return None
-        objects = objects_for_staging(self.config)
-        if not (self.config.home / entry.current.tree).is_dir():
-            return self._stage_again(entry, sha256, objects)
-        count = remove_extra(self.config, entry.current.tree, extra)
-        # The tree's own record, or a line of it a damaged pyc is not built to here (an earlier atomicplug's
-        # pyc): made again (extracting repairs objects too).
-        if RECORD_NAME in found or pycs_built_otherwise(self.config, entry.current.tree, found, objects):
-            remake_record(self.config, entry.current.tree, entry.id, sha256, objects)
-            count += 1 + len(objects.repaired)
-            found, extra = damaged()  # what the damaged record hid
-            count += remove_extra(self.config, entry.current.tree, extra)
-        count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
-        if PACKAGE_RECORD_NAME in found:  # RECORD repaired: what it lists (and what it does not) can be checked now
-            found, extra = damaged()
-            count += repair_tree(self.config, entry.current.tree, sha256, found, objects)
-            count += remove_extra(self.config, entry.current.tree, extra)
-        return count
-
-    def _stage_again(self, entry: InstalledPlugin, sha256: str, objects: ObjectStore) -> int:
-        """A store tree removed whole is staged again from its package (as its first install did,
-        in ``staging/`` then renamed into place); how many files it holds."""
-        from atomicplug.fsutil import remove_tree
-        from atomicplug.stages.stage import stage_tree
-        from atomicplug.transaction import new_txid
-        from atomicplug.tree_record import read_record
-
-        txid = new_txid()
-        try:
-            stage_tree(self.config, txid, entry.id, sha256, entry.current.tree, objects, self.progress)
-        finally:
-            remove_tree(self.config.staging_dir / txid)
-        return len(read_record(self.config.home / entry.current.tree))
 
     def install(
         self,
@@ -638,7 +591,7 @@ def _trees_to_check(config: Config, registry: Registry, packages: Sequence[Packa
         after, package = change.after, change.package
         if after is None or package is None or package not in given or change.stage_tree or after.current.tree in trees:
             continue
-        if not tree_sealed(config, after):
+        if not tree_sealed(config, after.current.tree):
             trees[after.current.tree] = (after, package)
     return list(trees.values())
 
@@ -650,7 +603,7 @@ def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
         after = change.after
         if after is None or change.stage_tree or (change.before is not None and change.before.current == after.current):
             continue
-        if tree_sealed(config, after):
+        if tree_sealed(config, after.current.tree):
             continue
         report = verify_plugin(config, after, deep=True)
         if report.files_damaged:
@@ -673,14 +626,9 @@ def _would_repair(entry: InstalledPlugin, report: VerifyReport) -> list[str]:
     """A dry run's line for the repair reinstalling would make (none for an intact tree)."""
     if not report.files_damaged:
         return []
-    if report.missing == (entry.current.tree,):  # removed whole: staged again (Installer._stage_again)
+    if report.missing == (entry.current.tree,):  # removed whole: staged again (stages.repair)
         return [f"repair {entry.id} {entry.version}: its store tree is missing"]
-    return [_repair_line(entry, len(report.changed) + len(report.missing) + len(report.extra), " damaged")]
-
-
-def _repair_line(entry: InstalledPlugin, files: int, what: str = "") -> str:
-    """The line of a repair ("repair crm 1.0.0: 2 files"); with ``what`` " damaged", its dry run's."""
-    return f"repair {entry.id} {entry.version}: {files} file{'s' if files != 1 else ''}{what}"
+    return [repair_line(entry, len(report.changed) + len(report.missing) + len(report.extra), " damaged")]
 
 
 def _check_python_dependencies(packages: Sequence[Package]) -> None:

@@ -87,8 +87,8 @@ def verify_plugin(config: Config, entry: InstalledPlugin, *, deep: bool = False)
     )
 
 
-def tree_sealed(config: Config, entry: InstalledPlugin) -> bool:
-    """``entry``'s tree passes the check staging makes of each object it links into a new tree
+def tree_sealed(config: Config, tree_name: str) -> bool:
+    """The store tree ``tree_name`` passes the check staging makes of each object it links into a new tree
     (size, mode and mtime stamp: ``objects.sealed``), its record reads, and it holds no file beyond it.
 
     What an install checks of a tree the store already holds before it makes that tree live
@@ -97,7 +97,7 @@ def tree_sealed(config: Config, entry: InstalledPlugin) -> bool:
     """
     from atomicplug.objects import sealed
 
-    tree = config.home / entry.current.tree
+    tree = config.home / tree_name
     try:
         files = TreeRecord.read(tree).files(tree)
         root = os.fspath(tree)
