@@ -713,6 +713,29 @@ def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: F
     assert all(report.ok for report in late.installer.verify())
 
 
+def test_a_node_repairs_a_damaged_tree_it_kept_before_its_sync_makes_it_live_again(fleet: Fleet) -> None:
+    """Node b kept 1.0.0's tree when it synced to 1.1.0; a module was added to that tree and a file changed.
+    The writer's rollback to 1.0.0 must not make them live on b: b takes the package in and repairs the tree first."""
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    assert node.cli("sync").returncode == 0
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    assert node.cli("sync").returncode == 0
+    [kept] = [t for t in (node.config.store_dir / "shop").iterdir() if t.name.startswith("1.0.0-")]
+    (kept / "backend" / "planted.py").write_text("PLANTED = True\n")
+    changed = kept / "metadata.json"
+    changed.chmod(0o644)
+    changed.write_text(changed.read_text().replace('"shop"', '"shop" ', 1))
+    writer.installer.rollback("shop")
+    synced = node.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "repair shop 1.0.0: 2 files" in synced.stdout + synced.stderr
+    assert node.plugins() == {"shop": ("1.0.0", True)}
+    assert not (kept / "backend" / "planted.py").exists()
+    assert all(report.ok for report in node.installer.verify(deep=True))
+    assert _view(node) == _view(writer)
+
+
 def test_a_writer_refused_after_announcing_withdraws_and_the_nodes_that_staged_roll_back(fleet: Fleet) -> None:
     """The writer announces before its own staging and checks (so the nodes stage alongside it): a refusal
     after that withdraws the generation, and every node stays on, or comes back to, the one before."""

@@ -109,13 +109,17 @@ def _action(before: InstalledPlugin | None, after: InstalledPlugin) -> Action:
 def plan_sync(config: Config, db: Database, local: Registry, target: DesiredState, txid: str) -> Plan:
     """The local transaction that makes this node show ``target``'s plugins (no database step).
 
-    Trees already in this node's store are reused; the others are staged from
-    packages :func:`~atomicplug.cluster.packages.obtain` verified. Every
-    requirement must hold in the result, as for any plan.
+    Trees already in this node's store are reused when they pass the check a
+    tree staged again would get (``verification.tree_sealed``); the others are
+    staged from packages :func:`~atomicplug.cluster.packages.obtain` verified.
+    A tree there that fails it is a change with a package and no staging:
+    :func:`apply` repairs it from that package first. Every requirement must
+    hold in the result, as for any plan.
     """
     from atomicplug.cluster.packages import obtain
     from atomicplug.metadata import Metadata
     from atomicplug.stages.plan import check_dependencies
+    from atomicplug.verification import tree_sealed
 
     changes = []
     for pid in sorted(target.plugins):
@@ -124,15 +128,15 @@ def plan_sync(config: Config, db: Database, local: Registry, target: DesiredStat
         if before is not None and DesiredPlugin.from_entry(before) == wanted:
             continue
         tree = config.home / wanted.tree
-        if tree.is_dir():
+        reused = tree.is_dir() and (before is not None and before.current.tree == wanted.tree or tree_sealed(config, wanted.tree))
+        if reused:
             metadata, package = Metadata.from_json_bytes((tree / "metadata.json").read_bytes()), None
         else:
             fetched = obtain(config, db, wanted)
             metadata, package = fetched.metadata, fetched.sha256
         after = wanted.entry(metadata)
-        changes.append(
-            Change(plugin_id=pid, action=_action(before, after), before=before, after=after, package=package, stage_tree=package is not None)
-        )
+        stage = package is not None and not tree.is_dir()
+        changes.append(Change(plugin_id=pid, action=_action(before, after), before=before, after=after, package=package, stage_tree=stage))
     for pid in sorted(set(local.plugins) - set(target.plugins)):
         changes.append(Change(plugin_id=pid, action="uninstall", before=local.plugins[pid], after=None, keep_data=True))
     number = max(target.generation, generations.next_number(config))
@@ -156,14 +160,23 @@ def apply(
     """
     from atomicplug.transaction import Coordination, execute, new_txid
 
+    from atomicplug.stages.repair import repair_from_package, repair_line
+
     local = Registry.load(config.registry_path)
     if target.matches(local):
         return ()
     plan = plan_sync(config, db, local, target, new_txid())
-    for line in plan.describe():
+    repairs = []
+    for change in plan.changes:  # a tree this node kept, damaged since: repaired before it goes live
+        if change.after is not None and change.package is not None and not change.stage_tree:
+            count = repair_from_package(config, change.after, change.package, progress)
+            if count is not None:
+                repairs.append(repair_line(change.after, count))
+    lines = (*repairs, *plan.describe())
+    for line in lines:
         progress(line)
     execute(config, plan, progress, coordination=Coordination(prepared=prepared))
-    return plan.describe()
+    return lines
 
 
 @contextmanager
