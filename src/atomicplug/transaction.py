@@ -16,7 +16,6 @@ is asked (``txid_status`` on PostgreSQL) and never guessed at.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
@@ -33,6 +32,7 @@ from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_te
 from atomicplug.history import append_history, finished_now
 from atomicplug.intake import release
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
+from atomicplug.journal.writer import new_txid  # where callers have always taken it from
 from atomicplug.progress import Progress, ProgressEvent
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
@@ -71,12 +71,6 @@ _ALONE = Coordination()
 
 def _quiet(_: ProgressEvent) -> None:
     pass
-
-
-def new_txid() -> str:
-    """Time-ordered and unique: journals sort oldest first by name."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 def _now() -> str:

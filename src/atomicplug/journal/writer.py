@@ -7,6 +7,8 @@ what lets recovery decide forward or back (docs/design.md "One transaction").
 from __future__ import annotations
 
 import os
+import secrets
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,13 @@ from atomicplug.ioerrors import doing
 from atomicplug.journal.reader import FINISHED, intact_length
 from atomicplug.journal.records import RecordType, encode
 
-__all__ = ["Journal", "put_aside"]
+__all__ = ["Journal", "new_txid", "put_aside"]
+
+
+def new_txid() -> str:
+    """Time-ordered and unique: journals sort oldest first by name."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{secrets.token_hex(3)}"
 
 
 class Journal:

@@ -68,7 +68,7 @@ def _stage_again(config: Config, entry: InstalledPlugin, sha256: str, objects: O
     in ``staging/`` then renamed into place); how many files it holds."""
     from atomicplug.fsutil import remove_tree
     from atomicplug.stages.stage import stage_tree
-    from atomicplug.transaction import new_txid
+    from atomicplug.journal.writer import new_txid
     from atomicplug.tree_record import read_record
 
     txid = new_txid()
