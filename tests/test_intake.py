@@ -220,7 +220,7 @@ def test_an_install_parses_the_package_record_once(home, monkeypatch):
     _count_validations(monkeypatch)
     parses: list[int] = []
     real = PackageRecord.from_bytes.__func__  # type: ignore[attr-defined]
-    monkeypatch.setattr(PackageRecord, "from_bytes", classmethod(lambda cls, data: parses.append(1) or real(cls, data)))
+    monkeypatch.setattr(PackageRecord, "from_bytes", classmethod(lambda cls, data, names=None: parses.append(1) or real(cls, data, names)))
     home.installer.install_file(home.package("shop"))
     assert len(parses) == 1
     assert [p["id"] for p in home.installer.list()] == ["shop"]

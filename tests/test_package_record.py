@@ -166,3 +166,11 @@ def test_any_mutation_parses_canonically_or_is_refused_in_one_line(data: bytes) 
         return
     assert PackageRecord.from_bytes(record.to_bytes()) == record
     assert sorted(record.to_bytes().splitlines()) == sorted(data.splitlines())
+
+
+def test_a_path_the_archive_names_is_kept_once_not_copied() -> None:
+    """With the archive's names given, each parsed path is that very string (memory: 5000 paths of a large plugin)."""
+    name = "".join(["backend/", "shop.py"])  # built at run time: not the literal below
+    record = PackageRecord.from_bytes(f"backend/shop.py,sha256={'a' * 64},3\nother.txt,sha256={'b' * 64},1\nRECORD,,\n".encode(), {name: name})
+    assert record.files["backend/shop.py"].path is name
+    assert record.files["other.txt"].path == "other.txt"

@@ -53,6 +53,9 @@ _CHUNK = 1 << 20
 _IN_FLIGHT = 1
 #: Blobs larger than this are checked again on another core while extraction reads them (open_blob).
 _RECHECK_ALONGSIDE_BYTES = 4 * _CHUNK
+#: What that check reads at a time: it runs during staging, the top of an install's memory, where
+#: two 1 MiB chunks (the next read before the last is freed) were the largest part (issue 14).
+_RECHECK_CHUNK = 1 << 18
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_SIGNATURE_BYTES = 64 * 1024
 
@@ -371,7 +374,7 @@ class _Recheck:
     def run(self) -> None:
         offset = 0
         try:
-            while chunk := os.pread(self.fd, _CHUNK, offset):
+            while chunk := os.pread(self.fd, _RECHECK_CHUNK, offset):
                 self.digest.update(chunk)
                 offset += len(chunk)
         except OSError as exc:

@@ -147,6 +147,8 @@ class _Extraction:
                     kept.append(chunk)
             check_against_record(entry, line, writer.hexdigest())
             sha256, size = writer.commit()
+        if line is not None:  # the same value (checked above): one string per file kept, not two (memory, issue 14)
+            sha256 = line.sha256
         if writer.created:
             self.created.append(sha256)
         if sink is not None and kept is not None and not sink.known(sha256):

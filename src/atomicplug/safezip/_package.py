@@ -35,7 +35,7 @@ def _read_record(archive: Archive) -> PackageRecord | None:
     entry = archive.record_entry()
     if entry is None:
         return None
-    record = PackageRecord.from_bytes(archive.read_small(entry, archive.record_cap()))
+    record = PackageRecord.from_bytes(archive.read_small(entry, archive.record_cap()), {e.name: e.name for e in archive.entries})
     files = {e.name: e.file_size for e in archive.entries if not e.is_dir}
     record.check_against(files, {e.name for e in archive.entries if e.is_dir})
     return record
