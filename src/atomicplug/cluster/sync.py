@@ -128,7 +128,8 @@ def plan_sync(config: Config, db: Database, local: Registry, target: DesiredStat
         if before is not None and DesiredPlugin.from_entry(before) == wanted:
             continue
         tree = config.home / wanted.tree
-        reused = tree.is_dir() and (before is not None and before.current.tree == wanted.tree or tree_sealed(config, wanted.tree))
+        already_live = before is not None and before.current.tree == wanted.tree  # enabled or disabled: not made live anew
+        reused = tree.is_dir() and (already_live or tree_sealed(config, wanted.tree))
         if reused:
             metadata, package = Metadata.from_json_bytes((tree / "metadata.json").read_bytes()), None
         else:
@@ -158,9 +159,8 @@ def apply(
     Returns the change lines (empty when the node already shows it). ``prepared``
     runs once everything is staged, before the switch (see :func:`prepare`).
     """
-    from atomicplug.transaction import Coordination, execute, new_txid
-
     from atomicplug.stages.repair import repair_from_package, repair_line
+    from atomicplug.transaction import Coordination, execute, new_txid
 
     local = Registry.load(config.registry_path)
     if target.matches(local):
