@@ -178,7 +178,8 @@ def test_a_damaged_tree_already_in_the_store_is_repaired_before_a_package_makes_
 @pytest.mark.parametrize("how", ["plugin", "generation"])
 def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repairs_it(home, how):
     """A rollback has no package to repair from: a tree it would make live that a file was changed
-    in is refused, naming what repairs it, and nothing changes."""
+    in is refused, naming what repairs it, and nothing changes; `doctor` says so before."""
+    from atomicplug.doctor import examine
     from atomicplug.errors import OperationError
     from atomicplug.testing import snapshot
 
@@ -190,6 +191,11 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     os.chmod(target, 0o644)
     target.write_text("BROKEN = True\n")
     before = snapshot(home.config)
+    [doctor] = [f for f in examine(home.config) if f.check == "rollback targets"]  # said before anyone needs the rollback
+    assert (doctor.ok, doctor.detail) == (False, (
+        "alpha 1.0.0 is damaged (changed: backend/__init__.py): a rollback to it is refused until its package is "
+        "installed again (its zip, or `atomicplug install alpha==1.0.0`; --allow-downgrade to go back)"
+    ))
     with pytest.raises(OperationError) as refused:
         home.installer.rollback("alpha") if how == "plugin" else home.installer.rollback(generation=1)
     assert str(refused.value) == (
@@ -200,6 +206,22 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     result = home.installer.install_file(old, allow_downgrade=True)
     assert result.changes == ("repair alpha 1.0.0: 1 file", "downgrade alpha 1.1.0 -> 1.0.0")
     assert _tree(home, "alpha") == kept and all(r.ok for r in home.installer.verify())
+    [doctor] = [f for f in examine(home.config) if f.check == "rollback targets"]
+    assert (doctor.ok, doctor.detail) == (True, "1 kept tree a rollback can go to: intact")
+
+
+def test_doctor_names_every_damaged_tree_a_rollback_would_go_to_and_exits_1(home):
+    for plugin_id in ("alpha", "beta"):
+        home.installer.install_file(home.package(plugin_id, "1.0.0"))
+        home.installer.install_file(home.package(plugin_id, "1.1.0", files={"backend/extra.py": SHARED}))
+    kept = {p: next(t for t in plugin_trees(home.config.home, p) if t != _tree(home, p)) for p in ("alpha", "beta")}
+    _flip(kept["alpha"] / "backend" / "__init__.py", 0)
+    (kept["beta"] / "backend" / "planted.py").write_text("X = 1\n")
+    doctor = subprocess.run([sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "doctor"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert doctor.returncode == 1
+    [line] = [line for line in doctor.stdout.splitlines() if "rollback targets" in line]
+    assert "alpha 1.0.0 (changed: backend/__init__.py); beta 1.0.0 (added: backend/planted.py) are damaged" in line, line
 
 
 @pytest.mark.parametrize("files", ["links", "copies"])

@@ -107,6 +107,35 @@ def examine(config: Config) -> list[Finding]:
             )
         return f"generation {number} (kept: {kept})" if number is not None else "no generation yet (nothing installed)"
 
+    def rollback_targets() -> str:
+        """The kept store trees a rollback would make live (each plugin's previous one, and every one a kept
+        generation shows), checked as the rollback checks them: ahead of the day it is needed."""
+        from atomicplug.registry import Registry
+        from atomicplug.verification import tree_sealed, verify_plugin
+
+        live = Registry.load(config.registry_path)
+        wanted = {e.previous.tree: attrs.evolve(e, current=e.previous) for e in live.plugins.values() if e.previous is not None}
+        for number in generations.numbers(config):
+            for entry in Registry.load(generations.folder(config, number) / generations.REGISTRY_NAME).plugins.values():
+                wanted.setdefault(entry.current.tree, entry)
+        shown = {e.current.tree for e in live.plugins.values()}
+        kept = [e for tree, e in sorted(wanted.items()) if tree not in shown and (config.home / tree).is_dir()]
+        reports = [verify_plugin(config, e, deep=True) for e in kept if not tree_sealed(config, e.current.tree)]
+        damaged = [r for r in reports if r.files_damaged]
+        if len(damaged) == 1:
+            [report] = damaged
+            raise AtomicplugError(
+                f"{report.plugin_id} {report.version} is damaged ({report.damage()}): a rollback to it is refused until its package "
+                f"is installed again (its zip, or `atomicplug install {report.plugin_id}=={report.version}`; --allow-downgrade to go back)"
+            )
+        if damaged:
+            named = "; ".join(f"{r.plugin_id} {r.version} ({r.damage()})" for r in damaged)
+            raise AtomicplugError(
+                f"{named} are damaged: a rollback to them is refused until their packages are installed again "
+                "(their zips, or `atomicplug install ID==VERSION`; --allow-downgrade to go back)"
+            )
+        return f"{len(kept)} kept tree{'s' if len(kept) != 1 else ''} a rollback can go to: intact" if kept else "no kept tree (nothing to roll back to)"
+
     def pending() -> str:
         found = pending_journals(config.journal_dir)
         if found:
@@ -144,6 +173,7 @@ def examine(config: Config) -> list[Finding]:
         _check("backend addons", backend),
         _check("frontend addons", frontend),
         _check("generation", live),
+        _check("rollback targets", rollback_targets),
         _check("journal", pending),
         _check("database", database),
         _check("command line", command_line),

@@ -607,11 +607,9 @@ def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
             continue
         report = verify_plugin(config, after, deep=True)
         if report.files_damaged:
-            found = "; ".join(f"{kind}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for kind, paths in (
-                ("changed", report.changed), ("missing", report.missing), ("added", report.extra)) if paths)
             plugin = f"{after.id} {after.version}"
             raise OperationError(
-                f"rollback refused: the store tree of {plugin} is damaged ({found}); install {plugin} from its package "
+                f"rollback refused: the store tree of {plugin} is damaged ({report.damage()}); install {plugin} from its package "
                 f"instead, which repairs it (its zip, or `atomicplug install {after.id}=={after.version}`; --allow-downgrade to go back)"
             )
 

@@ -52,6 +52,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return not (self.files_damaged or self.bad_links)
 
+    def damage(self, shown: int = 3) -> str:
+        """The damaged files on one line, at most ``shown`` of each kind: "changed: a, b; added: c"."""
+        kinds = (("changed", self.changed), ("missing", self.missing), ("added", self.extra))
+        return "; ".join(f"{kind}: {', '.join(paths[:shown])}{', ...' if len(paths) > shown else ''}" for kind, paths in kinds if paths)
+
 
 
 
