@@ -94,6 +94,8 @@ def test_doctor_reports_storage_generation_and_problems(home):
     proc = run_cli(home, "doctor")
     assert proc.returncode == 1
     assert "BAD  backend addons" in proc.stdout and "not atomicplug's link" in proc.stdout
+    details = [f["detail"] for f in json.loads(run_cli(home, "doctor", "--json").stdout)]
+    assert len({line.index(detail) for line, detail in zip(proc.stdout.splitlines(), details, strict=True)}) == 1, proc.stdout
 
 
 # -- the README walked through as a new user: each refusal one line, with the README's exit code --

@@ -19,8 +19,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([attrs.asdict(f) for f in findings], indent=2))
     else:
+        width = max(len(f.check) for f in findings)
         for finding in findings:
-            print(f"{'ok ' if finding.ok else 'BAD'}  {finding.check:15} {finding.detail}")
+            print(f"{'ok ' if finding.ok else 'BAD'}  {finding.check:{width}} {finding.detail}")
     return 0 if all(f.ok for f in findings) else 1
 
 
