@@ -111,7 +111,8 @@ def examine(config: Config) -> list[Finding]:
         """The kept store trees a rollback would make live (each plugin's previous one, and every one a kept
         generation shows), checked as the rollback checks them: ahead of the day it is needed."""
         from atomicplug.registry import Registry
-        from atomicplug.verification import tree_sealed, verify_plugin
+        from atomicplug.stages.repair import reinstall_ways
+        from atomicplug.verification import kept_tree_damage
 
         live = Registry.load(config.registry_path)
         wanted = {e.previous.tree: attrs.evolve(e, current=e.previous) for e in live.plugins.values() if e.previous is not None}
@@ -120,13 +121,12 @@ def examine(config: Config) -> list[Finding]:
                 wanted.setdefault(entry.current.tree, entry)
         shown = {e.current.tree for e in live.plugins.values()}
         kept = [e for tree, e in sorted(wanted.items()) if tree not in shown and (config.home / tree).is_dir()]
-        reports = [verify_plugin(config, e, deep=True) for e in kept if not tree_sealed(config, e.current.tree)]
-        damaged = [r for r in reports if r.files_damaged]
+        damaged = [report for e in kept if (report := kept_tree_damage(config, e)) is not None]
         if len(damaged) == 1:
             [report] = damaged
             raise AtomicplugError(
                 f"{report.plugin_id} {report.version} is damaged ({report.damage()}): a rollback to it is refused until its package "
-                f"is installed again (its zip, or `atomicplug install {report.plugin_id}=={report.version}`; --allow-downgrade to go back)"
+                f"is installed again ({reinstall_ways(report.plugin_id, report.version)})"
             )
         if damaged:
             named = "; ".join(f"{r.plugin_id} {r.version} ({r.damage()})" for r in damaged)

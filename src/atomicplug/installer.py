@@ -22,8 +22,8 @@ from atomicplug.errors import NotInstalledError, OperationError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
-from atomicplug.stages.repair import repair_from_package, repair_line
-from atomicplug.verification import VerifyReport, tree_sealed, verify_plugin
+from atomicplug.stages.repair import reinstall_ways, repair_from_package, repair_line
+from atomicplug.verification import VerifyReport, kept_tree_damage, tree_sealed, verify_plugin
 
 if TYPE_CHECKING:
     from atomicplug.change import Plan
@@ -234,15 +234,16 @@ class Installer:
                 with_requirements=with_requirements,
             )
             repairs: list[str] = []
+            trees = _trees_to_check(self.config, registry, packages, plan)
 
             def repair() -> None:
                 """After the plan-time checks (a refused install repairs nothing), before the
                 transaction, whose health gate imports the repaired trees."""
-                repairs.extend(self._repair_damaged(_trees_to_check(self.config, registry, packages, plan)))
+                repairs.extend(self._repair_damaged(trees))
 
             schemas = {p.metadata.id: p.metadata.settings for p in packages}
             if self._dry is not None:
-                self._dry.repairs = self._repair_damaged(_trees_to_check(self.config, registry, packages, plan))
+                self._dry.repairs = self._repair_damaged(trees)
                 return self._run(plan, settings, by, schemas)
             if plan.changes or settings:
                 result = self._run(plan, settings, by, schemas, checked=repair)
@@ -603,14 +604,12 @@ def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
         after = change.after
         if after is None or change.stage_tree or (change.before is not None and change.before.current == after.current):
             continue
-        if tree_sealed(config, after.current.tree):
-            continue
-        report = verify_plugin(config, after, deep=True)
-        if report.files_damaged:
+        report = kept_tree_damage(config, after)
+        if report is not None:
             plugin = f"{after.id} {after.version}"
             raise OperationError(
                 f"rollback refused: the store tree of {plugin} is damaged ({report.damage()}); install {plugin} from its package "
-                f"instead, which repairs it (its zip, or `atomicplug install {after.id}=={after.version}`; --allow-downgrade to go back)"
+                f"instead, which repairs it ({reinstall_ways(after.id, after.version)})"
             )
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from atomicplug.package_record import RecordEntry
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["VerifyReport", "tree_sealed", "verify_plugin"]
+__all__ = ["VerifyReport", "kept_tree_damage", "tree_sealed", "verify_plugin"]
 
 
 @attrs.frozen
@@ -111,6 +111,15 @@ def tree_sealed(config: Config, tree_name: str) -> bool:
     except (TreeRecordError, OSError):
         return False
     return not _present(tree) - {f.path for f in files} - {RECORD_NAME}
+
+
+def kept_tree_damage(config: Config, entry: InstalledPlugin) -> VerifyReport | None:
+    """What ``verify --deep`` finds damaged in ``entry``'s tree, a tree the store kept that a rollback
+    would make live; None when it is intact. Hashed only when ``tree_sealed`` fails."""
+    if tree_sealed(config, entry.current.tree):
+        return None
+    report = verify_plugin(config, entry, deep=True)
+    return report if report.files_damaged else None
 
 
 def _present(tree: Path) -> set[str]:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from atomicplug.objects import ObjectStore
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["repair_from_package", "repair_line"]
+__all__ = ["reinstall_ways", "repair_from_package", "repair_line"]
 
 
 def repair_from_package(config: Config, entry: InstalledPlugin, sha256: str, progress: Callable[[str], None]) -> int | None:
@@ -67,8 +67,8 @@ def _stage_again(config: Config, entry: InstalledPlugin, sha256: str, objects: O
     """A store tree removed whole is staged again from its package (as its first install did,
     in ``staging/`` then renamed into place); how many files it holds."""
     from atomicplug.fsutil import remove_tree
-    from atomicplug.stages.stage import stage_tree
     from atomicplug.journal.writer import new_txid
+    from atomicplug.stages.stage import stage_tree
     from atomicplug.tree_record import read_record
 
     txid = new_txid()
@@ -82,3 +82,8 @@ def _stage_again(config: Config, entry: InstalledPlugin, sha256: str, objects: O
 def repair_line(entry: InstalledPlugin, files: int, what: str = "") -> str:
     """The line of a repair ("repair crm 1.0.0: 2 files"); with ``what`` " damaged", its dry run's."""
     return f"repair {entry.id} {entry.version}: {files} file{'s' if files != 1 else ''}{what}"
+
+
+def reinstall_ways(plugin_id: str, version: str) -> str:
+    """How to install ``plugin_id`` ``version`` from its package again, which repairs its tree."""
+    return f"its zip, or `atomicplug install {plugin_id}=={version}`; --allow-downgrade to go back"
