@@ -20,8 +20,9 @@ A package not yet in the store is unpacked (safely, as staging would) into a
 temporary folder for that, then removed. A refusal is data (:class:`Refusal`),
 with the preview of the same call plus the option that resolves it
 (``cascade``, ``allow_downgrade``, ``with_requirements``) when there is one.
-Reinstalling an installed package names the files of its tree that ``verify``
-finds damaged (the repair it would make, :attr:`Preview.repairs`). What only
+An install that reuses a tree (the installed package again, or a version whose
+tree the store kept) names the files of it that ``verify --deep`` finds damaged
+(the repair it would make, :attr:`Preview.repairs`). What only
 running can tell is not previewed: the health gate, the frontend gate, and the
 migrations themselves.
 """
@@ -154,8 +155,9 @@ class Preview:
 
     ``resolved``: when ``refusal.option`` would resolve the refusal, the preview
     of the same call with that option set (an uninstall of a required plugin:
-    the cascade, and which dependents it removes). ``repairs``: the installed
-    trees reinstalling their own package would repair, as ``verify --deep`` finds them
+    the cascade, and which dependents it removes). ``repairs``: the trees the install
+    would repair before reusing them (the installed one of the very package, a kept one
+    failing ``verification.tree_sealed``), as ``verify --deep`` finds them
     ("repair crm 1.0.0: 2 files damaged"; none with a refusal, as a refused install
     repairs nothing); the run itself also repairs what a damaged record hides, so it
     may name more files.
