@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["Failed", "GNU_TIME", "timed", "last_stdout", "peak_rss", "disk_used"]
+__all__ = ["Failed", "GNU_TIME", "timed", "last_stdout", "peak_rss", "disk_used", "spread_new_folders", "file_creation_us"]
 
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -163,3 +163,42 @@ def disk_used(folder: Path) -> dict[str, int]:
     parts = {line.split("\t", 1)[1]: int(line.split("\t", 1)[0]) for line in out.splitlines()}
     total = subprocess.run(["du", "-s", "-B1", "."], cwd=folder, capture_output=True, text=True, check=True).stdout
     return {"total": int(total.split()[0]), **parts}
+
+
+def spread_new_folders(scratch: Path) -> bool:
+    """Give ``scratch`` ext4's "top of a hierarchy" flag (``chattr +T``); True when it took.
+
+    Why (bench/README.md "File creation, and the harness's own deletions"): on an
+    ext4 without a journal, as here, ``find_inode_bit`` skips every free inode
+    deleted in the last 60 s (300 s while its inode table block is dirty), one
+    buffer lookup each, so a file created in a block group where thousands of
+    files were just removed costs up to ~0.7 ms of kernel CPU instead of ~20 µs.
+    The bench removes each contender's files between runs, and a folder made
+    again beside them lands in the same group: every later contender paid for
+    the earlier one's clean-up. With the flag, the kernel spreads each new
+    folder made directly in ``scratch`` over the groups with the most room, as
+    it does folders made at the root, so no run creates files where the last
+    one deleted them. Best effort: another file system keeps its own placement.
+    """
+    try:
+        done = subprocess.run(["chattr", "+T", str(scratch)], capture_output=True)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+def file_creation_us(scratch: Path, count: int = 200) -> float:
+    """Microseconds per empty file created in a new folder in ``scratch``: how the disk stands now."""
+    folder = Path(tempfile.mkdtemp(prefix="creation-probe-", dir=scratch))
+    try:
+        started = time.perf_counter()
+        for n in range(count):
+            os.close(os.open(folder / f"f{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return round((time.perf_counter() - started) / count * 1e6, 1)
+    finally:
+        for n in range(count):
+            try:
+                os.unlink(folder / f"f{n}")
+            except FileNotFoundError:
+                pass
+        os.rmdir(folder)

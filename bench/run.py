@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 
 import measure  # noqa: E402
 import workloads  # noqa: E402
-from measure import Failed, last_stdout, peak_rss, timed  # noqa: E402
+from measure import Failed, file_creation_us, last_stdout, peak_rss, spread_new_folders, timed  # noqa: E402
 
 from atomicplug.resident.address import SOCKET_ENV  # noqa: E402
 from atomicplug.resident.client import OFF_ENV  # noqa: E402
@@ -105,18 +105,37 @@ def per_run(a: list[float], b: list[float]) -> float:
     return round(median([x / y for x, y in zip(a, b)]), 3)
 
 
-def fresh_home(root: Path, key: workloads.KeyPair) -> Path:
-    if root.exists():
-        shutil.rmtree(root)
-    return make_home(root, keys=[key.public_path], lock_timeout=60)
+#: Folders the bench is done with, removed only at its end (:func:`remove_set_aside`): a removal
+#: slows the file creations near it for a minute or more (measure.spread_new_folders).
+_set_aside: list[Path] = []
+
+
+def new_folder(scratch: Path, label: str) -> Path:
+    """A new folder in ``scratch`` under a name never used there: with ``chattr +T`` on
+    ``scratch`` (measure.spread_new_folders), the kernel places it by that name, away from
+    the folders of earlier runs."""
+    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
+
+
+def set_aside(folder: Path) -> None:
+    """Done with ``folder``: removed at the bench's end, after the last timing."""
+    _set_aside.append(folder)
+
+
+def remove_set_aside() -> None:
+    while _set_aside:
+        shutil.rmtree(_set_aside.pop(), ignore_errors=True)
+
+
+def fresh_home(scratch: Path, label: str, key: workloads.KeyPair) -> Path:
+    """A new home (:func:`new_folder`); its ``atomicplug.toml``."""
+    return make_home(new_folder(scratch, label), keys=[key.public_path], lock_timeout=60)
 
 
 # -- sizes: the CLI beside the floor and the naive installer -----------------------------
 def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path, *, unzip: bool = True) -> float:
     """unzip + sha256sum + minisign -V; without ``unzip``: what verifying the package alone costs."""
-    target = scratch / "floor"
-    if target.exists():
-        shutil.rmtree(target)
+    target = new_folder(scratch, "floor")
     total = 0.0
     for cmd in (
         ["unzip", "-q", str(zip_path), "-d", str(target)] if unzip else None,
@@ -125,15 +144,12 @@ def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path, *, unzip: b
     ):
         if cmd:
             total += timed(cmd)
-    shutil.rmtree(target, ignore_errors=True)
+    set_aside(target)
     return total
 
 
 def run_naive(w: workloads.Workload, scratch: Path) -> dict[str, float]:
-    root = scratch / "naive"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+    root = new_folder(scratch, "naive")
     figures = {}
     steps = (
         ("install", "install", w.v1),
@@ -144,7 +160,7 @@ def run_naive(w: workloads.Workload, scratch: Path) -> dict[str, float]:
     )
     for op, command, target in steps:
         figures[op] = timed([PY, NAIVE, "--root", str(root), command, str(target)])
-    shutil.rmtree(root)
+    set_aside(root)
     return figures
 
 
@@ -160,9 +176,9 @@ def atomicplug_steps(w: workloads.Workload) -> tuple[tuple[str, tuple[str, ...]]
 
 
 def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, float]:
-    config = fresh_home(scratch / "atomicplug", key)
+    config = fresh_home(scratch, "atomicplug", key)
     figures = {op: timed(ap(config, *args)) for op, args in atomicplug_steps(w)}
-    shutil.rmtree(config.parent)
+    set_aside(config.parent)
     return figures
 
 
@@ -209,9 +225,9 @@ class Resident:
 
 def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
     """Peak memory of each atomicplug command, in a pass of its own (the sampling costs CPU)."""
-    config = fresh_home(scratch / "atomicplug", key)
+    config = fresh_home(scratch, "atomicplug-memory", key)
     peaks = {op: peak_rss(ap(config, *args)) for op, args in atomicplug_steps(w)}
-    shutil.rmtree(config.parent)
+    set_aside(config.parent)
     return peaks
 
 
@@ -303,11 +319,11 @@ def bench_api(repeat: int, workdir: Path, key: workloads.KeyPair, log, first_ins
     )
     for label, size, extra in runs:
         w = workloads.build_workload(size, workdir, key)
-        config = fresh_home(workdir / "scratch" / "api", key)
+        config = fresh_home(workdir / "scratch", "api", key)
         cmd = [PY, WARM_API, "--config", str(config), "--zip", str(w.v1), "--pubkey", str(key.public_path)]
         timed([*cmd, "--repeat", str(repeat), "--profile", str(max(5, repeat)), *extra])
         result[label] = json.loads(last_stdout().decode().strip().splitlines()[-1]) | {"size": size}
-        shutil.rmtree(config.parent)
+        set_aside(config.parent)
         r = result[label]
         log(f"[api] {label}: install {1000 * r['install_s']:.1f} ms, floor {1000 * r['floor_s']:.1f} ms ({r['install_vs_floor_per_run']}x per run)")
     return result
@@ -342,7 +358,7 @@ def importtime(cmd: list[str]) -> dict:
 
 def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_server: Resident) -> dict:
     small = workloads.build_workload("small", workdir, key)
-    config = fresh_home(workdir / "scratch" / "imports", key)
+    config = fresh_home(workdir / "scratch", "imports", key)
     timed(ap(config, "recover"))  # creates the home
     bare, recover, install, resident = [], [], [], []
     with resident_server.running():
@@ -363,7 +379,7 @@ def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_s
         "recover_imports": importtime(ap(config, "recover")),
         "install_imports": importtime(ap(config, "install", str(small.v1))),
     }
-    shutil.rmtree(config.parent)
+    set_aside(config.parent)
     return result
 
 
@@ -419,7 +435,7 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
     homes: dict[int, Path] = {}
     fill_times: dict[int, float] = {}
     for level in sorted(levels):
-        homes[level] = fresh_home(workdir / "scratch" / f"scaling-{level}", key)
+        homes[level] = fresh_home(workdir / "scratch", f"scaling-{level}", key)
         t0 = time.perf_counter()
         fill(homes[level], fillers[:level])
         fill_times[level] = time.perf_counter() - t0
@@ -456,7 +472,7 @@ def bench_scaling(levels: list[int], repeat: int, workdir: Path, key: workloads.
     }
     result["vs_fewest_levels"] = [int(low), int(high)]
     for config in homes.values():
-        shutil.rmtree(config.parent)
+        set_aside(config.parent)
     return result
 
 
@@ -482,7 +498,7 @@ def bench_history(counts: list[int], repeat: int, workdir: Path, key: workloads.
     homes: dict[int, Path] = {}
     installers = {}
     for count in sorted(counts):
-        homes[count] = fresh_home(workdir / "scratch" / f"history-{count}", key)
+        homes[count] = fresh_home(workdir / "scratch", f"history-{count}", key)
         installer = installers[count] = Installer(Config.load(homes[count]))
         t0 = time.perf_counter()
         installer.install_file(small.v1)
@@ -510,7 +526,7 @@ def bench_history(counts: list[int], repeat: int, workdir: Path, key: workloads.
     result["api_vs_fewest"] = per_run(api[high], api[low])
     result["vs_fewest_counts"] = [low, high]
     for config in homes.values():
-        shutil.rmtree(config.parent)
+        set_aside(config.parent)
     return result
 
 
@@ -525,12 +541,12 @@ def bench_disk(size: str, versions: int, workdir: Path, key: workloads.KeyPair, 
     log(f"[disk] {versions} versions of {size} ready in {time.perf_counter() - t0:.1f}s ({changed} files changed per step)")
     homes = {}
     for label, chain in (("one_version", zips[:1]), ("all_versions", zips)):
-        config = fresh_home(workdir / "scratch" / f"disk-{label}", key)
+        config = fresh_home(workdir / "scratch", f"disk-{label}", key)
         installer = Installer(Config.load(config))
         for z in chain:
             installer.install_file(z)
         homes[label] = measure.disk_used(installer.config.home)
-        shutil.rmtree(config.parent)
+        set_aside(config.parent)
     one, many = homes["one_version"]["total"], homes["all_versions"]["total"]
     log(f"[disk] one version {one / 2**20:.1f} MiB, {versions} versions {many / 2**20:.1f} MiB")
     return {"size": size, "versions": versions, "changed_files_per_step": changed, "du_bytes": homes, "ratio": ratio(many, one)}
@@ -715,6 +731,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     precompile_atomicplug()
     data: dict = {"parts": parts, "load": {"start": machine_load()}}
+    scratch = workdir / "scratch"
+    scratch.mkdir(exist_ok=True)
+    data["file_creation"] = {"spread_new_folders": spread_new_folders(scratch), "start_us": file_creation_us(scratch)}
+    log(f"creating a file in a new folder: {data['file_creation']['start_us']:.0f} µs (new folders spread: {data['file_creation']['spread_new_folders']})")
     try:
         key = workloads.keypair(workdir)
         resident = Resident(workdir)
@@ -735,9 +755,11 @@ def main(argv: list[str] | None = None) -> int:
         data["repeat"] = {s: reps(s) for s in sizes}
         data["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
         data["load"]["end"] = machine_load()
+        data["file_creation"]["end_us"] = file_creation_us(scratch)
         data["bench_wall_s"] = round(time.perf_counter() - started, 1)
         data["resident_commands_served"] = resident.served
     finally:
+        remove_set_aside()
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
     print_tables(data)

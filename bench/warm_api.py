@@ -16,8 +16,10 @@ removed and installed again; ``--fresh-tree`` deletes it before each install
 (the cost of staging a new 20-file tree). ``--fresh-home`` installs each time
 into a new home beside ``--config``'s (which takes the untimed first install):
 nothing of the package is on disk, so every object and pyc is written, as in a
-first install. The floor unpacks into that run's folder, beside the home, and
-the homes are removed at the end, so that no removal runs between the timings.
+first install. The floor unpacks into that run's folder (beside the home), and
+every run's folder is removed at the end, so that no removal runs between the
+timings (a removal slows the file creations after it, bench/README.md "File
+creation, and the harness's own deletions").
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from measure import spread_new_folders  # bench/, this script's folder
 
 #: (label, module path suffix, function name): the stages of a warm install, in order.
 STAGES = (
@@ -66,8 +70,9 @@ PRIMITIVES = (
 )
 
 
-def floor(zip_path: Path, pubkey: Path, scratch: Path) -> float:
-    target = scratch / "floor"
+def floor(zip_path: Path, pubkey: Path, target: Path) -> float:
+    """unzip into ``target`` (new, kept until the end: a removal here would slow the next file
+    creations near it, bench/README.md "File creation, and the harness's own deletions") + sha256sum + minisign -V."""
     total = 0.0
     for cmd in (
         ["unzip", "-q", str(zip_path), "-d", str(target)],
@@ -77,7 +82,6 @@ def floor(zip_path: Path, pubkey: Path, scratch: Path) -> float:
         start = time.perf_counter()
         subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
         total += time.perf_counter() - start
-    shutil.rmtree(target)
     return total
 
 
@@ -123,14 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     installer = Installer(Config.load(args.config))
     scratch = args.config.parent / "scratch"
     scratch.mkdir(exist_ok=True)
+    spread_new_folders(scratch)  # each run's folder away from the others (and from earlier removals)
     homes = itertools.count()
 
     def next_run() -> Path:
         """Where this run's floor unpacks; with --fresh-home, a new home there for the install."""
         nonlocal installer
-        if not args.fresh_home:
-            return scratch
         root = scratch / f"run-{next(homes)}"
+        if not args.fresh_home:
+            root.mkdir()
+            return root
         installer = Installer(Config.load(make_home(root / "home", keys=[args.pubkey], lock_timeout=60)))
         return root
 
@@ -147,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     installer.uninstall(pid)
     floors, installs, uninstalls = [], [], []
     for _ in range(args.repeat):
-        floors.append(floor(args.zip, args.pubkey, next_run()))
+        floors.append(floor(args.zip, args.pubkey, next_run() / "floor"))
         start = time.perf_counter()
         install()
         installs.append(time.perf_counter() - start)
@@ -172,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             installer.uninstall(pid)
         stats = pstats.Stats(profiler)
         result["profile"] = {"installs": args.profile, "stages": stage_table(stats, args.profile), "top_self": top_functions(stats, args.profile)}
-    if args.fresh_home:
-        shutil.rmtree(scratch, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result))
     return 0
 
