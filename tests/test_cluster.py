@@ -736,6 +736,52 @@ def test_a_node_repairs_a_damaged_tree_it_kept_before_its_sync_makes_it_live_aga
     assert _view(node) == _view(writer)
 
 
+def test_a_disk_failing_while_a_node_repairs_a_kept_tree_is_one_line_and_its_next_sync_repairs(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair before a sync makes a kept tree live again runs before the node's transaction: a disk
+    that fails there is one line in the sync's result (and the node's status), as the same repair's
+    failure is for an install; the node still shows what it showed, and its next sync repairs."""
+    import errno
+
+    from atomicplug import faults
+    from atomicplug.errors import StorageError
+    from atomicplug.stages import repair
+
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    assert node.cli("sync").returncode == 0
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    assert node.cli("sync").returncode == 0
+    [kept] = [t for t in (node.config.store_dir / "shop").iterdir() if t.name.startswith("1.0.0-")]
+    changed = kept / "metadata.json"
+    changed.chmod(0o644)
+    changed.write_text(changed.read_text().replace('"shop"', '"shop" ', 1))
+    writer.installer.rollback("shop")
+    real_repair = repair.repair_from_package
+
+    def on_a_full_disk(*args: Any, **kwargs: Any) -> Any:
+        faults.arm(1, errno.ENOSPC, then=errno.ENOSPC)  # the repair's first write fails, and every one after it
+        try:
+            return real_repair(*args, **kwargs)
+        finally:
+            faults.arm(0)
+
+    monkeypatch.setattr(repair, "repair_from_package", on_a_full_disk)
+    failed = sync(node.config)
+    assert isinstance(failed.error, StorageError), repr(failed.error)
+    message = str(failed.error)
+    assert "\n" not in message and message.startswith("repair shop 1.0.0 failed: ") and "ENOSPC" in message, message
+    assert "next sync finishes the repair" in message, message
+    assert node.plugins() == {"shop": ("1.1.0", True)}
+    monkeypatch.undo()
+    synced = node.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "repair shop 1.0.0: 1 file" in synced.stdout + synced.stderr
+    assert node.plugins() == {"shop": ("1.0.0", True)}
+    assert all(report.ok for report in node.installer.verify(deep=True))
+
+
 def test_a_writer_refused_after_announcing_withdraws_and_the_nodes_that_staged_roll_back(fleet: Fleet) -> None:
     """The writer announces before its own staging and checks (so the nodes stage alongside it): a refusal
     after that withdraws the generation, and every node stays on, or comes back to, the one before."""

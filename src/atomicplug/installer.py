@@ -22,7 +22,7 @@ from atomicplug.errors import NotInstalledError, OperationError, UsageError
 from atomicplug.lock import writer_lock
 from atomicplug.progress import Progress, ProgressEvent, accepting_lines
 from atomicplug.registry import Registry
-from atomicplug.stages.repair import reinstall_ways, repair_from_package, repair_line
+from atomicplug.stages.repair import reinstall_ways, repair_before_use, repair_line
 from atomicplug.verification import VerifyReport, kept_tree_damage, tree_sealed, verify_plugin
 
 if TYPE_CHECKING:
@@ -268,16 +268,10 @@ class Installer:
             if self._dry is not None:
                 repaired.extend(_would_repair(entry, verify_plugin(self.config, entry, deep=True)))
                 continue
-            try:
-                count = repair_from_package(self.config, entry, sha256, self.progress)
-            except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
-                cause = ioerrors.storage_cause(exc, wrapped=True)
-                if cause is None:
-                    raise
-                outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
-                raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, self.config) from exc
-            if count is not None:
-                repaired.append(repair_line(entry, count))
+            outcome = "the installed plugins are unchanged; installing the package again finishes the repair"
+            line = repair_before_use(self.config, entry, sha256, self.progress, outcome=outcome)
+            if line is not None:
+                repaired.append(line)
         return tuple(repaired)
 
     def install(

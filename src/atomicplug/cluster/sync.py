@@ -159,7 +159,7 @@ def apply(
     Returns the change lines (empty when the node already shows it). ``prepared``
     runs once everything is staged, before the switch (see :func:`prepare`).
     """
-    from atomicplug.stages.repair import repair_from_package, repair_line
+    from atomicplug.stages.repair import repair_before_use
     from atomicplug.transaction import Coordination, execute, new_txid
 
     local = Registry.load(config.registry_path)
@@ -169,9 +169,10 @@ def apply(
     repairs = []
     for change in plan.changes:  # a tree this node kept, damaged since: repaired before it goes live
         if change.after is not None and change.package is not None and not change.stage_tree:
-            count = repair_from_package(config, change.after, change.package, progress)
-            if count is not None:
-                repairs.append(repair_line(change.after, count))
+            outcome = "this node's plugins are unchanged; its next sync finishes the repair"
+            line = repair_before_use(config, change.after, change.package, progress, outcome=outcome)
+            if line is not None:
+                repairs.append(line)
     lines = (*repairs, *plan.describe())
     for line in lines:
         progress(line)

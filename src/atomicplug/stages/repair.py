@@ -19,7 +19,27 @@ if TYPE_CHECKING:
     from atomicplug.objects import ObjectStore
     from atomicplug.registry import InstalledPlugin
 
-__all__ = ["reinstall_ways", "repair_from_package", "repair_line"]
+__all__ = ["reinstall_ways", "repair_before_use", "repair_from_package", "repair_line"]
+
+
+def repair_before_use(config: Config, entry: InstalledPlugin, sha256: str, progress: Callable[[str], None], *, outcome: str) -> str | None:
+    """:func:`repair_from_package` for a tree about to be trusted; its :func:`repair_line`, None when nothing was damaged.
+
+    Both callers (an install, a cluster node's sync) repair before their transaction
+    begins, so a disk or database failure here has changed no plugin: it is one line,
+    ``StorageError("repair <id> <version> failed: …; <outcome>")``, the caller's
+    ``outcome`` saying what finishes the repair.
+    """
+    from atomicplug import ioerrors
+
+    try:
+        count = repair_from_package(config, entry, sha256, progress)
+    except Exception as exc:  # a failing disk: one line, like a transaction's (the extractor's OperationError too)
+        cause = ioerrors.storage_cause(exc, wrapped=True)
+        if cause is None:
+            raise
+        raise ioerrors.storage_error(f"repair {entry.id} {entry.version} failed", cause, outcome, config) from exc
+    return None if count is None else repair_line(entry, count)
 
 
 def repair_from_package(config: Config, entry: InstalledPlugin, sha256: str, progress: Callable[[str], None]) -> int | None:
