@@ -110,11 +110,42 @@ def per_run(a: list[float], b: list[float]) -> float:
 _set_aside: list[Path] = []
 
 
+#: ``--after-removals N``: so many files are created and removed in each new folder before a
+#: contender uses it (0: a quiet disk). See :func:`new_folder`.
+REMOVED_BEFORE = 0
+
+
 def new_folder(scratch: Path, label: str) -> Path:
     """A new folder in ``scratch`` under a name never used there: with ``chattr +T`` on
     ``scratch`` (measure.spread_new_folders), the kernel places it by that name, away from
-    the folders of earlier runs."""
-    return Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
+    the folders of earlier runs.
+
+    With :data:`REMOVED_BEFORE`, the disk there is the one the issue measured ("about
+    0.8 ms per file created"): that many files were just created and removed in it, so each
+    file a contender creates there first passes over those recently deleted inodes, the same
+    for every contender (measure.spread_new_folders says why that costs).
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
+    if REMOVED_BEFORE:
+        removed_before(folder, REMOVED_BEFORE)
+    return folder
+
+
+def removed_before(folder: Path, count: int) -> None:
+    """Create ``count`` empty files in ``folder``, then remove them (and their folder), a second ago.
+
+    The kernel counts an inode as recently deleted from the second after its removal on
+    (``time_before32(dtime, now)``): created at once, the contender would get those inodes back.
+    """
+    place = folder / ".removed"
+    place.mkdir()
+    names = [str(place / f"f{n}") for n in range(count)]
+    for name in names:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    for name in names:
+        os.unlink(name)
+    place.rmdir()
+    time.sleep(1.1)
 
 
 def set_aside(folder: Path) -> None:
@@ -701,7 +732,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disk-size", default="large", help="the plugin whose versions the disk part installs")
     parser.add_argument("--disk-versions", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=None, help="keep packages here between runs (default: a temp folder)")
+    parser.add_argument(
+        "--after-removals", type=int, default=0, metavar="N",
+        help="create and remove N files in each contender's new folder first (the issue's disk: ~6000 for ~0.8 ms a file)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    global REMOVED_BEFORE
+    REMOVED_BEFORE = max(0, args.after_removals)
 
     parts = [p for p in args.parts.split(",") if p]
     for part in parts:
@@ -733,7 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     data: dict = {"parts": parts, "load": {"start": machine_load()}}
     scratch = workdir / "scratch"
     scratch.mkdir(exist_ok=True)
-    data["file_creation"] = {"spread_new_folders": spread_new_folders(scratch), "start_us": file_creation_us(scratch)}
+    data["file_creation"] = {
+        "spread_new_folders": spread_new_folders(scratch), "start_us": file_creation_us(scratch), "removed_before": REMOVED_BEFORE,
+    }  # fmt: skip
     log(f"creating a file in a new folder: {data['file_creation']['start_us']:.0f} µs (new folders spread: {data['file_creation']['spread_new_folders']})")
     try:
         key = workloads.keypair(workdir)
