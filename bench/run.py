@@ -110,24 +110,25 @@ def per_run(a: list[float], b: list[float]) -> float:
 _set_aside: list[Path] = []
 
 
-#: ``--after-removals N``: so many files are created and removed in each new folder before a
-#: contender uses it (0: a quiet disk). See :func:`new_folder`.
+#: ``--after-removals N``: so many files are created and removed in each new folder of the
+#: ``sizes`` part before a contender uses it (0: a quiet disk). See :func:`new_folder`.
 REMOVED_BEFORE = 0
 
 
-def new_folder(scratch: Path, label: str) -> Path:
+def new_folder(scratch: Path, label: str, *, removed: int = 0) -> Path:
     """A new folder in ``scratch`` under a name never used there: with ``chattr +T`` on
     ``scratch`` (measure.spread_new_folders), the kernel places it by that name, away from
     the folders of earlier runs.
 
-    With :data:`REMOVED_BEFORE`, the disk there is the one the issue measured ("about
-    0.8 ms per file created"): that many files were just created and removed in it, so each
-    file a contender creates there first passes over those recently deleted inodes, the same
-    for every contender (measure.spread_new_folders says why that costs).
+    With ``removed`` (:data:`REMOVED_BEFORE`, for the contenders of the ``sizes`` part, which
+    are compared side by side), the disk there is the one the issue measured ("about 0.8 ms
+    per file created"): that many files were just created and removed in it, so each file a
+    contender creates there first passes over those recently deleted inodes, the same for
+    every contender (measure.spread_new_folders says why that costs).
     """
     folder = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=scratch))
-    if REMOVED_BEFORE:
-        removed_before(folder, REMOVED_BEFORE)
+    if removed:
+        removed_before(folder, removed)
     return folder
 
 
@@ -158,29 +159,30 @@ def remove_set_aside() -> None:
         shutil.rmtree(_set_aside.pop(), ignore_errors=True)
 
 
-def fresh_home(scratch: Path, label: str, key: workloads.KeyPair) -> Path:
+def fresh_home(scratch: Path, label: str, key: workloads.KeyPair, *, removed: int = 0) -> Path:
     """A new home (:func:`new_folder`); its ``atomicplug.toml``."""
-    return make_home(new_folder(scratch, label), keys=[key.public_path], lock_timeout=60)
+    return make_home(new_folder(scratch, label, removed=removed), keys=[key.public_path], lock_timeout=60)
 
 
 # -- sizes: the CLI beside the floor and the naive installer -----------------------------
 def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path, *, unzip: bool = True) -> float:
     """unzip + sha256sum + minisign -V; without ``unzip``: what verifying the package alone costs."""
-    target = new_folder(scratch, "floor")
+    target = new_folder(scratch, "floor", removed=REMOVED_BEFORE) if unzip else None
     total = 0.0
     for cmd in (
-        ["unzip", "-q", str(zip_path), "-d", str(target)] if unzip else None,
+        ["unzip", "-q", str(zip_path), "-d", str(target)] if target is not None else None,
         ["sha256sum", str(zip_path)],
         ["minisign", "-V", "-q", "-m", str(zip_path), "-p", str(key.public_path)],
     ):
         if cmd:
             total += timed(cmd)
-    set_aside(target)
+    if target is not None:
+        set_aside(target)
     return total
 
 
 def run_naive(w: workloads.Workload, scratch: Path) -> dict[str, float]:
-    root = new_folder(scratch, "naive")
+    root = new_folder(scratch, "naive", removed=REMOVED_BEFORE)
     figures = {}
     steps = (
         ("install", "install", w.v1),
@@ -207,7 +209,7 @@ def atomicplug_steps(w: workloads.Workload) -> tuple[tuple[str, tuple[str, ...]]
 
 
 def run_atomicplug(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, float]:
-    config = fresh_home(scratch, "atomicplug", key)
+    config = fresh_home(scratch, "atomicplug", key, removed=REMOVED_BEFORE)
     figures = {op: timed(ap(config, *args)) for op, args in atomicplug_steps(w)}
     set_aside(config.parent)
     return figures
@@ -256,7 +258,7 @@ class Resident:
 
 def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
     """Peak memory of each atomicplug command, in a pass of its own (the sampling costs CPU)."""
-    config = fresh_home(scratch, "atomicplug-memory", key)
+    config = fresh_home(scratch, "atomicplug-memory", key, removed=REMOVED_BEFORE)
     peaks = {op: peak_rss(ap(config, *args)) for op, args in atomicplug_steps(w)}
     set_aside(config.parent)
     return peaks
@@ -734,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keep packages here between runs (default: a temp folder)")
     parser.add_argument(
         "--after-removals", type=int, default=0, metavar="N",
-        help="create and remove N files in each contender's new folder first (the issue's disk: ~6000 for ~0.8 ms a file)",
+        help="sizes part: create and remove N files in each contender's new folder first (the issue's disk: ~6000 for ~0.8 ms a file)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     global REMOVED_BEFORE

@@ -52,6 +52,17 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     assert disk["versions"] == 3 and disk["du_bytes"]["all_versions"]["total"] > disk["du_bytes"]["one_version"]["total"] > 0
     assert {"small_api_install_vs_floor", "small_cli_install_ms", "recover_lazy_imports"} <= set(data["targets"])
     assert "size" in proc.stdout and "atomicplug" in proc.stdout  # the tables come first
+    creation = data["file_creation"]
+    assert creation["removed_before"] == 0 and creation["start_us"] > 0 and creation["end_us"] > 0
+    assert not any((tmp_path / "scratch").iterdir()), "every folder the runs used is removed at the end"
+
+
+def test_bench_can_measure_after_removals(tmp_path: Path) -> None:
+    """``--after-removals N``: the sizes part's contenders each start in a folder where N files were just removed."""
+    _, data = run_bench("run.py", "--parts", "sizes", "--sizes", "tiny", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
+    assert data["file_creation"]["removed_before"] == 50
+    assert data["sizes"]["tiny"]["floor_s"] > 0 and data["sizes"]["tiny"]["atomicplug_s"]["install"] > 0
+    assert not any((tmp_path / "scratch").iterdir())
 
 
 def test_bench_runs_one_part(tmp_path: Path) -> None:
