@@ -713,15 +713,21 @@ def test_rollback_on_a_node_that_never_had_the_previous_tree_fetches_it(fleet: F
     assert all(report.ok for report in late.installer.verify())
 
 
-def test_a_node_repairs_a_damaged_tree_it_kept_before_its_sync_makes_it_live_again(fleet: Fleet) -> None:
-    """Node b kept 1.0.0's tree when it synced to 1.1.0; a module was added to that tree and a file changed.
-    The writer's rollback to 1.0.0 must not make them live on b: b takes the package in and repairs the tree first."""
+def _node_that_kept_a_tree(fleet: Fleet) -> tuple[Node, Node, Path]:
+    """Writer a and node b, both at shop 1.1.0 after 1.0.0; the tree of 1.0.0 that node b kept."""
     writer, node = fleet.node("a"), fleet.node("b")
     writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
     assert node.cli("sync").returncode == 0
     writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
     assert node.cli("sync").returncode == 0
     [kept] = [t for t in (node.config.store_dir / "shop").iterdir() if t.name.startswith("1.0.0-")]
+    return writer, node, kept
+
+
+def test_a_node_repairs_a_damaged_tree_it_kept_before_its_sync_makes_it_live_again(fleet: Fleet) -> None:
+    """Node b kept 1.0.0's tree when it synced to 1.1.0; a module was added to that tree and a file changed.
+    The writer's rollback to 1.0.0 must not make them live on b: b takes the package in and repairs the tree first."""
+    writer, node, kept = _node_that_kept_a_tree(fleet)
     (kept / "backend" / "planted.py").write_text("PLANTED = True\n")
     changed = kept / "metadata.json"
     changed.chmod(0o644)
@@ -748,12 +754,7 @@ def test_a_disk_failing_while_a_node_repairs_a_kept_tree_is_one_line_and_its_nex
     from atomicplug.errors import StorageError
     from atomicplug.stages import repair
 
-    writer, node = fleet.node("a"), fleet.node("b")
-    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
-    assert node.cli("sync").returncode == 0
-    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
-    assert node.cli("sync").returncode == 0
-    [kept] = [t for t in (node.config.store_dir / "shop").iterdir() if t.name.startswith("1.0.0-")]
+    writer, node, kept = _node_that_kept_a_tree(fleet)
     changed = kept / "metadata.json"
     changed.chmod(0o644)
     changed.write_text(changed.read_text().replace('"shop"', '"shop" ', 1))
