@@ -168,17 +168,17 @@ def disk_used(folder: Path) -> dict[str, int]:
 def spread_new_folders(scratch: Path) -> bool:
     """Give ``scratch`` ext4's "top of a hierarchy" flag (``chattr +T``); True when it took.
 
-    Why (bench/README.md "File creation, and the harness's own deletions"): on an
-    ext4 without a journal, as here, ``find_inode_bit`` skips every free inode
-    deleted in the last 60 s (300 s while its inode table block is dirty), one
-    buffer lookup each, so a file created in a block group where thousands of
-    files were just removed costs up to ~0.7 ms of kernel CPU instead of ~20 µs.
-    The bench removes each contender's files between runs, and a folder made
-    again beside them lands in the same group: every later contender paid for
-    the earlier one's clean-up. With the flag, the kernel spreads each new
-    folder made directly in ``scratch`` over the groups with the most room, as
-    it does folders made at the root, so no run creates files where the last
-    one deleted them. Best effort: another file system keeps its own placement.
+    Why (bench/README.md, "stop 31, file creation, and the harness's own removals"):
+    on an ext4 without a journal, as here, ``find_inode_bit`` passes over every free
+    inode deleted in the last 60 s (300 s while its inode table block is dirty), one
+    buffer lookup each, so a file created in a block group where thousands of files
+    were just removed costs ~0.9 ms of kernel CPU instead of ~20 µs. The harness
+    removed each contender's files between runs and made their folders again beside
+    them, near their old place: every later contender paid for the earlier one's
+    clean-up. With the flag, the kernel places each new folder made directly in
+    ``scratch`` as it places folders made at the root, by a hash of its name; with
+    a name never used before (run.new_folder) no run creates files where another
+    removed them. Best effort: another file system keeps its own placement.
     """
     try:
         done = subprocess.run(["chattr", "+T", str(scratch)], capture_output=True)

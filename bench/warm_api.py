@@ -18,8 +18,8 @@ into a new home beside ``--config``'s (which takes the untimed first install):
 nothing of the package is on disk, so every object and pyc is written, as in a
 first install. The floor unpacks into that run's folder (beside the home), and
 every run's folder is removed at the end, so that no removal runs between the
-timings (a removal slows the file creations after it, bench/README.md "File
-creation, and the harness's own deletions").
+timings (a removal slows the file creations after it: bench/README.md, "stop 31,
+file creation, and the harness's own removals").
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ PRIMITIVES = (
 
 def floor(zip_path: Path, pubkey: Path, target: Path) -> float:
     """unzip into ``target`` (new, kept until the end: a removal here would slow the next file
-    creations near it, bench/README.md "File creation, and the harness's own deletions") + sha256sum + minisign -V."""
+    creations near it: bench/README.md, stop 31) + sha256sum + minisign -V."""
     total = 0.0
     for cmd in (
         ["unzip", "-q", str(zip_path), "-d", str(target)],
