@@ -152,6 +152,26 @@ def test_past_the_in_process_limit_the_worker_gets_the_held_sources_too() -> Non
         compiler.close()
 
 
+def test_the_worker_starts_before_the_first_source_when_more_than_the_limit_is_expected() -> None:
+    """Its start-up then overlaps the extraction of the first sources, instead of following them."""
+    big = [f"E{i} = '{'e' * (IN_PROCESS_BYTES // 3)}'\n".encode() for i in range(4)]
+    started: list[str] = []
+    pycs: dict[str, bytes] = {}
+    compiler = SourceCompiler(pycs.__setitem__, before_worker=lambda: started.append("gate stopped"))
+    try:
+        compiler.expect(sum(len(d) for d in big))
+        assert compiler._proc is not None and started == ["gate stopped"]
+        for i, data in enumerate(big):
+            compiler.take(f"backend/early{i}.py", sha(data), data)
+        compiler.finish()
+        assert pycs == {sha(d): build_pyc(d) for d in big}
+    finally:
+        compiler.close()
+    small = SourceCompiler(pycs.__setitem__)
+    small.expect(IN_PROCESS_BYTES)  # no more than compiling here costs: no worker, as before
+    assert small._proc is None
+
+
 def test_no_worker_is_started_when_every_source_is_known() -> None:
     pycs: dict[str, bytes] = {}
     compiler = SourceCompiler(pycs.__setitem__, known={sha(b"K = 3\n")})

@@ -290,12 +290,17 @@ class Recorder:
     def __init__(self, known: set[str] | None = None) -> None:
         self.known_shas = known or set()
         self.taken: list[tuple[str, str, bytes]] = []
+        self.expected: list[int] = []
 
     def wants(self, relative: str) -> bool:
         return relative.startswith("backend/") and relative.endswith(".py")
 
     def known(self, sha256: str) -> bool:
         return sha256 in self.known_shas
+
+    def expect(self, size: int) -> None:
+        assert not self.taken, "told before the first source"
+        self.expected.append(size)
 
     def take(self, relative: str, sha256: str, data: bytes) -> None:
         self.taken.append((relative, sha256, data))
@@ -307,6 +312,14 @@ def test_the_sink_gets_each_backend_source_it_does_not_know(ws: Workspace) -> No
     sink = Recorder(known={sha(routes)})
     extract_to_objects(ws.zip(entries), ws.store, sink=sink)
     assert sink.taken == [("backend/__init__.py", sha(init), init)]
+    assert sink.expected == [len(init)], "told first how many bytes of sources it does not know are coming"
+
+
+def test_without_record_the_sink_expects_every_source(ws: Workspace) -> None:
+    routes, init = b"router = None\n", b"from .routes import router\n" * 20
+    sink = Recorder(known={sha(routes)})
+    extract_to_objects(ws.zip(valid_package()), ws.store, sink=sink)
+    assert sink.expected == [len(routes) + len(init)]  # no RECORD: what it knows shows only once inflated
 
 
 def test_skipped_sources_are_read_back_from_the_store_only_when_the_sink_needs_them(ws: Workspace) -> None:

@@ -202,8 +202,8 @@ class SourceCompiler(_Worker):
     are neither kept nor read back by the extractor. The pycs use
     :data:`PYC_FILENAME`, so an unchanged source gives the same pyc object in
     every version and plugin. Sources are held back until they exceed
-    :data:`IN_PROCESS_BYTES`; below that no worker starts and :meth:`finish`
-    compiles them here. ``before_worker`` is called once, just before the worker starts;
+    :data:`IN_PROCESS_BYTES` (or :meth:`expect` says more will come); below that
+    no worker starts and :meth:`finish` compiles them here. ``before_worker`` is called once, just before the worker starts;
     ``after_worker`` once it has answered everything and exited (so the caller's other
     helper can start again while staging goes on).
     """
@@ -229,6 +229,15 @@ class SourceCompiler(_Worker):
 
     def known(self, sha256: str) -> bool:
         return sha256 in self._known or sha256 in self._sources
+
+    def expect(self, size: int) -> None:
+        """More than :data:`IN_PROCESS_BYTES` of sources to come: the worker starts now, its start-up
+        overlapping the extraction, instead of once the first 256 KiB were held (a medium plugin's
+        install then waited ~14 ms at its end for the worker's last compiles; bench/README.md)."""
+        if size > IN_PROCESS_BYTES and self._proc is None:
+            if self._before_worker is not None:
+                self._before_worker()
+            self._proc = self._start()
 
     def take(self, relative: str, sha256: str, data: bytes) -> None:
         if self.known(sha256):

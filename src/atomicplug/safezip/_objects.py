@@ -33,11 +33,15 @@ class SourceSink(Protocol):
 
     ``known(sha256)``: the sink already has what it would make of this content
     (its pyc), so the extractor neither keeps nor reads it back for the sink.
+    ``expect(size)``: about how many bytes it will be given, told before the first
+    (what it wants, less what RECORD says it knows), so it can get ready early.
     """
 
     def wants(self, relative: str) -> bool: ...
 
     def known(self, sha256: str) -> bool: ...
+
+    def expect(self, size: int) -> None: ...
 
     def take(self, relative: str, sha256: str, data: bytes) -> None: ...
 
@@ -102,6 +106,8 @@ def extract_to_objects(
             metadata = metadata_of(archive)
             record = record_of(archive)
             budget = Budget(archive.limits, archive.total_compressed)
+            if sink is not None:
+                sink.expect(_source_bytes(archive, record, sink))
             files = [extraction.store(archive, entry, budget, record) for entry in archive.entries if not entry.is_dir]
             folders = tuple(sorted(e.name for e in archive.entries if e.is_dir))
     except BaseException as exc:
@@ -118,6 +124,18 @@ def extract_to_objects(
         reused=extraction.reused,
         created=tuple(extraction.created),
     )
+
+
+def _source_bytes(archive: Archive, record: PackageRecord | None, sink: SourceSink) -> int:
+    """The bytes of the entries ``sink`` wants, but those whose RECORD line it knows."""
+    total = 0
+    for entry in archive.entries:
+        if entry.is_dir or not sink.wants(entry.name):
+            continue
+        line = record.files.get(entry.name) if record is not None else None
+        if line is None or not sink.known(line.sha256):
+            total += entry.file_size
+    return total
 
 
 class _Extraction:
