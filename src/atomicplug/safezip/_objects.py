@@ -34,7 +34,8 @@ class SourceSink(Protocol):
     ``known(sha256)``: the sink already has what it would make of this content
     (its pyc), so the extractor neither keeps nor reads it back for the sink.
     ``expect(size)``: about how many bytes it will be given, told before the first
-    (what it wants, less what RECORD says it knows), so it can get ready early.
+    when the package has a RECORD (what it wants, less what RECORD says it knows),
+    so it can get ready early; without one, what it knows shows only once inflated.
     """
 
     def wants(self, relative: str) -> bool: ...
@@ -106,7 +107,7 @@ def extract_to_objects(
             metadata = metadata_of(archive)
             record = record_of(archive)
             budget = Budget(archive.limits, archive.total_compressed)
-            if sink is not None:
+            if sink is not None and record is not None:
                 sink.expect(_source_bytes(archive, record, sink))
             files = [extraction.store(archive, entry, budget, record) for entry in archive.entries if not entry.is_dir]
             folders = tuple(sorted(e.name for e in archive.entries if e.is_dir))
@@ -126,13 +127,13 @@ def extract_to_objects(
     )
 
 
-def _source_bytes(archive: Archive, record: PackageRecord | None, sink: SourceSink) -> int:
+def _source_bytes(archive: Archive, record: PackageRecord, sink: SourceSink) -> int:
     """The bytes of the entries ``sink`` wants, but those whose RECORD line it knows."""
     total = 0
     for entry in archive.entries:
         if entry.is_dir or not sink.wants(entry.name):
             continue
-        line = record.files.get(entry.name) if record is not None else None
+        line = record.files.get(entry.name)
         if line is None or not sink.known(line.sha256):
             total += entry.file_size
     return total
