@@ -132,7 +132,7 @@ def examine(config: Config) -> list[Finding]:
             named = "; ".join(f"{r.plugin_id} {r.version} ({r.damage()})" for r in damaged)
             raise AtomicplugError(
                 f"{named} are damaged: a rollback to them is refused until their packages are installed again "
-                "(their zips, or `atomicplug install ID==VERSION`; --allow-downgrade to go back)"
+                f"({reinstall_ways(several=True)})"
             )
         return f"{len(kept)} kept tree{'s' if len(kept) != 1 else ''} a rollback can go to: intact" if kept else "no kept tree (nothing to roll back to)"
 

@@ -235,9 +235,7 @@ class SourceCompiler(_Worker):
         overlapping the extraction, instead of once the first 256 KiB were held (a medium plugin's
         install then waited ~14 ms at its end for the worker's last compiles; bench/README.md)."""
         if size > IN_PROCESS_BYTES and self._proc is None:
-            if self._before_worker is not None:
-                self._before_worker()
-            self._proc = self._start()
+            self._start_worker()
 
     def take(self, relative: str, sha256: str, data: bytes) -> None:
         if self.known(sha256):
@@ -247,12 +245,18 @@ class SourceCompiler(_Worker):
             self._held.append((sha256, data))
             self._held_bytes += len(data)
             return
-        if self._proc is None and self._before_worker is not None:
-            self._before_worker()
+        if self._proc is None:
+            self._start_worker()
         for key, held in self._held:
             self._send(key, PYC_FILENAME, held)
         self._held.clear()
         self._send(sha256, PYC_FILENAME, data)
+
+    def _start_worker(self) -> None:
+        """``before_worker`` (the caller's other helper makes room), then the worker."""
+        if self._before_worker is not None:
+            self._before_worker()
+        self._proc = self._start()
 
     def on_reply(self, key: str, refused: bool, payload: bytes) -> None:
         if refused:

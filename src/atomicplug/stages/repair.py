@@ -104,6 +104,7 @@ def repair_line(entry: InstalledPlugin, files: int, what: str = "") -> str:
     return f"repair {entry.id} {entry.version}: {files} file{'s' if files != 1 else ''}{what}"
 
 
-def reinstall_ways(plugin_id: str, version: str) -> str:
-    """How to install ``plugin_id`` ``version`` from its package again, which repairs its tree."""
-    return f"its zip, or `atomicplug install {plugin_id}=={version}`; --allow-downgrade to go back"
+def reinstall_ways(plugin_id: str = "ID", version: str = "VERSION", *, several: bool = False) -> str:
+    """How to install ``plugin_id`` ``version`` from its package again, which repairs its tree
+    (``several``: how to do so for several plugins, their ids and versions left as placeholders)."""
+    return f"{'their zips' if several else 'its zip'}, or `atomicplug install {plugin_id}=={version}`; --allow-downgrade to go back"
