@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from conftest import Home
 
 from atomicplug.errors import OperationError
 from atomicplug.packing import pack
-from atomicplug.stages import health
+from atomicplug.stages import gate_interpreter, health
 from atomicplug.testing import PluginSpec, snapshot, write_plugin_source
 
 USERS_TABLE = {"0001_init": ("CREATE TABLE gate_users (id INTEGER PRIMARY KEY);", "DROP TABLE gate_users;")}
@@ -309,22 +310,22 @@ def test_a_process_that_runs_the_gate_again_keeps_a_fresh_interpreter_ready(home
     monkeypatch.setattr(health, "KEEP_SPARE", True)
     started = _count_children(monkeypatch)
     home.installer.install_file(home.package("one", files=_backend("X = 1\n")))
-    assert len(started) == 1 and health._spare is None  # a one-shot command keeps nothing
+    assert len(started) == 1 and gate_interpreter._spare is None  # a one-shot command keeps nothing
     home.installer.install_file(home.package("two", files=_backend("X = 2\n")))
-    assert len(started) == 3 and health._spare is not None  # its gate, then the spare
-    spare = health._spare[0]
+    assert len(started) == 3 and gate_interpreter._spare is not None  # its gate, then the spare
+    spare = gate_interpreter._spare[0]
     assert spare.poll() is None
     before = snapshot(home.config)
     with pytest.raises(OperationError, match="three 1.0.0: backend does not import: ModuleNotFoundError"):
         home.installer.install_file(home.package("three", files=_backend("import nowhere\n")))
     assert spare.returncode is not None  # it served that gate, and was reaped
     assert snapshot(home.config) == before
-    assert len(started) == 4 and health._spare is not None and health._spare[0] is not spare
+    assert len(started) == 4 and gate_interpreter._spare is not None and gate_interpreter._spare[0] is not spare
     home.installer.uninstall("two")  # no backend to import: the spare stays for the next one
     assert len(started) == 4
-    kept = health._spare[0]
+    kept = gate_interpreter._spare[0]
     health.drop_spare()
-    assert kept.returncode == 0 and health._spare is None  # it read EOF and exited
+    assert kept.returncode is not None and gate_interpreter._spare is None  # stopped and reaped
 
 
 def test_a_spare_left_by_another_transaction_is_kept_and_a_failing_start_is_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,10 +335,10 @@ def test_a_spare_left_by_another_transaction_is_kept_and_a_failing_start_is_not_
     monkeypatch.setattr(health, "_gates_started", 2)
     first, second = health._start_child(), health._start_child()
     health.release(first)
-    kept = health._spare
+    kept = gate_interpreter._spare
     assert kept is not None and kept[0].poll() is None
     health.release(second)
-    assert health._spare is kept and first.returncode is not None and second.returncode is not None
+    assert gate_interpreter._spare is kept and first.returncode is not None and second.returncode is not None
     health.drop_spare()
     used = health._start_child()
 
@@ -346,7 +347,7 @@ def test_a_spare_left_by_another_transaction_is_kept_and_a_failing_start_is_not_
 
     monkeypatch.setattr(health, "_start_child", no_process)
     health.release(used)  # the transaction's own end: nothing raised
-    assert health._spare is None and used.returncode is not None
+    assert gate_interpreter._spare is None and used.returncode is not None
 
 
 @pytest.mark.parametrize("imports", [True, False], ids=["imports", "does-not-import"])
@@ -383,3 +384,59 @@ def test_the_gate_interpreter_is_stopped_while_the_compile_worker_runs(home: Hom
         assert home.installer.list() == []
     assert alive_at_worker_start == [0], "the compile worker started once, with no gate interpreter alive"
     assert len(gates) == 2, "one prestarted (stopped for the worker), one for the verdict after staging"
+
+
+def test_an_interpreter_started_early_serves_the_gate_and_one_not_needed_is_stopped(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: a one-shot ``install`` starts the gate's interpreter before its own imports
+    (``gate_interpreter.start_early``). The gate then takes it and starts none of its own, and
+    it still refuses a backend that does not import; a command that cannot gate starts none,
+    and one started for a transaction that imports no backend is stopped at exit."""
+    started = _count_children(monkeypatch)
+    gate_interpreter.start_early("list")
+    assert gate_interpreter._spare is None
+    gate_interpreter.start_early("install")
+    assert gate_interpreter._spare is not None
+    early = gate_interpreter._spare[0]
+    home.installer.install_file(home.package("one", files=_backend("X = 1\n")))
+    assert started == [] and early.returncode is not None and gate_interpreter._spare is None  # it gave the verdict
+
+    gate_interpreter.start_early("upgrade")
+    early = gate_interpreter._spare[0]  # type: ignore[index]
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match="two 1.0.0: backend does not import: ModuleNotFoundError"):
+        home.installer.install_file(home.package("two", files=_backend("import nowhere\n")))
+    assert started == [] and early.returncode is not None and snapshot(home.config) == before
+
+    gate_interpreter.start_early("rollback")
+    unused = gate_interpreter._spare[0]  # type: ignore[index]
+    home.installer.uninstall("one")  # no backend to import: no gate
+    assert unused.poll() is None and gate_interpreter._spare is not None
+    gate_interpreter.drop_spare()  # what the process's exit runs
+    assert unused.returncode is not None and gate_interpreter._spare is None
+
+
+def test_a_one_shot_install_starts_the_gate_interpreter_before_importing_the_installer(home: Home) -> None:
+    """The point of the early start: the interpreter's start-up runs beside the command's own
+    imports. Checked in a real ``python -m atomicplug`` process: when the interpreter is started,
+    the installer is not imported yet; ``list`` starts none; the install ends with none left."""
+    probe = (
+        "import sys, runpy\n"
+        "from atomicplug.stages import gate_interpreter\n"
+        "real = gate_interpreter.start\n"
+        "def start():\n"
+        "    print('gate started; installer imported:', 'atomicplug.installer' in sys.modules, file=sys.stderr)\n"
+        "    return real()\n"
+        "gate_interpreter.start = start\n"
+        "sys.argv[0] = 'atomicplug'\n"
+        "runpy.run_module('atomicplug', run_name='__main__')\n"
+    )
+    env = {**os.environ, "ATOMICPLUG_RESIDENT": "off"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", probe, "--config", str(home.config_path), *args], capture_output=True, text=True, env=env, timeout=120)
+
+    installed = run("install", str(home.package("early", files=_backend("X = 1\n"))))
+    assert installed.returncode == 0, installed.stderr
+    assert installed.stderr.splitlines() == ["gate started; installer imported: False"]
+    listed = run("list")
+    assert listed.returncode == 0 and "early" in listed.stdout and listed.stderr == ""

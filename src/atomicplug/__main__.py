@@ -3,6 +3,9 @@
 A command goes to the resident server when one listens for this interpreter
 (docs/design.md "The resident server"); otherwise, or for a command the server
 does not run, it runs here. Checking costs a ``stat`` when no server was started.
+A command run here whose transaction may import new backends starts the health
+gate's interpreter first, so that its start-up overlaps the imports
+(docs/design.md "Health gate").
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ __all__ = ["main"]
 
 def main() -> NoReturn:
     try:
-        from atomicplug.resident.client import forward
+        from atomicplug.resident.client import forward, requested_command
 
         code = forward(sys.argv[1:])
         if code is None:
+            from atomicplug.stages.gate_interpreter import start_early
+
+            start_early(requested_command(sys.argv[1:]))  # its start-up overlaps the imports below
             from atomicplug.cli import run  # ~60 ms of imports: a Ctrl-C then is one line too
 
             run()

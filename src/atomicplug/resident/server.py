@@ -39,7 +39,8 @@ import attrs
 
 from atomicplug.errors import OperationError, report_interrupt
 from atomicplug.resident.address import code_stamp, private_folder
-from atomicplug.resident.client import FORWARDED_SIGNALS, complete_message, connect, peer_credentials, send_message
+from atomicplug.resident.client import FORWARDED_SIGNALS, complete_message, connect, peer_credentials, requested_command, send_message
+from atomicplug.stages.gate_interpreter import start_early
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "AlreadyListening", "ResidentServer", "preload", "start"]
 
@@ -564,6 +565,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
             from atomicplug import cli
 
             signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)  # what came meanwhile arrives now
+            start_early(requested_command(argv))  # the gate's interpreter: in the client's environment and folder
             code = cli.main(argv, parser=server.parser)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

@@ -9,23 +9,21 @@ fresh interpreter, as the application's loader would import it: as
 (complete, but not live until after COMMIT). A failure raises
 OperationError, and the runner rolls back because COMMIT did not happen.
 
-The child runs with ``-B`` and ``PYTHONDONTWRITEBYTECODE=1`` so the immutable
-store is never written. It gets the caller's ``sys.path`` (site-packages and
-``.pth`` entries already resolved), so a backend may import what the host
-application can; ``-S`` skips re-running ``site``, which halves the child's
-start-up (about 30 ms instead of 60 ms). That start-up need not wait for the
-gate: :func:`prestart` starts the interpreter when the transaction begins, and
-it waits on its stdin, having imported nothing of any backend, until
-:func:`started` sends it what to import (issue 14: the gate was the largest
-single wait of a small install). A process that has run the gate twice (the
-billing backend, a cluster node: not a one-shot CLI command) keeps one such
-idle interpreter ready between transactions (:func:`release`), so in a warm
-process the gate costs only the backends' own imports.
+The child (:mod:`atomicplug.stages.gate_interpreter`) never writes the immutable
+store, and gets the caller's ``sys.path``, so a backend may import what the host
+application can. Its start-up (~30 ms) need not wait for the gate:
+:func:`prestart` takes an interpreter when the transaction begins, and it waits on
+its stdin, having imported nothing of any backend, until :func:`started` sends it
+what to import (issue 14: the gate was the largest single wait of a small
+install). A one-shot ``install``, ``upgrade``, ``enable`` or ``rollback`` starts
+it before its own imports. A process that has run the gate twice (the billing
+backend, a cluster node: not a one-shot CLI command) keeps one such idle
+interpreter ready between transactions (:func:`release`), so in a warm process
+the gate costs only the backends' own imports.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import shutil
@@ -41,6 +39,7 @@ from atomicplug import generations
 from atomicplug.errors import OperationError
 from atomicplug.progress import Progress, ProgressEvent
 from atomicplug.registry import Registry
+from atomicplug.stages import gate_interpreter
 
 if TYPE_CHECKING:
     from atomicplug.change import Change, Plan
@@ -54,37 +53,6 @@ __all__ = [
 IMPORT_TIMEOUT = 60.0
 #: The package the application imports addons under (see :mod:`atomicplug.loader`).
 PACKAGE = "addons"
-
-# Runs in the child: waits for one JSON line on stdin (none: nothing to check),
-# then a synthetic ``addons`` package over the links folder and one import per
-# plugin, from the scratch folder ('' dropped from sys.path: not the caller's
-# folder). The verdict goes to a file (a backend may print on stdout), and
-# os._exit skips waiting for threads a backend may have started.
-_CHILD = """\
-import importlib, json, os, sys, types
-job = sys.stdin.readline()
-if not job:
-    os._exit(0)
-scratch, links, package, result_path, paths, targets = json.loads(job)
-os.chdir(scratch)
-sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p and p not in paths]
-module = types.ModuleType(package)
-module.__path__ = links.split(os.pathsep)
-sys.modules[package] = module
-errors = {}
-for plugin_id in targets:
-    try:
-        importlib.import_module(package + "." + plugin_id)
-    except BaseException as exc:
-        import traceback
-        errors[plugin_id] = traceback.format_exception_only(type(exc), exc)[-1].strip()
-with open(result_path, "w", encoding="utf-8") as out:
-    json.dump(errors, out)
-sys.stdout.flush()
-sys.stderr.flush()
-os._exit(0)
-"""
-
 
 def backends_to_check(config: Config, plan: Plan, after: Registry) -> list[str]:
     """The backends the plan's generation must import (empty: nothing to import): each change that
@@ -114,9 +82,9 @@ def prestart(config: Config, plan: Plan) -> subprocess.Popen[bytes] | None:
     if not config.health_check or not any(_will_have_backend(config, change) for change in plan.changes):
         return None
     global _gates_started
-    with _spare_lock:
+    with _gates_lock:
         _gates_started += 1
-    return _take_spare() or _start_child()
+    return gate_interpreter.take_spare() or _start_child()
 
 
 class Prestarted:
@@ -165,54 +133,22 @@ def release(child: subprocess.Popen[bytes] | None, *, gated: bool | None = None)
     discard(child)
     if not gated or not KEEP_SPARE:
         return
-    global _spare
-    with _spare_lock:
-        if _gates_started < 2 or (_spare is not None and _spare[1] == os.getpid() and _spare[0].poll() is None):
-            return  # a one-shot process, or another thread's transaction already left one
-        try:
-            _spare = (_start_child(), os.getpid())
-        except OSError:  # no process or descriptor to spare: never this transaction's failure
-            _spare = None
-
-
-def drop_spare() -> None:
-    """Stop the idle interpreter this process keeps, if any (at exit; tests)."""
-    global _spare
-    with _spare_lock:
-        kept, _spare = _spare, None
-    if kept is None or kept[1] != os.getpid():  # a forked process's copy is its parent's to stop
-        return
-    child = kept[0]
+    with _gates_lock:
+        if _gates_started < 2:
+            return  # a one-shot process
     try:
-        child.stdin.close()  # type: ignore[union-attr]  # the child reads EOF and exits
-        child.wait(timeout=1.0)
-    except (OSError, subprocess.TimeoutExpired):
-        child.kill()
-        child.wait()
-    for stream in (child.stdout, child.stderr):
-        if stream is not None:
-            stream.close()
+        gate_interpreter.ensure_spare(_start_child)  # unless another thread's transaction already left one
+    except OSError:  # no process or descriptor to spare: never this transaction's failure
+        pass
 
 
 #: Keep an idle interpreter between transactions (:func:`release`); tests that count children turn it off.
 KEEP_SPARE = True
-_spare_lock = threading.Lock()
-_spare: tuple[subprocess.Popen[bytes], int] | None = None  # the idle child and the pid that started it
+_gates_lock = threading.Lock()
 _gates_started = 0
-atexit.register(drop_spare)
-
-
-def _take_spare() -> subprocess.Popen[bytes] | None:
-    """The idle interpreter this process kept, if it is still alive (else None)."""
-    global _spare
-    with _spare_lock:
-        kept, _spare = _spare, None
-    if kept is None or kept[1] != os.getpid():
-        return None
-    if kept[0].poll() is None:
-        return kept[0]
-    discard(kept[0])  # it died meanwhile: reap it
-    return None
+drop_spare = gate_interpreter.drop_spare
+discard = gate_interpreter.discard
+_start_child = gate_interpreter.start  # a module attribute: tests count the interpreters started
 
 
 def _will_have_backend(config: Config, change: Change) -> bool:
@@ -229,15 +165,6 @@ def _will_have_backend(config: Config, change: Change) -> bool:
             return True  # staging will report it; start as if there were a backend
         return any(name.startswith(f"{generations.BACKEND}/") for name in names)
     return change.after.current.has_backend(str(config.home))
-
-
-def discard(child: subprocess.Popen[bytes] | None) -> None:
-    """Stop a prestarted interpreter that was not (or no longer) needed; idempotent."""
-    if child is None:
-        return
-    if child.poll() is None:
-        child.kill()
-    child.communicate()
 
 
 def check_backends(config: Config, plan: Plan, progress: Progress | None = None) -> None:
@@ -344,13 +271,6 @@ def _failing_before(config: Config, scratch: Path, unchanged: list[str]) -> dict
 
 def _nothing_to_check() -> None:
     """The verdict when no backend needs importing."""
-
-
-def _start_child() -> subprocess.Popen[bytes]:
-    """Start the child interpreter; it waits for :func:`_send_job`."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-    command = [sys.executable, "-B", "-S", "-c", _CHILD]
-    return subprocess.Popen(command, cwd="/", env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _send_job(child: subprocess.Popen[bytes], scratch: Path, search: list[Path], targets: list[str]) -> None:
