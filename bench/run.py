@@ -63,6 +63,7 @@ from atomicplug.testing import make_home  # noqa: E402
 
 PY = sys.executable
 NAIVE = str(HERE / "naive_installer.py")
+PYTHON_FLOOR = str(HERE / "python_floor.py")
 WARM_API = str(HERE / "warm_api.py")
 HEAVY_MODULES = ("sqlalchemy", "requests", "cryptography", "urllib3", "sqlparse", "psycopg2", "fastapi", "httpx")
 OPS = ("install", "upgrade_1pct", "upgrade", "rollback", "uninstall")
@@ -181,6 +182,14 @@ def run_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path, *, unzip: b
     return total
 
 
+def run_python_floor(zip_path: Path, key: workloads.KeyPair, scratch: Path) -> float:
+    """bench/python_floor.py: what the floor does, in one Python interpreter (its start-up included)."""
+    target = new_folder(scratch, "pyfloor", removed=REMOVED_BEFORE)
+    elapsed = timed([PY, PYTHON_FLOOR, str(zip_path), str(key.public_path), str(target)])
+    set_aside(target)
+    return elapsed
+
+
 def run_naive(w: workloads.Workload, scratch: Path) -> dict[str, float]:
     root = new_folder(scratch, "naive", removed=REMOVED_BEFORE)
     figures = {}
@@ -272,6 +281,7 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
     scratch.mkdir(parents=True, exist_ok=True)
     ops = (*OPS, "recover")
     floor: list[float] = []
+    python_floor: list[float] = []
     naive: dict[str, list[float]] = {op: [] for op in OPS}
     atom: dict[str, list[float]] = {op: [] for op in ops}
     resident: dict[str, list[float]] = {op: [] for op in ops}
@@ -279,6 +289,7 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
     with resident_server.running():  # stopped before the memory pass
         for i in range(repeat):
             floor.append(run_floor(w.v1, key, scratch))
+            python_floor.append(run_python_floor(w.v1, key, scratch))
             verify_1pct.append(run_floor(w.v1_1pct, key, scratch, unzip=False))
             for op, value in run_naive(w, scratch).items():
                 naive[op].append(value)
@@ -299,6 +310,7 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
         "zip_bytes": w.v1.stat().st_size,
         "changed_files_1pct": w.changed_files,
         "floor_s": round(median(floor), 4),
+        "python_floor_s": round(median(python_floor), 4),
         "verify_1pct_zip_s": round(median(verify_1pct), 4),
         "naive_s": {op: round(median(v), 4) for op, v in naive.items()},
         "atomicplug_s": {op: round(median(v), 4) for op, v in atom.items()},
@@ -306,6 +318,7 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
         "peak_memory_mib": peaks,
         "samples": {
             "floor": floor,
+            "python_floor": python_floor,
             "verify_1pct_zip": verify_1pct,
             **{f"naive_{op}": v for op, v in naive.items()},
             **{f"atomicplug_{op}": v for op, v in atom.items()},
@@ -317,6 +330,9 @@ def bench_size(size: str, repeat: int, workdir: Path, key: workloads.KeyPair, re
     # their ratio varies less than a ratio of medians taken over a drifting background.
     result["paired_ratios"] = {
         "install_vs_floor": per_run(atom["install"], floor),
+        "python_floor_vs_floor": per_run(python_floor, floor),
+        "install_vs_python_floor": per_run(atom["install"], python_floor),
+        "resident_install_vs_python_floor": per_run(resident["install"], python_floor),
         "install_vs_naive": per_run(atom["install"], naive["install"]),
         "upgrade_1pct_vs_install": per_run(atom["upgrade_1pct"], atom["install"]),
         "upgrade_1pct_vs_naive_upgrade_1pct": per_run(atom["upgrade_1pct"], naive["upgrade_1pct"]),
@@ -625,6 +641,7 @@ def print_tables(data: dict) -> None:
                 )
             rs = r["atomicplug_resident_s"]
             print(f"{size:7} through the resident server: " + ", ".join(f"{op} {fmt(rs[op])}" for op in (*OPS, "recover")))
+            print(f"{size:7} the Python floor (bench/python_floor.py: sha256, minisign's check, ZipFile.extractall): {fmt(r['python_floor_s'])}")
             print(f"{size:7} verifying the 1 % upgrade's zip alone (sha256sum + minisign -V): {fmt(r['verify_1pct_zip_s'])}")
             pr = r["paired_ratios"]
             print(f"{size:7} median of per-run ratios: " + ", ".join(f"{k} {v}" for k, v in pr.items()))

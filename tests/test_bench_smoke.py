@@ -24,13 +24,13 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert {"sizes", "api", "imports", "scaling", "history", "disk", "targets", "machine", "repeat", "load"} <= set(data)
     tiny = data["sizes"]["tiny"]
-    assert {"floor_s", "verify_1pct_zip_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
+    assert {"floor_s", "python_floor_s", "verify_1pct_zip_s", "naive_s", "atomicplug_s", "ratios", "paired_ratios", "peak_memory_mib", "zip_bytes"} <= set(tiny)
     ops = {"install", "upgrade_1pct", "upgrade", "rollback", "uninstall"}
     assert set(tiny["naive_s"]) == ops
     assert set(tiny["atomicplug_s"]) == ops | {"recover"}
     assert set(tiny["atomicplug_resident_s"]) == ops | {"recover"}  # the same commands through the resident server
     assert all(value > 0 for value in tiny["atomicplug_resident_s"].values())
-    assert {"upgrade_1pct_vs_install", "upgrade_1pct_vs_naive_upgrade_1pct", "install_vs_floor"} <= set(tiny["paired_ratios"])
+    assert {"upgrade_1pct_vs_install", "upgrade_1pct_vs_naive_upgrade_1pct", "install_vs_floor", "install_vs_python_floor"} <= set(tiny["paired_ratios"])
     assert set(tiny["peak_memory_mib"]["install"]) == {"largest_process_mib", "tree_rss_mib", "tree_pss_mib"}
     assert tiny["peak_memory_mib"]["install"]["tree_pss_mib"] > 0
     assert data["api"]["fresh_home_tiny"]["size"] == "tiny"  # a first install in a warm process, at the smallest size chosen
@@ -61,7 +61,7 @@ def test_bench_can_measure_after_removals(tmp_path: Path) -> None:
     """``--after-removals N``: the sizes part's contenders each start in a folder where N files were just removed."""
     _, data = run_bench("run.py", "--parts", "sizes", "--sizes", "tiny", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
     assert data["file_creation"]["removed_before"] == 50
-    assert data["sizes"]["tiny"]["floor_s"] > 0 and data["sizes"]["tiny"]["atomicplug_s"]["install"] > 0
+    assert data["sizes"]["tiny"]["floor_s"] > 0 and data["sizes"]["tiny"]["python_floor_s"] > 0 and data["sizes"]["tiny"]["atomicplug_s"]["install"] > 0
     assert not any((tmp_path / "scratch").iterdir())
 
 
