@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import Home
 
 from atomicplug import generations
 from atomicplug.errors import OperationError
@@ -435,3 +436,28 @@ def test_gc_dry_run_refuses_while_a_transaction_is_unfinished(home_factory):
     assert (dry.returncode, dry.stdout) == (1, ""), dry
     assert dry.stderr.strip().endswith("run `atomicplug recover`, then `atomicplug gc --dry-run` again"), dry.stderr
     assert len(dry.stderr.strip().splitlines()) == 1 and _files_of(home.config.home) == before
+
+
+def test_a_clock_set_back_still_orders_the_history_as_it_happened(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Txids are made from the wall clock, and readers take their order for the order of the
+    transactions (``history``'s listing; ``generations``, which reads history from the end no
+    further back than the oldest txid it asks for). A clock set back (an NTP step) between two
+    transactions must not reorder them: the next txid comes after the last one in the home."""
+    from datetime import datetime, timedelta
+
+    from atomicplug.journal import writer
+
+    class EarlierClock(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return datetime.now(tz) - timedelta(hours=1)
+
+    installer = home.installer
+    first = installer.install_file(home.package("alpha"))
+    monkeypatch.setattr(writer, "datetime", EarlierClock)
+    second = installer.install_file(home.package("beta"))
+    third = installer.disable("beta")
+    assert first.txid < second.txid < third.txid
+    assert [entry["txid"] for entry in installer.history()] == [first.txid, second.txid, third.txid]
+    rows = installer.generations()
+    assert [row["operation"] for row in rows] == ["disable", "install", "install"]

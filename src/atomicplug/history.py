@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from atomicplug.fsutil import append_line
 
-__all__ = ["append_history", "entries_of", "read_history", "finished_now", "shown_time"]
+__all__ = ["append_history", "entries_of", "last_txid", "read_history", "finished_now", "shown_time"]
 
 FILE_NAME = "history.jsonl"
 
@@ -81,14 +81,20 @@ def entries_of(home: Path, txids: Collection[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _entries_from_end(home: Path) -> Iterator[dict[str, Any]]:
+def last_txid(home: Path) -> str:
+    """The txid of the history's last entry ("" without one): what the next txid must follow."""
+    entry = next(_entries_from_end(home, block=4096), None)
+    return str(entry["txid"]) if entry is not None else ""
+
+
+def _entries_from_end(home: Path, block: int = 64 * 1024) -> Iterator[dict[str, Any]]:
     """The file's entries, last first (none when there is no file; a torn line skipped)."""
     try:
         handle = open(home / FILE_NAME, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return
     with handle:
-        yield from filter(None, map(_entry, _lines_from_end(handle)))
+        yield from filter(None, map(_entry, _lines_from_end(handle, block)))
 
 
 def _entry(line: bytes) -> dict[str, Any] | None:

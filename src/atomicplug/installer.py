@@ -223,7 +223,7 @@ class Installer:
         _check_python_dependencies(packages)
         with self._writing("install") as registry:
             packages = [p for p in packages if p.sha256 not in repairing or _installed_from(registry, p)]
-            txid = new_txid()
+            txid = new_txid(self.config.home)
             plan = planning.plan_install(
                 registry,
                 packages,
@@ -336,7 +336,7 @@ class Installer:
         from atomicplug.transaction import new_txid
 
         with self._writing(f"uninstall {plugin_id}") as registry:
-            plan = planning.plan_uninstall(registry, [plugin_id], new_txid(), cascade=cascade, keep_data=keep_data)
+            plan = planning.plan_uninstall(registry, [plugin_id], new_txid(self.config.home), cascade=cascade, keep_data=keep_data)
             return self._run(plan)
 
     def rollback(
@@ -367,10 +367,10 @@ class Installer:
         with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
                 fetched = self._previous_package(registry, plugin_id)
-                plan = planning.plan_rollback(registry, plugin_id, new_txid(), self.config.home, fetched=fetched)
+                plan = planning.plan_rollback(registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched)
             else:
                 target = self._target_generation(registry, generation, transaction)
-                plan = planning.plan_generation(registry, target, new_txid(), self.config.home, keep_data=keep_data)
+                plan = planning.plan_generation(registry, target, new_txid(self.config.home), self.config.home, keep_data=keep_data)
             _refuse_damaged_trees(self.config, plan)
             return self._run(plan, settings, by)
 
@@ -416,7 +416,7 @@ class Installer:
 
         with self._writing(f"enable {plugin_id}") as registry:
             return self._run(
-                planning.plan_toggle(registry, plugin_id, True, new_txid(), with_requirements=with_requirements)
+                planning.plan_toggle(registry, plugin_id, True, new_txid(self.config.home), with_requirements=with_requirements)
             )
 
     def disable(self, plugin_id: str) -> TransactionResult:
@@ -424,7 +424,7 @@ class Installer:
         from atomicplug.transaction import new_txid
 
         with self._writing(f"disable {plugin_id}") as registry:
-            return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid()))
+            return self._run(planning.plan_toggle(registry, plugin_id, False, new_txid(self.config.home)))
 
     def configure(self, plugin_id: str, values: Mapping[str, Any], *, by: str | None = None) -> TransactionResult:
         """Change an installed plugin's settings (``None`` for a field: back to its default).
@@ -437,7 +437,7 @@ class Installer:
         from atomicplug.transaction import new_txid
 
         with self._writing(f"configure {plugin_id}") as registry:
-            txid = new_txid()
+            txid = new_txid(self.config.home)
             changed = configure(self.config, registry, plugin_id, values, by, txid)
         line = f"configure {plugin_id}: {', '.join(changed)}" if changed else None
         return TransactionResult(txid=txid if changed else "", operation="configure", changes=(line,) if line else ())

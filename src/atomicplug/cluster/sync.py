@@ -165,7 +165,7 @@ def apply(
     local = Registry.load(config.registry_path)
     if target.matches(local):
         return ()
-    plan = plan_sync(config, db, local, target, new_txid())
+    plan = plan_sync(config, db, local, target, new_txid(config.home))
     repairs = []
     for change in plan.changes:  # a tree this node kept, damaged since: repaired before it goes live
         if change.after is not None and change.package is not None and not change.stage_tree:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from atomicplug.faults import crash_point
 from atomicplug.fsutil import append_line, fsync_dir, make_dirs
+from atomicplug.history import last_txid
 from atomicplug.ioerrors import doing
 from atomicplug.journal.reader import FINISHED, intact_length
 from atomicplug.journal.records import RecordType, encode
@@ -21,10 +22,26 @@ from atomicplug.journal.records import RecordType, encode
 __all__ = ["Journal", "new_txid", "put_aside"]
 
 
-def new_txid() -> str:
-    """Time-ordered and unique: journals sort oldest first by name."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+def new_txid(home: Path | None = None) -> str:
+    """Time-ordered and unique: journals sort oldest first by name, and readers take the txids'
+    order for the order of the transactions (``history``; ``generations``, which reads history
+    from its end no further back than the oldest txid it asks for).
+
+    ``home``: the txid comes after the last one its history holds, also when the clock was set
+    back since (an NTP step): then it is that one's time and a microsecond. Made under the
+    writer lock, like the history line that follows.
+    """
+    stamp = datetime.now(timezone.utc).strftime(_STAMP)
+    last = last_txid(home)[: len(stamp)] if home is not None else ""
+    if last >= stamp:
+        try:
+            stamp = (datetime.strptime(last, _STAMP) + timedelta(microseconds=1)).strftime(_STAMP)
+        except ValueError:  # not a txid of ours (a hand edit): the clock's is taken
+            pass
     return f"{stamp}-{secrets.token_hex(3)}"
+
+
+_STAMP = "%Y%m%dT%H%M%S%f"
 
 
 class Journal:
