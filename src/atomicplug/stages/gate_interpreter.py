@@ -21,7 +21,9 @@ import sys
 import threading
 from collections.abc import Callable
 
-__all__ = ["CHILD_SCRIPT", "COMMANDS_THAT_MAY_GATE", "start", "start_early", "take_spare", "keep_spare", "drop_spare", "discard"]
+__all__ = [
+    "CHILD_SCRIPT", "COMMANDS_THAT_MAY_GATE", "start", "start_early", "take_spare", "keep_spare", "ensure_spare", "drop_spare", "discard",
+]  # fmt: skip
 
 #: Commands whose transaction may import new backends. Run as a process of their own (one-shot, or
 #: a resident server's child), they start the interpreter before anything else (:func:`start_early`).
