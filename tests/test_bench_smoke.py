@@ -58,9 +58,14 @@ def test_bench_runs_every_part_and_ends_with_json(tmp_path: Path) -> None:
 
 
 def test_bench_can_measure_after_removals(tmp_path: Path) -> None:
-    """``--after-removals N``: the sizes part's contenders each start in a folder where N files were just removed."""
-    _, data = run_bench("run.py", "--parts", "sizes", "--sizes", "tiny", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
+    """``--after-removals N``: the sizes part's contenders each start in a folder where N files were just
+    removed, and the imports part's installs in a home where they were."""
+    _, data = run_bench("run.py", "--parts", "imports", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
     assert data["file_creation"]["removed_before"] == 50
+    assert data["file_creation"]["removals"] == 10  # before each of 5 one-shot and 5 resident installs
+    assert data["targets"]["small_cli_install_ms"]["value"] > 0
+    _, data = run_bench("run.py", "--parts", "sizes", "--sizes", "tiny", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
+    assert data["file_creation"]["removed_before"] == 50 and data["file_creation"]["removals"] > 0
     assert data["sizes"]["tiny"]["floor_s"] > 0 and data["sizes"]["tiny"]["python_floor_s"] > 0 and data["sizes"]["tiny"]["atomicplug_s"]["install"] > 0
     assert not any((tmp_path / "scratch").iterdir())
 
