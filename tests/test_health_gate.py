@@ -440,3 +440,20 @@ def test_a_one_shot_install_starts_the_gate_interpreter_before_importing_the_ins
     assert installed.stderr.splitlines() == ["gate started; installer imported: False"]
     listed = run("list")
     assert listed.returncode == 0 and "early" in listed.stdout and listed.stderr == ""
+
+
+def test_the_module_every_command_imports_first_stays_light() -> None:
+    """``__main__`` imports ``gate_interpreter`` for every command run here, before knowing
+    whether it may gate: importing it must not pull in what ``list`` and ``recover`` never use
+    (subprocess and threading, ~1.5 ms; typing)."""
+    import atomicplug
+
+    source = str(Path(atomicplug.__file__).parent.parent)
+    probe = (
+        f"import sys; sys.path.insert(0, {source!r}); import atomicplug; before = set(sys.modules)\n"
+        "import atomicplug.stages.gate_interpreter\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    assert "atomicplug.stages.gate_interpreter" in loaded
+    assert not {"subprocess", "threading", "typing"} & set(loaded), loaded

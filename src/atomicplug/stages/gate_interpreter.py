@@ -14,12 +14,16 @@ transaction, where a small install waited ~8 ms for it (issue 14, bench/README.m
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
-import subprocess
 import sys
-import threading
-from collections.abc import Callable
+
+from atomicplug import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where a child is started: every command imports this module first
+    import subprocess
+    from collections.abc import Callable
 
 __all__ = [
     "CHILD_SCRIPT", "COMMANDS_THAT_MAY_GATE", "start", "start_early", "take_spare", "keep_spare", "ensure_spare", "drop_spare", "discard",
@@ -67,6 +71,8 @@ def start() -> subprocess.Popen[bytes]:
     skips re-running ``site`` (half the start-up): the job carries the caller's
     ``sys.path``, site-packages and ``.pth`` entries already resolved.
     """
+    import subprocess
+
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     command = [sys.executable, "-B", "-S", "-c", CHILD_SCRIPT]
     return subprocess.Popen(command, cwd="/", env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -98,7 +104,7 @@ def discard(child: subprocess.Popen[bytes] | None) -> None:
     child.communicate()
 
 
-_spare_lock = threading.Lock()
+_spare_lock = _thread.allocate_lock()  # threading's Lock, without importing threading
 _spare: tuple[subprocess.Popen[bytes], int] | None = None  # the idle child and the pid that started it
 
 
