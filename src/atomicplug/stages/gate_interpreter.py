@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # imported where a child is started: every command imports th
     from collections.abc import Callable
 
 __all__ = [
-    "CHILD_SCRIPT", "COMMANDS_THAT_MAY_GATE", "start", "start_early", "take_spare", "keep_spare", "ensure_spare", "drop_spare", "discard",
+    "CHILD_SCRIPT", "COMMANDS_THAT_MAY_GATE", "start", "start_early", "take_spare", "ensure_spare", "drop_spare", "discard",
 ]  # fmt: skip
 
 #: Commands whose transaction may import new backends. Run as a process of their own (one-shot, or
@@ -88,11 +88,9 @@ def start_early(command: str | None) -> None:
     if command not in COMMANDS_THAT_MAY_GATE:
         return
     try:
-        child = start()
+        ensure_spare(start)
     except OSError:
-        return
-    if not keep_spare(child):
-        discard(child)
+        pass
 
 
 def discard(child: subprocess.Popen[bytes] | None) -> None:
@@ -117,17 +115,11 @@ def take_spare() -> subprocess.Popen[bytes] | None:
     global _spare
     with _spare_lock:
         kept, _spare = _spare, None
-    if kept is None or kept[1] != os.getpid():
-        return None
-    if kept[0].poll() is None:
-        return kept[0]
-    discard(kept[0])  # it died meanwhile: reap it
+    child = _own_child(kept)
+    if child is None or child.poll() is None:
+        return child
+    discard(child)  # it died meanwhile: reap it
     return None
-
-
-def keep_spare(child: subprocess.Popen[bytes]) -> bool:
-    """Keep ``child`` as this process's spare; False (the caller's to stop) when a live one is kept already."""
-    return ensure_spare(lambda: child)
 
 
 def ensure_spare(make: Callable[[], subprocess.Popen[bytes]]) -> bool:
@@ -137,7 +129,8 @@ def ensure_spare(make: Callable[[], subprocess.Popen[bytes]]) -> bool:
     """
     global _spare
     with _spare_lock:
-        if _spare is not None and _spare[1] == os.getpid() and _spare[0].poll() is None:
+        live = _own_child(_spare)
+        if live is not None and live.poll() is None:
             return False
         _spare = (make(), os.getpid())
         return True
@@ -152,8 +145,12 @@ def drop_spare() -> None:
     global _spare
     with _spare_lock:
         kept, _spare = _spare, None
-    if kept is not None and kept[1] == os.getpid():  # a forked process's copy is its parent's to stop
-        discard(kept[0])
+    discard(_own_child(kept))  # a forked process's copy is its parent's to stop
+
+
+def _own_child(kept: tuple[subprocess.Popen[bytes], int] | None) -> subprocess.Popen[bytes] | None:
+    """The interpreter of ``kept`` when this process started it (a forked one sees its parent's), else None."""
+    return kept[0] if kept is not None and kept[1] == os.getpid() else None
 
 
 atexit.register(drop_spare)
