@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["Failed", "GNU_TIME", "timed", "last_stdout", "peak_rss", "disk_used", "spread_new_folders", "file_creation_us"]
+__all__ = ["Failed", "GNU_TIME", "timed", "last_stdout", "peak_rss", "disk_used", "spread_new_folders", "file_creation_us", "create_and_remove"]
 
 GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -190,15 +190,22 @@ def spread_new_folders(scratch: Path) -> bool:
 def file_creation_us(scratch: Path, count: int = 200) -> float:
     """Microseconds per empty file created in a new folder in ``scratch``: how the disk stands now."""
     folder = Path(tempfile.mkdtemp(prefix="creation-probe-", dir=scratch))
+    return round(create_and_remove(folder, count) / count * 1e6, 1)
+
+
+def create_and_remove(folder: Path, count: int) -> float:
+    """Create ``count`` empty files in the empty ``folder``, then remove them and the folder;
+    the seconds the creations took."""
+    names = [str(folder / f"f{n}") for n in range(count)]
     try:
         started = time.perf_counter()
-        for n in range(count):
-            os.close(os.open(folder / f"f{n}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-        return round((time.perf_counter() - started) / count * 1e6, 1)
+        for name in names:
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        return time.perf_counter() - started
     finally:
-        for n in range(count):
+        for name in names:
             try:
-                os.unlink(folder / f"f{n}")
+                os.unlink(name)
             except FileNotFoundError:
                 pass
         os.rmdir(folder)

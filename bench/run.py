@@ -55,7 +55,7 @@ sys.path.insert(0, str(HERE))
 
 import measure  # noqa: E402
 import workloads  # noqa: E402
-from measure import Failed, file_creation_us, last_stdout, peak_rss, spread_new_folders, timed  # noqa: E402
+from measure import Failed, create_and_remove, file_creation_us, last_stdout, peak_rss, spread_new_folders, timed  # noqa: E402
 
 from atomicplug.resident.address import SOCKET_ENV  # noqa: E402
 from atomicplug.resident.client import OFF_ENV  # noqa: E402
@@ -145,12 +145,7 @@ def removed_before(folder: Path, count: int) -> None:
     _removals += 1
     place = folder / ".removed"
     place.mkdir()
-    names = [str(place / f"f{n}") for n in range(count)]
-    for name in names:
-        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-    for name in names:
-        os.unlink(name)
-    place.rmdir()
+    create_and_remove(place, count)
     time.sleep(1.1)
 
 
