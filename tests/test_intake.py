@@ -90,6 +90,27 @@ def test_the_plan_and_journal_carry_the_sha256_never_the_users_path(home):
     assert home.installer.list()[0]["signed_by"] == home.publisher.secret.key_id_hex
 
 
+def test_a_blob_whose_tree_is_kept_is_released_too(home):
+    """An upgrade back to a kept tree takes the package in but stages nothing: its blob must not stay
+    behind either (the large bench plugin's 67 MB, replaced at the next intake of it)."""
+    home.installer.install_file(home.package("shop", "1.0.0"))
+    newer = home.package("shop", "1.1.0")
+    home.installer.install_file(newer)
+    home.installer.rollback("shop")
+    home.installer.install_file(newer)  # 1.1.0's tree is kept: reused, not staged
+    assert home.installer.list()[0]["version"] == "1.1.0"
+    assert not list(home.config.downloads_dir.glob("*.zip")), "the blob of a package whose tree is reused is dropped"
+    assert not list(home.config.downloads_dir.glob("*.minisig"))
+
+
+def test_a_blob_given_again_for_what_is_installed_is_released(home):
+    """Installing what is already installed changes nothing (or repairs its tree): its blob is not kept either."""
+    package = home.package("shop", "1.0.0")
+    home.installer.install_file(package)
+    home.installer.install_file(package)
+    assert not list(home.config.downloads_dir.glob("*.zip"))
+
+
 def test_the_blob_is_read_only_and_is_what_extraction_reads(home, monkeypatch):
     from atomicplug import intake
 

@@ -249,9 +249,19 @@ class Installer:
                 result = self._run(plan, settings, by, schemas, checked=repair)
                 return attrs.evolve(result, changes=(*repairs, *result.changes))
             repair()
+            self._release(packages)
             if repairs:
                 return TransactionResult(txid=txid, operation="repair", changes=tuple(repairs))
             return self._run(plan, settings, by, schemas)
+
+    def _release(self, packages: Sequence[Package]) -> None:
+        """Drop the blobs of packages a plan without changes leaves unused: what they hold is
+        installed (and repaired), as a transaction's end drops the blobs it used (docs/design.md "Intake")."""
+        from atomicplug.intake import release
+
+        if not self.config.cluster:  # a cluster node's blobs are what it publishes to the other nodes
+            for package in packages:
+                release(self.config, package.sha256)
 
     def _repair_damaged(self, trees: Sequence[tuple[InstalledPlugin, str]]) -> tuple[str, ...]:
         """Each tree a package was given for (``_trees_to_check``: entry, package sha256) is repaired

@@ -289,8 +289,8 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     remove_temp_links(config, plan.txid)
     if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
         for change in plan.changes:
-            if change.stage_tree and change.package is not None:
-                release(config, change.package)  # its files are objects now (docs/design.md "Intake")
+            if change.package is not None:  # staged or reused, its files are objects now (docs/design.md "Intake")
+                release(config, change.package)
     append_history(config.home, _history_entry(plan, "done"))
     journal.finish(RecordType.DONE)
 
