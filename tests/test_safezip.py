@@ -324,6 +324,20 @@ def test_file_used_as_a_folder_is_refused(ws: Workspace) -> None:
     ws.assert_refused(valid_package(RawEntry("backend/routes.py/inner.py", b"x")), "which is a file")
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("frontend/Pages/a.ts", "frontend/pages/b.ts"),  # folders differing in case
+        (unicodedata.normalize("NFC", "frontend/café/x.ts"), unicodedata.normalize("NFD", "frontend/café/y.ts")),
+        ("backend/Sub/", "backend/sub/x.py"),  # an explicit folder entry and another folder's file
+    ],
+)
+def test_folders_colliding_after_case_folding_or_nfc_are_refused(ws: Workspace, first: str, second: str) -> None:
+    """Two spellings of one folder merge on a case-insensitive or normalising file system (pack refuses them too)."""
+    entries = [RawEntry(name, method=0, external_attr=DIR_MODE) if name.endswith("/") else RawEntry(name, b"x") for name in (first, second)]
+    ws.assert_refused(valid_package(*entries), "names compared case-folded and NFC")
+
+
 # -- modes ------------------------------------------------------------------------------
 
 

@@ -319,13 +319,21 @@ def _check_collisions(entries: list[Entry]) -> None:
         seen[key] = entry
     files = {k for k, e in seen.items() if not e.is_dir}
     folder_keys: dict[tuple[str, ...], str] = {}  # thousands of entries share a few folders: each folder's key once
+    spellings: dict[str, tuple[str, ...]] = {}  # a folder's key -> its first spelling: two would merge on disk
     for entry in entries:
         parts = entry.parts
-        for depth in range(1, len(parts)):
+        for depth in range(1, len(parts) + entry.is_dir):  # a folder entry is a folder itself
             folder = parts[:depth]
             parent = folder_keys.get(folder)
             if parent is None:
                 parent = folder_keys[folder] = collision_key(folder)
+                first = spellings.setdefault(parent, folder)
+                if first != folder:
+                    raise refuse(
+                        entry.name,
+                        f"lies in folder {show('/'.join(folder))}, the same folder as {show('/'.join(first))} "
+                        "(names compared case-folded and NFC)",
+                    )
             if parent in files:
                 raise refuse(entry.name, f"lies inside {show(seen[parent].name)}, which is a file")
     if collision_key((METADATA_NAME,)) not in files or METADATA_NAME not in {e.name for e in entries}:
