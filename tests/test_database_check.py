@@ -1,4 +1,4 @@
-"""check(): plan-time refusals, before any file or row changes."""
+"""check(): the database step's refusals, before any row changes; a package's permissions before the transaction."""
 
 from __future__ import annotations
 
@@ -187,3 +187,25 @@ def test_uninstall_of_migration_missing_from_installed_tree_is_refused(tmp_path:
     v1 = make_tree(tmp_path, files={k: v for k, v in files.items() if "0001" in k})
     with pytest.raises(MigrationError, match="applied migration 0002_b is not in the installed tree"):
         check(config, [change_of("p1", "uninstall", old_tree=v1, old_version="1.0.0")])
+
+
+@pytest.mark.parametrize(
+    ("fields", "config", "expected"),
+    [
+        ({"migrations": {"0001_init": ("CREATE TABLE a (id INTEGER);", "DROP TABLE a;")}, "permissions": ()}, {}, "does not declare"),
+        ({"install_hook": "def install(conn, ctx):\n    pass\n", "permissions": ()}, {}, "does not declare"),
+        ({"permissions": ("api.routes",)}, {"granted_permissions": ["database.create_tables"]}, "'api.routes', which is not granted"),
+    ],
+)
+def test_a_permission_refusal_comes_before_the_transaction(home_factory: Any, fields: dict[str, Any], config: dict[str, Any], expected: str) -> None:
+    """What a package may do is known from its metadata and its entry names: refused at plan time,
+    the home gets no journal, no history line and no objects (only the package's intake)."""
+    home = home_factory(**config)
+    package = home.package("shop", **fields)
+    with pytest.raises(PermissionRefusedError, match=expected) as info:
+        home.installer.install_file(package)
+    assert info.value.exit_code == 3
+    state = home.config.home
+    assert not (state / "history.jsonl").exists()
+    assert not list(state.glob("journal/**/*.jsonl"))
+    assert not (state / "objects").exists() or not any(p.is_file() for p in (state / "objects").rglob("*"))

@@ -231,7 +231,7 @@ def test_scratch_folder_lives_in_staging_and_is_gone_afterwards(home: Home, back
 def test_a_database_refusal_during_the_check_stops_the_child(home: Home, monkeypatch: pytest.MonkeyPatch) -> None:
     """The interpreter imports while the database checks run; when those refuse first, the
     child is stopped, its folder removed, and the database's reason is the one reported."""
-    from atomicplug.errors import PermissionRefusedError
+    from atomicplug.errors import MigrationError
 
     children: list[subprocess.Popen[bytes]] = []
     real = health._start_child
@@ -243,8 +243,9 @@ def test_a_database_refusal_during_the_check_stops_the_child(home: Home, monkeyp
     monkeypatch.setattr(health, "_start_child", keeping)
     before = snapshot(home.config)
     slow = _backend("import time\ntime.sleep(30)\n")
-    package = home.package("slow", migrations=USERS_TABLE, permissions=(), files=slow)
-    with pytest.raises(PermissionRefusedError, match="does not declare the permission"):
+    vacuum = {"0001_init": ("CREATE TABLE gate_users (id INTEGER PRIMARY KEY); VACUUM;", "DROP TABLE gate_users;")}
+    package = home.package("slow", migrations=vacuum, files=slow)
+    with pytest.raises(MigrationError, match="VACUUM cannot run inside a transaction"):
         home.installer.install_file(package)
     assert len(children) == 1 and children[0].poll() is not None
     assert snapshot(home.config) == before

@@ -217,10 +217,12 @@ class Installer:
         from them; one whose plugin another writer changed meanwhile is dropped (it
         would now be a downgrade or a refusal nobody asked for).
         """
+        from atomicplug.stages import permissions
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
         _check_python_dependencies(packages)
+        permissions.check_packages(self.config, packages)  # before the lock and the journal: a refusal changes nothing
         with self._writing("install") as registry:
             packages = [p for p in packages if p.sha256 not in repairing or _installed_from(registry, p)]
             txid = new_txid(self.config.home)

@@ -15,7 +15,6 @@ uninstall/keep_data semantics.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -24,9 +23,7 @@ from typing import TYPE_CHECKING, Any
 from atomicplug.errors import (
     CommitInDoubtError,
     DatabaseError,
-    MetadataError,
     MigrationError,
-    PermissionRefusedError,
 )
 from atomicplug.faults import crash_point
 
@@ -54,14 +51,12 @@ MIN_COMMIT_WAIT = 30.0
 _POLL_INTERVAL = 0.2
 
 
-#: The permission a plugin must declare to ship migrations or install hooks.
-DATABASE_PERMISSION = "database.create_tables"
-
 _WITH_NEW_TREE = ("install", "upgrade", "downgrade")
 
 
 def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> None:
-    """Plan-time checks, before any file or row changes (docs/design.md step 2).
+    """The database step's checks, before any row changes (docs/design.md step 2): of the trees the plan
+    makes live (a package's permissions were checked before the transaction, stages/permissions.py).
 
     ``ledger=False`` (a cluster node's sync, which runs no migrations) keeps the
     checks of the trees themselves and skips the ledger.
@@ -76,6 +71,7 @@ def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> 
     """
     from atomicplug.database.engine import backend_name, check_url
     from atomicplug.database.plan import refuse_non_transactional, tree_migrations
+    from atomicplug.stages.permissions import check_tree
 
     check_url(config.database_url)
     dialect = backend_name(config.database_url)
@@ -83,7 +79,7 @@ def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> 
     for change in changes:
         new_tree = change.new_tree(home)
         if change.action in _WITH_NEW_TREE and new_tree is not None:
-            _check_permissions(config, change.plugin_id, new_tree)
+            check_tree(config, change.plugin_id, new_tree)
     needs_ledger = False
     for change in changes:
         for tree in (change.new_tree(home), change.old_tree(home)):
@@ -92,38 +88,6 @@ def check(config: Config, changes: Sequence[Change], *, ledger: bool = True) -> 
             needs_ledger = needs_ledger or bool(migrations)
     if needs_ledger and ledger:
         _check_against_ledger(config, changes)
-
-
-def _check_permissions(config: Config, plugin_id: str, tree: Path) -> None:
-    from atomicplug.database.discovery import discover
-    from atomicplug.database.hooks import hook_path
-
-    declared = _declared_permissions(plugin_id, tree)
-    if (discover(tree, plugin_id) or hook_path(tree).is_file()) and DATABASE_PERMISSION not in declared:
-        raise PermissionRefusedError(
-            f"plugin {plugin_id} ships migrations or install hooks but does not declare "
-            f"the permission '{DATABASE_PERMISSION}' in metadata.json"
-        )
-    for permission in declared:
-        if permission not in config.granted_permissions:
-            raise PermissionRefusedError(
-                f"plugin {plugin_id} needs the permission '{permission}', which is not granted "
-                "(granted_permissions in the config)"
-            )
-
-
-def _declared_permissions(plugin_id: str, tree: Path) -> list[str]:
-    path = Path(tree) / "metadata.json"
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise MetadataError(f"plugin {plugin_id}: cannot read metadata.json: {exc}") from exc
-    permissions = data.get("permissions", []) if isinstance(data, dict) else None
-    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
-        raise MetadataError(f"plugin {plugin_id}: 'permissions' must be a list of strings (got {permissions!r})")
-    return permissions
 
 
 def _check_against_ledger(config: Config, changes: Sequence[Change]) -> None:
