@@ -135,6 +135,18 @@ def test_gc_keeps_the_live_and_previous_generations(home):
     assert all(report.ok for report in home.installer.verify())
 
 
+@pytest.mark.parametrize(("keep", "made"), [(3, 2), (4, 3), (5, 4), (5, 2)])
+def test_gc_keeps_every_generation_while_there_are_fewer_than_keep_generations(home_factory, keep, made):
+    """Fewer generations than ``keep_generations``: gc removes none of them (a negative slice once took from the end)."""
+    home = home_factory(keep_generations=keep)
+    for n in range(made):
+        home.installer.install_file(home.package("alpha", f"1.{n}.0"))
+    home.installer.gc()
+    assert generations.numbers(home.config) == list(range(1, made + 1))
+    home.installer.rollback(generation=1)
+    assert home.installer.list()[0]["version"] == "1.0.0"
+
+
 def test_rollback_of_a_whole_transaction_is_one_switch_back(home):
     from atomicplug.testing import table_names
 

@@ -65,7 +65,7 @@ def kept_generations(config: Config) -> list[int]:
     if live is None:
         return []
     older = [n for n in generations.numbers(config) if n < live]
-    return [*older[len(older) - (config.keep_generations - 1) :], live] if config.keep_generations > 1 else [live]
+    return [*older[max(0, len(older) - (config.keep_generations - 1)) :], live]  # from the start when fewer are older
 
 
 @attrs.frozen
