@@ -210,6 +210,30 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     assert (doctor.ok, doctor.detail) == (True, "1 kept tree a rollback can go to: intact")
 
 
+@pytest.mark.parametrize("how", ["enable", "generation"])
+def test_a_damaged_disabled_tree_is_not_made_live_again(home, how):
+    """Found from outside: a disabled plugin's tree, changed while disabled, went live again by
+    `rollback --generation` to a generation where it was enabled (the check skipped a tree that
+    stays the same); `enable` made it live without a look too."""
+    from atomicplug.errors import OperationError
+    from atomicplug.testing import snapshot
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    home.installer.disable("alpha")
+    [tree] = plugin_trees(home.config.home, "alpha")
+    target = tree / "backend" / "__init__.py"
+    os.chmod(target, 0o644)
+    target.write_text("BROKEN = True\n")
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match=f"^{how if how == 'enable' else 'rollback'} refused: the store tree of alpha 1.0.0 is damaged"):
+        home.installer.enable("alpha") if how == "enable" else home.installer.rollback(generation=1)
+    assert snapshot(home.config) == before
+    result = home.installer.install_file(home.package("alpha", "1.0.0"))
+    assert result.changes[0] == "repair alpha 1.0.0: 1 file"
+    home.installer.enable("alpha")
+    assert all(r.ok for r in home.installer.verify())
+
+
 def test_doctor_names_every_damaged_tree_a_rollback_would_go_to_and_exits_1(home):
     for plugin_id in ("alpha", "beta"):
         home.installer.install_file(home.package(plugin_id, "1.0.0"))

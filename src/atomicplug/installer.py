@@ -427,9 +427,9 @@ class Installer:
         from atomicplug.transaction import new_txid
 
         with self._writing(f"enable {plugin_id}") as registry:
-            return self._run(
-                planning.plan_toggle(registry, plugin_id, True, new_txid(self.config.home), with_requirements=with_requirements)
-            )
+            plan = planning.plan_toggle(registry, plugin_id, True, new_txid(self.config.home), with_requirements=with_requirements)
+            _refuse_damaged_trees(self.config, plan)  # disabled, its tree was nobody's to check
+            return self._run(plan)
 
     def disable(self, plugin_id: str) -> TransactionResult:
         from atomicplug.stages import plan as planning
@@ -604,19 +604,23 @@ def _trees_to_check(config: Config, registry: Registry, packages: Sequence[Packa
 
 
 def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
-    """A rollback makes trees the store holds live again with no package to repair them from: one
-    that fails ``tree_sealed`` and then ``verify --deep`` refuses it, naming what repairs it."""
+    """A rollback or an enable makes trees the store holds live again with no package to repair them
+    from: one that fails ``tree_sealed`` and then ``verify --deep`` refuses it, naming what repairs it."""
     for change in plan.changes:
-        after = change.after
-        if after is None or change.stage_tree or (change.before is not None and change.before.current == after.current):
-            continue
+        after, before = change.after, change.before
+        if after is None or not after.enabled or change.stage_tree:
+            continue  # not live after, or staged from its package now
+        if before is not None and before.enabled and before.current == after.current:
+            continue  # live already
         report = kept_tree_damage(config, after)
         if report is not None:
             plugin = f"{after.id} {after.version}"
-            raise OperationError(
-                f"rollback refused: the store tree of {plugin} is damaged ({report.damage()}); install {plugin} from its package "
-                f"instead, which repairs it ({reinstall_ways(after.id, after.version)})"
-            )
+            ways = reinstall_ways(after.id, after.version)
+            if plan.operation == "enable":
+                fix = f"install {plugin} from its package again, which repairs it ({ways}), then enable it"
+            else:
+                fix = f"install {plugin} from its package instead, which repairs it ({ways})"
+            raise OperationError(f"{plan.operation} refused: the store tree of {plugin} is damaged ({report.damage()}); {fix}")
 
 
 def _installed_from(registry: Registry, package: Package) -> bool:
