@@ -473,3 +473,28 @@ def test_a_clock_set_back_still_orders_the_history_as_it_happened(home: Home, mo
     assert [entry["txid"] for entry in installer.history()] == [first.txid, second.txid, third.txid]
     rows = installer.generations()
     assert [row["operation"] for row in rows] == ["disable", "install", "install"]
+
+
+@pytest.mark.parametrize("which", ["live", "older"])
+def test_a_generation_whose_registry_is_missing_is_refused_not_read_as_empty(home_factory, which):
+    """Found from outside: a generation's registry.json removed read as "no plugins", so gc removed the
+    live trees and a rollback to that generation uninstalled everything, dropping tables."""
+    home = home_factory(keep_generations=5)
+    tables = {"0001_t": ("CREATE TABLE gamma_t (id INTEGER);", "DROP TABLE gamma_t;")}
+    for plugin, fields in (("alpha", {}), ("gamma", {"migrations": tables}), ("beta", {})):
+        home.installer.install_file(home.package(plugin, **fields))
+    number = 3 if which == "live" else 2
+    (generations.folder(home.config, number) / generations.REGISTRY_NAME).unlink()
+    trees = sorted(p for p in home.config.store_dir.glob("*/*"))
+    expected = f"registry {generations.folder(home.config, number) / generations.REGISTRY_NAME} is missing"
+    commands = [("gc",), ("doctor",)]
+    commands += [("verify",), ("list",), ("uninstall", "beta"), ("rollback", "--generation", "1")] if which == "live" else [("rollback", "--generation", "2")]
+    for args in commands:
+        proc = _cli(home, *args)
+        assert proc.returncode != 0, (args, proc.stdout, proc.stderr)
+        assert expected in proc.stderr + proc.stdout, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr
+    assert sorted(p for p in home.config.store_dir.glob("*/*")) == trees
+    from atomicplug.testing import table_names
+
+    assert table_names(home.config.database_url) == {"gamma_t"}

@@ -117,7 +117,7 @@ def examine(config: Config) -> list[Finding]:
         live = Registry.load(config.registry_path)
         wanted = {e.previous.tree: attrs.evolve(e, current=e.previous) for e in live.plugins.values() if e.previous is not None}
         for number in generations.numbers(config):
-            for entry in Registry.load(generations.folder(config, number) / generations.REGISTRY_NAME).plugins.values():
+            for entry in Registry.load(generations.folder(config, number) / generations.REGISTRY_NAME, required=True).plugins.values():
                 wanted.setdefault(entry.current.tree, entry)
         shown = {e.current.tree for e in live.plugins.values()}
         kept = [e for tree, e in sorted(wanted.items()) if tree not in shown and (config.home / tree).is_dir()]

@@ -88,7 +88,7 @@ def _unused(config: Config) -> _Unused:
     from atomicplug.stages.stage import objects_of
 
     keep = kept_generations(config)
-    registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME) for n in keep]
+    registries = [Registry.load(generations.folder(config, n) / generations.REGISTRY_NAME, required=True) for n in keep]
     if not registries:  # a home from before generations: its one registry file
         registries = [Registry.load(config.registry_path)]
     # Each kept generation needs what it shows and each plugin's previous tree: switched back to,

@@ -419,7 +419,7 @@ class Installer:
     def _generation_registry(self, number: int) -> Registry:
         from atomicplug import generations
 
-        return Registry.load(generations.folder(self.config, number) / generations.REGISTRY_NAME)
+        return Registry.load(generations.folder(self.config, number) / generations.REGISTRY_NAME, required=True)
 
     def enable(self, plugin_id: str, *, with_requirements: bool = False) -> TransactionResult:
         """Put a disabled plugin's entries back; its disabled requirements too when ``with_requirements``."""

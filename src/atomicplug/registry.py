@@ -137,13 +137,25 @@ class Registry:
     parent: int | None = None
 
     @classmethod
-    def load(cls, path: Path) -> Registry:
+    def load(cls, path: Path, *, required: bool = False) -> Registry:
         """The registry at ``path``; the same bytes are parsed once per process (a transaction
         reads the registry three times: ~5 ms of parsing each with 1000 plugins, against ~0.2 ms
-        to read and hash the bytes). Keyed by the bytes themselves, so never stale."""
+        to read and hash the bytes). Keyed by the bytes themselves, so never stale.
+
+        A missing file is the empty registry of a home with nothing installed, unless it is
+        ``required`` (a generation's) or ``path`` is a link into a folder that lacks it (the live
+        generation's): then it was removed, and reading it as "no plugins" would let gc remove
+        the trees in use and a rollback uninstall everything (OperationError).
+        """
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
+            target = path.resolve()
+            if required or (path.is_symlink() and target.parent.is_dir()):
+                raise OperationError(
+                    f"registry {target} is missing (removed by hand?): atomicplug will not read its generation as one "
+                    "without plugins; put the file back (from a backup)"
+                ) from None
             return cls()
         loaded = _LOADED.get(raw)
         if loaded is None:
