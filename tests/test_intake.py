@@ -300,3 +300,43 @@ def test_what_an_intake_killed_half_way_leaves_in_downloads_is_removed_by_gc(hom
     assert collected.returncode == 0, collected.stderr
     assert not any(p.exists() for p in (*left, dead))
     assert live.exists()
+
+
+@pytest.mark.parametrize("lie", ["crc", "record hash"])
+def test_a_package_whose_data_lies_is_refused_and_its_blob_not_kept(home, lie):
+    """Found from outside: a lie that shows only when an entry is inflated (its CRC-32, its RECORD
+    line's sha256) is refused during staging, inside the transaction; its verified-looking blob stayed
+    in downloads/, to be taken for a good package again by the next install."""
+    import hashlib
+
+    from hostile_zips import build_zip, valid_metadata, valid_package, with_entry, with_record
+
+    from atomicplug.errors import PackageError
+    from atomicplug.minisign import sign_file
+    from atomicplug.testing import snapshot
+
+    metadata = valid_metadata(id="shop", requires=[], backend={"models": [], "routes": [], "dependencies": []},
+                              frontend={"routes": [], "components": [], "dependencies": {}})  # fmt: skip
+    entries = valid_package(metadata=metadata)
+    index = [e.name for e in entries].index("backend/routes.py")
+    if lie == "crc":
+        entries = with_record(with_entry(entries, index, crc=0x12345678))
+    else:
+        true = hashlib.sha256(entries[index].data).hexdigest()
+        entries = with_record(entries, with_record(entries)[-1].data.replace(true.encode(), b"0" * 64))
+    package = home.root / "packages" / "shop-1.0.0.zip"
+    package.parent.mkdir(parents=True, exist_ok=True)
+    package.write_bytes(build_zip(entries))
+    package.with_name(package.name + ".minisig").write_text(sign_file(package, home.publisher.secret))
+    home.installer.install_file(home.package("other"))
+    before = snapshot(home.config)
+
+    def objects() -> set[str]:
+        return {p.name for p in (home.config.home / "objects").rglob("*") if p.is_file()}
+
+    made = objects()
+    with pytest.raises(PackageError, match="CRC-32" if lie == "crc" else "RECORD"):
+        home.installer.install_file(package)
+    assert snapshot(home.config) == before
+    assert not list(home.config.downloads_dir.iterdir())
+    assert objects() == made  # what it inflated before the lie showed is removed again

@@ -133,7 +133,8 @@ def _package_objects(
 ) -> tuple[ObjectExtraction, list[RecordEntry]]:
     """Every file of the package of ``sha256`` as an object, and its pycs: the extraction and the tree's files."""
     from atomicplug import safezip
-    from atomicplug.intake import open_blob
+    from atomicplug.errors import PackageError
+    from atomicplug.intake import open_blob, release
 
     trees = plugin_trees(config.home, plugin_id)
     known = installed_pycs(trees)
@@ -145,10 +146,12 @@ def _package_objects(
             # No tree of the plugin yet: its files are most likely new here, created without a look first.
             extraction = safezip.extract_to_objects(blob, objects, config.limits, sink=compiler, sha256=sha256, fresh=not trees)
         compiler.finish()
-    except BaseException:
+    except BaseException as exc:
         objects.discard(pycs.created)  # as the extractor does with its own objects on its own failures
         if extraction is not None:  # the blob failed its check after the extraction (open_blob), or a source its compile
             objects.discard(extraction.created)
+        if isinstance(exc, PackageError):  # its bytes lie (a CRC, a size, a RECORD line): none of them is kept to be taken in again
+            release(config, sha256)
         raise
     finally:
         compiler.close()
