@@ -7,6 +7,7 @@ A package is streamed once: the signature digest, the sha256 and the copy into
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -340,3 +341,32 @@ def test_a_package_whose_data_lies_is_refused_and_its_blob_not_kept(home, lie):
     assert snapshot(home.config) == before
     assert not list(home.config.downloads_dir.iterdir())
     assert objects() == made  # what it inflated before the lie showed is removed again
+
+
+def test_a_package_without_its_signature_is_refused_before_a_byte_is_read(home, tmp_path):
+    """Found from outside: `install /dev/zero` copied without end before saying the signature was
+    missing. A FIFO nobody writes to blocks whoever opens it: the refusal must come first."""
+    fifo = tmp_path / "endless.zip"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "atomicplug", "--config", str(home.config_path), "install", str(fifo)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "ATOMICPLUG_RESIDENT": "off"},
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == "atomicplug: error: endless.zip has no signature (endless.zip.minisig not found) and allow_unsigned is false\n"
+    assert not home.config.home.exists()
+
+
+def test_a_package_larger_than_the_limits_allow_is_refused_while_it_is_read(home_factory, tmp_path):
+    from atomicplug.errors import PackageError
+    from atomicplug.intake import size_cap
+    from atomicplug.minisign import sign_file
+
+    home = home_factory(max_unpacked_bytes=4096, max_entries=4)
+    cap = size_cap(home.config.limits)
+    big = tmp_path / "big.zip"
+    big.write_bytes(os.urandom(cap + 1))
+    big.with_name("big.zip.minisig").write_text(sign_file(big, home.publisher.secret))
+    with pytest.raises(PackageError, match=f"^package big.zip is larger than {cap} bytes"):
+        home.installer.install_file(big)
+    assert not home.config.home.exists()

@@ -23,7 +23,7 @@ import queue
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -34,13 +34,15 @@ from atomicplug import fsutil, ioerrors
 from atomicplug.errors import PackageError, SignatureError, TrustError, UsageError
 
 if TYPE_CHECKING:
-    from atomicplug.config import Config
+    from atomicplug.config import Config, ExtractLimits
     from atomicplug.metadata import Metadata
+    from atomicplug.minisign import PublicKey, Signature
 
 __all__ = [
     "Package",
     "blob_path",
     "signature_path_for",
+    "size_cap",
     "take_in_file",
     "take_in_download",
     "take_in_cached",
@@ -154,13 +156,25 @@ def _private_temp(config: Config) -> Iterator[tuple[Path, IO[bytes]]]:
             fsutil.remove_empty_dirs(created)
 
 
-def _copy_hashing(source: IO[bytes], sink: IO[bytes]) -> _Digests:
+def size_cap(limits: ExtractLimits) -> int:
+    """The largest zip the extraction caps leave room for: ``max_unpacked_bytes``, deflate's
+    overhead on data it cannot shrink (under 1/256), and 4 KiB of headers, name and extras for
+    each of ``max_entries`` entries. A larger file is refused while it is read, not copied whole."""
+    return limits.max_unpacked_bytes + limits.max_unpacked_bytes // 256 + limits.max_entries * 4096
+
+
+def _copy_hashing(source: IO[bytes], sink: IO[bytes], cap: int, name: str) -> _Digests:
     with _Digests() as digests:
         while True:
             with ioerrors.doing("read", source.name):
                 chunk = source.read(_CHUNK)
             if not chunk:
                 break
+            if digests.size + len(chunk) > cap:
+                raise PackageError(
+                    f"package {name} is larger than {cap} bytes, more than any zip within max_unpacked_bytes "
+                    "and max_entries can be"
+                )
             digests.update(chunk)
             with ioerrors.doing("write", sink.name):
                 sink.write(chunk)
@@ -189,8 +203,17 @@ def _read_signature(path: Path) -> str | None:
     return data.decode("utf-8", "surrogateescape")
 
 
-def _check_signature(config: Config, temp: Path, digests: _Digests, sig_text: str | None, name: str) -> str | None:
-    """The signer's key id, None for an allowed unsigned package; SignatureError otherwise."""
+@attrs.frozen
+class _Wanted:
+    """The signature a package must carry, parsed, and the keys that may have made it."""
+
+    signature: Signature
+    keys: Sequence[PublicKey]
+
+
+def _wanted_signature(config: Config, sig_text: str | None, name: str) -> _Wanted | None:
+    """Before a byte of the package is read: what its signature must be, None for an allowed
+    unsigned package; SignatureError for a missing or malformed one, or no trusted keys."""
     from atomicplug import minisign
 
     if sig_text is None:
@@ -202,17 +225,25 @@ def _check_signature(config: Config, temp: Path, digests: _Digests, sig_text: st
         if config.allow_unsigned:
             return None
         raise SignatureError("no trusted keys are configured (trusted_keys in the config); cannot verify any package")
-    signature = minisign.Signature.from_text(sig_text, source=f"signature of {name}")
+    return _Wanted(minisign.Signature.from_text(sig_text, source=f"signature of {name}"), keys)
+
+
+def _check_signature(temp: Path, digests: _Digests, wanted: _Wanted | None, name: str) -> str | None:
+    """The signer's key id, None for an allowed unsigned package; SignatureError otherwise."""
+    from atomicplug import minisign
+
+    if wanted is None:
+        return None
     with minisign._mapped(temp) as whole:
-        minisign.verify_digest(signature, keys, name, blake2b512=digests.blake2b.digest(), message=lambda: whole)
-    return signature.key_id_hex
+        minisign.verify_digest(wanted.signature, wanted.keys, name, blake2b512=digests.blake2b.digest(), message=lambda: whole)
+    return wanted.signature.key_id_hex
 
 
-def _adopt(config: Config, temp: Path, digests: _Digests, sig_text: str | None, name: str) -> Package:
+def _adopt(config: Config, temp: Path, digests: _Digests, wanted: _Wanted | None, sig_text: str | None, name: str) -> Package:
     """Verify the private copy, read its metadata, then publish it as the blob of its sha256."""
     from atomicplug import safezip
 
-    signed_by = _check_signature(config, temp, digests, sig_text, name)
+    signed_by = _check_signature(temp, digests, wanted, name)
     sha256 = digests.sha256.hexdigest()
     metadata = safezip.read_metadata(temp, config.limits, sha256=sha256)
     blob = blob_path(config, sha256)
@@ -237,6 +268,9 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
     sig_text = _read_signature(sig_path)
     if sig_text is None and signature_path:  # the one named, not the default beside the zip
         raise UsageError(f"signature {sig_path} does not exist")
+    if not path.exists():
+        raise UsageError(f"package {path} does not exist")
+    wanted = _wanted_signature(config, sig_text, path.name)  # refused before a byte is read (/dev/zero has no .minisig)
     try:
         source = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -244,8 +278,8 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
     except OSError as exc:
         raise UsageError(f"cannot read package {path}: {exc.strerror or exc}") from None
     with _taking_in(config, path.name), source, _private_temp(config) as (temp, sink):
-        digests = _copy_hashing(source, sink)
-        return _adopt(config, temp, digests, sig_text, path.name)
+        digests = _copy_hashing(source, sink, size_cap(config.limits), path.name)
+        return _adopt(config, temp, digests, wanted, sig_text, path.name)
 
 
 def _taking_in(config: Config, name: str) -> AbstractContextManager[None]:
@@ -266,6 +300,7 @@ def take_in_download(
     The downloaded bytes must hash to ``sha256`` (what the signed manifest says),
     else TrustError (mix-and-match); then the same checks as a local file.
     """
+    wanted = _wanted_signature(config, sig_text, name)
     with _taking_in(config, name), _private_temp(config) as (temp, _handle):
         fill(temp)
         digests = _hash_file(temp)
@@ -274,7 +309,7 @@ def take_in_download(
                 f"{name}: downloaded bytes have sha256 {digests.sha256.hexdigest()}, the manifest says "
                 f"{sha256}: refusing a possible mix-and-match attack"
             )
-        return _adopt(config, temp, digests, sig_text, name)
+        return _adopt(config, temp, digests, wanted, sig_text, name)
 
 
 def take_in_cached(config: Config, sha256: str, size: int | None = None) -> Package | None:
