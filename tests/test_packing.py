@@ -175,6 +175,49 @@ def test_refuses_names_clashing_after_case_folding(tree: Path, tmp_path: Path, k
     assert "backend/Models.py" in str(info.value) and "backend/models.py" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a\tb.py", "has a control character in its name"),
+        ("/".join(["d" * 200] * 6) + "/x.py", "has a path longer than 1024 bytes"),
+        (os.fsdecode(b"a\xff.py"), "is not valid UTF-8"),
+    ],
+)
+def test_refuses_names_the_installer_would_refuse(tree: Path, tmp_path: Path, key: SecretKey, name: str, why: str) -> None:
+    """Found from outside: pack made a zip the installer refused (a tab in a name), or failed with a
+    traceback (a name that is not UTF-8)."""
+    (tree / "backend" / name).parent.mkdir(parents=True, exist_ok=True)
+    (tree / "backend" / name).write_text("")
+    with pytest.raises(PackageError, match=f"^cannot pack backend/.*: {why}"):
+        pack(tree, key, tmp_path / "out.zip")
+    assert not (tmp_path / "out.zip").exists()
+
+
+def test_refuses_to_write_over_what_is_not_a_file(tree: Path, tmp_path: Path, key: SecretKey) -> None:
+    """Found from outside: `-o` onto a FIFO (as root, /dev/null) renamed the zip over it."""
+    from atomicplug.errors import UsageError
+
+    fifo = tmp_path / "out.zip"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="is not a regular file"):
+        pack(tree, key, fifo)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and not (tmp_path / "out.zip.minisig").exists()
+
+
+def test_an_output_folder_gets_the_default_name_inside_it(tree: Path, tmp_path: Path, key: SecretKey) -> None:
+    folder = tmp_path / "dist"
+    folder.mkdir()
+    packed = pack(tree, key, folder)
+    assert packed.zip_path == folder / f"{packed.metadata.id}-{packed.metadata.version}.zip" and packed.zip_path.is_file()
+
+
+def test_cli_pack_with_an_empty_output_is_one_line(tree: Path, tmp_path: Path) -> None:
+    _, secret, _ = write_key_pair(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "atomicplug", "pack", str(tree), "--key", str(secret), "-o", ""],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (2, "atomicplug: error: -o needs a file name\n")
+
+
 def test_refuses_missing_metadata(tree: Path, tmp_path: Path, key: SecretKey) -> None:
     (tree / "metadata.json").unlink()
     with pytest.raises(PackageError, match="expected a metadata.json file"):

@@ -23,13 +23,15 @@ from pathlib import Path
 import attrs
 
 from atomicplug import fsutil
-from atomicplug.errors import PackageError
+from atomicplug.config import ExtractLimits
+from atomicplug.errors import PackageError, UsageError
 from atomicplug.layout import ALLOWED_TOP_LEVEL, RECORD_NAME, top_level_allowed
 from atomicplug.metadata import Metadata
 from atomicplug.minisign import SecretKey, sign_file
 from atomicplug.package_record import PackageRecord, RecordEntry
+from atomicplug.safezip import name_problem
 
-__all__ = ["Packed", "collect_files", "write_zip", "pack"]
+__all__ = ["Packed", "collect_files", "output_path", "write_zip", "pack"]
 
 _SKIPPED_DIRS = {"__pycache__"}
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -59,6 +61,23 @@ def _check_top_level(name: str, is_dir: bool) -> None:
         raise _refuse(name, f"not allowed at the top level of a plugin (allowed: {ALLOWED_TOP_LEVEL})")
 
 
+def _check_name(rel: str, is_dir: bool) -> None:
+    """The installer's rules on names (safezip.name_problem, at the default limits): a name that is
+    not UTF-8 (os.walk gives its bytes as surrogates) or that the installer refuses is refused here."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise _refuse(shown, "is not valid UTF-8 (the installer refuses it)") from None
+    problem = name_problem(rel + ("/" if is_dir else ""), ExtractLimits())
+    if problem is not None:
+        raise _refuse(rel.encode("unicode_escape").decode("ascii") if _has_control(rel) else rel, f"{problem} (the installer refuses it)")
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+
+
 def collect_files(src_dir: Path) -> list[tuple[str, Path]]:
     """(archive name, path) for every file to pack, sorted by name; refuses what cannot be packed."""
     src_dir = Path(src_dir)
@@ -78,8 +97,7 @@ def collect_files(src_dir: Path) -> list[tuple[str, Path]]:
                 raise _refuse(rel, "only regular files and folders can be packed")
             if here == src_dir:
                 _check_top_level(name, is_dir)
-            if "\\" in name:
-                raise _refuse(rel, "backslashes in names are refused by the installer")
+            _check_name(rel, is_dir)
             key = unicodedata.normalize("NFC", rel).casefold()
             if key in folded:
                 raise _refuse(rel, f"its name clashes with {folded[key]} after case-folding")
@@ -140,6 +158,26 @@ def read_metadata(src_dir: Path) -> Metadata:
     return Metadata.from_json_bytes(path.read_bytes())
 
 
+def output_path(out: str | os.PathLike[str] | None, metadata: Metadata) -> Path:
+    """Where ``pack`` writes: ``out``, or ``<id>-<version>.zip`` in it when it is a folder (the
+    working folder without one). UsageError when ``out`` or its ``.minisig`` exists and is not a
+    regular file: the zip is renamed over its path (a FIFO, or as root /dev/null, would be replaced)."""
+    default = f"{metadata.id}-{metadata.version}.zip"
+    if out is None:
+        return Path.cwd() / default
+    path = Path(out)
+    if os.fspath(out).endswith(os.sep) or path.is_dir():
+        path = path / default
+    for target in (path, path.with_name(path.name + ".minisig")):
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise UsageError(f"cannot write {target}: it exists and is not a regular file")
+    return path
+
+
 def pack(
     src_dir: str | os.PathLike[str],
     secret_key: SecretKey | Callable[[], SecretKey] | None,
@@ -157,7 +195,7 @@ def pack(
     files = collect_files(src)
     if callable(secret_key):
         secret_key = secret_key()
-    zip_path = Path(out) if out is not None else Path.cwd() / f"{metadata.id}-{metadata.version}.zip"
+    zip_path = output_path(out, metadata)
     write_zip(files, zip_path)
     if secret_key is None:
         return Packed(metadata, zip_path, None)

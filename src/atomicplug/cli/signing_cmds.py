@@ -85,8 +85,10 @@ def _pack(args: argparse.Namespace) -> int:
     if not Path(args.src_dir).is_dir():
         what = "is not a folder" if Path(args.src_dir).exists() else "does not exist"
         raise UsageError(f"cannot pack {args.src_dir}: it {what} (expected a plugin source folder with metadata.json)")
+    if args.output == "":
+        raise UsageError("-o needs a file name")
     if args.output:
-        folder = Path(args.output).parent
+        folder = Path(args.output) if args.output.endswith(os.sep) else Path(args.output).parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -24,6 +24,7 @@ __all__ = [
     "decode_name",
     "check_mode",
     "check_name",
+    "name_problem",
     "collision_key",
 ]
 
@@ -82,31 +83,42 @@ def check_mode(name: str, external_attr: int) -> None:
 
 def check_name(name: str, limits: ExtractLimits) -> tuple[tuple[str, ...], bool]:
     """Validate one entry name; return its components and whether it is a folder."""
-    if "\x00" in name:
-        raise refuse(name, "has a NUL byte in its name")
-    if _CONTROL.search(name):
-        raise refuse(name, "has a control character in its name")
-    if "\\" in name:
-        raise refuse(name, "has a backslash in its name (only '/' separates folders)")
-    if name.startswith("/"):
-        raise refuse(name, "is an absolute path")
-    if _DRIVE.match(name):
-        raise refuse(name, "starts with a drive letter")
-    if not name:
-        raise refuse(name, "has an empty name")
+    problem = name_problem(name, limits)
+    if problem is not None:
+        raise refuse(name, problem)
     is_dir = name.endswith("/")
     parts = tuple((name[:-1] if is_dir else name).split("/"))
-    for part in parts:
-        if part == "..":
-            raise refuse(name, "escapes the package folder ('..' component)")
-        if part in ("", "."):
-            raise refuse(name, "has an empty or '.' path component")
-        if len(part.encode("utf-8")) > limits.max_name_bytes:
-            raise refuse(name, f"has a name component longer than {limits.max_name_bytes} bytes")
-    if len(name.encode("utf-8")) > limits.max_path_bytes:
-        raise refuse(name, f"has a path longer than {limits.max_path_bytes} bytes")
     _check_top_level(name, parts, is_dir)
     return parts, is_dir
+
+
+def name_problem(name: str, limits: ExtractLimits) -> str | None:
+    """What is wrong with an entry name as text (its top-level layout aside), or None.
+
+    The installer's rules, which ``pack`` applies too: a zip it makes is never refused for a name.
+    """
+    if "\x00" in name:
+        return "has a NUL byte in its name"
+    if _CONTROL.search(name):
+        return "has a control character in its name"
+    if "\\" in name:
+        return "has a backslash in its name (only '/' separates folders)"
+    if name.startswith("/"):
+        return "is an absolute path"
+    if _DRIVE.match(name):
+        return "starts with a drive letter"
+    if not name:
+        return "has an empty name"
+    for part in (name[:-1] if name.endswith("/") else name).split("/"):
+        if part == "..":
+            return "escapes the package folder ('..' component)"
+        if part in ("", "."):
+            return "has an empty or '.' path component"
+        if len(part.encode("utf-8")) > limits.max_name_bytes:
+            return f"has a name component longer than {limits.max_name_bytes} bytes"
+    if len(name.encode("utf-8")) > limits.max_path_bytes:
+        return f"has a path longer than {limits.max_path_bytes} bytes"
+    return None
 
 
 def _check_top_level(name: str, parts: tuple[str, ...], is_dir: bool) -> None:
