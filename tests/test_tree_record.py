@@ -87,6 +87,28 @@ def test_the_pyc_index_does_not_read_record(tmp_path: Path) -> None:
     assert set(read_pyc_index(tree).values()) == set(OURS)
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        ["frontend/a,b \"quoted\" é.ts", 5, "1" * 64, PACKAGE_FILES[0].sha256],  # not a pyc: a shipped file's line, replaced
+        ["backend/evil.py", 5, "1" * 64, PACKAGE_FILES[0].sha256],  # not a pyc: a file added
+        [pyc_name("backend/evil.py"), 5, "1" * 64, PACKAGE_FILES[0].sha256],  # the pyc of a source RECORD does not list
+        [pyc_name("backend/a.py"), 5, "1" * 64, "2" * 64],  # a pyc for a source RECORD gives another sha256
+    ],
+)
+def test_a_line_posing_as_a_pyc_staging_built_does_not_vouch_for_a_file(tmp_path: Path, forged: list[object]) -> None:
+    """Found from outside: any four-field line counted as a pyc staging built, and overrode RECORD's
+    signed line for its path, so a replaced frontend file passed `verify` and `verify --deep`."""
+    tree, files, record = make_tree(tmp_path)
+    write_record(tree, files, (*PACKAGE_FILES, record))
+    head, *lines = (tree / RECORD_NAME).read_text().splitlines()
+    lines = [line for line in lines if json.loads(line)[0] != forged[0]] + [json.dumps(forged, separators=(",", ":"))]
+    (tree / RECORD_NAME).write_text("\n".join([head, *sorted(lines)]) + "\n")
+    with pytest.raises(TreeRecordError, match="beside the package RECORD") as info:
+        read_record(tree)
+    assert forged[0] not in {f.path for f in info.value.trusted}
+
+
 def test_a_record_of_the_previous_format_still_reads(tmp_path: Path) -> None:
     """Format 1, one indented JSON document listing every file: trees of a home upgraded from before."""
     tree, files, _ = make_tree(tmp_path)

@@ -25,6 +25,7 @@ list either way, and trusts RECORD only once its size and sha256 match the recor
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -140,15 +141,30 @@ class TreeRecord:
             by_path = dict(PackageRecord.from_bytes(data).files)
         except PackageError as exc:  # pragma: no cover - it was parsed before this record named its sha256
             raise TreeRecordError(named.path, f"{tree / named.path}: {exc}", trusted) from None
-        # Beside a signed RECORD, staging lists only the pycs it built (each with its source): any
-        # other line was written by hand, and must not vouch for a file the package does not ship.
-        foreign = [f for f in self.listed if f.path not in self.sources]
+        # Beside a signed RECORD, staging lists only the pycs it built, each of a source RECORD lists,
+        # with that source's sha256: any other line (four fields make no pyc) was written by hand, and
+        # must not vouch for a file the package does not ship.
+        foreign = [f for f in self.listed if not self._built_pyc(f.path, by_path)]
         if foreign:
-            pycs = tuple(f for f in self.listed if f.path in self.sources)
+            pycs = tuple(f for f in self.listed if f not in foreign)
             message = f"{tree / RECORD_NAME}: lists {foreign[0].path!r} beside the package RECORD (only the pycs staging built may be)"
             raise TreeRecordError(RECORD_NAME, message, (named, *pycs))
         by_path.update((f.path, f) for f in trusted)  # a listed file differs from its RECORD line (a replaced pyc)
         return sorted(by_path.values(), key=lambda f: f.path)
+
+    def _built_pyc(self, path: str, package: Mapping[str, RecordEntry]) -> bool:
+        """``path`` is this interpreter's pyc of a backend source ``package`` (RECORD) lists with the
+        sha256 this record gives for it."""
+        from atomicplug.pycs import wants_source
+
+        if path not in self.sources:
+            return False
+        try:
+            source = importlib.util.source_from_cache(path)
+        except ValueError:  # not a pyc path of this interpreter
+            return False
+        listed = package.get(source)
+        return wants_source(source) and listed is not None and listed.sha256 == self.sources[path]
 
     def pyc_index(self) -> dict[str, RecordEntry]:
         """Source sha256 → the entry of the pyc staging built for it (RECORD is not read)."""
