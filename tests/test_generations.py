@@ -498,3 +498,25 @@ def test_a_generation_whose_registry_is_missing_is_refused_not_read_as_empty(hom
     from atomicplug.testing import table_names
 
     assert table_names(home.config.database_url) == {"gamma_t"}
+
+
+@pytest.mark.parametrize("change", ["retargeted", "added"])
+def test_a_kept_view_changed_by_hand_is_made_again_before_it_is_shown(home, tmp_path, change):
+    """Found from outside: a view is named by what it should hold, and a rollback showed a kept
+    generation's view as it found it: an entry pointed elsewhere by hand, or one added, went live."""
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    home.installer.install_file(home.package("alpha", "1.1.0"))
+    view = (generations.folder(home.config, 1) / generations.BACKEND).resolve()
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "__init__.py").write_text("PWNED = True\n")
+    if change == "retargeted":
+        (view / "alpha").unlink()
+        (view / "alpha").symlink_to(evil)
+    else:
+        (view / "evil").symlink_to(evil)
+    home.installer.rollback("alpha")
+    live = home.config.home / generations.CURRENT / generations.BACKEND
+    assert sorted(os.listdir(live)) == ["alpha"]
+    assert (live / "alpha").resolve().parent.name.startswith("1.0.0-")
+    assert all(report.ok for report in home.installer.verify())

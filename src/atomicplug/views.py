@@ -12,7 +12,8 @@ dirtree objects, a view is named by what it holds and made once::
 
 A view is built under ``views/.building-<key>``, made durable (an fsync of the
 folder: a new link is durable with its folder's entry), and renamed into place, so a
-folder named ``<key>`` is always whole; it never changes afterwards. A new view's
+folder named ``<key>`` is always whole; atomicplug never changes it afterwards, and one
+found changed by hand when it is shown again is made again. A new view's
 entries that the live view holds too are hard links to the live view's (no new inode:
 see :func:`atomicplug.fsutil.make_symlinks`), so a view costs a link per plugin and an
 inode per change. gc removes the views no generation on disk shows.
@@ -55,7 +56,9 @@ def ensure(config: Config, links: Sequence[tuple[str, str]], *, like: str | None
     key = hashlib.sha256("".join(f"{name}\0{target}\n" for name, target in links).encode()).hexdigest()[:32]
     final = root(config) / key
     if final.is_dir():
-        return key
+        if _holds(final, links) or (like is not None and os.path.realpath(like) == str(final)):
+            return key  # the live one, changed by hand, stays what it is: `verify` names its bad links
+        fsutil.remove_tree(final)  # a kept view changed by hand: made again, not made live as it is
     building = root(config) / f"{_BUILDING}{key}"
     fsutil.make_dirs(root(config))
     fsutil.remove_tree(building)
@@ -65,6 +68,23 @@ def ensure(config: Config, links: Sequence[tuple[str, str]], *, like: str | None
     fsutil.fsync_dir(building)
     fsutil.replace(building, final)
     return key
+
+
+def _holds(folder: Path, links: Sequence[tuple[str, str]]) -> bool:
+    """``folder`` holds exactly ``links`` (sorted by name), each a link with that text: a view is
+    named by what it should hold, not by what it holds, and someone may have changed it since."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        if sorted(os.listdir(fd)) != [name for name, _ in links]:
+            return False
+        return all(os.readlink(name, dir_fd=fd) == target for name, target in links)
+    except OSError:  # an entry that is no link
+        return False
+    finally:
+        os.close(fd)
 
 
 def key_of(link: Path) -> str | None:
