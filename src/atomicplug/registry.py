@@ -173,7 +173,10 @@ class Registry:
             else:
                 data, plugins = read
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OperationError(f"registry {path} is damaged ({exc}); run `atomicplug recover`") from exc
+            raise OperationError(
+                f"registry {path} is damaged ({exc}): atomicplug will not guess what its generation holds; "
+                "put the file back (from a backup)"
+            ) from exc
         generation = data.get("generation", 0)
         if isinstance(generation, str):  # before generations, "generation" held the last txid
             return cls(plugins=plugins, generation=0, txid=generation)
