@@ -210,6 +210,28 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     assert (doctor.ok, doctor.detail) == (True, "1 kept tree a rollback can go to: intact")
 
 
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_a_rollback_to_a_tree_whose_metadata_is_damaged_is_refused_as_damaged(home, damage):
+    """Found from outside: planning the rollback read the kept tree's metadata.json before the
+    damage check, so a damaged one gave 'not valid JSON' (exit 3) or ENOENT, not what repairs it."""
+    from atomicplug.errors import OperationError
+    from atomicplug.testing import snapshot
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    home.installer.install_file(home.package("alpha", "1.1.0"))
+    kept = next(t for t in plugin_trees(home.config.home, "alpha") if t != _tree(home, "alpha"))
+    metadata = kept / "metadata.json"
+    if damage == "changed":
+        os.chmod(metadata, 0o644)
+        metadata.write_text("{broken")
+    else:
+        metadata.unlink()
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match=f"^rollback refused: the store tree of alpha 1.0.0 is damaged \\({damage}: metadata.json\\)"):
+        home.installer.rollback("alpha")
+    assert snapshot(home.config) == before
+
+
 @pytest.mark.parametrize("how", ["enable", "generation"])
 def test_a_damaged_disabled_tree_is_not_made_live_again(home, how):
     """Found from outside: a disabled plugin's tree, changed while disabled, went live again by

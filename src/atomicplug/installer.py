@@ -378,12 +378,16 @@ class Installer:
             raise UsageError("rollback takes one plugin id, or --generation N, or --transaction TXID")
         with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
+                entry = registry.plugins.get(plugin_id)
+                if entry is not None and entry.previous is not None and (self.config.home / entry.previous.tree).is_dir():
+                    # before planning, which reads the kept tree's metadata.json
+                    _refuse_damaged_tree(self.config, "rollback", attrs.evolve(entry, current=entry.previous))
                 fetched = self._previous_package(registry, plugin_id)
                 plan = planning.plan_rollback(registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched)
             else:
                 target = self._target_generation(registry, generation, transaction)
                 plan = planning.plan_generation(registry, target, new_txid(self.config.home), self.config.home, keep_data=keep_data)
-            _refuse_damaged_trees(self.config, plan)
+                _refuse_damaged_trees(self.config, plan)
             return self._run(plan, settings, by)
 
     def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
@@ -612,15 +616,21 @@ def _refuse_damaged_trees(config: Config, plan: Plan) -> None:
             continue  # not live after, or staged from its package now
         if before is not None and before.enabled and before.current == after.current:
             continue  # live already
-        report = kept_tree_damage(config, after)
-        if report is not None:
-            plugin = f"{after.id} {after.version}"
-            ways = reinstall_ways(after.id, after.version)
-            if plan.operation == "enable":
-                fix = f"install {plugin} from its package again, which repairs it ({ways}), then enable it"
-            else:
-                fix = f"install {plugin} from its package instead, which repairs it ({ways})"
-            raise OperationError(f"{plan.operation} refused: the store tree of {plugin} is damaged ({report.damage()}); {fix}")
+        _refuse_damaged_tree(config, plan.operation, after)
+
+
+def _refuse_damaged_tree(config: Config, operation: str, entry: InstalledPlugin) -> None:
+    """OperationError naming the damage and the install that repairs it, when ``entry``'s tree is damaged."""
+    report = kept_tree_damage(config, entry)
+    if report is None:
+        return
+    plugin = f"{entry.id} {entry.version}"
+    ways = reinstall_ways(entry.id, entry.version)
+    if operation == "enable":
+        fix = f"install {plugin} from its package again, which repairs it ({ways}), then enable it"
+    else:
+        fix = f"install {plugin} from its package instead, which repairs it ({ways})"
+    raise OperationError(f"{operation} refused: the store tree of {plugin} is damaged ({report.damage()}); {fix}")
 
 
 def _installed_from(registry: Registry, package: Package) -> bool:
