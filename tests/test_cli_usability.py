@@ -242,3 +242,15 @@ def test_an_unknown_command_still_lists_every_command():
     proc = _atomicplug("instal", "x.zip")
     assert proc.returncode == 2 and "invalid choice: 'instal'" in proc.stderr
     assert all(f"'{name}'" in proc.stderr for name in ("init", "install", "repo", "cluster", "resident")), proc.stderr
+
+
+def test_an_empty_package_path_is_named_as_such(home):
+    assert_one_line_error(run_cli(home, "install", ""), 2, "the package path is empty")
+
+
+def test_a_trusted_key_that_is_a_folder_is_named_as_such(home_factory, tmp_path):
+    folder = tmp_path / "keys-folder"
+    folder.mkdir()
+    site = home_factory(trusted_keys=[str(folder)])
+    proc = run_cli(site, "install", str(site.package("shop")))
+    assert_one_line_error(proc, 2, f"trusted key file {folder} is not a file (config 'trusted_keys')")

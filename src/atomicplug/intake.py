@@ -261,6 +261,8 @@ def take_in_file(config: Config, zip_path: str | os.PathLike[str], signature_pat
 
     Raises UsageError (missing file, a folder), SignatureError, PackageError/MetadataError.
     """
+    if not os.fspath(zip_path):
+        raise UsageError("the package path is empty")
     path = Path(zip_path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder, not a package (pack it first: atomicplug pack {path} --key KEY)")

@@ -481,6 +481,7 @@ def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> tuple[PublicKe
     keys = []
     for path in paths:
         if not Path(path).is_file():
-            raise ConfigError(f"trusted key file {path} does not exist (config 'trusted_keys')")
+            what = "is not a file" if Path(path).exists() else "does not exist"
+            raise ConfigError(f"trusted key file {path} {what} (config 'trusted_keys')")
         keys.append(PublicKey.from_file(path))
     return tuple(keys)
