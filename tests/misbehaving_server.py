@@ -54,6 +54,15 @@ class Endless:
 
 
 @attrs.frozen
+class Redirect:
+    """A 302 to ``location``; with ``endless``, an endless body after it (that a client following
+    redirects reads whole, to release the connection)."""
+
+    location: str
+    endless: bool = False
+
+
+@attrs.frozen
 class Wrong:
     """The right length, the wrong bytes."""
 
@@ -96,7 +105,7 @@ class BadRangeStart:
     """Answer a Range request with a 206 that starts at byte 0 anyway."""
 
 
-Fault = Status | Drop | Extra | Endless | Wrong | Stall | TrickleHeaders | TrickleBody | Silent | IgnoreRange | BadRangeStart
+Fault = Status | Drop | Extra | Endless | Redirect | Wrong | Stall | TrickleHeaders | TrickleBody | Silent | IgnoreRange | BadRangeStart
 
 
 # -- server ----------------------------------------------------------------------
@@ -131,6 +140,9 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(fault, Status):
                 self._send(fault.code, b"nope\n", {}, 5)
                 return
+            if isinstance(fault, Redirect):
+                self._redirect(fault)
+                return
             if isinstance(fault, Silent):
                 self.close_connection = True
                 owner.closing.wait()
@@ -145,6 +157,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(data, range_header, fault)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def _redirect(self, fault: Redirect) -> None:
+        if not fault.endless:
+            self._send(302, b"", {"Location": fault.location}, 0)
+            return
+        self._send(302, b"", {"Location": fault.location}, None)
+        for _ in range(2000):  # ~128 MiB at most, so a broken client cannot hang the suite
+            self.wfile.write(b"R" * 65536)
 
     def _answer(self, data: bytes, range_header: str | None, fault: Fault | None) -> None:
         wanted = None if isinstance(fault, IgnoreRange) else parse_range(range_header, len(data))

@@ -21,6 +21,7 @@ from misbehaving_server import (
     Extra,
     IgnoreRange,
     MisbehavingServer,
+    Redirect,
     Stall,
     Status,
     Wrong,
@@ -32,7 +33,7 @@ from misbehaving_server import (
 )
 
 from atomicplug.config import Config
-from atomicplug.errors import DownloadError, TrustError
+from atomicplug.errors import DownloadError, RepositoryUnreachableError, TrustError
 from atomicplug.minisign import SecretKey
 from atomicplug.intake import blob_path, signature_path_for
 from atomicplug.repository import remote
@@ -210,6 +211,21 @@ def test_missing_package_is_download_error(env: Env) -> None:
     del env.server.files[CRM]
     with pytest.raises(DownloadError, match="404"):
         remote.fetch_package(env.config, entry, fetcher=env.fetcher)
+    assert env.cache_files() == []
+
+
+@pytest.mark.parametrize("endless", [False, True])
+def test_a_redirect_is_refused_not_followed(env: Env, endless: bool) -> None:
+    """Found from outside: requests followed any redirect (another origin, 30 hops of a loop, each
+    retried, reported as 'cannot connect'), and read a redirect's whole body first: an endless one
+    took the memory. A redirect is refused in one line, without retries, its body never read."""
+    entry = _crm_entry(env)
+    elsewhere = env.server.url + "/elsewhere/crm.zip"
+    env.server.always(CRM, Redirect(elsewhere, endless=endless))
+    with pytest.raises(DownloadError, match=f"redirects \\(HTTP 302 to {elsewhere}\\); atomicplug does not follow redirects") as info:
+        remote.fetch_package(env.config, entry, fetcher=env.fetcher)
+    assert not isinstance(info.value, RepositoryUnreachableError)
+    assert len(env.server.requests_for(CRM)) == 1 and not env.server.requests_for("/elsewhere/crm.zip")
     assert env.cache_files() == []
 
 

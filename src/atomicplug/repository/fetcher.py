@@ -304,9 +304,12 @@ class Fetcher:
         if received:
             headers["Range"] = f"bytes={received}-"
         try:
+            # Never follow a redirect: requests would go to any origin the answer names, and read
+            # each redirect's whole body first (to release the connection), without any limit.
             response = self.session.get(
-                url, headers=headers, stream=True, timeout=(min(t.connect, remaining), min(t.read, remaining))
-            )
+                url, headers=headers, stream=True, allow_redirects=False,
+                timeout=(min(t.connect, remaining), min(t.read, remaining)),
+            )  # fmt: skip
         except requests.RequestException as exc:
             raise _Retry(exc, reached=False) from exc
         with response:
@@ -318,6 +321,12 @@ class Fetcher:
                 raise _Retry(f"HTTP {status}")
             if status == 404:
                 raise _NotFound()
+            if 300 <= status < 400 and status != 304:
+                where = response.headers.get("Location", "nowhere")
+                raise DownloadError(
+                    f"{url}: the repository redirects (HTTP {status} to {where}); atomicplug does not follow redirects: "
+                    "set `repository` to the address it should fetch from"
+                )
             if status == 416 and received:
                 _restart(sink)
                 raise _Retry("server refused the resume range (HTTP 416)")
