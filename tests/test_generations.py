@@ -520,3 +520,62 @@ def test_a_kept_view_changed_by_hand_is_made_again_before_it_is_shown(home, tmp_
     assert sorted(os.listdir(live)) == ["alpha"]
     assert (live / "alpha").resolve().parent.name.startswith("1.0.0-")
     assert all(report.ok for report in home.installer.verify())
+
+
+def test_verify_across_a_switch_reads_one_generation_not_a_mix(home, monkeypatch):
+    """Found from outside: `verify` (no lock: hashing takes seconds) read the registry of one
+    generation and the links of the next when a transaction switched meanwhile: an intact plugin
+    was reported MODIFIED with bad links, exit 1. Damage seen across a switch is looked at again."""
+    from atomicplug import installer as installer_module
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    newer = home.package("alpha", "1.1.0")
+    real = installer_module.verify_plugin
+    switched: list[bool] = []
+
+    def with_a_transaction_in_between(config, entry, **kwargs):
+        if not switched:
+            switched.append(True)
+            type(home.installer)(home.config).install_file(newer)  # another writer switches to 1.1.0 now
+        return real(config, entry, **kwargs)
+
+    monkeypatch.setattr(installer_module, "verify_plugin", with_a_transaction_in_between)
+    reports = home.installer.verify()
+    assert switched and [(r.plugin_id, r.version, r.ok) for r in reports] == [("alpha", "1.1.0", True)]
+
+
+def test_doctor_tells_a_transaction_in_progress_from_unfinished_work(home, tmp_path):
+    """Found from outside: `doctor` run while a writer worked said "1 unfinished transaction(s): run
+    `atomicplug recover`" (exit 1). A journal whose writer holds the lock is work in progress."""
+    from atomicplug.doctor import examine
+
+    from atomicplug.journal.writer import Journal
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    left = Journal.begin(home.config.journal_dir, "20991231T000000000000-abcdef", plan={"operation": "install", "steps": []})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import fcntl, sys; f = open({str(home.config.lock_path)!r}); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        [finding] = [f for f in examine(home.config) if f.check == "journal"]
+        assert (finding.ok, finding.detail) == (True, f"a transaction is in progress ({left.txid})")
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    [finding] = [f for f in examine(home.config) if f.check == "journal"]
+    assert (finding.ok, finding.detail) == (False, "1 unfinished transaction(s): run `atomicplug recover`")
+
+
+def test_doctor_skips_a_generation_gc_removed_while_it_looked(home, monkeypatch):
+    """doctor reads kept generations without the lock: one listed, then removed whole by a gc, is no
+    rollback target any more, not a generation whose registry is missing."""
+    from atomicplug.doctor import examine
+
+    home.installer.install_file(home.package("alpha", "1.0.0"))
+    listed = generations.numbers
+    monkeypatch.setattr(generations, "numbers", lambda config: [0, *listed(config)])  # 0: gone since it was listed
+    [finding] = [f for f in examine(home.config) if f.check == "rollback targets"]
+    assert finding.ok, finding.detail

@@ -117,7 +117,11 @@ def examine(config: Config) -> list[Finding]:
         live = Registry.load(config.registry_path)
         wanted = {e.previous.tree: attrs.evolve(e, current=e.previous) for e in live.plugins.values() if e.previous is not None}
         for number in generations.numbers(config):
-            for entry in Registry.load(generations.folder(config, number) / generations.REGISTRY_NAME, required=True).plugins.values():
+            try:
+                theirs = Registry.load(generations.folder(config, number) / generations.REGISTRY_NAME, required=True)
+            except FileNotFoundError:  # removed by a gc since it was listed: no longer a rollback target
+                continue
+            for entry in theirs.plugins.values():
                 wanted.setdefault(entry.current.tree, entry)
         shown = {e.current.tree for e in live.plugins.values()}
         kept = [e for tree, e in sorted(wanted.items()) if tree not in shown and (config.home / tree).is_dir()]
@@ -137,7 +141,14 @@ def examine(config: Config) -> list[Finding]:
         return f"{len(kept)} kept tree{'s' if len(kept) != 1 else ''} a rollback can go to: intact" if kept else "no kept tree (nothing to roll back to)"
 
     def pending() -> str:
-        found = pending_journals(config.journal_dir)
+        from atomicplug.lock import writer_active
+
+        # A journal is unfinished work only with no writer holding the lock: read before and after
+        # asking, so that a writer starting or finishing meanwhile is not taken for one.
+        seen = {state.txid for state in pending_journals(config.journal_dir)}
+        if seen and writer_active(config.lock_path):
+            return f"a transaction is in progress ({', '.join(sorted(seen))})"
+        found = [state for state in pending_journals(config.journal_dir) if state.txid in seen]
         if found:
             raise AtomicplugError(f"{len(found)} unfinished transaction(s): run `atomicplug recover`")
         return "no unfinished transaction"

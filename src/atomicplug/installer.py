@@ -581,7 +581,29 @@ class Installer:
 
     def verify(self, plugin_id: str | None = None, *, deep: bool = False) -> list[VerifyReport]:
         """Compare installed trees with the sha256 recorded when they were staged; ``deep``: also
-        compile each pyc's source again and compare (what reinstalling checks before it repairs)."""
+        compile each pyc's source again and compare (what reinstalling checks before it repairs).
+
+        Without the writer lock (hashing a large tree takes seconds): damage found while a writer
+        was active, or across a switch of the live generation, may be the registry of one
+        generation read against the links of the next, so it is looked at again, until it is seen
+        with no writer about or ``lock_timeout`` has passed (docs/design.md "Verify").
+        """
+        import time
+
+        from atomicplug import generations
+        from atomicplug.lock import POLL_SECONDS, writer_active
+
+        deadline = time.monotonic() + self.config.lock_timeout
+        while True:
+            live, busy = generations.current_number(self.config), writer_active(self.config.lock_path)
+            reports = self._verify_once(plugin_id, deep)
+            if all(r.ok for r in reports) or time.monotonic() > deadline:
+                return reports
+            if not busy and not writer_active(self.config.lock_path) and generations.current_number(self.config) == live:
+                return reports  # no transaction ran across it: the damage is real
+            time.sleep(POLL_SECONDS)
+
+    def _verify_once(self, plugin_id: str | None, deep: bool) -> list[VerifyReport]:
         registry = Registry.load(self.config.registry_path)
         if plugin_id is not None and plugin_id not in registry.plugins:
             raise NotInstalledError(f"{plugin_id} is not installed")  # exit 1, as for uninstall, enable, ...

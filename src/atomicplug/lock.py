@@ -20,7 +20,7 @@ from atomicplug.errors import LockBusyError
 from atomicplug.fsutil import make_dirs
 from atomicplug.progress import Progress, ProgressEvent
 
-__all__ = ["writer_lock"]
+__all__ = ["writer_lock", "writer_active"]
 
 #: Seconds between two attempts while another operation holds the lock.
 POLL_SECONDS = 0.05
@@ -62,3 +62,23 @@ def _acquire(fd: int, path: Path, timeout: float, progress: Progress | None) -> 
             progress(ProgressEvent("lock", f"waiting up to {timeout:g}s for another atomicplug operation to finish"))
         waiting = True
         time.sleep(min(POLL_SECONDS, remaining))
+
+
+def writer_active(path: Path) -> bool:
+    """Whether a writer holds ``<home>/lock`` now: for readers that take no lock (``verify``,
+    ``doctor``), to tell a transaction in progress from unfinished work or damage.
+
+    A shared ``flock`` tried without waiting: refused while a writer holds the lock. Held for
+    an instant when granted, so a writer starting just then polls once more (50 ms).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock it was granted
+    return False

@@ -145,17 +145,20 @@ class Registry:
         A missing file is the empty registry of a home with nothing installed, unless it is
         ``required`` (a generation's) or ``path`` is a link into a folder that lacks it (the live
         generation's): then it was removed, and reading it as "no plugins" would let gc remove
-        the trees in use and a rollback uninstall everything (OperationError).
+        the trees in use and a rollback uninstall everything (OperationError). A ``required`` one
+        whose folder is gone too raises FileNotFoundError: gc removed that generation.
         """
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             target = path.resolve()
-            if required or (path.is_symlink() and target.parent.is_dir()):
+            if target.parent.is_dir() and (required or path.is_symlink()):
                 raise OperationError(
                     f"registry {target} is missing (removed by hand?): atomicplug will not read its generation as one "
                     "without plugins; put the file back (from a backup)"
                 ) from None
+            if required:
+                raise  # its generation is gone whole (a gc, seen by a reader without the lock)
             return cls()
         loaded = _LOADED.get(raw)
         if loaded is None:
