@@ -254,3 +254,11 @@ def test_a_trusted_key_that_is_a_folder_is_named_as_such(home_factory, tmp_path)
     site = home_factory(trusted_keys=[str(folder)])
     proc = run_cli(site, "install", str(site.package("shop")))
     assert_one_line_error(proc, 2, f"trusted key file {folder} is not a file (config 'trusted_keys')")
+
+
+def test_keygen_into_a_file_taken_for_a_folder_names_it(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "atomicplug", "keygen", "--no-password", "-p", str(plain / "a.pub"),
+                           "-s", str(tmp_path / "a.key")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (2, f"atomicplug: error: cannot write a key file inside {plain}: it is not a folder\n")

@@ -69,6 +69,8 @@ def _keygen(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
         _write_private(sec, key.to_text(password), args.force)
         pub.write_text(key.public_key.to_text(), encoding="ascii")
+    except FileExistsError as exc:  # a folder on the way is something else
+        raise UsageError(f"cannot write a key file inside {exc.filename}: it is not a folder") from None
     except OSError as exc:
         raise UsageError(f"cannot write key file {exc.filename}: {exc.strerror}") from None
     print(f"secret key written to {sec} (keep it secret)")
