@@ -209,3 +209,16 @@ def test_a_permission_refusal_comes_before_the_transaction(home_factory: Any, fi
     assert not (state / "history.jsonl").exists()
     assert not list(state.glob("journal/**/*.jsonl"))
     assert not (state / "objects").exists() or not any(p.is_file() for p in (state / "objects").rglob("*"))
+
+
+def test_a_package_whose_blob_another_install_released_is_not_refused_for_it(home_factory: Any) -> None:
+    """Two installs of one package: the first releases the blob the second took in. The second's
+    permission check reads what it can (its metadata); installing what is installed changes nothing."""
+    from atomicplug.intake import blob_path
+
+    home = home_factory()
+    installer = home.installer
+    first, second = installer.take_in(home.package("shop")), installer.take_in(home.package("shop"))
+    installer.install_packages([first])
+    assert not blob_path(home.config, second.sha256).exists()
+    assert installer.install_packages([second]).changes == ()

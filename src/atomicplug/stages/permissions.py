@@ -34,10 +34,14 @@ def check_packages(config: Config, packages: Sequence[Package]) -> None:
     """Refuse a package whose declared permissions are not granted, or that ships migrations or
     an install hook without declaring :data:`DATABASE_PERMISSION` (PermissionRefusedError)."""
     from atomicplug import safezip
+    from atomicplug.errors import PackageError
     from atomicplug.intake import blob_path
 
     for package in packages:
-        names = safezip.entry_names(blob_path(config, package.sha256), config.limits, sha256=package.sha256)
+        try:
+            names = safezip.entry_names(blob_path(config, package.sha256), config.limits, sha256=package.sha256)
+        except PackageError:  # its blob released by another install of it meanwhile: the tree's check decides
+            names = ()
         _refuse(config, package.metadata.id, package.metadata.permissions, _ships_database_code(names))
 
 
