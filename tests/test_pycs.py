@@ -270,3 +270,34 @@ def test_the_worker_imports_only_what_compiling_needs() -> None:
     imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines() if line.startswith("import time:")}
     assert "marshal" in imported or "importlib.util" in imported
     assert not imported & {"atomicplug", "typing", "pathlib", "subprocess"}
+
+
+_ASSERTS = "def f():\n    assert False, 'asserts are on'\n    return 'no assert ran'\n"
+
+
+def test_pycs_are_built_and_reused_at_optimization_level_0_whatever_runs_atomicplug(home):
+    """Found from outside: a tree staged by `python -O` held pycs of optimized code (asserts gone); an
+    upgrade by a plain interpreter reused them as the plain pyc, and a large backend under -O got plain
+    code in its .opt-1 pycs from the compile worker. The store's pycs are level 0, named and built so."""
+    import glob
+    import hashlib
+
+    from atomicplug.pycs import build_pyc
+
+    env = {**os.environ, "ATOMICPLUG_RESIDENT": "off"}
+    run = lambda *args, **extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "atomicplug", "--config", str(home.config_path), *args],
+        env={**env, **extra}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    files = {"backend/chk.py": _ASSERTS}
+    assert run("install", str(home.package("alpha", "1.0.0", files=files)), PYTHONOPTIMIZE="1").returncode == 0
+    [first] = glob.glob(str(home.config.store_dir / "alpha" / "1.0.0-*"))
+    assert sorted(os.listdir(Path(first) / "backend" / "__pycache__")) == sorted(
+        [f"__init__.{sys.implementation.cache_tag}.pyc", f"chk.{sys.implementation.cache_tag}.pyc"]
+    )
+    assert run("install", str(home.package("alpha", "1.1.0", files=files))).returncode == 0
+    [second] = glob.glob(str(home.config.store_dir / "alpha" / "1.1.0-*"))
+    pyc = Path(second) / "backend" / "__pycache__" / f"chk.{sys.implementation.cache_tag}.pyc"
+    assert hashlib.sha256(pyc.read_bytes()).digest() == hashlib.sha256(build_pyc(_ASSERTS.encode())).digest()
+    proc = run("verify", "--deep")
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -49,7 +49,7 @@ def build_pyc(data: bytes, filename: str = PYC_FILENAME) -> bytes:
     and interpreter wherever the source lies; with the source's own path it is
     byte-identical to ``py_compile``'s ``CHECKED_HASH`` pyc.
     """
-    code = compile(data, filename, "exec", dont_inherit=True)
+    code = compile(data, filename, "exec", dont_inherit=True, optimize=0)  # level 0 under -O too (pycs.pyc_name)
     return _HEADER + importlib.util.source_hash(data) + marshal.dumps(code)
 
 

@@ -34,7 +34,7 @@ from atomicplug.pyc_worker import PYC_FILENAME, REPLY, REQUEST, build_pyc, compi
 if TYPE_CHECKING:
     from atomicplug.package_record import RecordEntry
 
-__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path", "pyc_sources"]
+__all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "is_plain_pyc", "pyc_name", "pyc_path", "pyc_sources"]
 
 
 #: Up to this many bytes of source a SourceCompiler compiles in this process at finish()
@@ -43,16 +43,28 @@ __all__ = ["PYC_FILENAME", "SourceCompiler", "build_pyc", "pyc_name", "pyc_path"
 IN_PROCESS_BYTES = 256 * 1024
 
 def pyc_path(source: Path) -> Path:
-    return Path(importlib.util.cache_from_source(str(source)))
+    return Path(pyc_name(str(source)))
 
 
 def pyc_name(relative: str) -> str:
-    """Where this interpreter looks for the pyc of a tree's ``relative`` source (posix, relative).
+    """Where this interpreter looks for the plain (optimization level 0) pyc of a tree's
+    ``relative`` source (posix, relative).
 
+    Level 0 whatever the level atomicplug runs at: the application importing the tree may
+    run at another, and a tree staged by ``python -O`` held optimized code (asserts gone) that
+    a later plain upgrade reused as the plain pyc (docs/design.md "Portable pycs").
     ``cache_from_source`` works on strings with os.path, which is posixpath on the
     systems atomicplug runs on; no Path round trip (called for every source of every tree).
     """
-    return importlib.util.cache_from_source(relative)
+    return importlib.util.cache_from_source(relative, optimization="")
+
+
+def is_plain_pyc(path: str) -> bool:
+    """``path`` is this interpreter's level-0 pyc of some source: what staging builds and reuses."""
+    try:
+        return pyc_name(importlib.util.source_from_cache(path)) == path
+    except ValueError:  # another interpreter's cache tag, or no pyc path
+        return False
 
 
 #: Bytes each pipe to and from the compile worker holds (Linux; the kernel's default is 64 KiB).

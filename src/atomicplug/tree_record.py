@@ -167,8 +167,12 @@ class TreeRecord:
         return wants_source(source) and listed is not None and listed.sha256 == self.sources[path]
 
     def pyc_index(self) -> dict[str, RecordEntry]:
-        """Source sha256 → the entry of the pyc staging built for it (RECORD is not read)."""
-        return {self.sources[f.path]: f for f in self.listed if f.path in self.sources}
+        """Source sha256 → the entry of the pyc staging built for it (RECORD is not read): only this
+        interpreter's level-0 pycs, which a new tree may reuse (not an ``.opt-1`` one, nor another
+        Python's)."""
+        from atomicplug.pycs import is_plain_pyc
+
+        return {self.sources[f.path]: f for f in self.listed if f.path in self.sources and is_plain_pyc(f.path)}
 
 
 def _sha256(value: object) -> str:

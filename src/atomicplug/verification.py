@@ -138,17 +138,18 @@ def _pycs_not_of_their_source(tree: Path, sources: Mapping[str, str], recorded: 
     """The pycs staging built (``sources``: pyc → its source's sha256) whose source, compiled again by
     this interpreter, gives other bytes than the record says, or whose line names another source.
 
-    A pyc of another interpreter (another cache tag) is left alone: this one cannot build it.
+    A pyc of another interpreter (another cache tag) or optimization level is left alone: this one
+    builds level-0 pycs only.
     Damaged pycs and sources (already reported) are skipped.
     """
     from atomicplug.pyc_worker import PYC_FILENAME, compile_source
+    from atomicplug.pycs import is_plain_pyc
 
     wrong = []
     for pyc, source_sha256 in sorted(sources.items()):
-        try:
-            source = importlib.util.source_from_cache(pyc)
-        except ValueError:
+        if not is_plain_pyc(pyc):  # another interpreter's, or another optimization level's (an earlier -O staging)
             continue
+        source = importlib.util.source_from_cache(pyc)
         entry = recorded.get(source)
         if pyc in damaged or source in damaged or pyc not in recorded or entry is None:
             continue
