@@ -579,3 +579,18 @@ def test_doctor_skips_a_generation_gc_removed_while_it_looked(home, monkeypatch)
     monkeypatch.setattr(generations, "numbers", lambda config: [0, *listed(config)])  # 0: gone since it was listed
     [finding] = [f for f in examine(home.config) if f.check == "rollback targets"]
     assert finding.ok, finding.detail
+
+
+def test_rollback_of_a_plugin_gives_back_the_signer_of_the_version_it_goes_to(home_factory, publisher, tmp_path):
+    """Found from outside: `rollback alpha` kept the signer of the version it left (`list` showed
+    1.0.0 signed by 1.1.0's key); a fresh install of 1.0.0 and `rollback --generation` show 1.0.0's."""
+    from atomicplug.testing import PluginSpec, build_package, make_keypair
+
+    other = make_keypair(tmp_path / "other-key")
+    home = home_factory(trusted_keys=[str(publisher.public_path), str(other.public_path)])
+    home.installer.install_file(build_package(PluginSpec(id="alpha", version="1.0.0"), tmp_path / "pk", publisher.secret))
+    home.installer.install_file(build_package(PluginSpec(id="alpha", version="1.1.0"), tmp_path / "pk", other.secret))
+    assert home.installer.list()[0]["signed_by"] == other.secret.key_id_hex
+    home.installer.rollback("alpha")
+    [entry] = home.installer.list()
+    assert (entry["version"], entry["signed_by"]) == ("1.0.0", publisher.secret.key_id_hex)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from atomicplug.gc import Collected
     from atomicplug.intake import Package
     from atomicplug.preview import DryRun, Preview
-    from atomicplug.registry import InstalledPlugin
+    from atomicplug.registry import InstalledPlugin, TreeRef
     from atomicplug.settings.apply import Given
     from atomicplug.settings.schema import SettingsSchema
     from atomicplug.settings.view import SettingsView
@@ -383,12 +383,26 @@ class Installer:
                     # before planning, which reads the kept tree's metadata.json
                     _refuse_damaged_tree(self.config, "rollback", attrs.evolve(entry, current=entry.previous))
                 fetched = self._previous_package(registry, plugin_id)
-                plan = planning.plan_rollback(registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched)
+                signer = self._signer_of(plugin_id, entry.previous) if entry is not None and entry.previous is not None else None
+                plan = planning.plan_rollback(
+                    registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched, signed_by=signer
+                )
             else:
                 target = self._target_generation(registry, generation, transaction)
                 plan = planning.plan_generation(registry, target, new_txid(self.config.home), self.config.home, keep_data=keep_data)
                 _refuse_damaged_trees(self.config, plan)
             return self._run(plan, settings, by)
+
+    def _signer_of(self, plugin_id: str, tree: TreeRef) -> str | None:
+        """Who signed the package of ``tree``, from the newest kept generation that showed it (a
+        registry entry keeps its own signer, not its previous tree's); None when none did any more."""
+        from atomicplug import generations
+
+        for number in reversed(generations.numbers(self.config)):
+            entry = self._generation_registry(number).plugins.get(plugin_id)
+            if entry is not None and entry.current == tree:
+                return entry.signed_by
+        return None
 
     def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
         """On a cluster node that never made the tree ``rollback ID`` goes back to: its package, fetched and verified."""

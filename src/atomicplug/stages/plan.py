@@ -270,11 +270,15 @@ def plan_uninstall(
     return Plan(txid=txid, operation="uninstall", changes=changes)
 
 
-def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path, *, fetched: Package | None = None) -> Plan:
+def plan_rollback(
+    registry: Registry, plugin_id: str, txid: str, home: Path, *, fetched: Package | None = None, signed_by: str | None = None
+) -> Plan:
     """Go back to the version the current one replaced: its tree in the store, else ``fetched``.
 
     ``fetched`` is that version's package, verified (a cluster node that synced
     past it never made its tree): the transaction stages the tree from it.
+    ``signed_by``: who signed the package of the tree in the store (a kept generation knows;
+    None: unknown), so the entry does not keep the signer of the version it leaves.
     """
     before = registry.plugins.get(plugin_id)
     if before is None:
@@ -287,7 +291,7 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path, *, 
     if (home / target.tree).is_dir():
         meta, package = Metadata.from_json_bytes((home / target.tree / "metadata.json").read_bytes()), None
     elif fetched is not None and fetched.sha256 == target.sha256:
-        meta, package = fetched.metadata, fetched.sha256
+        meta, package, signed_by = fetched.metadata, fetched.sha256, fetched.signed_by
     else:
         raise OperationError(
             f"{plugin_id} {target.version} is no longer in the store ({target.tree}); "
@@ -301,6 +305,7 @@ def plan_rollback(registry: Registry, plugin_id: str, txid: str, home: Path, *, 
         requires=tuple(str(r) for r in meta.requires),
         txid=txid,
         installed_at=_now(),
+        signed_by=signed_by,
     )
     action: Action = "downgrade" if Version(target.version) < Version(before.version) else "upgrade"
     change = Change(plugin_id=plugin_id, action=action, before=before, after=after, package=package, stage_tree=package is not None)
