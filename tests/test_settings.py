@@ -255,3 +255,17 @@ def test_a_rollback_to_a_version_whose_required_setting_was_dropped_takes_it_aga
     assert json.loads(stored(home)[0][1]) == {"api_key": "sk-2"}
     home.installer.rollback(generation=2, settings={"chat": {"model": "large"}})  # the API takes them too
     assert json.loads(stored(home)[0][1]) == {"model": "large"}
+
+
+def test_an_upgrade_to_a_version_without_settings_drops_them_all(home: Any) -> None:
+    """Found from outside: a version that declares no settings kept every stored value, a secret
+    too, and a later version declaring the name again brought the old secret back. A schema that
+    declares nothing keeps nothing, as one that drops a name drops its value."""
+    home.installer.install_file(chat(home), settings={"chat": {"api_key": "OLD-SECRET", "history": 9}})
+    home.installer.install_file(chat(home, "1.1.0", schema=None))
+    assert json.loads(stored(home)[0][1]) == {}
+    home.installer.install_file(chat(home, "1.2.0"), settings={"chat": {"api_key": "new"}})
+    assert json.loads(stored(home)[0][1]) == {"api_key": "new"}
+    home.installer.install_file(chat(home, "1.3.0", schema=None))
+    home.installer.install_file(chat(home, "1.4.0", schema={"type": "object", "properties": {"api_key": {"type": "string"}}}))
+    assert json.loads(stored(home)[0][1]) == {}  # not the value 1.3.0 left behind

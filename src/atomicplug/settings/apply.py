@@ -80,7 +80,9 @@ class SettingsWork:
             settings: dict[str, Any] = dict(base.settings) if base else {}
             if schema is not None:
                 settings = schema.check(pid, schema.merge(settings, given), given=given)
-            elif given:
+            elif not given:
+                settings = {}  # a version that declares no settings keeps none (a secret included)
+            else:
                 raise SettingsError(f"{pid}: setting '{sorted(given)[0]}' is not a setting of {pid} (it declares no settings)",
                                     plugins=(pid,), fields=tuple(sorted(given)))
             if change.action == "install" or base is None:
