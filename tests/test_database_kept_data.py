@@ -179,3 +179,17 @@ def test_kept_down_must_match_the_applied_checksum_and_newest_first(tmp_path: Pa
     v12 = make_tree(home, "kd", "1.2.0", files=_files(abc))
     plan = plan_change(change, applied, home)
     assert [(m.name, m.up_path.parents[1]) for m in plan.reverts] == [("0003_c", other), ("0002_b", v12)]
+
+def test_a_rollback_over_kept_data_names_the_install_that_downgrades_it(any_db_home: Any) -> None:
+    """Found from outside: `rollback --generation` to a generation with kd 1.0.0 over data kept from
+    1.1 said "use --allow-downgrade", which rollback does not take."""
+    home = any_db_home
+    home.installer.install_file(home.package("kd", "1.0.0", migrations=A))  # generation 1
+    home.installer.install_file(home.package("kd", "1.1.0", migrations=AB))
+    home.installer.uninstall("kd", keep_data=True)
+    with pytest.raises(UsageError) as info:
+        home.installer.rollback(generation=1)
+    assert str(info.value).endswith(
+        "install a version that has it, or install kd 1.0.0 with --allow-downgrade (its zip, or "
+        "`atomicplug install kd==1.0.0`), which runs its down from the store"
+    )

@@ -106,11 +106,13 @@ def plan_change(change: Change, applied: dict[str, str], home: Path) -> ChangePl
         if not change.allow_downgrade:
             many = len(kept) > 1
             package = f"{pid} {change.new_version}" if change.new_version else pid
+            # Named as an install: a rollback over kept data takes no --allow-downgrade of its own.
+            ways = f" (its zip, or `atomicplug install {pid}=={change.new_version}`)" if change.new_version else ""
             raise UsageError(
                 f"plugin {pid}: the database keeps migration{'s' if many else ''} {', '.join(kept)}, which "
                 f"{package} lacks (data kept from a newer version): installing it is a downgrade of that data; "
-                f"install a version that has {'them' if many else 'it'}, or use --allow-downgrade to run "
-                f"{'their downs' if many else 'its down'} from the store",
+                f"install a version that has {'them' if many else 'it'}, or install {package} with --allow-downgrade{ways}, "
+                f"which runs {'their downs' if many else 'its down'} from the store",
                 option="allow_downgrade",
                 plugins=(pid,),
             )
