@@ -311,6 +311,50 @@ def test_probe_hardlinks_on_one_file_system_succeeds_and_leaves_nothing(store: O
     assert list((tmp_path / "store").iterdir()) == [] and list(store.root.iterdir()) == []
 
 
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT])
+def test_probe_hardlinks_raises_a_failing_disk_rather_than_calling_links_unavailable(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Found from outside: `doctor` said "ok: hard links unavailable (ENOSPC), objects are copied"
+    on a full disk, where the next upgrade failed. Only the errnos of a file system without links
+    (EXDEV, EPERM, EMLINK, ENOTSUP) mean copying."""
+    (tmp_path / "store").mkdir()
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(objects_module.os, "link", failing)
+    with pytest.raises(OSError) as info:
+        store.probe_hardlinks(tmp_path / "store")
+    assert info.value.errno == code
+    assert list((tmp_path / "store").iterdir()) == [] and list(store.root.iterdir()) == []
+
+
+def test_a_probe_whose_removal_fails_leaves_no_error_in_flight_and_its_link_is_swept(home, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found from outside: `doctor` with a failing unlink left `.probe-link.*` in store/, and every
+    later `gc` failed on it (ENOTDIR), forever. gc looks at plugin folders only, and recovery sweeps
+    the probe's leftovers as it sweeps every dead writer's temp files."""
+    from atomicplug.doctor import examine
+
+    home.installer.install_file(home.package("alpha"))
+    real = os.unlink
+
+    def failing_for_probes(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if ".probe" in os.fspath(path):
+            raise OSError(errno.EIO, "Input/output error", os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(objects_module.os, "unlink", failing_for_probes)
+    [storage] = [f for f in examine(home.config) if f.check == "storage"]
+    monkeypatch.setattr(objects_module.os, "unlink", real)
+    assert storage.ok, storage.detail  # the probe's link worked: what is left is only litter
+    assert [p.name for p in home.config.store_dir.iterdir() if p.name.startswith(".probe")]
+    (home.config.store_dir / "NOTES.txt").write_text("a file someone left in store/\n")
+    home.installer.gc()  # its writer (this process) is done with the probe: swept like a dead writer's temp
+    assert sorted(p.name for p in home.config.store_dir.iterdir() if not p.is_dir()) == ["NOTES.txt"]
+    assert not [p.name for p in (home.config.home / "objects").iterdir() if p.name.startswith(".probe")]
+
+
 # -- sweep, sync --------------------------------------------------------------------------
 
 

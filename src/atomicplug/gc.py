@@ -53,6 +53,13 @@ class Collected:
         return attrs.asdict(self)
 
 
+def _plugin_folders(store: Path) -> list[Path]:
+    """The folders of ``store/`` (one per plugin): not a file left there (a probe's litter, a note)."""
+    if not store.is_dir():
+        return []
+    return [entry for entry in sorted(store.iterdir()) if entry.is_dir() and not entry.is_symlink()]
+
+
 def kept_generations(config: Config) -> list[int]:
     """The live generation and the ones before it that ``keep_generations`` keeps, oldest first.
 
@@ -96,10 +103,7 @@ def _unused(config: Config) -> _Unused:
     trees = set().union(*(registry.referenced_trees() for registry in registries))
     shown = {views.key_of(generations.folder(config, n) / generations.BACKEND) for n in keep}
     store = config.store_dir
-    stored = [
-        tree for plugin_dir in (sorted(store.iterdir()) if store.is_dir() else []) for tree in sorted(plugin_dir.iterdir())
-        if not tree.name.startswith(TRASH_PREFIX)
-    ]
+    stored = [tree for plugin_dir in _plugin_folders(store) for tree in sorted(plugin_dir.iterdir()) if not tree.name.startswith(TRASH_PREFIX)]
     trees |= _kept_data_trees(config, stored, registries)
     live_txid = registries[-1].txid
     packages = {tree.split("-")[-1] for tree in trees}  # the sha12 each kept tree came from
@@ -161,7 +165,7 @@ def collect(config: Config) -> Collected:
     removed_views = generations.remove_unused_views(config)
     for tree in unused.trees:
         remove_tree(tree)
-    for plugin_dir in sorted(config.store_dir.iterdir()) if config.store_dir.is_dir() else []:
+    for plugin_dir in _plugin_folders(config.store_dir):
         if not any(plugin_dir.iterdir()):
             plugin_dir.rmdir()
     for journal in unused.journals:

@@ -655,7 +655,13 @@ def _drop(temp: str | Path) -> None:
 
 
 def probe_hardlinks(source_dir: Path, dest_dir: Path) -> str | None:
-    """Try one hard link from ``source_dir`` into ``dest_dir``: None when it works, else the errno name."""
+    """Try one hard link from ``source_dir`` into ``dest_dir``: None when it works, else the errno
+    name of a file system without them (:data:`_NO_LINK`). Any other failure (a full or failing
+    disk) is raised: it is no reason to copy, and the next install would fail on it.
+
+    The probes are named like temp files: one a failing disk keeps from being removed is swept
+    with a dead writer's temps (``transaction.sweep_temp_files``).
+    """
     token = f"{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
     source = Path(source_dir) / f".probe.{token}"
     dest = Path(dest_dir) / f".probe-link.{token}"
@@ -668,9 +674,19 @@ def probe_hardlinks(source_dir: Path, dest_dir: Path) -> str | None:
         crash_point()
         os.link(source, dest)
     except OSError as exc:
+        if exc.errno not in _NO_LINK:
+            raise
         return errno.errorcode.get(exc.errno or 0, str(exc))
     else:
-        os.unlink(dest)
+        _remove_probe(dest)
         return None
     finally:
-        os.unlink(source)
+        _remove_probe(source)
+
+
+def _remove_probe(path: Path) -> None:
+    """The probe's answer (or its error) is what matters: a probe a failing disk keeps is litter."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

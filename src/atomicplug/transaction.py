@@ -350,8 +350,8 @@ def sweep_temp_files(config: Config) -> None:
     """Remove the temp files of writers that died, in every folder atomicplug writes them
     (docs/design.md "Deletion and temporary files"): an intake killed half-way, before any
     journal, leaves one in downloads/ that no recovery would otherwise see."""
-    for folder in (config.home, config.downloads_dir, config.manifest_cache_dir, config.frontend_addons):
-        remove_temp_files(folder)
+    for folder in (config.home, config.downloads_dir, config.manifest_cache_dir, config.frontend_addons, config.store_dir):
+        remove_temp_files(folder)  # store/: the hard-link probe's (doctor, staging), named like a temp
 
 
 def sweep_trash(config: Config) -> int:
