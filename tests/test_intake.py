@@ -370,3 +370,31 @@ def test_a_package_larger_than_the_limits_allow_is_refused_while_it_is_read(home
     with pytest.raises(PackageError, match=f"^package big.zip is larger than {cap} bytes"):
         home.installer.install_file(big)
     assert not home.config.home.exists()
+
+
+def test_a_failing_cleanup_does_not_replace_the_error_intake_reports(home, monkeypatch):
+    """Found from outside: ENOSPC writing the signature, then EIO removing the temp copy: the line
+    named the EIO of the cleanup, and the real first failure was lost."""
+    import errno
+    from pathlib import Path as _Path
+
+    from atomicplug import fsutil
+    from atomicplug.errors import StorageError
+
+    package = home.package("shop")
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_unlink = _Path.unlink
+
+    def failing_for_the_temp(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if ".intake." in self.name:
+            raise OSError(errno.EIO, "Input/output error", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil, "atomic_write_bytes", full)
+    monkeypatch.setattr(_Path, "unlink", failing_for_the_temp)
+    with pytest.raises(StorageError) as info:
+        home.installer.install_file(package)
+    assert "ENOSPC" in str(info.value) and "EIO" not in str(info.value), str(info.value)

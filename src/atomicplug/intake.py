@@ -150,10 +150,15 @@ def _private_temp(config: Config) -> Iterator[tuple[Path, IO[bytes]]]:
             yield temp, handle
         ok = True
     finally:
-        if not ok or temp.exists():
-            temp.unlink(missing_ok=True)
-        if not ok:
-            fsutil.remove_empty_dirs(created)
+        try:
+            if not ok or temp.exists():
+                temp.unlink(missing_ok=True)
+            if not ok:
+                fsutil.remove_empty_dirs(created)
+        except OSError:
+            if ok:
+                raise  # nothing else in flight: the cleanup's failure is the one to report
+            # the error in flight is the one to report; a temp the disk keeps is swept by recovery
 
 
 def size_cap(limits: ExtractLimits) -> int:
