@@ -319,6 +319,35 @@ def test_where_objects_are_copied_a_damaged_copy_is_repaired_by_reinstalling(hom
     assert (_tree(home, "alpha") / "backend" / "shared.py").read_text() == SHARED
 
 
+def test_where_objects_are_copied_a_repair_that_fails_leaves_the_file_where_it_was(home, monkeypatch):
+    """Found from outside: the repair removed the damaged copy and then wrote the new one: a full
+    disk in between left the live plugin without the file, while the line said it was unchanged.
+    The new copy is written beside it and renamed over it."""
+    from atomicplug import objects as objects_module
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    package = home.package("alpha", files={"backend/shared.py": SHARED})
+    home.installer.install_file(package)
+    target = _tree(home, "alpha") / "backend" / "shared.py"
+    _flip(target, 3)
+    real_copy = objects_module.ObjectStore._copy
+
+    def full_disk(self, source, dest):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(dest))
+
+    monkeypatch.setattr(objects_module.ObjectStore, "_copy", full_disk)
+    with pytest.raises(Exception, match="ENOSPC"):
+        home.installer.install_file(package)
+    assert target.exists() and home.installer.verify()[0].changed == ("backend/shared.py",)  # damaged, not gone
+    assert not [p.name for p in target.parent.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(objects_module.ObjectStore, "_copy", real_copy)
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 1 file",)
+    assert all(r.ok for r in home.installer.verify())
+
+
 def _flip(path: Path, offset: int) -> None:
     """A byte changed through a tree's link, as in the test above."""
     os.chmod(path, 0o644)

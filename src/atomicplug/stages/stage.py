@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from atomicplug.fsutil import make_dirs, remove_file, remove_tree, replace, sync_tree
+from atomicplug.fsutil import TEMP_SUFFIX, make_dirs, remove_file, remove_tree, replace, sync_tree
 from atomicplug.objects import ObjectStore
 from atomicplug.package_record import RecordEntry
 from atomicplug.pycs import SourceCompiler, build_pyc, pyc_name, pyc_sources, wants_source
@@ -165,8 +166,6 @@ def remake_record(config: Config, tree: str, plugin_id: str, sha256: str, object
     never rewrite it; this makes it as staging did (same files, same pycs), in one
     atomic replace. The files it lists are checked afterwards like any others.
     """
-    import secrets
-
     from atomicplug.fsutil import atomic_write_bytes
 
     extraction, files = _package_objects(config, plugin_id, sha256, objects)
@@ -258,13 +257,29 @@ def repair_tree(config: Config, tree: str, sha256: str, damaged: list[str], obje
     for entry in bad:
         target = folder / entry.path
         if _a_copy(target, objects.path(entry.sha256)):
-            remove_file(target, durable=False)  # no hard links here: the object's repair did not reach it
-        if not target.exists():
+            _copy_again(objects, entry.sha256, target)  # no hard links here: the object's repair did not reach it
+        elif not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             objects.link(entry.sha256, target)
     if repaired or bad:
         sync_tree(folder)
     return repaired
+
+
+def _copy_again(objects: ObjectStore, sha256: str, target: Path) -> None:
+    """Replace the copy ``target`` with a new copy of its object: written beside it, then renamed
+    over it, so a full disk halfway leaves the damaged file where it was, not none (the next repair
+    finishes; a temp a crash leaves is one of the tree's extra files, which a reinstall removes)."""
+    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        objects.link(sha256, temp)
+        replace(temp, target, durable=False)
+    except BaseException:
+        try:
+            remove_file(temp, durable=False)
+        except OSError:
+            pass  # the error in flight is the one to report
+        raise
 
 
 def _a_copy(target: Path, obj: Path) -> bool:
