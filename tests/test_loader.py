@@ -435,3 +435,41 @@ def test_load_changes_imports_without_touching_the_routes_until_remount(home: Ho
     assert client.get("/api/v1/crm/ping").status_code == 404  # imported, not mounted yet
     loader.remount()
     assert client.get("/api/v1/crm/ping").json() == {"plugin": "crm", "version": "1.0.0"}
+
+
+def test_gc_of_the_view_an_unchanged_addon_was_imported_through_breaks_none_of_its_imports(home: Home, app: FastAPI) -> None:
+    """Found from outside: an addon kept its package path in the backend view of the generation it was
+    first imported in; after other installs and a gc removed that view, its lazy imports failed (500)
+    until a restart. An addon's paths are its store tree, which gc keeps while it is live."""
+    lazy = {
+        "backend/__init__.py": (
+            "from fastapi import APIRouter\nrouter = APIRouter(prefix='/api/v1/crm')\n"
+            "@router.get('/ping')\ndef ping() -> dict:\n    from .lazy import answer\n    return answer()\n"
+        ),
+        "backend/lazy.py": "def answer() -> dict:\n    return {'ok': True}\n",
+        "backend/data.txt": "beside __file__\n",
+    }
+    home.installer.install_file(home.package("crm", files=lazy))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    for pid in ("alpha", "beta", "gamma"):
+        home.installer.install_file(home.package(pid))
+        loader.reload()
+    assert home.installer.gc()["views"] >= 1
+    assert TestClient(app).get("/api/v1/crm/ping").json() == {"ok": True}
+    module = sys.modules["addons.crm"]
+    assert (Path(module.__file__).parent / "data.txt").read_text() == "beside __file__\n"
+
+
+def test_an_addon_that_failed_with_its_dependency_is_retried_when_the_dependency_changes(home_factory: Callable[..., Home], app: FastAPI) -> None:
+    """Found from outside: `child` failed only because `base` did; base fixed and reloaded, child
+    stayed failed with base's old reason until a restart."""
+    home = home_factory(health_check=False)  # a backend that fails at import goes live
+    home.installer.install_file(home.package("base", files={"backend/__init__.py": "raise RuntimeError('base 1.0.0 is broken')\n"}))
+    home.installer.install_file(home.package("child", requires=("base>=1.0",), files={"backend/__init__.py": "from addons.base import helper\n"}))
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    assert set(loader.status()["failed"]) == {"base", "child"}
+    home.installer.install_file(home.package("base", "1.0.1", files={"backend/__init__.py": "def helper():\n    return 1\n"}))
+    loader.reload()
+    assert loader.status() == {"loaded": {"base": "1.0.1", "child": "1.0.0"}, "failed": {}}

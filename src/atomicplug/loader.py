@@ -276,8 +276,9 @@ class AddonLoader:
         return wanted
 
     def _dependents(self, registry: Registry, changed: set[str]) -> set[str]:
-        """Loaded addons that (transitively) require a changed one hold stale references: reload them too."""
-        return set(registry.dependents(changed, self.loaded))
+        """Addons that (transitively) require a changed one: a loaded one holds stale references, a
+        failed one may have failed for the dependency (retried, not left failed until a restart)."""
+        return set(registry.dependents(changed, set(self.loaded) | set(self.failures)))
 
     def _load(self, pid: str, version: str, target: str) -> None:
         """Import ``<package>.<id>`` afresh: a module someone else left may come from another tree.
@@ -301,8 +302,31 @@ class AddonLoader:
             self._failed_targets[pid] = target
             self._purge(pid)
             return
+        self._rehome(pid, target)
         self.loaded[pid] = LoadedAddon(id=pid, version=version, target=target, module=module, router=router)
         log.info("addon %s %s loaded%s", pid, version, " with routes" if router is not None else "")
+
+    def _rehome(self, pid: str, target: str) -> None:
+        """Point ``<package>.<id>`` and its submodules at its store tree (``target``), not the backend
+        view it was imported through: a view is gc's once no kept generation shows it, while the tree
+        stays as long as the addon is live, so lazy imports and files beside ``__file__`` keep working
+        (docs/design.md "Generations"). The tree is the same files the view's link leads to."""
+        name = f"{self.package}.{pid}"
+        entry = os.path.join(self._pinned or "", pid)
+        for module_name in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            module = sys.modules[module_name]
+            for attribute in ("__file__", "__cached__"):
+                value = getattr(module, attribute, None)
+                if isinstance(value, str) and value.startswith(entry + os.sep):
+                    setattr(module, attribute, target + value[len(entry) :])
+            spec = getattr(module, "__spec__", None)
+            if spec is not None and isinstance(spec.origin, str) and spec.origin.startswith(entry + os.sep):
+                spec.origin = target + spec.origin[len(entry) :]
+            path = getattr(module, "__path__", None)
+            if isinstance(path, list):
+                path[:] = [target + p[len(entry) :] if p == entry or p.startswith(entry + os.sep) else p for p in path]
+                if spec is not None and spec.submodule_search_locations is not None:
+                    spec.submodule_search_locations = list(path)
 
     def _configure(self, registry: Registry) -> None:
         """Hand each loaded addon with a ``configure`` its settings, when they are new to it."""
