@@ -111,6 +111,16 @@ def test_version_message_matches_the_style_guide() -> None:
     assert str(err) == "metadata.json: 'version' must be PEP 440 (got '1.x')"
 
 
+def test_a_version_with_an_epoch_is_refused() -> None:
+    """Found from outside: `1!2.0.0` (a PEP 440 epoch) became a store path in index.ts, and webpack
+    reads `!` as its loader separator: the host's build failed after the install was accepted."""
+    err = refused(valid_metadata(version="1!2.0.0"), "")
+    assert str(err) == (
+        "metadata.json: 'version' must not have an epoch: the version is part of a path bundlers read, "
+        "and webpack takes '!' for its loader separator (got '1!2.0.0')"
+    )
+
+
 @pytest.mark.parametrize("field", ["name", "author", "description", "category"])
 def test_text_fields_must_be_strings(field: str) -> None:
     refused(valid_metadata(**{field: ["x"]}), f"'{field}' must be a string (got ['x'])")

@@ -317,9 +317,12 @@ def _check_version(p: _Problems, d: Mapping[str, Any]) -> str:
         p.add("version", "must be PEP 440", value)
         return ""
     try:
-        Version(value)
+        version = Version(value)
     except InvalidVersion:
         p.add("version", "must be PEP 440", value)
+        return value
+    if version.epoch or "!" in value:  # the store path store/<id>/<version>-<sha12> is imported by index.ts
+        p.add("version", "must not have an epoch: the version is part of a path bundlers read, and webpack takes '!' for its loader separator", value)
     return value
 
 
