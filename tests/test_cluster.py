@@ -742,6 +742,39 @@ def test_a_node_repairs_a_damaged_tree_it_kept_before_its_sync_makes_it_live_aga
     assert _view(node) == _view(writer)
 
 
+def test_a_node_repairs_the_damaged_tree_of_a_disabled_plugin_before_an_enable_makes_it_live(fleet: Fleet) -> None:
+    """Found from outside: the writer enabled a plugin its own intact tree holds; node b's copy, changed
+    while disabled, went live at b's sync unchecked (taken for "already live": the same tree)."""
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    writer.installer.disable("shop")
+    assert node.cli("sync").returncode == 0
+    [tree] = list((node.config.store_dir / "shop").iterdir())
+    (tree / "backend" / "planted.py").write_text("PLANTED = True\n")
+    writer.installer.enable("shop")
+    synced = node.cli("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "repair shop 1.0.0: 1 file" in synced.stdout + synced.stderr
+    assert not (tree / "backend" / "planted.py").exists()
+    assert node.plugins() == {"shop": ("1.0.0", True)}
+    assert all(report.ok for report in node.installer.verify(deep=True))
+
+
+def test_a_synced_node_names_the_signer_of_what_it_installed(fleet: Fleet) -> None:
+    """Found from outside: node b verified the package's signature with its own keys, yet its registry
+    said signed_by null where the writer's named the key; a rollback there carried the null on."""
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", migrations=V1))
+    assert node.cli("sync").returncode == 0
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", migrations=V2))
+    assert node.cli("sync").returncode == 0
+    signer = writer.installer.list()[0]["signed_by"]
+    assert signer is not None and node.installer.list()[0]["signed_by"] == signer
+    writer.installer.rollback("shop")  # b goes back to the tree it kept: its signer from b's kept generation
+    assert node.cli("sync").returncode == 0
+    assert [(p["version"], p["signed_by"]) for p in node.installer.list()] == [("1.0.0", signer)]
+
+
 def test_a_disk_failing_while_a_node_repairs_a_kept_tree_is_one_line_and_its_next_sync_repairs(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CURRENT",
     "REGISTRY_NAME",
+    "signer_of",
     "BACKEND",
     "current_number",
     "restore_live_link",
@@ -171,6 +172,19 @@ def remove(config: Config, number: int) -> None:
     """Delete generation ``number`` and any half-built copy of it (its view: :func:`remove_unused_views`)."""
     fsutil.remove_tree(root(config) / f"{_BUILDING}{number}")
     fsutil.remove_tree(folder(config, number))
+
+
+def signer_of(config: Config, plugin_id: str, tree: str) -> str | None:
+    """Who signed the package of ``plugin_id``'s store ``tree``, from the newest kept generation that
+    showed it (a registry entry names its own tree's signer, not its previous tree's); None when
+    none does any more."""
+    from atomicplug.registry import Registry
+
+    for number in reversed(numbers(config)):
+        entry = Registry.load(folder(config, number) / REGISTRY_NAME, required=True).plugins.get(plugin_id)
+        if entry is not None and entry.current.tree == tree:
+            return entry.signed_by
+    return None
 
 
 def remove_unused_views(config: Config) -> int:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from atomicplug.gc import Collected
     from atomicplug.intake import Package
     from atomicplug.preview import DryRun, Preview
-    from atomicplug.registry import InstalledPlugin, TreeRef
+    from atomicplug.registry import InstalledPlugin
     from atomicplug.settings.apply import Given
     from atomicplug.settings.schema import SettingsSchema
     from atomicplug.settings.view import SettingsView
@@ -370,6 +370,7 @@ class Installer:
         install, for what the rollback installs again (a setting the version it
         goes back to requires may have been dropped by the upgrade it undoes).
         """
+        from atomicplug import generations
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
 
@@ -383,7 +384,8 @@ class Installer:
                     # before planning, which reads the kept tree's metadata.json
                     _refuse_damaged_tree(self.config, "rollback", attrs.evolve(entry, current=entry.previous))
                 fetched = self._previous_package(registry, plugin_id)
-                signer = self._signer_of(plugin_id, entry.previous) if entry is not None and entry.previous is not None else None
+                previous = entry.previous if entry is not None else None
+                signer = generations.signer_of(self.config, plugin_id, previous.tree) if previous is not None else None
                 plan = planning.plan_rollback(
                     registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched, signed_by=signer
                 )
@@ -392,17 +394,6 @@ class Installer:
                 plan = planning.plan_generation(registry, target, new_txid(self.config.home), self.config.home, keep_data=keep_data)
                 _refuse_damaged_trees(self.config, plan)
             return self._run(plan, settings, by)
-
-    def _signer_of(self, plugin_id: str, tree: TreeRef) -> str | None:
-        """Who signed the package of ``tree``, from the newest kept generation that showed it (a
-        registry entry keeps its own signer, not its previous tree's); None when none did any more."""
-        from atomicplug import generations
-
-        for number in reversed(generations.numbers(self.config)):
-            entry = self._generation_registry(number).plugins.get(plugin_id)
-            if entry is not None and entry.current == tree:
-                return entry.signed_by
-        return None
 
     def _previous_package(self, registry: Registry, plugin_id: str) -> Package | None:
         """On a cluster node that never made the tree ``rollback ID`` goes back to: its package, fetched and verified."""

@@ -128,14 +128,17 @@ def plan_sync(config: Config, db: Database, local: Registry, target: DesiredStat
         if before is not None and DesiredPlugin.from_entry(before) == wanted:
             continue
         tree = config.home / wanted.tree
-        already_live = before is not None and before.current.tree == wanted.tree  # enabled or disabled: not made live anew
+        # A disabled plugin's tree is not live: enabled again, it is made live anew and checked first.
+        already_live = before is not None and before.enabled and before.current.tree == wanted.tree
         reused = tree.is_dir() and (already_live or tree_sealed(config, wanted.tree))
         if reused:
             metadata, package = Metadata.from_json_bytes((tree / "metadata.json").read_bytes()), None
+            same = before is not None and before.current.tree == wanted.tree
+            signer = before.signed_by if same and before is not None else generations.signer_of(config, pid, wanted.tree)
         else:
-            fetched = obtain(config, db, wanted)
-            metadata, package = fetched.metadata, fetched.sha256
-        after = wanted.entry(metadata)
+            fetched = obtain(config, db, wanted)  # verified against this node's own keys
+            metadata, package, signer = fetched.metadata, fetched.sha256, fetched.signed_by
+        after = attrs.evolve(wanted.entry(metadata), signed_by=signer)
         stage = package is not None and not tree.is_dir()
         changes.append(Change(plugin_id=pid, action=_action(before, after), before=before, after=after, package=package, stage_tree=stage))
     for pid in sorted(set(local.plugins) - set(target.plugins)):
