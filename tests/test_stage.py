@@ -348,6 +348,22 @@ def test_where_objects_are_copied_a_repair_that_fails_leaves_the_file_where_it_w
     assert all(r.ok for r in home.installer.verify())
 
 
+def test_a_copy_with_a_long_name_is_repaired(home, monkeypatch):
+    """Found in review: the repair's temp beside the copy added ~32 bytes to its name, so a name near
+    the 255-byte limit failed with ENAMETOOLONG at every reinstall."""
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    name = "backend/" + "a" * 240 + ".py"
+    package = home.package("alpha", files={name: SHARED})
+    home.installer.install_file(package)
+    _flip(_tree(home, "alpha") / name, 3)
+    assert home.installer.install_file(package).changes == ("repair alpha 1.0.0: 1 file",)
+    assert all(r.ok for r in home.installer.verify())
+
+
 def _flip(path: Path, offset: int) -> None:
     """A byte changed through a tree's link, as in the test above."""
     os.chmod(path, 0o644)

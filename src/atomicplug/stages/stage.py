@@ -270,7 +270,7 @@ def _copy_again(objects: ObjectStore, sha256: str, target: Path) -> None:
     """Replace the copy ``target`` with a new copy of its object: written beside it, then renamed
     over it, so a full disk halfway leaves the damaged file where it was, not none (the next repair
     finishes; a temp a crash leaves is one of the tree's extra files, which a reinstall removes)."""
-    temp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    temp = target.with_name(f".repair.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")  # not its name: that may be 255 bytes
     try:
         objects.link(sha256, temp)
         replace(temp, target, durable=False)
