@@ -356,7 +356,7 @@ def test_a_copy_with_a_long_name_is_repaired(home, monkeypatch):
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", no_links)
-    name = "backend/" + "a" * 240 + ".py"
+    name = "frontend/" + "a" * 240 + ".ts"
     package = home.package("alpha", files={name: SHARED})
     home.installer.install_file(package)
     _flip(_tree(home, "alpha") / name, 3)
