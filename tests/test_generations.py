@@ -594,3 +594,26 @@ def test_rollback_of_a_plugin_gives_back_the_signer_of_the_version_it_goes_to(ho
     home.installer.rollback("alpha")
     [entry] = home.installer.list()
     assert (entry["version"], entry["signed_by"]) == ("1.0.0", publisher.secret.key_id_hex)
+
+
+def test_the_live_view_changed_by_hand_is_never_removed_also_through_a_linked_home(home_factory, publisher, tmp_path):
+    """Found in review: `views.ensure` compared the resolved live view with an unresolved path, so with
+    the home reached through a symlink it took the live view for a kept one and removed it to make it
+    again: the addon folder dangled meanwhile, and for good when the disk failed right then."""
+    import shutil
+
+    from atomicplug.packing import pack
+    from atomicplug.testing import PluginSpec, write_plugin_source
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    home = home_factory(home=str(tmp_path / "link" / "state"))  # an absolute home keeps its link (Config.path_of)
+    assert "link" in str(home.config.home)
+    home.installer.install_file(home.package("shop"))
+    live = Path(os.path.realpath(home.config.home / generations.CURRENT / generations.BACKEND))
+    (live / "zzz_hand").symlink_to(tmp_path)
+    source = write_plugin_source(PluginSpec(id="ui"), tmp_path / "src" / "ui")
+    shutil.rmtree(source / "backend")  # frontend only: its generation shows the same backend view
+    home.installer.install_file(pack(source, publisher.secret, tmp_path / "ui.zip").zip_path)
+    assert (live / "zzz_hand").is_symlink()  # left as it is: `verify` names it
+    assert os.path.isdir(home.config.backend_addons / "shop")

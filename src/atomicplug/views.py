@@ -56,7 +56,7 @@ def ensure(config: Config, links: Sequence[tuple[str, str]], *, like: str | None
     key = hashlib.sha256("".join(f"{name}\0{target}\n" for name, target in links).encode()).hexdigest()[:32]
     final = root(config) / key
     if final.is_dir():
-        if _holds(final, links) or (like is not None and os.path.realpath(like) == str(final)):
+        if _holds(final, links) or (like is not None and os.path.realpath(like) == os.path.realpath(final)):  # home may be a link
             return key  # the live one, changed by hand, stays what it is: `verify` names its bad links
         fsutil.remove_tree(final)  # a kept view changed by hand: made again, not made live as it is
     building = root(config) / f"{_BUILDING}{key}"
