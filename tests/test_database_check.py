@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from db_fixtures import make_tree, query, table_names, change_of
 
@@ -222,3 +223,22 @@ def test_a_package_whose_blob_another_install_released_is_not_refused_for_it(hom
     installer.install_packages([first])
     assert not blob_path(home.config, second.sha256).exists()
     assert installer.install_packages([second]).changes == ()
+
+
+def test_a_repair_of_what_is_installed_is_not_refused_for_a_permission_no_longer_granted(home_factory: Any) -> None:
+    """Found in review: the plan-time check refused a package already installed from those very
+    bytes, so a damaged tree could not be repaired once a permission was revoked; a repair grants
+    nothing new (the transaction's check of the trees still stands for real changes)."""
+    import os
+
+    from atomicplug.installer import Installer
+
+    home = home_factory()
+    package = home.package("shop", migrations={"0001_t": ("CREATE TABLE shop_t (id INTEGER);", "DROP TABLE shop_t;")})
+    home.installer.install_file(package)
+    [tree] = list((home.config.store_dir / "shop").iterdir())
+    damaged = tree / "backend" / "__init__.py"
+    os.chmod(damaged, 0o644)
+    damaged.write_text("BROKEN = 1\n")
+    revoked = Installer(attrs.evolve(home.config, granted_permissions=frozenset({"api.routes"})))
+    assert revoked.install_file(package).changes == ("repair shop 1.0.0: 1 file",)

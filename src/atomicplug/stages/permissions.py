@@ -36,8 +36,13 @@ def check_packages(config: Config, packages: Sequence[Package]) -> None:
     from atomicplug import safezip
     from atomicplug.errors import PackageError
     from atomicplug.intake import blob_path
+    from atomicplug.registry import Registry
 
+    installed = Registry.load(config.registry_path).plugins  # read without the lock: check_tree stands behind it
     for package in packages:
+        entry = installed.get(package.metadata.id)
+        if entry is not None and entry.current.sha256 == package.sha256:
+            continue  # installed from these very bytes: a reinstall or repair grants nothing new
         try:
             names = safezip.entry_names(blob_path(config, package.sha256), config.limits, sha256=package.sha256)
         except PackageError:  # its blob released by another install of it meanwhile: the tree's check decides
