@@ -617,3 +617,20 @@ def test_the_live_view_changed_by_hand_is_never_removed_also_through_a_linked_ho
     home.installer.install_file(pack(source, publisher.secret, tmp_path / "ui.zip").zip_path)
     assert (live / "zzz_hand").is_symlink()  # left as it is: `verify` names it
     assert os.path.isdir(home.config.backend_addons / "shop")
+
+
+def test_a_rollback_to_a_tree_with_an_epoch_version_an_earlier_atomicplug_installed_works(home, monkeypatch):
+    """Found in review: refusing epochs in the metadata parser refused a rollback to a tree an earlier
+    atomicplug had installed with one; only packages new to atomicplug are refused (intake, pack)."""
+    from atomicplug import intake, metadata, packing
+    from atomicplug.errors import MetadataError
+
+    for module in (intake, metadata, packing):  # an earlier atomicplug: no refusal anywhere
+        monkeypatch.setattr(module, "refuse_new", lambda meta: None, raising=False)
+    older, newer = home.package("legacy", "1!1.0.0"), home.package("legacy", "1!2.0.0")
+    home.installer.install_file(older)
+    home.installer.install_file(newer)
+    monkeypatch.undo()
+    assert home.installer.rollback("legacy").changes == ("downgrade legacy 1!2.0.0 -> 1!1.0.0",)
+    with pytest.raises(MetadataError, match="must not have an epoch"):
+        home.installer.install_file(newer)  # the same package, new to this home's intake again

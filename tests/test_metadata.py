@@ -111,14 +111,21 @@ def test_version_message_matches_the_style_guide() -> None:
     assert str(err) == "metadata.json: 'version' must be PEP 440 (got '1.x')"
 
 
-def test_a_version_with_an_epoch_is_refused() -> None:
+def test_a_new_package_with_an_epoch_is_refused_and_a_tree_with_one_still_reads() -> None:
     """Found from outside: `1!2.0.0` (a PEP 440 epoch) became a store path in index.ts, and webpack
-    reads `!` as its loader separator: the host's build failed after the install was accepted."""
-    err = refused(valid_metadata(version="1!2.0.0"), "")
-    assert str(err) == (
+    reads `!` as its loader separator: the host's build failed after the install was accepted. A
+    package is refused at intake and pack (`refuse_new`); a tree an earlier atomicplug installed
+    still reads (found in review: a rollback to one was refused)."""
+    from atomicplug.metadata import refuse_new
+
+    meta = Metadata.from_dict(valid_metadata(version="1!2.0.0"))
+    with pytest.raises(MetadataError) as info:
+        refuse_new(meta)
+    assert str(info.value) == (
         "metadata.json: 'version' must not have an epoch: the version is part of a path bundlers read, "
         "and webpack takes '!' for its loader separator (got '1!2.0.0')"
     )
+    refuse_new(Metadata.from_dict(valid_metadata(version="2.0.0")))
 
 
 @pytest.mark.parametrize("field", ["name", "author", "description", "category"])

@@ -248,9 +248,12 @@ def _adopt(config: Config, temp: Path, digests: _Digests, wanted: _Wanted | None
     """Verify the private copy, read its metadata, then publish it as the blob of its sha256."""
     from atomicplug import safezip
 
+    from atomicplug.metadata import refuse_new
+
     signed_by = _check_signature(temp, digests, wanted, name)
     sha256 = digests.sha256.hexdigest()
     metadata = safezip.read_metadata(temp, config.limits, sha256=sha256)
+    refuse_new(metadata)
     blob = blob_path(config, sha256)
     os.chmod(temp, 0o444)
     if sig_text is not None:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Metadata",
+    "refuse_new",
     "BackendSpec",
     "FrontendSpec",
     "PluginRequirement",
@@ -317,13 +318,21 @@ def _check_version(p: _Problems, d: Mapping[str, Any]) -> str:
         p.add("version", "must be PEP 440", value)
         return ""
     try:
-        version = Version(value)
+        Version(value)
     except InvalidVersion:
         p.add("version", "must be PEP 440", value)
-        return value
-    if version.epoch or "!" in value:  # the store path store/<id>/<version>-<sha12> is imported by index.ts
-        p.add("version", "must not have an epoch: the version is part of a path bundlers read, and webpack takes '!' for its loader separator", value)
     return value
+
+
+def refuse_new(metadata: Metadata) -> None:
+    """What a package new to atomicplug (intake, pack) may not have, though a tree an earlier
+    atomicplug installed still reads (a rollback to it works): a version with an epoch (``1!2.0.0``),
+    which becomes the store path ``store/<id>/<version>-<sha12>`` index.ts imports, where webpack
+    takes ``!`` for its loader separator. MetadataError."""
+    if "!" in metadata.version:
+        p = _Problems()
+        p.add("version", "must not have an epoch: the version is part of a path bundlers read, and webpack takes '!' for its loader separator", metadata.version)
+        p.raise_if_any()
 
 
 def _text(

@@ -26,7 +26,7 @@ from atomicplug import fsutil
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError, UsageError
 from atomicplug.layout import ALLOWED_TOP_LEVEL, RECORD_NAME, top_level_allowed
-from atomicplug.metadata import Metadata
+from atomicplug.metadata import Metadata, refuse_new
 from atomicplug.minisign import SecretKey, sign_file
 from atomicplug.package_record import PackageRecord, RecordEntry
 from atomicplug.safezip import name_problem
@@ -155,7 +155,9 @@ def read_metadata(src_dir: Path) -> Metadata:
         raise PackageError(f"cannot pack {src_dir}: not a folder")
     if not path.is_file() or path.is_symlink():
         raise PackageError(f"cannot pack {src_dir}: expected a metadata.json file in it")
-    return Metadata.from_json_bytes(path.read_bytes())
+    metadata = Metadata.from_json_bytes(path.read_bytes())
+    refuse_new(metadata)
+    return metadata
 
 
 def output_path(out: str | os.PathLike[str] | None, metadata: Metadata) -> Path:
