@@ -775,6 +775,23 @@ def test_a_synced_node_names_the_signer_of_what_it_installed(fleet: Fleet) -> No
     assert [(p["version"], p["signed_by"]) for p in node.installer.list()] == [("1.0.0", signer)]
 
 
+def test_a_rollback_on_a_node_that_fetches_the_package_keeps_the_stored_settings(fleet: Fleet) -> None:
+    """Found in review: `rollback ID` on a node that never made the previous tree fetches its package;
+    the settings schema, read from a tree not there yet, counted as "declares none" and the stored
+    settings (a secret included) were wiped for the whole cluster."""
+    schema = {"type": "object", "properties": {"api_key": {"type": "string", "secret": True}, "model": {"type": "string"}}}
+    writer, node = fleet.node("a"), fleet.node("b")
+    writer.installer.install_file(_package(fleet, "shop", "1.0.0", metadata_extra={"settings": schema}),
+                                  settings={"shop": {"api_key": "sk-1", "model": "m"}})  # fmt: skip
+    writer.installer.install_file(_package(fleet, "shop", "1.1.0", metadata_extra={"settings": schema}))
+    stored = "SELECT settings FROM atomicplug_installations WHERE plugin_id = 'shop'"
+    before = query(fleet.database_url, stored)
+    assert node.cli("sync").returncode == 0  # b makes 1.1.0's tree only
+    rolled = node.cli("rollback", "shop")
+    assert rolled.returncode == 0, rolled.stderr
+    assert query(fleet.database_url, stored) == before
+
+
 def test_a_disk_failing_while_a_node_repairs_a_kept_tree_is_one_line_and_its_next_sync_repairs(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -389,6 +389,8 @@ class Installer:
                 plan = planning.plan_rollback(
                     registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched, signed_by=signer
                 )
+                if fetched is not None:  # the tree is staged from it later: its settings schema is the package's
+                    return self._run(plan, settings, by, {plugin_id: fetched.metadata.settings})
             else:
                 target = self._target_generation(registry, generation, transaction)
                 plan = planning.plan_generation(registry, target, new_txid(self.config.home), self.config.home, keep_data=keep_data)

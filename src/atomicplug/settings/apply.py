@@ -81,7 +81,8 @@ class SettingsWork:
             if schema is not None:
                 settings = schema.check(pid, schema.merge(settings, given), given=given)
             elif not given:
-                settings = {}  # a version that declares no settings keeps none (a secret included)
+                if pid in self.schemas:  # known to declare none: it keeps none (a secret included)
+                    settings = {}
             else:
                 raise SettingsError(f"{pid}: setting '{sorted(given)[0]}' is not a setting of {pid} (it declares no settings)",
                                     plugins=(pid,), fields=tuple(sorted(given)))
@@ -125,7 +126,9 @@ def plan_schemas(config: Config, plan: Plan, schemas: Mapping[str, SettingsSchem
     known = dict(schemas or {})
     for change in plan.changes:
         if change.action in _INSTALLS and change.after is not None and change.plugin_id not in known:
-            known[change.plugin_id] = schema_of(config, change.after)
+            if (config.home / change.after.current.tree / "metadata.json").is_file():
+                known[change.plugin_id] = schema_of(config, change.after)
+            # else a tree staged later from a fetched package: its schema unknown here, the stored values stay
     return known
 
 
