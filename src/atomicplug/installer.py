@@ -217,6 +217,7 @@ class Installer:
         from them; one whose plugin another writer changed meanwhile is dropped (it
         would now be a downgrade or a refusal nobody asked for).
         """
+        from atomicplug.intake import release_used
         from atomicplug.stages import permissions
         from atomicplug.stages import plan as planning
         from atomicplug.transaction import new_txid
@@ -251,19 +252,10 @@ class Installer:
                 result = self._run(plan, settings, by, schemas, checked=repair)
                 return attrs.evolve(result, changes=(*repairs, *result.changes))
             repair()
-            self._release(packages)
+            release_used(self.config, [p.sha256 for p in packages])  # what they hold is installed (and repaired)
             if repairs:
                 return TransactionResult(txid=txid, operation="repair", changes=tuple(repairs))
             return self._run(plan, settings, by, schemas)
-
-    def _release(self, packages: Sequence[Package]) -> None:
-        """Drop the blobs of packages a plan without changes leaves unused: what they hold is
-        installed (and repaired), as a transaction's end drops the blobs it used (docs/design.md "Intake")."""
-        from atomicplug.intake import release
-
-        if not self.config.cluster:  # a cluster node's blobs are what it publishes to the other nodes
-            for package in packages:
-                release(self.config, package.sha256)
 
     def _repair_damaged(self, trees: Sequence[tuple[InstalledPlugin, str]]) -> tuple[str, ...]:
         """Each tree a package was given for (``_trees_to_check``: entry, package sha256) is repaired

@@ -23,7 +23,7 @@ import queue
 import re
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -48,6 +48,7 @@ __all__ = [
     "take_in_cached",
     "open_blob",
     "release",
+    "release_used",
 ]
 
 _CHUNK = 1 << 20
@@ -364,6 +365,14 @@ def release(config: Config, sha256: str) -> None:
     blob = blob_path(config, sha256)
     fsutil.remove_file(signature_path_for(blob), durable=False)
     fsutil.remove_file(blob, durable=False)
+
+
+def release_used(config: Config, sha256s: Iterable[str]) -> None:
+    """:func:`release` the blobs of packages whose files are objects now (staged, reused, or found
+    installed already), except on a cluster node: its blobs are what it publishes to the others."""
+    if not config.cluster:
+        for sha256 in sha256s:
+            release(config, sha256)
 
 
 def _discard(blob: Path) -> None:

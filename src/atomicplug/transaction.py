@@ -30,7 +30,7 @@ from atomicplug.errors import AtomicplugError, CommitInDoubtError, OperationErro
 from atomicplug.frontend import gate as frontend_gate
 from atomicplug.fsutil import TRASH_PREFIX, delete_trash, remove_file, remove_temp_files, remove_tree
 from atomicplug.history import append_history, finished_now
-from atomicplug.intake import release
+from atomicplug.intake import release_used
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
 from atomicplug.journal.writer import new_txid  # where callers have always taken it from
 from atomicplug.progress import Progress, ProgressEvent
@@ -287,10 +287,7 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     write_frontend_index(config, registry)
     remove_tree(config.staging_dir / plan.txid)
     remove_temp_links(config, plan.txid)
-    if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
-        for change in plan.changes:
-            if change.package is not None:  # staged or reused, its files are objects now (docs/design.md "Intake")
-                release(config, change.package)
+    release_used(config, [change.package for change in plan.changes if change.package is not None])  # docs/design.md "Intake"
     append_history(config.home, _history_entry(plan, "done"))
     journal.finish(RecordType.DONE)
 

@@ -98,13 +98,12 @@ def stage_tree(
     is left but unreferenced objects, which gc sweeps), OperationError when the
     store cannot be written.
     """
-    from atomicplug.intake import release
+    from atomicplug.intake import release_used
 
     extraction, files = _package_objects(config, plugin_id, sha256, objects, before_worker, after_worker)
-    if not config.cluster:  # a cluster writer's blobs are what it publishes to the other nodes
-        # Every file is an object now: drop the blob before the sync below, so its dirty
-        # pages (67 MB for the large bench plugin, ~40 ms of syncfs) are never written back.
-        release(config, sha256)
+    # Every file is an object now: drop the blob before the sync below, so its dirty
+    # pages (67 MB for the large bench plugin, ~40 ms of syncfs) are never written back.
+    release_used(config, [sha256])
     if extraction.reused:
         progress(f"staging {plugin_id}: {extraction.reused} of {len(extraction.files)} files already in the object store")
     staged = staging_tree(config, txid, plugin_id)
