@@ -372,11 +372,11 @@ class Installer:
         with self._writing(f"rollback {plugin_id}" if plugin_id is not None else "rollback") as registry:
             if plugin_id is not None:
                 entry = registry.plugins.get(plugin_id)
-                if entry is not None and entry.previous is not None and (self.config.home / entry.previous.tree).is_dir():
-                    # before planning, which reads the kept tree's metadata.json
-                    _refuse_damaged_tree(self.config, "rollback", attrs.evolve(entry, current=entry.previous))
-                fetched = self._previous_package(registry, plugin_id)
                 previous = entry.previous if entry is not None else None
+                if entry is not None and previous is not None and (self.config.home / previous.tree).is_dir():
+                    # before planning, which reads the kept tree's metadata.json
+                    _refuse_damaged_tree(self.config, "rollback", attrs.evolve(entry, current=previous))
+                fetched = self._previous_package(registry, plugin_id)
                 signer = generations.signer_of(self.config, plugin_id, previous.tree) if previous is not None else None
                 plan = planning.plan_rollback(
                     registry, plugin_id, new_txid(self.config.home), self.config.home, fetched=fetched, signed_by=signer
@@ -585,7 +585,7 @@ class Installer:
         Without the writer lock (hashing a large tree takes seconds): damage found while a writer
         was active, or across a switch of the live generation, may be the registry of one
         generation read against the links of the next, so it is looked at again, until it is seen
-        with no writer about or ``lock_timeout`` has passed (docs/design.md "Verify").
+        with no writer about or ``lock_timeout`` has passed (docs/design.md "Readers without the lock").
         """
         import time
 

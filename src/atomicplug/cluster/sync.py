@@ -133,8 +133,10 @@ def plan_sync(config: Config, db: Database, local: Registry, target: DesiredStat
         reused = tree.is_dir() and (already_live or tree_sealed(config, wanted.tree))
         if reused:
             metadata, package = Metadata.from_json_bytes((tree / "metadata.json").read_bytes()), None
-            same = before is not None and before.current.tree == wanted.tree
-            signer = before.signed_by if same and before is not None else generations.signer_of(config, pid, wanted.tree)
+            if before is not None and before.current.tree == wanted.tree:
+                signer = before.signed_by
+            else:  # a tree it kept: who signed it, from the kept generation that showed it
+                signer = generations.signer_of(config, pid, wanted.tree)
         else:
             fetched = obtain(config, db, wanted)  # verified against this node's own keys
             metadata, package, signer = fetched.metadata, fetched.sha256, fetched.signed_by
