@@ -29,7 +29,7 @@ from atomicplug.layout import ALLOWED_TOP_LEVEL, RECORD_NAME, top_level_allowed
 from atomicplug.metadata import Metadata, refuse_new
 from atomicplug.minisign import SecretKey, sign_file
 from atomicplug.package_record import PackageRecord, RecordEntry
-from atomicplug.safezip import name_problem
+from atomicplug.safezip import escaped, name_problem
 
 __all__ = ["Packed", "collect_files", "output_path", "write_zip", "pack"]
 
@@ -71,11 +71,7 @@ def _check_name(rel: str, is_dir: bool) -> None:
         raise _refuse(shown, "is not valid UTF-8 (the installer refuses it)") from None
     problem = name_problem(rel + ("/" if is_dir else ""), ExtractLimits())
     if problem is not None:
-        raise _refuse(rel.encode("unicode_escape").decode("ascii") if _has_control(rel) else rel, f"{problem} (the installer refuses it)")
-
-
-def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text)
+        raise _refuse(escaped(rel), f"{problem} (the installer refuses it)")
 
 
 def collect_files(src_dir: Path) -> list[tuple[str, Path]]:

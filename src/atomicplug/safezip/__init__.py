@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from atomicplug.safezip._archive import RATIO_FLOOR_BYTES, PackageSource
 from atomicplug.safezip._extract import ExtractedFile, ExtractResult, entry_names, extract, read_entries, read_metadata
-from atomicplug.safezip._names import METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES, name_problem
+from atomicplug.safezip._names import METADATA_NAME, TOP_LEVEL_DIRS, TOP_LEVEL_DOC_PREFIXES, escaped, name_problem
 from atomicplug.safezip._objects import ObjectExtraction, SourceSink, extract_to_objects
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "TOP_LEVEL_DIRS",
     "TOP_LEVEL_DOC_PREFIXES",
     "name_problem",
+    "escaped",
 ]

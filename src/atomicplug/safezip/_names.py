@@ -21,6 +21,7 @@ __all__ = [
     "TOP_LEVEL_DOC_PREFIXES",
     "refuse",
     "show",
+    "escaped",
     "decode_name",
     "check_mode",
     "check_name",
@@ -38,6 +39,12 @@ def show(name: str) -> str:
     """A name quoted for a one-line message, control characters escaped."""
     text = repr(name)
     return text if len(text) <= 120 else text[:117] + "...'"
+
+
+def escaped(name: str) -> str:
+    """A name for a message without quotes (``pack``'s): control characters and NUL escaped, as
+    :func:`name_problem` finds them, else the name as it is."""
+    return name.encode("unicode_escape").decode("ascii") if "\x00" in name or _CONTROL.search(name) else name
 
 
 def refuse(name: str, rule: str) -> PackageError:
