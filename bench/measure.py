@@ -34,7 +34,7 @@ def last_stdout() -> bytes:
     return _last["stdout"]
 
 
-def timed(cmd: list[str], *, cwd: Path | None = None) -> float:
+def timed(cmd: list[str], *, cwd: Path | None = None, stdin: int | None = None) -> float:
     """Run ``cmd``; return its wall seconds. Raises Failed on exit != 0.
 
     Starts from a quiet disk (``sync`` first, untimed): otherwise a command pays for the
@@ -44,7 +44,7 @@ def timed(cmd: list[str], *, cwd: Path | None = None) -> float:
     """
     os.sync()
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run(cmd, cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise Failed(f"{' '.join(map(str, cmd))} exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()[-2000:]}")

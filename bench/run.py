@@ -58,7 +58,7 @@ import workloads  # noqa: E402
 from measure import Failed, create_and_remove, file_creation_us, last_stdout, peak_rss, spread_new_folders, timed  # noqa: E402
 
 from atomicplug.resident.address import SOCKET_ENV  # noqa: E402
-from atomicplug.resident.client import OFF_ENV  # noqa: E402
+from atomicplug.resident.client import MODE_ENV  # noqa: E402
 from atomicplug.testing import make_home  # noqa: E402
 
 PY = sys.executable
@@ -78,6 +78,7 @@ TARGETS = {
     "small_api_install_vs_floor": 3.0,
     "small_cli_install_ms": 100.0,
     "small_cli_install_ms_resident": 100.0,  # the same, with `atomicplug resident start` run before
+    "small_cli_install_ms_terminal": 100.0,  # the same, typed at a terminal (the first starts the server)
     "medium_install_vs_floor_resident": 1.5,
     "large_upgrade_1pct_vs_install_resident": 0.1,
     "large_upgrade_1pct_vs_naive_upgrade_1pct_resident": 0.1,
@@ -237,14 +238,14 @@ class Resident:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(mode=0o700, parents=True)
         os.environ[SOCKET_ENV] = str(folder / "resident.sock")
-        os.environ[OFF_ENV] = "off"
+        os.environ[MODE_ENV] = "off"
         self.served = 0
 
     @contextmanager
     def running(self) -> Iterator[None]:
         from atomicplug.resident.client import query
 
-        env = dict(os.environ, **{OFF_ENV: "on"})
+        env = dict(os.environ, **{MODE_ENV: "on"})
         subprocess.run([PY, "-m", "atomicplug", "resident", "start", "--idle-timeout", "0"], env=env, check=True, stdout=subprocess.DEVNULL)
         # One untimed command first: the first child after the start faults in the server's pages.
         subprocess.run([PY, "-m", "atomicplug", "--config", os.devnull, "list"], env=env, capture_output=True)
@@ -257,11 +258,11 @@ class Resident:
     @contextmanager
     def used(self) -> Iterator[None]:
         """The ``atomicplug`` commands started inside go to the server (the client's side is timed too)."""
-        os.environ[OFF_ENV] = "on"
+        os.environ[MODE_ENV] = "on"
         try:
             yield
         finally:
-            os.environ[OFF_ENV] = "off"
+            os.environ[MODE_ENV] = "off"
 
 
 def memory_pass(w: workloads.Workload, key: workloads.KeyPair, scratch: Path) -> dict[str, dict]:
@@ -404,15 +405,55 @@ def importtime(cmd: list[str]) -> dict:
     }
 
 
-def timed_after_removals(home: Path, cmd: list[str]) -> float:
+def timed_after_removals(home: Path, cmd: list[str], *, stdin: int | None = None) -> float:
     """``cmd`` timed; with ``--after-removals``, right after that many files were created and removed
     in ``home`` (its new files, in folders beside them, then pass over those inodes)."""
     if REMOVED_BEFORE:
         removed_before(home, REMOVED_BEFORE)
-    return timed(cmd)
+    return timed(cmd, stdin=stdin)
+
+
+@contextmanager
+def at_a_terminal(workdir: Path) -> Iterator[int]:
+    """A pseudo-terminal for the commands' stdin, ``ATOMICPLUG_RESIDENT`` unset and a socket of
+    its own: commands as typed in a shell, where the first one starts the resident server for
+    the next (docs/design.md "The resident server"). Yields the terminal's descriptor."""
+    import pty
+
+    from atomicplug.resident.client import query
+
+    folder = Path(tempfile.mkdtemp(prefix="terminal-", dir=workdir / "resident"))
+    saved = {name: os.environ.pop(name, None) for name in (MODE_ENV, SOCKET_ENV)}
+    os.environ[SOCKET_ENV] = str(folder / "resident.sock")
+    ours, theirs = pty.openpty()
+    try:
+        yield theirs
+    finally:
+        if query("status") is not None:
+            subprocess.run([PY, "-m", "atomicplug", "resident", "stop"], stdout=subprocess.DEVNULL)
+        os.close(ours)
+        os.close(theirs)
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
+def wait_for_resident(timeout: float = 30.0) -> bool:
+    """Whether the server a command started answers within ``timeout`` (a person types slower)."""
+    from atomicplug.resident.client import query
+
+    deadline = time.monotonic() + timeout
+    while query("status") is None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_server: Resident) -> dict:
+    from atomicplug.resident.client import query
+
     small = workloads.build_workload("small", workdir, key)
     config = fresh_home(workdir / "scratch", "imports", key)
     timed(ap(config, "recover"))  # creates the home
@@ -426,8 +467,19 @@ def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_s
             with resident_server.used():
                 resident.append(timed_after_removals(config.parent, ap(config, "install", str(small.v1))))
                 timed(ap(config, "uninstall", small.plugin_id))
+    with at_a_terminal(workdir) as terminal:
+        typed = []
+        for _ in range(max(5, repeat)):
+            typed.append(timed_after_removals(config.parent, ap(config, "install", str(small.v1)), stdin=terminal))
+            wait_for_resident()  # the first install started it
+            timed(ap(config, "uninstall", small.plugin_id), stdin=terminal)
+        typed_served = int((query("status") or {}).get("served") or 0)
     result = {
         "python_startup_s": round(median(bare), 4),
+        # typed at a terminal: the first install ran in its own process and started the server
+        "cli_install_small_terminal_s": round(median(typed), 4),
+        "cli_install_small_terminal_first_s": round(typed[0], 4),
+        "cli_install_small_terminal_served": typed_served,  # commands its server ran: all but the first install
         "recover_nothing_pending_s": round(median(recover), 4),
         "cli_install_small_s": round(median(install), 4),
         "cli_install_small_resident_s": round(median(resident), 4),
@@ -669,7 +721,8 @@ def print_tables(data: dict) -> None:
         print()
         print(
             f"python -c pass {fmt(s['python_startup_s'])}; recover (nothing pending) {fmt(s['recover_nothing_pending_s'])}; "
-            f"CLI install small {fmt(s['cli_install_small_s'])}; through the resident server {fmt(s['cli_install_small_resident_s'])}"
+            f"CLI install small {fmt(s['cli_install_small_s'])}; through the resident server {fmt(s['cli_install_small_resident_s'])}; "
+            f"typed at a terminal {fmt(s['cli_install_small_terminal_s'])} (the first {fmt(s['cli_install_small_terminal_first_s'])})"
         )
         for name in ("recover_imports", "install_imports"):
             imp = s[name]
@@ -734,6 +787,7 @@ def evaluate_targets(data: dict) -> dict:
     if data.get("imports"):
         add("small_cli_install_ms", round(1000 * data["imports"]["cli_install_small_s"], 1))
         add("small_cli_install_ms_resident", round(1000 * data["imports"]["cli_install_small_resident_s"], 1))
+        add("small_cli_install_ms_terminal", round(1000 * data["imports"]["cli_install_small_terminal_s"], 1))
     elif "small" in sizes:
         add("small_cli_install_ms", round(1000 * sizes["small"]["atomicplug_s"]["install"], 1))
     sc = data.get("scaling") or {}

@@ -62,8 +62,10 @@ def test_bench_can_measure_after_removals(tmp_path: Path) -> None:
     removed, and the imports part's installs in a home where they were."""
     _, data = run_bench("run.py", "--parts", "imports", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
     assert data["file_creation"]["removed_before"] == 50
-    assert data["file_creation"]["removals"] == 10  # before each of 5 one-shot and 5 resident installs
+    assert data["file_creation"]["removals"] == 15  # before each of 5 one-shot, 5 resident and 5 typed installs
     assert data["targets"]["small_cli_install_ms"]["value"] > 0
+    # typed at a terminal: the first install started the server, which ran the other 4 and the 5 uninstalls
+    assert data["imports"]["cli_install_small_terminal_served"] == 9 and data["targets"]["small_cli_install_ms_terminal"]["value"] > 0
     _, data = run_bench("run.py", "--parts", "sizes", "--sizes", "tiny", "--repeat", "1", "--after-removals", "50", "--workdir", str(tmp_path))
     assert data["file_creation"]["removed_before"] == 50 and data["file_creation"]["removals"] > 0
     assert data["sizes"]["tiny"]["floor_s"] > 0 and data["sizes"]["tiny"]["python_floor_s"] > 0 and data["sizes"]["tiny"]["atomicplug_s"]["install"] > 0

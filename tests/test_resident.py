@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from atomicplug.resident.address import SOCKET_ENV
-from atomicplug.resident.client import NOT_SERVED, OFF_ENV, SERVED, connect, peer_credentials, read_message, send_message
+from atomicplug.resident.client import AUTO_IDLE_TIMEOUT, MODE_ENV, NOT_SERVED, SERVED, connect, peer_credentials, read_message, send_message
 
 
 class Resident:
@@ -23,11 +23,12 @@ class Resident:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(mode=0o700)
         self.socket = folder / "resident.sock"
-        self.env = {k: v for k, v in os.environ.items() if k != OFF_ENV}
-        self.env[SOCKET_ENV] = str(self.socket)
+        # "on": use this server, never start one (a pytest run from a terminal gives its children that stdin)
+        self.env = {**os.environ, MODE_ENV: "on", SOCKET_ENV: str(self.socket)}
 
     def cli(self, *args: str, resident: bool = True, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
-        env = dict(self.env, **({} if resident else {OFF_ENV: "off"}), **kwargs.pop("env", {}))
+        env = {**self.env, **({} if resident else {MODE_ENV: "off"}), **kwargs.pop("env", {})}
+        env = {k: v for k, v in env.items() if v is not None}  # None: unset
         return subprocess.run(
             [sys.executable, "-m", "atomicplug", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120, **kwargs
         )
@@ -493,3 +494,82 @@ def test_every_command_is_either_served_or_named_as_not_served():
 
     commands = set(next(a for a in build_parser()._subparsers._group_actions).choices)  # type: ignore[union-attr]
     assert SERVED | NOT_SERVED == commands and not SERVED & NOT_SERVED, (commands - SERVED - NOT_SERVED, (SERVED | NOT_SERVED) - commands)
+
+
+def _at_a_terminal(server: Resident, config: Path, mode: str | None, *, terminal: bool = True) -> subprocess.CompletedProcess[str]:
+    """``list`` with a pseudo-terminal for its stdin (as typed in a shell), its output read through pipes."""
+    import pty
+
+    ours, theirs = pty.openpty()
+    try:
+        return server.cli("--config", str(config), "list", stdin=theirs if terminal else subprocess.DEVNULL, env={MODE_ENV: mode})
+    finally:
+        os.close(ours)
+        os.close(theirs)
+
+
+def _starting(server: Resident) -> list[int]:
+    """Processes whose command line names this server's socket: a ``resident start`` a command
+    spawned (it exists once that command has returned: Popen returns after the exec)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(server.socket).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_for_server(server: Resident, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while not (status := server.status()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return status
+
+
+def test_a_command_typed_at_a_terminal_leaves_a_server_for_the_next(tmp_path: Path, home):
+    """Issue 14's small install "through the CLI": a person at a shell gets the warm server from the
+    second command on, without starting it; it holds neither the terminal nor the output pipe."""
+    server = Resident(tmp_path / "run")
+    first = _at_a_terminal(server, home.config_path, None)  # returns: the server does not keep the pipes open
+    assert (first.returncode, first.stdout, first.stderr) == (0, "no plugins installed\n", "")
+    status = _wait_for_server(server, 30.0)
+    assert status, "no resident server was started"
+    try:
+        assert status["served"] == 0 and status["idle_timeout"] == AUTO_IDLE_TIMEOUT
+        assert Path(f"/proc/{status['pid']}/cwd").resolve() == Path("/")
+        assert os.getsid(status["pid"]) != os.getsid(0)  # a session of its own,
+        assert Path(f"/proc/{status['pid']}/stat").read_text().rsplit(")", 1)[1].split()[4] == "0"  # and no terminal
+        second = _at_a_terminal(server, home.config_path, None)
+        assert (second.returncode, second.stdout) == (0, "no plugins installed\n")
+        assert server.served() == 1
+    finally:
+        server.cli("resident", "stop")
+    assert _gone(status["pid"])
+
+
+@pytest.mark.parametrize(
+    ("mode", "terminal", "starts"),
+    [("off", True, False), ("on", True, False), (None, False, False), ("auto", False, True)],
+)
+def test_who_starts_a_server_is_what_atomicplug_resident_says(tmp_path: Path, home, mode, terminal, starts):
+    """Scripts, services and CI (no terminal) never find a process left behind unless they ask (auto)."""
+    server = Resident(tmp_path / "run")
+    ran = _at_a_terminal(server, home.config_path, mode, terminal=terminal)
+    assert ran.returncode == 0, ran.stderr
+    assert bool(_starting(server)) == starts
+    status = _wait_for_server(server, 30.0 if starts else 1.0)
+    if status:
+        server.cli("resident", "stop")
+        assert _gone(status["pid"])
+    assert bool(status) == starts
+
+
+def test_a_server_that_would_listen_elsewhere_is_not_started(tmp_path: Path):
+    """Started for a command whose interpreter names another socket, it would serve nobody, and every
+    command would start one more."""
+    server = Resident(tmp_path / "run")
+    started = server.cli("resident", "start", "--expect-socket", str(tmp_path / "elsewhere.sock"))
+    assert started.returncode == 1 and "not started" in started.stdout, started.stdout + started.stderr
+    assert not server.status() and not server.socket.exists()

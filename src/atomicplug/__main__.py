@@ -19,16 +19,24 @@ __all__ = ["main"]
 
 def main() -> NoReturn:
     try:
-        from atomicplug.resident.client import forward, requested_command
+        from atomicplug.resident.client import forward, leaves_server, requested_command, start_in_background
 
         code = forward(sys.argv[1:])
         if code is None:
             from atomicplug.stages.gate_interpreter import start_early
 
             start_early(requested_command(sys.argv[1:]))  # its start-up overlaps the imports below
-            from atomicplug.cli import run  # ~60 ms of imports: a Ctrl-C then is one line too
+            start_server = leaves_server(sys.argv[1:])
+            from atomicplug.cli import exit_process, main as run_command  # ~60 ms of imports: a Ctrl-C then is one line too
 
-            run()
+            code = run_command()
+            if start_server:
+                try:
+                    sys.stdout.flush()  # the command's output first; a failing flush is exit_process's to report
+                except OSError:
+                    pass
+                start_in_background()
+            exit_process(code)
     except KeyboardInterrupt:
         from atomicplug.errors import report_interrupt
 

@@ -168,13 +168,14 @@ def examine(config: Config) -> list[Finding]:
         return f"{config.database_url.split('@')[-1]}: reachable"
 
     def command_line() -> str:
-        from atomicplug.resident.client import OFF_ENV, query
+        from atomicplug.resident.client import MODE_ENV, query
 
-        if os.environ.get(OFF_ENV) == "off":
-            return f"one process per command ({OFF_ENV}=off)"
+        if os.environ.get(MODE_ENV) == "off":
+            return f"one process per command ({MODE_ENV}=off)"
         status = query("status")
         if status is None:
-            return "one process per command (`atomicplug resident start` runs them warm, ~60 ms less each)"
+            starts = {"on": "`atomicplug resident start` runs them warm", "auto": "the next command starts the resident server"}
+            return f"one process per command ({starts.get(os.environ.get(MODE_ENV, ''), 'a command typed at a terminal starts the resident server')}, ~60 ms less each)"
         return f"resident server pid {status['pid']} runs the commands ({status['served']} so far; {status['socket']})"
 
     return [

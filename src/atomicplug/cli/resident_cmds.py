@@ -1,4 +1,7 @@
-"""``atomicplug resident start|stop|status``: the warm server that runs commands (opt-in)."""
+"""``atomicplug resident start|stop|status``: the warm server that runs commands.
+
+A command typed at a terminal starts one when none runs (``resident.client.leaves_server``).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     from atomicplug.resident.server import AlreadyListening, ResidentServer, start
 
     path = socket_path()
+    if args.expect_socket is not None and args.expect_socket != path:
+        # Started by a command whose interpreter differs in what names the socket: a server
+        # here would never be reached, and that command would start another each time.
+        print(f"atomicplug: not started: this interpreter's socket is {path}, not {args.expect_socket}")
+        return 1
     if _report_running(path, wait=0.0):
         return 0
     try:
@@ -86,13 +94,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description=(
             "Start, stop or show the resident server. While it runs, atomicplug commands from this "
             "Python environment are run by children forked from it (same output and exit codes), "
-            "which saves the interpreter's start-up and imports. ATOMICPLUG_RESIDENT=off bypasses it."
+            "which saves the interpreter's start-up and imports. A command typed at a terminal "
+            "starts one when none runs (it stops after 15 minutes without a command). "
+            "ATOMICPLUG_RESIDENT=off bypasses it, =on never starts one, =auto always does."
         ),
     )
     actions = add_command_group(p, "resident_action", "ACTION")
     start = actions.add_parser("start", help="start it in the background (or --foreground, for a service manager)")
     start.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS", help="stop after this long without a command (0: never; default %(default)g)")
     start.add_argument("--foreground", action="store_true", help="stay in the foreground (systemd, supervisord)")
+    start.add_argument("--expect-socket", metavar="PATH", help=argparse.SUPPRESS)  # a command starting one for the next
     start.set_defaults(handler=cmd_start)
     actions.add_parser("stop", help="stop it once the commands it runs have finished").set_defaults(handler=cmd_stop)
     actions.add_parser("status", help="whether it runs (exit 3 when not)").set_defaults(handler=cmd_status)

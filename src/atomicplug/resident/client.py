@@ -3,7 +3,9 @@
 :func:`forward` runs one command in a child of the resident server when one is
 listening for this interpreter, and returns its exit code; None means "run it
 here" (no server, another user's socket, a stale server, a command it does not
-serve), and costs a failed ``connect`` at most. Once the server has forked the
+serve), and costs a failed ``connect`` at most. :func:`leaves_server` and
+:func:`start_in_background` let a command typed at a terminal leave a server
+behind for the next one when none runs. Once the server has forked the
 child the command is running: signals the client gets (Ctrl-C, ``kill``) are
 passed on to it, and a child killed by a signal makes the client die of the same
 signal, so a caller sees what a one-shot process would have shown.
@@ -26,10 +28,15 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["FORWARDED_SIGNALS", "NOT_SERVED", "OFF_ENV", "SERVED", "complete_message", "forward", "query", "read_message", "requested_command", "send_message"]
+__all__ = ["FORWARDED_SIGNALS", "AUTO_IDLE_TIMEOUT", "MODE_ENV", "NOT_SERVED", "SERVED", "complete_message", "forward", "leaves_server", "query", "read_message", "requested_command", "send_message", "start_in_background"]
 
-#: ``ATOMICPLUG_RESIDENT=off``: never use a resident server (the test suite; a crash test).
-OFF_ENV = "ATOMICPLUG_RESIDENT"
+#: ``ATOMICPLUG_RESIDENT``: ``off`` never uses a resident server (the test suite; a crash test);
+#: ``on`` uses one that runs and never starts one; ``auto`` starts one when none runs. Unset (or
+#: anything else): ``auto`` for a command whose stdin is a terminal (someone typing commands),
+#: ``on`` otherwise (scripts, services, CI: no process is left behind that they did not start).
+MODE_ENV = "ATOMICPLUG_RESIDENT"
+#: How long a server a command started stays without a command: a session at a terminal, not a day.
+AUTO_IDLE_TIMEOUT = 900.0
 #: Commands a resident child runs: every command but NOT_SERVED.
 SERVED = frozenset({
     "install", "upgrade", "uninstall", "rollback", "enable", "disable", "configure", "settings", "list",
@@ -158,9 +165,7 @@ def query(op: str) -> dict[str, Any] | None:
 
 def forward(argv: Sequence[str]) -> int | None:
     """Run ``argv`` in a resident child and return its exit code; None: run it in this process."""
-    if os.environ.get(OFF_ENV) == "off" or "ATOMICPLUG_CRASH_AT" in os.environ:
-        return None
-    if requested_command(argv) not in SERVED:
+    if not _may_serve(argv):
         return None
     conn = connect()
     if conn is None:
@@ -185,6 +190,57 @@ def forward(argv: Sequence[str]) -> int | None:
         return _outcome(outcome)
     finally:
         conn.close()
+
+
+def _may_serve(argv: Sequence[str]) -> bool:
+    return os.environ.get(MODE_ENV) != "off" and "ATOMICPLUG_CRASH_AT" not in os.environ and requested_command(argv) in SERVED
+
+
+def leaves_server(argv: Sequence[str]) -> bool:
+    """Whether this command, run in its own process, should start a server for the next ones.
+
+    Only a command a server would run, only when none listens, and only under ``auto`` (see
+    MODE_ENV): a terminal is where a person waits for each command.
+    """
+    if not _may_serve(argv) or os.path.exists(socket_path()):
+        return False
+    mode = os.environ.get(MODE_ENV)
+    if mode == "auto":
+        return True
+    if mode == "on":
+        return False
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
+
+
+def start_in_background() -> None:
+    """Start ``atomicplug resident start`` detached and return at once (never fails the command).
+
+    A fresh interpreter, not a fork of this one: this process has run a command (threads, a
+    database connection, a lock). Same interpreter flags, so that it listens where this
+    process looks (``--expect-socket`` makes it give up otherwise, rather than serve nobody);
+    its own session, ``/`` for its folder and ``/dev/null`` for its streams, so that it holds
+    neither the terminal nor a pipe the caller reads to its end (``$(atomicplug list)``).
+    """
+    import subprocess
+
+    if not sys.executable:
+        return
+    command = [
+        sys.executable,
+        *subprocess._args_from_interpreter_flags(),  # -O, -B, -X dev, -W ...: what multiprocessing passes on
+        "-m", "atomicplug", "resident", "start",
+        "--idle-timeout", f"{AUTO_IDLE_TIMEOUT:g}", "--expect-socket", socket_path(),
+    ]  # fmt: skip
+    try:
+        subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd="/", start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    except OSError:
+        pass  # the next command tries again; this one has done its work
 
 
 class _Relay:
@@ -234,7 +290,7 @@ def _reply(conn: _socket.socket) -> dict[str, Any] | None:
 def _lost(what: str) -> int:
     print(
         f"atomicplug: error: {what} (see `atomicplug history`, `atomicplug recover` if it was a transaction; "
-        f"{OFF_ENV}=off runs commands without the server)",
+        f"{MODE_ENV}=off runs commands without the server)",
         file=sys.stderr,
     )
     return 1
