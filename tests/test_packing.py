@@ -181,6 +181,7 @@ def test_refuses_names_clashing_after_case_folding(tree: Path, tmp_path: Path, k
         ("a\tb.py", "has a control character in its name"),
         ("/".join(["d" * 200] * 6) + "/x.py", "has a path longer than 1024 bytes"),
         (os.fsdecode(b"a\xff.py"), "is not valid UTF-8"),
+        ("m" * 245 + ".py", "is a backend module whose name leaves no room for its compiled file's name"),
     ],
 )
 def test_refuses_names_the_installer_would_refuse(tree: Path, tmp_path: Path, key: SecretKey, name: str, why: str) -> None:

@@ -36,7 +36,7 @@ from hostile_zips import (
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import MetadataError, OperationError, PackageError
-from atomicplug.safezip import RATIO_FLOOR_BYTES, extract, read_metadata
+from atomicplug.safezip import RATIO_FLOOR_BYTES, extract, name_problem, read_metadata
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -273,6 +273,14 @@ def test_non_utf8_name_is_refused(ws: Workspace) -> None:
 
 def test_over_long_component_is_refused(ws: Workspace) -> None:
     ws.assert_refused(valid_package(RawEntry("backend/" + "a" * 256, b"x")), "name component longer than 255 bytes")
+
+
+def test_backend_module_whose_pyc_name_would_be_over_long_is_refused(ws: Workspace) -> None:
+    """Found from outside: a 248-byte module name passed, and its pyc's name (+ ``.cpython-311.pyc``)
+    failed the install with ENAMETOOLONG while staging; a frontend file of that name stays fine."""
+    ws.assert_refused(valid_package(RawEntry("backend/" + "m" * 245 + ".py", b"x = 1\n")), "leaves no room for its compiled file's name")
+    assert name_problem("frontend/" + "m" * 245 + ".py", ExtractLimits()) is None
+    assert name_problem("backend/" + "m" * 200 + ".py", ExtractLimits()) is None
 
 
 def test_over_long_path_is_refused(ws: Workspace) -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "TOP_LEVEL_DOC_PREFIXES",
     "ALLOWED_TOP_LEVEL",
     "top_level_allowed",
+    "is_backend_source",
 ]
 
 METADATA_NAME = "metadata.json"
@@ -27,3 +28,8 @@ def top_level_allowed(name: str, is_dir: bool) -> bool:
     if is_dir:
         return name in TOP_LEVEL_DIRS
     return name in (METADATA_NAME, RECORD_NAME) or name.upper().startswith(TOP_LEVEL_DOC_PREFIXES)
+
+
+def is_backend_source(relative: str) -> bool:
+    """A backend module's source (posix, relative to the tree): atomicplug stores its pyc beside it."""
+    return relative.startswith("backend/") and relative.endswith(".py")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atomicplug.errors import OperationError, PackageError
+from atomicplug.layout import is_backend_source as wants_source
 from atomicplug.pyc_worker import PYC_FILENAME, REPLY, REQUEST, build_pyc, compile_source
 
 if TYPE_CHECKING:
@@ -81,11 +82,6 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     except (ImportError, AttributeError, OSError):
         pass  # another system, or a lower pipe-max-size: the default buffer still works
-
-
-def wants_source(relative: str) -> bool:
-    """The backend's Python sources: what gets compiled."""
-    return relative.startswith("backend/") and relative.endswith(".py")
 
 
 def pyc_sources(files: Iterable[RecordEntry]) -> dict[str, str]:

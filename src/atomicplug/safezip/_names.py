@@ -8,12 +8,15 @@ only the top-level layout of the package format.
 
 from __future__ import annotations
 
+import importlib.util
+import posixpath
 import re
 import stat
 import unicodedata
 
 from atomicplug.config import ExtractLimits
 from atomicplug.errors import PackageError
+from atomicplug.layout import is_backend_source
 
 __all__ = [
     "METADATA_NAME",
@@ -125,6 +128,11 @@ def name_problem(name: str, limits: ExtractLimits) -> str | None:
             return f"has a name component longer than {limits.max_name_bytes} bytes"
     if len(name.encode("utf-8")) > limits.max_path_bytes:
         return f"has a path longer than {limits.max_path_bytes} bytes"
+    if is_backend_source(name):
+        # Staging stores the module's pyc beside it (atomicplug.pycs), a longer name than the source's.
+        compiled = posixpath.basename(importlib.util.cache_from_source(name, optimization=""))
+        if len(compiled.encode("utf-8")) > limits.max_name_bytes:
+            return f"is a backend module whose name leaves no room for its compiled file's name ({limits.max_name_bytes} bytes at most)"
     return None
 
 
