@@ -566,6 +566,21 @@ def test_who_starts_a_server_is_what_atomicplug_resident_says(tmp_path: Path, ho
     assert bool(status) == starts
 
 
+def test_a_socket_left_by_a_killed_server_does_not_stop_the_next_one_from_starting(tmp_path: Path, home):
+    """A server killed with SIGKILL leaves its socket file: the terminal's next command starts one anyway."""
+    import socket
+
+    server = Resident(tmp_path / "run")
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(server.socket))  # a socket file nobody listens on any more
+    ran = _at_a_terminal(server, home.config_path, None)
+    assert ran.returncode == 0, ran.stderr
+    status = _wait_for_server(server, 30.0)
+    assert status, "the stale socket kept every command from starting a server"
+    server.cli("resident", "stop")
+    assert _gone(status["pid"])
+
+
 def test_a_server_that_would_listen_elsewhere_is_not_started(tmp_path: Path):
     """Started for a command whose interpreter names another socket, it would serve nobody, and every
     command would start one more."""

@@ -199,20 +199,21 @@ def _may_serve(argv: Sequence[str]) -> bool:
 def leaves_server(argv: Sequence[str]) -> bool:
     """Whether this command, run in its own process, should start a server for the next ones.
 
-    Only a command a server would run, only when none listens, and only under ``auto`` (see
-    MODE_ENV): a terminal is where a person waits for each command.
+    Only a command a server would run, only under ``auto`` (see MODE_ENV: a terminal is where
+    a person waits for each command), and only when none answers: a socket file left by a
+    server that was killed must not stop every later command from starting one (``resident
+    start`` removes it).
     """
-    if not _may_serve(argv) or os.path.exists(socket_path()):
+    if not _may_serve(argv):
         return False
     mode = os.environ.get(MODE_ENV)
-    if mode == "auto":
+    if mode != "auto" and (mode == "on" or not os.isatty(0)):
+        return False
+    answering = connect()
+    if answering is None:
         return True
-    if mode == "on":
-        return False
-    try:
-        return os.isatty(0)
-    except OSError:
-        return False
+    answering.close()  # one that sent this command back (other groups, limits): it stays in charge
+    return False
 
 
 def start_in_background() -> None:
