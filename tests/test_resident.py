@@ -177,10 +177,55 @@ def test_stop_lets_running_commands_finish_while_new_ones_run_alone(resident, ho
         assert not resident.socket.exists()  # no new command reaches it
         alone = resident.cli("--config", str(home.config_path), "list")
         assert alone.returncode == 0, alone.stderr
+        # Found from outside: the stopping server kept its claim on the name while its command ran, and
+        # `resident start` waited 31 s to say one was "already listening" (a served `sync --watch`: forever).
+        again = resident.cli("resident", "start", "--idle-timeout", "120")
+        assert again.returncode == 0 and "started" in again.stdout, again.stdout + again.stderr
+        assert resident.status()["pid"] != pid
+        resident.cli("resident", "stop")
     _, err = client.communicate(timeout=60)
     assert client.returncode == 0, err
     assert _gone(pid)
     assert "shop" in resident.cli("--config", str(home.config_path), "list").stdout
+
+
+def _running_one(resident: Resident) -> None:
+    deadline = time.monotonic() + 30
+    while resident.status().get("running") != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert resident.status().get("running") == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
+def test_a_signal_the_caller_ignores_is_ignored_by_the_command_too(resident, home, signum):
+    """Found from outside: `nohup atomicplug install x.zip &` died when the terminal closed (SIGHUP), and
+    a script's `atomicplug install x.zip &` at a SIGINT, in mid-transaction: the client caught and passed on
+    what its caller ignores, and the child had every signal back at its default. One-shot, both finish."""
+    from atomicplug.lock import writer_lock
+
+    with writer_lock(home.config.lock_path, 5):
+        client = resident.popen(
+            "--config", str(home.config_path), "install", str(home.package("shop")), preexec_fn=lambda: signal.signal(signum, signal.SIG_IGN)
+        )
+        _running_one(resident)
+        client.send_signal(signum)
+        time.sleep(0.3)
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert "shop" in resident.cli("--config", str(home.config_path), "list").stdout
+
+
+@pytest.mark.parametrize("closed", [0, 1, 2])
+def test_a_closed_standard_stream_is_not_taken_for_the_connection(resident, home, closed):
+    """Found from outside: with stdout closed (`atomicplug list >&-`) the client's socket took descriptor 1
+    and was passed on as the command's stdout: a traceback and exit 1 (one-shot: exit 0), and output past
+    the socket's buffer hung. Such a command runs in its own process, as it would without a server."""
+    config = str(home.config_path)
+    results = [
+        resident.cli("--config", config, "list", "--json", resident=through, preexec_fn=lambda: os.close(closed)) for through in (True, False)
+    ]
+    assert [(r.returncode, r.stderr) for r in results] == [(0, "")] * 2
+    assert resident.served() == 0
 
 
 def _unanswered_and_open(conn) -> bool:

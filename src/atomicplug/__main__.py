@@ -41,8 +41,9 @@ def main() -> NoReturn:
         from atomicplug.errors import report_interrupt
 
         code = report_interrupt()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: a descriptor that was closed when the process started
+            stream.flush()
     os._exit(code)
 
 

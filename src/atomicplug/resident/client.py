@@ -170,10 +170,15 @@ def forward(argv: Sequence[str]) -> int | None:
     conn = connect()
     if conn is None:
         return None
+    if conn.fileno() <= 2:
+        # A closed stdin, stdout or stderr: the socket took its number, and would be passed on as
+        # that stream. Run here, where it stays closed, as it would without a server.
+        conn.close()
+        return None
     relay = _Relay()  # from before the request: a Ctrl-C at any moment reaches the command
     try:
         try:
-            send_message(conn, _request(argv), fds=(0, 1, 2))
+            send_message(conn, _request(argv, relay.ignored), fds=(0, 1, 2))
         except OSError:  # a closed stdin, stdout or stderr cannot be passed on, a deleted folder
             return relay.run_here()
         first = _reply(conn)
@@ -245,12 +250,18 @@ def start_in_background() -> None:
 
 
 class _Relay:
-    """Signals the client gets, passed on to the child (held until the server names it)."""
+    """Signals the client gets, passed on to the child (held until the server names it).
+
+    A signal this process ignores (``nohup``, a script's ``cmd &``, ``trap ''``) is neither
+    caught nor passed on: the child ignores it too (``ignored``, sent with the request), as a
+    one-shot process inherits the disposition.
+    """
 
     def __init__(self) -> None:
         self.child: int | None = None
         self.pending: list[int] = []
-        self.previous = {signum: signal.signal(signum, self._got) for signum in FORWARDED_SIGNALS}
+        self.ignored = [signum for signum in FORWARDED_SIGNALS if signal.getsignal(signum) is signal.SIG_IGN]
+        self.previous = {signum: signal.signal(signum, self._got) for signum in FORWARDED_SIGNALS if signum not in self.ignored}
 
     def _got(self, signum: int, _frame: object) -> None:
         if self.child is None:
@@ -297,7 +308,7 @@ def _lost(what: str) -> int:
     return 1
 
 
-def _request(argv: Sequence[str]) -> dict[str, Any]:
+def _request(argv: Sequence[str], ignored: Sequence[int]) -> dict[str, Any]:
     import resource  # here, not at the top: only a client that reached a server pays for it
 
     mask = os.umask(0o22)
@@ -313,6 +324,7 @@ def _request(argv: Sequence[str]) -> dict[str, Any]:
         # ulimit -n, -c, -f ...: what the child must run under, as a one-shot process would have
         "limits": [(number, *resource.getrlimit(number)) for number in _rlimits(resource)],
         "encodings": [(s.encoding, s.errors) if s is not None else None for s in streams],
+        "ignored_signals": [int(signum) for signum in ignored],  # marshal takes no enums
     }
 
 

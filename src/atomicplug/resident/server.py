@@ -142,7 +142,7 @@ class ResidentServer:
     bound: tuple[int, int] = attrs.field(init=False)
     #: The pipe signals wake :meth:`serve` through (read end, write end), while it runs; a child closes it.
     wakeup: tuple[int, int] = attrs.field(init=False, default=(-1, -1))
-    #: The locked claim on the socket's name (:func:`_claim`), held until this process ends; a child closes it.
+    #: The locked claim on the socket's name (:func:`_claim`), held until the name is released (:meth:`_release_name`); a child closes it.
     claim: int = -1
     #: (effective gid, supplementary groups) every child inherits: a client with other groups runs its command itself.
     groups: tuple[int, frozenset[int]] = attrs.field(factory=lambda: (os.getegid(), frozenset(os.getgroups())))
@@ -251,13 +251,19 @@ class ResidentServer:
         self.listener.close()
 
     def _release_name(self) -> None:
-        """Unlink the socket's name (unless a newer server's socket took it): no client connects after."""
+        """Unlink the socket's name (unless a newer server's socket took it): no client connects after.
+
+        The claim goes with it: this server may wait long for its children (a served `sync
+        --watch`), and `resident start` must not wait for them (it said "already listening").
+        """
         try:
             info = os.stat(self.path)
             if (info.st_dev, info.st_ino) == self.bound:
                 os.unlink(self.path)
         except OSError:
             pass
+        _close_all([self.claim])
+        self.claim = -1
 
     def _accept(self) -> None:
         """Take one connection; its request is read as it arrives (BlockingIOError when none waits on a non-blocking listener)."""
@@ -542,6 +548,8 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         for signum in (signal.SIGCHLD, *FORWARDED_SIGNALS):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in request.get("ignored_signals") or ():  # what the client's caller ignores (nohup), as one-shot
+            signal.signal(int(signum), signal.SIG_IGN)
         server.close_in_child()
         conn.close()
         for target, fd in enumerate(fds):
