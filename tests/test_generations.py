@@ -88,28 +88,53 @@ def test_a_refused_transaction_leaves_no_generation_behind(home):
     assert os.listdir(views.root(home.config)) == [views.key_of(generations.folder(home.config, 1) / generations.BACKEND)]
 
 
-def test_a_legacy_backend_folder_is_converted_once(home):
-    """Before generations, the backend folder was a real folder of per-plugin links into the store."""
+def _legacy_layout(home, *, relative: bool = False) -> None:
+    """Rebuild the layout before generations by hand: a real backend folder with one link per
+    plugin into the store, a registry file, no generations (alpha installed)."""
+    import shutil
+
     home.installer.install_file(home.package("alpha"))
     config = home.config
     tree = Path(os.path.realpath(config.backend_addons / "alpha"))
-    # Rebuild the old layout by hand: a real folder with one link, a registry file, no generations.
     registry = Registry.load(config.registry_path)
     for path in (config.backend_addons, config.home / "current", config.registry_path):
         path.unlink()
     for folder in (config.home / "generations").iterdir():
-        import shutil
-
         shutil.rmtree(folder)
     config.backend_addons.mkdir()
-    (config.backend_addons / "alpha").symlink_to(tree)
+    (config.backend_addons / "alpha").symlink_to(os.path.relpath(tree, config.backend_addons) if relative else tree)
     config.registry_path.write_bytes(json.dumps({"generation": "old-txid", "plugins": {
         pid: e.to_dict() for pid, e in registry.plugins.items()}}).encode())  # fmt: skip
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_a_legacy_backend_folder_is_converted_once(home, relative):
+    """Before generations, the backend folder was a real folder of per-plugin links into the store.
+    Found from outside: a link written relative (or through a home reached by a symlink, which an
+    earlier atomicplug resolved) was taken for a foreign file, and every transaction was refused."""
+    config = home.config
+    _legacy_layout(home, relative=relative)
     assert home.installer.list()[0]["id"] == "alpha"
     home.installer.install_file(home.package("beta"))
     assert config.backend_addons.is_symlink()
     assert sorted(p.name for p in config.backend_addons.iterdir()) == ["alpha", "beta"]
     assert all(report.ok for report in home.installer.verify())
+
+
+def test_the_conversion_after_commit_keeps_what_atomicplug_did_not_put_there(home, capsys):
+    """Found from outside: files written into the legacy folder after the check (or while a crash after
+    COMMIT left the conversion to `recover`) were deleted with it. The roll forward cannot refuse:
+    it removes atomicplug's links, keeps the rest where it is, and names it."""
+    _legacy_layout(home)
+    config = home.config
+    (config.backend_addons / "NOTES.txt").write_text("mine\n")
+    (config.backend_addons / "mylib").mkdir()
+    generations.ensure_backend_link(config, "t-after-commit")
+    kept = config.backend_addons.with_name(".addons.legacy-t-after-commit")
+    assert config.backend_addons.is_symlink()
+    assert sorted(p.name for p in kept.iterdir()) == ["NOTES.txt", "mylib"]  # alpha's old link removed
+    assert (kept / "NOTES.txt").read_text() == "mine\n"
+    assert f"kept {kept}: it holds files atomicplug did not put there (NOTES.txt, mylib)" in capsys.readouterr().err
 
 
 def test_a_backend_folder_with_foreign_files_is_refused_and_left_alone(home):

@@ -118,6 +118,16 @@ def _fsync_walk(root: Path) -> None:
 
 
 @named("create folder")
+def link_points_into(link: str | os.PathLike[str], folder: Path) -> bool:
+    """Whether the symlink ``link`` leads into ``folder``, however either is spelled.
+
+    Both resolved: a link written relative (``../../state/store/…``), or through a home reached
+    by a symlink that an earlier atomicplug resolved when it wrote it, is still the same place.
+    """
+    target = os.path.realpath(os.path.join(os.path.dirname(link), os.readlink(link)))
+    return os.path.commonpath([target, os.path.realpath(folder)]) == os.path.realpath(folder)
+
+
 def make_dirs(path: Path) -> list[Path]:
     """Create ``path`` and missing parents, fsyncing each new entry's parent; returns those created."""
     path = Path(path)

@@ -22,6 +22,7 @@ Readers that must see one generation resolve the addon folder once
 from __future__ import annotations
 
 import os
+import sys
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,11 +237,8 @@ def check_backend_folder(config: Config) -> None:
 
 
 def _is_legacy_link(config: Config, entry: Path) -> bool:
-    """A per-plugin link of the layout before generations (into ``<home>/store``), or a leftover temp link."""
-    if not entry.is_symlink():
-        return False
-    target = Path(os.path.join(entry.parent, os.readlink(entry)))
-    return target.is_relative_to(config.store_dir) or ".tmp-" in entry.name
+    """A per-plugin link of the layout before generations, or its leftover temp link: into ``<home>/store``."""
+    return entry.is_symlink() and fsutil.link_points_into(entry, config.store_dir)
 
 
 def ensure_backend_link(config: Config, txid: str) -> None:
@@ -248,8 +246,11 @@ def ensure_backend_link(config: Config, txid: str) -> None:
 
     A legacy real folder (only links into the store: checked by
     :func:`check_backend_folder` before the transaction began) is first renamed
-    aside, then the link takes its name, then the old folder is deleted. A crash
-    in between leaves work that the next run (recovery) finishes.
+    aside, then the link takes its name, then the old folder's links are removed,
+    and the folder with them when nothing else is in it. A crash in between leaves
+    work that the next run (recovery) finishes. Anything else found there (written
+    after the check, or while a crash after COMMIT left the conversion to
+    ``recover``) is kept where it is, and named: the roll forward cannot refuse.
     """
     path = config.backend_addons
     if path.exists() and not path.is_symlink():
@@ -258,4 +259,12 @@ def ensure_backend_link(config: Config, txid: str) -> None:
         fsutil.make_dirs(path.parent)
         fsutil.switch_symlink(path, _backend_link_target(config), txid)
     for leftover in sorted(path.parent.glob(f".{path.name}{_LEGACY}*")):
-        fsutil.remove_tree(leftover)
+        kept = [entry for entry in sorted(leftover.iterdir()) if not _is_legacy_link(config, entry)]
+        if not kept:
+            fsutil.remove_tree(leftover)
+            continue
+        for entry in leftover.iterdir():
+            if _is_legacy_link(config, entry):
+                fsutil.remove_file(entry)
+        shown = ", ".join(entry.name for entry in kept[:3]) + (f" (and {len(kept) - 3} more)" if len(kept) > 3 else "")
+        print(f"atomicplug: kept {leftover}: it holds files atomicplug did not put there ({shown})", file=sys.stderr)

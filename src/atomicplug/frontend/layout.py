@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from atomicplug.errors import OperationError
-from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, make_dirs, remove_file, switch_symlink
+from atomicplug.fsutil import TEMP_SUFFIX, atomic_write_bytes, link_points_into, make_dirs, remove_file, switch_symlink
 from atomicplug.frontend.contract import CANDIDATE_NAME, INDEX_NAME, MARKER, STORE_LINK, TYPES_NAME, TYPES_TS
 from atomicplug.frontend.index import AddonIndex, addon_imports, load_index
 from atomicplug.registry import Registry
@@ -70,16 +70,16 @@ def _ours(config: Config, entry: os.DirEntry[str]) -> bool:
         target = os.readlink(entry.path)
         if entry.name == STORE_LINK:
             return target == str(config.store_dir)
-        return _is_legacy_target(config, target)
+        return _is_legacy_link(config, entry.path)
     if entry.name in _GENERATED_FILES:
         return entry.is_file() and _starts_with_marker(Path(entry.path))
     # temp files of atomic_write_bytes: recovery removes those of dead writers
     return entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX) and entry.is_file()
 
 
-def _is_legacy_target(config: Config, target: str) -> bool:
+def _is_legacy_link(config: Config, link: str) -> bool:
     """Old layout: ``<id>`` (or ``<id>.tmp-<txid>``) linked to ``<home>/store/<id>/<tree>/frontend``."""
-    return Path(target).is_relative_to(config.store_dir)
+    return link_points_into(link, config.store_dir)
 
 
 def _starts_with_marker(path: Path) -> bool:
@@ -134,7 +134,7 @@ def next_index(config: Config, registry: Registry) -> AddonIndex | None:
 def _remove_legacy_links(config: Config) -> None:
     with os.scandir(config.frontend_addons) as entries:
         legacy = [
-            Path(e.path) for e in entries if e.name != STORE_LINK and e.is_symlink() and _is_legacy_target(config, os.readlink(e.path))
+            Path(e.path) for e in entries if e.name != STORE_LINK and e.is_symlink() and _is_legacy_link(config, e.path)
         ]
     for link in legacy:
         remove_file(link)
