@@ -103,3 +103,28 @@ def test_the_clis_verbose_output_is_the_lines_it_always_printed(home: Any) -> No
     ]
     assert proc.stdout == "install crm 1.0.0\n"
     assert Config.load(home.config_path).registry_path.exists()
+
+
+@pytest.mark.parametrize("stage", ["switch", "done"])
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), RuntimeError("callback bug")])
+def test_a_callback_that_raises_after_commit_does_not_stop_the_change(home: Any, caplog: Any, stage: str, error: Exception) -> None:
+    """Found from outside (the billing backend's websocket gone, a bug in its callback): raised at
+    `switch`, after COMMIT, the change stayed committed but not switched (tables at 1.1.0, files and
+    registry at 1.0.0, a journal pending), reported as a disk failure or as the bare exception; raised
+    at `done`, a finished change was reported as a failure. Past COMMIT a callback cannot stop it."""
+    from atomicplug.testing import snapshot
+
+    first = {"0001_contacts": CONTACTS["0001_contacts"]}
+    Installer(home.config).install_file(home.package("crm", "1.0.0", migrations=first))
+    second = dict(first, **{"0002_notes": ("CREATE TABLE crm_notes (id INTEGER);", "DROP TABLE crm_notes;")})
+
+    def progress(event: ProgressEvent) -> None:
+        if event.stage == stage:
+            raise error
+
+    result = Installer(home.config, progress=progress).install_file(home.package("crm", "1.1.0", migrations=second))
+    assert result.changes == ("upgrade crm 1.0.0 -> 1.1.0",)
+    state = snapshot(home.config)
+    assert state["plugins"]["crm"] == ("1.1.0", True) and state["links"]["backend/crm"].startswith("1.1.0") and "crm_notes" in state["tables"]
+    assert [name for name in (home.config.home / "journal").iterdir() if name.name != "finished"] == []
+    assert f"progress callback failed at {stage}" in caplog.text

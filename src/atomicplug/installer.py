@@ -20,7 +20,7 @@ from atomicplug import ioerrors
 from atomicplug.config import Config
 from atomicplug.errors import NotInstalledError, OperationError, UsageError
 from atomicplug.lock import writer_lock
-from atomicplug.progress import Progress, ProgressEvent, accepting_lines
+from atomicplug.progress import Progress, ProgressEvent, accepting_lines, after_commit
 from atomicplug.registry import Registry
 from atomicplug.stages.repair import reinstall_ways, repair_before_use, repair_line
 from atomicplug.verification import VerifyReport, kept_tree_damage, tree_sealed, verify_plugin
@@ -161,7 +161,7 @@ class Installer:
         else:
             execute(self.config, plan, self.progress, database_work=work)
         if plan.changes:
-            self.progress(ProgressEvent("done", operation=plan.operation))
+            after_commit(self.progress)(ProgressEvent("done", operation=plan.operation))
         return TransactionResult(txid=plan.txid, operation=plan.operation, changes=plan.describe())
 
     # -- writers --------------------------------------------------------------

@@ -60,6 +60,26 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+def after_commit(progress: Progress) -> Progress:
+    """``progress`` for the events past COMMIT, where the change is decided.
+
+    A callback that raises there (a websocket to a browser that went away, a closed pipe, a
+    bug) must not stop the roll forward (it left the change committed but not switched), nor
+    make a finished change look failed: its exception is logged (``atomicplug`` logger) and the
+    work goes on. Before COMMIT a raising callback still stops the transaction, which rolls back.
+    """
+
+    def call(event: ProgressEvent) -> None:
+        try:
+            progress(event)
+        except Exception:  # noqa: BLE001 - the application's callback: anything
+            import logging  # here: ~3 ms of start-up that no command otherwise pays
+
+            logging.getLogger("atomicplug").warning("progress callback failed at %s; the change goes on", event.stage, exc_info=True)
+
+    return call
+
+
 def accepting_lines(progress: Progress) -> Callable[[ProgressEvent | str], None]:
     """``progress``, also fed the plain lines some parts of the library still say, as ``note`` events."""
 

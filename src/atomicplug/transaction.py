@@ -33,7 +33,7 @@ from atomicplug.history import append_history, finished_now
 from atomicplug.intake import release_used
 from atomicplug.journal import Journal, JournalState, RecordType, pending_journals
 from atomicplug.journal.writer import new_txid  # where callers have always taken it from
-from atomicplug.progress import Progress, ProgressEvent
+from atomicplug.progress import Progress, ProgressEvent, after_commit
 from atomicplug.registry import Registry
 from atomicplug.stages import health, migrate
 from atomicplug.stages.register import write_frontend_index
@@ -273,6 +273,7 @@ def _roll_forward(config: Config, plan: Plan, journal: Journal, progress: Progre
     recomputes it from the live one (its parent) only if the generation must be
     built again (a complete generation is never rebuilt).
     """
+    progress = after_commit(progress)
     if plan.generation == 0:  # a journal written before generations existed
         plan = attrs.evolve(plan, generation=generations.next_number(config))
     if not generations.folder(config, plan.generation).is_dir():
