@@ -137,6 +137,22 @@ def test_the_conversion_after_commit_keeps_what_atomicplug_did_not_put_there(hom
     assert f"kept {kept}: it holds files atomicplug did not put there (NOTES.txt, mylib)" in capsys.readouterr().err
 
 
+def test_a_live_generation_removed_by_hand_is_refused_not_read_as_empty(home):
+    """Found from outside: with `generations/<live>` gone, the registry read as "no plugins" and the next
+    install made a generation showing only the new plugin, dropping every other one without a word."""
+    import shutil
+
+    home.installer.install_file(home.package("alpha"))
+    home.installer.install_file(home.package("beta"))
+    live = generations.folder(home.config, generations.current_number(home.config))
+    shutil.rmtree(live)
+    with pytest.raises(OperationError, match=rf"the live generation {live} is missing \(removed by hand\?\)"):
+        home.installer.install_file(home.package("gamma"))
+    with pytest.raises(OperationError, match="the live generation"):
+        home.installer.list()
+    assert generations.numbers(home.config) == [1]  # nothing built, nothing removed
+
+
 def test_a_backend_folder_with_foreign_files_is_refused_and_left_alone(home):
     config = home.config
     config.backend_addons.mkdir(parents=True)

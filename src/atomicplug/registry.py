@@ -157,6 +157,11 @@ class Registry:
                     f"registry {target} is missing (removed by hand?): atomicplug will not read its generation as one "
                     "without plugins; put the file back (from a backup)"
                 ) from None
+            if not required and path.is_symlink() and _into_a_dangling_link(path):  # `current`, to a generation gone whole
+                raise OperationError(
+                    f"the live generation {target.parent} is missing (removed by hand?): atomicplug will not read it as "
+                    "one without plugins; put the folder back (from a backup)"
+                ) from None
             if required:
                 raise  # its generation is gone whole (a gc, seen by a reader without the lock)
             return cls()
@@ -319,3 +324,11 @@ def probe_parts(home: str, tree: str) -> tuple[bool, bool]:
 
 def _has_backend_folder(tree_folder: str) -> bool:
     return os.path.isdir(f"{tree_folder}/backend")
+
+
+def _into_a_dangling_link(path: Path) -> bool:
+    """Whether the link ``path`` goes through a folder link that points at nothing: ``<home>/registry.json``
+    → ``current/registry.json`` with ``current`` still there and its generation gone. (``current`` itself
+    missing is what ``recover`` puts back: until then a reader sees no plugins.)"""
+    folder = path.parent / Path(os.readlink(path)).parent
+    return folder.is_symlink() and not folder.exists()
