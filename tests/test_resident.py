@@ -633,3 +633,46 @@ def test_a_server_that_would_listen_elsewhere_is_not_started(tmp_path: Path):
     started = server.cli("resident", "start", "--expect-socket", str(tmp_path / "elsewhere.sock"))
     assert started.returncode == 1 and "not started" in started.stdout, started.stdout + started.stderr
     assert not server.status() and not server.socket.exists()
+
+
+def test_code_edited_while_the_server_preloads_makes_it_stale(tmp_path: Path, monkeypatch):
+    """Found from outside: the code stamp and the modules' times were taken after the preload, so a file
+    edited meanwhile (a `git pull` beside the first command of a terminal) was served as imported
+    before the edit for as long as the server was used."""
+    from atomicplug.resident import server as resident_server
+
+    edited: list[str] = []
+    preload, loaded_modules = resident_server.preload, resident_server._loaded_modules
+    dependency = tmp_path / "dependency.py"  # a module of a dependency (not a real one: other tests' servers stat those)
+    dependency.write_text("")
+    os.utime(dependency, ns=(0, 0))
+
+    def preload_then_edit():
+        parser = preload()
+        edited.append(str(dependency))
+        dependency.write_text("upgraded = True\n")  # while the imports ran
+        return parser
+
+    monkeypatch.setattr(resident_server, "_loaded_modules", lambda: [*loaded_modules(), str(dependency)])
+
+    monkeypatch.setattr(resident_server, "code_stamp", lambda: "after the edit" if edited else "before the edit")
+    monkeypatch.setattr(resident_server, "preload", preload_then_edit)
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    server = resident_server.ResidentServer.listen(str(folder / "resident.sock"), 60)
+    try:
+        assert server.stamp == "before the edit"  # a client's stamp (after the edit) differs: sent back, and it stops
+        assert dict((p, m) for p, _, m in server.loaded)[edited[0]] == -2
+    finally:
+        server.listener.close()
+        os.close(server.claim)
+
+
+@pytest.mark.parametrize("seconds", ["-5", "nan", "inf", "3000000", "soon"])
+def test_an_idle_timeout_out_of_range_is_a_usage_error(tmp_path: Path, seconds: str):
+    """Found from outside: from ~24.9 days on, the server said "started" and died at once (select's
+    limit); a negative one stopped it at once, nan never."""
+    server = Resident(tmp_path / "run")
+    started = server.cli("resident", "start", "--idle-timeout", seconds)
+    assert started.returncode == 2 and "--idle-timeout" in started.stderr, started.stdout + started.stderr
+    assert not server.status()

@@ -85,6 +85,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The longest idle timeout: the server's select() takes at most 2**31 ms (~24.8 days).
+_LONGEST_IDLE_S = 2_000_000.0
+
+
+def _idle_seconds(text: str) -> float:
+    """``--idle-timeout``: 0 (never) up to :data:`_LONGEST_IDLE_S`; a larger one made the server die once started."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= seconds <= _LONGEST_IDLE_S:  # also nan
+        raise argparse.ArgumentTypeError(f"must be 0 (never) to {_LONGEST_IDLE_S:g} seconds, got {text!r}")
+    return seconds
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from atomicplug.resident.server import DEFAULT_IDLE_TIMEOUT
 
@@ -101,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     actions = add_command_group(p, "resident_action", "ACTION")
     start = actions.add_parser("start", help="start it in the background (or --foreground, for a service manager)")
-    start.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS", help="stop after this long without a command (0: never; default %(default)g)")
+    start.add_argument("--idle-timeout", type=_idle_seconds, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS", help="stop after this long without a command (0: never; default %(default)g)")
     start.add_argument("--foreground", action="store_true", help="stay in the foreground (systemd, supervisord)")
     start.add_argument("--expect-socket", metavar="PATH", help=argparse.SUPPRESS)  # a command starting one for the next
     start.set_defaults(handler=cmd_start)

@@ -162,7 +162,12 @@ class ResidentServer:
             if live is not None:  # a server that took no claim (an older atomicplug's)
                 live.close()
                 raise AlreadyListening(f"a resident server is already listening at {path}")
+            # What the code is, taken before the imports: a file edited while they run (a `git pull`,
+            # a `pip install -U` beside the first command of a terminal) makes this server stale
+            # at once, rather than serving what it imported before the edit for as long as it is used.
+            stamp, begun = code_stamp(), time.time_ns()
             parser = preload()
+            loaded = _edited_since(_stat_files(_loaded_modules()), begun, time.time_ns())
             try:
                 os.unlink(path)  # a socket file a killed server left: its claim died with it
             except FileNotFoundError:
@@ -174,7 +179,7 @@ class ResidentServer:
         except BaseException:
             os.close(claim)
             raise
-        return cls(path=path, listener=listener, parser=parser, idle_timeout=idle_timeout, claim=claim)
+        return cls(path=path, listener=listener, parser=parser, idle_timeout=idle_timeout, claim=claim, stamp=stamp, loaded=loaded)
 
     def serve(self) -> None:
         """Answer requests until stopped (``stop``, SIGTERM, idle, stale code) and every child ended."""
@@ -425,6 +430,12 @@ def _stat_files(files: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
             continue
         seen.append((path, info.st_size, info.st_mtime_ns))
     return tuple(seen)
+
+
+def _edited_since(seen: tuple[tuple[str, int, int], ...], begun: int, ended: int) -> tuple[tuple[str, int, int], ...]:
+    """``seen``, with each file modified between ``begun`` and ``ended`` (ns) marked as never matching:
+    it may have been imported before the edit. (A file dated in the future, a clock's skew, is left alone.)"""
+    return tuple((path, size, -2 if begun <= mtime <= ended else mtime) for path, size, mtime in seen)
 
 
 def _limits_reachable(limits: list[Any]) -> bool:
