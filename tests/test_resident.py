@@ -626,6 +626,35 @@ def test_a_socket_left_by_a_killed_server_does_not_stop_the_next_one_from_starti
     assert _gone(status["pid"])
 
 
+def test_the_server_a_command_starts_imports_what_it_imports_and_keeps_none_of_its_secrets(tmp_path: Path, home):
+    """Found from outside: with a relative PYTHONPATH (`PYTHONPATH=src`) the server, started in `/`,
+    imported other code, named another socket and gave up, at every command; and it kept the first
+    command's whole environment (a database password) for 15 minutes."""
+    import atomicplug
+
+    server = Resident(tmp_path / "run")
+    source = Path(atomicplug.__file__).parent.parent
+    (tmp_path / "src").symlink_to(source)
+    env = {"PYTHONPATH": "src", "PGPASSWORD": "s3cret"}
+    import pty
+
+    ours, theirs = pty.openpty()
+    try:
+        ran = server.cli("--config", str(home.config_path), "list", stdin=theirs, cwd=tmp_path, env={MODE_ENV: None, **env})
+    finally:
+        os.close(ours)
+        os.close(theirs)
+    assert ran.returncode == 0, ran.stderr
+    status = _wait_for_server(server, 30.0)
+    assert status, "no server started for a relative PYTHONPATH"
+    try:
+        environ = Path(f"/proc/{status['pid']}/environ").read_bytes().split(b"\0")
+        assert b"PGPASSWORD=s3cret" not in environ
+        assert f"PYTHONPATH={tmp_path / 'src'}".encode() in environ
+    finally:
+        server.cli("resident", "stop")
+
+
 def test_a_server_that_would_listen_elsewhere_is_not_started(tmp_path: Path):
     """Started for a command whose interpreter names another socket, it would serve nobody, and every
     command would start one more."""

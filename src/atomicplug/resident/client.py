@@ -214,6 +214,9 @@ def leaves_server(argv: Sequence[str]) -> bool:
     mode = os.environ.get(MODE_ENV)
     if mode != "auto" and (mode == "on" or not os.isatty(0)):
         return False
+    path = socket_path()
+    if len(os.fsencode(path)) > _SUN_PATH_MAX or (os.path.lexists(os.path.dirname(path)) and not private_folder(path, create=False)):
+        return False  # no server could listen there: starting one each time would only cost CPU
     answering = connect()
     if answering is None:
         return True
@@ -234,19 +237,42 @@ def start_in_background() -> None:
 
     if not sys.executable:
         return
+    flags = subprocess._args_from_interpreter_flags()  # -O, -B, -X dev, -W ...: what multiprocessing passes on
+    for name, value in sys._xoptions.items():  # and the -X options it leaves out (warn_default_encoding ...)
+        option = name if value is True else f"{name}={value}"
+        if option not in flags:
+            flags += ["-X", option]
     command = [
-        sys.executable,
-        *subprocess._args_from_interpreter_flags(),  # -O, -B, -X dev, -W ...: what multiprocessing passes on
-        "-m", "atomicplug", "resident", "start",
+        sys.executable, *flags, "-m", "atomicplug", "resident", "start",
         "--idle-timeout", f"{AUTO_IDLE_TIMEOUT:g}", "--expect-socket", socket_path(),
     ]  # fmt: skip
     try:
         subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            cwd="/", start_new_session=True, close_fds=True,
+            cwd="/", start_new_session=True, close_fds=True, env=_server_environment(),
         )  # fmt: skip
     except OSError:
         pass  # the next command tries again; this one has done its work
+
+
+#: What a server's own environment keeps of the command's that starts it: the children take each
+#: request's environment, so the server needs only what decides its interpreter and its socket.
+_SERVER_ENVIRONMENT = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "XDG_RUNTIME_DIR")
+#: sockaddr_un's sun_path: 108 bytes with the NUL.
+_SUN_PATH_MAX = 107
+
+
+def _server_environment() -> dict[str, str]:
+    """The environment of a server a command starts: no secret the command had (a database
+    password, a cloud key) waits in it for 15 minutes; PYTHONPATH made absolute, since the
+    server starts in ``/`` and must import what this process imports."""
+    keep = {
+        name: value for name, value in os.environ.items()
+        if name in _SERVER_ENVIRONMENT or name.startswith(("PYTHON", "LC_", "ATOMICPLUG_RESIDENT"))
+    }  # fmt: skip
+    if "PYTHONPATH" in keep:
+        keep["PYTHONPATH"] = os.pathsep.join(os.path.abspath(entry) for entry in keep["PYTHONPATH"].split(os.pathsep))
+    return keep
 
 
 class _Relay:
