@@ -210,6 +210,22 @@ def test_a_rollback_to_a_damaged_tree_is_refused_and_installing_its_package_repa
     assert (doctor.ok, doctor.detail) == (True, "1 kept tree a rollback can go to: intact")
 
 
+def test_doctor_checks_a_disabled_plugins_tree_as_enable_does(home):
+    """Found from outside: doctor's "rollback targets" skipped every tree the live registry lists,
+    disabled ones too, and said ok while `enable` refused the same tree as damaged."""
+    from atomicplug.doctor import examine
+    from atomicplug.registry import Registry
+
+    home.installer.install_file(home.package("alpha"))
+    home.installer.install_file(home.package("beta"))
+    home.installer.disable("beta")
+    target = home.config.home / Registry.load(home.config.registry_path).plugins["beta"].current.tree / "backend" / "__init__.py"
+    os.chmod(target, 0o644)
+    target.write_text("BROKEN = True\n")
+    [doctor] = [f for f in examine(home.config) if f.check == "rollback targets"]
+    assert not doctor.ok and doctor.detail.startswith("beta 1.0.0 is damaged (changed: backend/__init__.py): enabling it is refused"), doctor.detail
+
+
 @pytest.mark.parametrize("damage", ["changed", "missing"])
 def test_a_rollback_to_a_tree_whose_metadata_is_damaged_is_refused_as_damaged(home, damage):
     """Found from outside: planning the rollback read the kept tree's metadata.json before the

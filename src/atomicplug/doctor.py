@@ -123,13 +123,17 @@ def examine(config: Config) -> list[Finding]:
                 continue
             for entry in theirs.plugins.values():
                 wanted.setdefault(entry.current.tree, entry)
-        shown = {e.current.tree for e in live.plugins.values()}
+        # A disabled plugin's tree is kept, not live: `enable` checks it as a rollback does.
+        disabled = {e.current.tree for e in live.plugins.values() if not e.enabled}
+        shown = {e.current.tree for e in live.plugins.values()} - disabled
         kept = [e for tree, e in sorted(wanted.items()) if tree not in shown and (config.home / tree).is_dir()]
-        damaged = [report for e in kept if (report := kept_tree_damage(config, e)) is not None]
-        if len(damaged) == 1:
-            [report] = damaged
+        found = [(e, report) for e in kept if (report := kept_tree_damage(config, e)) is not None]
+        damaged = [report for _, report in found]
+        if len(found) == 1:
+            [(entry, report)] = found
+            refused = "enabling it" if entry.current.tree in disabled else "a rollback to it"
             raise AtomicplugError(
-                f"{report.plugin_id} {report.version} is damaged ({report.damage()}): a rollback to it is refused until its package "
+                f"{report.plugin_id} {report.version} is damaged ({report.damage()}): {refused} is refused until its package "
                 f"is installed again ({reinstall_ways(report.plugin_id, report.version)})"
             )
         if damaged:
