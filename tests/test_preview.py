@@ -302,3 +302,23 @@ def test_settings_the_install_lacks_are_a_refusal_that_still_shows_the_plan(home
     assert chat.change.action == "install" and chat.settings is not None and chat.settings.fields[0].secret
     given = previewed(home, "install_file", zip_path, settings={"chat": {"api_key": "sk-1"}})
     assert given.refusal is None and given.plugins[0].migrations_up == ("0001_contacts",)
+
+
+@pytest.mark.parametrize("operation", ["uninstall", "disable"])
+def test_a_busy_database_is_a_refusal_of_the_preview_not_a_driver_error(home_factory: Any, operation: str) -> None:
+    """Found from outside (the billing app holding its own write lock): for a plugin without
+    migrations the preview let `sqlite3.OperationalError: database is locked` escape, which the
+    panel shows as an unexpected error; with migrations it was a DatabaseError refusal already."""
+    import sqlite3
+
+    home = home_factory(lock_timeout=1)
+    home.installer.install_file(home.package("shop"))
+    before = observable(home)
+    app = sqlite3.connect(home.config.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        app.execute("BEGIN EXCLUSIVE")
+        refusal = home.installer.preview(operation, "shop").refusal
+    finally:
+        app.close()
+    assert observable(home) == before
+    assert refusal is not None and refusal.error == "DatabaseError" and "locked" in refusal.message, refusal

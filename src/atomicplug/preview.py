@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from atomicplug.errors import AtomicplugError, UsageError
+from atomicplug.errors import AtomicplugError, DatabaseError, UsageError
 
 if TYPE_CHECKING:
     from atomicplug.change import Change, Plan
@@ -304,7 +304,7 @@ def _unpacked(config: Config, plan: Plan) -> Iterator[tuple[Change, ...]]:
 
 def _database_facts(config: Config, changes: tuple[Change, ...]) -> list[PluginPreview]:
     """Migrations down and up per change (against the ledger) and the tables/columns they drop or keep."""
-    from atomicplug.database.engine import backend_name, connect, sqlite_file_missing
+    from atomicplug.database.engine import backend_name, connect, first_line, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
     from atomicplug.database.plan import plan_change
 
@@ -314,8 +314,13 @@ def _database_facts(config: Config, changes: tuple[Change, ...]) -> list[PluginP
     with connect(config.database_url, max(float(config.lock_timeout), 1.0)) as db:
         result = []
         for change in changes:
-            applied = applied_migrations(db, change.plugin_id)
-            result.append(_facts(db, change, plan_change(change, applied, config.home), applied, dialect, config.home))
+            try:
+                applied = applied_migrations(db, change.plugin_id)
+                result.append(_facts(db, change, plan_change(change, applied, config.home), applied, dialect, config.home))
+            except AtomicplugError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the driver's (a locked SQLite file, a lost server): a refusal
+                raise DatabaseError(f"cannot read the database to preview {change.plugin_id}: {first_line(exc)}") from exc
         return result
 
 
