@@ -195,3 +195,21 @@ def test_a_table_whose_texts_sqlite_cannot_run_afresh_counts_as_changed() -> Non
     assert schema.differences(before, after) == [
         "table 't' is defined differently and cannot be compared (no such collation sequence: host_only)"
     ]
+
+
+def test_a_down_that_ends_the_whole_transaction_is_reported_for_itself(tmp_path: Path) -> None:
+    """Found from outside: a down statement that makes SQLite drop the whole transaction (`OR ROLLBACK`,
+    and likewise a full disk or a lost connection) was reported as "no such savepoint:
+    atomicplug_rehearsal": rolling back to the savepoint failed too, and its error replaced the real one."""
+    config = Config.for_directory(tmp_path, database_url=f"sqlite:///{tmp_path / 'app.db'}")
+    tree = make_tree(
+        tmp_path,
+        files={
+            "migrations/up.sql": "CREATE TABLE u (id INTEGER PRIMARY KEY);\nINSERT INTO u VALUES (1);",
+            "migrations/down.sql": "INSERT OR ROLLBACK INTO u VALUES (1);\nDROP TABLE u;",
+        },
+    )
+    with pytest.raises(MigrationError, match=r"down migrations fail in the reversibility rehearsal: .*UNIQUE constraint failed: u\.id"):
+        run(config, "tx-1", "install", change(tree))
+    assert table_names(config.database_url) == set()
+    assert committed(config, "tx-1") is False

@@ -247,13 +247,26 @@ class Database:
 
     @contextmanager
     def savepoint(self, name: str) -> Iterator[None]:
-        """Everything inside is undone when it ends, however it ends (``ROLLBACK TO``)."""
+        """Everything inside is undone when it ends, however it ends (``ROLLBACK TO``).
+
+        When what failed inside ended the whole transaction (SQLite's ``OR ROLLBACK``, a full
+        disk, a lost connection), rolling back to the savepoint fails too: the error in flight is
+        the one reported, not "no such savepoint" (the caller rolls the transaction back anyway).
+        """
         self.execute(f"SAVEPOINT {name}")
         try:
             yield
-        finally:
-            self.execute(f"ROLLBACK TO SAVEPOINT {name}")
-            self.execute(f"RELEASE SAVEPOINT {name}")
+        except BaseException:
+            try:
+                self._undo_savepoint(name)
+            except Exception:  # noqa: BLE001 - the transaction is gone: the error in flight says why
+                pass
+            raise
+        self._undo_savepoint(name)
+
+    def _undo_savepoint(self, name: str) -> None:
+        self.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        self.execute(f"RELEASE SAVEPOINT {name}")
 
     def close(self) -> None:
         try:
