@@ -301,3 +301,16 @@ def test_pycs_are_built_and_reused_at_optimization_level_0_whatever_runs_atomicp
     assert hashlib.sha256(pyc.read_bytes()).digest() == hashlib.sha256(build_pyc(_ASSERTS.encode())).digest()
     proc = run("verify", "--deep")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_pyc_compiled_under_its_staging_path_is_the_same_code() -> None:
+    """Found from outside: atomicplug before the object store compiled pycs under their staging path
+    (`staging/<txid>/...`, the code's co_filename), so `verify --deep` called every pyc of every tree
+    it made changed, and rollback and enable refused those trees as damaged. The import system sets
+    co_filename when it loads a pyc: that name is not the code. Other code still differs."""
+    from atomicplug.verification import same_code
+
+    source = b"def f():\n    def g():\n        return 'x'\n    return g\n"
+    ours = build_pyc(source)
+    assert same_code(ours, build_pyc(source, "/home/site/state/staging/tx-1/backend/mod.py"))
+    assert not same_code(ours, build_pyc(source.replace(b"'x'", b"'y'")))

@@ -162,21 +162,33 @@ def _pycs_not_of_their_source(tree: Path, sources: Mapping[str, str], recorded: 
 
 
 def same_code(pyc: bytes, other: bytes) -> bool:
-    """Two pycs hold the same code, written alike but for which strings are marked interned.
+    """Two pycs hold the same code, written alike but for which strings are marked interned
+    and which file name the code carries.
 
     An earlier atomicplug built pycs whose one-character strings were marked interned or
     not as the building process had them (``pyc_worker._intern_the_shared_strings``):
-    read back and written again here, both carry this process's marks. The header (flags,
-    source hash) must be the very same bytes.
+    read back and written again here, both carry this process's marks. One from before the
+    object store compiled them under their staging path (``staging/<txid>/…``), not
+    ``PYC_FILENAME``: the import system replaces ``co_filename`` when it loads a pyc, so that
+    name is not the code. The header (flags, source hash) must be the very same bytes.
     """
     import marshal
 
     if pyc[:16] != other[:16]:
         return False
     try:
-        return marshal.dumps(marshal.loads(pyc[16:])) == marshal.dumps(marshal.loads(other[16:]))
+        return marshal.dumps(_named_alike(marshal.loads(pyc[16:]))) == marshal.dumps(_named_alike(marshal.loads(other[16:])))
     except (EOFError, ValueError, TypeError):  # not a marshalled object: not the same code
         return False
+
+
+def _named_alike(code: object) -> object:
+    """``code`` with every nested code object's ``co_filename`` set to one name."""
+    import types
+
+    if not isinstance(code, types.CodeType):
+        return code
+    return code.replace(co_filename="", co_consts=tuple(_named_alike(const) for const in code.co_consts))
 
 
 def _bad_links(config: Config, entry: InstalledPlugin, tree: Path) -> tuple[str, ...]:
