@@ -215,6 +215,36 @@ def test_a_signal_the_caller_ignores_is_ignored_by_the_command_too(resident, hom
     assert "shop" in resident.cli("--config", str(home.config_path), "list").stdout
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_ctrl_z_stops_the_served_command_with_its_client(resident, home):
+    """Found from outside: Ctrl-Z stopped only the client; the command (the server's child, in no job of
+    the shell's) went on, wrote to the terminal and committed while the shell said "Stopped"."""
+    from atomicplug.lock import writer_lock
+
+    server = resident.status()["pid"]
+    with writer_lock(home.config.lock_path, 5):
+        client = resident.popen("--config", str(home.config_path), "install", str(home.package("shop")))
+        _running_one(resident)
+        (child,) = _children(server)
+        time.sleep(0.2)  # the client has the child's pid
+        client.send_signal(signal.SIGTSTP)
+        assert _until(lambda: _state(client.pid) == "T" and _state(child) == "T"), (_state(client.pid), _state(child))
+        client.send_signal(signal.SIGCONT)  # `fg`
+        assert _until(lambda: _state(child) != "T")
+    _, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+
+
 @pytest.mark.parametrize("closed", [0, 1, 2])
 def test_a_closed_standard_stream_is_not_taken_for_the_connection(resident, home, closed):
     """Found from outside: with stdout closed (`atomicplug list >&-`) the client's socket took descriptor 1

@@ -288,15 +288,33 @@ class _Relay:
         self.pending: list[int] = []
         self.ignored = [signum for signum in FORWARDED_SIGNALS if signal.getsignal(signum) is signal.SIG_IGN]
         self.previous = {signum: signal.signal(signum, self._got) for signum in FORWARDED_SIGNALS if signum not in self.ignored}
+        if signal.getsignal(signal.SIGTSTP) is not signal.SIG_IGN:  # Ctrl-Z (ignored by a shell without job control)
+            self.previous[signal.SIGTSTP] = signal.signal(signal.SIGTSTP, self._suspend)
+        self.previous[signal.SIGCONT] = signal.signal(signal.SIGCONT, self._resume)
+
+    def _suspend(self, _signum: int, _frame: object) -> None:
+        """Ctrl-Z: the child (no terminal of its own, not in the shell's job) stops with this process."""
+        self._send(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until the shell's `fg`/`bg` (SIGCONT)
+        signal.signal(signal.SIGTSTP, self._suspend)
+        self._send(signal.SIGCONT)
+
+    def _resume(self, _signum: int, _frame: object) -> None:
+        self._send(signal.SIGCONT)
+
+    def _send(self, signum: int) -> None:
+        if self.child is not None:
+            try:
+                os.kill(self.child, signum)
+            except ProcessLookupError:
+                pass
 
     def _got(self, signum: int, _frame: object) -> None:
         if self.child is None:
             self.pending.append(signum)
             return
-        try:
-            os.kill(self.child, signum)
-        except ProcessLookupError:
-            pass
+        self._send(signum)
 
     def attach(self, child: int) -> None:
         self.child = child
