@@ -735,3 +735,16 @@ def test_an_idle_timeout_out_of_range_is_a_usage_error(tmp_path: Path, seconds: 
     started = server.cli("resident", "start", "--idle-timeout", seconds)
     assert started.returncode == 2 and "--idle-timeout" in started.stderr, started.stdout + started.stderr
     assert not server.status()
+
+
+@pytest.mark.parametrize("unbuffered", ["1", None])
+def test_output_that_cannot_be_written_is_one_line_as_one_shot(resident, home, unbuffered):
+    """Found from outside: through the server `atomicplug list > /dev/full` exited 120 without a word,
+    and `python -u` (PYTHONUNBUFFERED) was lost: the child's stdout was always buffered."""
+    args = ("--config", str(home.config_path), "list")
+    env = {k: v for k, v in resident.env.items() if k != "PYTHONUNBUFFERED"} | ({"PYTHONUNBUFFERED": unbuffered} if unbuffered else {})
+    with open("/dev/full", "w") as full:
+        through = subprocess.run([sys.executable, "-m", "atomicplug", *args], stdout=full, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert "No space left on device (ENOSPC)" in through.stderr and len(through.stderr.strip().splitlines()) == 1, through.stderr
+    assert through.returncode == (1 if unbuffered else 120)
+    assert resident.served() == 1

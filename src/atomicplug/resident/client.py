@@ -368,6 +368,7 @@ def _request(argv: Sequence[str], ignored: Sequence[int]) -> dict[str, Any]:
         # ulimit -n, -c, -f ...: what the child must run under, as a one-shot process would have
         "limits": [(number, *resource.getrlimit(number)) for number in _rlimits(resource)],
         "encodings": [(s.encoding, s.errors) if s is not None else None for s in streams],
+        "write_through": bool(getattr(sys.stdout, "write_through", False)),  # python -u, PYTHONUNBUFFERED
         "ignored_signals": [int(signum) for signum in ignored],  # marshal takes no enums
     }
 

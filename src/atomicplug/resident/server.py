@@ -572,7 +572,7 @@ def _run_child(server: ResidentServer, conn: socket.socket, fds: list[int], requ
         _take_limits(request.get("limits") or [])
         os.environ.clear()
         os.environ.update(request["env"])
-        _rebind_stdio(request.get("encodings") or [None, None, None])
+        _rebind_stdio(request.get("encodings") or [None, None, None], write_through=bool(request.get("write_through")))
         argv = [str(arg) for arg in request["argv"]]
         sys.argv = ["atomicplug", *argv]
         try:
@@ -604,6 +604,14 @@ def _end_child(code: int) -> None:
                 thread.join()
         from atomicplug.cli import exit_process
 
+        try:
+            sys.stdout.flush()
+        except OSError as exc:  # a full disk under `> file` (Python's own exit says it in 2 lines): one
+            if not isinstance(exc, BrokenPipeError):  # `| head`: what it did not read was not wanted
+                from atomicplug.ioerrors import describe
+
+                print(f"atomicplug: error: cannot write the output: {describe(exc)}", file=sys.stderr)
+            os._exit(120)
         exit_process(code)
     except SystemExit:
         code = 120  # stdout could not be flushed (a closed pipe): what Python's own exit reports
@@ -611,18 +619,21 @@ def _end_child(code: int) -> None:
         os._exit(code)
 
 
-def _rebind_stdio(encodings: list[Any]) -> None:
-    """sys.stdin/stdout/stderr over the client's descriptors, buffered as Python would for them."""
+def _rebind_stdio(encodings: list[Any], *, write_through: bool = False) -> None:
+    """sys.stdin/stdout/stderr over the client's descriptors, buffered as Python would for them
+    (``write_through``: the client ran unbuffered, ``python -u``)."""
     for fd, name, spec in zip((0, 1, 2), ("stdin", "stdout", "stderr"), encodings):
         encoding, errors = spec if spec else (None, None)
         raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
-        buffered: io.BufferedIOBase = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        unbuffered = write_through and fd != 0
+        buffered: io.RawIOBase | io.BufferedIOBase = io.BufferedReader(raw) if fd == 0 else raw if unbuffered else io.BufferedWriter(raw)
         interactive = raw.isatty()
         stream = io.TextIOWrapper(
-            buffered,
+            buffered,  # type: ignore[arg-type] - a raw writer, as Python's own -u streams
             encoding=encoding,
             errors=errors,
-            line_buffering=fd != 0 and (interactive or fd == 2),
+            line_buffering=fd != 0 and (interactive or fd == 2) and not unbuffered,
+            write_through=unbuffered,
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
