@@ -192,6 +192,26 @@ def test_addon_failing_at_import_is_reported_and_skipped(home: Home, app: FastAP
     assert loader.failures == {}
 
 
+def test_an_addon_whose_tree_is_gone_is_a_failure_not_dropped_without_a_word(home: Home, app: FastAPI, caplog: pytest.LogCaptureFixture) -> None:
+    """Found from outside: with an enabled addon's store tree removed, the loader skipped it, in no
+    `failures` and no log line, and the health check said ok while the registry listed it enabled.
+    Installing it again repairs it, and the next reload loads it."""
+    import shutil
+
+    install_router_addon(home, "crm")
+    loader = AddonLoader(home.config, app)
+    loader.startup()
+    shutil.rmtree(home.config.home / "store" / "crm")
+    loader.reload()
+    assert set(loader.failures) == {"crm"} and "atomicplug verify" in loader.failures["crm"], loader.failures
+    assert "addon crm 1.0.0 failed to load" in caplog.text
+    loader.reload()  # reported once, kept while nothing changed
+    assert set(loader.failures) == {"crm"} and caplog.text.count("addon crm 1.0.0 failed to load") == 1
+    home.installer.install_file(home.package("crm", files=router_backend("crm")))  # the repair
+    loader.reload()
+    assert loader.failures == {} and loader.status()["loaded"] == {"crm": "1.0.0"}
+
+
 def test_router_that_is_not_a_router_is_a_failure(home: Home, app: FastAPI) -> None:
     home.installer.install_file(home.package("odd", files={"backend/__init__.py": "router = 42\n"}))
     loader = AddonLoader(home.config, app)

@@ -117,7 +117,7 @@ class AddonLoader:
         self.lock_timeout = config.lock_timeout if lock_timeout is None else lock_timeout
         self.loaded: dict[str, LoadedAddon] = {}
         self.failures: dict[str, str] = {}  # id → one-line reason its import failed
-        self._failed_targets: dict[str, str] = {}
+        self._failed_targets: dict[str, str | None] = {}
         self._mounted: list[Any] = []  # the route objects this loader added to app.router.routes
         self._pinned: str | None = None  # the backend view ``<package>.__path__`` holds
         self._released: list[Any] = []  # endpoints of routers unloaded since the last remount
@@ -217,6 +217,7 @@ class AddonLoader:
         # The registry of the pinned generation, not the live link: both must describe the same generation.
         registry = Registry.load(registry_path)
         wanted = self._wanted(registry, view)
+        gone = self._gone(registry, view)
         current = {pid: a.target for pid, a in self.loaded.items()} | self._failed_targets
         stale = {pid for pid, target in current.items() if wanted.get(pid) != target}
         stale |= self._dependents(registry, stale)
@@ -224,6 +225,10 @@ class AddonLoader:
             self._unload(pid)
         if stale:
             importlib.invalidate_caches()
+        for pid in sorted(gone):
+            if pid not in self.failures:
+                self._fail(pid, registry.plugins[pid].version, None, "its backend entry leads to no folder (store tree or view removed?): "
+                           "`atomicplug verify` names it; installing it again repairs it")  # fmt: skip
         for pid in _dependencies_first(registry, sorted(wanted)):
             if pid not in self.loaded and pid not in self.failures:
                 self._load(pid, registry.plugins[pid].version, wanted[pid])
@@ -275,6 +280,14 @@ class AddonLoader:
                 wanted[pid] = os.path.realpath(link)
         return wanted
 
+    def _gone(self, registry: Registry, view: str) -> set[str]:
+        """Enabled addons whose tree has a backend (as the registry recorded it) and whose entry in the
+        pinned view leads to no folder: their tree or the view was removed. A failure, not a silence."""
+        return {
+            pid for pid, entry in registry.plugins.items()
+            if entry.enabled and entry.current.backend is True and not os.path.isdir(os.path.join(view, pid))
+        }  # fmt: skip
+
     def _dependents(self, registry: Registry, changed: set[str]) -> set[str]:
         """Addons that (transitively) require a changed one: a loaded one holds stale references, a
         failed one may have failed for the dependency (retried, not left failed until a restart)."""
@@ -296,15 +309,18 @@ class AddonLoader:
             if router is not None and not isinstance(getattr(router, "routes", None), list):
                 raise TypeError(f"'router' must be an APIRouter (got {type(router).__name__})")
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - any addon failure must leave the app serving
-            reason = traceback.format_exception_only(type(exc), exc)[-1].strip()
-            log.error("addon %s %s failed to load, skipped: %s", pid, version, reason)
-            self.failures[pid] = reason
-            self._failed_targets[pid] = target
+            self._fail(pid, version, target, traceback.format_exception_only(type(exc), exc)[-1].strip())
             self._purge(pid)
             return
         self._rehome(pid, target)
         self.loaded[pid] = LoadedAddon(id=pid, version=version, target=target, module=module, router=router)
         log.info("addon %s %s loaded%s", pid, version, " with routes" if router is not None else "")
+
+    def _fail(self, pid: str, version: str, target: str | None, reason: str) -> None:
+        """Report ``pid`` as failed, kept so until its target changes (None: it has none)."""
+        log.error("addon %s %s failed to load, skipped: %s", pid, version, reason)
+        self.failures[pid] = reason
+        self._failed_targets[pid] = target
 
     def _rehome(self, pid: str, target: str) -> None:
         """Point ``<package>.<id>`` and its submodules at its store tree (``target``), not the backend
