@@ -255,3 +255,29 @@ def test_a_fan_out_folder_the_service_account_may_not_read_is_not_in_the_way(hom
         assert f"objects/{blocked.name} is a folder this user may not read" in proc.stdout, proc.stdout
     finally:
         os.chmod(blocked, 0o755)
+
+
+@pytest.mark.parametrize("hold", ["IMMEDIATE", "EXCLUSIVE"])
+def test_a_database_the_application_holds_is_busy_not_a_failed_migration(home, monkeypatch, hold):
+    """Found from outside (the billing app's own write transaction on the SQLite file): an install
+    waited, then failed as a MigrationError, exit 1, without "nothing changed". It is a busy resource:
+    exit 75 (the panel's 409, "try again"), as for atomicplug's own lock."""
+    import sqlite3
+
+    from atomicplug.errors import LockBusyError
+    from atomicplug.stages import migrate
+    from atomicplug.testing import snapshot
+
+    monkeypatch.setattr(migrate, "_busy_timeout", lambda config: 0.3)
+    table = {"0001_a": ("CREATE TABLE shop_a (id INTEGER);", "DROP TABLE shop_a;")}
+    home.installer.install_file(home.package("shop", migrations=table))
+    before = snapshot(home.config)
+    app = sqlite3.connect(home.config.database_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        app.execute(f"BEGIN {hold}")
+        with pytest.raises(LockBusyError, match=r"^the database is busy: .*; nothing changed, try again later$") as info:
+            home.installer.install_file(home.package("crm", migrations={"0001_b": ("CREATE TABLE crm_b (id INTEGER);", "DROP TABLE crm_b;")}))
+    finally:
+        app.close()
+    assert info.value.exit_code == 75
+    assert snapshot(home.config) == before

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
-from atomicplug.errors import ConfigError, DatabaseError
+from atomicplug.errors import ConfigError, DatabaseError, LockBusyError
 
 __all__ = [
     "ADVISORY_LOCK_KEY",
@@ -333,6 +333,19 @@ def connect(url: str, busy_timeout: float = 30.0) -> Iterator[Database]:
 def quote_identifier(name: str) -> str:
     """``name`` as a double-quoted SQL identifier (the same rule on SQLite and PostgreSQL)."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLite's "database is locked": another connection (the application's own write, a backup)
+    held its lock past the busy timeout. A busy resource to retry, not a failed migration."""
+    import sqlite3
+
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, sqlite3.OperationalError) and getattr(cause, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def busy_error(waited: float) -> LockBusyError:
+    return LockBusyError(f"the database is busy: another connection held its lock for {waited:g}s; nothing changed, try again later")
 
 
 def first_line(exc: BaseException) -> str:

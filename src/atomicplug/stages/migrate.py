@@ -108,7 +108,7 @@ def _applied_ledgers(config: Config, plugin_ids: Sequence[str]) -> dict[str, dic
 
     Raises DatabaseError when the database cannot be reached or the ledger read.
     """
-    from atomicplug.database.engine import check_url, connect, first_line, sqlite_file_missing
+    from atomicplug.database.engine import busy_error, check_url, connect, first_line, is_busy, sqlite_file_missing
     from atomicplug.database.ledger import applied_migrations
 
     check_url(config.database_url)
@@ -118,6 +118,8 @@ def _applied_ledgers(config: Config, plugin_ids: Sequence[str]) -> dict[str, dic
         try:
             return {pid: applied_migrations(db, pid) for pid in plugin_ids}
         except Exception as exc:
+            if is_busy(exc):
+                raise busy_error(_busy_timeout(config)) from exc
             raise DatabaseError(f"cannot read the migration ledger: {first_line(exc)}") from exc
 
 
@@ -154,7 +156,7 @@ def run(
     connection, held since it planned); ``in_transaction(db)`` runs after the
     ledger row, before the xid is taken (the desired state and its NOTIFY).
     """
-    from atomicplug.database.engine import first_line, open_database
+    from atomicplug.database.engine import busy_error, first_line, is_busy, open_database
     from atomicplug.database.ledger import ensure_tables, now, record_transaction
 
     started_at = now()
@@ -168,6 +170,8 @@ def run(
         except Exception as exc:
             db.rollback_quietly()
             db.close()
+            if is_busy(exc):
+                raise busy_error(_busy_timeout(config)) from exc
             raise MigrationError(f"cannot begin a database transaction: {first_line(exc)}") from exc
     try:
         try:
