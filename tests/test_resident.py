@@ -626,7 +626,7 @@ def test_a_command_typed_at_a_terminal_leaves_a_server_for_the_next(tmp_path: Pa
 
 @pytest.mark.parametrize(
     ("mode", "terminal", "starts"),
-    [("off", True, False), ("on", True, False), (None, False, False), ("auto", False, True)],
+    [("off", True, False), ("OFF", True, False), ("0", True, False), ("on", True, False), (None, False, False), ("auto", False, True)],
 )
 def test_who_starts_a_server_is_what_atomicplug_resident_says(tmp_path: Path, home, mode, terminal, starts):
     """Scripts, services and CI (no terminal) never find a process left behind unless they ask (auto)."""

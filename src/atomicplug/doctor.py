@@ -172,14 +172,14 @@ def examine(config: Config) -> list[Finding]:
         return f"{config.database_url.split('@')[-1]}: reachable"
 
     def command_line() -> str:
-        from atomicplug.resident.client import MODE_ENV, query
+        from atomicplug.resident.client import MODE_ENV, query, resident_mode
 
-        if os.environ.get(MODE_ENV) == "off":
+        if resident_mode() == "off":
             return f"one process per command ({MODE_ENV}=off)"
         status = query("status")
         if status is None:
             starts = {"on": "`atomicplug resident start` runs them warm", "auto": "the next command starts the resident server"}
-            return f"one process per command ({starts.get(os.environ.get(MODE_ENV, ''), 'a command typed at a terminal starts the resident server')}, ~60 ms less each)"
+            return f"one process per command ({starts.get(resident_mode(), 'a command typed at a terminal starts the resident server')}, ~60 ms less each)"
         return f"resident server pid {status['pid']} runs the commands ({status['served']} so far; {status['socket']})"
 
     return [

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-__all__ = ["FORWARDED_SIGNALS", "AUTO_IDLE_TIMEOUT", "MODE_ENV", "NOT_SERVED", "SERVED", "complete_message", "forward", "leaves_server", "query", "read_message", "requested_command", "send_message", "start_in_background"]
+__all__ = ["FORWARDED_SIGNALS", "AUTO_IDLE_TIMEOUT", "MODE_ENV", "NOT_SERVED", "SERVED", "complete_message", "forward", "leaves_server", "query", "resident_mode", "read_message", "requested_command", "send_message", "start_in_background"]
 
 #: ``ATOMICPLUG_RESIDENT``: ``off`` never uses a resident server (the test suite; a crash test);
 #: ``on`` uses one that runs and never starts one; ``auto`` starts one when none runs. Unset (or
@@ -197,8 +197,15 @@ def forward(argv: Sequence[str]) -> int | None:
         conn.close()
 
 
+def resident_mode() -> str:
+    """``ATOMICPLUG_RESIDENT`` as ``off``, ``on``, ``auto`` or ``""`` (unset: auto at a terminal), any case;
+    ``0``/``false``/``no`` mean off, and ``1``/``true``/``yes`` on."""
+    mode = os.environ.get(MODE_ENV, "").strip().lower()
+    return {"0": "off", "false": "off", "no": "off", "1": "on", "true": "on", "yes": "on"}.get(mode, mode)
+
+
 def _may_serve(argv: Sequence[str]) -> bool:
-    return os.environ.get(MODE_ENV) != "off" and "ATOMICPLUG_CRASH_AT" not in os.environ and requested_command(argv) in SERVED
+    return resident_mode() != "off" and "ATOMICPLUG_CRASH_AT" not in os.environ and requested_command(argv) in SERVED
 
 
 def leaves_server(argv: Sequence[str]) -> bool:
@@ -211,7 +218,7 @@ def leaves_server(argv: Sequence[str]) -> bool:
     """
     if not _may_serve(argv):
         return False
-    mode = os.environ.get(MODE_ENV)
+    mode = resident_mode()
     if mode != "auto" and (mode == "on" or not os.isatty(0)):
         return False
     path = socket_path()
