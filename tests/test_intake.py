@@ -161,6 +161,22 @@ def test_a_blob_damaged_after_intake_refuses_the_install_and_changes_nothing(hom
     assert set(objects_of(home.config)) == objects_before, "the objects made from the damaged bytes are removed"
 
 
+def test_a_blob_another_process_removed_is_an_operation_error_not_a_security_refusal(home):
+    """Found from outside: a package taken in whose blob a gc (or an install of the same bytes) dropped
+    before it was staged said exit 3, a security refusal the panel shows as "malformed or unsafe"."""
+    from atomicplug.errors import OperationError, SecurityError
+    from atomicplug.intake import blob_path, take_in_file
+    from atomicplug.testing import snapshot
+
+    package = take_in_file(home.config, home.package("shop"))
+    blob_path(home.config, package.sha256).unlink()
+    before = snapshot(home.config)
+    with pytest.raises(OperationError, match=r"is no longer in .* install it again") as info:
+        home.installer.install_packages([package])
+    assert not isinstance(info.value, SecurityError) and info.value.exit_code == 1
+    assert snapshot(home.config) == before
+
+
 def test_recovery_never_needs_the_users_file(home_factory):
     from crash_harness import find_interruption
 

@@ -31,7 +31,7 @@ from typing import IO, TYPE_CHECKING
 import attrs
 
 from atomicplug import fsutil, ioerrors
-from atomicplug.errors import PackageError, SignatureError, TrustError, UsageError
+from atomicplug.errors import OperationError, PackageError, SignatureError, TrustError, UsageError
 
 if TYPE_CHECKING:
     from atomicplug.config import Config, ExtractLimits
@@ -391,14 +391,15 @@ def open_blob(config: Config, sha256: str) -> Iterator[IO[bytes]]:
     when the block ends: the caller publishes nothing it made from the bytes
     inside the block (staging renames its tree into the store after it), so a
     damaged blob still refuses the install, at the cost of its unreferenced objects.
-    Raises PackageError when the blob is missing or damaged, also in place of the
+    Raises OperationError when the blob is missing, PackageError when it is damaged, also in place of the
     block's own error, which damaged bytes explain.
     """
     blob = blob_path(config, sha256)
     try:
         handle = open(blob, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        raise PackageError(f"package {sha256[:12]} is no longer in {config.downloads_dir} (gc ran?); install it again") from None
+        # Not the package's fault (exit 3 is a security refusal): another process dropped its blob.
+        raise OperationError(f"package {sha256[:12]} is no longer in {config.downloads_dir} (gc ran?); install it again") from None
     with handle:
         check = _Recheck(handle.fileno(), sha256)
         if os.fstat(handle.fileno()).st_size <= _RECHECK_ALONGSIDE_BYTES:
