@@ -414,7 +414,7 @@ def timed_after_removals(home: Path, cmd: list[str], *, stdin: int | None = None
 
 
 @contextmanager
-def at_a_terminal(workdir: Path) -> Iterator[int]:
+def at_a_terminal() -> Iterator[int]:
     """A pseudo-terminal for the commands' stdin, ``ATOMICPLUG_RESIDENT`` unset and a socket of
     its own: commands as typed in a shell, where the first one starts the resident server for
     the next (docs/design.md "The resident server"). Yields the terminal's descriptor."""
@@ -422,7 +422,7 @@ def at_a_terminal(workdir: Path) -> Iterator[int]:
 
     from atomicplug.resident.client import query
 
-    folder = Path(tempfile.mkdtemp(prefix="terminal-", dir=workdir / "resident"))
+    folder = Path(tempfile.mkdtemp(prefix="ap-terminal-"))  # short: a socket's path has at most 107 bytes
     saved = {name: os.environ.pop(name, None) for name in (MODE_ENV, SOCKET_ENV)}
     os.environ[SOCKET_ENV] = str(folder / "resident.sock")
     ours, theirs = pty.openpty()
@@ -437,6 +437,7 @@ def at_a_terminal(workdir: Path) -> Iterator[int]:
             os.environ.pop(name, None)
             if value is not None:
                 os.environ[name] = value
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_for_resident(timeout: float = 30.0) -> bool:
@@ -467,11 +468,12 @@ def bench_imports(repeat: int, workdir: Path, key: workloads.KeyPair, resident_s
             with resident_server.used():
                 resident.append(timed_after_removals(config.parent, ap(config, "install", str(small.v1))))
                 timed(ap(config, "uninstall", small.plugin_id))
-    with at_a_terminal(workdir) as terminal:
+    with at_a_terminal() as terminal:
         typed = []
         for _ in range(max(5, repeat)):
             typed.append(timed_after_removals(config.parent, ap(config, "install", str(small.v1)), stdin=terminal))
-            wait_for_resident()  # the first install started it
+            if not wait_for_resident():  # the first install started it
+                raise Failed("the first install typed at a terminal started no resident server")
             timed(ap(config, "uninstall", small.plugin_id), stdin=terminal)
         typed_served = int((query("status") or {}).get("served") or 0)
     result = {

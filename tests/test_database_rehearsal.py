@@ -22,19 +22,21 @@ def change(tree: Path) -> list[Any]:
     return [change_of("p1", "install", new_tree=tree, new_version="1.0.0")]
 
 
-def test_down_that_leaves_a_table_behind_is_refused(tmp_path: Path, database_url: str) -> None:
+def _install_refused(tmp_path: Path, database_url: str, up: str, down: str, match: str) -> None:
+    """Installing a plugin with ``up``/``down`` is refused with ``match``, and nothing is committed."""
     config = Config.for_directory(tmp_path, database_url=database_url)
-    tree = make_tree(
-        tmp_path,
-        files={
-            "migrations/up.sql": "CREATE TABLE kept (id INTEGER);\nCREATE TABLE leftover (id INTEGER);",
-            "migrations/down.sql": "DROP TABLE kept;",
-        },
-    )
-    with pytest.raises(MigrationError, match=r"^plugin p1: down migrations do not restore the schema: table 'leftover' left behind"):
+    tree = make_tree(tmp_path, files={"migrations/up.sql": up, "migrations/down.sql": down})
+    with pytest.raises(MigrationError, match=match):
         run(config, "tx-1", "install", change(tree))
     assert table_names(database_url) == set()
     assert committed(config, "tx-1") is False
+
+
+def test_down_that_leaves_a_table_behind_is_refused(tmp_path: Path, database_url: str) -> None:
+    _install_refused(
+        tmp_path, database_url, "CREATE TABLE kept (id INTEGER);\nCREATE TABLE leftover (id INTEGER);", "DROP TABLE kept;",
+        r"^plugin p1: down migrations do not restore the schema: table 'leftover' left behind",
+    )  # fmt: skip
 
 
 def _installed_then_upgrade(config: Config, root: Path, v1_files: dict[str, str], up: str, down: str) -> list[Any]:
@@ -201,15 +203,8 @@ def test_a_down_that_ends_the_whole_transaction_is_reported_for_itself(tmp_path:
     """Found from outside: a down statement that makes SQLite drop the whole transaction (`OR ROLLBACK`,
     and likewise a full disk or a lost connection) was reported as "no such savepoint:
     atomicplug_rehearsal": rolling back to the savepoint failed too, and its error replaced the real one."""
-    config = Config.for_directory(tmp_path, database_url=f"sqlite:///{tmp_path / 'app.db'}")
-    tree = make_tree(
-        tmp_path,
-        files={
-            "migrations/up.sql": "CREATE TABLE u (id INTEGER PRIMARY KEY);\nINSERT INTO u VALUES (1);",
-            "migrations/down.sql": "INSERT OR ROLLBACK INTO u VALUES (1);\nDROP TABLE u;",
-        },
-    )
-    with pytest.raises(MigrationError, match=r"down migrations fail in the reversibility rehearsal: .*UNIQUE constraint failed: u\.id"):
-        run(config, "tx-1", "install", change(tree))
-    assert table_names(config.database_url) == set()
-    assert committed(config, "tx-1") is False
+    _install_refused(
+        tmp_path, f"sqlite:///{tmp_path / 'app.db'}",
+        "CREATE TABLE u (id INTEGER PRIMARY KEY);\nINSERT INTO u VALUES (1);", "INSERT OR ROLLBACK INTO u VALUES (1);\nDROP TABLE u;",
+        r"down migrations fail in the reversibility rehearsal: .*UNIQUE constraint failed: u\.id",
+    )  # fmt: skip
