@@ -737,3 +737,24 @@ def test_deep_verify_leaves_the_pycs_of_another_interpreter_alone(home):
     os.chmod(record, 0o644)
     record.write_text(record.read_text().replace(f'["{pyc}",', f'["{other}",'))
     assert all(r.ok for r in home.installer.verify(deep=True))
+
+
+def test_a_full_disk_while_staging_drops_the_packages_blob(home, monkeypatch):
+    """Found from outside: after an install failed for lack of space while staging, the package's zip
+    stayed in downloads/ (gc keeps a blob an hour), holding the space the retry needed, and the retry
+    took the zip in again anyway. A cluster node keeps its blobs: the others fetch them from it."""
+    from atomicplug import safezip
+    from atomicplug.errors import StorageError
+    from atomicplug.testing import snapshot
+
+    def full_disk(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(home.config.home / "objects"))
+
+    before = snapshot(home.config)
+    monkeypatch.setattr(safezip, "extract_to_objects", full_disk)
+    with pytest.raises(StorageError, match="ENOSPC"):
+        home.installer.install_file(home.package("alpha"))
+    assert snapshot(home.config) == before
+    assert list(home.config.downloads_dir.glob("*.zip")) == []
+    monkeypatch.undo()
+    assert home.installer.install_file(home.package("alpha")).changes == ("install alpha 1.0.0",)

@@ -30,6 +30,7 @@ __all__ = [
     "Site",
     "named",
     "doing",
+    "is_full_disk",
     "storage_cause",
     "describe",
     "storage_error",
@@ -102,6 +103,12 @@ def _is_storage(exc: BaseException) -> bool:
         pgcode = getattr(exc, "pgcode", None)  # None: the connection itself failed (lost, refused)
         return pgcode is None or pgcode[:2] in _PG_STORAGE
     return False
+
+
+def is_full_disk(failure: BaseException) -> bool:
+    """Whether ``failure`` is (or was raised from) a file system out of space or quota."""
+    cause = storage_cause(failure, wrapped=True)
+    return isinstance(cause, OSError) and cause.errno in (errnos.ENOSPC, errnos.EDQUOT)
 
 
 def storage_cause(failure: BaseException, *, wrapped: bool = False) -> BaseException | None:

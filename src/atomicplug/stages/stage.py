@@ -135,6 +135,7 @@ def _package_objects(
     from atomicplug import safezip
     from atomicplug.errors import PackageError
     from atomicplug.intake import open_blob, release
+    from atomicplug.ioerrors import is_full_disk
 
     trees = plugin_trees(config.home, plugin_id)
     known = installed_pycs(trees)
@@ -152,6 +153,11 @@ def _package_objects(
             objects.discard(extraction.created)
         if isinstance(exc, PackageError):  # its bytes lie (a CRC, a size, a RECORD line): none of them is kept to be taken in again
             release(config, sha256)
+        elif is_full_disk(exc) and not config.cluster:  # the space the retry needs (it takes the zip in again anyway)
+            try:
+                release(config, sha256)
+            except OSError:
+                pass  # the disk's own failure is the one to report
         raise
     finally:
         compiler.close()
